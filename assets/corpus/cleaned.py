@@ -1,0 +1,148 @@
+"""``clean_documents`` and ``document_rejections``: the corpus rules applied to extracted pages."""
+
+
+import time
+from collections import Counter
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from assets.contracts import Distribution, TableContract
+from assets.metadata import md_funnel, md_histogram, md_table
+from assets.partitions import DAILY_FRESHNESS, crawl_partitions
+
+from .cleaning import RULE_ORDER, clean_document
+from .extract import content_hash
+from .thresholds import PROFILES, profile_with_overrides
+
+LANGUAGE_RULE = "language"
+KEPT_SCHEMA = {
+    "doc_id": pl.String, "url": pl.String, "canonical_url": pl.String, "host": pl.String, "title": pl.String,
+    "text": pl.String, "language": pl.String, "language_score": pl.Float64, "quality_score": pl.Float64,
+    "word_count": pl.Int64, "char_count": pl.Int64, "content_hash": pl.String, "c4_lines_removed": pl.Int64,
+    "pii_emails": pl.Int64, "pii_ip_addresses": pl.Int64, "pii_phones": pl.Int64,
+    "fetch_time": pl.Datetime("us", "UTC"),
+}
+REJECTED_SCHEMA = {
+    "doc_id": pl.String, "url": pl.String, "host": pl.String, "rule": pl.String, "reason": pl.String,
+    "quality_score": pl.Float64, "language": pl.String, "text_chars": pl.Int64, "text": pl.String,
+    "fetch_time": pl.Datetime("us", "UTC"),
+}
+KEPT = TableContract(
+    schema=KEPT_SCHEMA,
+    not_null=("doc_id", "url", "host", "text", "quality_score", "content_hash", "fetch_time"),
+    unique=("doc_id", "url"),
+    ranges={"quality_score": (0.0, 1.0), "word_count": (1, None), "char_count": (1, None)},
+    distributions=(
+        Distribution("documents_kept", "At least one document survives cleaning.",
+                     lambda df, _: float(df.height), low=1, blocking=True),
+        Distribution("rejected_share", "Share of extracted pages rejected (warn above 80%).",
+                     lambda df, f: 1 - df.height / max(f["in"], 1), high=0.8),
+        Distribution("mean_quality", "Mean quality score of kept documents (warn below 0.4).",
+                     lambda df, _: float(df["quality_score"].mean() or 0.0), low=0.4),
+    ),
+)
+REJECTED = TableContract(
+    schema=REJECTED_SCHEMA,
+    not_null=("doc_id", "url", "rule", "reason"),
+    unique=("doc_id",),
+    ranges={"quality_score": (0.0, 1.0)},
+    distributions=(
+        Distribution("known_rules", "Every rejection names a rule of the pipeline.",
+                     lambda df, _: float((~df["rule"].is_in([LANGUAGE_RULE, *RULE_ORDER])).sum()), high=0,
+                     blocking=True),
+    ),
+)
+
+
+class CleanConfig(dg.Config):
+    """Which thresholds the rules use. ``published`` = the papers' values (Gopher, C4, FineWeb);
+    ``documentation`` = relaxed for software documentation (see assets/corpus/thresholds.py)."""
+
+    profile: Literal["published", "documentation"] = Field("published", description="Threshold profile.")
+    overrides: dict[str, float] = Field(
+        default_factory=dict, description='Per-threshold overrides, e.g. {"gopher_quality.min_doc_words": 30}.'
+    )
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="Languages kept (CLD2 codes); empty: all.")
+    min_language_score: float = Field(0.5, description="CLD2 confidence below which a page's language is unknown.")
+
+
+def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """(kept, rejected, facts) for a frame of extracted pages."""
+    profile = profile_with_overrides(config.profile, config.overrides)
+    kept, rejected = [], []
+    dropped = Counter()
+    langs = set(config.languages)
+    started = time.monotonic()
+    for i, row in enumerate(pages.iter_rows(named=True)):
+        if langs and (row["language"] not in langs or row["language_score"] < config.min_language_score):
+            dropped[LANGUAGE_RULE] += 1
+            rejected.append((row["doc_id"], row["url"], row["host"], LANGUAGE_RULE,
+                             f"language={row['language']}@{row['language_score']:.2f}", 0.0, row["language"],
+                             len(row["text"]), row["text"], row["fetch_time"]))
+            continue
+        res = clean_document(row["text"], profile)
+        if res.text is None:
+            dropped[res.dropped_by] += 1
+            rejected.append((row["doc_id"], row["url"], row["host"], res.dropped_by, res.reason, res.quality,
+                             row["language"], len(row["text"]), row["text"], row["fetch_time"]))
+            continue
+        kept.append((row["doc_id"], row["url"], row["canonical_url"], row["host"], row["title"], res.text,
+                     row["language"], row["language_score"], res.quality, len(res.text.split()), len(res.text),
+                     content_hash(res.text), res.lines_removed, res.pii.get("email", 0),
+                     res.pii.get("ip_address", 0), res.pii.get("phone", 0), row["fetch_time"]))
+        if log and (i + 1) % 1000 == 0:
+            log(f"cleaned {i + 1}/{pages.height} ({(i + 1) / (time.monotonic() - started):.0f} docs/s)")
+    funnel, n = [], pages.height
+    for rule in (LANGUAGE_RULE, *RULE_ORDER):
+        funnel.append((rule, n, n - dropped[rule]))
+        n -= dropped[rule]
+    facts = {"in": pages.height, "funnel": funnel, "seconds": time.monotonic() - started}
+    return (pl.DataFrame(kept, schema=KEPT_SCHEMA, orient="row"),
+            pl.DataFrame(rejected, schema=REJECTED_SCHEMA, orient="row"), facts)
+
+
+@dg.multi_asset(
+    outs={
+        "clean_documents": dg.AssetOut(group_name="corpus", kinds={"python", "parquet"}, tags={"stage": "corpus"}, freshness_policy=DAILY_FRESHNESS,
+                                       description="Cleaned, quality-scored, PII-scrubbed documents."),
+        "document_rejections": dg.AssetOut(group_name="corpus", kinds={"parquet"}, tags={"stage": "corpus"}, freshness_policy=DAILY_FRESHNESS,
+                                           description="Every dropped document with the rule that dropped it."),
+    },
+    partitions_def=crawl_partitions,
+    check_specs=KEPT.check_specs("clean_documents") + REJECTED.check_specs("document_rejections"),
+)
+def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extracted_pages: pl.DataFrame):
+    """Cleaned documents and the rejections table, from ``extracted_pages``.
+
+    Unicode/whitespace normalization, then language, length bounds, C4 line and document rules, Gopher
+    repetition and quality rules and FineWeb quality rules (the first failing rule drops a document and
+    is recorded), PII scrubbing (emails, IP addresses, phone numbers), and a 0–1 quality score
+    (sentence length, unique-word ratio, alphabetic ratio).
+    """
+    kept, rejected, facts = clean_frame(extracted_pages, config, context.log.info)
+    by_rule = rejected.group_by("rule").len().sort("len", descending=True)
+    thresholds = PROFILES[config.profile]
+    yield dg.Output(kept, output_name="clean_documents", metadata={
+        "documents_in": facts["in"],
+        "documents_kept": kept.height,
+        "kept_share": round(kept.height / max(facts["in"], 1), 4),
+        "mean_quality": round(float(kept["quality_score"].mean() or 0.0), 4),
+        "docs_per_s": round(facts["in"] / facts["seconds"], 1) if facts["seconds"] else 0.0,
+        "funnel": md_funnel(facts["funnel"]),
+        "quality_histogram": md_histogram(kept["quality_score"].to_list(), title="quality"),
+        "pii_replacements": dg.MetadataValue.json({c: int(kept[c].sum()) for c in
+                                                   ("pii_emails", "pii_ip_addresses", "pii_phones")}),
+        "profile": dg.MetadataValue.text(thresholds.name),
+        "overrides": dg.MetadataValue.json(config.overrides),
+    })
+    yield dg.Output(rejected, output_name="document_rejections", metadata={
+        "documents_rejected": rejected.height,
+        "by_rule": dg.MetadataValue.md(md_table(by_rule.rows(), ("rule", "documents"))),
+        "sample": dg.MetadataValue.md(md_table(rejected.select("url", "rule", "reason").head(15).rows(),
+                                               ("url", "rule", "reason"))),
+    })
+    yield from KEPT.evaluate(kept, "clean_documents", facts)
+    yield from REJECTED.evaluate(rejected, "document_rejections", facts)

@@ -1,0 +1,65 @@
+"""One document through the corpus rules: normalize, filter, scrub (framework-free).
+
+``clean_document`` runs, in ``RULE_ORDER``::
+
+    normalize_text -> length_bounds -> c4_quality (line filter, then document rules)
+    -> gopher_repetition -> gopher_quality -> fineweb_quality -> scrub_pii
+
+The first failing rule drops the document; later rules are not evaluated. Rules after C4 see the
+text C4 kept. PII scrubbing runs last so that the rules judge the real text (a placeholder such as
+``<EMAIL>`` would change word, symbol and line statistics), and only kept documents pay for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from assets.corpus.filters import normalize_text, quality_score, scrub_pii
+from assets.corpus.text_stats import TextStats
+from assets.corpus.thresholds import Profile
+
+RULE_ORDER: tuple[str, ...] = ("length_bounds", "c4_quality", "gopher_repetition", "gopher_quality", "fineweb_quality")
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """Outcome for one document.
+
+    ``text``: the cleaned, PII-scrubbed text, or None when dropped. ``dropped_by``/``reason``: the
+    failing rule's name and reason (None when kept). ``quality``: :func:`quality_score` of the
+    final text, or of the normalized input when dropped. ``pii``: replacements per kind (empty when
+    dropped: nothing was scrubbed). ``flags``: rule name -> passed, for every rule evaluated (rules
+    after the dropping one are absent). ``lines_removed``: lines the C4 line filter removed.
+    """
+
+    text: str | None
+    dropped_by: str | None
+    reason: str | None
+    quality: float
+    pii: dict[str, int] = field(default_factory=dict)
+    flags: dict[str, bool] = field(default_factory=dict)
+    lines_removed: int = 0
+
+
+def clean_document(text: str, profile: Profile) -> CleanResult:
+    """Normalize ``text`` and run it through ``profile``'s rules in ``RULE_ORDER``; see the module doc."""
+    normalized = normalize_text(text, keep_indentation=profile.keep_indentation)
+    normalized_stats = TextStats(normalized)
+    flags: dict[str, bool] = {}
+
+    reason = profile.length_bounds.check(normalized_stats)
+    flags[profile.length_bounds.name] = reason is None
+    if reason is not None:
+        return CleanResult(None, profile.length_bounds.name, reason, quality_score(normalized_stats), {}, flags)
+
+    kept, lines_removed = profile.c4_quality.filter_lines(normalized)
+    stats = normalized_stats if kept is normalized else TextStats(kept)
+    for rule in (profile.c4_quality, profile.gopher_repetition, profile.gopher_quality, profile.fineweb_quality):
+        reason = rule.check(stats)
+        flags[rule.name] = reason is None
+        if reason is not None:
+            return CleanResult(None, rule.name, reason, quality_score(normalized_stats), {}, flags, lines_removed)
+
+    scrubbed, pii = scrub_pii(kept)
+    final_stats = stats if not any(pii.values()) else TextStats(scrubbed)
+    return CleanResult(scrubbed, None, None, quality_score(final_stats), pii, flags, lines_removed)

@@ -1,0 +1,601 @@
+"""Corpus text rules: normalization, PII scrubbing, Gopher / C4 / FineWeb quality rules, quality score.
+
+Framework-free. Every rule is a frozen dataclass whose thresholds are named fields carrying the
+published defaults (datatrove ``src/datatrove/pipeline/filters/``: Gopher quality and repetition,
+C4, FineWeb), a ``name`` class attribute, and ``check(stats) -> str | None``: ``None`` keeps the
+document, a short reason string drops it. Rules read one shared :class:`TextStats`, so the text is
+tokenized once, not once per rule.
+
+Comparisons. Each ratio is computed as one division of two integers, so a ratio equal to the
+threshold as a decimal fraction (for example 8/10 against 0.8) compares equal, never one float ulp
+off. Every bound is INCLUSIVE: a ``min_*`` threshold keeps values ``>=`` it, a ``max_*`` threshold
+keeps values ``<=`` it; the drop happens strictly past the threshold. To switch a rule off, give it
+a permissive value (0 for a minimum, ``float("inf")`` for a maximum).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from assets.corpus.text_stats import TextStats
+
+__all__ = [
+    "C4Quality",
+    "FineWebQuality",
+    "GopherQuality",
+    "GopherRepetition",
+    "LengthBounds",
+    "PII_PLACEHOLDERS",
+    "normalize_text",
+    "quality_score",
+    "scrub_pii",
+]
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
+
+
+# ----- normalization -----------------------------------------------------------------------------
+def _special_chars() -> dict[str, str]:
+    table: dict[str, str] = {}
+    for cp in range(0x3001):
+        ch = chr(cp)
+        if ch in "\n ":
+            continue
+        if ch.isspace():
+            table[ch] = " "
+        elif unicodedata.category(ch) == "Cc":
+            table[ch] = ""
+    table["\t"] = " "
+    for ch in "\x85\u2028\u2029":  # NEXT LINE, LINE SEPARATOR, PARAGRAPH SEPARATOR break lines
+        table[ch] = "\n"
+    for ch in "\u200b\u2060\ufeff\u00ad":  # zero-width space, word joiner, BOM, soft hyphen
+        table[ch] = ""
+    return table
+
+
+_SPECIAL = _special_chars()
+_SPECIAL_RE = re.compile("[" + "".join(re.escape(c) for c in sorted(_SPECIAL)) + "\ud800-\udfff]")
+def _special_repl(m: re.Match[str]) -> str:
+    return _SPECIAL.get(m.group(), "")  # lone surrogates are not in the table: removed
+
+
+def normalize_text(text: str, *, keep_indentation: bool = False) -> str:
+    """Canonical text for every later stage.
+
+    In order: ``\\r\\n`` and lone ``\\r`` become ``\\n``; lone surrogates and control characters
+    (Unicode category Cc) are removed, except ``\\n`` kept and ``\\t`` turned into a space; the
+    invisible format characters U+200B, U+2060, U+FEFF and U+00AD (soft hyphen) are removed; the
+    line breaks U+0085, U+2028, U+2029 become ``\\n``; every other Unicode whitespace character
+    becomes a space; Unicode NFC normalization; runs of spaces collapse to one space; trailing
+    spaces are stripped from every line; two or more consecutive blank lines (3+ newlines) become
+    one blank line; the whole text is stripped.
+
+    ``keep_indentation=True`` leaves the leading spaces of each line alone (only runs after the
+    first non-space character collapse) and strips only blank lines at both ends: Python code
+    indentation is syntax. Tabs still become one space each.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # str.isprintable() is False for every character the table handles (Cc, Cf, Zs but " ", Zl, Zp,
+    # surrogates), so printable text (newlines aside) skips the regex entirely.
+    if not text.replace("\n", "").isprintable():
+        text = _SPECIAL_RE.sub(_special_repl, text)
+    text = unicodedata.normalize("NFC", text)
+    if "  " in text:
+        if keep_indentation:
+            lines = text.split("\n")
+            for i, line in enumerate(lines):
+                body = line.lstrip(" ")
+                if "  " in body:
+                    while "  " in body:
+                        body = body.replace("  ", " ")
+                    lines[i] = line[: len(line) - len(line.lstrip(" "))] + body
+            text = "\n".join(lines)
+        else:
+            while "  " in text:
+                text = text.replace("    ", " ").replace("  ", " ")
+    if " \n" in text or text.endswith(" "):
+        text = "\n".join(line.rstrip(" ") for line in text.split("\n"))
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n\n", "\n\n").replace("\n\n\n", "\n\n")
+    return text.strip("\n") if keep_indentation else text.strip()
+
+
+# ----- PII ---------------------------------------------------------------------------------------
+PII_PLACEHOLDERS = {"email": "<EMAIL>", "ip_address": "<IP_ADDRESS>", "phone": "<PHONE>"}
+
+# local@domain.tld: a dotted domain ending in an alphabetic TLD ("user@localhost" and decorators
+# like "@property" do not match).
+_EMAIL_RE = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
+# Exactly four dot-separated octets 0-255 without leading zeros, not part of a longer dotted
+# number: "3.11.7" (three parts) and "1.2.3.4.5" (five parts) do not match.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"(?<![\w.])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.[0-9])")
+# IPv6 candidates (hex groups and colons, optionally ending in an embedded IPv4), then validated by
+# ``ipaddress`` and by _ipv6_specific (see there) to keep C++ ``a::b`` and slices ``x[1::2]`` out.
+_IPV6_RE = re.compile(
+    r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:]{2,39}"
+    r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3})?(?![\w:]|\.[0-9])"
+)
+# Phones, two forms, each with separators, so plain digit runs (ids, timestamps, 1234567890123 in
+# code) never match:
+#   international: "+" country code (1-3 digits, no leading 0) then 1-6 groups of 1-5 digits, the
+#     groups separated by at most one space, dot or hyphen and optionally parenthesized:
+#     "+44 20 7946 0958", "+1 (415) 555-2671", "+14155552671" (E.164);
+#   NANP: optional "1" / "+1", area code [2-9]XX (optionally in parentheses), exchange [2-9]XX,
+#     line XXXX, separated by space, dot or hyphen: "(415) 555-2671", "415.555.2671", "1-800-555-0199".
+# A match must hold 9 to 15 digits (E.164 allows 15).
+_PHONE_RE = re.compile(
+    r"(?<![\w+.-])(?:"
+    r"\+[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,5}\)|[0-9]{1,5})){1,6}"
+    r"|(?:1[ .-]?)?(?:\([2-9][0-9]{2}\)[ .-]?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
+    r")(?!\w|[.-][0-9])"
+)
+
+
+def _ipv6_specific(candidate: str) -> bool:
+    """A valid IPv6 address written specifically enough not to be code.
+
+    Kept: the full 8-group form, any form embedding an IPv4 address, and compressed (``::``) forms
+    with at least two groups of which there are three or more, or one has four hex digits or a
+    letter (``fe80::1``, ``2001:db8::1``). Rejected: ``::``, ``::1`` (loopback), ``1::2``, ``a::b``.
+    """
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    if "." in candidate:
+        return True
+    groups = [g for g in candidate.split(":") if g]
+    if "::" not in candidate:
+        return len(groups) == 8
+    if len(groups) < 2:
+        return False
+    return len(groups) >= 3 or any(len(g) == 4 or not g.isdigit() for g in groups)
+
+
+def _pii_windows(text: str) -> list[tuple[int, int]]:
+    """Sorted, disjoint spans of ``text`` that may hold PII, each bounded by whitespace or the text's ends.
+
+    Every match of the PII patterns lies inside one of them: an email holds ``@``; an IPv4 address
+    a digit-dot-digit; an IPv6 address two colons at most five characters apart; a phone a ``+`` and
+    digit (then at most ~55 characters), or a separator followed by four digits (preceded by at most
+    ~17 characters). The hints are found with numpy in one pass over the code points, so text without
+    them costs no regex scan; span edges sit on whitespace, which the patterns' boundary look-arounds
+    treat exactly like the text's ends.
+    """
+    cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    n = cp.size
+    digit = (cp - np.uint32(48)) < 10  # '0'..'9' (wraps below '0')
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+
+    def hint(pos: np.ndarray, before: int, after: int) -> None:
+        if pos.size:
+            starts.append(np.maximum(pos - before, 0))
+            ends.append(np.minimum(pos + after, n))
+
+    hint(np.flatnonzero(cp == 64), 0, 1)  # @
+    colons = np.flatnonzero(cp == 58)
+    if colons.size > 1:
+        hint(colons[:-1][np.diff(colons) <= 5], 0, 1)
+    dots = np.flatnonzero(cp[1:-1] == 46) + 1
+    if dots.size:
+        hint(dots[digit[dots - 1] & digit[dots + 1]], 0, 1)
+    plus = np.flatnonzero(cp[:-1] == 43)
+    if plus.size:
+        hint(plus[digit[plus + 1]], 0, 60)
+    digits = np.flatnonzero(digit)
+    if digits.size >= 4:
+        run4 = digits[:-3][digits[3:] - digits[:-3] == 3]  # first of four consecutive digits
+        sep = run4[run4 >= 2] - 1
+        if sep.size:
+            c = cp[sep]
+            sep = sep[((c == 32) | (c == 46) | (c == 45)) & digit[sep - 1]]
+            hint(sep, 30, 5)
+    if not starts:
+        return []
+    a = np.concatenate(starts)
+    b = np.concatenate(ends)
+    space = np.flatnonzero(cp <= 32)
+    i = np.searchsorted(space, a)  # first whitespace at or after a: the one before is space[i - 1]
+    a = np.where(i > 0, space[np.maximum(i - 1, 0)] + 1 if space.size else 0, 0)
+    j = np.searchsorted(space, b)
+    b = np.where(j < space.size, space[np.minimum(j, space.size - 1)] if space.size else n, n)
+    order = np.argsort(a, kind="stable")
+    windows: list[tuple[int, int]] = []
+    for lo, hi in zip(a[order].tolist(), b[order].tolist()):
+        if windows and lo <= windows[-1][1]:
+            if hi > windows[-1][1]:
+                windows[-1] = (windows[-1][0], hi)
+        else:
+            windows.append((lo, hi))
+    return windows
+
+
+def _scrub_span(span: str, counts: dict[str, int]) -> str:
+    if "@" in span:
+        span, k = _EMAIL_RE.subn(PII_PLACEHOLDERS["email"], span)
+        counts["email"] += k
+
+    def ipv6(m: re.Match[str]) -> str:
+        if _ipv6_specific(m.group()):
+            counts["ip_address"] += 1
+            return PII_PLACEHOLDERS["ip_address"]
+        return m.group()
+
+    def phone(m: re.Match[str]) -> str:
+        if 9 <= sum(ch in "0123456789" for ch in m.group()) <= 15:
+            counts["phone"] += 1
+            return PII_PLACEHOLDERS["phone"]
+        return m.group()
+
+    if ":" in span:
+        span = _IPV6_RE.sub(ipv6, span)
+    if "." in span:
+        span, k = _IPV4_RE.subn(PII_PLACEHOLDERS["ip_address"], span)
+        counts["ip_address"] += k
+    return _PHONE_RE.sub(phone, span)
+
+
+def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
+    """Replace emails, IP addresses and phone numbers; return the text and counts per kind.
+
+    Kinds (keys of the counts, always all present): ``email`` -> ``<EMAIL>``, ``ip_address`` (IPv4
+    and IPv6) -> ``<IP_ADDRESS>``, ``phone`` -> ``<PHONE>``. Applied in that order (emails first, so
+    an address's domain is never read as anything else; IPs before phones). The patterns and what
+    they deliberately leave alone (version strings, plain digit runs, C++ scopes) are documented at
+    their definitions. Four-part version strings such as ``1.2.3.4`` are indistinguishable from
+    IPv4 addresses and are replaced. The regexes run only on the few spans that
+    :func:`_pii_windows` marks, not over the whole text.
+    """
+    counts = {"email": 0, "ip_address": 0, "phone": 0}
+    windows = _pii_windows(text)
+    if not windows:
+        return text, counts
+    pieces: list[str] = []
+    last = 0
+    for lo, hi in windows:
+        pieces.append(text[last:lo])
+        pieces.append(_scrub_span(text[lo:hi], counts))
+        last = hi
+    pieces.append(text[last:])
+    return "".join(pieces), counts
+
+
+# ----- rules -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LengthBounds:
+    """Characters of the normalized text within ``[min_chars, max_chars]`` (both inclusive).
+
+    Not a published rule: a cheap first gate. ``min_chars=199`` is exactly the shortest text that
+    can pass :class:`GopherQuality` defaults (50 words of mean length >= 3 plus 49 separators), so
+    it only front-runs drops the published rules would make anyway; ``max_chars`` bounds the work
+    spent on one page.
+    """
+
+    name: ClassVar[str] = "length_bounds"
+    min_chars: int = 199
+    max_chars: int = 1_000_000
+
+    def check(self, stats: TextStats) -> str | None:
+        if stats.n_chars < self.min_chars:
+            return f"chars<{self.min_chars}"
+        if stats.n_chars > self.max_chars:
+            return f"chars>{self.max_chars}"
+        return None
+
+
+@dataclass(frozen=True)
+class GopherQuality:
+    """Gopher (MassiveText) quality rules, datatrove ``GopherQualityFilter`` defaults.
+
+    Measured on :class:`TextStats` (words = regex ``\\w+`` words; lines = non-empty lines). Keeps a
+    document when, in this order (first failure is the reason):
+
+    - ``min_doc_words <= words <= max_doc_words`` (``too_few_words`` / ``too_many_words``);
+    - ``min_avg_word_length <= mean word length <= max_avg_word_length``;
+    - ``"#"`` count / words ``<= max_symbol_word_ratio``, and likewise (``"..."`` + ``"…"``) / words;
+    - bullet lines (starting with one of ``• ‣ ◦ ● ▪ ∙ - *``) / lines ``<= max_bullet_lines_ratio``;
+    - lines ending in ``...`` or ``…`` / lines ``<= max_ellipsis_lines_ratio``;
+    - whitespace tokens holding a letter / tokens ``>= max_non_alpha_words_ratio`` (datatrove's
+      name, kept for familiarity: it is the minimum share of alphabetic words);
+    - stop-word occurrences (the, be, to, of, and, that, have, with; repeats count)
+      ``>= min_stop_words``.
+    """
+
+    name: ClassVar[str] = "gopher_quality"
+    min_doc_words: int = 50
+    max_doc_words: int = 100_000
+    min_avg_word_length: float = 3.0
+    max_avg_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
+    max_non_alpha_words_ratio: float = 0.8
+    min_stop_words: int = 2
+
+    def check(self, stats: TextStats) -> str | None:
+        n_words = stats.n_words
+        if n_words < self.min_doc_words:
+            return "too_few_words"
+        if n_words > self.max_doc_words:
+            return "too_many_words"
+        if n_words == 0:
+            return "no_words"
+        mean = stats.mean_word_length
+        if mean < self.min_avg_word_length:
+            return f"mean_word_length<{_g(self.min_avg_word_length)}"
+        if mean > self.max_avg_word_length:
+            return f"mean_word_length>{_g(self.max_avg_word_length)}"
+        if stats.n_hashes / n_words > self.max_symbol_word_ratio:
+            return f"hash_word_ratio>{_g(self.max_symbol_word_ratio)}"
+        if stats.n_ellipses / n_words > self.max_symbol_word_ratio:
+            return f"ellipsis_word_ratio>{_g(self.max_symbol_word_ratio)}"
+        n_lines = len(stats.non_empty_lines)
+        if stats.n_bullet_lines / n_lines > self.max_bullet_lines_ratio:
+            return f"bullet_lines_ratio>{_g(self.max_bullet_lines_ratio)}"
+        if stats.n_ellipsis_lines / n_lines > self.max_ellipsis_lines_ratio:
+            return f"ellipsis_lines_ratio>{_g(self.max_ellipsis_lines_ratio)}"
+        if stats.alpha_token_ratio < self.max_non_alpha_words_ratio:
+            return f"alpha_word_ratio<{_g(self.max_non_alpha_words_ratio)}"
+        if stats.n_stop_words < self.min_stop_words:
+            return "too_few_stop_words"
+        return None
+
+
+@dataclass(frozen=True)
+class GopherRepetition:
+    """Gopher repetition rules, datatrove ``GopherRepetitionFilter`` defaults.
+
+    Drops a document when, in this order, any share is strictly above its threshold:
+
+    - repeated paragraphs (blank-line separated; occurrences after the first) / paragraphs
+      ``> dup_para_frac``; their characters / all paragraph characters ``> dup_para_char_frac``;
+    - repeated non-empty lines / lines ``> dup_line_frac``; their characters / all line characters
+      ``> dup_line_char_frac``;
+    - for each ``(n, share)`` in ``top_n_grams``: occurrences x word characters of the most frequent
+      word n-gram / all word characters ``> share``. Only an n-gram seen at least twice counts (a
+      short document's single bigram is not repetition);
+    - for each ``(n, share)`` in ``dup_n_grams``: word characters covered by repeated n-grams (every
+      occurrence after the first; overlaps counted once) / all word characters ``> share``.
+
+    Character shares count word characters only (whitespace and punctuation excluded) in both
+    numerator and denominator; datatrove mixes the raw text length in. The n-gram shares never
+    grow with ``n``, so once one is within the smallest remaining threshold the rest are skipped.
+    """
+
+    name: ClassVar[str] = "gopher_repetition"
+    dup_line_frac: float = 0.3
+    dup_para_frac: float = 0.3
+    dup_line_char_frac: float = 0.2
+    dup_para_char_frac: float = 0.2
+    top_n_grams: tuple[tuple[int, float], ...] = ((2, 0.2), (3, 0.18), (4, 0.16))
+    dup_n_grams: tuple[tuple[int, float], ...] = (
+        (5, 0.15),
+        (6, 0.14),
+        (7, 0.13),
+        (8, 0.12),
+        (9, 0.11),
+        (10, 0.10),
+    )
+
+    def check(self, stats: TextStats) -> str | None:
+        paragraphs = stats.paragraphs
+        if paragraphs:
+            n_dup, dup_chars = stats.paragraph_duplicates
+            if n_dup / len(paragraphs) > self.dup_para_frac:
+                return f"dup_para_frac>{_g(self.dup_para_frac)}"
+            if dup_chars / stats.n_paragraph_chars > self.dup_para_char_frac:
+                return f"dup_para_char_frac>{_g(self.dup_para_char_frac)}"
+        lines = stats.non_empty_lines
+        if lines:
+            n_dup, dup_chars = stats.line_duplicates
+            if n_dup / len(lines) > self.dup_line_frac:
+                return f"dup_line_frac>{_g(self.dup_line_frac)}"
+            if dup_chars / stats.n_line_chars > self.dup_line_char_frac:
+                return f"dup_line_char_frac>{_g(self.dup_line_char_frac)}"
+        total = stats.n_word_chars
+        if total == 0:
+            return None
+        # An n-gram occurs at most as often as its prefix (n-1)-gram: max_count(n) <= max_count(m)
+        # for m < n, so count x (longest n-gram) bounds the share without sorting the n-grams.
+        bound_count = stats.max_count(1)
+        for n, share in sorted(self.top_n_grams):
+            if bound_count < 2 or stats.n_words < n:
+                break
+            if bound_count * int(stats.window_chars(n).max()) / total <= share:
+                continue
+            count, chars = stats.top_ngram(n)
+            if count >= 2 and count * chars / total > share:
+                return f"top_{n}_gram>{_g(share)}"
+            bound_count = count
+        dup = sorted(self.dup_n_grams)
+        for i, (n, share) in enumerate(dup):
+            dup_share = stats.duplicate_ngram_chars(n) / total
+            if dup_share > share:
+                return f"dup_{n}_gram_chars>{_g(share)}"
+            if i + 1 < len(dup) and dup_share <= min(s for _, s in dup[i + 1 :]):
+                break  # larger n cannot exceed this share
+        return None
+
+
+@dataclass(frozen=True)
+class C4Quality:
+    """C4's clean-up: a line filter that removes lines, then document rules on what is kept.
+
+    API, in two steps (``clean_document`` calls both):
+
+    1. ``filter_lines(text) -> (kept_text, n_lines_removed)`` removes a line (C4 order) when: it
+       holds a whitespace token longer than ``max_word_length``; (after deleting wiki citations
+       ``[1]``, ``[edit]``, ``[citation needed]`` if ``remove_citations``) it does not end in one of
+       ``end_punctuation`` or ends in ``...`` (if ``filter_no_terminal_punct``); it has fewer than
+       ``min_words_per_line`` whitespace tokens; it contains ``javascript`` (case-insensitive, if
+       ``filter_javascript``); it contains a policy phrase (if ``filter_policy``). Blank lines are
+       kept as paragraph separators (C4 joined lines and lost paragraphs; Gopher's paragraph rules
+       run after this one here) and are not counted as removed; kept lines keep their indentation.
+    2. ``check(stats)`` on the kept text's :class:`TextStats` drops the document when it contains
+       ``lorem ipsum`` (case-insensitive, ``filter_lorem_ipsum``), contains ``{``
+       (``filter_curly_bracket``), or has fewer than ``min_num_sentences`` sentences.
+
+    As in C4, the two document rules look only at lines that survived the line rules, so a code
+    line with ``{`` that lacks terminal punctuation is removed rather than dropping the page.
+    """
+
+    name: ClassVar[str] = "c4_quality"
+    filter_no_terminal_punct: bool = True
+    end_punctuation: tuple[str, ...] = (".", "!", "?", '"', "'")
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    remove_citations: bool = True
+    filter_javascript: bool = True
+    filter_policy: bool = True
+    policy_phrases: tuple[str, ...] = (
+        "terms of use",
+        "privacy policy",
+        "cookie policy",
+        "uses cookies",
+        "use of cookies",
+        "use cookies",
+    )
+    filter_lorem_ipsum: bool = True
+    filter_curly_bracket: bool = True
+    min_num_sentences: int = 5
+
+    _CITATION_RE: ClassVar[re.Pattern[str]] = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
+
+    def filter_lines(self, text: str) -> tuple[str, int]:
+        """Return the kept text (blank-line runs collapsed, stripped of blank edges) and the count of
+        removed non-blank lines. Expects normalized text."""
+        lowered = text.lower()
+        javascript = self.filter_javascript and "javascript" in lowered
+        policies = tuple(p for p in self.policy_phrases if p in lowered) if self.filter_policy else ()
+        max_len = self.max_word_length
+        long_lines = len(text) > max_len
+        citations = self.remove_citations and "[" in text
+        punct = self.end_punctuation if self.filter_no_terminal_punct else None
+        min_words = self.min_words_per_line
+        kept: list[str] = []
+        removed = 0
+        edited = False
+        for line in text.split("\n"):
+            s = line.strip()
+            if not s:
+                kept.append("")
+                continue
+            if long_lines and len(s) > max_len and max(map(len, s.split())) > max_len:
+                removed += 1
+                continue
+            if citations and "[" in s:
+                line, n_cited = self._CITATION_RE.subn("", line)
+                if n_cited:
+                    edited = True
+                    line = line.rstrip()
+                    s = line.strip()
+            if (
+                not s
+                or (punct is not None and (not s.endswith(punct) or s.endswith("...")))
+                or (min_words > 1 and len(s.split(None, min_words - 1)) < min_words)
+            ):
+                removed += 1
+                continue
+            if javascript or policies:
+                low = s.lower()
+                if (javascript and "javascript" in low) or any(p in low for p in policies):
+                    removed += 1
+                    continue
+            kept.append(line)
+        if not removed and not edited:
+            return text, 0
+        out = "\n".join(kept)
+        while "\n\n\n" in out:
+            out = out.replace("\n\n\n\n", "\n\n").replace("\n\n\n", "\n\n")
+        return out.strip("\n"), removed
+
+    def check(self, stats: TextStats) -> str | None:
+        if self.filter_lorem_ipsum and "lorem ipsum" in stats.lower:
+            return "lorem_ipsum"
+        if self.filter_curly_bracket and "{" in stats.text:
+            return "curly_bracket"
+        if stats.sentence_count < self.min_num_sentences:
+            return f"sentences<{self.min_num_sentences}"
+        return None
+
+
+@dataclass(frozen=True)
+class FineWebQuality:
+    """FineWeb's quality rules, datatrove ``FineWebQualityFilter`` defaults.
+
+    On the stripped non-empty lines (none: ``no_lines``), in this order:
+
+    - lines ending in one of ``line_end_chars`` / lines ``>= line_punct_thr``;
+    - lines of at most ``short_line_length`` characters / lines ``<= short_line_thr``;
+    - characters of lines repeating an earlier line / all line characters
+      ``<= char_duplicates_ratio``;
+    - newlines (blank lines included) / words ``<= new_line_ratio``.
+    """
+
+    name: ClassVar[str] = "fineweb_quality"
+    line_punct_thr: float = 0.12
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+    line_end_chars: tuple[str, ...] = (".", "!", "?", '"', "'", "”", "’", "。", "！", "？")
+
+    def check(self, stats: TextStats) -> str | None:
+        lines = stats.non_empty_lines
+        if not lines:
+            return "no_lines"
+        n = len(lines)
+        if stats.n_lines_ending_with(self.line_end_chars) / n < self.line_punct_thr:
+            return f"line_punct_ratio<{_g(self.line_punct_thr)}"
+        if stats.n_short_lines(self.short_line_length) / n > self.short_line_thr:
+            return f"short_line_ratio>{_g(self.short_line_thr)}"
+        if stats.line_duplicates[1] / stats.n_line_chars > self.char_duplicates_ratio:
+            return f"char_dup_ratio>{_g(self.char_duplicates_ratio)}"
+        if stats.n_words == 0:
+            return "no_words"
+        if stats.n_newlines / stats.n_words > self.new_line_ratio:
+            return f"newline_word_ratio>{_g(self.new_line_ratio)}"
+        return None
+
+
+# ----- quality score ---------------------------------------------------------------------------
+def quality_score(stats: TextStats) -> float:
+    """A document quality score in [0, 1]: the mean of three sub-scores, each in [0, 1].
+
+    - sentence length: ``m`` = words / sentences; 1.0 for ``10 <= m <= 30``, ``m / 10`` below 10,
+      ``(60 - m) / 30`` between 30 and 60, 0.0 from 60 up (and 0.0 without words);
+    - unique-word ratio: distinct lowercased words / words (0.0 without words);
+    - alphabetic ratio: alphabetic characters / non-whitespace characters (0.0 for blank text).
+
+    Words and sentences are as defined in :mod:`assets.corpus.text_stats`.
+    """
+    n_words = stats.n_words
+    if n_words == 0:
+        sentence, unique = 0.0, 0.0
+    else:
+        m = n_words / max(stats.sentence_count, 1)
+        if m < 10:
+            sentence = m / 10
+        elif m <= 30:
+            sentence = 1.0
+        elif m < 60:
+            sentence = (60 - m) / 30
+        else:
+            sentence = 0.0
+        unique = stats.n_unique_words / n_words
+    alpha = stats.n_alpha_chars / stats.n_nonspace_chars if stats.n_nonspace_chars else 0.0
+    return (sentence + unique + alpha) / 3

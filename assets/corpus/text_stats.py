@@ -1,0 +1,457 @@
+"""Everything the corpus quality rules measure, computed once per document (framework-free).
+
+datatrove's filters each re-tokenize the text; here one :class:`TextStats` is built per document
+and every rule reads from it. Values are ``functools.cached_property`` (or per-``n`` caches), so a
+value no rule reaches is never computed.
+
+Definitions (the rules in :mod:`assets.corpus.filters` rely on them):
+
+- **lines**: ``text.split("\\n")``; **non-empty lines**: those lines, stripped, that are not empty
+  (line rules compare and measure the stripped line).
+- **paragraphs**: blocks separated by one or more blank lines.
+- **tokens**: whitespace-separated tokens (``str.split()``); used only for the alphabetic-word share
+  (Gopher: "words that contain at least one alphabetic character"), where a code token such as
+  ``=``, ``->`` or ``42`` must count as a word without letters.
+- **words**: the regex word tokenizer ``\\w+`` on the lowercased text (maximal runs of Unicode
+  letters, digits and underscore; ``"don't"`` gives ``don``, ``t``). Word count, mean word length,
+  stop words, unique words and word n-grams all use these words. Words are represented by 64-bit
+  hashes computed with numpy over the code points, never as Python strings.
+- **sentences**: a sentence end is a run of ``. ! ? …`` (and ``。！？``) followed by up to two closing
+  characters (``" ' ” ’ ) ]``) and then whitespace or the end of the text; a non-empty line that does
+  not end in a sentence end adds one unterminated sentence. Abbreviations (``e.g. x``) over-count;
+  decimals (``3.14``) and dotted names (``os.path``) do not.
+
+The statistics expect normalized text (:func:`assets.corpus.filters.normalize_text`): no ``\\r``,
+no trailing spaces. Other text is measured without error, with line-end facts approximate.
+Code points above U+FFFF count as symbols (neither letters, word characters nor spaces).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+
+import numpy as np
+
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's English stop words
+BULLET_PREFIXES = ("•", "‣", "◦", "●", "▪", "∙", "-", "*")
+ELLIPSES = ("...", "…")
+
+_SPACE, _LETTER, _WORD, _NEWLINE, _TERM, _CLOSER = 1, 2, 4, 8, 16, 32
+_ASTRAL = 0x10000  # every code point above the BMP shares this table slot (class 0: a symbol)
+_SENTENCE_TERMINALS = ".!?…。！？"
+_CLOSERS = "\"'”’)]"
+_PARAGRAPH_SPLIT = re.compile(r"\n(?:[ \t]*\n)+")
+
+_MASK64 = (1 << 64) - 1
+_P = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
+_P_INV = pow(_P, -1, 1 << 64)
+_Q = 0xC2B2AE3D27D4EB4F  # n-gram combiner (odd)
+
+
+def _build_tables() -> tuple[np.ndarray, np.ndarray]:
+    classes = np.zeros(_ASTRAL + 1, dtype=np.uint8)
+    lower = np.arange(_ASTRAL + 1, dtype=np.uint64)
+    for cp in range(_ASTRAL):
+        ch = chr(cp)
+        c = 0
+        if ch.isspace():
+            c |= _SPACE
+        if ch.isalpha():
+            c |= _LETTER
+        if ch.isalnum() or ch == "_":
+            c |= _WORD
+        lo = ch.lower()
+        if len(lo) == 1:
+            lower[cp] = ord(lo)
+        classes[cp] = c
+    classes[ord("\n")] |= _NEWLINE
+    for ch in _SENTENCE_TERMINALS:
+        classes[ord(ch)] |= _TERM
+    for ch in _CLOSERS:
+        classes[ord(ch)] |= _CLOSER
+    return classes, lower
+
+
+_CLASSES, _LOWER = _build_tables()
+_POW = np.ones(1, dtype=np.uint64)  # _POW[i] = P**i mod 2**64, grown on demand
+_POW_INV = np.ones(1, dtype=np.uint64)
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    global _POW, _POW_INV
+    if _POW.size < n:
+        size = max(n, 2 * _POW.size, 1 << 16)
+        _POW = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P, dtype=np.uint64)], dtype=np.uint64)
+        _POW_INV = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P_INV, dtype=np.uint64)], dtype=np.uint64)
+    return _POW, _POW_INV
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: spreads polynomial hashes over all 64 bits."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _run_bounds(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start index, length) of each run of equal values in a sorted, non-empty array."""
+    new = np.empty(ordered.size, dtype=bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    return starts, np.diff(starts, append=ordered.size)
+
+
+def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, occurrences) of a sorted array."""
+    if ordered.size == 0:
+        return ordered, np.zeros(0, dtype=np.intp)
+    starts, counts = _run_bounds(ordered)
+    return ordered[starts], counts
+
+
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """(number, total length) of the items that repeat an earlier item."""
+    seen: set[str] = set()
+    n_dup = chars_dup = 0
+    for item in items:
+        if item in seen:
+            n_dup += 1
+            chars_dup += len(item)
+        else:
+            seen.add(item)
+    return n_dup, chars_dup
+
+
+class TextStats:
+    """Lazily computed measurements of one document's text; see the module docstring for definitions."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.n_chars = len(text)
+        self._ngram_hashes: dict[int, np.ndarray] = {}
+        self._top_ngram: dict[int, tuple[int, int]] = {}
+        self._runs_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._dup_ngram_chars: dict[int, int] = {}
+        self._lines_ending: dict[tuple[str, ...], int] = {}
+        self._short_lines: dict[int, int] = {}
+
+    # ----- characters --------------------------------------------------------------------------
+    @cached_property
+    def lower(self) -> str:
+        return self.text.lower()
+
+    @cached_property
+    def _codepoints(self) -> np.ndarray:
+        return np.frombuffer(self.text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+    @cached_property
+    def _classes(self) -> np.ndarray:
+        return _CLASSES.take(self._codepoints, mode="clip")  # code points > U+FFFF: the symbol slot
+
+    @cached_property
+    def _space(self) -> np.ndarray:
+        return (self._classes & _SPACE).astype(bool)
+
+    @cached_property
+    def n_alpha_chars(self) -> int:
+        """Alphabetic characters (``str.isalpha``)."""
+        return int(np.count_nonzero(self._classes & _LETTER))
+
+    @cached_property
+    def n_nonspace_chars(self) -> int:
+        return self.n_chars - int(np.count_nonzero(self._space))
+
+    @cached_property
+    def n_hashes(self) -> int:
+        """Occurrences of ``#``."""
+        return self.text.count("#")
+
+    @cached_property
+    def n_ellipses(self) -> int:
+        """Occurrences of ``...`` (non-overlapping) plus ``…``."""
+        return self.text.count("...") + self.text.count("…")
+
+    @cached_property
+    def n_newlines(self) -> int:
+        return self.text.count("\n")
+
+    # ----- whitespace tokens -------------------------------------------------------------------
+    @cached_property
+    def _token_starts(self) -> np.ndarray:
+        nonspace = ~self._space
+        starts = nonspace.copy()
+        starts[1:] &= self._space[:-1]
+        return starts
+
+    @cached_property
+    def n_tokens(self) -> int:
+        """Whitespace-separated tokens."""
+        return int(np.count_nonzero(self._token_starts))
+
+    @cached_property
+    def n_alpha_tokens(self) -> int:
+        """Whitespace tokens holding at least one alphabetic character."""
+        if self.n_tokens == 0:
+            return 0
+        letters = (self._classes & _LETTER).astype(bool)
+        return int(np.count_nonzero(np.logical_or.reduceat(letters, np.flatnonzero(self._token_starts))))
+
+    @cached_property
+    def alpha_token_ratio(self) -> float:
+        """Share of whitespace tokens with an alphabetic character (0.0 when there are none)."""
+        return self.n_alpha_tokens / self.n_tokens if self.n_tokens else 0.0
+
+    # ----- words (regex tokenizer \w+, lowercased, as hashes) ----------------------------------
+    @cached_property
+    def _word_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) code-point offsets of every word."""
+        padded = np.zeros(self._classes.size + 2, dtype=bool)
+        np.not_equal(self._classes & _WORD, 0, out=padded[1:-1])
+        change = np.flatnonzero(padded[1:] != padded[:-1])  # alternating word starts and ends
+        return change[0::2], change[1::2]
+
+    @cached_property
+    def n_words(self) -> int:
+        return int(self._word_bounds[0].size)
+
+    @cached_property
+    def word_lengths(self) -> np.ndarray:
+        starts, ends = self._word_bounds
+        return ends - starts
+
+    @cached_property
+    def n_word_chars(self) -> int:
+        """Characters inside words (the denominator of the n-gram repetition shares)."""
+        return int(self.word_lengths.sum())
+
+    @cached_property
+    def mean_word_length(self) -> float:
+        """Mean characters per word (0.0 without words)."""
+        return self.n_word_chars / self.n_words if self.n_words else 0.0
+
+    @cached_property
+    def word_hashes(self) -> np.ndarray:
+        """One uint64 per word, equal for equal lowercased words."""
+        starts, ends = self._word_bounds
+        if starts.size == 0:
+            return np.zeros(0, dtype=np.uint64)
+        n = self._codepoints.size
+        pow_, pow_inv = _powers(n + 1)
+        lowered = _LOWER.take(self._codepoints, mode="clip")
+        prefix = np.empty(n + 1, dtype=np.uint64)
+        prefix[0] = 0
+        np.cumsum(lowered * pow_inv[:n], out=prefix[1:])
+        # sum_{k} cp[s+k] * P^-k: the same value wherever the word occurs.
+        h = (prefix[ends] - prefix[starts]) * pow_[starts]
+        return _mix(h + (ends - starts).astype(np.uint64))
+
+    @cached_property
+    def _word_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct word hashes, occurrences of each)."""
+        return _runs(np.sort(self.word_hashes))
+
+    @cached_property
+    def n_unique_words(self) -> int:
+        return int(self._word_counts[0].size)
+
+    @cached_property
+    def n_stop_words(self) -> int:
+        """Occurrences of Gopher's stop words (every occurrence counts)."""
+        uniq, counts = self._word_counts
+        if uniq.size == 0:
+            return 0
+        at = np.minimum(np.searchsorted(uniq, _STOP_HASHES), uniq.size - 1)
+        return int(counts[at][uniq[at] == _STOP_HASHES].sum())
+
+    @cached_property
+    def _word_char_prefix(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self.word_lengths)))
+
+    def window_chars(self, n: int) -> np.ndarray:
+        """Word characters in each window of ``n`` consecutive words."""
+        prefix = self._word_char_prefix
+        return prefix[n:] - prefix[:-n]
+
+    def ngram_hashes(self, n: int) -> np.ndarray:
+        """One uint64 per word n-gram (``n_words - n + 1`` of them; empty when fewer words)."""
+        h = self._ngram_hashes.get(n)
+        if h is None:
+            if n == 1:
+                h = self.word_hashes
+            elif self.n_words < n:
+                h = np.zeros(0, dtype=np.uint64)
+            else:
+                h = self.ngram_hashes(n - 1)[:-1] * np.uint64(_Q) + self.word_hashes[n - 1 :]
+            self._ngram_hashes[n] = h
+        return h
+
+    def _ngram_runs(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(stable argsort of the n-gram hashes, start of each run of equal hashes in that order,
+        run lengths). Within a run, positions ascend: the run's first entry is the first occurrence."""
+        cached = self._runs_cache.get(n)
+        if cached is None:
+            h = self.ngram_hashes(n)
+            order = np.argsort(h, kind="stable")
+            cached = (order, *_run_bounds(h[order]))
+            self._runs_cache[n] = cached
+        return cached
+
+    def repeated_mask(self, n: int) -> np.ndarray:
+        """Per n-gram position: does that n-gram occur more than once?"""
+        order, _, counts = self._ngram_runs(n)
+        mask = np.empty(order.size, dtype=bool)
+        mask[order] = np.repeat(counts >= 2, counts)
+        return mask
+
+    def top_ngram(self, n: int) -> tuple[int, int]:
+        """(occurrences, word chars) of the most frequent word n-gram; ties go to the longest.
+
+        ``(0, 0)`` with fewer than ``n`` words.
+        """
+        cached = self._top_ngram.get(n)
+        if cached is None:
+            if self.n_words < n:
+                cached = (0, 0)
+            else:
+                order, run_starts, counts = self._ngram_runs(n)
+                top = int(counts.max())
+                first_positions = order[run_starts[counts == top]]
+                cached = (top, int(self.window_chars(n)[first_positions].max()))
+            self._top_ngram[n] = cached
+        return cached
+
+    def max_count(self, n: int) -> int:
+        """Occurrences of the most frequent word n-gram (0 with fewer than ``n`` words)."""
+        if n == 1:
+            counts = self._word_counts[1]
+            return int(counts.max()) if counts.size else 0
+        return self.top_ngram(n)[0]
+
+    def duplicate_ngram_chars(self, n: int) -> int:
+        """Word chars covered by repeated word n-grams (every occurrence after the first).
+
+        Overlapping occurrences are counted once (positions are marked, then the marked words'
+        characters are summed), so the value never exceeds :attr:`n_word_chars` and never grows
+        with ``n``.
+        """
+        cached = self._dup_ngram_chars.get(n)
+        if cached is None:
+            cached = 0
+            m = self.n_words - n + 1
+            if m > 1:
+                if n <= 2:
+                    order, run_starts, _ = self._ngram_runs(n)
+                    first = np.zeros(order.size, dtype=bool)
+                    first[run_starts] = True
+                    repeat_starts = order[~first]
+                else:
+                    # A repeated n-gram is made of repeated bigrams: only windows of n - 1 repeated
+                    # bigrams can repeat, and they are few, so only they are sorted.
+                    not_rep = np.zeros(self.n_words, dtype=np.int32)
+                    np.cumsum(~self.repeated_mask(2), out=not_rep[1:])
+                    cand = np.flatnonzero(not_rep[n - 1 : n - 1 + m] == not_rep[:m])
+                    repeat_starts = cand[:0]
+                    if cand.size > 1:
+                        hc = self.ngram_hashes(n)[cand]
+                        order = np.argsort(hc, kind="stable")
+                        ordered = hc[order]
+                        repeat_starts = cand[order[1:][ordered[1:] == ordered[:-1]]]
+                if repeat_starts.size:
+                    cover = np.zeros(self.n_words + 1, dtype=np.int32)
+                    cover[repeat_starts] += 1
+                    cover[repeat_starts + n] -= 1
+                    cached = int(self.word_lengths[np.cumsum(cover[:-1]) > 0].sum())
+            self._dup_ngram_chars[n] = cached
+        return cached
+
+    # ----- sentences ---------------------------------------------------------------------------
+    @cached_property
+    def _sentence_ends(self) -> tuple[int, int]:
+        """(sentence ends, sentence ends that close their line)."""
+        c = self._classes
+        term = np.flatnonzero(c & _TERM)
+        if term.size == 0:
+            return 0, 0
+        pad = np.empty(c.size + 3, dtype=np.uint8)
+        pad[: c.size] = c
+        pad[c.size :] = _SPACE | _NEWLINE  # the end of the text closes both a sentence and a line
+        after = pad[term + 1]
+        closed = after  # class of the first character after the terminator and its closers
+        is_closer = (after & _CLOSER) != 0
+        if is_closer.any():
+            after2 = pad[term + 2]
+            second = is_closer & ((after2 & _CLOSER) != 0)
+            closed = np.where(is_closer, np.where(second, pad[term + 3], after2), after)
+        return int(np.count_nonzero(closed & _SPACE)), int(np.count_nonzero(closed & _NEWLINE))
+
+    @cached_property
+    def sentence_count(self) -> int:
+        n_ends, n_line_ends = self._sentence_ends
+        return n_ends + len(self.non_empty_lines) - n_line_ends
+
+    # ----- lines and paragraphs ----------------------------------------------------------------
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
+    @cached_property
+    def non_empty_lines(self) -> list[str]:
+        """Stripped lines that are not empty."""
+        return [s for s in map(str.strip, self.lines) if s]
+
+    @cached_property
+    def n_line_chars(self) -> int:
+        """Characters in the stripped non-empty lines."""
+        return sum(map(len, self.non_empty_lines))
+
+    @cached_property
+    def n_bullet_lines(self) -> int:
+        return sum(1 for s in self.non_empty_lines if s.startswith(BULLET_PREFIXES))
+
+    @cached_property
+    def n_ellipsis_lines(self) -> int:
+        return sum(1 for s in self.non_empty_lines if s.endswith(ELLIPSES))
+
+    def n_lines_ending_with(self, endings: tuple[str, ...]) -> int:
+        """Non-empty lines ending with one of ``endings``."""
+        n = self._lines_ending.get(endings)
+        if n is None:
+            n = self._lines_ending[endings] = sum(1 for s in self.non_empty_lines if s.endswith(endings))
+        return n
+
+    def n_short_lines(self, max_length: int) -> int:
+        """Non-empty lines of at most ``max_length`` characters (stripped)."""
+        n = self._short_lines.get(max_length)
+        if n is None:
+            n = self._short_lines[max_length] = sum(1 for s in self.non_empty_lines if len(s) <= max_length)
+        return n
+
+    @cached_property
+    def line_duplicates(self) -> tuple[int, int]:
+        """(number, chars) of non-empty lines repeating an earlier line."""
+        return _duplicates(self.non_empty_lines)
+
+    @cached_property
+    def paragraphs(self) -> list[str]:
+        text = self.text.strip()
+        if "\n\n\n" in text or " \n" in text or "\t" in text or "\r" in text:
+            parts = _PARAGRAPH_SPLIT.split(text)
+        else:  # normalized text: blank lines are exactly "\n\n"
+            parts = text.split("\n\n")
+        return [p for p in parts if p]
+
+    @cached_property
+    def n_paragraph_chars(self) -> int:
+        return sum(map(len, self.paragraphs))
+
+    @cached_property
+    def paragraph_duplicates(self) -> tuple[int, int]:
+        """(number, chars) of paragraphs repeating an earlier paragraph."""
+        return _duplicates(self.paragraphs)
+
+
+_STOP_HASHES = np.sort(TextStats(" ".join(STOP_WORDS)).word_hashes)

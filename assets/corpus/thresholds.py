@@ -1,0 +1,124 @@
+"""Named threshold profiles for the corpus rules, and overrides from run config (framework-free).
+
+A :class:`Profile` holds one instance of every rule plus the normalization setting. Two profiles:
+
+- ``PUBLISHED``: every rule at its published default (datatrove's Gopher, C4 and FineWeb values).
+- ``DOCUMENTATION``: for software-documentation pages (the embedded crawl is Python's pydoc server),
+  where code lines, signatures and repeated per-entry headings trip rules written for web prose
+  (FIELD-NOTES: Gopher quality alone drops about half of English documentation pages). Each
+  deviation from ``PUBLISHED`` carries a one-line reason below.
+
+Overrides use ``"rule_name.field"`` keys, e.g. ``{"gopher_quality.min_doc_words": 20}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthBounds
+
+RuleType = LengthBounds | C4Quality | GopherRepetition | GopherQuality | FineWebQuality
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One instance of each rule (attribute name == the rule's ``name``) plus normalization."""
+
+    name: str
+    length_bounds: LengthBounds = field(default_factory=LengthBounds)
+    c4_quality: C4Quality = field(default_factory=C4Quality)
+    gopher_repetition: GopherRepetition = field(default_factory=GopherRepetition)
+    gopher_quality: GopherQuality = field(default_factory=GopherQuality)
+    fineweb_quality: FineWebQuality = field(default_factory=FineWebQuality)
+    keep_indentation: bool = False  # passed to normalize_text
+
+    @property
+    def rules(self) -> dict[str, RuleType]:
+        """Rule name -> rule instance."""
+        return {
+            r.name: r
+            for r in (self.length_bounds, self.c4_quality, self.gopher_repetition, self.gopher_quality, self.fineweb_quality)
+        }
+
+
+PUBLISHED = Profile(name="published")
+
+DOCUMENTATION = Profile(
+    name="documentation",
+    keep_indentation=True,  # Python code indentation is syntax; collapsing it corrupts every sample
+    c4_quality=C4Quality(
+        filter_no_terminal_punct=False,  # signatures, headings and code lines never end in . ! ? " '
+        min_words_per_line=1,  # one-token lines (`abort()`, `Parameters`, `}`) are structure in API pages
+        remove_citations=False,  # the citation pattern also deletes `[0]` and `[]` from code
+        filter_curly_bracket=False,  # braces are ordinary in code samples (dicts, sets, f-strings, JSON)
+    ),
+    gopher_repetition=GopherRepetition(
+        dup_line_frac=0.5,  # per-entry lines repeat on API pages (`Methods defined here:`, `self`, `)`)
+        dup_line_char_frac=0.3,  # ... and so do their characters
+    ),
+    gopher_quality=GopherQuality(
+        max_non_alpha_words_ratio=0.5,  # code tokens (`=`, `->`, `(self,`, numbers) hold no letters
+        max_symbol_word_ratio=0.2,  # `#` comments and `...` doctest prompts / Ellipsis in signatures
+    ),
+    fineweb_quality=FineWebQuality(
+        line_punct_thr=0.05,  # most lines are signatures or code, which end in `)` or `:`
+        short_line_thr=0.9,  # code and signature lines are mostly under 30 characters
+        char_duplicates_ratio=0.1,  # repeated headings and boilerplate lines between entries
+        new_line_ratio=0.6,  # one statement or signature per line: few words per newline
+    ),
+)
+
+PROFILES: dict[str, Profile] = {"published": PUBLISHED, "documentation": DOCUMENTATION}
+
+
+def _coerce(key: str, declared: str, value: object) -> object:
+    """``value`` converted to the field's declared type (annotation string), or ValueError."""
+    if declared == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"override {key!r}: expected a bool, got {value!r}")
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"override {key!r}: expected {declared}, got {value!r}")
+    if declared == "int":
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        raise ValueError(f"override {key!r}: expected an int, got {value!r}")
+    if declared == "float":
+        if isinstance(value, int | float):
+            return float(value)
+        raise ValueError(f"override {key!r}: expected a number, got {value!r}")
+    if declared.startswith("tuple"):
+        if isinstance(value, list | tuple):
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        raise ValueError(f"override {key!r}: expected a list, got {value!r}")
+    raise ValueError(f"override {key!r}: a {declared} field cannot be overridden")
+
+
+def profile_with_overrides(name: str, overrides: dict[str, float | int] | None = None) -> Profile:
+    """The profile ``name`` with ``overrides`` applied.
+
+    Keys are ``"rule_name.field"`` (``"gopher_quality.min_doc_words"``), or ``"keep_indentation"``.
+    Values are checked against the field's type (an int field takes an integral float; a float
+    field takes an int). An unknown profile, rule or field, or a value of the wrong type, raises
+    ``ValueError`` naming it.
+    """
+    try:
+        profile = PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None
+    changes: dict[str, dict[str, object]] = {}
+    for key, value in (overrides or {}).items():
+        if key == "keep_indentation":
+            profile = dataclasses.replace(profile, keep_indentation=_coerce(key, "bool", value))
+            continue
+        rule_name, _, field_name = key.partition(".")
+        rule = profile.rules.get(rule_name)
+        declared = {f.name: str(f.type) for f in dataclasses.fields(rule)} if rule is not None else {}
+        if field_name not in declared:
+            raise ValueError(
+                f"unknown override key {key!r}; expected 'rule.field' with rule in {sorted(profile.rules)}"
+            )
+        changes.setdefault(rule_name, {})[field_name] = _coerce(key, declared[field_name], value)
+    replaced = {r: dataclasses.replace(profile.rules[r], **fields) for r, fields in changes.items()}
+    return dataclasses.replace(profile, **replaced) if replaced else profile

@@ -1,0 +1,150 @@
+"""The crawl stage: ``raw_crawl`` — WARC files plus a Parquet manifest, one partition per crawl."""
+
+
+import asyncio
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from assets.contracts import Distribution, TableContract
+from assets.metadata import md_table
+from assets.partitions import DAILY_FRESHNESS, crawl_partitions
+from resources.crawl_target import CrawlTarget
+from resources.storage import DataRoot
+
+from .crawler import MANIFEST_SCHEMA, Crawler, CrawlSettings, CrawlStore, final_manifest
+from .warc import iter_records
+
+MANIFEST = {**MANIFEST_SCHEMA, "record_type": pl.String}
+CONTRACT = TableContract(
+    schema=MANIFEST,
+    not_null=("url", "fetch_time", "record_type"),
+    unique=("url",),
+    ranges={"status": (100, 599), "bytes": (0, None), "attempts": (0, None)},
+    distributions=(
+        Distribution("stored_pages", "At least one page stored (a crawl that stored nothing must not flow on).",
+                     lambda df, _: float(df["warc_file"].is_not_null().sum()), low=1, blocking=True),
+        Distribution("error_share", "Share of fetches that ended in an error (warn above 50%).",
+                     lambda df, _: float(df["error"].is_not_null().mean() or 0.0), high=0.5),
+    ),
+)
+
+
+class CrawlConfig(dg.Config):
+    """Per-run knobs of a crawl; where to crawl comes from the ``crawl_target`` resource."""
+
+    max_pages: int = Field(400, description="Fetches per crawl partition (all outcomes count), resumes included.")
+    max_depth: int = Field(20, description="Link hops from the seeds.")
+    include_patterns: list[str] = Field(default_factory=list, description="URL regexes; if set, one must match.")
+    exclude_patterns: list[str] = Field(default_factory=list, description="URL regexes never fetched.")
+    concurrency: int = Field(8, description="Requests in flight overall.")
+    per_host_concurrency: int = Field(2, description="Requests in flight per host.")
+    connect_timeout_s: float = Field(10.0, description="TCP connect timeout.")
+    read_timeout_s: float = Field(20.0, description="Longest silence while reading a response.")
+    total_timeout_s: float = Field(60.0, description="Whole-request timeout (ends slow-drip bodies).")
+    max_retries: int = Field(3, description="Retries on timeouts, resets, 5xx and 429.")
+    max_redirects: int = Field(5, description="Redirect hops before giving up.")
+    max_body_bytes: int = Field(5_000_000, description="Bodies larger than this are dropped (streamed, never buffered).")
+    restart: bool = Field(False, description="Discard this partition's stored segments instead of resuming.")
+    ingest_paths: list[str] = Field(
+        default_factory=list,
+        description="Ingest mode: WARC/WET files or globs (any fsspec URL) to read instead of crawling.",
+    )
+
+
+def crawl_settings(config: CrawlConfig, target: CrawlTarget) -> CrawlSettings:
+    return CrawlSettings(
+        seeds=tuple(target.seed_urls),
+        allowed_hosts=tuple(target.allowed_hosts),
+        include_patterns=tuple(config.include_patterns),
+        exclude_patterns=(*target.excludes, *config.exclude_patterns),
+        private_hosts=tuple(target.private_hosts),
+        max_pages=config.max_pages,
+        max_depth=config.max_depth,
+        concurrency=config.concurrency,
+        per_host_concurrency=config.per_host_concurrency,
+        per_host_delay_s=target.per_host_delay_s,
+        connect_timeout_s=config.connect_timeout_s,
+        read_timeout_s=config.read_timeout_s,
+        total_timeout_s=config.total_timeout_s,
+        max_retries=config.max_retries,
+        max_redirects=config.max_redirects,
+        max_body_bytes=config.max_body_bytes,
+        user_agent=target.user_agent,
+    )
+
+
+def ingest_manifest(data_root: DataRoot, patterns: list[str]) -> pl.DataFrame:
+    """Manifest rows for the response/conversion records of existing WARC/WET files."""
+    rows = []
+    for pattern in patterns:
+        paths = data_root.fs.glob(pattern) if any(c in pattern for c in "*?[") else [pattern]
+        if not paths:
+            raise FileNotFoundError(f"ingest_paths: nothing matches {pattern!r}")
+        for path in paths:
+            with data_root.fs.open(path, "rb") as f:
+                for rec in iter_records(f):
+                    rows.append({
+                        "url": rec.url, "status": rec.status, "bytes": len(rec.body),
+                        "fetch_time": _warc_date(rec.date), "content_type": rec.content_type,
+                        "warc_file": path, "warc_offset": rec.offset, "record_type": rec.kind, "attempts": 0,
+                    })
+    df = pl.DataFrame({c: [r.get(c) for r in rows] for c in MANIFEST}, schema=MANIFEST)
+    return df.unique("url", keep="first", maintain_order=True)
+
+
+def _warc_date(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(timezone.utc)
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dg.asset(
+    group_name="crawl",
+    partitions_def=crawl_partitions,
+    freshness_policy=DAILY_FRESHNESS,
+    check_specs=CONTRACT.check_specs("raw_crawl"),
+    kinds={"python", "parquet"},
+    tags={"stage": "crawl"},
+)
+def raw_crawl(
+    context: dg.AssetExecutionContext, config: CrawlConfig, crawl_target: CrawlTarget, data_root: DataRoot
+):
+    """Raw web crawl: WARC files (request + response records) and a Parquet manifest of every fetch.
+
+    Comes from a real async HTTP crawl of the ``crawl_target`` resource (embedded default: the pydoc
+    documentation server on loopback), or, in ingest mode, from existing WARC/WET files. One partition
+    per crawl day; re-running a partition resumes it without refetching what it already stored.
+    """
+    directory = data_root.path("raw_crawl", context.partition_key)
+    if config.ingest_paths:
+        manifest = ingest_manifest(data_root, config.ingest_paths)
+        summary = {"mode": "ingest", "files": len(set(manifest["warc_file"].to_list()))}
+    else:
+        store = CrawlStore(data_root, directory)
+        if config.restart:
+            data_root.remove(f"{directory}/segments")
+        crawler = Crawler(crawl_settings(config, crawl_target), store, log=context.log.info)
+        summary = {"mode": "crawl", **asyncio.run(crawler.run()).as_dict()}
+        manifest = final_manifest(store).with_columns(record_type=pl.lit("response"))
+    stored = manifest.filter(pl.col("warc_file").is_not_null())
+    errors = manifest.group_by("error").len().sort("len", descending=True).filter(pl.col("error").is_not_null())
+    context.log.info(f"raw_crawl {context.partition_key}: {manifest.height} fetches, {stored.height} stored")
+    yield dg.Output(
+        manifest,
+        metadata={
+            "fetches": manifest.height,
+            "stored_pages": stored.height,
+            "stored_bytes": int(stored["bytes"].sum() or 0),
+            "warc_files": stored["warc_file"].n_unique(),
+            "errors": dg.MetadataValue.md(md_table(errors.rows(), ("error", "count")) if errors.height else "none"),
+            "status_codes": dg.MetadataValue.json(
+                {str(k): v for k, v in manifest.group_by("status").len().rows() if k is not None}),
+            "summary": dg.MetadataValue.json(summary),
+            "sample": dg.MetadataValue.md(md_table(
+                manifest.select("url", "status", "bytes", "error").head(10).rows(), ("url", "status", "bytes", "error"))),
+        },
+    )
+    yield from CONTRACT.evaluate(manifest, "raw_crawl")

@@ -1,0 +1,108 @@
+"""URL normalization, crawl scope and the SSRF address guard (framework-free)."""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Query parameters that only track the visitor; dropping them merges URLs for the same page.
+TRACKING_PARAMS = frozenset(
+    {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "mc_cid", "mc_eid"}
+)
+_SAFE_PATH = "/:@!$&'()*+,;=-._~%"
+
+
+def normalize_url(url: str, base: str | None = None) -> str | None:
+    """Canonical form of ``url`` (resolved against ``base``), or None when it is not crawlable.
+
+    Lower-cases scheme and host, drops default ports, fragments and tracking parameters, resolves
+    ``.``/``..`` segments, normalizes percent-encoding and sorts the query, so that every spelling of
+    one page maps to one seen-set key.
+    """
+    url = url.strip()
+    if not url:
+        return None
+    if base is not None:
+        url = urljoin(base, url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname.lower().rstrip(".")
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    path = parts.path or "/"
+    trailing = path.endswith("/")
+    path = posixpath.normpath(path)
+    if path in (".", "//"):
+        path = "/"
+    if trailing and not path.endswith("/"):
+        path += "/"
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    path = quote(unquote(path), safe=_SAFE_PATH)
+    query_pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TRACKING_PARAMS]
+    query = urlencode(sorted(query_pairs), doseq=True)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which URLs the crawl may visit: a host allow-list plus include/exclude regexes."""
+
+    allowed_hosts: frozenset[str]
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+
+    @classmethod
+    def build(cls, allowed_hosts, include=(), exclude=()) -> Scope:
+        return cls(
+            frozenset(h.lower() for h in allowed_hosts),
+            tuple(re.compile(p) for p in include),
+            tuple(re.compile(p) for p in exclude),
+        )
+
+    def why_out(self, url: str) -> str | None:
+        """None when ``url`` is in scope, else the reason it is not."""
+        if self.allowed_hosts and host_of(url) not in self.allowed_hosts:
+            return "host_not_allowed"
+        if self.include and not any(p.search(url) for p in self.include):
+            return "no_include_pattern"
+        if any(p.search(url) for p in self.exclude):
+            return "excluded_pattern"
+        return None
+
+
+def is_public_address(address: str) -> bool:
+    """True for globally routable unicast addresses; False for private, loopback, link-local,
+    multicast, reserved and unspecified ones (the SSRF guard's definition of 'internal')."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def ip_literal(host: str) -> str | None:
+    """The address when ``host`` is an IP literal, else None."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None

@@ -1,0 +1,24 @@
+"""The one ``Definitions`` of crawl2serve: ``dagster dev -w workspace.yaml`` loads ``defs``."""
+
+import os
+
+import dagster as dg
+
+for _var, _val in {"DAGSTER_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true",
+                   "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}.items():
+    os.environ.setdefault(_var, _val)
+
+from assets.corpus.cleaned import clean_documents  # noqa: E402
+from assets.corpus.deduplicated import deduplicated_documents  # noqa: E402
+from assets.corpus.extracted import extracted_pages  # noqa: E402
+from assets.crawl.assets import raw_crawl  # noqa: E402
+from pipelines.jobs import main_job  # noqa: E402
+from pipelines.schedules import schedules  # noqa: E402
+from resources import build_resources  # noqa: E402
+
+defs = dg.Definitions(
+    assets=[raw_crawl, extracted_pages, clean_documents, deduplicated_documents],
+    jobs=[main_job],
+    schedules=schedules,
+    resources=build_resources(),
+)

@@ -1,0 +1,26 @@
+"""Resources, chosen per environment in one place: ``build_resources(env)``.
+
+``local`` (the embedded default): data under ./data, the pydoc server as crawl target, no services.
+Later environments change configuration only (object-store data root, seed URLs, Redis, MLflow server).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .crawl_target import CrawlTarget
+from .io_manager import ParquetIOManager
+from .storage import DEFAULT_DATA_ROOT, DataRoot
+
+ENV_VAR = "CRAWL2SERVE_ENV"
+
+
+def build_resources(env: str | None = None) -> dict:
+    env = env or os.environ.get(ENV_VAR, "local")
+    if env == "local":
+        data_root = DataRoot(url=DEFAULT_DATA_ROOT)
+        # pydoc is a single-threaded server on loopback: no delay, two requests in flight is plenty.
+        crawl_target = CrawlTarget(mode="pydoc", per_host_delay_s=0.0)
+    else:
+        raise ValueError(f"{ENV_VAR}={env!r}: unknown environment (known: local)")
+    return {"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root), "crawl_target": crawl_target}

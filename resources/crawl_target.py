@@ -1,0 +1,105 @@
+"""Where the crawl starts: the embedded pydoc documentation server, or configured seed URLs."""
+
+
+import contextlib
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+# pydoc imports a module to document it; importing these runs programs (IDLE, turtle demos, a web
+# browser) or drags in the whole regression-test suite, so the embedded crawl never asks for them.
+PYDOC_EXCLUDES = (
+    r"__main__",
+    r"/(antigravity|this)\.html",
+    r"/(idlelib|turtledemo|tkinter|test|lib2to3\.tests|ctypes\.test|unittest\.test)[./]",
+    r"/(getfile|get|search)\?",
+)
+
+
+class CrawlTarget(dg.ConfigurableResource):
+    """The crawl target of this environment.
+
+    ``mode="pydoc"`` (the embedded default) starts ``python -m pydoc -n 127.0.0.1 -p 0`` for the run's
+    duration: real HTML documentation of the standard library, served on loopback, stopped by closing
+    its stdin. ``mode="seeds"`` crawls ``seeds`` within ``allowed_hosts``.
+    """
+
+    mode: Literal["pydoc", "seeds"] = Field(default="pydoc", description="pydoc (embedded) or seeds")
+    seeds: list[str] = Field(default_factory=list, description="Seed URLs (mode=seeds)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host allow-list; empty: the seeds' hosts")
+    exclude_patterns: list[str] = Field(default_factory=list, description="Extra URL regexes never fetched")
+    include_site_packages: bool = Field(
+        default=False, description="pydoc: also document installed packages (default: the standard library only)"
+    )
+    per_host_delay_s: float = Field(default=1.0, description="Seconds between requests to one host (robots.txt "
+                                    "Crawl-delay raises it)")
+    user_agent: str = Field(default="crawl2serve/0.1 (+https://github.com/crawl2serve)", description="User-Agent sent")
+    startup_timeout_s: float = Field(default=30.0, description="pydoc: seconds to wait for 'Server ready'")
+
+    _proc: subprocess.Popen | None = PrivateAttr(default=None)
+    _base_url: str | None = PrivateAttr(default=None)
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["CrawlTarget"]:
+        if self.mode != "pydoc":
+            yield self
+            return
+        with start_pydoc(self.include_site_packages, self.startup_timeout_s) as url:
+            self._base_url = url
+            if context.log:
+                context.log.info(f"pydoc documentation server ready at {url}")
+            yield self
+
+    @property
+    def seed_urls(self) -> list[str]:
+        if self.mode == "pydoc":
+            if self._base_url is None:
+                raise RuntimeError("the pydoc server is not running (resource used outside a run?)")
+            return [self._base_url + "index.html", self._base_url + "topics.html", self._base_url + "keywords.html"]
+        if not self.seeds:
+            raise ValueError("crawl_target.seeds: mode=seeds needs at least one seed URL")
+        return list(self.seeds)
+
+    @property
+    def private_hosts(self) -> list[str]:
+        """Hosts allowed to be internal: only the embedded server's loopback address."""
+        return ["127.0.0.1"] if self.mode == "pydoc" else []
+
+    @property
+    def excludes(self) -> list[str]:
+        return [*(PYDOC_EXCLUDES if self.mode == "pydoc" else ()), *self.exclude_patterns]
+
+
+@contextlib.contextmanager
+def start_pydoc(include_site_packages: bool = False, timeout_s: float = 30.0) -> Iterator[str]:
+    """Run pydoc's HTML server on a free loopback port; yield its base URL; stop it on exit."""
+    cmd = [sys.executable, *([] if include_site_packages else ["-S"]), "-m", "pydoc", "-n", "127.0.0.1", "-p", "0"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            m = re.search(r"Server ready at (http://\S+/)", line)
+            if m:  # keep draining its output so the server never blocks on a full pipe
+                threading.Thread(target=proc.stdout.read, daemon=True).start()
+                yield m.group(1)
+                return
+            if proc.poll() is not None:
+                break
+        raise RuntimeError(f"pydoc server did not start within {timeout_s}s (last output: {line!r})")
+    finally:
+        with contextlib.suppress(Exception):
+            proc.stdin.close()  # pydoc serves until its stdin closes
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

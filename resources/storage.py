@@ -1,0 +1,135 @@
+"""The data root: where every asset writes, laid out by asset and partition, always atomically.
+
+A local directory by default; any fsspec URL (``s3://bucket/prefix``, ``gs://…``, ``memory://…``) by
+configuration. Nothing downstream can ever read a half-written file: every write goes to a temporary name
+first and is renamed into place only once complete (``os.replace`` locally, a move on object stores,
+where a single PUT is itself atomic).
+"""
+
+
+import contextlib
+import io
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import fsspec
+import polars as pl
+from pydantic import Field
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_ROOT = os.environ.get("CRAWL2SERVE_DATA_ROOT", str(REPO_ROOT / "data"))
+UNPARTITIONED = "_"
+TMP_PREFIX = ".tmp-"
+
+
+class DataRoot(dg.ConfigurableResource):
+    """Root of all pipeline data: ``{url}/{asset}/{partition}/{file}``."""
+
+    url: str = Field(
+        default=DEFAULT_DATA_ROOT,
+        description="Local directory or fsspec URL under which every asset writes "
+        "(env CRAWL2SERVE_DATA_ROOT sets the default).",
+    )
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        fs, _ = fsspec.core.url_to_fs(self.url)
+        return fs
+
+    @property
+    def is_local(self) -> bool:
+        return "file" in _protocols(self.fs)
+
+    @property
+    def root(self) -> str:
+        _, path = fsspec.core.url_to_fs(self.url)
+        return path.rstrip("/") if not self.is_local else str(Path(path).resolve())
+
+    def path(self, asset: str, partition: str | None = None, *names: str) -> str:
+        """The path of ``names`` under an asset's partition directory."""
+        return "/".join([self.root, asset, partition or UNPARTITIONED, *names])
+
+    def local_path(self, path: str) -> Path:
+        """``path`` as a local Path (only for a local data root)."""
+        if not self.is_local:
+            raise ValueError(f"data root {self.url!r} is not local; {path} has no local path")
+        return Path(path)
+
+    # -- reading --------------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(p for p in self.fs.glob(pattern) if not Path(p).name.startswith(TMP_PREFIX))
+
+    def open(self, path: str, mode: str = "rb"):
+        return self.fs.open(path, mode)
+
+    def read_parquet(self, path: str) -> pl.DataFrame:
+        if self.is_local:
+            return pl.read_parquet(path)
+        with self.fs.open(path, "rb") as f:
+            return pl.read_parquet(f)
+
+    # -- atomic writing -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def atomic_open(self, path: str, mode: str = "wb") -> Iterator[io.IOBase]:
+        """Open ``path`` for writing; it appears under its name only if the block completes."""
+        fs = self.fs
+        parent = path.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        name = path.rsplit("/", 1)[1]
+        if self.is_local:
+            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.", dir=parent)
+            try:
+                with os.fdopen(fd, mode) as f:
+                    yield f
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            return
+        tmp = f"{parent}/{TMP_PREFIX}{name}.{uuid.uuid4().hex}"
+        try:
+            with fs.open(tmp, mode) as f:
+                yield f
+            fs.mv(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm(tmp)
+            raise
+
+    def write_parquet(self, df: pl.DataFrame, path: str) -> str:
+        """Write ``df`` to ``path`` atomically (zstd-compressed Parquet with statistics)."""
+        with self.atomic_open(path, "wb") as f:
+            df.write_parquet(f, compression="zstd", statistics=True)
+        return path
+
+    def write_bytes(self, data: bytes, path: str) -> str:
+        with self.atomic_open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def remove(self, path: str) -> None:
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    def clean_temporaries(self, directory: str) -> int:
+        """Delete leftovers of writes that were killed mid-way (never visible under a real name)."""
+        leftovers = [p for p in self.fs.glob(f"{directory}/**") if Path(p).name.startswith(TMP_PREFIX)]
+        for p in leftovers:
+            self.fs.rm(p)
+        return len(leftovers)
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
