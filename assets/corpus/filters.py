@@ -44,8 +44,9 @@ def _g(x: float) -> str:
 
 # ----- normalization -----------------------------------------------------------------------------
 def _special_chars() -> dict[str, str]:
+    """Character -> replacement for everything normalize_text rewrites character by character."""
     table: dict[str, str] = {}
-    for cp in range(0x3001):
+    for cp in range(0x3001):  # every Unicode whitespace and control character lies below U+3001
         ch = chr(cp)
         if ch in "\n ":
             continue
@@ -53,7 +54,6 @@ def _special_chars() -> dict[str, str]:
             table[ch] = " "
         elif unicodedata.category(ch) == "Cc":
             table[ch] = ""
-    table["\t"] = " "
     for ch in "\x85\u2028\u2029":  # NEXT LINE, LINE SEPARATOR, PARAGRAPH SEPARATOR break lines
         table[ch] = "\n"
     for ch in "\u200b\u2060\ufeff\u00ad":  # zero-width space, word joiner, BOM, soft hyphen
@@ -61,22 +61,29 @@ def _special_chars() -> dict[str, str]:
     return table
 
 
+def _char_class(replacement: str, extra: str = "") -> re.Pattern[str]:
+    """A regex matching every character that _SPECIAL maps to ``replacement`` (plus ``extra``)."""
+    chars = "".join(re.escape(c) for c, r in sorted(_SPECIAL.items()) if r == replacement)
+    return re.compile(f"[{chars}{extra}]")
+
+
 _SPECIAL = _special_chars()
-_SPECIAL_RE = re.compile("[" + "".join(re.escape(c) for c in sorted(_SPECIAL)) + "\ud800-\udfff]")
-def _special_repl(m: re.Match[str]) -> str:
-    return _SPECIAL.get(m.group(), "")  # lone surrogates are not in the table: removed
+_TO_SPACE_RE = _char_class(" ")
+_TO_NEWLINE_RE = _char_class("\n")
+_TO_EMPTY_RE = _char_class("", extra="\ud800-\udfff")  # lone surrogates (undecodable bytes) go too
 
 
 def normalize_text(text: str, *, keep_indentation: bool = False) -> str:
     """Canonical text for every later stage.
 
-    In order: ``\\r\\n`` and lone ``\\r`` become ``\\n``; lone surrogates and control characters
-    (Unicode category Cc) are removed, except ``\\n`` kept and ``\\t`` turned into a space; the
-    invisible format characters U+200B, U+2060, U+FEFF and U+00AD (soft hyphen) are removed; the
-    line breaks U+0085, U+2028, U+2029 become ``\\n``; every other Unicode whitespace character
-    becomes a space; Unicode NFC normalization; runs of spaces collapse to one space; trailing
-    spaces are stripped from every line; two or more consecutive blank lines (3+ newlines) become
-    one blank line; the whole text is stripped.
+    In order: ``\\r\\n`` and lone ``\\r`` become ``\\n``; ``\\t`` and every other Unicode
+    whitespace character become a space (this includes the whitespace control characters ``\\v``,
+    ``\\f`` and U+001C..U+001F), except the line breaks U+0085, U+2028 and U+2029, which become
+    ``\\n``; the remaining control characters (Unicode category Cc, ``\\n`` aside), lone surrogates
+    and the invisible U+200B, U+2060, U+FEFF (BOM) and U+00AD (soft hyphen) are removed; Unicode NFC
+    normalization; runs of spaces collapse to one space; trailing spaces are stripped from every
+    line; two or more consecutive blank lines (3+ newlines) become one blank line; the whole text is
+    stripped. A line's leading spaces collapse like any other run (to one space), as the spec says.
 
     ``keep_indentation=True`` leaves the leading spaces of each line alone (only runs after the
     first non-space character collapse) and strips only blank lines at both ends: Python code
@@ -84,26 +91,34 @@ def normalize_text(text: str, *, keep_indentation: bool = False) -> str:
     """
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    # str.isprintable() is False for every character the table handles (Cc, Cf, Zs but " ", Zl, Zp,
-    # surrogates), so printable text (newlines aside) skips the regex entirely.
+    if "\t" in text:
+        text = text.replace("\t", " ")
+    if "\xa0" in text:
+        text = text.replace("\xa0", " ")
+    # str.isprintable() is False for every character the table rewrites (Cc, Cf, Zs but " ", Zl,
+    # Zp, surrogates), so printable text (newlines aside) skips the regex scans entirely.
     if not text.replace("\n", "").isprintable():
-        text = _SPECIAL_RE.sub(_special_repl, text)
+        text = _TO_EMPTY_RE.sub("", text)
+        text = _TO_SPACE_RE.sub(" ", text)
+        text = _TO_NEWLINE_RE.sub("\n", text)
     text = unicodedata.normalize("NFC", text)
     if "  " in text:
         if keep_indentation:
             lines = text.split("\n")
             for i, line in enumerate(lines):
-                body = line.lstrip(" ")
-                if "  " in body:
-                    while "  " in body:
-                        body = body.replace("  ", " ")
-                    lines[i] = line[: len(line) - len(line.lstrip(" "))] + body
+                if "  " in line:
+                    body = line.lstrip(" ")
+                    if "  " in body:
+                        indent = line[: len(line) - len(body)]
+                        while "  " in body:
+                            body = body.replace("    ", " ").replace("  ", " ")
+                        lines[i] = indent + body
             text = "\n".join(lines)
         else:
             while "  " in text:
                 text = text.replace("    ", " ").replace("  ", " ")
     if " \n" in text or text.endswith(" "):
-        text = "\n".join(line.rstrip(" ") for line in text.split("\n"))
+        text = "\n".join(map(str.rstrip, text.split("\n")))  # only spaces are left to strip
     while "\n\n\n" in text:
         text = text.replace("\n\n\n\n", "\n\n").replace("\n\n\n", "\n\n")
     return text.strip("\n") if keep_indentation else text.strip()
@@ -148,8 +163,9 @@ def _ipv6_specific(candidate: str) -> bool:
     """A valid IPv6 address written specifically enough not to be code.
 
     Kept: the full 8-group form, any form embedding an IPv4 address, and compressed (``::``) forms
-    with at least two groups of which there are three or more, or one has four hex digits or a
-    letter (``fe80::1``, ``2001:db8::1``). Rejected: ``::``, ``::1`` (loopback), ``1::2``, ``a::b``.
+    with three or more groups (``2001:db8::1``) or with two groups of which one is four hex digits
+    holding a letter (``fe80::1``). Rejected: ``::``, ``::1`` (loopback), slices such as
+    ``x[1000::2]``, scopes such as ``a::b`` or ``abc::def``.
     """
     try:
         ipaddress.IPv6Address(candidate)
@@ -162,7 +178,14 @@ def _ipv6_specific(candidate: str) -> bool:
         return len(groups) == 8
     if len(groups) < 2:
         return False
-    return len(groups) >= 3 or any(len(g) == 4 or not g.isdigit() for g in groups)
+    return len(groups) >= 3 or (len(groups) == 2 and any(len(g) == 4 and not g.isdigit() for g in groups))
+
+
+_H_DIGIT, _H_AT, _H_COLON, _H_DOT, _H_PLUS = 1, 2, 3, 4, 5
+_PII_HINT_CLASS = np.zeros(0x10001, dtype=np.uint8)
+_PII_HINT_CLASS[ord("0") : ord("9") + 1] = _H_DIGIT
+for _ch, _k in (("@", _H_AT), (":", _H_COLON), (".", _H_DOT), ("+", _H_PLUS)):
+    _PII_HINT_CLASS[ord(_ch)] = _k
 
 
 def _pii_windows(text: str) -> list[tuple[int, int]]:
@@ -177,33 +200,37 @@ def _pii_windows(text: str) -> list[tuple[int, int]]:
     """
     cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     n = cp.size
-    digit = (cp - np.uint32(48)) < 10  # '0'..'9' (wraps below '0')
+    kind = _PII_HINT_CLASS.take(cp, mode="clip")
+    pos = np.flatnonzero(kind)  # the sparse positions of digits and of @ : . +
+    kind = kind[pos]
     starts: list[np.ndarray] = []
     ends: list[np.ndarray] = []
 
-    def hint(pos: np.ndarray, before: int, after: int) -> None:
-        if pos.size:
-            starts.append(np.maximum(pos - before, 0))
-            ends.append(np.minimum(pos + after, n))
+    def hint(found: np.ndarray, before: int, after: int) -> None:
+        if found.size:
+            starts.append(np.maximum(found - before, 0))
+            ends.append(np.minimum(found + after, n))
 
-    hint(np.flatnonzero(cp == 64), 0, 1)  # @
-    colons = np.flatnonzero(cp == 58)
+    def is_digit(at: np.ndarray) -> np.ndarray:
+        return (cp[np.clip(at, 0, n - 1)] - np.uint32(48) < 10) & (at >= 0) & (at < n)
+
+    hint(pos[kind == _H_AT], 0, 1)
+    colons = pos[kind == _H_COLON]
     if colons.size > 1:
         hint(colons[:-1][np.diff(colons) <= 5], 0, 1)
-    dots = np.flatnonzero(cp[1:-1] == 46) + 1
+    dots = pos[kind == _H_DOT]
     if dots.size:
-        hint(dots[digit[dots - 1] & digit[dots + 1]], 0, 1)
-    plus = np.flatnonzero(cp[:-1] == 43)
+        hint(dots[is_digit(dots - 1) & is_digit(dots + 1)], 0, 1)
+    plus = pos[kind == _H_PLUS]
     if plus.size:
-        hint(plus[digit[plus + 1]], 0, 60)
-    digits = np.flatnonzero(digit)
+        hint(plus[is_digit(plus + 1)], 0, 60)
+    digits = pos[kind == _H_DIGIT]
     if digits.size >= 4:
         run4 = digits[:-3][digits[3:] - digits[:-3] == 3]  # first of four consecutive digits
         sep = run4[run4 >= 2] - 1
         if sep.size:
             c = cp[sep]
-            sep = sep[((c == 32) | (c == 46) | (c == 45)) & digit[sep - 1]]
-            hint(sep, 30, 5)
+            hint(sep[((c == 32) | (c == 46) | (c == 45)) & is_digit(sep - 1)], 30, 5)
     if not starts:
         return []
     a = np.concatenate(starts)
@@ -281,8 +308,8 @@ class LengthBounds:
 
     Not a published rule: a cheap first gate. ``min_chars=199`` is exactly the shortest text that
     can pass :class:`GopherQuality` defaults (50 words of mean length >= 3 plus 49 separators), so
-    it only front-runs drops the published rules would make anyway; ``max_chars`` bounds the work
-    spent on one page.
+    it only front-runs drops the published rules would make anyway (lower it with
+    ``min_doc_words``); ``max_chars`` bounds the work spent on one page.
     """
 
     name: ClassVar[str] = "length_bounds"
@@ -409,14 +436,20 @@ class GopherRepetition:
         total = stats.n_word_chars
         if total == 0:
             return None
-        # An n-gram occurs at most as often as its prefix (n-1)-gram: max_count(n) <= max_count(m)
-        # for m < n, so count x (longest n-gram) bounds the share without sorting the n-grams.
+        # An n-gram occurs at most as often as any m-gram inside it (m < n), so (top m-gram count)
+        # x (longest n-gram's chars) bounds the n-gram share; only when that bound exceeds the
+        # threshold are the n-grams (or, first, the bigrams, for a tighter bound) sorted.
         bound_count = stats.max_count(1)
         for n, share in sorted(self.top_n_grams):
             if bound_count < 2 or stats.n_words < n:
-                break
-            if bound_count * int(stats.window_chars(n).max()) / total <= share:
+                break  # nothing repeats, or no n-gram at all
+            longest = int(stats.window_chars(n).max())
+            if bound_count * longest / total <= share:
                 continue
+            if n > 2:
+                bound_count = min(bound_count, stats.max_count(2))
+                if bound_count * longest / total <= share:
+                    continue
             count, chars = stats.top_ngram(n)
             if count >= 2 and count * chars / total > share:
                 return f"top_{n}_gram>{_g(share)}"
@@ -482,10 +515,12 @@ class C4Quality:
         javascript = self.filter_javascript and "javascript" in lowered
         policies = tuple(p for p in self.policy_phrases if p in lowered) if self.filter_policy else ()
         max_len = self.max_word_length
-        long_lines = len(text) > max_len
+        long_lines = len(text) > max_len and max(map(len, text.split("\n"))) > max_len
         citations = self.remove_citations and "[" in text
         punct = self.end_punctuation if self.filter_no_terminal_punct else None
         min_words = self.min_words_per_line
+        if not (long_lines or citations or punct is not None or min_words > 1 or javascript or policies):
+            return text, 0  # no line rule can fire
         kept: list[str] = []
         removed = 0
         edited = False

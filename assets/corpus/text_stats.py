@@ -43,7 +43,6 @@ _SENTENCE_TERMINALS = ".!?…。！？"
 _CLOSERS = "\"'”’)]"
 _PARAGRAPH_SPLIT = re.compile(r"\n(?:[ \t]*\n)+")
 
-_MASK64 = (1 << 64) - 1
 _P = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
 _P_INV = pow(_P, -1, 1 << 64)
 _Q = 0xC2B2AE3D27D4EB4F  # n-gram combiner (odd)
@@ -74,17 +73,21 @@ def _build_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 _CLASSES, _LOWER = _build_tables()
-_POW = np.ones(1, dtype=np.uint64)  # _POW[i] = P**i mod 2**64, grown on demand
-_POW_INV = np.ones(1, dtype=np.uint64)
+# (P**i, P**-i) mod 2**64 for i < size; replaced whole (one assignment) when a longer text needs more.
+_POWERS = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    global _POW, _POW_INV
-    if _POW.size < n:
-        size = max(n, 2 * _POW.size, 1 << 16)
-        _POW = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P, dtype=np.uint64)], dtype=np.uint64)
-        _POW_INV = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P_INV, dtype=np.uint64)], dtype=np.uint64)
-    return _POW, _POW_INV
+    global _POWERS
+    powers = _POWERS
+    if powers[0].size < n:
+        size = max(n, 2 * powers[0].size, 1 << 16)
+        powers = tuple(
+            np.cumprod(np.r_[np.uint64(1), np.full(size - 1, base, dtype=np.uint64)], dtype=np.uint64)
+            for base in (_P, _P_INV)
+        )
+        _POWERS = powers
+    return powers
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -115,15 +118,8 @@ def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
     """(number, total length) of the items that repeat an earlier item."""
-    seen: set[str] = set()
-    n_dup = chars_dup = 0
-    for item in items:
-        if item in seen:
-            n_dup += 1
-            chars_dup += len(item)
-        else:
-            seen.add(item)
-    return n_dup, chars_dup
+    distinct = set(items)
+    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
 
 
 class TextStats:
@@ -142,6 +138,7 @@ class TextStats:
     # ----- characters --------------------------------------------------------------------------
     @cached_property
     def lower(self) -> str:
+        """The lowercased text (for case-insensitive phrase checks)."""
         return self.text.lower()
 
     @cached_property
@@ -235,7 +232,12 @@ class TextStats:
 
     @cached_property
     def word_hashes(self) -> np.ndarray:
-        """One uint64 per word, equal for equal lowercased words."""
+        """One uint64 per word, equal for equal lowercased words.
+
+        A polynomial hash of the lowercased code points modulo 2**64 (prefix sums scaled by P**-i,
+        so every word costs O(1) after one pass), then the splitmix64 finalizer. Two distinct words
+        collide with probability about 2**-64; a collision could only merge two words' counts.
+        """
         starts, ends = self._word_bounds
         if starts.size == 0:
             return np.zeros(0, dtype=np.uint64)
@@ -250,9 +252,21 @@ class TextStats:
         return _mix(h + (ends - starts).astype(np.uint64))
 
     @cached_property
+    def _word_order(self) -> np.ndarray:
+        return np.argsort(self.word_hashes, kind="stable")
+
+    @cached_property
     def _word_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted distinct word hashes, occurrences of each)."""
-        return _runs(np.sort(self.word_hashes))
+        return _runs(self.word_hashes[self._word_order])
+
+    @cached_property
+    def repeated_words(self) -> np.ndarray:
+        """Per word position: does that word occur more than once?"""
+        counts = self._word_counts[1]
+        repeated = np.empty(self.n_words, dtype=bool)
+        repeated[self._word_order] = np.repeat(counts >= 2, counts)
+        return repeated
 
     @cached_property
     def n_unique_words(self) -> int:
@@ -300,13 +314,6 @@ class TextStats:
             self._runs_cache[n] = cached
         return cached
 
-    def repeated_mask(self, n: int) -> np.ndarray:
-        """Per n-gram position: does that n-gram occur more than once?"""
-        order, _, counts = self._ngram_runs(n)
-        mask = np.empty(order.size, dtype=bool)
-        mask[order] = np.repeat(counts >= 2, counts)
-        return mask
-
     def top_ngram(self, n: int) -> tuple[int, int]:
         """(occurrences, word chars) of the most frequent word n-gram; ties go to the longest.
 
@@ -343,23 +350,17 @@ class TextStats:
             cached = 0
             m = self.n_words - n + 1
             if m > 1:
-                if n <= 2:
-                    order, run_starts, _ = self._ngram_runs(n)
-                    first = np.zeros(order.size, dtype=bool)
-                    first[run_starts] = True
-                    repeat_starts = order[~first]
-                else:
-                    # A repeated n-gram is made of repeated bigrams: only windows of n - 1 repeated
-                    # bigrams can repeat, and they are few, so only they are sorted.
-                    not_rep = np.zeros(self.n_words, dtype=np.int32)
-                    np.cumsum(~self.repeated_mask(2), out=not_rep[1:])
-                    cand = np.flatnonzero(not_rep[n - 1 : n - 1 + m] == not_rep[:m])
-                    repeat_starts = cand[:0]
-                    if cand.size > 1:
-                        hc = self.ngram_hashes(n)[cand]
-                        order = np.argsort(hc, kind="stable")
-                        ordered = hc[order]
-                        repeat_starts = cand[order[1:][ordered[1:] == ordered[:-1]]]
+                # A repeated n-gram is made of repeated words: only windows of n repeated words
+                # can repeat; they are few in prose, so only they are sorted.
+                not_rep = np.zeros(self.n_words + 1, dtype=np.int32)
+                np.cumsum(~self.repeated_words, out=not_rep[1:])
+                cand = np.flatnonzero(not_rep[n : n + m] == not_rep[:m])
+                repeat_starts = cand[:0]
+                if cand.size > 1:
+                    hc = self.ngram_hashes(n)[cand]
+                    order = np.argsort(hc, kind="stable")  # equal hashes: earliest position first
+                    ordered = hc[order]
+                    repeat_starts = cand[order[1:][ordered[1:] == ordered[:-1]]]
                 if repeat_starts.size:
                     cover = np.zeros(self.n_words + 1, dtype=np.int32)
                     cover[repeat_starts] += 1
@@ -373,19 +374,20 @@ class TextStats:
     def _sentence_ends(self) -> tuple[int, int]:
         """(sentence ends, sentence ends that close their line)."""
         c = self._classes
+        n = c.size
         term = np.flatnonzero(c & _TERM)
         if term.size == 0:
             return 0, 0
-        pad = np.empty(c.size + 3, dtype=np.uint8)
-        pad[: c.size] = c
-        pad[c.size :] = _SPACE | _NEWLINE  # the end of the text closes both a sentence and a line
-        after = pad[term + 1]
-        closed = after  # class of the first character after the terminator and its closers
-        is_closer = (after & _CLOSER) != 0
+
+        def at(pos: np.ndarray) -> np.ndarray:  # classes at pos; past the end: space and newline
+            return np.where(pos < n, c[np.minimum(pos, n - 1)], _SPACE | _NEWLINE)
+
+        closed = at(term + 1)  # class of the first character after the terminator and its closers
+        is_closer = (closed & _CLOSER) != 0
         if is_closer.any():
-            after2 = pad[term + 2]
+            after2 = at(term + 2)
             second = is_closer & ((after2 & _CLOSER) != 0)
-            closed = np.where(is_closer, np.where(second, pad[term + 3], after2), after)
+            closed = np.where(is_closer, np.where(second, at(term + 3), after2), closed)
         return int(np.count_nonzero(closed & _SPACE)), int(np.count_nonzero(closed & _NEWLINE))
 
     @cached_property
@@ -410,24 +412,24 @@ class TextStats:
 
     @cached_property
     def n_bullet_lines(self) -> int:
-        return sum(1 for s in self.non_empty_lines if s.startswith(BULLET_PREFIXES))
+        return sum([s.startswith(BULLET_PREFIXES) for s in self.non_empty_lines])
 
     @cached_property
     def n_ellipsis_lines(self) -> int:
-        return sum(1 for s in self.non_empty_lines if s.endswith(ELLIPSES))
+        return sum([s.endswith(ELLIPSES) for s in self.non_empty_lines])
 
     def n_lines_ending_with(self, endings: tuple[str, ...]) -> int:
         """Non-empty lines ending with one of ``endings``."""
         n = self._lines_ending.get(endings)
         if n is None:
-            n = self._lines_ending[endings] = sum(1 for s in self.non_empty_lines if s.endswith(endings))
+            n = self._lines_ending[endings] = sum([s.endswith(endings) for s in self.non_empty_lines])
         return n
 
     def n_short_lines(self, max_length: int) -> int:
         """Non-empty lines of at most ``max_length`` characters (stripped)."""
         n = self._short_lines.get(max_length)
         if n is None:
-            n = self._short_lines[max_length] = sum(1 for s in self.non_empty_lines if len(s) <= max_length)
+            n = self._short_lines[max_length] = sum([len(s) <= max_length for s in self.non_empty_lines])
         return n
 
     @cached_property
@@ -437,6 +439,7 @@ class TextStats:
 
     @cached_property
     def paragraphs(self) -> list[str]:
+        """Non-empty blocks separated by blank lines (whitespace-only lines count as blank)."""
         text = self.text.strip()
         if "\n\n\n" in text or " \n" in text or "\t" in text or "\r" in text:
             parts = _PARAGRAPH_SPLIT.split(text)

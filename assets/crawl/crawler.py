@@ -36,8 +36,7 @@ from datetime import datetime, timezone
 import aiohttp
 import polars as pl
 from aiohttp.abc import AbstractResolver
-from resiliparse.parse.encoding import bytes_to_str, detect_encoding
-from resiliparse.parse.html import HTMLTree
+from selectolax.lexbor import LexborHTMLParser
 
 from .urls import Scope, host_of, ip_literal, is_public_address, normalize_url, origin_of
 from .warc import WarcSegmentWriter
@@ -236,7 +235,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() is also true for "²", which float() refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -248,39 +247,30 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def extract_links(body: bytes, base_url: str, content_type: str | None) -> list[str]:
-    """Absolute link targets of an HTML page, honouring <base href>, rel=nofollow and meta robots."""
+    """Absolute link targets of an HTML page, honouring <base href>, rel=nofollow and meta robots.
+
+    Parsed with selectolax (Lexbor): resiliparse's node collections are quadratic to walk (78 s for the
+    4,315 anchors of pydoc's builtins page, against 0.02 s here).
+    """
     try:
-        encoding = _charset(content_type) or detect_encoding(body)
-        tree = HTMLTree.parse_from_bytes(body, encoding)
+        tree = LexborHTMLParser(body)
     except Exception:  # noqa: BLE001 — broken HTML yields no links, never a crash
         return []
-    if tree.head is not None:
-        for meta in tree.head.query_selector_all('meta[name="robots" i]'):
-            if "nofollow" in (meta.getattr("content") or "").lower():
-                return []
-        base = tree.head.query_selector("base[href]")
-        if base is not None:
-            base_url = normalize_url(base.getattr("href") or "", base_url) or base_url
-    if tree.body is None:
-        return []
+    for meta in tree.css("meta[name]"):
+        if (meta.attributes.get("name") or "").lower() == "robots" and \
+                "nofollow" in (meta.attributes.get("content") or "").lower():
+            return []
+    base = tree.css_first("base[href]")
+    if base is not None:
+        base_url = normalize_url(base.attributes.get("href") or "", base_url) or base_url
     out = []
-    for a in tree.body.query_selector_all("a[href]"):
-        if "nofollow" in (a.getattr("rel") or "").lower():
+    for a in tree.css("a[href]"):
+        if "nofollow" in (a.attributes.get("rel") or "").lower():
             continue
-        url = normalize_url(a.getattr("href") or "", base_url)
+        url = normalize_url(a.attributes.get("href") or "", base_url)
         if url:
             out.append(url)
     return out
-
-
-def _charset(content_type: str | None) -> str | None:
-    if not content_type:
-        return None
-    for part in content_type.split(";")[1:]:
-        k, _, v = part.strip().partition("=")
-        if k.lower() == "charset" and v:
-            return v.strip("\"' ")
-    return None
 
 
 def _is_blocked(e: BaseException) -> bool:
@@ -403,14 +393,30 @@ class Crawler:
                     await self._wait_turn(host)
                     timeout = aiohttp.ClientTimeout(total=self.s.total_timeout_s, sock_connect=self.s.connect_timeout_s,
                                                     sock_read=self.s.read_timeout_s)
-                    async with self._session.get(robots_url, timeout=timeout, max_redirects=5) as resp:
-                        if resp.status >= 500:
-                            parser.disallow_all = True  # server trouble: assume everything is off limits
-                        elif resp.status >= 400:
-                            parser.allow_all = True
-                        else:
-                            text = (await resp.content.read(512_000)).decode("utf-8", "replace")
-                            parser.parse(text.splitlines())
+                    # Redirects are followed by hand: aiohttp never asks the resolver about an IP literal,
+                    # so each hop must pass the literal check like every page URL does.
+                    hop_url: str | None = robots_url
+                    for _ in range(6):  # the first request and up to 5 redirects (RFC 9309)
+                        if self._blocked_literal(hop_url):
+                            raise BlockedAddressError(f"{hop_url}: internal address")
+                        async with self._session.get(hop_url, timeout=timeout, allow_redirects=False) as resp:
+                            location = resp.headers.get("Location") if resp.status in REDIRECT_CODES else None
+                            if location:
+                                hop_url = normalize_url(location, hop_url)
+                                if hop_url is None:
+                                    parser.allow_all = True  # unfollowable: as if robots.txt were absent
+                                    break
+                                continue
+                            if resp.status >= 500:
+                                parser.disallow_all = True  # server trouble: assume everything is off limits
+                            elif resp.status >= 400:
+                                parser.allow_all = True
+                            else:
+                                text = (await resp.content.read(512_000)).decode("utf-8", "replace")
+                                parser.parse(text.splitlines())
+                            break
+                    else:
+                        parser.allow_all = True  # too many redirects: treated as unavailable (RFC 9309)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 if _is_blocked(e):
                     parser.allow_all = True  # the page fetch itself is refused and recorded
@@ -572,6 +578,11 @@ class Crawler:
         )
         headers = {"User-Agent": self.s.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"}
         async with aiohttp.ClientSession(connector=connector, headers=headers, auto_decompress=True) as session:
+            # aiohttp silently resends an idempotent request once when the connection drops before the
+            # response head; the crawler does its own retries (backoff, per-host delay, attempt count),
+            # so that hidden resend would double the load on a failing server and under-count attempts.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
             self._session = session
             workers = [asyncio.create_task(self._worker()) for _ in range(self.s.concurrency)]
             progress = asyncio.create_task(self._progress(start))

@@ -6,14 +6,32 @@ import ipaddress
 import posixpath
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Query parameters that only track the visitor; dropping them merges URLs for the same page.
 TRACKING_PARAMS = frozenset(
     {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "fbclid", "mc_cid", "mc_eid"}
 )
-_SAFE_PATH = "/:@!$&'()*+,;=-._~%"
+_SAFE_PATH = "/:@!$&'()*+,;=-._~"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PCT_TOKENS = re.compile(r"%[0-9A-Fa-f]{2}|%|[^%]+")
+
+
+def _normalize_percent_encoding(path: str) -> str:
+    """RFC 3986 6.2.2: decode escapes of unreserved characters only, upper-case the others, escape what
+    must be escaped (non-ASCII as UTF-8, a stray ``%`` as ``%25``). Reserved escapes such as ``%2F``
+    and ``%25`` keep their meaning, and undecodable bytes (``%FF``) survive as they are."""
+    out = []
+    for tok in _PCT_TOKENS.findall(path):
+        if len(tok) == 3 and tok[0] == "%":
+            ch = chr(int(tok[1:], 16))
+            out.append(ch if ch in _UNRESERVED else tok.upper())
+        elif tok == "%":
+            out.append("%25")
+        else:
+            out.append(quote(tok, safe=_SAFE_PATH))
+    return "".join(out)
 
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
@@ -26,9 +44,9 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
     url = url.strip()
     if not url:
         return None
-    if base is not None:
-        url = urljoin(base, url)
     try:
+        if base is not None:
+            url = urljoin(base, url)  # raises ValueError on a broken IPv6 literal, like urlsplit
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
@@ -40,8 +58,8 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    path = parts.path or "/"
-    trailing = path.endswith("/")
+    path = _normalize_percent_encoding(parts.path or "/")  # first, so that %2E%2E is a dot segment too
+    trailing = path.endswith(("/", "/.", "/.."))  # "/a/." is "/a/", not "/a"
     path = posixpath.normpath(path)
     if path in (".", "//"):
         path = "/"
@@ -49,9 +67,10 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
         path += "/"
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
-    path = quote(unquote(path), safe=_SAFE_PATH)
-    query_pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TRACKING_PARAMS]
-    query = urlencode(sorted(query_pairs), doseq=True)
+    # surrogateescape: bytes that are not UTF-8 (%FF) round-trip instead of turning into U+FFFD
+    query_pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True, errors="surrogateescape")
+                   if k not in TRACKING_PARAMS]
+    query = urlencode(sorted(query_pairs), doseq=True, errors="surrogateescape")
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
