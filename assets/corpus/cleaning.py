@@ -5,8 +5,9 @@
     normalize_text -> length_bounds -> c4_quality (line filter, then document rules)
     -> gopher_repetition -> gopher_quality -> fineweb_quality -> scrub_pii
 
-The first failing rule drops the document; later rules are not evaluated. Rules after C4 see the
-text C4 kept. PII scrubbing runs last so that the rules judge the real text (a placeholder such as
+The first failing rule drops the document; later rules are not evaluated. Length bounds measure
+the normalized text; the rules after C4 share one :class:`TextStats` of the text C4 kept, so it is
+tokenized once. PII scrubbing runs last so that the rules judge the real text (a placeholder such as
 ``<EMAIL>`` would change word, symbol and line statistics), and only kept documents pay for it.
 """
 

@@ -10,6 +10,7 @@ nothing is downloaded at run time. Any page that fails to decode or parse is rep
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ DEFAULT_SKIP_SELECTORS = (
     "nav", "header", "footer", "form", "[role=navigation]", "[aria-hidden=true]",
     'div[style="float:left"]', 'div[style="float:right"]',
 )
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # CLD2 rejects these
 LANG_SAMPLE_CHARS = 4000  # CLD2 is as sure on the first few KB as on the whole page, and faster
 
 
@@ -75,7 +77,7 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
 
 def detect_language(text: str) -> tuple[str, float]:
     """(ISO code, confidence 0-1) from CLD2; ('unknown', 0.0) when it cannot tell."""
-    sample = "".join(ch for ch in text[:LANG_SAMPLE_CHARS] if ch.isprintable() or ch in "\n\t")
+    sample = _CONTROL_CHARS.sub("", text[:LANG_SAMPLE_CHARS])
     try:
         reliable, _, details = pycld2.detect(sample)
     except pycld2.error:

@@ -200,9 +200,10 @@ def _pii_windows(text: str) -> list[tuple[int, int]]:
     """
     cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     n = cp.size
-    kind = _PII_HINT_CLASS.take(cp, mode="clip")
-    pos = np.flatnonzero(kind)  # the sparse positions of digits and of @ : . +
-    kind = kind[pos]
+    padded = np.zeros(n + 2, dtype=np.uint8)  # padded[i + 1] is the hint class of cp[i]
+    _PII_HINT_CLASS.take(cp, mode="clip", out=padded[1:-1])
+    pos = np.flatnonzero(padded) - 1  # the sparse positions of digits and of @ : . +
+    kind = padded[pos + 1]
     starts: list[np.ndarray] = []
     ends: list[np.ndarray] = []
 
@@ -211,14 +212,14 @@ def _pii_windows(text: str) -> list[tuple[int, int]]:
             starts.append(np.maximum(found - before, 0))
             ends.append(np.minimum(found + after, n))
 
-    def is_digit(at: np.ndarray) -> np.ndarray:
-        return (cp[np.clip(at, 0, n - 1)] - np.uint32(48) < 10) & (at >= 0) & (at < n)
+    def is_digit(at: np.ndarray) -> np.ndarray:  # at in [-1, n]
+        return padded[at + 1] == _H_DIGIT
 
     hint(pos[kind == _H_AT], 0, 1)
     colons = pos[kind == _H_COLON]
     if colons.size > 1:
         hint(colons[:-1][np.diff(colons) <= 5], 0, 1)
-    dots = pos[kind == _H_DOT]
+    dots = pos[kind == _H_DOT]  # is_digit(dots - 1) and (dots + 1) stay within [-1, n]
     if dots.size:
         hint(dots[is_digit(dots - 1) & is_digit(dots + 1)], 0, 1)
     plus = pos[kind == _H_PLUS]
@@ -227,7 +228,7 @@ def _pii_windows(text: str) -> list[tuple[int, int]]:
     digits = pos[kind == _H_DIGIT]
     if digits.size >= 4:
         run4 = digits[:-3][digits[3:] - digits[:-3] == 3]  # first of four consecutive digits
-        sep = run4[run4 >= 2] - 1
+        sep = run4[run4 >= 2] - 1  # sep - 1 >= 0
         if sep.size:
             c = cp[sep]
             hint(sep[((c == 32) | (c == 46) | (c == 45)) & is_digit(sep - 1)], 30, 5)
@@ -436,24 +437,14 @@ class GopherRepetition:
         total = stats.n_word_chars
         if total == 0:
             return None
-        # An n-gram occurs at most as often as any m-gram inside it (m < n), so (top m-gram count)
-        # x (longest n-gram's chars) bounds the n-gram share; only when that bound exceeds the
-        # threshold are the n-grams (or, first, the bigrams, for a tighter bound) sorted.
-        bound_count = stats.max_count(1)
         for n, share in sorted(self.top_n_grams):
-            if bound_count < 2 or stats.n_words < n:
-                break  # nothing repeats, or no n-gram at all
-            longest = int(stats.window_chars(n).max())
-            if bound_count * longest / total <= share:
+            # the cheap bound (each n-gram occurs at most as often as its rarest word) settles
+            # almost every document; only above it are the n-grams sorted and counted
+            if stats.top_ngram_bound(n) / total <= share:
                 continue
-            if n > 2:
-                bound_count = min(bound_count, stats.max_count(2))
-                if bound_count * longest / total <= share:
-                    continue
             count, chars = stats.top_ngram(n)
             if count >= 2 and count * chars / total > share:
                 return f"top_{n}_gram>{_g(share)}"
-            bound_count = count
         dup = sorted(self.dup_n_grams)
         for i, (n, share) in enumerate(dup):
             dup_share = stats.duplicate_ngram_chars(n) / total

@@ -261,12 +261,17 @@ class TextStats:
         return _runs(self.word_hashes[self._word_order])
 
     @cached_property
+    def word_counts_at(self) -> np.ndarray:
+        """Per word position: occurrences of that word in the document."""
+        counts = self._word_counts[1]
+        at = np.empty(self.n_words, dtype=np.intp)
+        at[self._word_order] = np.repeat(counts, counts)
+        return at
+
+    @cached_property
     def repeated_words(self) -> np.ndarray:
         """Per word position: does that word occur more than once?"""
-        counts = self._word_counts[1]
-        repeated = np.empty(self.n_words, dtype=bool)
-        repeated[self._word_order] = np.repeat(counts >= 2, counts)
-        return repeated
+        return self.word_counts_at >= 2
 
     @cached_property
     def n_unique_words(self) -> int:
@@ -331,12 +336,21 @@ class TextStats:
             self._top_ngram[n] = cached
         return cached
 
-    def max_count(self, n: int) -> int:
-        """Occurrences of the most frequent word n-gram (0 with fewer than ``n`` words)."""
-        if n == 1:
-            counts = self._word_counts[1]
-            return int(counts.max()) if counts.size else 0
-        return self.top_ngram(n)[0]
+    def top_ngram_bound(self, n: int) -> int:
+        """An upper bound on occurrences x word chars of the most frequent n-gram, without sorting.
+
+        An n-gram occurs at most as often as each of its words, so every window's
+        (smallest word count) x (word chars) bounds that n-gram's product. 0 with fewer than ``n``
+        words.
+        """
+        if self.n_words < n:
+            return 0
+        counts = self.word_counts_at
+        m = self.n_words - n + 1
+        smallest = counts[:m].copy()
+        for k in range(1, n):
+            np.minimum(smallest, counts[k : k + m], out=smallest)
+        return int((smallest * self.window_chars(n)).max())
 
     def duplicate_ngram_chars(self, n: int) -> int:
         """Word chars covered by repeated word n-grams (every occurrence after the first).

@@ -320,7 +320,10 @@ def test_private_addresses_are_blocked_before_connecting(server, crawl):
     }
     for path in ("/v6", "/via-localhost", "/mapped"):
         server.route(path, server.page(html(text="internal")))
-    index = server.route("/", server.page(html(*targets)))
+    # a redirect hop is checked like a link
+    hop = server.route("/to-metadata", server.redirect("http://169.254.169.254/latest/user-data"))
+    index = server.route("/", server.page(html(hop, *targets)))
+    targets["http://169.254.169.254/latest/user-data"] = None  # reached only through the redirect
     hosts = ("127.0.0.1", "10.0.0.1", "169.254.169.254", "::1", "localhost", "::ffff:127.0.0.1")
     t0 = time.monotonic()
     # a real connect attempt would end in timeout/connect_error within 50 ms; blocked_address means the
@@ -335,7 +338,8 @@ def test_private_addresses_are_blocked_before_connecting(server, crawl):
             assert path not in server.paths()
     # only the private-listed 127.0.0.1 ever reached the server (robots.txt and the index)
     assert {x.headers.get("host") for x in server.log} == {f"127.0.0.1:{port}"}
-    assert sorted(server.paths()) == ["/", "/robots.txt"]
+    assert sorted(server.paths()) == ["/", "/robots.txt", "/to-metadata"]
+    assert r.row(hop)["redirect_to"] == "http://169.254.169.254/latest/user-data"
 
 
 def test_private_host_is_fetched_when_allow_listed(server, crawl):
