@@ -29,7 +29,9 @@ Code points above U+FFFF count as symbols (neither letters, word characters nor 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from functools import cached_property
+from itertools import repeat
 
 import numpy as np
 
@@ -133,7 +135,6 @@ class TextStats:
         self._runs_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._dup_ngram_chars: dict[int, int] = {}
         self._lines_ending: dict[tuple[str, ...], int] = {}
-        self._short_lines: dict[int, int] = {}
 
     # ----- characters --------------------------------------------------------------------------
     @cached_property
@@ -425,26 +426,43 @@ class TextStats:
         return sum(map(len, self.non_empty_lines))
 
     @cached_property
+    def _first_chars(self) -> str:
+        """The first character of every non-empty line, in order."""
+        return "".join([s[0] for s in self.non_empty_lines])
+
+    @cached_property
+    def _last_chars(self) -> str:
+        """The last character of every non-empty line, in order."""
+        return "".join([s[-1] for s in self.non_empty_lines])
+
+    @cached_property
+    def _sorted_line_lengths(self) -> list[int]:
+        return sorted(map(len, self.non_empty_lines))
+
+    @cached_property
     def n_bullet_lines(self) -> int:
-        return sum([s.startswith(BULLET_PREFIXES) for s in self.non_empty_lines])
+        """Non-empty lines starting with a bullet (``BULLET_PREFIXES``)."""
+        return sum(map(self._first_chars.count, BULLET_PREFIXES))
 
     @cached_property
     def n_ellipsis_lines(self) -> int:
-        return sum([s.endswith(ELLIPSES) for s in self.non_empty_lines])
+        """Non-empty lines ending in ``...`` or ``…``."""
+        return self.n_lines_ending_with(ELLIPSES)
 
     def n_lines_ending_with(self, endings: tuple[str, ...]) -> int:
-        """Non-empty lines ending with one of ``endings``."""
+        """Non-empty lines ending with one of ``endings`` (overlapping endings count a line once)."""
         n = self._lines_ending.get(endings)
         if n is None:
-            n = self._lines_ending[endings] = sum([s.endswith(endings) for s in self.non_empty_lines])
+            if all(len(e) == 1 for e in endings):
+                n = sum(map(self._last_chars.count, set(endings)))
+            else:
+                n = sum(map(str.endswith, self.non_empty_lines, repeat(endings)))
+            self._lines_ending[endings] = n
         return n
 
     def n_short_lines(self, max_length: int) -> int:
         """Non-empty lines of at most ``max_length`` characters (stripped)."""
-        n = self._short_lines.get(max_length)
-        if n is None:
-            n = self._short_lines[max_length] = sum([len(s) <= max_length for s in self.non_empty_lines])
-        return n
+        return bisect_right(self._sorted_line_lengths, max_length)
 
     @cached_property
     def line_duplicates(self) -> tuple[int, int]:

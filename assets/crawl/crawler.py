@@ -456,6 +456,7 @@ class Crawler:
         host = self._host(url)
         for attempt in range(self.s.max_retries + 1):
             out.attempts = attempt + 1
+            out.status = out.content_type = None  # each attempt reports only its own response
             try:
                 async with host.sem:
                     await self._wait_turn(host)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import unicodedata
 from collections import Counter
 
 import pytest
@@ -122,6 +123,32 @@ def test_normalize_is_idempotent():
     assert normalize_text(once_indent, keep_indentation=True) == once_indent
 
 
+def _normalize_reference(text: str, keep_indentation: bool = False) -> str:
+    """The specification, written plainly (character loop and regexes): normalize_text's fast paths
+    must give the same result."""
+    from assets.corpus.filters import _SPECIAL
+
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = "".join(_SPECIAL.get(c, "" if 0xD800 <= ord(c) <= 0xDFFF else c) for c in text)
+    text = unicodedata.normalize("NFC", text)
+    text = re.sub(r"(?<=[^ \n]) {2,}" if keep_indentation else r" {2,}", " ", text)
+    text = re.sub(r" +(?=\n|\Z)", "", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip("\n") if keep_indentation else text.strip()
+
+
+def test_normalize_matches_a_plain_reference_implementation():
+    pieces = ["a", "b", " ", "  ", "     ", "\n", "\n\n\n", "\t", "\xa0", "\r\n", "\r", "\x00", "\u200b",
+              "\u2028", "e\u0301", "\ud800", "\x85", "\x0c", "é", "    indented"]  # fmt: skip
+    rng = random.Random(2)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        if rng.random() < 0.3:
+            text *= 30  # long texts take the many-runs path
+        for keep in (False, True):
+            assert normalize_text(text, keep_indentation=keep) == _normalize_reference(text, keep), (text, keep)
+
+
 def test_normalize_empty_and_whitespace_only():
     assert normalize_text("") == ""
     assert normalize_text(" \n\t\u00a0\n ") == ""
@@ -223,6 +250,8 @@ def test_text_stats_basic_counts():
     assert s.non_empty_lines == ["The cat sat. Don't go!", "- item one...", "42 = x"]
     assert s.paragraphs == ["The cat sat. Don't go!", "- item one...\n42 = x"]
     assert s.n_bullet_lines == 1 and s.n_ellipsis_lines == 1
+    assert s.n_lines_ending_with((".", "!")) == 2 and s.n_lines_ending_with(("go!", "x")) == 2
+    assert (s.n_short_lines(6), s.n_short_lines(13), s.n_short_lines(22)) == (1, 2, 3)
     assert s.n_hashes == 0 and s.n_ellipses == 1
     # sentence ends: "sat.", "go!", "one..."; the unterminated line "42 = x" adds one
     assert s.sentence_count == 4
@@ -873,3 +902,11 @@ def test_documentation_profile_keeps_a_reference_page_that_published_rejects():
     assert "    >>> import json" in doc.text  # indentation kept
     assert "{'bar': ('baz', None, 1.0, 2)}" in doc.text  # braces and code kept
     assert doc.flags == {name: True for name in RULE_ORDER}
+
+
+def test_clean_document_is_idempotent_on_its_own_output():
+    for profile, raw in ((PUBLISHED, PROSE + "\n\nno punctuation line"), (DOCUMENTATION, PYDOC_PAGE)):
+        first = clean_document(raw, profile)
+        second = clean_document(first.text, profile)
+        assert second.text == first.text and second.lines_removed == 0
+        assert second.quality == pytest.approx(first.quality)

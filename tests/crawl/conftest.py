@@ -141,7 +141,8 @@ def _head(status: int, headers: list[tuple[str, str]], reason: str | None = None
     return ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
 
 
-async def send(writer: asyncio.StreamWriter, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None,
+async def send(writer: asyncio.StreamWriter, status: int, body: bytes = b"",
+               headers: list[tuple[str, str]] | None = None,
                content_type: str | None = "text/html; charset=utf-8") -> None:
     hs = list(headers or [])
     if content_type is not None:

@@ -111,7 +111,8 @@ def test_host_and_origin():
 
 # -- Scope ------------------------------------------------------------------------------------------
 def test_scope_why_out():
-    scope = Scope.build(["Example.com", "docs.example.com"], include=[r"/docs/", r"/blog/"], exclude=[r"\.pdf$", r"/private/"])
+    scope = Scope.build(["Example.com", "docs.example.com"], include=[r"/docs/", r"/blog/"],
+                        exclude=[r"\.pdf$", r"/private/"])
     assert scope.why_out("http://example.com/docs/a.html") is None
     assert scope.why_out("http://docs.example.com/blog/x") is None
     assert scope.why_out("http://evil.com/docs/a.html") == "host_not_allowed"
@@ -182,7 +183,8 @@ def test_extract_links_resolves_and_normalizes():
 def test_extract_links_honours_base_href():
     body = b'<html><head><base href="http://cdn.example.com/root/"></head><body><a href="x.html">x</a>' \
            b'<a href="/abs">y</a></body></html>'
-    assert extract_links(body, BASE, "text/html") == ["http://cdn.example.com/root/x.html", "http://cdn.example.com/abs"]
+    assert extract_links(body, BASE, "text/html") == ["http://cdn.example.com/root/x.html",
+                                                      "http://cdn.example.com/abs"]
     relative_base = b'<html><head><base href="../other/"></head><body><a href="x.html">x</a></body></html>'
     assert extract_links(relative_base, BASE, "text/html") == ["http://example.com/other/x.html"]
 
