@@ -76,7 +76,11 @@ def _build_tables() -> tuple[np.ndarray, np.ndarray]:
 
 _CLASSES, _LOWER = _build_tables()
 # (P**i, P**-i) mod 2**64 for i < size; replaced whole (one assignment) when a longer text needs more.
-_POWERS = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
+_POWERS: tuple[np.ndarray, np.ndarray] = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
+
+
+def _power_table(base: int, size: int) -> np.ndarray:
+    return np.cumprod(np.r_[np.uint64(1), np.full(size - 1, base, dtype=np.uint64)], dtype=np.uint64)
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,11 +88,7 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     powers = _POWERS
     if powers[0].size < n:
         size = max(n, 2 * powers[0].size, 1 << 16)
-        powers = tuple(
-            np.cumprod(np.r_[np.uint64(1), np.full(size - 1, base, dtype=np.uint64)], dtype=np.uint64)
-            for base in (_P, _P_INV)
-        )
-        _POWERS = powers
+        powers = _POWERS = (_power_table(_P, size), _power_table(_P_INV, size))
     return powers
 
 

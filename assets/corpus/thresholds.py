@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthBounds
 
@@ -79,7 +80,7 @@ DOCUMENTATION = Profile(
 PROFILES: dict[str, Profile] = {"published": PUBLISHED, "documentation": DOCUMENTATION}
 
 
-def _coerce(key: str, declared: str, value: object) -> object:
+def _coerce(key: str, declared: str, value: object) -> Any:
     """``value`` converted to the field's declared type (annotation string), or ValueError."""
     if declared == "bool":
         if not isinstance(value, bool):
@@ -114,7 +115,7 @@ def profile_with_overrides(name: str, overrides: dict[str, float | int] | None =
         profile = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None
-    changes: dict[str, dict[str, object]] = {}
+    changes: dict[str, dict[str, Any]] = {}
     for key, value in (overrides or {}).items():
         if key == "keep_indentation":
             profile = dataclasses.replace(profile, keep_indentation=_coerce(key, "bool", value))
@@ -127,5 +128,5 @@ def profile_with_overrides(name: str, overrides: dict[str, float | int] | None =
                 f"unknown override key {key!r}; expected 'rule.field' with rule in {sorted(profile.rules)}"
             )
         changes.setdefault(rule_name, {})[field_name] = _coerce(key, declared[field_name], value)
-    replaced = {r: dataclasses.replace(profile.rules[r], **fields) for r, fields in changes.items()}
+    replaced: dict[str, Any] = {r: dataclasses.replace(profile.rules[r], **fields) for r, fields in changes.items()}
     return dataclasses.replace(profile, **replaced) if replaced else profile
