@@ -12,12 +12,18 @@ from assets.corpus.cleaned import clean_documents  # noqa: E402
 from assets.corpus.deduplicated import deduplicated_documents  # noqa: E402
 from assets.corpus.extracted import extracted_pages  # noqa: E402
 from assets.crawl.assets import raw_crawl  # noqa: E402
+from assets.features.assets import document_features, feast_online_store, feast_registry  # noqa: E402
+from assets.training.assets import base_model, tokenizer, training_dataset  # noqa: E402
 from pipelines.jobs import main_job  # noqa: E402
 from pipelines.schedules import schedules  # noqa: E402
 from resources import build_resources  # noqa: E402
 
 defs = dg.Definitions(
-    assets=[raw_crawl, extracted_pages, clean_documents, deduplicated_documents],
+    assets=[
+        raw_crawl, extracted_pages, clean_documents, deduplicated_documents,
+        document_features, feast_registry, feast_online_store,
+        tokenizer, base_model, training_dataset,
+    ],
     jobs=[main_job],
     schedules=schedules,
     resources=build_resources(),

@@ -10,12 +10,13 @@ from assets.partitions import crawl_partitions
 EMBEDDED_CONFIG_FILE = Path(__file__).with_name("embedded.yaml")
 EMBEDDED_RUN_CONFIG = yaml.safe_load(EMBEDDED_CONFIG_FILE.read_text())
 
-CORPUS_ASSETS = dg.AssetSelection.groups("crawl", "corpus")
+LINEAGE = dg.AssetSelection.groups("crawl", "corpus", "features", "training")
 
 main_job = dg.define_asset_job(
     "main",
-    selection=CORPUS_ASSETS,
+    selection=LINEAGE,
     partitions_def=crawl_partitions,
     config=EMBEDDED_RUN_CONFIG,
-    description="The whole lineage on the embedded default: crawl → extract → clean → dedup.",
+    description="The whole lineage built so far, for one crawl partition: crawl → corpus → features → "
+    "training dataset.",
 )

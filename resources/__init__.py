@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
+from .base_model import BaseModelSource
 from .crawl_target import CrawlTarget
+from .feast_store import FeastStore
 from .io_manager import ParquetIOManager
 from .storage import DEFAULT_DATA_ROOT, DataRoot
 
@@ -23,4 +25,10 @@ def build_resources(env: str | None = None) -> dict:
         crawl_target = CrawlTarget(mode="pydoc", per_host_delay_s=0.0)
     else:
         raise ValueError(f"{ENV_VAR}={env!r}: unknown environment (known: local)")
-    return {"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root), "crawl_target": crawl_target}
+    return {
+        "data_root": data_root,
+        "io_manager": ParquetIOManager(data_root=data_root),
+        "crawl_target": crawl_target,
+        "feast_store": FeastStore(data_root=data_root),
+        "base_model_source": BaseModelSource(),
+    }

@@ -1,0 +1,195 @@
+"""The training inputs: ``tokenizer``, ``base_model`` and the packed ``training_dataset``."""
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from assets.features.assets import feast_registry
+from assets.metadata import md_table
+from resources.base_model import BaseModelSource
+from resources.feast_store import FeastStore
+from resources.storage import DataRoot
+
+from .packing import assign_split, choose_split_key, pack_documents, select_documents
+
+ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
+
+
+def _dir_version(directory: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dg.asset(group_name="training", ins={"deduplicated_documents": ALL}, kinds={"huggingface"},
+          tags={"stage": "training"})
+def tokenizer(context: dg.AssetExecutionContext, base_model_source: BaseModelSource, data_root: DataRoot,
+              deduplicated_documents: pl.DataFrame) -> dg.MaterializeResult:
+    """The tokenizer of the base model, saved under ``{data_root}/tokenizer``.
+
+    Embedded default: a byte-level BPE trained on every crawl's ``deduplicated_documents``. With a real
+    base model: that model's own tokenizer, loaded (offline) and saved here unchanged.
+    """
+    from transformers import AutoTokenizer
+
+    from .base_model import save_tokenizer, train_bpe_tokenizer
+
+    target = data_root.local_path(data_root.path("tokenizer"))
+    if base_model_source.embedded:
+        tok = train_bpe_tokenizer(deduplicated_documents["text"].to_list(), vocab_size=base_model_source.vocab_size)
+        source = f"BPE trained on {deduplicated_documents.height} documents"
+    else:
+        tok = AutoTokenizer.from_pretrained(base_model_source.model, local_files_only=True)
+        source = base_model_source.model
+    save_tokenizer(tok, target)
+    version = _dir_version(target)
+    sample = deduplicated_documents["text"].head(50).to_list()
+    n_tokens = sum(len(ids) for ids in tok(sample, add_special_tokens=False)["input_ids"])
+    n_chars = sum(len(t) for t in sample)
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+        "path": dg.MetadataValue.path(str(target)), "source": source, "vocab_size": len(tok),
+        "chars_per_token": round(n_chars / max(n_tokens, 1), 2), "version": version,
+    })
+
+
+@dg.asset(group_name="training", deps=[tokenizer], kinds={"pytorch", "huggingface"}, tags={"stage": "training"})
+def base_model(context: dg.AssetExecutionContext, base_model_source: BaseModelSource,
+               data_root: DataRoot) -> dg.MaterializeResult:
+    """The base causal LM that LoRA adapters fine-tune, saved under ``{data_root}/base_model``.
+
+    Embedded default: a tiny Llama built from a config (random init, seeded) sized to the ``tokenizer``'s
+    vocabulary — it exists so the lineage runs anywhere. Real runs: a Hugging Face id or local path.
+    """
+    from transformers import AutoTokenizer
+
+    from .base_model import TinyLlamaSpec, build_tiny_llama, load_base, save_base
+
+    tok = AutoTokenizer.from_pretrained(data_root.local_path(data_root.path("tokenizer")))
+    if base_model_source.embedded:
+        spec = TinyLlamaSpec(hidden_size=base_model_source.hidden_size,
+                             num_hidden_layers=base_model_source.num_hidden_layers,
+                             num_attention_heads=base_model_source.num_attention_heads,
+                             seed=base_model_source.seed)
+        model = build_tiny_llama(spec, tok)
+    else:
+        model, _ = load_base(base_model_source.model)
+    facts = save_base(model, tok, data_root.local_path(data_root.path("base_model")))
+    return dg.MaterializeResult(data_version=dg.DataVersion(facts["version"]), metadata={
+        "path": dg.MetadataValue.path(data_root.path("base_model")), "model": base_model_source.model,
+        "architecture": type(model).__name__, **{k: v for k, v in facts.items() if k not in ("path", "files")},
+    })
+
+
+class DatasetConfig(dg.Config):
+    """Selection, split and packing of the training set."""
+
+    min_quality: float = Field(0.3, description="Documents below this quality score (as of `as_of`) are left out.")
+    max_domain_rejection_share: float = Field(1.0, description="Leave out domains rejecting more than this share.")
+    max_docs_per_domain: int | None = Field(None, description="Cap per domain (best quality first); None: no cap.")
+    validation_share: float = Field(0.1, description="Share of split keys (URLs or domains) held out.")
+    min_domains_for_domain_split: int = Field(20, description="Split by domain from this many domains, else by URL.")
+    seq_len: int = Field(256, description="Tokens per packed sequence.")
+    as_of: str | None = Field(None, description="Point in time (ISO 8601) of the features; default: now.")
+
+
+def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Point-in-time features of every document as of ``as_of`` from Feast's offline store."""
+    entity_df = docs.select("doc_id", pl.col("host").alias("domain")).unique("doc_id").with_columns(
+        event_timestamp=pl.lit(as_of)).to_pandas()
+    joined = store.get_historical_features(entity_df=entity_df,
+                                           features=store.get_feature_service("training_features")).to_df()
+    return pl.from_pandas(joined).with_columns(pl.col("quality_score").cast(pl.Float64))
+
+
+@dg.asset(
+    group_name="training",
+    deps=[feast_registry, tokenizer],
+    ins={"deduplicated_documents": ALL},
+    kinds={"feast", "parquet"},
+    tags={"stage": "training"},
+    check_specs=[
+        dg.AssetCheckSpec("no_null_keys", asset="training_dataset", blocking=True,
+                          description="Every selected document has a doc_id and a domain."),
+        dg.AssetCheckSpec("no_split_overlap", asset="training_dataset", blocking=True,
+                          description="No document, and no split key, is in both train and validation."),
+        dg.AssetCheckSpec("sequence_length", asset="training_dataset", blocking=True,
+                          description="Every packed sequence has exactly seq_len tokens."),
+        dg.AssetCheckSpec("both_splits_present", asset="training_dataset", blocking=True,
+                          description="Train and validation each hold at least one sequence."),
+    ],
+)
+def training_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, feast_store: FeastStore,
+                     data_root: DataRoot, deduplicated_documents: pl.DataFrame):
+    """Packed token sequences for training and validation, under ``{data_root}/training_dataset``.
+
+    Comes from Feast ``get_historical_features`` (point-in-time correct, feature service
+    ``training_features``) over an entity frame of every deduplicated document at ``as_of``: documents are
+    selected by quality and per-domain limits, split train/validation by a stable hash of URL (or of domain
+    when there are many), tokenized with ``tokenizer`` and packed into ``seq_len``-token sequences.
+    """
+    from transformers import AutoTokenizer
+
+    as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(timezone.utc)
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=timezone.utc)
+    docs = (deduplicated_documents.filter(pl.col("fetch_time") <= as_of)
+            .sort("fetch_time").unique("doc_id", keep="last"))
+    features = historical_features(feast_store.store(), docs, as_of)
+    null_keys = int(features.select(pl.col("doc_id").is_null().sum() + pl.col("domain").is_null().sum()).item())
+    eligible = (features.filter(pl.col("quality_score").is_not_null()
+                                & (pl.col("rejection_share").fill_null(0.0) <= config.max_domain_rejection_share))
+                .rename({"domain": "host"}))
+    chosen = select_documents(eligible, config.min_quality, config.max_docs_per_domain)
+    chosen = chosen.join(docs.select("doc_id", "url", "text"), on="doc_id", how="inner")
+    key_kind = choose_split_key(chosen["url"].to_list(), chosen["host"].to_list(),
+                                config.min_domains_for_domain_split)
+    keys = chosen["host" if key_kind == "domain" else "url"].to_list()
+    chosen = chosen.with_columns(split=pl.Series(assign_split(keys, config.validation_share)),
+                                 split_key=pl.Series(keys))
+
+    tok = AutoTokenizer.from_pretrained(data_root.local_path(data_root.path("tokenizer")))
+    out_dir = data_root.path("training_dataset")
+    stats, digest = {}, hashlib.sha256()
+    for split in ("train", "validation"):
+        part = chosen.filter(pl.col("split") == split).sort("doc_id")
+        seqs, n_tokens = pack_documents(part["text"].to_list(), tok, config.seq_len)
+        frame = pl.DataFrame({"input_ids": seqs}, schema={"input_ids": pl.Array(pl.Int32, config.seq_len)}) \
+            if len(seqs) else pl.DataFrame(schema={"input_ids": pl.Array(pl.Int32, config.seq_len)})
+        data_root.write_parquet(frame, f"{out_dir}/{split}.parquet")
+        digest.update(np.ascontiguousarray(seqs).tobytes())
+        stats[split] = {"documents": part.height, "tokens": int(n_tokens), "sequences": int(len(seqs)),
+                        "row_lengths": sorted({len(r) for r in seqs}) if len(seqs) else []}
+    version = digest.hexdigest()[:16]
+    data_root.write_parquet(chosen.select("doc_id", "url", "host", "split", "split_key", "quality_score"),
+                            f"{out_dir}/documents.parquet")
+    manifest = {"version": version, "seq_len": config.seq_len, "as_of": as_of.isoformat(), "split_key": key_kind,
+                "splits": {k: {kk: vv for kk, vv in v.items() if kk != "row_lengths"} for k, v in stats.items()},
+                "eos_token_id": tok.eos_token_id}
+    data_root.write_bytes(json.dumps(manifest, indent=2).encode(), f"{out_dir}/dataset.json")
+
+    top = chosen.group_by("host").agg(pl.len().alias("docs")).sort("docs", descending=True).head(10)
+    yield dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+        "path": dg.MetadataValue.path(out_dir), "version": version, "split_key": key_kind,
+        "seq_len": config.seq_len, "as_of": as_of.isoformat(), "documents_eligible": features.height,
+        **{f"{s}_{k}": v for s, d in stats.items() for k, v in d.items() if k != "row_lengths"},
+        "top_domains": dg.MetadataValue.md(md_table(top.rows(), ("domain", "documents"))),
+    })
+    train_keys = set(chosen.filter(pl.col("split") == "train")["split_key"])
+    val = chosen.filter(pl.col("split") == "validation")
+    overlap = len(train_keys & set(val["split_key"]))
+    yield dg.AssetCheckResult(check_name="no_null_keys", passed=null_keys == 0, metadata={"null_keys": null_keys})
+    yield dg.AssetCheckResult(check_name="no_split_overlap", passed=overlap == 0, metadata={"overlapping_keys": overlap})
+    lengths = sorted({n for s in stats.values() for n in s["row_lengths"]})
+    yield dg.AssetCheckResult(check_name="sequence_length", passed=lengths in ([config.seq_len], []),
+                              metadata={"row_lengths": dg.MetadataValue.json(lengths)})
+    yield dg.AssetCheckResult(check_name="both_splits_present",
+                              passed=all(s["sequences"] > 0 for s in stats.values()),
+                              metadata={k: v["sequences"] for k, v in stats.items()})

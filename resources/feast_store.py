@@ -1,0 +1,79 @@
+"""The Feast feature store of this environment: the repo in feature_repo/, its data under the data root."""
+
+import contextlib
+import importlib.util
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from .storage import REPO_ROOT, DataRoot
+
+FEAST_DIR_VAR = "CRAWL2SERVE_FEAST_DIR"
+REDIS_VAR = "CRAWL2SERVE_REDIS"
+
+
+@contextlib.contextmanager
+def _keep_prometheus_env():
+    """``import feast`` sets PROMETHEUS_MULTIPROC_DIR for the whole process (its feature-server metrics);
+    put the variable back as it was so nothing else in this process starts writing mmap metric files."""
+    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
+
+
+def import_feast():
+    with _keep_prometheus_env():
+        import feast
+
+    return feast
+
+
+class FeastStore(dg.ConfigurableResource):
+    """Feast over ``feature_repo/``: registry, online store and offline Parquet under ``{data_root}/feast``.
+
+    ``yaml_file`` picks the store configuration: ``feature_store.yaml`` (SQLite online store, the
+    embedded default) or ``feature_store.redis.yaml`` (Redis at ``redis``).
+    """
+
+    data_root: dg.ResourceDependency[DataRoot]
+    repo_path: str = Field(default=str(REPO_ROOT / "feature_repo"), description="The Feast repository folder.")
+    yaml_file: str = Field(default="feature_store.yaml", description="Store configuration inside repo_path.")
+    redis: str = Field(default="127.0.0.1:6379", description="Redis connection string (Redis configuration).")
+
+    @property
+    def feast_dir(self) -> Path:
+        """Local folder of the registry, the SQLite online store and the offline Parquet files."""
+        return self.data_root.local_path(f"{self.data_root.root}/feast")
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.feast_dir / "offline"
+
+    def environment(self) -> dict[str, str]:
+        return {FEAST_DIR_VAR: str(self.feast_dir), REDIS_VAR: self.redis}
+
+    def store(self):
+        """A ``feast.FeatureStore`` for this configuration."""
+        os.environ.update(self.environment())
+        self.offline_dir.mkdir(parents=True, exist_ok=True)
+        feast = import_feast()
+        return feast.FeatureStore(repo_path=self.repo_path, fs_yaml_file=Path(self.repo_path) / self.yaml_file)
+
+    def definitions(self) -> list:
+        """Every Feast object that feature_repo/definitions.py declares (as `feast apply` would find them)."""
+        os.environ.update(self.environment())
+        feast = import_feast()
+        spec = importlib.util.spec_from_file_location("crawl2serve_feast_definitions",
+                                                      Path(self.repo_path) / "definitions.py")
+        module = importlib.util.module_from_spec(spec)
+        with _keep_prometheus_env():
+            spec.loader.exec_module(module)
+        kinds = (feast.Entity, feast.FeatureView, feast.FeatureService, feast.PushSource, feast.FileSource)
+        return [v for v in vars(module).values() if isinstance(v, kinds)]

@@ -1,0 +1,183 @@
+"""Feast features and the training dataset: in-process materializations on the embedded crawl, point-in-time
+correctness, online/offline agreement, `feast serve`, and the Redis online store."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets.features.assets import document_features, feast_online_store, feast_registry
+from assets.features.build import DOCUMENT_FEATURES, DOMAIN_FEATURES, empty_tenant_stats
+from assets.training.assets import base_model, tokenizer, training_dataset
+from resources.base_model import BaseModelSource
+from resources.feast_store import FeastStore
+from resources.storage import DataRoot
+from test_corpus_assets import CORPUS, PARTITION, resources, run_config
+
+REPO = Path(__file__).resolve().parents[1]
+DOWNSTREAM = [document_features, feast_registry, feast_online_store, tokenizer, base_model, training_dataset]
+SEQ_LEN = 128
+
+
+def all_resources(root: Path) -> dict:
+    res = resources(root)
+    return {**res, "feast_store": FeastStore(data_root=res["data_root"]),
+            "base_model_source": BaseModelSource(vocab_size=1024)}
+
+
+@pytest.fixture(scope="module")
+def lineage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lineage")
+    res = all_resources(root)
+    corpus = dg.materialize(CORPUS, resources=res, partition_key=PARTITION, run_config=run_config(80))
+    assert corpus.success
+    result = dg.materialize([*CORPUS, *DOWNSTREAM], selection=DOWNSTREAM, resources=res,
+                            run_config={"ops": {"training_dataset": {"config": {"seq_len": SEQ_LEN}}}})
+    return root, res, result
+
+
+def test_corpus_to_training_dataset_on_the_embedded_crawl(lineage):
+    root, _, result = lineage
+    assert result.success
+    failed = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations()
+              if not e.passed]
+    assert not failed
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert set(meta) == {a.key.to_user_string() for a in DOWNSTREAM}
+
+    ds = root / "training_dataset" / "_"
+    manifest = json.loads((ds / "dataset.json").read_text())
+    assert manifest["seq_len"] == SEQ_LEN and manifest["split_key"] == "url"  # one host: split by URL
+    for split in ("train", "validation"):
+        frame = pl.read_parquet(ds / f"{split}.parquet")
+        assert frame.height == manifest["splits"][split]["sequences"] > 0
+        assert frame.schema["input_ids"] == pl.Array(pl.Int32, SEQ_LEN)
+    docs = pl.read_parquet(ds / "documents.parquet")
+    train, val = (set(docs.filter(pl.col("split") == s)["url"]) for s in ("train", "validation"))
+    assert train and val and not train & val
+    assert (docs["quality_score"] >= 0.3).all()
+    assert meta["training_dataset"]["train_tokens"].value > meta["training_dataset"]["validation_tokens"].value > 0
+
+    from assets.training.base_model import load_base
+    model, tok = load_base(str(root / "base_model" / "_"))
+    assert model.config.vocab_size == len(tok) <= 1024
+    train_ids = pl.read_parquet(ds / "train.parquet")["input_ids"].to_numpy()
+    assert train_ids.max() < len(tok) and (train_ids == tok.eos_token_id).any()
+
+
+def test_online_store_agrees_with_the_newest_offline_rows(lineage):
+    _, res, _ = lineage
+    store = res["feast_store"].store()
+    offline = pl.read_parquet(res["feast_store"].offline_dir / "document_features.parquet")
+    latest = offline.sort("event_timestamp").unique("doc_id", keep="last").sort("doc_id")
+    online = store.get_online_features(features=["document_features:quality_score", "document_features:cluster_size"],
+                                       entity_rows=[{"doc_id": d} for d in latest["doc_id"]]).to_dict()
+    assert online["doc_id"] == latest["doc_id"].to_list()
+    assert online["cluster_size"] == latest["cluster_size"].to_list()
+    assert max(abs(a - b) for a, b in zip(online["quality_score"], latest["quality_score"])) < 1e-6
+
+
+def _feast_dir_with(tmp_path: Path, docs: list[dict]) -> FeastStore:
+    fs = FeastStore(data_root=DataRoot(url=str(tmp_path)))
+    fs.offline_dir.mkdir(parents=True)
+    created = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    base = {"domain": "example.org", "url": "https://example.org/", "word_count": 100, "char_count": 600,
+            "language": "en", "language_score": 0.99, "cluster_size": 1, "c4_lines_removed": 0,
+            "pii_replacements": 0, "created_timestamp": created}
+    pl.DataFrame([{**base, **d} for d in docs], schema=DOCUMENT_FEATURES).write_parquet(
+        fs.offline_dir / "document_features.parquet")
+    pl.DataFrame([{"domain": "example.org", "documents_kept": 1, "documents_rejected": 0, "rejection_share": 0.0,
+                   "duplicate_share": 0.0, "mean_quality": 0.5, "event_timestamp": created,
+                   "created_timestamp": created}], schema=DOMAIN_FEATURES).write_parquet(
+        fs.offline_dir / "domain_features.parquet")
+    empty_tenant_stats().write_parquet(fs.offline_dir / "tenant_stats.parquet")
+    fs.store().apply(fs.definitions())
+    return fs
+
+
+def test_point_in_time_join_never_returns_a_value_written_after_the_entity_timestamp(tmp_path):
+    t1, t3 = datetime(2026, 3, 1, tzinfo=timezone.utc), datetime(2026, 3, 10, tzinfo=timezone.utc)
+    fs = _feast_dir_with(tmp_path, [{"doc_id": "d1", "quality_score": 0.2, "event_timestamp": t1},
+                                    {"doc_id": "d1", "quality_score": 0.9, "event_timestamp": t3}])
+    import pandas as pd
+    entities = pd.DataFrame({"doc_id": ["d1", "d1", "d1"], "domain": ["example.org"] * 3,
+                             "event_timestamp": [t1 - timedelta(days=1), t1 + timedelta(days=4), t3 + timedelta(days=1)]})
+    out = fs.store().get_historical_features(entity_df=entities, features=["document_features:quality_score"]).to_df()
+    by_time = dict(zip(out["event_timestamp"], out["quality_score"]))
+    before = by_time.get(t1 - timedelta(days=1))  # nothing existed yet (Feast's file store drops such rows)
+    assert before is None or pd.isna(before)
+    assert by_time[t1 + timedelta(days=4)] == pytest.approx(0.2)  # the later 0.9 is not visible
+    assert by_time[t3 + timedelta(days=1)] == pytest.approx(0.9)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_feast_serve_answers_get_online_features(lineage):
+    _, res, _ = lineage
+    fs = res["feast_store"]
+    latest = pl.read_parquet(fs.offline_dir / "document_features.parquet").sort("event_timestamp") \
+        .unique("doc_id", keep="last").head(3)
+    port = _free_port()
+    feast_bin = str(Path(sys.executable).with_name("feast"))
+    proc = subprocess.Popen([feast_bin, "-c", fs.repo_path, "serve", "-h", "127.0.0.1", "-p", str(port),
+                             "--no-access-log"], env={**os.environ, **fs.environment()},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        body = json.dumps({"features": ["document_features:quality_score", "document_features:word_count"],
+                           "entities": {"doc_id": latest["doc_id"].to_list()}}).encode()
+        deadline, answer = time.monotonic() + 90, None
+        while time.monotonic() < deadline and answer is None:
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/get-online-features", data=body,
+                                             headers={"Content-Type": "application/json"})
+                answer = json.loads(urllib.request.urlopen(req, timeout=5).read())
+            except OSError:
+                time.sleep(0.5)
+        assert answer is not None, "feast serve did not answer within 90 s"
+        names = answer["metadata"]["feature_names"]
+        values = dict(zip(names, (r["values"] for r in answer["results"])))
+        assert values["doc_id"] == latest["doc_id"].to_list()
+        assert values["word_count"] == latest["word_count"].to_list()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379 (CI has one; start redis-server to run this)")
+def test_redis_online_store_production_variant(lineage, tmp_path):
+    _, res, _ = lineage
+    shutil.copytree(res["feast_store"].offline_dir, tmp_path / "feast" / "offline")
+    fs = FeastStore(data_root=DataRoot(url=str(tmp_path)), yaml_file="feature_store.redis.yaml",
+                    redis="127.0.0.1:6379,db=11")
+    store = fs.store()
+    assert type(store.config.online_store).__name__ == "RedisOnlineStoreConfig"
+    store.apply(fs.definitions())
+    store.materialize_incremental(end_date=datetime.now(timezone.utc))
+    latest = pl.read_parquet(fs.offline_dir / "document_features.parquet").sort("event_timestamp") \
+        .unique("doc_id", keep="last").sort("doc_id")
+    online = store.get_online_features(features=["document_features:word_count"],
+                                       entity_rows=[{"doc_id": d} for d in latest["doc_id"]]).to_dict()
+    assert online["word_count"] == latest["word_count"].to_list()
