@@ -3,6 +3,7 @@
 #   ./dev.sh main   set up .venv and materialize the main job (today's crawl partition) on the embedded default
 #   ./dev.sh test   set up .venv and run the test suite
 #   ./dev.sh setup  only set up .venv
+#   ./dev.sh feast ARGS   the Feast CLI on feature_repo/ with the data root's store, e.g. ./dev.sh feast serve
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,10 +33,18 @@ case "${1:-}" in
     .venv/bin/dagster job execute -m pipelines.definitions -j main \
       -c pipelines/embedded.yaml --tags "{\"dagster/partition\": \"$partition\"}"
     ;;
+  feast)
+    setup
+    shift
+    root="${CRAWL2SERVE_DATA_ROOT:-$PWD/data}"
+    export CRAWL2SERVE_FEAST_DIR="${CRAWL2SERVE_FEAST_DIR:-$(cd "$root" 2>/dev/null && pwd || echo "$root")/feast}"
+    export CRAWL2SERVE_REDIS="${CRAWL2SERVE_REDIS:-127.0.0.1:6379}"
+    exec .venv/bin/feast -c feature_repo "$@"
+    ;;
   test)
     setup
     shift
     .venv/bin/python -m pytest "$@"
     ;;
-  *) sed -n '2,6p' "$0"; exit 2 ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
 esac
