@@ -1,0 +1,410 @@
+"""The LoRA trainer: peft + torch, one process or FSDP2 under torchrun (framework-free).
+
+Run as ``torchrun --nproc-per-node N -m assets.training.trainer --config config.json`` (Dagster launches
+it through Pipes; see assets/training/lora.py). It imports only torch, transformers, peft, numpy, pyarrow
+and — when Dagster launched it — ``dagster_pipes``, never dagster itself, so the same file runs in a GPU
+pod or on a machine with nothing but those packages.
+
+- bf16 autocast on GPU, fp32 on CPU; LoRA rank/alpha/dropout/target modules from the config.
+- World size > 1: FSDP2 ``fully_shard`` per decoder layer and at the root; NCCL on GPU, gloo on CPU.
+- Packed sequences (``training_dataset``); gradient accumulation; AdamW with linear warmup and cosine
+  decay; gradient clipping; a NaN/inf guard that stops every rank with a clear error; fixed seeds.
+- Checkpoints every ``checkpoint_every`` steps (adapter, optimizer, scheduler, RNG states, data position),
+  written to a temporary folder and renamed into place; a run resumes from the newest complete checkpoint;
+  older ones are pruned to ``keep_last``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+CHECKPOINT_PREFIX = "checkpoint-"
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
+
+
+@dataclass
+class TrainConfig:
+    base_model: str
+    dataset_dir: str
+    output_dir: str
+    max_steps: int = 100
+    micro_batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 1e-3
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                               "gate_proj", "up_proj", "down_proj"])
+    seed: int = 0
+    checkpoint_every: int = 50
+    keep_last: int = 2
+    eval_every: int = 50
+    eval_batches: int = 8
+    log_every: int = 1
+    compile: bool = False
+    max_seq_len: int | None = None  # truncate packed rows (None: the dataset's seq_len)
+
+    @classmethod
+    def load(cls, path: str) -> TrainConfig:
+        data = json.loads(Path(path).read_text())
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"train config {path}: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+
+# -- reporting --------------------------------------------------------------------------------------
+class Reporter:
+    """Logs and metrics of rank 0: to Dagster Pipes when launched by Dagster, else to stdout."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+        self._pipes = None
+        self._ctx = None
+        if rank == 0 and os.environ.get("DAGSTER_PIPES_CONTEXT"):
+            from dagster_pipes import open_dagster_pipes
+
+            self._ctx = open_dagster_pipes()
+            self._pipes = self._ctx.__enter__()
+
+    def log(self, msg: str) -> None:
+        if self.rank != 0:
+            return
+        if self._pipes:
+            self._pipes.log.info(msg)
+        print(msg, flush=True)
+
+    def metrics(self, payload: dict) -> None:
+        if self.rank == 0 and self._pipes:
+            self._pipes.report_custom_message(payload)
+
+    def result(self, metadata: dict) -> None:
+        if self.rank == 0 and self._pipes:
+            self._pipes.report_asset_materialization(metadata=metadata)
+        if self.rank == 0:
+            print(json.dumps({"result": metadata}), flush=True)
+
+    def close(self, exc: BaseException | None = None) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+
+
+# -- data -------------------------------------------------------------------------------------------
+def load_split(dataset_dir: str, split: str) -> np.ndarray:
+    """(n_sequences, seq_len) int64 token ids of a packed split."""
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(Path(dataset_dir) / f"{split}.parquet", columns=["input_ids"]).column("input_ids")
+    column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.int64)
+    width = column.type.list_size if hasattr(column.type, "list_size") else len(column[0])
+    return column.flatten().to_numpy().reshape(len(column), width).astype(np.int64)
+
+
+def batch_indices(n: int, step: int, micro: int, accum: int, world: int, rank: int, seed: int) -> list[np.ndarray]:
+    """The micro-batches of one optimizer step for one rank: a seeded permutation per epoch, consumed in
+    order, so the data position is a pure function of the step (which is what makes resume exact)."""
+    per_step = micro * accum * world
+    out = []
+    for a in range(accum):
+        start = step * per_step + (a * world + rank) * micro
+        idx = np.arange(start, start + micro)
+        epochs = idx // n
+        perm_cache: dict[int, np.ndarray] = {}
+        rows = []
+        for e, i in zip(epochs, idx % n):
+            if e not in perm_cache:
+                perm_cache[e] = np.random.default_rng(seed + int(e)).permutation(n)
+            rows.append(perm_cache[e][i])
+        out.append(np.asarray(rows))
+    return out
+
+
+# -- model ------------------------------------------------------------------------------------------
+def build_model(cfg: TrainConfig, device: torch.device, world: int):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype, local_files_only=True,
+                                                 attn_implementation="sdpa")
+    model.config.use_cache = False
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    for p in model.parameters():  # trainable LoRA weights in fp32 (master weights); the frozen base in bf16
+        if p.requires_grad:
+            p.data = p.data.float()
+    model.to(device)
+    if world > 1:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        layers = model.base_model.model.model.layers
+        for layer in layers:
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+    return model
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """PaLM's model FLOPs per training token: 6·N (non-embedding parameters) + 12·L·d·T (attention)."""
+    cfg = model.config if hasattr(model, "config") else model.base_model.model.config
+    # DTensor.numel() is the global size, so this also holds for FSDP-sharded parameters.
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name and "lora_" not in name)
+    return 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+def sum_across(t: torch.Tensor) -> float:
+    if not dist.is_initialized():
+        return float(t.sum())
+    backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = t.to(backend_device)
+    dist.all_reduce(t)
+    return float(t.sum())
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+def newest_checkpoint(output_dir: Path) -> Path | None:
+    done = sorted(p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.pt").exists()
+                  and not p.name.endswith(".tmp"))
+    return done[-1] if done else None
+
+
+def _options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True, **kw)
+
+
+def save_checkpoint(model, opt, sched, step: int, cfg: TrainConfig, rank: int) -> Path | None:
+    """Gather adapter + optimizer state on rank 0 and write ``checkpoint-<step>`` atomically."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    model_sd = get_model_state_dict(model, options=_options())
+    optim_sd = get_optimizer_state_dict(model, opt, options=_options())
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    out = Path(cfg.output_dir)
+    final = out / f"{CHECKPOINT_PREFIX}{step:07d}"
+    if rank == 0:
+        tmp = out / f"{final.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": sched.state_dict(), "rng": rng,
+                    "step": step, "config": asdict(cfg)}, tmp / "state.pt")
+        os.replace(tmp, final)
+        for old in sorted(out.glob(f"{CHECKPOINT_PREFIX}*"))[:-cfg.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    if dist.is_initialized():
+        dist.barrier()
+    return final if rank == 0 else None
+
+
+def load_checkpoint(path: Path, model, opt, sched) -> int:
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    distributed = dist.is_initialized()
+    opts = _options(strict=False, broadcast_from_rank0=distributed)
+    set_model_state_dict(model, state["model"], options=opts)
+    set_optimizer_state_dict(model, opt, state["optimizer"], options=_options(broadcast_from_rank0=distributed))
+    sched.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["step"])
+
+
+def save_adapter(model, cfg: TrainConfig, rank: int) -> Path | None:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    sd = get_model_state_dict(model, options=_options())
+    target = Path(cfg.output_dir) / "adapter"
+    if rank == 0:
+        tmp = Path(cfg.output_dir) / "adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, state_dict={k: v for k, v in sd.items() if "lora_" in k})
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    if dist.is_initialized():
+        dist.barrier()
+    return target if rank == 0 else None
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+def lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / max(cfg.warmup_steps, 1)
+        progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return f
+
+
+@torch.no_grad()
+def evaluate(model, data: np.ndarray, cfg: TrainConfig, device) -> float:
+    """Mean validation loss over the first ``eval_batches`` micro-batches (the same ones every time).
+
+    Every rank evaluates the same batches: FSDP gathers parameters in each forward, so all ranks must run
+    the same number of them, and the answer is then identical everywhere with no reduction."""
+    model.eval()
+    total, count = 0.0, 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    for b in range(min(cfg.eval_batches, math.ceil(len(data) / cfg.micro_batch_size))):
+        rows = data[b * cfg.micro_batch_size:(b + 1) * cfg.micro_batch_size]
+        ids = torch.from_numpy(rows).to(device)
+        with autocast:
+            loss = model(input_ids=ids, labels=ids).loss
+        total += float(loss) * len(rows)
+        count += len(rows)
+    model.train()
+    return total / max(count, 1)
+
+
+def train(cfg: TrainConfig) -> dict:
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rep = Reporter(rank)
+    try:
+        return _train(cfg, world, rank, device, rep)
+    except BaseException as e:
+        rep.close(e)
+        raise
+    finally:
+        rep.close()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: Reporter) -> dict:
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_data = load_split(cfg.dataset_dir, "train")
+    val_data = load_split(cfg.dataset_dir, "validation")
+    if cfg.max_seq_len:
+        train_data, val_data = train_data[:, :cfg.max_seq_len], val_data[:, :cfg.max_seq_len]
+    if len(train_data) == 0:
+        raise ValueError(f"{cfg.dataset_dir}/train.parquet holds no sequences")
+    seq_len = train_data.shape[1]
+    model = build_model(cfg, device, world)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, 0.95),
+                            fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    start = 0
+    resume = newest_checkpoint(out)
+    if resume is not None:
+        start = load_checkpoint(resume, model, opt, sched)
+        rep.log(f"resumed from {resume.name} at step {start}")
+    step_fn = torch.compile(model) if cfg.compile else model
+    fpt = flops_per_token(model, seq_len)
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None)
+    initial_val = evaluate(model, val_data, cfg, device) if start == 0 and len(val_data) else None
+    if initial_val is not None:
+        rep.log(f"validation loss before training: {initial_val:.4f}")
+        rep.metrics({"step": 0, "val_loss": initial_val})
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    tokens_per_step = cfg.micro_batch_size * cfg.grad_accum * world * seq_len
+    history, val_loss, t_window, tok_window = [], initial_val, time.perf_counter(), 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.train()
+    last_ckpt = None
+    for step in range(start, cfg.max_steps):
+        loss_sum = torch.zeros((), device=device)
+        for idx in batch_indices(len(train_data), step, cfg.micro_batch_size, cfg.grad_accum, world, rank, cfg.seed):
+            ids = torch.from_numpy(train_data[idx]).to(device, non_blocking=True)
+            with autocast:
+                loss = step_fn(input_ids=ids, labels=ids).loss / cfg.grad_accum
+            loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        loss_value = sum_across(loss_sum.float().cpu().reshape(1)) / world
+        finite = math.isfinite(loss_value) and math.isfinite(float(grad_norm))
+        if not finite:
+            raise FloatingPointError(
+                f"non-finite loss or gradient at step {step + 1} (loss={loss_value}, grad_norm={float(grad_norm)}, "
+                f"lr={sched.get_last_lr()[0]:.3g}): stopping; lower learning_rate or check the dataset")
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        tok_window += tokens_per_step
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+            val_loss = evaluate(model, val_data, cfg, device) if len(val_data) else None
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - t_window
+            tps = tok_window / elapsed
+            row = {"step": done, "loss": loss_value, "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
+                   "tokens_per_s": tps, "mfu": (tps * fpt / (peak * world)) if peak else None}
+            if val_loss is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps):
+                row["val_loss"] = val_loss
+            history.append(row)
+            rep.metrics(row)
+            rep.log(f"step {done}/{cfg.max_steps} loss {loss_value:.4f} lr {row['lr']:.2e} "
+                    f"{tps:,.0f} tok/s" + (f" mfu {row['mfu']:.1%}" if row["mfu"] else ""))
+            t_window, tok_window = time.perf_counter(), 0
+        if done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
+            last_ckpt = save_checkpoint(model, opt, sched, done, cfg, rank)
+    adapter = save_adapter(model, cfg, rank)
+    peak_mem = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    steady = [r["tokens_per_s"] for r in history[len(history) // 4:]] or [0.0]
+    result = {
+        "steps": cfg.max_steps, "resumed_from_step": start, "world_size": world, "device": str(device),
+        "initial_val_loss": initial_val, "final_val_loss": val_loss,
+        "final_train_loss": history[-1]["loss"] if history else None,
+        "tokens_per_s": float(np.median(steady)), "peak_memory_bytes": int(peak_mem),
+        "mfu": (float(np.median(steady)) * fpt / (peak * world)) if peak else None,
+        "adapter_path": str(adapter) if adapter else None,
+        "adapter_bytes": sum(f.stat().st_size for f in adapter.rglob("*") if f.is_file()) if adapter else None,
+        "last_checkpoint": str(last_ckpt) if last_ckpt else None,
+    }
+    rep.result(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="LoRA fine-tuning of a causal LM on a packed dataset.")
+    p.add_argument("--config", required=True, help="JSON file of TrainConfig fields")
+    train(TrainConfig.load(p.parse_args(argv).config))
+
+
+if __name__ == "__main__":
+    main()
