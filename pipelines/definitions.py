@@ -14,6 +14,7 @@ from assets.corpus.extracted import extracted_pages  # noqa: E402
 from assets.crawl.assets import raw_crawl  # noqa: E402
 from assets.features.assets import document_features, feast_online_store, feast_registry  # noqa: E402
 from assets.training.assets import base_model, tokenizer, training_dataset  # noqa: E402
+from assets.training.lora import lora_adapter  # noqa: E402
 from pipelines.jobs import main_job  # noqa: E402
 from pipelines.schedules import schedules  # noqa: E402
 from resources import build_resources  # noqa: E402
@@ -22,7 +23,7 @@ defs = dg.Definitions(
     assets=[
         raw_crawl, extracted_pages, clean_documents, deduplicated_documents,
         document_features, feast_registry, feast_online_store,
-        tokenizer, base_model, training_dataset,
+        tokenizer, base_model, training_dataset, lora_adapter,
     ],
     jobs=[main_job],
     schedules=schedules,

@@ -13,6 +13,8 @@ from .crawl_target import CrawlTarget
 from .feast_store import FeastStore
 from .io_manager import ParquetIOManager
 from .storage import DEFAULT_DATA_ROOT, DataRoot
+from .tracking import MlflowTracking
+from .training import TrainingLauncher
 
 ENV_VAR = "CRAWL2SERVE_ENV"
 
@@ -31,4 +33,6 @@ def build_resources(env: str | None = None) -> dict:
         "crawl_target": crawl_target,
         "feast_store": FeastStore(data_root=data_root),
         "base_model_source": BaseModelSource(),
+        "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
+        "mlflow_tracking": MlflowTracking(data_root=data_root),
     }

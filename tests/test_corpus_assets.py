@@ -13,37 +13,9 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from assets.corpus.cleaned import clean_documents
-from assets.corpus.deduplicated import deduplicated_documents
-from assets.corpus.extracted import extracted_pages
 from assets.crawl.assets import raw_crawl
-from resources.crawl_target import CrawlTarget
-from resources.io_manager import ParquetIOManager
-from resources.storage import DataRoot
-
-REPO = Path(__file__).resolve().parents[1]
-PARTITION = "2026-11-20"
-CORPUS = [raw_crawl, extracted_pages, clean_documents, deduplicated_documents]
-
-
-def resources(root: Path, **target) -> dict:
-    data_root = DataRoot(url=str(root))
-    return {"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root),
-            "crawl_target": CrawlTarget(mode="pydoc", per_host_delay_s=0.0, **target)}
-
-
-def run_config(max_pages: int, **crawl) -> dict:
-    return {"ops": {"raw_crawl": {"config": {"max_pages": max_pages, **crawl}},
-                    "clean_documents": {"config": {"profile": "documentation"}}}}
-
-
-def load(root: Path, asset: str) -> pl.DataFrame:
-    return pl.read_parquet(root / asset / PARTITION / "data.parquet")
-
-
-def checks(result) -> dict[str, bool]:
-    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
-
+from assets.corpus.extracted import extracted_pages
+from support import CORPUS, PARTITION, REPO, checks, load, resources, run_config
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

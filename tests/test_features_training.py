@@ -12,38 +12,13 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 
-from assets.features.assets import document_features, feast_online_store, feast_registry
 from assets.features.build import DOCUMENT_FEATURES, DOMAIN_FEATURES, empty_tenant_stats
-from assets.training.assets import base_model, tokenizer, training_dataset
-from resources.base_model import BaseModelSource
 from resources.feast_store import FeastStore
 from resources.storage import DataRoot
-from test_corpus_assets import CORPUS, PARTITION, resources, run_config
-
-REPO = Path(__file__).resolve().parents[1]
-DOWNSTREAM = [document_features, feast_registry, feast_online_store, tokenizer, base_model, training_dataset]
-SEQ_LEN = 128
-
-
-def all_resources(root: Path) -> dict:
-    res = resources(root)
-    return {**res, "feast_store": FeastStore(data_root=res["data_root"]),
-            "base_model_source": BaseModelSource(vocab_size=1024)}
-
-
-@pytest.fixture(scope="module")
-def lineage(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lineage")
-    res = all_resources(root)
-    corpus = dg.materialize(CORPUS, resources=res, partition_key=PARTITION, run_config=run_config(80))
-    assert corpus.success
-    result = dg.materialize([*CORPUS, *DOWNSTREAM], selection=DOWNSTREAM, resources=res,
-                            run_config={"ops": {"training_dataset": {"config": {"seq_len": SEQ_LEN}}}})
-    return root, res, result
+from support import DOWNSTREAM, SEQ_LEN
 
 
 def test_corpus_to_training_dataset_on_the_embedded_crawl(lineage):

@@ -1,0 +1,20 @@
+"""Shared fixtures: one real lineage (pydoc crawl → corpus → features → training dataset) per test session."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from support import CORPUS, DOWNSTREAM, PARTITION, SEQ_LEN, all_resources, run_config
+
+
+@pytest.fixture(scope="session")
+def lineage(tmp_path_factory):
+    """(data root, resources, result) after materializing everything up to ``training_dataset``."""
+    root = tmp_path_factory.mktemp("lineage")
+    res = all_resources(root)
+    corpus = dg.materialize(CORPUS, resources=res, partition_key=PARTITION, run_config=run_config(80))
+    assert corpus.success
+    result = dg.materialize([*CORPUS, *DOWNSTREAM], selection=DOWNSTREAM, resources=res,
+                            run_config={"ops": {"training_dataset": {"config": {"seq_len": SEQ_LEN}}}})
+    return root, res, result

@@ -1,0 +1,50 @@
+"""Shared test helpers: resources swapped by configuration, run config and readers for the real lineage."""
+
+from pathlib import Path
+
+import polars as pl
+
+from assets.corpus.cleaned import clean_documents
+from assets.corpus.deduplicated import deduplicated_documents
+from assets.corpus.extracted import extracted_pages
+from assets.crawl.assets import raw_crawl
+from assets.features.assets import document_features, feast_online_store, feast_registry
+from assets.training.assets import base_model, tokenizer, training_dataset
+from resources.base_model import BaseModelSource
+from resources.crawl_target import CrawlTarget
+from resources.feast_store import FeastStore
+from resources.io_manager import ParquetIOManager
+from resources.storage import DataRoot
+
+REPO = Path(__file__).resolve().parents[1]
+PARTITION = "2026-11-20"
+CORPUS = [raw_crawl, extracted_pages, clean_documents, deduplicated_documents]
+
+
+def resources(root: Path, **target) -> dict:
+    data_root = DataRoot(url=str(root))
+    return {"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root),
+            "crawl_target": CrawlTarget(mode="pydoc", per_host_delay_s=0.0, **target)}
+
+
+def run_config(max_pages: int, **crawl) -> dict:
+    return {"ops": {"raw_crawl": {"config": {"max_pages": max_pages, **crawl}},
+                    "clean_documents": {"config": {"profile": "documentation"}}}}
+
+
+def load(root: Path, asset: str) -> pl.DataFrame:
+    return pl.read_parquet(root / asset / PARTITION / "data.parquet")
+
+
+def checks(result) -> dict[str, bool]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+
+
+DOWNSTREAM = [document_features, feast_registry, feast_online_store, tokenizer, base_model, training_dataset]
+SEQ_LEN = 128
+
+
+def all_resources(root: Path) -> dict:
+    res = resources(root)
+    return {**res, "feast_store": FeastStore(data_root=res["data_root"]),
+            "base_model_source": BaseModelSource(vocab_size=1024)}
