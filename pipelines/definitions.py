@@ -15,6 +15,7 @@ from assets.crawl.assets import raw_crawl  # noqa: E402
 from assets.features.assets import document_features, feast_online_store, feast_registry  # noqa: E402
 from assets.training.assets import base_model, tokenizer, training_dataset  # noqa: E402
 from assets.training.lora import lora_adapter  # noqa: E402
+from assets.release.assets import model_evaluation, registered_model, rollback_model  # noqa: E402
 from pipelines.jobs import main_job  # noqa: E402
 from pipelines.schedules import schedules  # noqa: E402
 from resources import build_resources  # noqa: E402
@@ -24,8 +25,9 @@ defs = dg.Definitions(
         raw_crawl, extracted_pages, clean_documents, deduplicated_documents,
         document_features, feast_registry, feast_online_store,
         tokenizer, base_model, training_dataset, lora_adapter,
+        model_evaluation, registered_model,
     ],
-    jobs=[main_job],
+    jobs=[main_job, rollback_model],
     schedules=schedules,
     resources=build_resources(),
 )

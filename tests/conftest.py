@@ -13,7 +13,7 @@ def lineage(tmp_path_factory):
     """(data root, resources, result) after materializing everything up to ``training_dataset``."""
     root = tmp_path_factory.mktemp("lineage")
     res = all_resources(root)
-    corpus = dg.materialize(CORPUS, resources=res, partition_key=PARTITION, run_config=run_config(80))
+    corpus = dg.materialize(CORPUS, resources=res, partition_key=PARTITION, run_config=run_config(120))
     assert corpus.success
     result = dg.materialize([*CORPUS, *DOWNSTREAM], selection=DOWNSTREAM, resources=res,
                             run_config={"ops": {"training_dataset": {"config": {"seq_len": SEQ_LEN}}}})

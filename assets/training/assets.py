@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from urllib.parse import urlsplit
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -151,7 +152,10 @@ def training_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, f
     chosen = chosen.join(docs.select("doc_id", "url", "text"), on="doc_id", how="inner")
     key_kind = choose_split_key(chosen["url"].to_list(), chosen["host"].to_list(),
                                 config.min_domains_for_domain_split)
-    keys = chosen["host" if key_kind == "domain" else "url"].to_list()
+    # URL mode keys on path and query, not host:port: the embedded pydoc server listens on a new port every
+    # run, and a document must not change split because its server moved.
+    keys = (chosen["host"].to_list() if key_kind == "domain"
+            else [urlsplit(u).path + ("?" + urlsplit(u).query if urlsplit(u).query else "") for u in chosen["url"]])
     chosen = chosen.with_columns(split=pl.Series(assign_split(keys, config.validation_share)),
                                  split_key=pl.Series(keys))
 

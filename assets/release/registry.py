@@ -1,0 +1,69 @@
+"""The MLflow Model Registry side of a release: register, alias, promote, roll back (framework-free)."""
+
+from dataclasses import dataclass
+
+MODEL_NAME = "crawl2serve-lora"
+CHAMPION, CHALLENGER = "champion", "challenger"
+PREVIOUS_TAG = "previous_champion"
+
+
+@dataclass(frozen=True)
+class Registered:
+    version: str
+    model_uri: str
+    previous_champion: str | None
+    promoted: bool
+
+
+def champion_version(client, name: str = MODEL_NAME):
+    """The ModelVersion that holds the ``champion`` alias, or None."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # noqa: BLE001 — MLflow raises when the model or the alias does not exist
+        return None
+
+
+def register_candidate(mlflow, *, adapter_dir: str, base_model: str, training_run_id: str | None,
+                       tags: dict[str, str], metrics: dict[str, float], promote: bool,
+                       name: str = MODEL_NAME) -> Registered:
+    """Log the candidate as a pyfunc model (into its training run when known), register it, tag it with
+    its lineage, set ``challenger``, and move ``champion`` to it when ``promote``. The previous champion
+    stays registered and is recorded on the new version for rollback."""
+    from assets.release.pyfunc import LoraAdapterModel
+
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(run_id=training_run_id) if training_run_id else mlflow.start_run(run_name="register"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=LoraAdapterModel(),
+                                       artifacts={"adapter": adapter_dir},
+                                       model_config={"base_model": base_model, "max_new_tokens": 64})
+        mlflow.log_metrics({f"eval.{k}": float(v) for k, v in metrics.items()})
+    version = mlflow.register_model(info.model_uri, name, tags=tags).version
+    for k, v in metrics.items():
+        client.set_model_version_tag(name, version, f"eval.{k}", str(v))
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    previous = champion_version(client, name)
+    if promote:
+        if previous is not None:
+            client.set_model_version_tag(name, version, PREVIOUS_TAG, str(previous.version))
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return Registered(str(version), f"models:/{name}/{version}", str(previous.version) if previous else None, promote)
+
+
+def rollback(client, name: str = MODEL_NAME) -> tuple[str, str]:
+    """Move ``champion`` back to the version it replaced; return (from, to). The rolled-back version stays
+    registered (and keeps ``challenger`` if it had it)."""
+    current = champion_version(client, name)
+    if current is None:
+        raise ValueError(f"{name}: no champion to roll back")
+    previous = current.tags.get(PREVIOUS_TAG)
+    if not previous:
+        raise ValueError(f"{name}: champion version {current.version} replaced no earlier champion")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_model_version_tag(name, current.version, "rolled_back", "true")
+    return str(current.version), previous
+
+
+def download_adapter(mlflow, version: str, name: str = MODEL_NAME) -> str:
+    """Local folder of a registered version's adapter (downloaded from the artifact store)."""
+    root = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}")
+    return f"{root.rstrip('/')}/artifacts/adapter"
