@@ -12,7 +12,10 @@ from assets.training.lora import lora_adapter
 from resources.storage import REPO_ROOT, DataRoot
 from resources.tracking import MlflowTracking
 
-from .registry import CHAMPION, MODEL_NAME, champion_version, download_adapter, register_candidate, rollback
+from assets.training.lora import TRAINED_RECORD
+
+from .registry import (ADAPTER_TAG, CHAMPION, MODEL_NAME, adapter_sha256, champion_version, download_adapter,
+                       register_candidate, rollback)
 
 GATE = ("perplexity_improvement", "generation_smoke", "latency_p99_budget", "peak_memory_budget", "unsafe_rate")
 
@@ -72,7 +75,10 @@ def model_evaluation(context: dg.AssetExecutionContext, config: GateConfig, data
     suite = load_safety_suite()
     mlflow = mlflow_tracking.client()
     champion = champion_version(mlflow.MlflowClient())
-    models = {"candidate": data_root.path("lora_adapter", None, "adapter"), "base": None}
+    trained = json.loads(data_root.open(data_root.path("lora_adapter", None, TRAINED_RECORD)).read())
+    models = {"candidate": trained["result"]["adapter_path"], "base": None}
+    candidate_sha = adapter_sha256(models["candidate"])
+    same_as_champion = champion is not None and champion.tags.get(ADAPTER_TAG) == candidate_sha
     if champion is not None:
         models["champion"] = download_adapter(mlflow, champion.version)
     results = {}
@@ -83,7 +89,8 @@ def model_evaluation(context: dg.AssetExecutionContext, config: GateConfig, data
     summary = {name: _summary(r) for name, r in results.items()}
     reference = "champion" if champion is not None else "base"
     report = {"summary": summary, "reference": reference, "champion_version": str(champion.version) if champion else None,
-              "candidate_adapter": models["candidate"], "training": _latest_metadata(context, "lora_adapter"),
+              "candidate_adapter": models["candidate"], "candidate_sha256": candidate_sha,
+              "same_as_champion": same_as_champion, "training": _latest_metadata(context, "lora_adapter"),
               "details": results}
     report_path = data_root.path("model_evaluation", None, "report.json")
     data_root.write_bytes(json.dumps(report, indent=2, default=str).encode(), report_path)
@@ -102,9 +109,11 @@ def model_evaluation(context: dg.AssetExecutionContext, config: GateConfig, data
         "report": dg.MetadataValue.path(report_path),
     })
     checks = {
-        "perplexity_improvement": (improvement >= config.min_improvement,
+        # A candidate that IS the champion (same adapter bytes: a re-run on unchanged inputs) is not a regression.
+        "perplexity_improvement": (improvement >= config.min_improvement or same_as_champion,
                                    {"improvement": improvement, "required": config.min_improvement,
-                                    "candidate": cand["perplexity"], reference: ref["perplexity"]}),
+                                    "candidate": cand["perplexity"], reference: ref["perplexity"],
+                                    "same_as_champion": same_as_champion}),
         "generation_smoke": (bool(cand["smoke_passed"]),
                              {"failures": dg.MetadataValue.json(results["candidate"]["generation"]["failures"][:10])}),
         "latency_p99_budget": (cand["latency_ms_p99"] <= config.max_p99_latency_ms,
@@ -152,6 +161,11 @@ def registered_model(context: dg.AssetExecutionContext, config: RegisterConfig, 
             "git_commit": _git_commit(), "dagster_run_id": context.run_id,
             "evaluated_against": report["reference"]}
     mlflow = mlflow_tracking.client()
+    if report["same_as_champion"]:
+        context.log.info(f"the candidate is champion version {report['champion_version']} (same adapter): "
+                         "nothing new to register")
+        return dg.MaterializeResult(metadata={"model": MODEL_NAME, "version": report["champion_version"],
+                                              "unchanged": True, "tracking_uri": mlflow_tracking.uri})
     reg = register_candidate(mlflow, adapter_dir=report["candidate_adapter"], base_model=data_root.path("base_model"),
                              training_run_id=training.get("mlflow_run_id"), tags=tags, metrics=metrics,
                              promote=config.promote)
@@ -163,6 +177,7 @@ def registered_model(context: dg.AssetExecutionContext, config: RegisterConfig, 
         "previous_champion": reg.previous_champion or "none",
         "lineage": dg.MetadataValue.json(tags),
         "tracking_uri": mlflow_tracking.uri,
+        "unchanged": False,
     })
 
 

@@ -1,10 +1,21 @@
 """The MLflow Model Registry side of a release: register, alias, promote, roll back (framework-free)."""
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 MODEL_NAME = "crawl2serve-lora"
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "previous_champion"
+ADAPTER_TAG = "adapter_sha256"
+
+
+def adapter_sha256(adapter_dir: str) -> str:
+    """Content hash of an adapter (weights and config): equal hashes are the same model."""
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        h.update((Path(adapter_dir) / name).read_bytes())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ def register_candidate(mlflow, *, adapter_dir: str, base_model: str, training_ru
                                        artifacts={"adapter": adapter_dir},
                                        model_config={"base_model": base_model, "max_new_tokens": 64})
         mlflow.log_metrics({f"eval.{k}": float(v) for k, v in metrics.items()})
-    version = mlflow.register_model(info.model_uri, name, tags=tags).version
+    version = mlflow.register_model(info.model_uri, name, tags={**tags, ADAPTER_TAG: adapter_sha256(adapter_dir)}).version
     for k, v in metrics.items():
         client.set_model_version_tag(name, version, f"eval.{k}", str(v))
     client.set_registered_model_alias(name, CHALLENGER, version)

@@ -1,6 +1,7 @@
 """``lora_adapter``: LoRA fine-tuning launched out of process through Dagster Pipes, tracked in MLflow."""
 
 import base64
+import hashlib
 import io
 import json
 import shutil
@@ -16,6 +17,7 @@ from resources.training import TrainingLauncher
 
 from .assets import base_model, training_dataset
 
+TRAINED_RECORD = "trained.json"  # the last finished training: key, result, history, MLflow run id
 TRACKED_METRICS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu")
 
 
@@ -104,15 +106,59 @@ def lora_adapter(context: dg.AssetExecutionContext, config: LoraConfig, training
     if config.fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    train_cfg = {**config.model_dump(exclude={"fresh"}),
-                 "base_model": data_root.path("base_model"),
-                 "dataset_dir": data_root.path("training_dataset"),
-                 "output_dir": str(out)}
-    config_path = out / "train_config.json"
-    data_root.write_bytes(json.dumps(train_cfg, indent=2).encode(), str(config_path))
     versions = {"training_dataset": _data_version(context, "training_dataset"),
                 "base_model": _data_version(context, "base_model")}
+    inputs = {**config.model_dump(exclude={"fresh"}), "base_model": data_root.path("base_model"),
+              "dataset_dir": data_root.path("training_dataset")}
+    # One folder per training key (config + input data versions): checkpoints resume only the same training.
+    key = hashlib.sha256(json.dumps({"inputs": inputs, "versions": versions}, sort_keys=True).encode()).hexdigest()
+    run_dir = out / f"run-{key[:12]}"
+    run_dir.mkdir(exist_ok=True)
+    train_cfg = {**inputs, "output_dir": str(run_dir)}
+    config_path = run_dir / "train_config.json"
+    data_root.write_bytes(json.dumps(train_cfg, indent=2).encode(), str(config_path))
+    record_path = out / TRAINED_RECORD
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    reusable = ("unknown" not in versions.values() and record.get("training_key") == key
+                and Path(record["result"]["adapter_path"]).exists())
+    if reusable:  # same config, same dataset and base versions: the adapter would come out the same
+        context.log.info(f"inputs unchanged since MLflow run {record['mlflow_run_id']}: reusing its adapter")
+        history, result, run_id = record["history"], record["result"], record["mlflow_run_id"]
+        png = (run_dir / "loss_curve.png").read_bytes()
+    else:
+        history, result, png, run_id = _train(context, training_launcher, mlflow_tracking, train_cfg, config_path,
+                                              versions, run_dir)
+        data_root.write_bytes(json.dumps({"training_key": key, "history": history, "result": result,
+                                          "mlflow_run_id": run_id}, default=str).encode(), str(record_path))
+        for old in out.glob("run-*"):
+            if old != run_dir:
+                shutil.rmtree(old, ignore_errors=True)
 
+    image = base64.b64encode(png).decode()
+    return dg.MaterializeResult(metadata={
+        "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{image})"),
+        "loss_curve_png": dg.MetadataValue.path(str(run_dir / "loss_curve.png")),
+        "adapter_path": dg.MetadataValue.path(result["adapter_path"]),
+        "adapter_bytes": int(result["adapter_bytes"] or 0),
+        "tokens_per_s": round(float(result["tokens_per_s"]), 1),
+        "mfu": float(result["mfu"]) if result.get("mfu") is not None else "n/a (CPU)",
+        "peak_memory_mb": round(int(result["peak_memory_bytes"]) / 2**20, 1),
+        "initial_val_loss": float(result["initial_val_loss"]) if result.get("initial_val_loss") is not None else "n/a",
+        "final_val_loss": float(result["final_val_loss"]) if result.get("final_val_loss") is not None else "n/a",
+        "steps": int(result["steps"]),
+        "resumed_from_step": int(result["resumed_from_step"]),
+        "world_size": int(result["world_size"]),
+        "mlflow_run_id": run_id,
+        "mlflow_tracking_uri": mlflow_tracking.uri,
+        "data_versions": dg.MetadataValue.json(versions),
+        "steps_logged": len(history),
+        "reused": reusable,
+    })
+
+
+def _train(context, training_launcher: TrainingLauncher, mlflow_tracking: MlflowTracking, train_cfg: dict,
+           config_path: Path, versions: dict, out: Path) -> tuple[list[dict], dict, bytes, str]:
+    """Launch the trainer through Pipes, then track the run in MLflow: (history, result, loss PNG, run id)."""
     invocation = training_launcher.run(context, str(config_path),
                                        env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)})
     history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
@@ -120,7 +166,6 @@ def lora_adapter(context: dg.AssetExecutionContext, config: LoraConfig, training
     result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
     if not result.get("adapter_path"):
         raise RuntimeError(f"the trainer finished without reporting an adapter (result: {result})")
-
     png = loss_curve_png(history)
     (out / "loss_curve.png").write_bytes(png)
     mlflow = mlflow_tracking.client()
@@ -136,24 +181,4 @@ def lora_adapter(context: dg.AssetExecutionContext, config: LoraConfig, training
                                                            "peak_memory_bytes") if result.get(k) is not None})
         mlflow.log_artifacts(result["adapter_path"], artifact_path="adapter")
         mlflow.log_artifact(str(out / "loss_curve.png"))
-        run_id = run.info.run_id
-
-    image = base64.b64encode(png).decode()
-    return dg.MaterializeResult(metadata={
-        "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{image})"),
-        "loss_curve_png": dg.MetadataValue.path(str(out / "loss_curve.png")),
-        "adapter_path": dg.MetadataValue.path(result["adapter_path"]),
-        "adapter_bytes": int(result["adapter_bytes"] or 0),
-        "tokens_per_s": round(float(result["tokens_per_s"]), 1),
-        "mfu": float(result["mfu"]) if result.get("mfu") is not None else "n/a (CPU)",
-        "peak_memory_mb": round(int(result["peak_memory_bytes"]) / 2**20, 1),
-        "initial_val_loss": float(result["initial_val_loss"]) if result.get("initial_val_loss") is not None else "n/a",
-        "final_val_loss": float(result["final_val_loss"]) if result.get("final_val_loss") is not None else "n/a",
-        "steps": int(result["steps"]),
-        "resumed_from_step": int(result["resumed_from_step"]),
-        "world_size": int(result["world_size"]),
-        "mlflow_run_id": run_id,
-        "mlflow_tracking_uri": mlflow_tracking.uri,
-        "data_versions": dg.MetadataValue.json(versions),
-        "steps_logged": len(history),
-    })
+        return history, result, png, run.info.run_id
