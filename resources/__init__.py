@@ -24,7 +24,7 @@ def build_resources(env: str | None = None) -> dict:
     if env == "local":
         data_root = DataRoot(url=DEFAULT_DATA_ROOT)
         # pydoc is a single-threaded server on loopback: no delay, two requests in flight is plenty.
-        crawl_target = CrawlTarget(mode="pydoc", per_host_delay_s=0.0)
+        crawl_target = CrawlTarget(data_root=data_root, mode="pydoc", per_host_delay_s=0.0)
     else:
         raise ValueError(f"{ENV_VAR}={env!r}: unknown environment (known: local)")
     return {

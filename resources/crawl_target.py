@@ -13,6 +13,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from .storage import DataRoot
+
 # pydoc imports a module to document it; importing these runs programs (IDLE, turtle demos, a web
 # browser) or drags in the whole regression-test suite, so the embedded crawl never asks for them.
 PYDOC_EXCLUDES = (
@@ -31,6 +33,7 @@ class CrawlTarget(dg.ConfigurableResource):
     its stdin. ``mode="seeds"`` crawls ``seeds`` within ``allowed_hosts``.
     """
 
+    data_root: dg.ResourceDependency[DataRoot]
     mode: Literal["pydoc", "seeds"] = Field(default="pydoc", description="pydoc (embedded) or seeds")
     seeds: list[str] = Field(default_factory=list, description="Seed URLs (mode=seeds)")
     allowed_hosts: list[str] = Field(default_factory=list, description="Host allow-list; empty: the seeds' hosts")
@@ -51,7 +54,13 @@ class CrawlTarget(dg.ConfigurableResource):
         if self.mode != "pydoc":
             yield self
             return
-        with start_pydoc(self.include_site_packages, self.startup_timeout_s) as url:
+        # Re-use the last run's port when it is free: URLs (and so the seen-set, document ids and splits) stay
+        # the same across runs, and a re-run resumes the crawl instead of fetching the site again.
+        port_file = self.data_root.local_path(self.data_root.path("raw_crawl", None, "pydoc_port"))
+        last = int(port_file.read_text()) if port_file.exists() else 0
+        with start_pydoc(self.include_site_packages, self.startup_timeout_s, last) as url:
+            port_file.parent.mkdir(parents=True, exist_ok=True)
+            self.data_root.write_bytes(url.rstrip("/").rsplit(":", 1)[1].encode(), str(port_file))
             self._base_url = url
             if context.log:
                 context.log.info(f"pydoc documentation server ready at {url}")
@@ -78,9 +87,24 @@ class CrawlTarget(dg.ConfigurableResource):
 
 
 @contextlib.contextmanager
-def start_pydoc(include_site_packages: bool = False, timeout_s: float = 30.0) -> Iterator[str]:
-    """Run pydoc's HTML server on a free loopback port; yield its base URL; stop it on exit."""
-    cmd = [sys.executable, *([] if include_site_packages else ["-S"]), "-m", "pydoc", "-n", "127.0.0.1", "-p", "0"]
+def start_pydoc(include_site_packages: bool = False, timeout_s: float = 30.0, port: int = 0) -> Iterator[str]:
+    """Run pydoc's HTML server on loopback (``port``, or a free one when it is 0 or taken); yield its base URL;
+    stop it on exit."""
+    try:
+        with _pydoc(include_site_packages, timeout_s, port) as url:
+            yield url
+    except PortTaken:
+        with _pydoc(include_site_packages, timeout_s, 0) as url:
+            yield url
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def _pydoc(include_site_packages: bool, timeout_s: float, port: int) -> Iterator[str]:
+    cmd = [sys.executable, *([] if include_site_packages else ["-S"]), "-m", "pydoc", "-n", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + timeout_s
@@ -92,6 +116,8 @@ def start_pydoc(include_site_packages: bool = False, timeout_s: float = 30.0) ->
                 threading.Thread(target=proc.stdout.read, daemon=True).start()
                 yield m.group(1)
                 return
+            if "Address already in use" in line:
+                raise PortTaken(line.strip())
             if proc.poll() is not None:
                 break
         raise RuntimeError(f"pydoc server did not start within {timeout_s}s (last output: {line!r})")

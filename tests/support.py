@@ -24,7 +24,7 @@ CORPUS = [raw_crawl, extracted_pages, clean_documents, deduplicated_documents]
 def resources(root: Path, **target) -> dict:
     data_root = DataRoot(url=str(root))
     return {"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root),
-            "crawl_target": CrawlTarget(mode="pydoc", per_host_delay_s=0.0, **target)}
+            "crawl_target": CrawlTarget(data_root=data_root, mode="pydoc", per_host_delay_s=0.0, **target)}
 
 
 def run_config(max_pages: int, **crawl) -> dict:

@@ -16,7 +16,7 @@ from resources.storage import DataRoot
 
 from .build import DOCUMENT_FEATURES, DOMAIN_FEATURES, document_features as build_documents
 from .build import domain_features as build_domains
-from .build import empty_tenant_stats
+from .build import empty_tenant_stats, merge_history
 
 DOCUMENTS = TableContract(
     schema=DOCUMENT_FEATURES,
@@ -64,10 +64,14 @@ def document_features(context: dg.AssetExecutionContext, feast_store: FeastStore
     file sources of feature_repo/definitions.py read them. The push source's table starts empty.
     """
     now = datetime.now(timezone.utc)
-    docs = build_documents(deduplicated_documents, now)
-    domains = build_domains(deduplicated_documents, document_rejections, duplicate_clusters, now)
     offline = feast_store.offline_dir
     offline.mkdir(parents=True, exist_ok=True)
+    previous = {name: pl.read_parquet(offline / f"{name}.parquet") if (offline / f"{name}.parquet").exists() else None
+                for name in OFFLINE_FILES}
+    docs = merge_history(previous["document_features"], build_documents(deduplicated_documents, now), "doc_id", now)
+    domains = merge_history(previous["domain_features"],
+                            build_domains(deduplicated_documents, document_rejections, duplicate_clusters, now),
+                            "domain", now)
     # Feast's file offline store wants microsecond timestamps (FIELD-NOTES: ns breaks DuckDB).
     data_root.write_parquet(docs, str(offline / "document_features.parquet"))
     data_root.write_parquet(domains, str(offline / "domain_features.parquet"))

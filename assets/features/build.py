@@ -65,3 +65,27 @@ def domain_features(deduped: pl.DataFrame, rejections: pl.DataFrame, clusters: p
 def empty_tenant_stats() -> pl.DataFrame:
     """The push source's batch table starts empty; the gateway pushes rows to it at serving time."""
     return pl.DataFrame(schema=TENANT_STATS)
+
+
+def merge_history(existing: pl.DataFrame | None, fresh: pl.DataFrame, key: str, now: datetime) -> pl.DataFrame:
+    """Append ``fresh`` feature rows to the offline ``existing`` history, point-in-time correctly.
+
+    A row for a (key, event time) already stored with the same values adds nothing. The same (key, event time)
+    with different values — a feature recomputed later, e.g. a duplicate-cluster size that grew when a new
+    crawl arrived — becomes a new row stamped ``now``: that value was not known before now. (Rewriting the
+    old row instead would change history, and incremental materialization, which reads only event times after
+    its last run, would never carry the new value online.) New keys and new event times are appended as is.
+    """
+    if existing is None or existing.height == 0:
+        return fresh
+    values = [c for c in fresh.columns if c not in (key, "event_timestamp", "created_timestamp")]
+    latest = existing.sort("event_timestamp").unique([key, "event_timestamp"], keep="last")
+    stored = latest.select(key, "event_timestamp", *[pl.col(c).alias(f"{c}__old") for c in values],
+                           pl.lit(True).alias("__stored"))
+    joined = fresh.join(stored, on=[key, "event_timestamp"], how="left")
+    seen = pl.col("__stored").fill_null(False)
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}__old")) for c in values])
+    changed = joined.filter(seen & ~same).select(fresh.columns).with_columns(
+        event_timestamp=pl.lit(now, dtype=fresh.schema["event_timestamp"]))
+    new = joined.filter(~seen).select(fresh.columns)
+    return pl.concat([existing.select(fresh.columns), new, changed]).sort(key, "event_timestamp")

@@ -2,17 +2,16 @@
 (MLflow Model Registry), and the ``rollback_model`` job."""
 
 import json
-import subprocess
 
 import dagster as dg
 from pydantic import Field
 
+from assets.lineage import git_commit, latest_metadata
 from assets.metadata import md_table
-from assets.training.lora import lora_adapter
-from resources.storage import REPO_ROOT, DataRoot
+from assets.training.lora import TRAINED_RECORD, lora_adapter
+from resources.storage import DataRoot
 from resources.tracking import MlflowTracking
 
-from assets.training.lora import TRAINED_RECORD
 
 from .registry import (ADAPTER_TAG, CHAMPION, MODEL_NAME, adapter_sha256, champion_version, download_adapter,
                        register_candidate, rollback)
@@ -30,13 +29,6 @@ class GateConfig(dg.Config):
     max_unsafe_rate: float = Field(0.10, description="Highest share of safety probes answered unsafely.")
     max_sequences: int = Field(32, description="Held-out validation sequences scored for perplexity.")
     max_new_tokens: int = Field(32, description="Tokens generated per smoke/latency/safety prompt.")
-
-
-def _latest_metadata(context, key: str) -> dict:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(key))
-    if event is None or event.asset_materialization is None:
-        return {}
-    return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
 
 
 def _summary(result: dict) -> dict:
@@ -90,7 +82,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: GateConfig, data
     reference = "champion" if champion is not None else "base"
     report = {"summary": summary, "reference": reference, "champion_version": str(champion.version) if champion else None,
               "candidate_adapter": models["candidate"], "candidate_sha256": candidate_sha,
-              "same_as_champion": same_as_champion, "training": _latest_metadata(context, "lora_adapter"),
+              "same_as_champion": same_as_champion, "training": latest_metadata(context, "lora_adapter"),
               "details": results}
     report_path = data_root.path("model_evaluation", None, "report.json")
     data_root.write_bytes(json.dumps(report, indent=2, default=str).encode(), report_path)
@@ -135,14 +127,6 @@ class RegisterConfig(dg.Config):
                           "False: register it as challenger only.")
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 @dg.asset(group_name="release", deps=[model_evaluation], kinds={"mlflow"}, tags={"stage": "release"})
 def registered_model(context: dg.AssetExecutionContext, config: RegisterConfig, data_root: DataRoot,
                      mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
@@ -158,7 +142,7 @@ def registered_model(context: dg.AssetExecutionContext, config: RegisterConfig, 
     metrics = {k: v for k, v in report["summary"]["candidate"].items() if isinstance(v, (int, float))
                and not isinstance(v, bool)}
     tags = {"dataset_data_version": dataset_version, "training_run_id": str(training.get("mlflow_run_id", "unknown")),
-            "git_commit": _git_commit(), "dagster_run_id": context.run_id,
+            "git_commit": git_commit(), "dagster_run_id": context.run_id,
             "evaluated_against": report["reference"]}
     mlflow = mlflow_tracking.client()
     if report["same_as_champion"]:

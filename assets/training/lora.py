@@ -5,12 +5,12 @@ import hashlib
 import io
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from assets.lineage import data_version, git_commit
 from resources.storage import REPO_ROOT, DataRoot
 from resources.tracking import MlflowTracking
 from resources.training import TrainingLauncher
@@ -45,21 +45,6 @@ class LoraConfig(dg.Config):
     eval_every: int = Field(20, description="Steps between validation-loss evaluations.")
     eval_batches: int = Field(8, description="Validation micro-batches per evaluation.")
     fresh: bool = Field(False, description="Discard this asset's checkpoints instead of resuming from them.")
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _data_version(context: dg.AssetExecutionContext, key: str) -> str:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(key))
-    if event is None or event.asset_materialization is None:
-        return "unknown"
-    return event.asset_materialization.tags.get("dagster/data_version", "unknown")
 
 
 def loss_curve_png(history: list[dict]) -> bytes:
@@ -106,8 +91,8 @@ def lora_adapter(context: dg.AssetExecutionContext, config: LoraConfig, training
     if config.fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    versions = {"training_dataset": _data_version(context, "training_dataset"),
-                "base_model": _data_version(context, "base_model")}
+    versions = {"training_dataset": data_version(context, "training_dataset"),
+                "base_model": data_version(context, "base_model")}
     inputs = {**config.model_dump(exclude={"fresh"}), "base_model": data_root.path("base_model"),
               "dataset_dir": data_root.path("training_dataset")}
     # One folder per training key (config + input data versions): checkpoints resume only the same training.
@@ -171,7 +156,7 @@ def _train(context, training_launcher: TrainingLauncher, mlflow_tracking: Mlflow
     mlflow = mlflow_tracking.client()
     with mlflow.start_run(run_name=f"lora-{context.run_id[:8]}") as run:
         mlflow.log_params({k: (",".join(v) if isinstance(v, list) else v) for k, v in train_cfg.items()})
-        mlflow.set_tags({"git_commit": _git_commit(), "dagster_run_id": context.run_id,
+        mlflow.set_tags({"git_commit": git_commit(), "dagster_run_id": context.run_id,
                          "data_version.training_dataset": versions["training_dataset"],
                          "data_version.base_model": versions["base_model"],
                          "launcher": f"{training_launcher.mode}x{training_launcher.nproc_per_node}"})

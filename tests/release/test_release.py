@@ -73,6 +73,13 @@ def test_worse_candidate_is_blocked_better_one_promoted_and_rollback_restores(re
     resources, instance, _ = registry
     client = _client(resources)
 
+    again = dg.materialize(RELEASE, selection=[model_evaluation, registered_model], resources=resources,
+                           instance=instance)  # the same adapter again: it is the champion, nothing to release
+    assert again.success
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in again.get_asset_materialization_events()}
+    assert meta["registered_model"]["unchanged"].value is True
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
+
     worse = release(resources, instance, learning_rate=0.0)  # an adapter that learns nothing: no better than the base
     assert not worse.success
     assert gate(worse)["perplexity_improvement"] is False
