@@ -15,6 +15,9 @@ class MlflowTracking(dg.ConfigurableResource):
     data_root: dg.ResourceDependency[DataRoot]
     tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; default: SQLite under the data root")
     experiment: str = Field(default="crawl2serve", description="Experiment of the training runs")
+    artifact_location: str | None = Field(
+        default=None, description="Artifact store of a new experiment; default: {data_root}/mlflow/artifacts, "
+        "except with an http(s) tracking server, which chooses its own")
 
     @property
     def uri(self) -> str:
@@ -31,8 +34,8 @@ class MlflowTracking(dg.ConfigurableResource):
 
         mlflow.set_tracking_uri(self.uri)
         if mlflow.get_experiment_by_name(self.experiment) is None:
-            location = None
-            if not self.tracking_uri:
+            location = self.artifact_location
+            if location is None and not (self.tracking_uri or "").startswith(("http://", "https://")):
                 location = (self.data_root.local_path(f"{self.data_root.root}/mlflow") / "artifacts").as_uri()
             mlflow.create_experiment(self.experiment, artifact_location=location)
         mlflow.set_experiment(self.experiment)
