@@ -1,6 +1,5 @@
 """Shared fixtures: one real lineage (pydoc crawl → corpus → features → training dataset) per test session."""
 
-from pathlib import Path
 
 import dagster as dg
 import pytest

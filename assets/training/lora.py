@@ -38,8 +38,8 @@ class LoraConfig(dg.Config):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Modules that get LoRA weights.")
     seed: int = Field(0, description="Seed of weights, data order and dropout.")
-    compile: bool = Field(False, description="torch.compile the model: 1.56x tokens/s on an H100 "
-                          "(bench/bench_train.py); leave off on CPU, where compiling costs more than it saves.")
+    compile: bool | None = Field(None, description="torch.compile the model; unset: on GPUs only (1.56x tokens/s "
+                                 "on an H100, bench/bench_train.py), not on CPU where compiling costs more than it saves.")
     checkpoint_every: int = Field(20, description="Steps between checkpoints.")
     keep_last: int = Field(2, description="Checkpoints kept.")
     eval_every: int = Field(20, description="Steps between validation-loss evaluations.")

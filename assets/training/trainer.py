@@ -60,7 +60,7 @@ class TrainConfig:
     eval_every: int = 50
     eval_batches: int = 8
     log_every: int = 1
-    compile: bool = False
+    compile: bool | None = None  # None: compile on CUDA (1.56x on an H100, bench/bench_train.py), not on CPU
     max_seq_len: int | None = None  # truncate packed rows (None: the dataset's seq_len)
 
     @classmethod
@@ -328,7 +328,8 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
     if resume is not None:
         start = load_checkpoint(resume, model, opt, sched)
         rep.log(f"resumed from {resume.name} at step {start}")
-    step_fn = torch.compile(model) if cfg.compile else model
+    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    step_fn = torch.compile(model) if use_compile else model
     fpt = flops_per_token(model, seq_len)
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None)
     initial_val = evaluate(model, val_data, cfg, device) if start == 0 and len(val_data) else None
