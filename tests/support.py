@@ -1,8 +1,11 @@
 """Shared test helpers: resources swapped by configuration, run config and readers for the real lineage."""
 
+import io
 from pathlib import Path
 
 import polars as pl
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
 
 from assets.corpus.cleaned import clean_documents
 from assets.corpus.deduplicated import deduplicated_documents
@@ -48,3 +51,24 @@ def all_resources(root: Path) -> dict:
     res = resources(root)
     return {**res, "feast_store": FeastStore(data_root=res["data_root"]),
             "base_model_source": BaseModelSource(vocab_size=1024)}
+
+
+PROSE = ("The committee reviewed the annual report and agreed that the library should extend its opening hours. "
+         "Several members noted that students had asked for quiet rooms during the examination period. "
+         "The treasurer explained that the budget would allow two more staff members next spring. "
+         "Everyone agreed to publish the minutes on the website before the end of the month. "
+         "A final vote approved the plan, and the chair thanked the volunteers for their careful work. ")
+
+
+def warc_bytes(records: list[tuple[str, str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    writer = WARCWriter(out, gzip=True)
+    for url, kind, body in records:
+        if kind == "response":
+            headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+            rec = writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers)
+        else:
+            rec = writer.create_warc_record(url, "conversion", payload=io.BytesIO(body),
+                                            warc_headers_dict={"Content-Type": "text/plain"})
+        writer.write_record(rec)
+    return out.getvalue()

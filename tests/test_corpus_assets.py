@@ -1,6 +1,5 @@
 """In-process materializations of the crawl and corpus assets on the real pydoc site (small page cap)."""
 
-import io
 import json
 import os
 import subprocess
@@ -10,12 +9,10 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from warcio.statusandheaders import StatusAndHeaders
-from warcio.warcwriter import WARCWriter
 
 from assets.crawl.assets import raw_crawl
 from assets.corpus.extracted import extracted_pages
-from support import CORPUS, PARTITION, REPO, checks, load, resources, run_config
+from support import CORPUS, PARTITION, PROSE, REPO, checks, load, resources, run_config, warc_bytes
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -93,32 +90,11 @@ def test_a_crawl_that_stores_nothing_blocks_everything_downstream(tmp_path):
     assert not (tmp_path / "extracted_pages").exists()
 
 
-def _warc_bytes(records: list[tuple[str, str, bytes]]) -> bytes:
-    out = io.BytesIO()
-    writer = WARCWriter(out, gzip=True)
-    for url, kind, body in records:
-        if kind == "response":
-            headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-            rec = writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers)
-        else:
-            rec = writer.create_warc_record(url, "conversion", payload=io.BytesIO(body),
-                                            warc_headers_dict={"Content-Type": "text/plain"})
-        writer.write_record(rec)
-    return out.getvalue()
-
-
-PROSE = ("The committee reviewed the annual report and agreed that the library should extend its opening hours. "
-         "Several members noted that students had asked for quiet rooms during the examination period. "
-         "The treasurer explained that the budget would allow two more staff members next spring. "
-         "Everyone agreed to publish the minutes on the website before the end of the month. "
-         "A final vote approved the plan, and the chair thanked the volunteers for their careful work. ")
-
-
 def test_ingest_mode_reads_existing_warc_and_wet_files(tmp_path):
     html = f"<html><head><title>Minutes</title></head><body><main><p>{PROSE * 3}</p></main></body></html>"
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.warc.gz").write_bytes(_warc_bytes([("https://example.org/minutes", "response", html.encode())]))
-    (tmp_path / "in" / "b.wet.gz").write_bytes(_warc_bytes([("https://example.net/notes", "conversion",
+    (tmp_path / "in" / "a.warc.gz").write_bytes(warc_bytes([("https://example.org/minutes", "response", html.encode())]))
+    (tmp_path / "in" / "b.wet.gz").write_bytes(warc_bytes([("https://example.net/notes", "conversion",
                                                              (PROSE * 2).encode())]))
     result = dg.materialize(
         [raw_crawl, extracted_pages], resources=resources(tmp_path / "data"), partition_key=PARTITION,

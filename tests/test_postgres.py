@@ -11,8 +11,7 @@ from assets.crawl.assets import raw_crawl
 from assets.release.registry import CHAMPION, MODEL_NAME, rollback
 from resources.storage import DataRoot
 from resources.tracking import MlflowTracking
-from support import PARTITION, resources
-from test_corpus_assets import PROSE, _warc_bytes
+from support import PARTITION, PROSE, resources, warc_bytes
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 
@@ -47,7 +46,7 @@ def database():
 def test_dagster_run_and_event_storage_on_postgres(database, tmp_path):
     (tmp_path / "in").mkdir()
     html = f"<html><head><title>T</title></head><body><p>{PROSE}</p></body></html>".encode()
-    (tmp_path / "in" / "a.warc.gz").write_bytes(_warc_bytes([("https://example.org/a", "response", html)]))
+    (tmp_path / "in" / "a.warc.gz").write_bytes(warc_bytes([("https://example.org/a", "response", html)]))
     # SQLAlchemy 2.1 made psycopg 3 the default driver for postgresql://, and dagster-postgres 0.29's
     # `NOTIFY run_events, %(id)s` fails under it (server-side parameter binding): name psycopg2 explicitly.
     url = f"postgresql+psycopg2://{USER}@{HOST}:{PORT}/{database}"

@@ -4,7 +4,6 @@ import hashlib
 import json
 from urllib.parse import urlsplit
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -20,14 +19,6 @@ from resources.storage import DataRoot
 from .packing import assign_split, choose_split_key, pack_documents, select_documents
 
 ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
-
-
-def _dir_version(directory: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 @dg.asset(group_name="training", ins={"deduplicated_documents": ALL}, kinds={"huggingface"},
@@ -50,8 +41,7 @@ def tokenizer(context: dg.AssetExecutionContext, base_model_source: BaseModelSou
     else:
         tok = AutoTokenizer.from_pretrained(base_model_source.model, local_files_only=True)
         source = base_model_source.model
-    save_tokenizer(tok, target)
-    version = _dir_version(target)
+    version = save_tokenizer(tok, target)["version"]
     sample = deduplicated_documents["text"].head(50).to_list()
     n_tokens = sum(len(ids) for ids in tok(sample, add_special_tokens=False)["input_ids"])
     n_chars = sum(len(t) for t in sample)

@@ -294,13 +294,14 @@ def train(cfg: TrainConfig) -> dict:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rep = Reporter(rank)
+    error: BaseException | None = None
     try:
         return _train(cfg, world, rank, device, rep)
     except BaseException as e:
-        rep.close(e)
+        error = e
         raise
     finally:
-        rep.close()
+        rep.close(error)  # once: the Pipes context reports the error, if any, to Dagster
         if dist.is_initialized():
             dist.destroy_process_group()
 
