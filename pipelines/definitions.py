@@ -16,17 +16,20 @@ from assets.features.assets import document_features, feast_online_store, feast_
 from assets.training.assets import base_model, tokenizer, training_dataset  # noqa: E402
 from assets.training.lora import lora_adapter  # noqa: E402
 from assets.release.assets import model_evaluation, registered_model, rollback_model  # noqa: E402
+from assets.serving.assets import sglang_deployment  # noqa: E402
 from pipelines.jobs import main_job  # noqa: E402
 from pipelines.schedules import schedules  # noqa: E402
 from resources import build_resources  # noqa: E402
 
+ASSETS = [
+    raw_crawl, extracted_pages, clean_documents, deduplicated_documents,
+    document_features, feast_registry, feast_online_store,
+    tokenizer, base_model, training_dataset, lora_adapter,
+    model_evaluation, registered_model, sglang_deployment,
+]
+
 defs = dg.Definitions(
-    assets=[
-        raw_crawl, extracted_pages, clean_documents, deduplicated_documents,
-        document_features, feast_registry, feast_online_store,
-        tokenizer, base_model, training_dataset, lora_adapter,
-        model_evaluation, registered_model,
-    ],
+    assets=ASSETS,
     jobs=[main_job, rollback_model],
     schedules=schedules,
     resources=build_resources(),

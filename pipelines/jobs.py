@@ -10,7 +10,7 @@ from assets.partitions import crawl_partitions
 EMBEDDED_CONFIG_FILE = Path(__file__).with_name("embedded.yaml")
 EMBEDDED_RUN_CONFIG = yaml.safe_load(EMBEDDED_CONFIG_FILE.read_text())
 
-LINEAGE = dg.AssetSelection.groups("crawl", "corpus", "features", "training", "release")
+LINEAGE = dg.AssetSelection.groups("crawl", "corpus", "features", "training", "release", "serving")
 
 main_job = dg.define_asset_job(
     "main",
@@ -18,5 +18,5 @@ main_job = dg.define_asset_job(
     partitions_def=crawl_partitions,
     config=EMBEDDED_RUN_CONFIG,
     description="The whole lineage built so far, for one crawl partition: crawl → corpus → features → "
-    "training dataset → LoRA adapter → evaluation + gate → registered model.",
+    "training dataset → LoRA adapter → evaluation + gate → registered model → served behind the gateway.",
 )

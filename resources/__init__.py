@@ -12,6 +12,7 @@ from .base_model import BaseModelSource
 from .crawl_target import CrawlTarget
 from .feast_store import FeastStore
 from .io_manager import ParquetIOManager
+from .serving import ServingEngine
 from .storage import DEFAULT_DATA_ROOT, DataRoot
 from .tracking import MlflowTracking
 from .training import TrainingLauncher
@@ -27,12 +28,14 @@ def build_resources(env: str | None = None) -> dict:
         crawl_target = CrawlTarget(data_root=data_root, mode="pydoc", per_host_delay_s=0.0)
     else:
         raise ValueError(f"{ENV_VAR}={env!r}: unknown environment (known: local)")
+    feast_store = FeastStore(data_root=data_root)
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
         "crawl_target": crawl_target,
-        "feast_store": FeastStore(data_root=data_root),
+        "feast_store": feast_store,
         "base_model_source": BaseModelSource(),
         "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
         "mlflow_tracking": MlflowTracking(data_root=data_root),
+        "serving_engine": ServingEngine(data_root=data_root, feast_store=feast_store),
     }

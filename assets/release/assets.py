@@ -142,7 +142,7 @@ def registered_model(context: dg.AssetExecutionContext, config: RegisterConfig, 
     metrics = {k: v for k, v in report["summary"]["candidate"].items() if isinstance(v, (int, float))
                and not isinstance(v, bool)}
     tags = {"dataset_data_version": dataset_version, "training_run_id": str(training.get("mlflow_run_id", "unknown")),
-            "git_commit": git_commit(), "dagster_run_id": context.run_id,
+            "git_commit": git_commit(), "dagster_run_id": context.run.run_id,
             "evaluated_against": report["reference"]}
     mlflow = mlflow_tracking.client()
     if report["same_as_champion"]:

@@ -1,0 +1,515 @@
+"""Descriptors of inference traffic and their drift against the training reference (framework-free).
+
+Every request becomes one row of numbers and labels (:func:`build_current`); the same descriptors of
+the training corpus, and optionally of an earlier window of traffic, form the reference
+(:func:`build_reference`); Evidently's :class:`~evidently.presets.DataDriftPreset` compares the two
+column by column (:func:`drift_report`). :func:`rates` gives the absolute rates (errors, unsafe,
+latency percentiles) that alerting should read directly: a drift test says "different", not "bad".
+
+Descriptors
+-----------
+Prompt descriptors (:func:`prompt_descriptors`; the corpus documents are described by the very same
+code, as if each document were a prompt):
+
+- ``prompt_chars``: ``len(text)`` (Unicode code points), as the corpus ``char_count``.
+- ``prompt_words``: whitespace-separated words, ``len(text.split())``, as the corpus ``word_count``.
+- ``prompt_language``: the CLD2 language code of the raw text by
+  :func:`assets.corpus.extract.detect_language` (the extraction stage's detector: first 4,000
+  characters, control characters removed, ``"unknown"`` when CLD2 cannot tell).
+- ``prompt_quality``: the corpus quality score, exactly as the corpus stage computes it:
+  ``quality_score(TextStats(normalize_text(text)))`` (:mod:`assets.corpus.filters`,
+  :mod:`assets.corpus.text_stats`). Corpus texts are already normalized, so a corpus document's
+  value equals its stored ``quality_score``.
+- ``prompt_unk_share``: the unknown-token share, defined in :func:`unknown_token_share`: the share of
+  the whitespace-separated words that the tokenizer's vocabulary does not hold as one token (with or
+  without the byte-level space marker ``Ġ``); null for a text without words.
+
+Output descriptors (:func:`output_descriptors`): ``output_chars``, ``output_words`` (as above) and
+``output_empty`` (1 when the output has no word: empty or whitespace only, else 0).
+
+Serving columns (:func:`build_current`, from the log row): ``latency_ms``, ``ttft_ms`` (null when the
+request was not streamed), ``completion_tokens``, ``is_error`` (1 when ``status >= 500`` or
+``error`` is not null), ``input_flagged`` / ``input_blocked`` / ``output_flagged`` /
+``output_blocked`` (1 when that verdict is exactly ``"flag"`` / ``"block"``). A failed request has
+no output to describe: its output descriptors are null.
+
+Two references, one frame
+-------------------------
+The corpus says what the model was trained on, so it is the reference for the *prompt* descriptors:
+do users write in the language, vocabulary and register the model learned? It has nothing to say
+about latency, errors, verdicts or outputs; those are compared with a *baseline window of earlier
+inference logs* (last week's traffic, the previous release's), when one is given. So
+:func:`build_reference` returns one frame whose rows come from two sources (column ``source``):
+
+- ``"corpus"`` rows (a seeded sample of documents) carry the prompt descriptors, nulls elsewhere;
+- ``"baseline"`` rows (every request of the baseline window) carry the output descriptors and the
+  serving columns, nulls in the prompt descriptors.
+
+Evidently drops the nulls of each column before testing it, so each column is tested against its own
+source and its own row count (reported per column). Without a baseline only the prompt descriptors
+have a reference, and :func:`drift_report` tests only them by default. To compare *everything* with
+an earlier window instead, pass ``build_current(baseline_log_df, tokenizer)`` as the reference.
+
+Corpus documents are web pages, prompts are questions: length descriptors (``prompt_chars``,
+``prompt_words``, and through its unique-word ratio ``prompt_quality``) differ between the two by
+construction. When traffic is not meant to look like documents, pass ``columns=CORPUS_CONTENT_COLUMNS``
+(language and unknown-token share) for the corpus comparison.
+
+Tests
+-----
+Numerical columns use Evidently's defaults, which depend on the number of reference values: up to
+1,000, the two-sample Kolmogorov-Smirnov p-value (drift when ``p <= 0.05``), above 1,000 the
+Wasserstein distance normed by the reference's standard deviation (drift when ``>= 0.1``); a
+numerical column with at most 5 distinct values gets chi-square / Z-test (small reference) or
+Jensen-Shannon (large reference) instead. Categorical columns (the language and the 0/1 flags) use
+the Jensen-Shannon distance of the category frequencies (drift when ``>= 0.1``) at every size: the
+default chi-square test sees an expected count of zero for any category the reference lacks, so a
+single prompt in a new language would make its p-value 0.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from assets.corpus.extract import detect_language
+from assets.corpus.filters import normalize_text, quality_score
+from assets.corpus.text_stats import TextStats
+
+__all__ = [
+    "ALL_COLUMNS",
+    "CATEGORICAL_COLUMNS",
+    "CORPUS_CONTENT_COLUMNS",
+    "DriftResult",
+    "OUTPUT_COLUMNS",
+    "PROMPT_COLUMNS",
+    "SERVING_COLUMNS",
+    "WORD_PATTERN",
+    "build_current",
+    "build_reference",
+    "drift_report",
+    "output_descriptors",
+    "prompt_descriptors",
+    "rates",
+    "unknown_token_share",
+]
+
+PROMPT_COLUMNS = ("prompt_chars", "prompt_words", "prompt_language", "prompt_quality", "prompt_unk_share")
+OUTPUT_COLUMNS = ("output_chars", "output_words", "output_empty")
+SERVING_COLUMNS = ("latency_ms", "ttft_ms", "completion_tokens", "is_error",
+                   "input_flagged", "input_blocked", "output_flagged", "output_blocked")
+ALL_COLUMNS = PROMPT_COLUMNS + OUTPUT_COLUMNS + SERVING_COLUMNS
+CATEGORICAL_COLUMNS = frozenset({"prompt_language", "output_empty", "is_error", "input_flagged", "input_blocked",
+                                 "output_flagged", "output_blocked"})
+CORPUS_CONTENT_COLUMNS = ("prompt_language", "prompt_unk_share")  # length-free: fair against documents
+
+# Exactly Python's str.split() separators: the regex \s is Unicode White_Space, and str.isspace()
+# adds U+001C..U+001F (checked over every code point).
+WORD_PATTERN = r"[^\s\x1c-\x1f]+"
+_SPACE_MARK = "\u0120"  # "Ġ": the byte-level symbol of the space byte 0x20
+_PARALLEL_MIN_TEXTS = 4000  # below this a process pool costs more than it saves
+
+
+# ----- tokenizer vocabulary ----------------------------------------------------------------------
+def _byte_level_table() -> dict[int, str]:
+    """str.translate table from a byte (as the Latin-1 character of that value) to its byte-level symbol.
+
+    GPT-2's ``bytes_to_unicode``, which ``tokenizers``' ByteLevel pre-tokenizer uses: printable
+    Latin-1 bytes stand for themselves, the other 68 bytes map to U+0100 onwards (space -> ``Ġ``).
+    """
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in keep}
+    shifted = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + shifted)
+            shifted += 1
+    return table
+
+
+_BYTE_LEVEL = str.maketrans(_byte_level_table())
+
+
+def _byte_level(word: str) -> str:
+    """``word`` as byte-level BPE symbols: its UTF-8 bytes, each mapped by :func:`_byte_level_table`."""
+    return word.encode("utf-8", "surrogatepass").decode("latin-1").translate(_BYTE_LEVEL)
+
+
+def _vocab(tokenizer: Any) -> frozenset[str]:
+    """The token strings of ``tokenizer``: a ``transformers`` tokenizer, a ``tokenizers.Tokenizer``,
+    a ``save_pretrained`` directory or a ``tokenizer.json`` path."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from tokenizers import Tokenizer
+
+        path = Path(tokenizer)
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json" if path.is_dir() else path))
+    return frozenset(tokenizer.get_vocab())
+
+
+def _known_words(words: pl.Series, vocab: frozenset[str]) -> pl.Series:
+    """The distinct words of ``words`` that are one token (see :func:`unknown_token_share`)."""
+    distinct = words.unique().to_list()
+    known = []
+    for w in distinct:
+        b = _byte_level(w)
+        if b in vocab or _SPACE_MARK + b in vocab:
+            known.append(w)
+    return pl.Series("w", known, dtype=pl.String)
+
+
+def _split_words(texts: pl.Series) -> pl.Series:
+    return texts.str.extract_all(WORD_PATTERN)
+
+
+def _unknown_share(words: pl.Series, vocab: frozenset[str]) -> np.ndarray:
+    """Per row of ``words`` (lists of words): the unknown share, NaN for rows without words."""
+    n = len(words)
+    counts = words.list.len().to_numpy().astype(np.int64)
+    flat = words.explode(empty_as_null=False, keep_nulls=False) if n else pl.Series("w", [], dtype=pl.String)
+    rows = np.repeat(np.arange(n), counts)
+    unknown = (~flat.is_in(_known_words(flat, vocab))).to_numpy()
+    n_unknown = np.bincount(rows, weights=unknown, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, n_unknown / np.maximum(counts, 1), np.nan)
+
+
+def unknown_token_share(texts: Sequence[str | None], tokenizer: Any) -> list[float | None]:
+    """The unknown-token share of each text: ``unknown words / words``, None for a text without words.
+
+    Words are the whitespace-separated words, exactly ``text.split()``. A word is *known* when the
+    tokenizer's vocabulary (``get_vocab()``, added tokens included) holds, as one token, the word's
+    byte-level form (its UTF-8 bytes mapped to byte-level BPE symbols) or that form behind the
+    byte-level space ``Ġ`` (the word as it is tokenized after a space). Every other word is unknown:
+    the tokenizer must split it into two or more pieces. No punctuation is stripped: ``"model,"`` is
+    known only if ``"model,"`` itself is a token, so prose with attached punctuation has a floor
+    above 0; compare shares computed the same way, never with a fixed target. Meant for byte-level
+    BPE tokenizers (GPT-2 style, as :func:`assets.training.base_model.train_bpe_tokenizer` trains);
+    with another kind the share is that of words whose byte-level form happens to be a token.
+
+    Cost: one regex split of all texts (polars, native) and one vocabulary look-up per distinct word.
+    """
+    s = pl.Series("text", list(texts), dtype=pl.String).fill_null("")
+    share = _unknown_share(_split_words(s), _vocab(tokenizer))
+    return [None if np.isnan(x) else float(x) for x in share]
+
+
+# ----- per-text scoring (quality, language) ------------------------------------------------------
+def _score_texts(texts: list[str]) -> list[tuple[float, str]]:
+    """(corpus quality score, CLD2 language) of each text: the corpus stage's own functions."""
+    return [(quality_score(TextStats(normalize_text(t))), detect_language(t)[0]) for t in texts]
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def _pool(workers: int):
+    """A process pool of ``workers`` kept for the life of the process (forkserver: the server is a clean
+    process that preloads this module, so no thread state of polars or a caller is ever forked)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        pool = _POOLS[workers] = ctx.Pool(workers)
+    return pool
+
+
+def _scores(distinct: list[str], workers: int) -> list[tuple[float, str]]:
+    if workers <= 1 or len(distinct) < _PARALLEL_MIN_TEXTS:
+        return _score_texts(distinct)
+    size = -(-len(distinct) // (workers * 4))
+    chunks = [distinct[i : i + size] for i in range(0, len(distinct), size)]
+    return [r for part in _pool(workers).map(_score_texts, chunks) for r in part]
+
+
+# ----- descriptors -------------------------------------------------------------------------------
+def prompt_descriptors(texts: Sequence[str | None], tokenizer: Any, *, workers: int = 1) -> pl.DataFrame:
+    """The prompt descriptors of each text (module docstring), one row per text, in order.
+
+    Columns: ``prompt_chars`` (Int64), ``prompt_words`` (Int64), ``prompt_language`` (String),
+    ``prompt_quality`` (Float64), ``prompt_unk_share`` (Float64, null without words). A null text
+    is described as ``""``.
+
+    Speed: lengths, words and the unknown-token share are vectorized (polars regex split, one
+    vocabulary look-up per distinct word); the quality score and the language run once per
+    *distinct* text (repeated prompts cost nothing), on ``workers`` processes when ``workers > 1``
+    and there are at least 4,000 distinct texts. ``tokenizer``: see :func:`unknown_token_share`.
+    """
+    s = pl.Series("text", list(texts), dtype=pl.String).fill_null("")
+    words = _split_words(s)
+    distinct = s.unique(maintain_order=True).to_list()
+    by_text = dict(zip(distinct, _scores(distinct, workers)))
+    scored = [by_text[t] for t in s.to_list()]
+    return pl.DataFrame({
+        "prompt_chars": s.str.len_chars().cast(pl.Int64),
+        "prompt_words": words.list.len().cast(pl.Int64),
+        "prompt_language": pl.Series([lang for _, lang in scored], dtype=pl.String),
+        "prompt_quality": pl.Series([q for q, _ in scored], dtype=pl.Float64),
+        "prompt_unk_share": pl.Series(_unknown_share(words, _vocab(tokenizer)), dtype=pl.Float64,
+                                      nan_to_null=True),
+    })
+
+
+def output_descriptors(texts: Sequence[str | None]) -> pl.DataFrame:
+    """``output_chars`` (code points), ``output_words`` (``len(text.split())``) and ``output_empty``
+    (Int8: 1 when the output has no word, else 0) of each text; a null text is described as ``""``."""
+    s = pl.Series("text", list(texts), dtype=pl.String).fill_null("")
+    n_words = s.str.count_matches(WORD_PATTERN).cast(pl.Int64)
+    return pl.DataFrame({
+        "output_chars": s.str.len_chars().cast(pl.Int64),
+        "output_words": n_words,
+        "output_empty": (n_words == 0).cast(pl.Int8),
+    })
+
+
+def _as_polars(df: pl.DataFrame | pd.DataFrame) -> pl.DataFrame:
+    return df if isinstance(df, pl.DataFrame) else pl.from_pandas(df)
+
+
+def _serving_frame(log_df: pl.DataFrame) -> pl.DataFrame:
+    """Output descriptors and serving columns of every log row (output descriptors null on errors)."""
+    is_error = ((pl.col("status") >= 500) | pl.col("error").is_not_null()).fill_null(False)
+    serving = log_df.select(
+        pl.col("latency_ms").cast(pl.Float64),
+        pl.col("ttft_ms").cast(pl.Float64),
+        pl.col("completion_tokens").cast(pl.Int64),
+        is_error.cast(pl.Int8).alias("is_error"),
+        *[(pl.col(f"{side}_verdict") == v).fill_null(False).cast(pl.Int8).alias(f"{side}_{name}")
+          for side in ("input", "output") for v, name in (("flag", "flagged"), ("block", "blocked"))],
+    )
+    outputs = output_descriptors(log_df["output"].to_list())
+    failed = serving["is_error"] == 1
+    outputs = outputs.with_columns(pl.when(failed).then(None).otherwise(pl.col(c)).alias(c) for c in OUTPUT_COLUMNS)
+    return pl.concat([outputs, serving], how="horizontal").select(*OUTPUT_COLUMNS, *SERVING_COLUMNS)
+
+
+def build_current(log_df: pl.DataFrame | pd.DataFrame, tokenizer: Any, *, workers: int = 1) -> pd.DataFrame:
+    """Every descriptor of every request of ``log_df`` (rows of :data:`assets.monitoring.logs.LOG_SCHEMA`).
+
+    Columns: :data:`ALL_COLUMNS`, one row per request in ``log_df``'s order. Integer columns that can
+    be null (output descriptors, ``completion_tokens``) come out as float64 with NaN; flags are int8;
+    ``prompt_language`` is an object column.
+    """
+    log_df = _as_polars(log_df)
+    prompts = prompt_descriptors(log_df["prompt"].to_list(), tokenizer, workers=workers)
+    return pl.concat([prompts, _serving_frame(log_df)], how="horizontal").to_pandas()
+
+
+def build_reference(corpus_df: pl.DataFrame | pd.DataFrame, tokenizer: Any, sample: int | None = 5000, *,
+                    seed: int = 0, baseline_log_df: pl.DataFrame | pd.DataFrame | None = None,
+                    text_column: str = "text", workers: int = 1) -> pd.DataFrame:
+    """The reference: corpus rows for the prompt descriptors, baseline rows for the rest (module docstring).
+
+    Args:
+        corpus_df: corpus documents (the pipeline's Parquet) with a ``text_column``.
+        tokenizer: the training tokenizer (see :func:`unknown_token_share`).
+        sample: documents drawn uniformly without replacement (seeded); None or more than there are:
+            every document.
+        seed: the sampling seed (the same corpus and seed give the same reference).
+        baseline_log_df: an earlier window of inference logs, the reference of the output
+            descriptors and the serving columns; None: those columns have no reference (all null).
+        text_column: the corpus column holding the document text.
+        workers: processes for the per-document quality score and language.
+
+    Returns:
+        :data:`ALL_COLUMNS` plus ``source`` (``"corpus"`` or ``"baseline"``): corpus rows first, with
+        nulls outside :data:`PROMPT_COLUMNS`; then baseline rows, with nulls in :data:`PROMPT_COLUMNS`.
+    """
+    corpus = _as_polars(corpus_df)
+    if sample is not None and sample < corpus.height:
+        corpus = corpus.sample(n=sample, seed=seed)
+    prompts = prompt_descriptors(corpus[text_column].to_list(), tokenizer, workers=workers)
+    parts = [prompts.with_columns(pl.lit("corpus").alias("source"))]
+    if baseline_log_df is not None:
+        serving = _serving_frame(_as_polars(baseline_log_df))
+        parts.append(serving.with_columns(pl.lit("baseline").alias("source")))
+    frame = pl.concat(parts, how="diagonal_relaxed")
+    missing = [pl.lit(None, dtype=pl.Float64).alias(c) for c in ALL_COLUMNS if c not in frame.columns]
+    return frame.with_columns(missing).select(*ALL_COLUMNS, "source").to_pandas()
+
+
+# ----- drift -------------------------------------------------------------------------------------
+@dataclass
+class DriftResult:
+    """What :func:`drift_report` found.
+
+    Attributes:
+        drift_share: drifted columns / tested columns (0.0 when none were tested).
+        drifted_columns: the tested columns whose test reported drift, in test order.
+        per_column: column -> ``{"stattest", "score", "threshold", "drifted", "n_current",
+            "n_reference"}``: Evidently's test name (e.g. ``"K-S p_value"``), its value (a p-value or
+            a distance, see ``stattest``), the threshold, the verdict, and the non-null values
+            compared on each side.
+        n_current: rows of the current frame.
+        n_reference: rows of the reference frame (each column's own count is in ``per_column``).
+        html_path: where the Evidently HTML report was written, or None.
+        dataset_drift: ``drift_share >= drift_share_threshold`` (Evidently's dataset-drift rule).
+        skipped_columns: columns not tested -> why (no values on one side).
+    """
+
+    drift_share: float
+    drifted_columns: list[str]
+    per_column: dict[str, dict[str, Any]]
+    n_current: int
+    n_reference: int
+    html_path: str | None = None
+    dataset_drift: bool = False
+    skipped_columns: dict[str, str] = field(default_factory=dict)
+
+
+def _as_pandas(df: pl.DataFrame | pd.DataFrame) -> pd.DataFrame:
+    return df.to_pandas() if isinstance(df, pl.DataFrame) else df
+
+
+def _column_kind(name: str, current: pd.Series, reference: pd.Series) -> str:
+    numeric = pd.api.types.is_numeric_dtype(current) and pd.api.types.is_numeric_dtype(reference)
+    if name in CATEGORICAL_COLUMNS or not numeric or pd.api.types.is_bool_dtype(current):
+        return "categorical"
+    return "numerical"
+
+
+def _write_html_atomically(snapshot: Any, path: str | os.PathLike) -> str:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        snapshot.save_html(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(target)
+
+
+def drift_report(current: pd.DataFrame | pl.DataFrame, reference: pd.DataFrame | pl.DataFrame,
+                 columns: Sequence[str] | None = None, drift_share_threshold: float = 0.5,
+                 html_path: str | os.PathLike | None = None, *, cat_method: str | None = "jensenshannon",
+                 num_method: str | None = None, per_column_method: dict[str, str] | None = None) -> DriftResult:
+    """Per-column drift of ``current`` against ``reference`` with Evidently's ``DataDriftPreset``.
+
+    Args:
+        current: :func:`build_current`'s frame (or any frame with the columns).
+        reference: :func:`build_reference`'s frame, or another ``build_current`` frame.
+        columns: the columns to test. None: every column of :data:`ALL_COLUMNS` present in both
+            frames. Named columns must exist in both frames (KeyError otherwise).
+        drift_share_threshold: the dataset is drifting when at least this share of the tested
+            columns drifted.
+        html_path: write Evidently's HTML report there (atomically: a temporary file in the same
+            folder, then ``os.replace``); None: no HTML.
+        cat_method / num_method / per_column_method: Evidently stat-test names overriding the
+            defaults (module docstring): ``"jensenshannon"`` for categorical columns, Evidently's
+            size-dependent choice for numerical ones.
+
+    A column with no non-null value on either side cannot be tested: it is left out of the share
+    and listed in ``skipped_columns``. Columns in :data:`CATEGORICAL_COLUMNS`, or non-numeric,
+    are categorical; the rest numerical. Evidently runs without network access and without any
+    descriptor that needs downloads (only the drift preset is used).
+    """
+    cur, ref = _as_pandas(current), _as_pandas(reference)
+    if columns is None:
+        columns = [c for c in ALL_COLUMNS if c in cur.columns and c in ref.columns]
+    else:
+        missing = [c for c in columns if c not in cur.columns or c not in ref.columns]
+        if missing:
+            raise KeyError(f"columns missing from the current or reference frame: {missing}")
+    skipped: dict[str, str] = {}
+    tested: list[str] = []
+    for c in dict.fromkeys(columns):
+        n_cur, n_ref = int(cur[c].notna().sum()), int(ref[c].notna().sum())
+        if n_cur == 0 or n_ref == 0:
+            skipped[c] = f"no values in the {'current' if n_cur == 0 else 'reference'} data"
+        else:
+            tested.append(c)
+    result = DriftResult(0.0, [], {}, len(cur), len(ref), None, False, skipped)
+    if not tested:
+        return result
+
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    kinds = {c: _column_kind(c, cur[c], ref[c]) for c in tested}
+    definition = DataDefinition(numerical_columns=[c for c in tested if kinds[c] == "numerical"],
+                                categorical_columns=[c for c in tested if kinds[c] == "categorical"])
+    preset = DataDriftPreset(columns=tested, drift_share=drift_share_threshold, cat_method=cat_method,
+                             num_method=num_method, per_column_method=per_column_method)
+    with warnings.catch_warnings():
+        # scipy and pandas warnings from Evidently internals (divide-by-zero in chi-square with a
+        # category the reference lacks, future-deprecation notices) are noise here.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        snapshot = Report([preset], include_tests=True).run(
+            current_data=Dataset.from_pandas(cur[tested].reset_index(drop=True), data_definition=definition),
+            reference_data=Dataset.from_pandas(ref[tested].reset_index(drop=True), data_definition=definition),
+        )
+    report = snapshot.dict()
+
+    verdicts: dict[str, bool] = {}
+    for test in report.get("tests", []):
+        params = (test.get("metric_config") or {}).get("params") or {}
+        if params.get("type", "").endswith(":ValueDrift"):
+            verdicts[params["column"]] = test["status"] == "FAIL"
+    share = None
+    for metric in report["metrics"]:
+        config = metric["config"]
+        kind = config.get("type", "")
+        if kind.endswith(":DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+        elif kind.endswith(":ValueDrift"):
+            c = config["column"]
+            result.per_column[c] = {
+                "stattest": config.get("method"),
+                "score": float(metric["value"]),
+                "threshold": config.get("threshold"),
+                "drifted": verdicts[c],
+                "n_current": int(cur[c].notna().sum()),
+                "n_reference": int(ref[c].notna().sum()),
+            }
+    result.drifted_columns = [c for c in tested if result.per_column[c]["drifted"]]
+    result.drift_share = share if share is not None else len(result.drifted_columns) / len(tested)
+    result.dataset_drift = result.drift_share >= drift_share_threshold
+    if html_path is not None:
+        result.html_path = _write_html_atomically(snapshot, html_path)
+    return result
+
+
+# ----- absolute rates ----------------------------------------------------------------------------
+def rates(log_df: pl.DataFrame | pd.DataFrame) -> dict[str, float | int | None]:
+    """Absolute health figures of a window of requests.
+
+    - ``requests``: rows.
+    - ``error_rate``: share of requests with ``status >= 500`` or a non-null ``error``.
+    - ``unsafe_rate``: share with ``input_verdict == "block"`` or ``output_verdict == "block"``.
+    - ``flag_rate``: share with ``input_verdict == "flag"`` or ``output_verdict == "flag"`` (a
+      request flagged on one side and blocked on the other counts in both rates).
+    - ``latency_p50_ms`` / ``latency_p99_ms``: percentiles of ``latency_ms`` over every request with
+      a latency (errors included), linear interpolation between order statistics.
+
+    Shares are 0.0 and percentiles None for an empty window.
+    """
+    df = _as_polars(log_df)
+    n = df.height
+    if n == 0:
+        return {"requests": 0, "error_rate": 0.0, "unsafe_rate": 0.0, "flag_rate": 0.0,
+                "latency_p50_ms": None, "latency_p99_ms": None}
+
+    def either(verdict: str) -> pl.Expr:
+        return ((pl.col("input_verdict") == verdict) | (pl.col("output_verdict") == verdict)).fill_null(False)
+
+    row = df.select(
+        ((pl.col("status") >= 500) | pl.col("error").is_not_null()).fill_null(False).mean().alias("error_rate"),
+        either("block").mean().alias("unsafe_rate"),
+        either("flag").mean().alias("flag_rate"),
+        pl.col("latency_ms").quantile(0.5, interpolation="linear").alias("latency_p50_ms"),
+        pl.col("latency_ms").quantile(0.99, interpolation="linear").alias("latency_p99_ms"),
+    ).row(0, named=True)
+    out: dict[str, float | int | None] = {"requests": n}
+    out.update({k: (None if v is None else float(v)) for k, v in row.items()})
+    return out

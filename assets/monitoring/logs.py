@@ -1,0 +1,198 @@
+"""Read the gateway's inference-log spool (framework-free).
+
+Layout: the OpenAI-compatible gateway appends one JSON object per request, one object per line, to
+``{spool_dir}/<YYYY-MM-DDTHH>/<hostname>-<pid>-<start_ns>.jsonl``. Hour folders are UTC and named by
+the hour the request was logged in; every gateway process writes its own file, so a file is only ever
+appended to by one writer, and a crash can leave at most its last line torn.
+
+Reading rules (:func:`read_spool`):
+
+- A file's complete lines are the bytes up to its last ``\\n``. Bytes after it (a line without its
+  newline) are kept only when they parse as a whole JSON object (the writer died between the object
+  and its newline); otherwise they are a torn write, skipped and counted.
+- Blank lines are ignored (not counted). Any other line that is not a JSON object is skipped and
+  counted too; with one writer per file only a torn tail should ever be, so a non-zero count on a
+  closed hour is worth a look.
+- Rows are typed by :data:`LOG_SCHEMA`: keys missing from a row become nulls, keys the schema does
+  not name are dropped. A row whose values cannot take the schema's types (``"status": "abc"``) is a
+  writer bug and raises rather than being dropped silently.
+
+Hours: :func:`closed_hours` lists the folders strictly before the current UTC hour, the ones no
+gateway writes to any more (a process writes the hour of each request's log time, so only the
+current hour's folder can still grow; allow for clock skew between gateway hosts by reading a closed
+hour a little after it closed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+__all__ = ["HOUR_FORMAT", "LOG_SCHEMA", "closed_hours", "daily_hours", "hour_of", "hour_partitions", "read_spool"]
+
+HOUR_FORMAT = "%Y-%m-%dT%H"  # hour folder names: "2026-11-23T06"
+_HOUR_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
+
+LOG_SCHEMA = pl.Schema({
+    "request_id": pl.String,
+    "ts": pl.Datetime("us", "UTC"),
+    "tenant": pl.String,
+    "key_id": pl.String,
+    "endpoint": pl.String,         # "chat.completions" | "completions"
+    "model": pl.String,            # the name the client asked for
+    "served_model": pl.String,     # the name the engine served
+    "model_version": pl.String,
+    "adapter": pl.String,
+    "engine": pl.String,
+    "route": pl.String,            # "stable" | "canary" | "fallback"
+    "stream": pl.Boolean,
+    "status": pl.Int64,            # HTTP status
+    "error": pl.String,            # null when the request succeeded
+    "prompt": pl.String,
+    "output": pl.String,
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,
+    "latency_ms": pl.Float64,
+    "ttft_ms": pl.Float64,         # null for non-streamed requests
+    "input_verdict": pl.String,    # "allow" | "flag" | "block"
+    "output_verdict": pl.String,
+    "verdict_reasons": pl.String,  # ";"-joined
+    "finish_reason": pl.String,
+})
+# As written on disk: the timestamp is an ISO-8601 string ("2026-11-23T06:05:01.123456+00:00").
+_RAW_SCHEMA = pl.Schema({k: (pl.String if k == "ts" else v) for k, v in LOG_SCHEMA.items()})
+
+
+def _is_hour(name: str) -> bool:
+    if not _HOUR_RE.match(name):
+        return False
+    try:
+        datetime.strptime(name, HOUR_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+def hour_of(moment: datetime) -> str:
+    """The hour folder name of ``moment``, in UTC (a naive datetime is taken to be UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(HOUR_FORMAT)
+
+
+def hour_partitions(spool_dir: str | os.PathLike) -> list[str]:
+    """Every hour folder in the spool, sorted (oldest first); [] when the spool does not exist.
+
+    Entries that are not directories named ``YYYY-MM-DDTHH`` (a valid date and hour) are ignored.
+    """
+    root = Path(spool_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_hour(p.name))
+
+
+def closed_hours(spool_dir: str | os.PathLike, now: datetime) -> list[str]:
+    """The spool's hour folders strictly before ``now``'s UTC hour (naive ``now`` is taken as UTC)."""
+    current = hour_of(now)
+    return [h for h in hour_partitions(spool_dir) if h < current]  # the fixed-width names sort as times
+
+
+def daily_hours(day: str) -> list[str]:
+    """The 24 hour-folder names of the UTC day ``"YYYY-MM-DD"``: ``"YYYY-MM-DDT00"`` ... ``"T23"``."""
+    start = datetime.strptime(day, "%Y-%m-%d")
+    return [(start + timedelta(hours=h)).strftime(HOUR_FORMAT) for h in range(24)]
+
+
+def _split_complete(data: bytes) -> tuple[bytes, bytes]:
+    """(complete lines, bytes after the last newline)."""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]
+
+
+def _tail_row(tail: bytes) -> dict | None:
+    """The object of a final line without its newline, or None when it is a torn write."""
+    try:
+        row = json.loads(tail)
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _parse_lines(data: bytes) -> tuple[list[dict], int]:
+    """The slow path: every line on its own; (objects, lines that are not JSON objects)."""
+    rows: list[dict] = []
+    bad = 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame([{k: r.get(k) for k in _RAW_SCHEMA} for r in rows], schema=_RAW_SCHEMA, strict=False)
+
+
+def _read_files(files: Iterable[Path]) -> tuple[pl.DataFrame, int]:
+    heads: list[bytes] = []
+    extra: list[dict] = []  # complete objects that lacked only their newline
+    skipped = 0
+    for path in files:
+        head, tail = _split_complete(path.read_bytes())
+        heads.append(head)
+        if tail.strip():
+            row = _tail_row(tail)
+            if row is None:
+                skipped += 1
+            else:
+                extra.append(row)
+    body = b"".join(heads)
+    frames: list[pl.DataFrame] = []
+    if body.strip():
+        try:  # the fast path: one native NDJSON parse of every complete line
+            frames.append(pl.read_ndjson(io.BytesIO(body), schema=_RAW_SCHEMA, ignore_errors=False))
+        except Exception:  # noqa: BLE001 - a bad line somewhere (polars raises ComputeError and others)
+            rows, bad = _parse_lines(body)
+            skipped += bad
+            if rows:
+                frames.append(_frame(rows))
+    if extra:
+        frames.append(_frame(extra))
+    if not frames:
+        return LOG_SCHEMA.to_frame(eager=True), skipped
+    raw = pl.concat(frames, how="vertical")
+    typed = raw.with_columns(pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC", strict=True))
+    return typed.select(LOG_SCHEMA.names()).cast(dict(LOG_SCHEMA)), skipped
+
+
+def read_spool(spool_dir: str | os.PathLike, hours: list[str]) -> tuple[pl.DataFrame, int]:
+    """All complete rows of the hour folders ``hours``, typed by :data:`LOG_SCHEMA`, sorted by ``ts``.
+
+    Returns ``(rows, skipped_lines)``; see the module docstring for what is skipped. A missing hour
+    folder contributes nothing; with no rows at all the frame is empty but carries the schema. Files
+    are read in name order within an hour and hours in the order given (duplicates read once); the
+    final sort by ``ts`` is stable, so rows with equal timestamps keep that order.
+    """
+    root = Path(spool_dir)
+    files: list[Path] = []
+    for hour in dict.fromkeys(hours):
+        folder = root / hour
+        if folder.is_dir():
+            files += sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+    df, skipped = _read_files(files)
+    return df.sort("ts", maintain_order=True), skipped

@@ -1,0 +1,1 @@
+"""Serving: the champion on engines behind the gateway."""

@@ -1,0 +1,1 @@
+"""Serving runtime outside Dagster: the OpenAI-compatible gateway and engine launchers."""

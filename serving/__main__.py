@@ -1,0 +1,122 @@
+"""``python -m serving``: run the gateway, manage API keys, stop what the serving asset started.
+
+    python -m serving gateway --config data/sglang_deployment/_/gateway.yaml
+    python -m serving keys add --keys-file data/sglang_deployment/_/api_keys.json --tenant acme --tier pro
+    python -m serving keys list --keys-file ...
+    python -m serving status --data-root data
+    python -m serving stop --data-root data
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .engines import healthy, load_handles, stop_process
+
+STATE_DIR = "sglang_deployment/_"
+
+
+def _state(data_root: str) -> Path:
+    return Path(data_root) / STATE_DIR
+
+
+def cmd_gateway(args) -> int:
+    import uvicorn
+
+    from .gateway.app import create_app
+    from .gateway.settings import GatewaySettings
+
+    try:
+        settings = GatewaySettings.load(args.config)
+    except FileNotFoundError:
+        print(f"gateway config {args.config} does not exist (materialize sglang_deployment first)", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"gateway config {args.config} is invalid:\n{exc}", file=sys.stderr)
+        return 2
+    host, port = args.host or settings.host, args.port or settings.port
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from .gateway.auth import KeyStore
+
+    store = KeyStore.load(args.keys_file)
+    if args.action == "add":
+        if not args.tenant:
+            print("keys add needs --tenant", file=sys.stderr)
+            return 2
+        key, api_key = store.add(args.tenant, args.tier)
+        print(json.dumps({"key": key, "key_id": api_key.key_id, "tenant": api_key.tenant, "tier": api_key.tier}))
+        print("store the key now: only its hash is kept", file=sys.stderr)
+    elif args.action == "revoke":
+        if not store.revoke(args.key_id):
+            print(f"no key with id {args.key_id!r}", file=sys.stderr)
+            return 1
+    else:
+        for k in store.keys():
+            print(json.dumps({"key_id": k.key_id, "tenant": k.tenant, "tier": k.tier}))
+    return 0
+
+
+def _processes(data_root: str) -> dict:
+    state = _state(data_root)
+    handles = {name: h.to_json() for name, h in load_handles(str(state / "engines.json")).items()}
+    try:
+        gateway = json.loads((state / "gateway.json").read_text())
+        handles["gateway"] = gateway
+    except FileNotFoundError:
+        pass
+    return handles
+
+
+def cmd_status(args) -> int:
+    for name, proc in _processes(args.data_root).items():
+        print(f"{name}: pid {proc.get('pid')} {proc['url']} {'healthy' if healthy(proc['url']) else 'DOWN'}")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    stopped = 0
+    for name, proc in _processes(args.data_root).items():
+        if stop_process(proc.get("pid")):
+            stopped += 1
+            print(f"stopped {name} (pid {proc.get('pid')})")
+    if not stopped:
+        print("nothing running")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("gateway", help="run the OpenAI-compatible gateway")
+    g.add_argument("--config", required=True)
+    g.add_argument("--host")
+    g.add_argument("--port", type=int)
+    g.add_argument("--log-level", default="warning")
+    g.set_defaults(fn=cmd_gateway)
+    k = sub.add_parser("keys", help="manage API keys (stored hashed)")
+    k.add_argument("action", choices=["add", "list", "revoke"])
+    k.add_argument("--keys-file", required=True)
+    k.add_argument("--tenant")
+    k.add_argument("--tier", default="free")
+    k.add_argument("--key-id")
+    k.set_defaults(fn=cmd_keys)
+    default_root = os.environ.get("CRAWL2SERVE_DATA_ROOT", "data")
+    for name, fn, text in (("status", cmd_status, "engines and gateway the serving asset started"),
+                           ("stop", cmd_stop, "stop the engines and the gateway the serving asset started")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--data-root", default=default_root)
+        p.set_defaults(fn=fn)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

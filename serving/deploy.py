@@ -1,0 +1,221 @@
+"""Rolling a registry version out to the engines and the gateway (framework-free; the Dagster asset is thin).
+
+State lives in one folder (``{data_root}/sglang_deployment/_``)::
+
+    engines.json     EngineHandle per engine (pid, url, what it serves)
+    gateway.json     the gateway process (pid, url, config hash)
+    gateway.yaml     its configuration;  routing.json  its routing table;  api_keys.json  hashed keys
+    models/          merged folders (CPU engine, SGLang anchor) and delta adapters (SGLang)
+    logs/            engine and gateway logs
+
+Blue/green: a new version is loaded *beside* the running ones (SGLang: ``/load_lora_adapter`` of its delta
+against the anchor; CPU engine: its merged folder), smoke-tested, and only then does the routing table move
+traffic to it: all of it, or ``canary_share`` of it while the previous version stays stable. Every version
+stays loaded, so a rollback is a routing change.
+"""
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bundle import build_merged, delta_adapter
+from .engines import (EngineHandle, alive, complete, cpu_command, engine_version, healthy, load_adapter,
+                      load_handles, save_handles, sglang_command, start_process, stop_process, wait_healthy)
+from .gateway.routing import read_routing, write_routing
+from .gateway.settings import GatewaySettings
+
+SMOKE_PROMPT = "The module"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A registry version to serve: its adapter, and the base model it was trained on."""
+
+    version: str
+    adapter_dir: str
+    base_model: str
+
+
+@dataclass
+class EngineConfig:
+    name: str
+    backend: str  # "cpu" | "sglang"
+    python: str = sys.executable
+    host: str = "127.0.0.1"
+    port: int = 30000
+    extra_args: list[str] = field(default_factory=list)
+    startup_timeout_s: float = 900.0
+    max_lora_rank: int = 64
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class Deployment:
+    def __init__(self, state_dir: str, model_name: str = "crawl2serve", log: Callable[[str], None] = print):
+        self.dir = Path(state_dir)
+        self.model_name, self.log = model_name, log
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    # -- paths ----------------------------------------------------------------------------------------------
+    @property
+    def engines_file(self) -> str:
+        return str(self.dir / "engines.json")
+
+    @property
+    def routing_file(self) -> str:
+        return str(self.dir / "routing.json")
+
+    def models_dir(self, name: str) -> Path:
+        return self.dir / "models" / name
+
+    def handles(self) -> dict[str, EngineHandle]:
+        return load_handles(self.engines_file)
+
+    def _save(self, handle: EngineHandle) -> None:
+        handles = self.handles()
+        handles[handle.name] = handle
+        save_handles(self.engines_file, handles)
+
+    # -- engines --------------------------------------------------------------------------------------------
+    def ensure_engine(self, cfg: EngineConfig, champion: Release) -> tuple[EngineHandle, float | None]:
+        """The running engine ``cfg.name`` if it serves the same base model at the same address, else a new one
+        started with the champion as its anchor. Returns ``(handle, seconds to healthy or None if reused)``."""
+        handle = self.handles().get(cfg.name)
+        if handle and handle.kind == cfg.backend and handle.url == cfg.url and handle.base_model == champion.base_model \
+                and alive(handle.pid) and healthy(handle.url):
+            self.log(f"engine {cfg.name} ({handle.kind}, pid {handle.pid}) is up at {handle.url}: reusing it")
+            return handle, None
+        if handle and alive(handle.pid):
+            self.log(f"engine {cfg.name}: stopping pid {handle.pid} (configuration changed)")
+            stop_process(handle.pid)
+        if cfg.backend == "sglang":
+            anchor = str(build_merged(champion.base_model, champion.adapter_dir,
+                                      str(self.models_dir(f"v{champion.version}-merged")), dtype="auto"))
+            to_base = str(delta_adapter(None, champion.adapter_dir, str(self.models_dir(
+                f"delta-base-from-v{champion.version}"))))
+            command = sglang_command(python=cfg.python, model_path=anchor, host=cfg.host, port=cfg.port,
+                                     served_name=self.model_name, adapters={"base": to_base},
+                                     max_lora_rank=cfg.max_lora_rank, extra_args=cfg.extra_args)
+            models = {champion.version: self.model_name, "base": f"{self.model_name}:base"}
+            self._remember_adapter(champion)
+        else:
+            command = cpu_command(python=cfg.python, host=cfg.host, port=cfg.port, extra_args=cfg.extra_args)
+            base = str(build_merged(champion.base_model, None, str(self.models_dir("base"))))
+            models = {"base": base}
+        log_path = str(self.dir / "logs" / f"{cfg.name}.log")
+        self.log(f"engine {cfg.name}: starting {' '.join(command)}")
+        pid = start_process(command, log_path)
+        seconds = wait_healthy(cfg.url, pid=pid, log_path=log_path, timeout_s=cfg.startup_timeout_s,
+                               progress=lambda s: self.log(f"engine {cfg.name}: waiting for /health ({s:.0f} s)"))
+        self.log(f"engine {cfg.name}: healthy after {seconds:.1f} s")
+        handle = EngineHandle(name=cfg.name, kind=cfg.backend, url=cfg.url, pid=pid, command=command, log=log_path,
+                              base_model=champion.base_model, anchor=champion.version, models=models,
+                              version=engine_version(cfg.backend, cfg.python))
+        self._save(handle)
+        return handle, seconds
+
+    def add_version(self, handle: EngineHandle, release: Release) -> str:
+        """Load ``release`` into the running engine (if not loaded yet); returns the engine's model value."""
+        if release.version in handle.models:
+            return handle.models[release.version]
+        if handle.kind == "sglang":
+            anchor_adapter = self._adapters().get(handle.anchor)
+            name = f"v{release.version}"
+            delta = delta_adapter(release.adapter_dir, anchor_adapter,
+                                  str(self.models_dir(f"delta-v{release.version}-from-v{handle.anchor}")))
+            load_adapter(handle.url, name, str(delta))
+            model = f"{self.model_name}:{name}"
+        else:
+            model = str(build_merged(release.base_model, release.adapter_dir,
+                                     str(self.models_dir(f"v{release.version}-merged"))))
+        handle.models[release.version] = model
+        self._save(handle)
+        self._remember_adapter(release)
+        return model
+
+    def _adapters(self) -> dict[str, str]:
+        try:
+            return json.loads((self.dir / "adapters.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    def _remember_adapter(self, release: Release) -> None:
+        adapters = {**self._adapters(), release.version: release.adapter_dir}
+        tmp = self.dir / ".adapters.json.tmp"
+        tmp.write_text(json.dumps(adapters, indent=2))
+        tmp.replace(self.dir / "adapters.json")
+
+    def smoke(self, handle: EngineHandle, versions: list[str], max_tokens: int = 8) -> dict[str, dict]:
+        """A greedy completion per version (the champion with its adapter, and the base model without)."""
+        results = {}
+        for version in versions:
+            results[version] = complete(handle.url, handle.models[version], SMOKE_PROMPT, max_tokens=max_tokens)
+            self.log(f"smoke {handle.name} v{version}: {results[version]['text']!r} "
+                     f"({results[version]['latency_s']} s)")
+        return results
+
+    # -- routing --------------------------------------------------------------------------------------------
+    def route(self, version: str, handles: list[EngineHandle], canary_share: float) -> dict:
+        """Move traffic to ``version``: all of it, or ``canary_share`` beside the previous stable version."""
+        previous = read_routing(self.routing_file) or {}
+        versions = {}
+        for h in handles:
+            for v, model in h.models.items():
+                versions.setdefault(v, {})[h.name] = model
+        before = previous.get("stable")
+        if canary_share > 0 and before and before != version and before in versions:
+            stable, canary, share = before, version, canary_share
+        else:
+            stable, canary, share = version, None, 0.0
+        table = {"model": self.model_name, "stable": stable, "canary": canary, "canary_share": share,
+                 "previous": before if before != stable else previous.get("previous"), "versions": versions,
+                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_routing(self.routing_file, table)
+        return table
+
+    # -- gateway --------------------------------------------------------------------------------------------
+    def ensure_gateway(self, settings: GatewaySettings, python: str = sys.executable,
+                       timeout_s: float = 120.0) -> tuple[dict, bool]:
+        """Run the gateway with ``settings`` (restarted only when they change; routing and keys are re-read
+        live). Returns ``({"pid", "url", "config_sha256"}, reused)``."""
+        config = self.dir / "gateway.yaml"
+        settings.dump(str(config))
+        digest = hashlib.sha256(config.read_bytes()).hexdigest()
+        url = f"http://{settings.host}:{settings.port}"
+        state_file = self.dir / "gateway.json"
+        try:
+            state = json.loads(state_file.read_text())
+        except FileNotFoundError:
+            state = {}
+        if state.get("config_sha256") == digest and alive(state.get("pid")) and healthy(url):
+            return state, True
+        if alive(state.get("pid")):
+            self.log(f"gateway: restarting (pid {state['pid']}, configuration changed)")
+            stop_process(state["pid"])
+        log_path = str(self.dir / "logs" / "gateway.log")
+        pid = start_process([python, "-m", "serving", "gateway", "--config", str(config)], log_path)
+        wait_healthy(url, pid=pid, log_path=log_path, timeout_s=timeout_s)
+        state = {"pid": pid, "url": url, "config_sha256": digest, "log": log_path}
+        tmp = state_file.with_name(".gateway.json.tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(state_file)
+        return state, False
+
+    def stop_all(self) -> list[str]:
+        stopped = []
+        for h in self.handles().values():
+            if stop_process(h.pid):
+                stopped.append(h.name)
+        try:
+            state = json.loads((self.dir / "gateway.json").read_text())
+            if stop_process(state.get("pid")):
+                stopped.append("gateway")
+        except FileNotFoundError:
+            pass
+        return stopped

@@ -1,0 +1,106 @@
+"""Gateway configuration: one YAML file (written by the serving asset, or by hand), validated on load."""
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineSettings(_Strict):
+    """One upstream engine; ``engines`` are tried in order (the first healthy one serves, later ones are fallbacks)."""
+
+    name: str
+    url: str
+    timeout_s: float = Field(120.0, description="Whole-request timeout (non-streaming) / time to first byte (streaming)")
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = Field(30.0, description="Streaming: the longest wait between two chunks")
+
+
+class BreakerSettings(_Strict):
+    failure_threshold: int = 3
+    reset_timeout_s: float = 10.0
+
+
+class RetrySettings(_Strict):
+    attempts: int = 2
+    base_delay_s: float = 0.05
+    max_delay_s: float = 1.0
+
+
+class LimitSettings(_Strict):
+    """Request validation limits (4xx beyond them)."""
+
+    max_body_bytes: int = 1_000_000
+    max_prompt_chars: int = 32_000
+    max_tokens: int = 1024
+    max_messages: int = 64
+    default_max_tokens: int = 64
+
+
+class GuardrailSettings(_Strict):
+    blocked_patterns: list[str] = Field(default_factory=list)
+    injection_threshold: float = 0.5
+    max_output_chars: int = 20_000
+
+
+class TierSettings(_Strict):
+    """Limits of a tier (overrides or adds to ``serving.gateway.ratelimit.DEFAULT_TIERS``)."""
+
+    requests_per_minute: float
+    tokens_per_minute: float
+    burst_requests: float | None = None
+    burst_tokens: float | None = None
+
+    def tier(self, name: str):
+        from .ratelimit import Tier
+
+        return Tier(name, self.requests_per_minute, self.tokens_per_minute,
+                    self.burst_requests or self.requests_per_minute, self.burst_tokens or self.tokens_per_minute)
+
+
+class FeastSettings(_Strict):
+    """Where tenant tiers are read and usage is pushed: the project's Feast repo with the data root's store."""
+
+    repo_path: str
+    feast_dir: str
+    yaml_file: str = "feature_store.yaml"
+    redis: str = "127.0.0.1:6379"
+    push_source: str = "tenant_stats_push"
+    feature_view: str = "tenant_stats"
+    push_interval_s: float = 15.0
+    cache_ttl_s: float = 30.0
+
+
+class GatewaySettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8700
+    model_name: str = "crawl2serve"
+    routing_file: str
+    keys_file: str
+    log_dir: str
+    redis_url: str | None = Field(None, description="Shared rate-limit state between replicas; None: in memory")
+    engines: list[EngineSettings]
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    feast: FeastSettings | None = None
+    tiers: dict[str, TierSettings] = Field(default_factory=dict)
+    log_flush_interval_s: float = 0.05
+
+    @classmethod
+    def load(cls, path: str) -> "GatewaySettings":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls.model_validate(data)
+
+    def dump(self, path: str) -> None:
+        """Write as YAML atomically."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+        tmp.replace(target)

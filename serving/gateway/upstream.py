@@ -1,0 +1,183 @@
+"""Calls to the engines: timeouts, retries with exponential backoff, one circuit breaker per engine, and
+fallback to the next engine in order.
+
+A call goes to the first engine whose breaker allows it and which serves the requested version; connection
+errors, timeouts and 5xx answers are retried (``RetrySettings``) and then count as one failure of that engine,
+and the next engine is tried. A 4xx answer is the request's fault: it is returned to the client as is and
+counts as a success of the engine. Streams fall back only before their first byte; an engine that dies
+mid-stream is recorded as a failure and the stream is ended cleanly by the app (its output is partly sent).
+"""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from .breaker import CircuitBreaker, RetryPolicy
+from .metrics import GatewayMetrics
+from .settings import BreakerSettings, EngineSettings, RetrySettings
+
+
+class EngineFailure(Exception):
+    """A retryable engine failure (connection, timeout, 5xx)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class EngineRejected(Exception):
+    """The engine answered 4xx: the request itself is at fault."""
+
+    def __init__(self, status: int, body: dict | str):
+        super().__init__(str(body))
+        self.status, self.body = status, body
+
+
+class Unavailable(Exception):
+    """No engine could serve the request; ``causes`` says why per engine."""
+
+    def __init__(self, causes: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in causes.items()) or "no engine serves this model")
+        self.causes = causes
+
+
+@dataclass
+class Served:
+    engine: str
+    position: int  # 0: the first engine in order; >0: a fallback
+    body: dict | None = None
+    response: httpx.Response | None = None
+
+
+def _failure_kind(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    return "transport"
+
+
+class EnginePool:
+    def __init__(self, engines: list[EngineSettings], breaker: BreakerSettings, retry: RetrySettings,
+                 metrics: GatewayMetrics, client: httpx.AsyncClient | None = None):
+        self.engines = engines
+        self.metrics = metrics
+        self.retry = RetryPolicy(attempts=retry.attempts, base_delay_s=retry.base_delay_s,
+                                 max_delay_s=retry.max_delay_s)
+        self.breakers = {}
+        for engine in engines:
+            b = CircuitBreaker(engine.name, failure_threshold=breaker.failure_threshold,
+                               reset_timeout_s=breaker.reset_timeout_s)
+            b.on_change(metrics.circuit_changed)
+            metrics.circuit.labels(engine.name).set(0)
+            self.breakers[engine.name] = b
+        self.client = client or httpx.AsyncClient(limits=httpx.Limits(max_connections=2048,
+                                                                      max_keepalive_connections=512))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def states(self) -> dict[str, str]:
+        return {name: b.state for name, b in self.breakers.items()}
+
+    def _candidates(self, models: dict[str, str]):
+        for position, engine in enumerate(self.engines):
+            if engine.name in models:
+                yield position, engine
+
+    async def _attempt(self, engine: EngineSettings, path: str, payload: dict, stream: bool) -> httpx.Response:
+        timeout = httpx.Timeout(engine.timeout_s if not stream else engine.read_timeout_s,
+                                connect=engine.connect_timeout_s,
+                                read=engine.read_timeout_s if stream else engine.timeout_s)
+        try:
+            request = self.client.build_request("POST", engine.url + path, json=payload, timeout=timeout)
+            response = await self.client.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            raise EngineFailure(_failure_kind(exc), f"{type(exc).__name__}: {exc}") from exc
+        if stream and response.status_code == 200:
+            return response
+        if stream:
+            await response.aread()
+            await response.aclose()
+        if response.status_code >= 500:
+            raise EngineFailure("engine_5xx", f"HTTP {response.status_code}: {response.text[:300]}")
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text[:1000]
+            raise EngineRejected(response.status_code, body)
+        return response
+
+    async def call(self, path: str, models: dict[str, str], payload: dict, *, stream: bool = False) -> Served:
+        """POST ``payload`` (with each engine's ``model`` value) to the first engine that answers; for a stream,
+        return once the engine has answered 200 (the body is read by :meth:`iter_events`)."""
+        causes = {}
+        for position, engine in self._candidates(models):
+            breaker = self.breakers[engine.name]
+            if not breaker.allow():
+                causes[engine.name] = "circuit open"
+                self.metrics.upstream.labels(engine.name, "skipped_open").inc()
+                continue
+            body = {**payload, "model": models[engine.name]}
+            try:
+                response = await self.retry.run(lambda: self._attempt(engine, path, body, stream),
+                                                retry_on=(EngineFailure,))
+            except EngineFailure as exc:
+                breaker.record_failure()
+                self.metrics.upstream.labels(engine.name, exc.kind).inc()
+                self.metrics.errors.labels(f"engine_{exc.kind}").inc()
+                causes[engine.name] = str(exc)
+                continue
+            except EngineRejected:
+                breaker.record_success()
+                self.metrics.upstream.labels(engine.name, "rejected").inc()
+                raise
+            except BaseException:
+                breaker.record_failure()  # cancelled mid-call: free a half-open trial slot
+                raise
+            self.metrics.upstream.labels(engine.name, "ok").inc()
+            if stream:
+                return Served(engine.name, position, response=response)
+            breaker.record_success()
+            try:
+                return Served(engine.name, position, body=response.json())
+            except ValueError as exc:
+                raise Unavailable({engine.name: f"invalid JSON from engine: {exc}"}) from exc
+        raise Unavailable(causes)
+
+    async def iter_events(self, served: Served) -> AsyncIterator[dict]:
+        """The JSON events of an engine's SSE stream (without the final ``[DONE]``). On a broken stream the
+        engine's breaker records a failure and :class:`EngineFailure` is raised; a complete one records success."""
+        breaker = self.breakers[served.engine]
+        response = served.response
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError as exc:
+                    raise EngineFailure("bad_stream", f"undecodable stream event: {data[:200]}") from exc
+                if isinstance(event, dict) and "error" in event and not event.get("choices"):
+                    raise EngineFailure("engine_stream_error", json.dumps(event["error"])[:300])
+                yield event
+        except httpx.HTTPError as exc:
+            breaker.record_failure()
+            self.metrics.upstream.labels(served.engine, "broken_stream").inc()
+            raise EngineFailure("broken_stream", f"{type(exc).__name__}: {exc}") from exc
+        except EngineFailure:
+            breaker.record_failure()
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            breaker.record_success()  # the client went away; the engine was streaming fine
+            raise
+        finally:
+            await response.aclose()
+        breaker.record_success()

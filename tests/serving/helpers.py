@@ -1,0 +1,84 @@
+"""Helpers of the serving tests: engines and the gateway as real processes on loopback."""
+
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from serving.engines import cpu_command, start_process, stop_process, wait_healthy
+from serving.gateway.auth import KeyStore
+from serving.gateway.routing import write_routing
+from serving.gateway.settings import EngineSettings, GatewaySettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Engine:
+    url: str
+    port: int
+    pid: int
+    log: str
+
+    def start(self) -> "Engine":
+        self.pid = start_process(cpu_command(python=sys.executable, host="127.0.0.1", port=self.port), self.log)
+        wait_healthy(self.url, pid=self.pid, log_path=self.log, timeout_s=120)
+        return self
+
+    def kill(self) -> None:
+        stop_process(self.pid, timeout_s=5)
+
+
+def start_engine(tmp: Path, name: str) -> Engine:
+    port = free_port()
+    return Engine(f"http://127.0.0.1:{port}", port, 0, str(tmp / f"{name}.log")).start()
+
+
+@dataclass
+class Gateway:
+    url: str
+    key: str
+    settings: GatewaySettings
+    pid: int
+    log: str
+    keys: KeyStore
+
+    def stop(self) -> None:
+        stop_process(self.pid, timeout_s=15)
+
+
+def start_gateway(tmp: Path, engines: list[tuple[str, str]], model_dir: str, **overrides) -> Gateway:
+    """The gateway as its own process; ``engines``: ``[(name, url), ...]`` in fallback order, each serving
+    ``model_dir`` as version "1"."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    routing = tmp / "routing.json"
+    write_routing(str(routing), {"model": "crawl2serve", "stable": "1", "canary": None, "canary_share": 0.0,
+                                 "versions": {"1": {name: model_dir for name, _ in engines}}})
+    keys = KeyStore.load(tmp / "api_keys.json")
+    key, _ = keys.add("acme", "pro")
+    port = free_port()
+    settings = GatewaySettings(port=port, routing_file=str(routing), keys_file=str(tmp / "api_keys.json"),
+                               log_dir=str(tmp / "spool"),
+                               engines=[EngineSettings(name=n, url=u, timeout_s=60, read_timeout_s=20)
+                                        for n, u in engines], **overrides)
+    settings.dump(str(tmp / "gateway.yaml"))
+    log = str(tmp / "gateway.log")
+    pid = start_process([sys.executable, "-m", "serving", "gateway", "--config", str(tmp / "gateway.yaml")], log)
+    wait_healthy(f"http://127.0.0.1:{port}", pid=pid, log_path=log, timeout_s=60)
+    return Gateway(f"http://127.0.0.1:{port}", key, settings, pid, log, keys)
+
+
+def metric(url: str, name: str, **labels) -> float:
+    """The value of one Prometheus sample of the gateway (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + ("{" + want + "}" if want else " ")) or (
+                want and line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
