@@ -69,10 +69,11 @@ single prompt in a new language would make its p-value 0.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,7 @@ def _split_words(texts: pl.Series) -> pl.Series:
 def _unknown_share(words: pl.Series, vocab: frozenset[str]) -> np.ndarray:
     """Per row of ``words`` (lists of words): the unknown share, NaN for rows without words."""
     n = len(words)
-    counts = words.list.len().to_numpy().astype(np.int64)
+    counts = words.list.len().fill_null(0).to_numpy().astype(np.int64)
     flat = words.explode(empty_as_null=False, keep_nulls=False) if n else pl.Series("w", [], dtype=pl.String)
     rows = np.repeat(np.arange(n), counts)
     unknown = (~flat.is_in(_known_words(flat, vocab))).to_numpy()
@@ -211,6 +212,15 @@ def _score_texts(texts: list[str]) -> list[tuple[float, str]]:
 _POOLS: dict[int, Any] = {}
 
 
+def _close_pools() -> None:
+    for pool in _POOLS.values():
+        pool.terminate()
+    _POOLS.clear()
+
+
+atexit.register(_close_pools)
+
+
 def _pool(workers: int):
     """A process pool of ``workers`` kept for the life of the process (forkserver: the server is a clean
     process that preloads this module, so no thread state of polars or a caller is ever forked)."""
@@ -222,12 +232,18 @@ def _pool(workers: int):
     return pool
 
 
-def _scores(distinct: list[str], workers: int) -> list[tuple[float, str]]:
+def _start_scores(distinct: list[str], workers: int) -> Callable[[], list[tuple[float, str]]]:
+    """Start scoring ``distinct``; the returned function waits for the scores (in order).
+
+    On a pool the work starts at once, so the caller's vectorized work overlaps it; serially it runs
+    when the function is called.
+    """
     if workers <= 1 or len(distinct) < _PARALLEL_MIN_TEXTS:
-        return _score_texts(distinct)
+        return lambda: _score_texts(distinct)
     size = -(-len(distinct) // (workers * 4))
     chunks = [distinct[i : i + size] for i in range(0, len(distinct), size)]
-    return [r for part in _pool(workers).map(_score_texts, chunks) for r in part]
+    pending = _pool(workers).map_async(_score_texts, chunks)
+    return lambda: [r for part in pending.get() for r in part]
 
 
 # ----- descriptors -------------------------------------------------------------------------------
@@ -242,19 +258,30 @@ def prompt_descriptors(texts: Sequence[str | None], tokenizer: Any, *, workers: 
     vocabulary look-up per distinct word); the quality score and the language run once per
     *distinct* text (repeated prompts cost nothing), on ``workers`` processes when ``workers > 1``
     and there are at least 4,000 distinct texts. ``tokenizer``: see :func:`unknown_token_share`.
+
+    The pool (first use: about half a second) is a ``forkserver`` pool kept until the process exits:
+    its workers start from a clean server process, never from a fork of this one (polars' threads),
+    and, as with ``spawn``, they import the caller's ``__main__`` module, so a script that uses
+    ``workers > 1`` must guard its entry point with ``if __name__ == "__main__":``.
     """
     s = pl.Series("text", list(texts), dtype=pl.String).fill_null("")
-    words = _split_words(s)
     distinct = s.unique(maintain_order=True).to_list()
-    by_text = dict(zip(distinct, _scores(distinct, workers)))
-    scored = [by_text[t] for t in s.to_list()]
-    return pl.DataFrame({
+    scores = _start_scores(distinct, workers)
+    words = _split_words(s)
+    vectorized = {
         "prompt_chars": s.str.len_chars().cast(pl.Int64),
         "prompt_words": words.list.len().cast(pl.Int64),
-        "prompt_language": pl.Series([lang for _, lang in scored], dtype=pl.String),
-        "prompt_quality": pl.Series([q for q, _ in scored], dtype=pl.Float64),
         "prompt_unk_share": pl.Series(_unknown_share(words, _vocab(tokenizer)), dtype=pl.Float64,
                                       nan_to_null=True),
+    }
+    by_text = dict(zip(distinct, scores()))
+    scored = [by_text[t] for t in s.to_list()]
+    return pl.DataFrame({
+        "prompt_chars": vectorized["prompt_chars"],
+        "prompt_words": vectorized["prompt_words"],
+        "prompt_language": pl.Series([lang for _, lang in scored], dtype=pl.String),
+        "prompt_quality": pl.Series([q for q, _ in scored], dtype=pl.Float64),
+        "prompt_unk_share": vectorized["prompt_unk_share"],
     })
 
 
@@ -376,6 +403,22 @@ def _column_kind(name: str, current: pd.Series, reference: pd.Series) -> str:
     return "numerical"
 
 
+def _stattest_display_name(method: str | None, kind: str) -> str | None:
+    """Evidently's display name of a stat test (``"jensenshannon"`` -> ``"Jensen-Shannon distance"``).
+
+    A ValueDrift metric reports the display name when Evidently chose the test and the name it was
+    given when the caller chose it; this makes both read the same.
+    """
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    try:
+        column_type = ColumnType.Categorical if kind == "categorical" else ColumnType.Numerical
+        return get_registered_stattest(method, column_type).display_name
+    except Exception:  # noqa: BLE001 - already a display name, or a custom test
+        return method
+
+
 def _write_html_atomically(snapshot: Any, path: str | os.PathLike) -> str:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -465,7 +508,7 @@ def drift_report(current: pd.DataFrame | pl.DataFrame, reference: pd.DataFrame |
         elif kind.endswith(":ValueDrift"):
             c = config["column"]
             result.per_column[c] = {
-                "stattest": config.get("method"),
+                "stattest": _stattest_display_name(config.get("method"), kinds[c]),
                 "score": float(metric["value"]),
                 "threshold": config.get("threshold"),
                 "drifted": verdicts[c],

@@ -1,15 +1,16 @@
 """Read the gateway's inference-log spool (framework-free).
 
 Layout: the OpenAI-compatible gateway appends one JSON object per request, one object per line, to
-``{spool_dir}/<YYYY-MM-DDTHH>/<hostname>-<pid>-<start_ns>.jsonl``. Hour folders are UTC and named by
-the hour the request was logged in; every gateway process writes its own file, so a file is only ever
-appended to by one writer, and a crash can leave at most its last line torn.
+``{spool_dir}/<YYYY-MM-DDTHH>/<hostname>-<pid>-<start_ns>.jsonl`` (``serving.gateway.logstore``). Hour
+folders are the UTC hour of each row's ``ts``; every gateway process writes its own file per hour, so
+a file is only ever appended to by one writer, and a crash can leave at most its last line torn.
 
-Reading rules (:func:`read_spool`):
+Reading rules (:func:`read_spool`), the same as the writer's own reader
+(``serving.gateway.logstore.read_rows``):
 
-- A file's complete lines are the bytes up to its last ``\\n``. Bytes after it (a line without its
-  newline) are kept only when they parse as a whole JSON object (the writer died between the object
-  and its newline); otherwise they are a torn write, skipped and counted.
+- A line is complete when it ends in a newline and parses as a JSON object. The bytes after a file's
+  last newline are a torn write (a crash mid-``write()``, or a writer still writing): skipped and
+  counted, even when they happen to parse.
 - Blank lines are ignored (not counted). Any other line that is not a JSON object is skipped and
   counted too; with one writer per file only a torn tail should ever be, so a non-zero count on a
   closed hour is worth a look.
@@ -17,10 +18,11 @@ Reading rules (:func:`read_spool`):
   not name are dropped. A row whose values cannot take the schema's types (``"status": "abc"``) is a
   writer bug and raises rather than being dropped silently.
 
-Hours: :func:`closed_hours` lists the folders strictly before the current UTC hour, the ones no
-gateway writes to any more (a process writes the hour of each request's log time, so only the
-current hour's folder can still grow; allow for clock skew between gateway hosts by reading a closed
-hour a little after it closed).
+Hours: the writer files each row under the UTC hour of its ``ts``, the time the request *arrived*,
+and writes it when the request ends, so an hour's folder can still grow for up to one request's
+duration after the hour ends. :func:`closed_hours` lists the folders strictly before the UTC hour of
+``now - grace_s``; pass the longest request duration (plus clock skew between gateway hosts) as
+``grace_s`` to read only folders no gateway will write to again.
 """
 
 from __future__ import annotations
@@ -41,33 +43,33 @@ HOUR_FORMAT = "%Y-%m-%dT%H"  # hour folder names: "2026-11-23T06"
 _HOUR_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
 
 LOG_SCHEMA = pl.Schema({
-    "request_id": pl.String,
+    "request_id": pl.String(),
     "ts": pl.Datetime("us", "UTC"),
-    "tenant": pl.String,
-    "key_id": pl.String,
-    "endpoint": pl.String,         # "chat.completions" | "completions"
-    "model": pl.String,            # the name the client asked for
-    "served_model": pl.String,     # the name the engine served
-    "model_version": pl.String,
-    "adapter": pl.String,
-    "engine": pl.String,
-    "route": pl.String,            # "stable" | "canary" | "fallback"
-    "stream": pl.Boolean,
-    "status": pl.Int64,            # HTTP status
-    "error": pl.String,            # null when the request succeeded
-    "prompt": pl.String,
-    "output": pl.String,
-    "prompt_tokens": pl.Int64,
-    "completion_tokens": pl.Int64,
-    "latency_ms": pl.Float64,
-    "ttft_ms": pl.Float64,         # null for non-streamed requests
-    "input_verdict": pl.String,    # "allow" | "flag" | "block"
-    "output_verdict": pl.String,
-    "verdict_reasons": pl.String,  # ";"-joined
-    "finish_reason": pl.String,
+    "tenant": pl.String(),
+    "key_id": pl.String(),
+    "endpoint": pl.String(),       # "chat.completions" | "completions"
+    "model": pl.String(),          # the name the client asked for
+    "served_model": pl.String(),   # the name the engine served
+    "model_version": pl.String(),
+    "adapter": pl.String(),
+    "engine": pl.String(),
+    "route": pl.String(),          # "stable" | "canary" | "fallback"
+    "stream": pl.Boolean(),
+    "status": pl.Int64(),          # HTTP status
+    "error": pl.String(),          # null when the request succeeded
+    "prompt": pl.String(),
+    "output": pl.String(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "latency_ms": pl.Float64(),
+    "ttft_ms": pl.Float64(),       # null for non-streamed requests
+    "input_verdict": pl.String(),  # "allow" | "flag" | "block"
+    "output_verdict": pl.String(),
+    "verdict_reasons": pl.String(), # ";"-joined
+    "finish_reason": pl.String(),
 })
 # As written on disk: the timestamp is an ISO-8601 string ("2026-11-23T06:05:01.123456+00:00").
-_RAW_SCHEMA = pl.Schema({k: (pl.String if k == "ts" else v) for k, v in LOG_SCHEMA.items()})
+_RAW_SCHEMA = pl.Schema({k: (pl.String() if k == "ts" else v) for k, v in LOG_SCHEMA.items()})
 
 
 def _is_hour(name: str) -> bool:
@@ -81,9 +83,9 @@ def _is_hour(name: str) -> bool:
 
 
 def hour_of(moment: datetime) -> str:
-    """The hour folder name of ``moment``, in UTC (a naive datetime is taken to be UTC)."""
+    """The hour folder name of ``moment``, in UTC; ``moment`` must be timezone-aware (ValueError)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        raise ValueError(f"hour_of: {moment!r} is naive; pass a timezone-aware datetime")
     return moment.astimezone(UTC).strftime(HOUR_FORMAT)
 
 
@@ -98,9 +100,15 @@ def hour_partitions(spool_dir: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_hour(p.name))
 
 
-def closed_hours(spool_dir: str | os.PathLike, now: datetime) -> list[str]:
-    """The spool's hour folders strictly before ``now``'s UTC hour (naive ``now`` is taken as UTC)."""
-    current = hour_of(now)
+def closed_hours(spool_dir: str | os.PathLike, now: datetime, *, grace_s: float = 0.0) -> list[str]:
+    """The spool's hour folders strictly before the UTC hour of ``now - grace_s``.
+
+    ``now`` must be timezone-aware (ValueError otherwise). ``grace_s``: how late a row may arrive in
+    its hour's folder (module docstring); 0 trusts every folder as soon as its hour has ended.
+    """
+    if now.tzinfo is None:
+        raise ValueError("closed_hours: now must be timezone-aware")
+    current = hour_of(now - timedelta(seconds=grace_s))
     return [h for h in hour_partitions(spool_dir) if h < current]  # the fixed-width names sort as times
 
 
@@ -116,15 +124,6 @@ def _split_complete(data: bytes) -> tuple[bytes, bytes]:
     return data[:cut], data[cut:]
 
 
-def _tail_row(tail: bytes) -> dict | None:
-    """The object of a final line without its newline, or None when it is a torn write."""
-    try:
-        row = json.loads(tail)
-    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        return None
-    return row if isinstance(row, dict) else None
-
-
 def _parse_lines(data: bytes) -> tuple[list[dict], int]:
     """The slow path: every line on its own; (objects, lines that are not JSON objects)."""
     rows: list[dict] = []
@@ -134,7 +133,7 @@ def _parse_lines(data: bytes) -> tuple[list[dict], int]:
             continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are both ValueErrors
             bad += 1
             continue
         if isinstance(row, dict):
@@ -150,34 +149,27 @@ def _frame(rows: list[dict]) -> pl.DataFrame:
 
 def _read_files(files: Iterable[Path]) -> tuple[pl.DataFrame, int]:
     heads: list[bytes] = []
-    extra: list[dict] = []  # complete objects that lacked only their newline
     skipped = 0
     for path in files:
         head, tail = _split_complete(path.read_bytes())
         heads.append(head)
-        if tail.strip():
-            row = _tail_row(tail)
-            if row is None:
-                skipped += 1
-            else:
-                extra.append(row)
+        if tail:  # a torn write
+            skipped += 1
     body = b"".join(heads)
     frames: list[pl.DataFrame] = []
     if body.strip():
         try:  # the fast path: one native NDJSON parse of every complete line
             frames.append(pl.read_ndjson(io.BytesIO(body), schema=_RAW_SCHEMA, ignore_errors=False))
-        except Exception:  # noqa: BLE001 - a bad line somewhere (polars raises ComputeError and others)
+        except pl.exceptions.PolarsError:  # a line that is not JSON, or a value of the wrong type
             rows, bad = _parse_lines(body)
             skipped += bad
             if rows:
                 frames.append(_frame(rows))
-    if extra:
-        frames.append(_frame(extra))
     if not frames:
         return LOG_SCHEMA.to_frame(eager=True), skipped
     raw = pl.concat(frames, how="vertical")
     typed = raw.with_columns(pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC", strict=True))
-    return typed.select(LOG_SCHEMA.names()).cast(dict(LOG_SCHEMA)), skipped
+    return typed.select(LOG_SCHEMA.names()).cast(LOG_SCHEMA), skipped
 
 
 def read_spool(spool_dir: str | os.PathLike, hours: list[str]) -> tuple[pl.DataFrame, int]:
@@ -186,8 +178,12 @@ def read_spool(spool_dir: str | os.PathLike, hours: list[str]) -> tuple[pl.DataF
     Returns ``(rows, skipped_lines)``; see the module docstring for what is skipped. A missing hour
     folder contributes nothing; with no rows at all the frame is empty but carries the schema. Files
     are read in name order within an hour and hours in the order given (duplicates read once); the
-    final sort by ``ts`` is stable, so rows with equal timestamps keep that order.
+    final sort by ``ts`` is stable, so rows with equal timestamps keep that order. A name in ``hours``
+    that is not ``YYYY-MM-DDTHH`` raises ValueError.
     """
+    bad = [h for h in hours if not _is_hour(h)]
+    if bad:
+        raise ValueError(f"not hour folder names (YYYY-MM-DDTHH): {bad}")
     root = Path(spool_dir)
     files: list[Path] = []
     for hour in dict.fromkeys(hours):

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from . import jsonio
 from .auth import KeyStore, parse_bearer
 from .guardrails import Guardrails, Verdict
 from .logstore import InferenceLog, utc_now_iso
@@ -31,6 +32,11 @@ from .upstream import EngineFailure, EnginePool, EngineRejected, Unavailable
 
 log = logging.getLogger("crawl2serve.gateway")
 ALLOW = Verdict("allow", (), 0.0)
+# Streams are checked every STREAM_CHECK_EVERY chunks, on the new text plus STREAM_CHECK_OVERLAP characters
+# before it (not the whole output each time, which is quadratic); the whole output is checked once more when
+# the stream ends. A blocked pattern can so reach the client by at most STREAM_CHECK_EVERY - 1 chunks.
+STREAM_CHECK_EVERY = 8
+STREAM_CHECK_OVERLAP = 256
 
 
 class ApiError(Exception):
@@ -136,6 +142,11 @@ class Gateway:
 
     def _validate(self, body: dict, rec: Record):
         model_cls = ChatRequest if rec.row["endpoint"] == "chat.completions" else CompletionRequest
+        extra = {k: body.pop(k) for k in self.settings.limits.passthrough_fields if k in body}
+        if any(not isinstance(v, (bool, int, float)) for v in extra.values()):
+            bad = next(k for k, v in extra.items() if not isinstance(v, (bool, int, float)))
+            raise ApiError(400, f"invalid value for {bad!r}: expected a number or boolean", param=bad,
+                           code="invalid_request")
         try:
             req = model_cls.model_validate(body)
         except ValidationError as exc:
@@ -155,7 +166,7 @@ class Gateway:
         if max_tokens > limits.max_tokens:
             raise ApiError(400, f"max_tokens {max_tokens} exceeds the limit of {limits.max_tokens}",
                            param="max_tokens", code="max_tokens_too_large")
-        return req, prompt, max_tokens
+        return req, prompt, max_tokens, extra
 
     def _route(self, req, rec: Record) -> Route:
         try:
@@ -177,7 +188,12 @@ class Gateway:
     async def _limit(self, api_key, rec: Record, reserve: int) -> tuple[Tier, int]:
         tier_name = await self.tier_source.tier(api_key.tenant, api_key.tier)
         tier = self.tiers.get(tier_name) or self.tiers["free"]
-        decision = self.limiter.check(api_key.tenant, tier, reserve)
+        try:
+            decision = self.limiter.check(api_key.tenant, tier, reserve)
+        except Exception as exc:  # noqa: BLE001 — a rate-limit store outage must not take serving down
+            log.warning("rate limiter unavailable, admitting the request: %s", exc)
+            self.metrics.errors.labels("ratelimit_unavailable").inc()
+            return tier, 0
         if not decision.allowed and decision.retry_after_s == float("inf"):
             raise ApiError(400, f"this request may use {reserve} tokens (prompt + max_tokens), more than the "
                            f"{tier.name} tier ever allows at once ({tier.burst_tokens:.0f}); lower max_tokens",
@@ -196,11 +212,11 @@ class Gateway:
     async def _handle(self, request: Request, rec: Record) -> Response:
         api_key = self._authenticate(request, rec)
         body = await self._body(request)
-        req, prompt, max_tokens = self._validate(body, rec)
+        req, prompt, max_tokens, extra = self._validate(body, rec)
         route = self._route(req, rec)
         self._screen(prompt, rec)
         tier, reserved = await self._limit(api_key, rec, estimate_tokens(prompt) + max_tokens)
-        payload = {**req.sampling(), "max_tokens": max_tokens, "stream": req.stream}
+        payload = {**req.sampling(), **extra, "max_tokens": max_tokens, "stream": req.stream}
         if isinstance(req, ChatRequest):
             path, payload["messages"] = "/v1/chat/completions", req.engine_messages()
         else:
@@ -223,8 +239,17 @@ class Gateway:
                        adapter=route.models[served.engine],
                        route="fallback" if served.position > 0 else route.route)
         if req.stream:
-            return StreamingResponse(self._stream(served, rec, req, api_key, tier, reserved),
-                                     media_type="text/event-stream",
+            events = self._stream(served, rec, req, api_key, tier, reserved)
+            # Start the stream before answering: from here on its ``finally`` (which writes the log row) runs
+            # even if the client leaves before the body is read (the loop closes a suspended generator).
+            first = await events.__anext__()
+
+            async def body():
+                yield first
+                async for event in events:
+                    yield event
+
+            return StreamingResponse(body(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", **rec.headers})
         return self._complete(served.body, rec, req, api_key, tier, reserved)
 
@@ -278,6 +303,7 @@ class Gateway:
         kind = "chat.completion.chunk" if chat else "text_completion"
         created = int(time.time())
         parts: list[str] = []
+        tail = ""
         usage, finish, error = None, None, None
 
         def event(delta_text: str | None, finish_reason: str | None = None, extra: dict | None = None) -> str:
@@ -286,8 +312,8 @@ class Gateway:
                 choice["delta"] = {"content": delta_text} if delta_text is not None else {}
             else:
                 choice.update(text=delta_text or "", logprobs=None)
-            return "data: " + json.dumps({"id": rec.row["request_id"], "object": kind, "created": created,
-                                          "model": req.model, "choices": [choice], **(extra or {})}) + "\n\n"
+            return "data: " + jsonio.dumps({"id": rec.row["request_id"], "object": kind, "created": created,
+                                            "model": req.model, "choices": [choice], **(extra or {})}) + "\n\n"
 
         try:
             if chat:  # OpenAI streams open with the assistant role
@@ -304,8 +330,12 @@ class Gateway:
                             ttft = rec.elapsed_ms()
                             rec.row["ttft_ms"] = round(ttft, 3)
                             self.metrics.ttft.labels(rec.row["endpoint"], rec.row["route"]).observe(ttft / 1000)
+                        tail += text
                         parts.append(text)
-                        verdict = self.guardrails.check_output("".join(parts))
+                        verdict = ALLOW
+                        if len(parts) % STREAM_CHECK_EVERY == 0:
+                            verdict = self.guardrails.check_output(tail)
+                            tail = tail[-STREAM_CHECK_OVERLAP:]
                         if verdict.action == "block":
                             rec.reasons.extend(verdict.reasons)
                             rec.row["output_verdict"] = "block"

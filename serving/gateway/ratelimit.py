@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis
 
 
 @dataclass(frozen=True)
@@ -203,6 +202,8 @@ class RedisLimiter:
     """
 
     def __init__(self, url: str, prefix: str = "c2s:rl:", socket_timeout_s: float = 1.0):
+        import redis  # only the shared (multi-replica) limiter needs the client
+
         self.prefix = prefix
         self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
                                            socket_connect_timeout=socket_timeout_s)

@@ -30,6 +30,7 @@ class _Request(BaseModel):
 class CompletionRequest(_Request):
     prompt: str | list[str]
     echo: bool = False
+    best_of: int | None = Field(None, ge=1, le=1, description="only 1 is supported")
     suffix: None = None
     logprobs: None = None
 

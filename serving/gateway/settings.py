@@ -39,6 +39,9 @@ class LimitSettings(_Strict):
     max_tokens: int = 1024
     max_messages: int = 64
     default_max_tokens: int = 64
+    passthrough_fields: list[str] = Field(
+        default_factory=lambda: ["ignore_eos", "top_k", "min_p", "min_tokens", "repetition_penalty"],
+        description="Engine sampling extensions (SGLang/vLLM) accepted and passed on as they are")
 
 
 class GuardrailSettings(_Strict):

@@ -13,7 +13,9 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
+
+from . import jsonio
 
 from .breaker import CircuitBreaker, RetryPolicy
 from .metrics import GatewayMetrics
@@ -49,20 +51,23 @@ class Served:
     engine: str
     position: int  # 0: the first engine in order; >0: a fallback
     body: dict | None = None
-    response: httpx.Response | None = None
+    response: aiohttp.ClientResponse | None = None
 
 
-def _failure_kind(exc: Exception) -> str:
-    if isinstance(exc, httpx.TimeoutException):
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
         return "timeout"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect"
     return "transport"
 
 
+TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+
+
 class EnginePool:
     def __init__(self, engines: list[EngineSettings], breaker: BreakerSettings, retry: RetrySettings,
-                 metrics: GatewayMetrics, client: httpx.AsyncClient | None = None):
+                 metrics: GatewayMetrics):
         self.engines = engines
         self.metrics = metrics
         self.retry = RetryPolicy(attempts=retry.attempts, base_delay_s=retry.base_delay_s,
@@ -74,11 +79,20 @@ class EnginePool:
             b.on_change(metrics.circuit_changed)
             metrics.circuit.labels(engine.name).set(0)
             self.breakers[engine.name] = b
-        self.client = client or httpx.AsyncClient(limits=httpx.Limits(max_connections=2048,
-                                                                      max_keepalive_connections=512))
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # aiohttp (not httpx) for engine calls: its streaming reads cost a fraction of httpx's per event
+        # (bench/bench_gateway.py). Created lazily, inside the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4096, limit_per_host=2048),
+                                                  json_serialize=jsonio.dumps)
+        return self._session
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def states(self) -> dict[str, str]:
         return {name: b.state for name, b in self.breakers.items()}
@@ -88,28 +102,33 @@ class EnginePool:
             if engine.name in models:
                 yield position, engine
 
-    async def _attempt(self, engine: EngineSettings, path: str, payload: dict, stream: bool) -> httpx.Response:
-        timeout = httpx.Timeout(engine.timeout_s if not stream else engine.read_timeout_s,
-                                connect=engine.connect_timeout_s,
-                                read=engine.read_timeout_s if stream else engine.timeout_s)
+    async def _attempt(self, engine: EngineSettings, path: str, payload: dict,
+                       stream: bool) -> aiohttp.ClientResponse:
+        timeout = aiohttp.ClientTimeout(total=None if stream else engine.timeout_s, sock_connect=engine.connect_timeout_s,
+                                        sock_read=engine.read_timeout_s if stream else engine.timeout_s)
         try:
-            request = self.client.build_request("POST", engine.url + path, json=payload, timeout=timeout)
-            response = await self.client.send(request, stream=stream)
-        except httpx.HTTPError as exc:
+            response = await self.session.post(engine.url + path, json=payload, timeout=timeout)
+        except TRANSPORT_ERRORS as exc:
             raise EngineFailure(_failure_kind(exc), f"{type(exc).__name__}: {exc}") from exc
-        if stream and response.status_code == 200:
+        if stream and response.status == 200:
             return response
-        if stream:
-            await response.aread()
-            await response.aclose()
-        if response.status_code >= 500:
-            raise EngineFailure("engine_5xx", f"HTTP {response.status_code}: {response.text[:300]}")
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.text[:1000]
-            raise EngineRejected(response.status_code, body)
+        try:
+            raw = await response.read()
+        except TRANSPORT_ERRORS as exc:
+            raise EngineFailure(_failure_kind(exc), f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            response.release()
+        if response.status >= 500:
+            raise EngineFailure("engine_5xx", f"HTTP {response.status}: {raw[:300].decode(errors='replace')}")
+        try:
+            body = jsonio.loads(raw)
+        except ValueError:
+            body = raw[:1000].decode(errors="replace")
+        if response.status >= 400:
+            raise EngineRejected(response.status, body)
+        if not isinstance(body, dict):
+            raise EngineFailure("bad_body", f"engine answered non-JSON: {str(body)[:200]}")
+        response.parsed = body
         return response
 
     async def call(self, path: str, models: dict[str, str], payload: dict, *, stream: bool = False) -> Served:
@@ -143,10 +162,7 @@ class EnginePool:
             if stream:
                 return Served(engine.name, position, response=response)
             breaker.record_success()
-            try:
-                return Served(engine.name, position, body=response.json())
-            except ValueError as exc:
-                raise Unavailable({engine.name: f"invalid JSON from engine: {exc}"}) from exc
+            return Served(engine.name, position, body=response.parsed)
         raise Unavailable(causes)
 
     async def iter_events(self, served: Served) -> AsyncIterator[dict]:
@@ -155,20 +171,20 @@ class EnginePool:
         breaker = self.breakers[served.engine]
         response = served.response
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+            async for raw in response.content:
+                if not raw.startswith(b"data:"):
                     continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+                data = raw[5:].strip()
+                if data == b"[DONE]":
                     break
                 try:
-                    event = json.loads(data)
+                    event = jsonio.loads(data)
                 except ValueError as exc:
-                    raise EngineFailure("bad_stream", f"undecodable stream event: {data[:200]}") from exc
+                    raise EngineFailure("bad_stream", f"undecodable stream event: {data[:200]!r}") from exc
                 if isinstance(event, dict) and "error" in event and not event.get("choices"):
                     raise EngineFailure("engine_stream_error", json.dumps(event["error"])[:300])
                 yield event
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             breaker.record_failure()
             self.metrics.upstream.labels(served.engine, "broken_stream").inc()
             raise EngineFailure("broken_stream", f"{type(exc).__name__}: {exc}") from exc
@@ -179,5 +195,5 @@ class EnginePool:
             breaker.record_success()  # the client went away; the engine was streaming fine
             raise
         finally:
-            await response.aclose()
+            response.release()
         breaker.record_success()

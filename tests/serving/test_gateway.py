@@ -128,8 +128,10 @@ def test_every_request_is_logged_under_concurrent_load(gateway):
     def one(i: int) -> int:
         if i % 5 == 0:  # a share of unauthenticated requests: logged too
             return httpx.post(gateway.url + "/v1/completions", json={"model": "crawl2serve", "prompt": "x"}).status_code
-        good.completions.create(model="crawl2serve", prompt=f"The committee {i}", max_tokens=4,
-                                stream=bool(i % 2))
+        out = good.completions.create(model="crawl2serve", prompt=f"The committee {i}", max_tokens=4,
+                                      stream=bool(i % 2))
+        if i % 2:
+            list(out)
         return 200
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -138,6 +140,16 @@ def test_every_request_is_logged_under_concurrent_load(gateway):
     new = [r for r in rows(gateway) if r["request_id"] not in before]
     assert len(new) == 60 and len({r["request_id"] for r in new}) == 60
     assert sorted(r["status"] for r in new).count(401) == 12
+
+
+def test_a_stream_abandoned_before_its_first_byte_is_still_logged(gateway):
+    before = {r["request_id"] for r in rows(gateway)}
+    with httpx.stream("POST", gateway.url + "/v1/completions", headers={"Authorization": f"Bearer {gateway.key}"},
+                      json={"model": "crawl2serve", "prompt": "The", "max_tokens": 200, "stream": True}):
+        pass  # headers received, body never read, connection closed
+    time.sleep(1.0)
+    new = [r for r in rows(gateway) if r["request_id"] not in before]
+    assert len(new) == 1 and new[0]["stream"]
 
 
 def test_health_ready_and_metrics(gateway):

@@ -1,0 +1,204 @@
+"""Serving benchmark on a GPU host: SGLang through the serving asset's own launch code, with and without the
+gateway, against the bare base model and a plain ``transformers`` ``generate`` baseline.
+
+Phases (each prints its figures and appends them to ``OUT/serving.jsonl``):
+
+    prepare   a Llama-shaped model from a config (random weights, bf16) with the pipeline's tokenizer, and two
+              rank-16 LoRA adapters (v1: the champion, v2: the next version)
+    base      bare SGLang on the base model (no LoRA): the reference throughput
+    hf        transformers ``generate`` with static batches of 64 (left-padded, mixed lengths)
+    deploy    ``serving.deploy``: SGLang with the champion merged as its anchor, v2 loaded beside it as a delta
+              adapter (``/load_lora_adapter``), the gateway in front; ``sglang.bench_serving`` against SGLang
+              directly and through the gateway, champion and canary, at each concurrency
+
+Workload: ``--dataset-name random-ids`` (no downloads), 256 input / 256 output tokens with
+``--random-range-ratio 0.5`` (lengths uniform in [128, 256]), streaming OpenAI completions, greedy, ignore_eos.
+
+    PYTHONPATH=.:/tmp/site-bench python3 bench/bench_serving.py prepare base hf deploy --out $OUT
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORK = Path(os.environ.get("BENCH_WORK", "/tmp/bench-serving"))
+CONCURRENCY = (1, 32, 64)
+PROMPTS = {1: 16, 32: 256, 64: 512}
+IN_LEN, OUT_LEN, RANGE = 256, 256, 0.5
+SGLANG_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--mem-fraction-static", "0.7",
+               "--log-level", "warning"]
+MODEL_SHAPE = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
+                   num_key_value_heads=8, max_position_embeddings=4096)
+
+
+def emit(out: Path, record: dict) -> None:
+    print(json.dumps(record), flush=True)
+    with open(out / "serving.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def prepare(tokenizer_dir: str) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, **MODEL_SHAPE)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(WORK / "base")
+    tok.save_pretrained(WORK / "base")
+    params = sum(p.numel() for p in model.parameters())
+    for version, seed in (("1", 1), ("2", 2)):
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(LlamaForCausalLM.from_pretrained(WORK / "base", dtype=torch.bfloat16),
+                                    LoraConfig(r=16, lora_alpha=32, target_modules=[
+                                        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 0.01)
+        peft_model.save_pretrained(WORK / f"adapter-v{version}")
+    print(f"prepared a {params / 1e9:.2f}B-parameter Llama and two rank-16 adapters under {WORK}", flush=True)
+
+
+def bench(url: str, model: str, concurrency: int, label: str, out: Path, key: str | None = None) -> dict:
+    result = out / f"bench-{label}-c{concurrency}.jsonl"
+    cmd = [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang-oai", "--base-url", url,
+           "--model", model, "--tokenizer", str(WORK / "base"), "--dataset-name", "random-ids",
+           "--random-input-len", str(IN_LEN), "--random-output-len", str(OUT_LEN),
+           "--random-range-ratio", str(RANGE), "--num-prompts", str(PROMPTS[concurrency]),
+           "--max-concurrency", str(concurrency), "--request-rate", "inf", "--seed", "1",
+           "--output-file", str(result), "--disable-tqdm"]
+    env = {**os.environ, **({"OPENAI_API_KEY": key} if key else {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    if proc.returncode != 0 or not result.exists():
+        print(proc.stdout[-3000:], proc.stderr[-3000:], flush=True)
+        raise RuntimeError(f"bench_serving failed for {label} c{concurrency}")
+    m = json.loads(result.read_text().splitlines()[-1])
+    record = {"run": label, "concurrency": concurrency, "prompts": PROMPTS[concurrency],
+              "completed": m.get("completed"), "output_tok_s": round(m["output_throughput"], 1),
+              "ttft_p50_ms": round(m["median_ttft_ms"], 2), "itl_p50_ms": round(m["median_itl_ms"], 3),
+              "e2e_p50_ms": round(m["median_e2e_latency_ms"], 1),
+              "command": " ".join(c if " " not in c else repr(c) for c in cmd)}
+    emit(out, record)
+    return record
+
+
+def phase_base(out: Path) -> None:
+    from serving.engines import start_process, stop_process, wait_healthy
+
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(WORK / "base"), "--port", "31000",
+           "--served-model-name", "base", *SGLANG_ARGS]
+    log = str(out / "sglang-base.log")
+    pid = start_process(cmd, log)
+    try:
+        took = wait_healthy("http://127.0.0.1:31000", pid=pid, log_path=log, timeout_s=400)
+        emit(out, {"run": "base-startup", "seconds": round(took, 1), "command": " ".join(cmd)})
+        for c in CONCURRENCY:
+            bench("http://127.0.0.1:31000", "base", c, "sglang-base", out)
+    finally:
+        stop_process(pid)
+
+
+def phase_hf(out: Path, batches: int = 2, batch: int = 64) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(WORK / "base", dtype=torch.bfloat16).cuda().eval()
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(1)
+    useful, elapsed = 0, 0.0
+    for b in range(batches + 1):  # the first batch warms up and is not counted
+        in_lens = torch.randint(int(IN_LEN * RANGE), IN_LEN + 1, (batch,), generator=gen)
+        out_lens = torch.randint(int(OUT_LEN * RANGE), OUT_LEN + 1, (batch,), generator=gen)
+        width = int(in_lens.max())
+        ids = torch.full((batch, width), model.config.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        for i, n in enumerate(in_lens.tolist()):  # left padding
+            ids[i, width - n:] = torch.randint(10, vocab, (n,), generator=gen)
+            mask[i, width - n:] = 1
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.generate(input_ids=ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=int(out_lens.max()),
+                           min_new_tokens=int(out_lens.max()), do_sample=False, pad_token_id=model.config.pad_token_id)
+        torch.cuda.synchronize()
+        if b > 0:
+            elapsed += time.perf_counter() - start
+            useful += int(out_lens.sum())  # a static batch runs to its longest request: count what was asked
+    emit(out, {"run": "hf-generate-static", "concurrency": batch, "batches": batches,
+               "output_tok_s": round(useful / elapsed, 1), "seconds": round(elapsed, 2)})
+
+
+def phase_deploy(out: Path) -> None:
+    from serving.deploy import Deployment, EngineConfig, Release
+    from serving.gateway.auth import KeyStore
+    from serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
+
+    deployment = Deployment(str(WORK / "state"), log=lambda m: print(m, flush=True))
+    v1 = Release("1", str(WORK / "adapter-v1"), str(WORK / "base"))
+    v2 = Release("2", str(WORK / "adapter-v2"), str(WORK / "base"))
+    cfg = EngineConfig(name="primary", backend="sglang", python=sys.executable, port=30000, extra_args=SGLANG_ARGS,
+                       startup_timeout_s=400)
+    try:
+        handle, took = deployment.ensure_engine(cfg, v1)
+        emit(out, {"run": "deploy-startup", "seconds": round(took, 1), "command": " ".join(handle.command)})
+        start = time.perf_counter()
+        deployment.add_version(handle, v2)
+        emit(out, {"run": "load-delta-adapter-v2", "seconds": round(time.perf_counter() - start, 2)})
+        emit(out, {"run": "smoke", **{v: r["text"][:40] for v, r in deployment.smoke(handle, ["1", "2", "base"]).items()}})
+        deployment.route("2", [handle], canary_share=0.1)
+        settings = GatewaySettings(port=8700, routing_file=deployment.routing_file,
+                                   keys_file=str(WORK / "state" / "api_keys.json"), log_dir=str(WORK / "spool"),
+                                   engines=[EngineSettings(name="primary", url=cfg.url, timeout_s=600,
+                                                           read_timeout_s=120)],
+                                   tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)})
+        gateway, _ = deployment.ensure_gateway(settings)
+        key, _ = KeyStore.load(settings.keys_file).add("bench", "bench")
+        time.sleep(1.2)
+        runs = [(cfg.url, "crawl2serve", c, "sglang-champion", None) for c in CONCURRENCY]
+        runs += [(gateway["url"], "crawl2serve@1", c, "gateway-champion", key) for c in CONCURRENCY]
+        runs += [(cfg.url, "crawl2serve:v2", c, "sglang-canary-delta", None) for c in CONCURRENCY]
+        runs += [(gateway["url"], "crawl2serve@2", 64, "gateway-canary-delta", key)]
+        for url, model, c, label, api_key in runs:
+            try:
+                bench(url, model, c, label, out, key=api_key)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:  # keep going: report what ran
+                emit(out, {"run": label, "concurrency": c, "error": str(exc)})
+        from serving.gateway.logstore import read_rows
+
+        rows, skipped = read_rows(str(WORK / "spool"))
+        emit(out, {"run": "gateway-log", "rows": len(rows), "skipped": skipped,
+                   "errors": sum(1 for r in rows if r["error"])})
+    finally:
+        deployment.stop_all()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("phases", nargs="+", choices=["prepare", "base", "hf", "deploy"])
+    parser.add_argument("--out", default=os.environ.get("OUT", "/tmp/bench-out"))
+    parser.add_argument("--tokenizer", default="data/tokenizer/_")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    for phase in args.phases:
+        start = time.perf_counter()
+        if phase == "prepare":
+            prepare(args.tokenizer)
+        else:
+            {"base": phase_base, "hf": phase_hf, "deploy": phase_deploy}[phase](out)
+        print(f"phase {phase}: {time.perf_counter() - start:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
