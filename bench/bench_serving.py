@@ -29,8 +29,9 @@ WORK = Path(os.environ.get("BENCH_WORK", "/tmp/bench-serving"))
 CONCURRENCY = (1, 32, 64)
 PROMPTS = {1: 16, 32: 256, 64: 512}
 IN_LEN, OUT_LEN, RANGE = 256, 256, 0.5
-SGLANG_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--mem-fraction-static", "0.7",
-               "--log-level", "warning"]
+SGLANG_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--log-level", "warning"]
+ONE_ENGINE = ["--mem-fraction-static", "0.7"]
+TWO_ENGINES = ["--mem-fraction-static", "0.35"]  # the LoRA-free champion engine and the LoRA engine share the GPU
 MODEL_SHAPE = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
                    num_key_value_heads=8, max_position_embeddings=4096)
 
@@ -69,7 +70,8 @@ def prepare(tokenizer_dir: str) -> None:
 
 
 def bench(url: str, model: str, concurrency: int, label: str, out: Path, key: str | None = None) -> dict:
-    result = out / f"bench-{label}-c{concurrency}.jsonl"
+    (WORK / "results").mkdir(exist_ok=True)
+    result = WORK / "results" / f"bench-{label}-c{concurrency}.jsonl"
     cmd = [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang-oai", "--base-url", url,
            "--model", model, "--tokenizer", str(WORK / "base"), "--dataset-name", "random-ids",
            "--random-input-len", str(IN_LEN), "--random-output-len", str(OUT_LEN),
@@ -95,7 +97,7 @@ def phase_base(out: Path) -> None:
     from serving.engines import start_process, stop_process, wait_healthy
 
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(WORK / "base"), "--port", "31000",
-           "--served-model-name", "base", *SGLANG_ARGS]
+           "--served-model-name", "base", *SGLANG_ARGS, *ONE_ENGINE]
     log = str(out / "sglang-base.log")
     pid = start_process(cmd, log)
     try:
@@ -145,26 +147,34 @@ def phase_deploy(out: Path) -> None:
     deployment = Deployment(str(WORK / "state"), log=lambda m: print(m, flush=True))
     v1 = Release("1", str(WORK / "adapter-v1"), str(WORK / "base"))
     v2 = Release("2", str(WORK / "adapter-v2"), str(WORK / "base"))
-    cfg = EngineConfig(name="primary", backend="sglang", python=sys.executable, port=30000, extra_args=SGLANG_ARGS,
-                       startup_timeout_s=400)
+    champion_cfg = EngineConfig(name="champion", backend="sglang", python=sys.executable, port=30001,
+                                extra_args=SGLANG_ARGS + TWO_ENGINES, startup_timeout_s=400, lora=False)
+    cfg = EngineConfig(name="primary", backend="sglang", python=sys.executable, port=30000,
+                       extra_args=SGLANG_ARGS + TWO_ENGINES, startup_timeout_s=400)
     try:
-        handle, took = deployment.ensure_engine(cfg, v1)
-        emit(out, {"run": "deploy-startup", "seconds": round(took, 1), "command": " ".join(handle.command)})
+        handles = []
+        for c in (champion_cfg, cfg):
+            handle, took = deployment.ensure_engine(c, v1)
+            emit(out, {"run": f"startup-{c.name}", "seconds": round(took, 1), "command": " ".join(handle.command)})
+            handles.append(handle)
+        champion, lora_engine = handles
         start = time.perf_counter()
-        deployment.add_version(handle, v2)
+        deployment.add_version(lora_engine, v2)
         emit(out, {"run": "load-delta-adapter-v2", "seconds": round(time.perf_counter() - start, 2)})
-        emit(out, {"run": "smoke", **{v: r["text"][:40] for v, r in deployment.smoke(handle, ["1", "2", "base"]).items()}})
-        deployment.route("2", [handle], canary_share=0.1)
+        emit(out, {"run": "smoke", **{v: r["text"][:40] for v, r in deployment.smoke(lora_engine, ["1", "2", "base"]).items()}})
+        deployment.route("1", handles, canary_share=0.0)
+        deployment.route("2", handles, canary_share=0.1)
         settings = GatewaySettings(port=8700, routing_file=deployment.routing_file,
                                    keys_file=str(WORK / "state" / "api_keys.json"), log_dir=str(WORK / "spool"),
-                                   engines=[EngineSettings(name="primary", url=cfg.url, timeout_s=600,
-                                                           read_timeout_s=120)],
+                                   engines=[EngineSettings(name=h.name, url=h.url, timeout_s=600, read_timeout_s=120)
+                                            for h in handles],
                                    tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)})
         gateway, _ = deployment.ensure_gateway(settings)
         key, _ = KeyStore.load(settings.keys_file).add("bench", "bench")
         time.sleep(1.2)
-        runs = [(cfg.url, "crawl2serve", c, "sglang-champion", None) for c in CONCURRENCY]
+        runs = [(champion_cfg.url, "crawl2serve", c, "sglang-champion-merged", None) for c in CONCURRENCY]
         runs += [(gateway["url"], "crawl2serve@1", c, "gateway-champion", key) for c in CONCURRENCY]
+        runs += [(cfg.url, "crawl2serve", c, "sglang-lora-engine-anchor", None) for c in (1, 64)]
         runs += [(cfg.url, "crawl2serve:v2", c, "sglang-canary-delta", None) for c in CONCURRENCY]
         runs += [(gateway["url"], "crawl2serve@2", 64, "gateway-canary-delta", key)]
         for url, model, c, label, api_key in runs:
@@ -172,6 +182,10 @@ def phase_deploy(out: Path) -> None:
                 bench(url, model, c, label, out, key=api_key)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:  # keep going: report what ran
                 emit(out, {"run": label, "concurrency": c, "error": str(exc)})
+        start = time.perf_counter()
+        deployment.add_version(champion, v2, promote=True)  # promotion: the champion engine swaps in v2 merged
+        emit(out, {"run": "promote-v2-update-weights", "seconds": round(time.perf_counter() - start, 2),
+                   "smoke": deployment.smoke(champion, ["2"])["2"]["text"][:40]})
         from serving.gateway.logstore import read_rows
 
         rows, skipped = read_rows(str(WORK / "spool"))

@@ -22,6 +22,7 @@ from .feast_store import FeastStore
 from .storage import DataRoot
 
 STATE_ASSET = "sglang_deployment"
+K8S_SERVED_NAME = "crawl2serve"  # the served model name (serving.deploy.Deployment's model_name)
 
 
 def gpu_visible() -> bool:
@@ -51,6 +52,9 @@ class ServingEngine(dg.ConfigurableResource):
     sglang_args: list[str] = Field(default_factory=list, description="Extra launch_server arguments, e.g. "
                                    "['--mem-fraction-static', '0.8', '--attention-backend', 'triton']")
     cpu_args: list[str] = Field(default_factory=list, description="Extra `transformers serve` arguments")
+    champion_engine_port: int | None = Field(None, description="sglang: also run a LoRA-free SGLang engine on "
+                                             "this port serving the champion's merged weights at the bare model's "
+                                             "speed; the LoRA engine then serves canaries and earlier versions")
     fallback_cpu_port: int | None = Field(None, description="Also run a CPU engine on this port as the fallback "
                                           "(with backend sglang)")
     startup_timeout_s: float = 900.0
@@ -60,6 +64,21 @@ class ServingEngine(dg.ConfigurableResource):
     blocked_patterns: list[str] = Field(default_factory=list, description="Regexes blocked in prompts and outputs")
     feast_tiers: bool = Field(True, description="Read tenant tiers from Feast and push usage back")
     usage_push_interval_s: float = Field(15.0, description="Seconds between the gateway's usage pushes to Feast")
+    # -- mode="k8s": the engine as a Deployment + Service (serving/k8s.py) --------------------------------------
+    k8s_name: str = Field("crawl2serve-sglang", description="k8s: name of the engine's Deployment and Service")
+    namespace: str = Field("crawl2serve", description="k8s: namespace of the engine")
+    image: str = Field("lmsysorg/sglang:latest", description="k8s: SGLang image (SGLang pins its own torch; pin a tag)")
+    gpus: int = Field(1, description="k8s: nvidia.com/gpu per engine pod (>1: tensor parallel over them)")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="k8s: node selector of the engine pod")
+    tolerations: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="k8s: tolerations of the engine pod")
+    data_claim: str | None = Field(None, description="k8s: PersistentVolumeClaim holding the data root (models, "
+                                   "adapters), mounted at data_mount")
+    data_mount: str = Field("/data", description="k8s: where the data root is mounted in the engine pod (the data "
+                            "root's own path, so paths mean the same in every pod)")
+    service_host: str | None = Field(None, description="k8s: host the engine Service is reached at; default its "
+                                     "cluster DNS name <k8s_name>.<namespace>.svc.cluster.local")
 
     def resolved_backend(self) -> str:
         if self.backend not in ("auto", "sglang", "cpu"):
@@ -81,6 +100,11 @@ class ServingEngine(dg.ConfigurableResource):
                                extra_args=self.sglang_args if backend == "sglang" else self.cpu_args,
                                startup_timeout_s=self.startup_timeout_s, max_lora_rank=self.max_lora_rank)
         configs = [primary]
+        if backend == "sglang" and self.champion_engine_port:
+            configs.insert(0, EngineConfig(name="champion", backend="sglang", host=self.host,
+                                           port=self.champion_engine_port, python=self.sglang_python,
+                                           extra_args=self.sglang_args, startup_timeout_s=self.startup_timeout_s,
+                                           lora=False))
         if backend == "sglang" and self.fallback_cpu_port:
             configs.append(EngineConfig(name="fallback", backend="cpu", host=self.host, port=self.fallback_cpu_port,
                                         extra_args=self.cpu_args, startup_timeout_s=self.startup_timeout_s))
@@ -103,3 +127,25 @@ class ServingEngine(dg.ConfigurableResource):
             redis_url=self.redis_url,
             engines=[EngineSettings(name=c.name, url=c.url) for c in self.engine_configs()],
             guardrails=GuardrailSettings(blocked_patterns=self.blocked_patterns), feast=feast)
+
+    # -- mode="k8s" --------------------------------------------------------------------------------------------------
+    def k8s_manifests(self, model_path: str, adapters: dict[str, str] | None = None) -> list[dict]:
+        """The engine's Deployment + Service (``serving.k8s.sglang_manifests``) serving ``model_path`` (a path
+        inside the pod: under ``data_mount``) with this resource's image, GPUs, placement and SGLang arguments."""
+        from serving.k8s import sglang_manifests
+
+        return sglang_manifests(name=self.k8s_name, namespace=self.namespace, image=self.image, model_path=model_path,
+                                served_name=K8S_SERVED_NAME, port=self.engine_port, gpus=self.gpus, adapters=adapters,
+                                extra_args=self.sglang_args, node_selector=self.node_selector,
+                                tolerations=self.tolerations, data_claim=self.data_claim, data_mount=self.data_mount,
+                                max_lora_rank=self.max_lora_rank,
+                                startup_timeout_s=int(self.startup_timeout_s))
+
+    def k8s_endpoint(self) -> str:
+        """The engine's URL as the gateway and the Dagster steps reach it: the Service's cluster DNS name (or
+        ``service_host``) and ``engine_port``."""
+        from serving.k8s import service_url
+
+        if self.service_host:
+            return f"http://{self.service_host}:{self.engine_port}"
+        return service_url(self.k8s_name, self.namespace, self.engine_port)

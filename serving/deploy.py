@@ -24,7 +24,8 @@ from pathlib import Path
 
 from .bundle import build_merged, delta_adapter
 from .engines import (EngineHandle, alive, complete, cpu_command, engine_version, healthy, load_adapter,
-                      load_handles, save_handles, sglang_command, start_process, stop_process, wait_healthy)
+                      load_handles, save_handles, sglang_command, start_process, stop_process, update_weights,
+                      wait_healthy)
 from .gateway.routing import read_routing, write_routing
 from .gateway.settings import GatewaySettings
 
@@ -50,6 +51,7 @@ class EngineConfig:
     extra_args: list[str] = field(default_factory=list)
     startup_timeout_s: float = 900.0
     max_lora_rank: int = 64
+    lora: bool = True  # sglang only; False: the champion's merged weights alone, at the bare model's speed
 
     @property
     def url(self) -> str:
@@ -88,13 +90,20 @@ class Deployment:
         started with the champion as its anchor. Returns ``(handle, seconds to healthy or None if reused)``."""
         handle = self.handles().get(cfg.name)
         if handle and handle.kind == cfg.backend and handle.url == cfg.url and handle.base_model == champion.base_model \
-                and alive(handle.pid) and healthy(handle.url):
+                and handle.lora == cfg.lora and alive(handle.pid) and healthy(handle.url):
             self.log(f"engine {cfg.name} ({handle.kind}, pid {handle.pid}) is up at {handle.url}: reusing it")
             return handle, None
         if handle and alive(handle.pid):
             self.log(f"engine {cfg.name}: stopping pid {handle.pid} (configuration changed)")
             stop_process(handle.pid)
-        if cfg.backend == "sglang":
+        if cfg.backend == "sglang" and not cfg.lora:
+            anchor = str(build_merged(champion.base_model, champion.adapter_dir,
+                                      str(self.models_dir(f"v{champion.version}-merged")), dtype="auto"))
+            command = sglang_command(python=cfg.python, model_path=anchor, host=cfg.host, port=cfg.port,
+                                     served_name=self.model_name, lora=False, extra_args=cfg.extra_args)
+            models = {champion.version: self.model_name}
+            self._remember_adapter(champion)
+        elif cfg.backend == "sglang":
             anchor = str(build_merged(champion.base_model, champion.adapter_dir,
                                       str(self.models_dir(f"v{champion.version}-merged")), dtype="auto"))
             to_base = str(delta_adapter(None, champion.adapter_dir, str(self.models_dir(
@@ -116,14 +125,28 @@ class Deployment:
         self.log(f"engine {cfg.name}: healthy after {seconds:.1f} s")
         handle = EngineHandle(name=cfg.name, kind=cfg.backend, url=cfg.url, pid=pid, command=command, log=log_path,
                               base_model=champion.base_model, anchor=champion.version, models=models,
-                              version=engine_version(cfg.backend, cfg.python))
+                              version=engine_version(cfg.backend, cfg.python), lora=cfg.lora)
         self._save(handle)
         return handle, seconds
 
-    def add_version(self, handle: EngineHandle, release: Release) -> str:
-        """Load ``release`` into the running engine (if not loaded yet); returns the engine's model value."""
+    def add_version(self, handle: EngineHandle, release: Release, promote: bool = True) -> str | None:
+        """Load ``release`` into the running engine (if not loaded yet); returns the engine's model value.
+
+        A LoRA-free SGLang engine serves one version, the champion: it takes ``release`` only when ``promote``,
+        by swapping in its merged weights (``/update_weights_from_disk``); until then (and while a canary runs)
+        the LoRA engine serves the new version. Returns None when the engine does not serve ``release``."""
         if release.version in handle.models:
             return handle.models[release.version]
+        if handle.kind == "sglang" and not handle.lora:
+            if not promote:
+                return None
+            merged = build_merged(release.base_model, release.adapter_dir,
+                                  str(self.models_dir(f"v{release.version}-merged")), dtype="auto")
+            update_weights(handle.url, str(merged))
+            handle.models, handle.anchor = {release.version: self.model_name}, release.version
+            self._save(handle)
+            self._remember_adapter(release)
+            return self.model_name
         if handle.kind == "sglang":
             anchor_adapter = self._adapters().get(handle.anchor)
             name = f"v{release.version}"
@@ -152,9 +175,10 @@ class Deployment:
         tmp.replace(self.dir / "adapters.json")
 
     def smoke(self, handle: EngineHandle, versions: list[str], max_tokens: int = 8) -> dict[str, dict]:
-        """A greedy completion per version (the champion with its adapter, and the base model without)."""
+        """A greedy completion per version the engine serves (the champion with its adapter, and the base
+        model without)."""
         results = {}
-        for version in versions:
+        for version in [v for v in versions if v in handle.models]:
             results[version] = complete(handle.url, handle.models[version], SMOKE_PROMPT, max_tokens=max_tokens)
             self.log(f"smoke {handle.name} v{version}: {results[version]['text']!r} "
                      f"({results[version]['latency_s']} s)")

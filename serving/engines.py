@@ -51,6 +51,7 @@ class EngineHandle:
     base_model: str
     anchor: str
     models: dict[str, str] = field(default_factory=dict)
+    lora: bool = True
     version: str = "unknown"
     started: float = field(default_factory=time.time)
 
@@ -64,14 +65,17 @@ class EngineHandle:
 
 def sglang_command(*, python: str, model_path: str, host: str, port: int, served_name: str,
                    adapters: dict[str, str] | None = None, max_lora_rank: int = 64, max_loras_per_batch: int = 4,
-                   extra_args: list[str] | None = None) -> list[str]:
+                   lora: bool = True, extra_args: list[str] | None = None) -> list[str]:
     """``python -m sglang.launch_server`` serving ``model_path`` as ``served_name`` with LoRA slots for the
     adapters (``{name: path}``, loadable later too). ``max_lora_rank`` must cover delta adapters (the sum of
-    two adapters' ranks, see :mod:`serving.bundle`)."""
+    two adapters' ranks, see :mod:`serving.bundle`). ``lora=False``: plain weights only, at full speed (an
+    SGLang server with LoRA enabled runs every batch through the LoRA kernels; bench_serving.py measured it)."""
     cmd = [python, "-m", "sglang.launch_server", "--model-path", model_path, "--host", host, "--port", str(port),
-           "--served-model-name", served_name, "--enable-lora", "--max-lora-rank", str(max_lora_rank),
-           "--max-loras-per-batch", str(max_loras_per_batch),
-           "--lora-target-modules", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+           "--served-model-name", served_name]
+    if not lora:
+        return cmd + list(extra_args or [])
+    cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras-per-batch", str(max_loras_per_batch),
+            "--lora-target-modules", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     if adapters:
         cmd += ["--lora-paths", *[f"{name}={path}" for name, path in adapters.items()]]
     return cmd + list(extra_args or [])
@@ -190,6 +194,16 @@ def load_adapter(url: str, name: str, path: str, timeout_s: float = 300.0) -> No
     body = r.text
     if r.status_code != 200 or '"success":false' in body.replace(" ", ""):
         raise EngineError(f"{url}: loading adapter {name!r} from {path} failed ({r.status_code}): {body[:500]}")
+
+
+def update_weights(url: str, model_path: str, timeout_s: float = 600.0) -> dict:
+    """Swap a running SGLang server's weights in place (``POST /update_weights_from_disk``); requests in
+    flight are paused, not dropped."""
+    r = httpx.post(f"{url}/update_weights_from_disk", json={"model_path": model_path}, timeout=timeout_s)
+    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"message": r.text}
+    if r.status_code != 200 or not body.get("success", False):
+        raise EngineError(f"{url}: updating weights from {model_path} failed ({r.status_code}): {str(body)[:500]}")
+    return body
 
 
 def unload_adapter(url: str, name: str, timeout_s: float = 60.0) -> None:

@@ -48,7 +48,7 @@ def sglang_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
     handles, startup = [], {}
     for engine_config in serving_engine.engine_configs():
         handle, seconds = deployment.ensure_engine(engine_config, release)
-        deployment.add_version(handle, release)
+        deployment.add_version(handle, release, promote=config.canary_share == 0)
         smoke = deployment.smoke(handle, [release.version, "base"], max_tokens=config.smoke_tokens)
         if any(not r["completion_tokens"] for r in smoke.values()):
             raise dg.Failure(f"smoke test on {handle.name} produced no tokens: {smoke}")
