@@ -21,7 +21,7 @@ from .training import TrainingLauncher
 
 ENV_VAR = "CRAWL2SERVE_ENV"
 
-# The production environment's variables: name -> (required, what it is). deploy/k8s/config.yaml sets them.
+# The production environment's variables: name -> (required, what it is). deploy/k8s/10-config.yaml sets them.
 PRODUCTION_ENV: dict[str, tuple[bool, str]] = {
     "CRAWL2SERVE_DATA_ROOT": (True, "the data root: a path on the shared volume (e.g. /data) or an fsspec URL "
                               "(e.g. s3://bucket/crawl2serve)"),
@@ -151,7 +151,7 @@ def _number(name: str, value: str, kind, minimum=None):
     try:
         number = kind(value)
     except ValueError:
-        raise MissingEnvironment(f"{name}={value!r}: not a {kind.__name__}") from None
+        raise MissingEnvironment(f"{name}={value!r}: not {'an integer' if kind is int else 'a number'}") from None
     if minimum is not None and number < minimum:
         raise MissingEnvironment(f"{name}={value!r}: must be at least {minimum}")
     return number

@@ -129,23 +129,35 @@ class ServingEngine(dg.ConfigurableResource):
             guardrails=GuardrailSettings(blocked_patterns=self.blocked_patterns), feast=feast)
 
     # -- mode="k8s" --------------------------------------------------------------------------------------------------
-    def k8s_manifests(self, model_path: str, adapters: dict[str, str] | None = None) -> list[dict]:
+    def _k8s_engine(self, engine: str) -> tuple[str, int, bool]:
+        """(Deployment/Service name, port, LoRA enabled) of an engine: ``primary`` (the LoRA engine) or
+        ``champion`` (the LoRA-free engine of ``champion_engine_port``)."""
+        if engine == "primary":
+            return self.k8s_name, self.engine_port, True
+        if engine == "champion":
+            return f"{self.k8s_name}-champion", self.champion_engine_port or self.engine_port, False
+        raise ValueError(f"engine={engine!r}: expected primary or champion")
+
+    def k8s_manifests(self, model_path: str, adapters: dict[str, str] | None = None, *,
+                      engine: str = "primary") -> list[dict]:
         """The engine's Deployment + Service (``serving.k8s.sglang_manifests``) serving ``model_path`` (a path
         inside the pod: under ``data_mount``) with this resource's image, GPUs, placement and SGLang arguments."""
         from serving.k8s import sglang_manifests
 
-        return sglang_manifests(name=self.k8s_name, namespace=self.namespace, image=self.image, model_path=model_path,
-                                served_name=K8S_SERVED_NAME, port=self.engine_port, gpus=self.gpus, adapters=adapters,
+        name, port, lora = self._k8s_engine(engine)
+        return sglang_manifests(name=name, namespace=self.namespace, image=self.image, model_path=model_path,
+                                served_name=K8S_SERVED_NAME, port=port, gpus=self.gpus, adapters=adapters,
                                 extra_args=self.sglang_args, node_selector=self.node_selector,
                                 tolerations=self.tolerations, data_claim=self.data_claim, data_mount=self.data_mount,
-                                max_lora_rank=self.max_lora_rank,
+                                max_lora_rank=self.max_lora_rank, lora=lora,
                                 startup_timeout_s=int(self.startup_timeout_s))
 
-    def k8s_endpoint(self) -> str:
+    def k8s_endpoint(self, engine: str = "primary") -> str:
         """The engine's URL as the gateway and the Dagster steps reach it: the Service's cluster DNS name (or
-        ``service_host``) and ``engine_port``."""
+        ``service_host``, primary engine only) and its port."""
         from serving.k8s import service_url
 
-        if self.service_host:
-            return f"http://{self.service_host}:{self.engine_port}"
-        return service_url(self.k8s_name, self.namespace, self.engine_port)
+        name, port, _ = self._k8s_engine(engine)
+        if self.service_host and engine == "primary":
+            return f"http://{self.service_host}:{port}"
+        return service_url(name, self.namespace, port)

@@ -35,17 +35,20 @@ def sglang_manifests(*, name: str, namespace: str, image: str, model_path: str, 
                      extra_args: Iterable[str] | None = None, node_selector: Mapping[str, str] | None = None,
                      tolerations: Iterable[Mapping[str, Any]] | None = DEFAULT_TOLERATIONS,
                      data_claim: str | None = None, data_mount: str = "/data", max_lora_rank: int = 64,
-                     python: str = "python3", shm_size: str | None = "16Gi", replicas: int = 1,
+                     lora: bool = True, python: str = "python3", shm_size: str | None = "16Gi", replicas: int = 1,
                      startup_timeout_s: int = 1800) -> list[dict]:
     """An ``apps/v1`` Deployment and a ``v1`` Service running SGLang's ``launch_server`` on ``gpus`` GPUs.
 
     ``model_path`` and the ``adapters`` paths are paths inside the pod: under ``data_mount`` when the data root
     comes from the ``data_claim`` volume, or baked into ``image``. ``gpus > 1`` adds ``--tp-size gpus`` (tensor
-    parallel over the pod's GPUs) unless ``extra_args`` already sets it. The Deployment uses the ``Recreate``
+    parallel over the pod's GPUs) unless ``extra_args`` already sets it. ``lora=False``: plain weights only (the
+    LoRA-free champion engine; ``adapters`` must then be empty). The Deployment uses the ``Recreate``
     strategy: a rolling update would need a second set of free GPUs before the old pod lets go of its own.
     """
     if gpus < 1:
         raise ValueError(f"gpus={gpus}: SGLang needs at least one GPU")
+    if adapters and not lora:
+        raise ValueError("adapters need lora=True (an engine without LoRA slots cannot load them)")
     if not name or len(name) > 63:
         raise ValueError(f"name={name!r}: a Kubernetes name of 1-63 characters is needed")
     mount = data_mount.rstrip("/") or "/"
@@ -59,7 +62,7 @@ def sglang_manifests(*, name: str, namespace: str, image: str, model_path: str, 
         args += ["--tp-size", str(gpus)]
     command = sglang_command(python=python, model_path=model_path, host="0.0.0.0", port=port,
                              served_name=served_name, adapters=dict(adapters) if adapters else None,
-                             max_lora_rank=max_lora_rank, extra_args=args)
+                             max_lora_rank=max_lora_rank, lora=lora, extra_args=args)
     gpu = str(gpus)
     probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 5}
     container = {
