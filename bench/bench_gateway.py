@@ -97,6 +97,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--itl-ms", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 64])
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     (tmp / "engine.py").write_text(ENGINE)
@@ -109,15 +110,17 @@ def main() -> int:
     key, _ = KeyStore.load(tmp / "keys.json").add("bench", "bench")
     GatewaySettings(port=gw_port, routing_file=str(tmp / "routing.json"), keys_file=str(tmp / "keys.json"),
                     log_dir=str(tmp / "spool"), engines=[EngineSettings(name="primary", url=engine_url)],
-                    tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)}
-                    ).dump(str(tmp / "gateway.yaml"))
-    gateway = start_process([sys.executable, "-m", "serving", "gateway", "--config", str(tmp / "gateway.yaml")],
-                            str(tmp / "gateway.log"))
+                    tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
+                    workers=args.workers).dump(str(tmp / "gateway.yaml"))
+    profile = ["-m", "cProfile", "-o", os.environ["PROFILE_GATEWAY"]] if os.environ.get("PROFILE_GATEWAY") else []
+    gateway = start_process([sys.executable, *profile, "-m", "serving", "gateway", "--config",
+                             str(tmp / "gateway.yaml")], str(tmp / "gateway.log"))
     gw_url = f"http://127.0.0.1:{gw_port}"
     try:
         wait_healthy(engine_url, pid=engine, log_path=str(tmp / "engine.log"), timeout_s=60)
         wait_healthy(gw_url, pid=gateway, log_path=str(tmp / "gateway.log"), timeout_s=60)
-        print(f"{args.tokens} tokens per request, {args.itl_ms} ms between tokens; cpu count {os.cpu_count()}")
+        print(f"{args.tokens} tokens per request, {args.itl_ms} ms between tokens; {args.workers} gateway "
+              f"worker(s); cpu count {os.cpu_count()}")
         print(f"{'concurrency':>11} {'direct tok/s':>13} {'gateway tok/s':>14} {'ratio':>6} "
               f"{'TTFT direct':>12} {'TTFT gw':>8} {'added ms':>9}")
         for c in args.concurrency:

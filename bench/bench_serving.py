@@ -139,6 +139,15 @@ def phase_hf(out: Path, batches: int = 2, batch: int = 64) -> None:
                "output_tok_s": round(useful / elapsed, 1), "seconds": round(elapsed, 2)})
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far (Linux /proc)."""
+    total = 0.0
+    for p in [pid, *[int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(") ", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def phase_deploy(out: Path) -> None:
     from serving.deploy import Deployment, EngineConfig, Release
     from serving.gateway.auth import KeyStore
@@ -173,15 +182,24 @@ def phase_deploy(out: Path) -> None:
         key, _ = KeyStore.load(settings.keys_file).add("bench", "bench")
         time.sleep(1.2)
         runs = [(champion_cfg.url, "crawl2serve", c, "sglang-champion-merged", None) for c in CONCURRENCY]
-        runs += [(gateway["url"], "crawl2serve@1", c, "gateway-champion", key) for c in CONCURRENCY]
-        runs += [(cfg.url, "crawl2serve", c, "sglang-lora-engine-anchor", None) for c in (1, 64)]
         runs += [(cfg.url, "crawl2serve:v2", c, "sglang-canary-delta", None) for c in CONCURRENCY]
-        runs += [(gateway["url"], "crawl2serve@2", 64, "gateway-canary-delta", key)]
-        for url, model, c, label, api_key in runs:
-            try:
-                bench(url, model, c, label, out, key=api_key)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:  # keep going: report what ran
-                emit(out, {"run": label, "concurrency": c, "error": str(exc)})
+        for workers in (1, 4):
+            if workers > 1:
+                gateway, _ = deployment.ensure_gateway(settings.model_copy(update={"workers": workers}))
+                time.sleep(2)
+            runs += [(gateway["url"], "crawl2serve@1", c, f"gateway{workers}w-champion", key) for c in CONCURRENCY]
+            runs += [(gateway["url"], "crawl2serve@2", 64, f"gateway{workers}w-canary-delta", key)]
+            for url, model, c, label, api_key in runs:
+                try:
+                    before, t0 = cpu_seconds(gateway["pid"]), time.perf_counter()
+                    record = bench(url, model, c, label, out, key=api_key)
+                    if "gateway" in label:
+                        busy = (cpu_seconds(gateway["pid"]) - before) / (time.perf_counter() - t0)
+                        emit(out, {"run": f"{label}-cpu", "concurrency": c, "gateway_cores_busy": round(busy, 2),
+                                   "output_tok_s": record["output_tok_s"]})
+                except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:  # keep going: report what ran
+                    emit(out, {"run": label, "concurrency": c, "error": str(exc)})
+            runs = []
         start = time.perf_counter()
         deployment.add_version(champion, v2, promote=True)  # promotion: the champion engine swaps in v2 merged
         emit(out, {"run": "promote-v2-update-weights", "seconds": round(time.perf_counter() - start, 2),

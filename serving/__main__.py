@@ -37,8 +37,17 @@ def cmd_gateway(args) -> int:
         print(f"gateway config {args.config} is invalid:\n{exc}", file=sys.stderr)
         return 2
     host, port = args.host or settings.host, args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=10)
+    options = dict(host=host, port=port, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=10)
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Several worker processes on one port: each loads the app from the config named in the environment and
+    # writes Prometheus samples to a shared folder that /metrics aggregates (prometheus_client multiprocess mode).
+    import tempfile
+
+    os.environ["CRAWL2SERVE_GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="c2s-gateway-metrics-")
+    uvicorn.run("serving.gateway.asgi:app", workers=settings.workers, **options)
     return 0
 
 

@@ -15,7 +15,7 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from . import jsonio
@@ -85,7 +85,10 @@ class Gateway:
         self.tiers = {**DEFAULT_TIERS, **{name: t.tier(name) for name, t in settings.tiers.items()}}
         g = settings.guardrails
         self.guardrails = Guardrails(g.blocked_patterns, g.injection_threshold, g.max_output_chars)
-        self.tier_source = TierSource(settings.feast)
+        if settings.workers > 1 and not settings.redis_url:
+            log.warning("%d workers without redis_url: rate limits apply per worker and usage is not pushed to "
+                        "Feast (each worker would overwrite the others' counts); set redis_url", settings.workers)
+        self.tier_source = TierSource(settings.feast, push=settings.workers == 1 or bool(settings.redis_url))
         self.log = InferenceLog(settings.log_dir, flush_interval_s=settings.log_flush_interval_s)
 
     # -- request pipeline ------------------------------------------------------------------------------------
@@ -420,7 +423,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.get("/metrics")
     async def metrics():
         gateway.metrics.log_pending.set(gateway.log.pending)
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models(request: Request):

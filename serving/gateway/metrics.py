@@ -1,6 +1,13 @@
-"""Prometheus metrics of the gateway (its own registry, served at ``/metrics``)."""
+"""Prometheus metrics of the gateway (its own registry, served at ``/metrics``).
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+With several worker processes (``workers > 1``), prometheus_client's multiprocess mode is on
+(``PROMETHEUS_MULTIPROC_DIR``): every worker writes its samples to files there and ``/metrics`` sums them;
+gauges say how (in-flight requests summed over live workers, circuit state per worker pid).
+"""
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -21,12 +28,24 @@ class GatewayMetrics:
         self.rate_limited = Counter("c2s_gateway_rate_limited", "Requests rejected by the rate limiter",
                                     ["limit", "tier"], registry=r)
         self.circuit = Gauge("c2s_gateway_circuit_state", "Circuit breaker per engine: 0 closed, 1 half-open, 2 open",
-                             ["engine"], registry=r)
+                             ["engine"], registry=r, multiprocess_mode="liveall")
         self.upstream = Counter("c2s_gateway_upstream_requests", "Engine calls by engine and outcome",
                                 ["engine", "outcome"], registry=r)
         self.verdicts = Counter("c2s_gateway_guardrail_verdicts", "Guardrail verdicts", ["stage", "action"], registry=r)
-        self.inflight = Gauge("c2s_gateway_inflight_requests", "Requests being served", registry=r)
-        self.log_pending = Gauge("c2s_gateway_log_pending_rows", "Inference-log rows not yet on disk", registry=r)
+        self.inflight = Gauge("c2s_gateway_inflight_requests", "Requests being served", registry=r,
+                              multiprocess_mode="livesum")
+        self.log_pending = Gauge("c2s_gateway_log_pending_rows", "Inference-log rows not yet on disk", registry=r,
+                                 multiprocess_mode="livesum")
+
+    def exposition(self) -> bytes:
+        """The text format of all samples: this process's, or every worker's in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
     def circuit_changed(self, engine: str, old: str, new: str) -> None:
         self.circuit.labels(engine).set(CIRCUIT_STATES[new])

@@ -94,6 +94,7 @@ class GatewaySettings(_Strict):
     feast: FeastSettings | None = None
     tiers: dict[str, TierSettings] = Field(default_factory=dict)
     log_flush_interval_s: float = 0.05
+    workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
 
     @classmethod
     def load(cls, path: str) -> "GatewaySettings":

@@ -68,8 +68,8 @@ class TierSource:
     """Tier lookups (cached ``cache_ttl_s``) and the usage pusher. Without Feast settings every tenant keeps its
     key's tier and nothing is pushed."""
 
-    def __init__(self, settings: FeastSettings | None, clock=time.monotonic):
-        self.settings, self.clock = settings, clock
+    def __init__(self, settings: FeastSettings | None, clock=time.monotonic, push: bool = True):
+        self.settings, self.clock, self.push = settings, clock, push
         self.usage = UsageWindow()
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._tiers_seen: dict[str, str] = {}
@@ -145,7 +145,7 @@ class TierSource:
         return len(df)
 
     async def run_pusher(self, stop: asyncio.Event) -> None:
-        if self.settings is None:
+        if self.settings is None or not self.push:
             return
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):

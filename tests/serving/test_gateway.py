@@ -161,3 +161,18 @@ def test_health_ready_and_metrics(gateway):
                  "c2s_gateway_tokens_total", "c2s_gateway_circuit_state", "c2s_gateway_guardrail_verdicts_total"):
         assert name in text, name
     assert metric(gateway.url, "c2s_gateway_circuit_state", engine="primary") == 0
+
+
+def test_several_workers_share_the_port_and_metrics_add_up(tmp_path, cpu_engine, tiny_model):
+    gw = start_gateway(tmp_path, [("primary", cpu_engine.url)], tiny_model, workers=2)
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: client.completions.create(model="crawl2serve", prompt="The", max_tokens=2),
+                          range(16)))
+        assert metric(gw.url, "c2s_gateway_requests_total", endpoint="completions", status="200") == 16
+        time.sleep(0.3)
+        logged = read_rows(gw.settings.log_dir)[0]
+        assert len(logged) == 16 and len({r["request_id"] for r in logged}) == 16
+    finally:
+        gw.stop()
