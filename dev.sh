@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # crawl2serve developer entry point.
-#   ./dev.sh main   set up .venv and materialize the main job (today's crawl partition) on the embedded default
+#   ./dev.sh main   set up .venv, materialize the whole lineage (today's crawl partition) on the embedded default,
+#                   send a few requests through the gateway it starts, and materialize this hour's monitoring
 #   ./dev.sh test   set up .venv and run the test suite
 #   ./dev.sh setup  only set up .venv
 #   ./dev.sh feast ARGS   the Feast CLI on feature_repo/ with the data root's store, e.g. ./dev.sh feast serve
+#   ./dev.sh ui     dagster dev (webserver + daemon: schedules and sensors tick) on http://127.0.0.1:3000
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,6 +34,11 @@ case "${1:-}" in
     partition="${2:-$(date -u +%F)}"
     .venv/bin/dagster job execute -m pipelines.definitions -j main \
       -c pipelines/embedded.yaml --tags "{\"dagster/partition\": \"$partition\"}"
+    .venv/bin/python -m serving demo
+    hour="$(date -u +%Y-%m-%d-%H:00)"
+    .venv/bin/dagster job execute -m pipelines.definitions -j monitoring --tags "{\"dagster/partition\": \"$hour\"}"
+    .venv/bin/python -m serving status
+    echo "gateway and engine keep running; stop them with: .venv/bin/python -m serving stop"
     ;;
   feast)
     setup
@@ -41,10 +48,14 @@ case "${1:-}" in
     export CRAWL2SERVE_REDIS="${CRAWL2SERVE_REDIS:-127.0.0.1:6379}"
     exec .venv/bin/feast -c feature_repo "$@"
     ;;
+  ui)
+    setup
+    exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${2:-3000}"
+    ;;
   test)
     setup
     shift
     .venv/bin/python -m pytest "$@"
     ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

@@ -17,8 +17,10 @@ from assets.training.assets import base_model, tokenizer, training_dataset  # no
 from assets.training.lora import lora_adapter  # noqa: E402
 from assets.release.assets import model_evaluation, registered_model, rollback_model  # noqa: E402
 from assets.serving.assets import sglang_deployment  # noqa: E402
-from pipelines.jobs import main_job  # noqa: E402
+from assets.monitoring.assets import drift_report, inference_log  # noqa: E402
+from pipelines.jobs import main_job, monitoring_job, retrain_job, serve_champion_job  # noqa: E402
 from pipelines.schedules import schedules  # noqa: E402
+from pipelines.sensors import sensors  # noqa: E402
 from resources import build_resources  # noqa: E402
 
 ASSETS = [
@@ -26,11 +28,13 @@ ASSETS = [
     document_features, feast_registry, feast_online_store,
     tokenizer, base_model, training_dataset, lora_adapter,
     model_evaluation, registered_model, sglang_deployment,
+    inference_log, drift_report,
 ]
 
 defs = dg.Definitions(
     assets=ASSETS,
-    jobs=[main_job, rollback_model],
+    jobs=[main_job, retrain_job, serve_champion_job, monitoring_job, rollback_model],
     schedules=schedules,
+    sensors=sensors,
     resources=build_resources(),
 )

@@ -5,12 +5,16 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from assets.monitoring.assets import monitoring_partitions
 from assets.partitions import crawl_partitions
 
 EMBEDDED_CONFIG_FILE = Path(__file__).with_name("embedded.yaml")
 EMBEDDED_RUN_CONFIG = yaml.safe_load(EMBEDDED_CONFIG_FILE.read_text())
 
 LINEAGE = dg.AssetSelection.groups("crawl", "corpus", "features", "training", "release", "serving")
+RETRAIN = dg.AssetSelection.groups("corpus", "features", "training", "release", "serving")
+# The retraining run reuses the day's crawl: the embedded config without the crawler's part.
+RETRAIN_RUN_CONFIG = {"ops": {k: v for k, v in EMBEDDED_RUN_CONFIG["ops"].items() if k != "raw_crawl"}}
 
 main_job = dg.define_asset_job(
     "main",
@@ -20,3 +24,20 @@ main_job = dg.define_asset_job(
     description="The whole lineage built so far, for one crawl partition: crawl → corpus → features → "
     "training dataset → LoRA adapter → evaluation + gate → registered model → served behind the gateway.",
 )
+
+retrain_job = dg.define_asset_job(
+    "retrain",
+    selection=RETRAIN,
+    partitions_def=crawl_partitions,
+    config=RETRAIN_RUN_CONFIG,
+    description="Retraining on a crawl partition already fetched (what the drift sensor requests): corpus → "
+    "features → training → gate → registry → serving. Run `main` instead to re-crawl too.",
+)
+
+serve_champion_job = dg.define_asset_job(
+    "serve_champion", selection=dg.AssetSelection.assets("sglang_deployment"),
+    description="Serve the registry's current champion (what the new-champion sensor requests).")
+
+monitoring_job = dg.define_asset_job(
+    "monitoring", selection=dg.AssetSelection.groups("monitoring"), partitions_def=monitoring_partitions,
+    description="One hour of inference logs compacted, and its Evidently drift report.")

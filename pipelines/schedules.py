@@ -1,12 +1,24 @@
 """Schedules (all start STOPPED; switch them on in the UI or with ``dagster schedule start``)."""
 
+from datetime import timedelta
+
 import dagster as dg
 
-from pipelines.jobs import main_job
+from assets.monitoring.assets import PARTITION_FORMAT
+from pipelines.jobs import main_job, monitoring_job
 
 # A daily re-crawl: each day's partition is a new crawl (a re-run of a day resumes it).
 daily_recrawl = dg.build_schedule_from_partitioned_job(
     main_job, name="daily_recrawl", hour_of_day=2, default_status=dg.DefaultScheduleStatus.STOPPED
 )
 
-schedules = [daily_recrawl]
+
+
+@dg.schedule(cron_schedule="5 * * * *", job=monitoring_job, default_status=dg.DefaultScheduleStatus.STOPPED,
+             description="Every hour, five minutes past: compact the hour that just ended and report its drift.")
+def hourly_monitoring(context: dg.ScheduleEvaluationContext):
+    hour = (context.scheduled_execution_time - timedelta(hours=1)).strftime(PARTITION_FORMAT)
+    return dg.RunRequest(run_key=f"monitoring-{hour}", partition_key=hour)
+
+
+schedules = [daily_recrawl, hourly_monitoring]

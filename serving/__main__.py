@@ -3,6 +3,7 @@
     python -m serving gateway --config data/sglang_deployment/_/gateway.yaml
     python -m serving keys add --keys-file data/sglang_deployment/_/api_keys.json --tenant acme --tier pro
     python -m serving keys list --keys-file ...
+    python -m serving demo --data-root data     # a few real requests through the running gateway
     python -m serving status --data-root data
     python -m serving stop --data-root data
 """
@@ -100,6 +101,53 @@ def cmd_stop(args) -> int:
     return 0
 
 
+DEMO_PROMPTS = [
+    "The itertools module provides",
+    "To open a file for reading, use",
+    "The json module can serialize",
+    "A dictionary maps keys to",
+    "The subprocess module lets you",
+    "Regular expressions in Python are handled by",
+]
+
+
+def cmd_demo(args) -> int:
+    """Send a few real OpenAI-client requests through the gateway with a temporary key (revoked after)."""
+    import time
+
+    import openai
+
+    from .gateway.auth import KeyStore
+
+    state = _state(args.data_root)
+    try:
+        gateway = json.loads((state / "gateway.json").read_text())
+    except FileNotFoundError:
+        print("no gateway: materialize sglang_deployment first", file=sys.stderr)
+        return 2
+    if not healthy(gateway["url"]):
+        print(f"the gateway at {gateway['url']} is not answering", file=sys.stderr)
+        return 1
+    keys = KeyStore.load(state / "api_keys.json")
+    key, api_key = keys.add("demo", "pro")
+    time.sleep(1.1)  # the gateway re-reads its keys within a second
+    client = openai.OpenAI(base_url=gateway["url"] + "/v1", api_key=key, max_retries=1)
+    try:
+        for i, prompt in enumerate(DEMO_PROMPTS[: args.requests]):
+            start = time.perf_counter()
+            if i % 2:
+                stream = client.chat.completions.create(model="crawl2serve", max_tokens=16, stream=i % 4 == 1,
+                                                        messages=[{"role": "user", "content": prompt}])
+                text = ("".join(c.choices[0].delta.content or "" for c in stream if c.choices) if i % 4 == 1
+                        else stream.choices[0].message.content)
+            else:
+                text = client.completions.create(model="crawl2serve", prompt=prompt, max_tokens=16).choices[0].text
+            print(f"{time.perf_counter() - start:6.2f}s  {prompt!r} -> {text!r}")
+    finally:
+        keys.revoke(api_key.key_id)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--key-id")
     k.set_defaults(fn=cmd_keys)
     default_root = os.environ.get("CRAWL2SERVE_DATA_ROOT", "data")
+    d = sub.add_parser("demo", help="send a few real requests through the running gateway")
+    d.add_argument("--data-root", default=default_root)
+    d.add_argument("--requests", type=int, default=len(DEMO_PROMPTS))
+    d.set_defaults(fn=cmd_demo)
     for name, fn, text in (("status", cmd_status, "engines and gateway the serving asset started"),
                            ("stop", cmd_stop, "stop the engines and the gateway the serving asset started")):
         p = sub.add_parser(name, help=text)

@@ -1,13 +1,22 @@
 """The whole lineage in one in-process run of the ``main`` job: crawl → … → registered model → served behind
 the gateway; then real OpenAI-client traffic with a tenant tier from Feast and usage pushed back to Feast."""
 
+import random
+import string
 import time
 from datetime import datetime, timezone
 
 import dagster as dg
 import openai
 import pandas as pd
+import polars as pl
 import pytest
+
+from assets.monitoring.assets import drift_report, inference_log
+from assets.monitoring.drift import corpus_snippets
+from assets.monitoring.logs import hour_partitions, read_spool
+from pipelines.sensors import drift_retraining, new_champion
+from serving.gateway.routing import read_routing, write_routing
 
 from pipelines.definitions import ASSETS
 from pipelines.jobs import main_job
@@ -33,14 +42,15 @@ def whole(tmp_path_factory):
     config["ops"].update(training_dataset={"config": {"seq_len": SEQ_LEN}},
                          lora_adapter={"config": {"max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},
                          model_evaluation={"config": {"max_sequences": 16}})
+    instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(partition_key=PARTITION, run_config=config, raise_on_error=False,
-                                    instance=dg.DagsterInstance.ephemeral())
-    yield root, res, result
+                                    instance=instance)
+    yield root, res, result, instance
     res["serving_engine"].deployment().stop_all()
 
 
 def test_the_serving_asset_materializes_last_after_registered_model(whole):
-    _, _, result = whole
+    _, _, result, _ = whole
     assert result.success
     order = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
     assert order[-1] == "sglang_deployment" and order.index("registered_model") < order.index("sglang_deployment")
@@ -51,8 +61,76 @@ def test_the_serving_asset_materializes_last_after_registered_model(whole):
     assert meta["routing"].value["stable"] == "1"
 
 
+def _send(client, prompts):
+    for prompt in prompts:
+        client.completions.create(model="crawl2serve", prompt=prompt, max_tokens=2)
+
+
+def _monitor(res, instance, partition):
+    result = dg.materialize([inference_log, drift_report], resources=res, instance=instance, partition_key=partition,
+                            selection=[inference_log, drift_report])
+    assert result.success
+    return result.asset_materializations_for_node("drift_report")[0].metadata
+
+
+def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
+    """Runs before any other test sends traffic through this gateway: the hour holds only what it sends."""
+    root, res, _, instance = whole
+    if datetime.now(timezone.utc).minute >= 58:  # keep all of this test's traffic in one hourly partition
+        time.sleep(150)
+    engine = res["serving_engine"]
+    key, _ = KeyStore.load(engine.gateway_settings().keys_file).add("drift-test", "enterprise")
+    time.sleep(1.1)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{engine.gateway_port}/v1", api_key=key, max_retries=0)
+    corpus = pl.read_parquet(root / "deduplicated_documents" / PARTITION / "data.parquet")
+    _send(client, corpus_snippets(corpus, 60, seed=7)["text"].to_list())  # traffic like the training data
+    time.sleep(0.3)
+    rows, _ = read_spool(engine.gateway_settings().log_dir, hour_partitions(engine.gateway_settings().log_dir))
+    partition = rows["ts"].max().strftime("%Y-%m-%d-%H:00")
+    calm = _monitor(res, instance, partition)
+    assert calm["requests"].value >= 60 and calm["dataset_drift"].value is False, calm["per_column"].value
+    assert (root / "drift_report" / partition / "report.html").stat().st_size > 100_000
+    sensor_ctx = dg.build_sensor_context(instance=instance)
+    assert isinstance(drift_retraining(sensor_ctx), dg.SkipReason)
+
+    rng = random.Random(3)  # clearly shifted: long runs of random letters and another language
+    shifted = ["".join(rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(40, 120)))
+               if i % 2 else "Der Ausschuss prüfte den Jahresbericht und beschloss, die Öffnungszeiten der "
+               f"Bibliothek zu verlängern, Nummer {i}." for i in range(120)]
+    _send(client, shifted)
+    drifted = _monitor(res, instance, partition)
+    assert drifted["dataset_drift"].value is True and "prompt_unk_share" in drifted["drifted_columns"].value
+    request = drift_retraining(dg.build_sensor_context(instance=instance, cursor=sensor_ctx.cursor))
+    assert isinstance(request, dg.RunRequest) and request.run_key == f"drift-{partition}"
+    assert request.partition_key == PARTITION and request.job_name in (None, "retrain")
+    # the same episode, evaluated again (or after a restart, from the stored cursor): no second run
+    next_ctx = dg.build_sensor_context(instance=instance, cursor=sensor_ctx.cursor)
+    drift_retraining(next_ctx)
+    assert isinstance(drift_retraining(dg.build_sensor_context(instance=instance, cursor=next_ctx.cursor)),
+                      dg.SkipReason)
+
+
+def test_new_champion_sensor_serves_a_moved_alias_once(whole):
+    _, res, _, instance = whole
+    resources = {"mlflow_tracking": res["mlflow_tracking"], "serving_engine": res["serving_engine"]}
+    with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+        assert isinstance(new_champion(ctx), dg.SkipReason), "v1 is served already"
+    routing_file = f"{res['serving_engine'].state_dir()}/routing.json"
+    table = read_routing(routing_file)
+    write_routing(routing_file, {**table, "stable": "base"})  # as if the alias had moved away from what is served
+    try:
+        with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+            request = new_champion(ctx)
+            cursor = ctx.cursor
+        assert isinstance(request, dg.RunRequest) and request.tags["crawl2serve/champion"] == "1"
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as again:
+            assert isinstance(new_champion(again), dg.SkipReason)
+    finally:
+        write_routing(routing_file, table)
+
+
 def test_openai_traffic_uses_the_feast_tier_and_pushes_usage_back(whole):
-    _, res, _ = whole
+    _, res, _, _ = whole
     engine = res["serving_engine"]
     store = res["feast_store"].store()
     from feast.data_source import PushMode  # after the store: importing feast is slow, keep it to this test

@@ -28,8 +28,8 @@ Output descriptors (:func:`output_descriptors`): ``output_chars``, ``output_word
 ``output_empty`` (1 when the output has no word: empty or whitespace only, else 0).
 
 Serving columns (:func:`build_current`, from the log row): ``latency_ms``, ``ttft_ms`` (null when the
-request was not streamed), ``completion_tokens``, ``is_error`` (1 when ``status >= 500`` or
-``error`` is not null), ``input_flagged`` / ``input_blocked`` / ``output_flagged`` /
+request was not streamed), ``completion_tokens``, ``is_error`` (1 when ``status >= 500``: the engine failed; a 4xx
+is the client's), ``input_flagged`` / ``input_blocked`` / ``output_flagged`` /
 ``output_blocked`` (1 when that verdict is exactly ``"flag"`` / ``"block"``). A failed request has
 no output to describe: its output descriptors are null.
 
@@ -303,7 +303,7 @@ def _as_polars(df: pl.DataFrame | pd.DataFrame) -> pl.DataFrame:
 
 def _serving_frame(log_df: pl.DataFrame) -> pl.DataFrame:
     """Output descriptors and serving columns of every log row (output descriptors null on errors)."""
-    is_error = ((pl.col("status") >= 500) | pl.col("error").is_not_null()).fill_null(False)
+    is_error = (pl.col("status") >= 500).fill_null(False)
     serving = log_df.select(
         pl.col("latency_ms").cast(pl.Float64),
         pl.col("ttft_ms").cast(pl.Float64),
@@ -361,6 +361,44 @@ def build_reference(corpus_df: pl.DataFrame | pd.DataFrame, tokenizer: Any, samp
     frame = pl.concat(parts, how="diagonal_relaxed")
     missing = [pl.lit(None, dtype=pl.Float64).alias(c) for c in ALL_COLUMNS if c not in frame.columns]
     return frame.with_columns(missing).select(*ALL_COLUMNS, "source").to_pandas()
+
+
+def corpus_snippets(corpus_df: pl.DataFrame | pd.DataFrame, n: int, *, min_words: int = 4, max_words: int = 64,
+                    seed: int = 0, text_column: str = "text") -> pl.DataFrame:
+    """``n`` prompt-sized pieces of the corpus: a random run of ``min_words``..``max_words`` consecutive words
+    from a random document each (seeded). Prompts are short; whole documents are not what traffic from the
+    training distribution looks like, so the prompt reference is built from these."""
+    import random
+
+    rng = random.Random(seed)
+    docs = [t.split() for t in _as_polars(corpus_df)[text_column].to_list() if t and t.split()]
+    if not docs:
+        raise ValueError(f"corpus_snippets: no text in column {text_column!r}")
+    out = []
+    for _ in range(n):
+        words = docs[rng.randrange(len(docs))]
+        size = min(len(words), rng.randint(min_words, max_words))
+        start = rng.randrange(len(words) - size + 1)
+        out.append(" ".join(words[start:start + size]))
+    return pl.DataFrame({text_column: out})
+
+
+def coarsen_languages(current: pd.DataFrame, reference: pd.DataFrame, min_share: float = 0.05,
+                      column: str = "prompt_language") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Languages under ``min_share`` of the reference become ``"other"`` on both sides. Short texts get many
+    rare (often spurious) language labels; a categorical test over dozens of sparse categories flags noise,
+    while a shift to a language the corpus lacks still shows as a larger ``"other"`` share."""
+    ref_lang = reference[column].dropna()
+    shares = ref_lang.value_counts(normalize=True)
+    keep = set(shares[shares >= min_share].index)
+
+    def coarse(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        mask = df[column].notna() & ~df[column].isin(keep)
+        df.loc[mask, column] = "other"
+        return df
+
+    return coarse(current), coarse(reference)
 
 
 # ----- drift -------------------------------------------------------------------------------------
@@ -528,7 +566,7 @@ def rates(log_df: pl.DataFrame | pd.DataFrame) -> dict[str, float | int | None]:
     """Absolute health figures of a window of requests.
 
     - ``requests``: rows.
-    - ``error_rate``: share of requests with ``status >= 500`` or a non-null ``error``.
+    - ``error_rate``: share of requests with ``status >= 500`` (engine failures; 4xx are the client's).
     - ``unsafe_rate``: share with ``input_verdict == "block"`` or ``output_verdict == "block"``.
     - ``flag_rate``: share with ``input_verdict == "flag"`` or ``output_verdict == "flag"`` (a
       request flagged on one side and blocked on the other counts in both rates).
@@ -547,7 +585,7 @@ def rates(log_df: pl.DataFrame | pd.DataFrame) -> dict[str, float | int | None]:
         return ((pl.col("input_verdict") == verdict) | (pl.col("output_verdict") == verdict)).fill_null(False)
 
     row = df.select(
-        ((pl.col("status") >= 500) | pl.col("error").is_not_null()).fill_null(False).mean().alias("error_rate"),
+        (pl.col("status") >= 500).fill_null(False).mean().alias("error_rate"),
         either("block").mean().alias("unsafe_rate"),
         either("flag").mean().alias("flag_rate"),
         pl.col("latency_ms").quantile(0.5, interpolation="linear").alias("latency_p50_ms"),

@@ -187,7 +187,7 @@ def test_rates():
                     output_verdict=["flag", "allow", "allow", "block"])
     r = rates(log)
     assert r["requests"] == 4
-    assert r["error_rate"] == 0.5  # the 503 and the row with an error
+    assert r["error_rate"] == 0.25  # only the 503: a 400 is the client's error, not the engine's
     assert r["unsafe_rate"] == 0.5 and r["flag_rate"] == 0.5
     assert r["latency_p50_ms"] == 250.0 and r["latency_p99_ms"] == pytest.approx(397.0)
     assert rates(log.head(0))["latency_p50_ms"] is None

@@ -1,0 +1,56 @@
+"""The run-failure sensor records an alert (alerts.jsonl, asset observation) and posts the webhook."""
+
+import http.server
+import json
+import threading
+
+import dagster as dg
+
+from pipelines.sensors import run_failure_alerts
+from resources.storage import DataRoot
+
+
+@dg.asset
+def broken_asset():
+    raise RuntimeError("the disk is full")
+
+
+def test_a_failed_run_is_alerted_to_file_observation_and_webhook(tmp_path, monkeypatch):
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 — http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CRAWL2SERVE_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/alerts")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([broken_asset], instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    with dg.build_run_status_sensor_context(sensor_name="run_failure_alerts", dagster_instance=instance,
+                                            dagster_run=result.dagster_run, dagster_event=failure,
+                                            resources={"data_root": DataRoot(url=str(tmp_path))}) as ctx:
+        run_failure_alerts(ctx.for_run_failure())
+    server.shutdown()
+    alerts = [json.loads(line) for line in (tmp_path / "alerts" / "_" / "alerts.jsonl").read_text().splitlines()]
+    assert len(alerts) == 1 and alerts[0]["run_id"] == result.run_id and alerts[0]["job"] == result.job_def.name
+    assert received and received[0]["run_id"] == result.run_id
+    observed = instance.fetch_observations(dg.AssetKey("broken_asset"), limit=1).records
+    assert observed and "failed" in observed[0].event_log_entry.asset_observation.metadata["alert"].value
+
+
+def test_the_hourly_schedule_reports_the_hour_that_just_ended():
+    from datetime import datetime, timezone
+
+    from pipelines.schedules import hourly_monitoring
+
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 23, 7, 5, tzinfo=timezone.utc))
+    request = hourly_monitoring(ctx)
+    assert request.partition_key == "2026-11-23-06:00" and request.run_key == "monitoring-2026-11-23-06:00"
