@@ -22,8 +22,9 @@ untouched), then:
 
 Exit status: 0 when every expected asset (``EXPECTED_ASSETS``) is served, the assets that have checks
 report them, and every screenshot shows what it should; 1 when the inventory is short; 2 when only a
-screenshot is; 3 when Chromium is missing or ``dagster dev`` never came up. The script installs
-nothing: it uses ``$CHROMIUM`` or ``/usr/bin/chromium`` (Debian: ``apt-get install -y chromium``).
+screenshot is; 3 when Chromium is missing, ``dagster dev`` never came up, or the code location failed
+to load (the Python error is printed). The script installs nothing: it uses ``$CHROMIUM`` or
+``/usr/bin/chromium`` (Debian: ``apt-get install -y chromium``).
 
 Stopping ``dagster dev`` reliably needs care, hence the process-group handling:
 
@@ -31,11 +32,12 @@ Stopping ``dagster dev`` reliably needs care, hence the process-group handling:
   server). It runs in its own session (``start_new_session=True``) so the whole tree is one process
   group that can be signalled at once, apart from this script's own group.
 * Dagster maps SIGTERM onto *whatever the SIGINT handler is* (``setup_interrupt_handlers``). A
-  process started in the background by a non-interactive shell (``cmd &``, CI, nohup) inherits SIGINT
-  as SIG_IGN, so such a ``dagster dev`` ignores SIGINT *and* SIGTERM and runs until killed. The child
-  therefore gets SIGINT reset to SIG_DFL before exec; then SIGTERM to the group shuts everything down
-  cleanly in ~3 s. If anything in the group is still alive 20 s later, the group gets SIGKILL, and
-  the temporary sockets and workspace file that the killed processes could not remove are deleted.
+  process started in the background by a non-interactive shell (``cmd &`` in a script or CI step)
+  inherits SIGINT as SIG_IGN, so such a ``dagster dev`` ignores SIGINT *and* SIGTERM and runs until
+  killed. The child therefore gets SIGINT reset to SIG_DFL before exec; then SIGTERM to the group
+  shuts everything down cleanly in ~3-5 s. If anything in the group is still alive 20 s later, the
+  group gets SIGKILL, and the temporary sockets and workspace file that the killed processes could
+  not remove are deleted.
 * The stop runs in a ``finally``, so an exception or Ctrl-C here never leaves a webserver behind.
 
 The "Join the Dagster community" dialog, which the UI shows on 127.0.0.1 to a fresh instance and
@@ -296,7 +298,8 @@ def collect_inventory(url: str) -> dict:
     assets = []
     for node in data["assetNodes"]:
         checks_or_error = node["assetChecksOrError"]
-        checks_error = None if checks_or_error["__typename"] == "AssetChecks" else checks_or_error["__typename"]
+        typename = checks_or_error["__typename"]
+        checks_error = None if typename == "AssetChecks" else typename
         assets.append({
             "key": "/".join(node["assetKey"]["path"]),
             "group": node["groupName"],
@@ -547,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\ndagster dev stopped in {timings['stop_s']} s: {report['stop']}")
     print(f"timings: {json.dumps(timings)}")
-    print(f"wrote {args.out / 'ui_inventory.json'} and {len(report.get('screenshots', []))} PNGs to {args.out}")
+    n_pages = len(report.get("screenshots", []))
+    print(f"wrote {args.out / 'ui_inventory.json'} and the screenshots of {n_pages} pages to {args.out}")
     seen = [k for k in EXPECTED_ASSETS if k in {a['key'] for a in report.get('assets', [])}]
     print(f"expected assets seen: {len(seen)}/{len(EXPECTED_ASSETS)}")
     for p in report.get("problems", []):

@@ -61,7 +61,8 @@ def pod_config(kind: str, *, cpu: str, memory: str, gpus: int = 0, node_selector
 
 # Pod kinds. The crawl is I/O-bound (async fetches); extraction, filtering and MinHash dedup hold a crawl day in
 # memory; tokenizer training, the base model and dataset packing want memory; the Pipes launcher of the trainer
-# only waits; registering loads the adapter; the serving step merges the anchor model on CPU.
+# only waits; registering loads the adapter; the serving step merges the anchor model on CPU; monitoring reads an
+# hour of logs and runs Evidently.
 POD_CONFIGS: dict[str, dict] = {
     "crawl": pod_config("crawl", cpu="1", memory="2Gi"),
     "corpus": pod_config("corpus", cpu="4", memory="16Gi"),
@@ -71,6 +72,7 @@ POD_CONFIGS: dict[str, dict] = {
     "gpu": pod_config("gpu", cpu="8", memory="64Gi", gpus=1),
     "release": pod_config("release", cpu="2", memory="16Gi"),
     "serving": pod_config("serving", cpu="4", memory="32Gi"),
+    "monitoring": pod_config("monitoring", cpu="2", memory="8Gi"),
 }
 CPU_POD_CONFIG = POD_CONFIGS["corpus"]
 GPU_POD_CONFIG = POD_CONFIGS["gpu"]
@@ -100,6 +102,8 @@ STEP_PODS: dict[str, str] = {
     "model_evaluation": "gpu",
     "registered_model": "release",
     "sglang_deployment": "serving",
+    "inference_log": "monitoring",
+    "drift_report": "monitoring",
 }
 
 

@@ -60,6 +60,7 @@ class ServingEngine(dg.ConfigurableResource):
     startup_timeout_s: float = 900.0
     max_lora_rank: int = Field(64, description="SGLang LoRA slots; deltas need the sum of two adapters' ranks")
     gateway_port: int = 8700
+    gateway_url: str | None = Field(None, description="k8s: the gateway Service's URL (deploy/k8s/50-gateway.yaml)")
     redis_url: str | None = Field(None, description="Shared gateway state (rate limits) between replicas")
     blocked_patterns: list[str] = Field(default_factory=list, description="Regexes blocked in prompts and outputs")
     feast_tiers: bool = Field(True, description="Read tenant tiers from Feast and push usage back")
@@ -89,6 +90,22 @@ class ServingEngine(dg.ConfigurableResource):
 
     def state_dir(self) -> str:
         return str(self.data_root.local_path(self.data_root.path(STATE_ASSET)))
+
+    def remote_launcher(self):
+        """``mode="k8s"``: the launcher ``Deployment.ensure_engine`` uses to run an engine as a Kubernetes
+        Deployment + Service (applied through the kubernetes client); ``None`` locally."""
+        if self.mode == "local":
+            return None
+        if self.mode != "k8s":
+            raise ValueError(f"serving_engine.mode={self.mode!r}: expected local or k8s")
+
+        def launch(engine: str, model_path: str, adapters: dict[str, str]) -> str:
+            from serving.k8s import apply_manifests
+
+            apply_manifests(self.k8s_manifests(model_path, adapters or None, engine=engine))
+            return self.k8s_endpoint(engine)
+
+        return launch
 
     def deployment(self, log=print) -> Deployment:
         return Deployment(self.state_dir(), log=log)
@@ -125,7 +142,8 @@ class ServingEngine(dg.ConfigurableResource):
             keys_file=f"{state}/api_keys.json",
             log_dir=str(self.data_root.local_path(self.data_root.path("inference_log", None, "spool"))),
             redis_url=self.redis_url,
-            engines=[EngineSettings(name=c.name, url=c.url) for c in self.engine_configs()],
+            engines=[EngineSettings(name=c.name, url=self.k8s_endpoint(c.name) if self.mode == "k8s" else c.url)
+                     for c in self.engine_configs()],
             guardrails=GuardrailSettings(blocked_patterns=self.blocked_patterns), feast=feast)
 
     # -- mode="k8s" --------------------------------------------------------------------------------------------------

@@ -85,17 +85,24 @@ class Deployment:
         save_handles(self.engines_file, handles)
 
     # -- engines --------------------------------------------------------------------------------------------
-    def ensure_engine(self, cfg: EngineConfig, champion: Release) -> tuple[EngineHandle, float | None]:
+    def ensure_engine(self, cfg: EngineConfig, champion: Release,
+                      remote: Callable[[str, str, dict[str, str]], str] | None = None
+                      ) -> tuple[EngineHandle, float | None]:
         """The running engine ``cfg.name`` if it serves the same base model at the same address, else a new one
-        started with the champion as its anchor. Returns ``(handle, seconds to healthy or None if reused)``."""
+        started with the champion as its anchor. Returns ``(handle, seconds to healthy or None if reused)``.
+
+        ``remote(engine name, model_path, adapters) -> url`` runs the engine elsewhere (a Kubernetes Deployment)
+        instead of as a local process; everything else (anchor, deltas, smoke, routing) is the same."""
         handle = self.handles().get(cfg.name)
-        if handle and handle.kind == cfg.backend and handle.url == cfg.url and handle.base_model == champion.base_model \
-                and handle.lora == cfg.lora and alive(handle.pid) and healthy(handle.url):
+        url = handle.url if (remote and handle) else cfg.url
+        if handle and handle.kind == cfg.backend and handle.url == url and handle.base_model == champion.base_model \
+                and handle.lora == cfg.lora and (handle.pid is None or alive(handle.pid)) and healthy(handle.url):
             self.log(f"engine {cfg.name} ({handle.kind}, pid {handle.pid}) is up at {handle.url}: reusing it")
             return handle, None
-        if handle and alive(handle.pid):
+        if handle and handle.pid and alive(handle.pid):
             self.log(f"engine {cfg.name}: stopping pid {handle.pid} (configuration changed)")
             stop_process(handle.pid)
+        adapters: dict[str, str] = {}
         if cfg.backend == "sglang" and not cfg.lora:
             anchor = str(build_merged(champion.base_model, champion.adapter_dir,
                                       str(self.models_dir(f"v{champion.version}-merged")), dtype="auto"))
@@ -108,22 +115,31 @@ class Deployment:
                                       str(self.models_dir(f"v{champion.version}-merged")), dtype="auto"))
             to_base = str(delta_adapter(None, champion.adapter_dir, str(self.models_dir(
                 f"delta-base-from-v{champion.version}"))))
+            adapters = {"base": to_base}
             command = sglang_command(python=cfg.python, model_path=anchor, host=cfg.host, port=cfg.port,
-                                     served_name=self.model_name, adapters={"base": to_base},
+                                     served_name=self.model_name, adapters=adapters,
                                      max_lora_rank=cfg.max_lora_rank, extra_args=cfg.extra_args)
             models = {champion.version: self.model_name, "base": f"{self.model_name}:base"}
             self._remember_adapter(champion)
         else:
+            anchor = None
             command = cpu_command(python=cfg.python, host=cfg.host, port=cfg.port, extra_args=cfg.extra_args)
             base = str(build_merged(champion.base_model, None, str(self.models_dir("base"))))
             models = {"base": base}
         log_path = str(self.dir / "logs" / f"{cfg.name}.log")
-        self.log(f"engine {cfg.name}: starting {' '.join(command)}")
-        pid = start_process(command, log_path)
-        seconds = wait_healthy(cfg.url, pid=pid, log_path=log_path, timeout_s=cfg.startup_timeout_s,
+        if remote is not None:
+            if anchor is None:
+                raise ValueError(f"engine {cfg.name}: only SGLang engines run remotely")
+            url, pid = remote(cfg.name, anchor, adapters), None
+            self.log(f"engine {cfg.name}: deployed remotely, waiting for {url}/health")
+        else:
+            url = cfg.url
+            self.log(f"engine {cfg.name}: starting {' '.join(command)}")
+            pid = start_process(command, log_path)
+        seconds = wait_healthy(url, pid=pid, log_path=log_path, timeout_s=cfg.startup_timeout_s,
                                progress=lambda s: self.log(f"engine {cfg.name}: waiting for /health ({s:.0f} s)"))
         self.log(f"engine {cfg.name}: healthy after {seconds:.1f} s")
-        handle = EngineHandle(name=cfg.name, kind=cfg.backend, url=cfg.url, pid=pid, command=command, log=log_path,
+        handle = EngineHandle(name=cfg.name, kind=cfg.backend, url=url, pid=pid, command=command, log=log_path,
                               base_model=champion.base_model, anchor=champion.version, models=models,
                               version=engine_version(cfg.backend, cfg.python), lora=cfg.lora)
         self._save(handle)

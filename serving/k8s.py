@@ -173,11 +173,11 @@ def apply_manifests(manifests: Iterable[Mapping[str, Any]], api_client=None) -> 
 
 
 def _apis(api_client) -> dict[str, Any]:
-    if api_client is not None and hasattr(api_client, "read_namespaced_deployment"):
-        return {"apps": api_client, "core": api_client}
+    client = api_client if api_client is not None else default_api_client()
+    if hasattr(client, "read_namespaced_deployment"):
+        return {"apps": client, "core": client}
     import kubernetes
 
-    client = api_client if api_client is not None else default_api_client()
     return {"apps": kubernetes.client.AppsV1Api(client), "core": kubernetes.client.CoreV1Api(client)}
 
 

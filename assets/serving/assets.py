@@ -47,7 +47,7 @@ def sglang_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
     deployment = serving_engine.deployment(log=context.log.info)
     handles, startup = [], {}
     for engine_config in serving_engine.engine_configs():
-        handle, seconds = deployment.ensure_engine(engine_config, release)
+        handle, seconds = deployment.ensure_engine(engine_config, release, remote=serving_engine.remote_launcher())
         deployment.add_version(handle, release, promote=config.canary_share == 0)
         smoke = deployment.smoke(handle, [release.version, "base"], max_tokens=config.smoke_tokens)
         if any(not r["completion_tokens"] for r in smoke.values()):
@@ -56,7 +56,13 @@ def sglang_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
         startup[handle.name] = {"kind": handle.kind, "url": handle.url, "pid": handle.pid,
                                 "engine_version": handle.version, "started_s": seconds, "smoke": smoke}
     table = deployment.route(release.version, handles, config.canary_share)
-    gateway, reused = deployment.ensure_gateway(serving_engine.gateway_settings())
+    if serving_engine.mode == "k8s":  # the gateway Deployment (deploy/k8s) reads routing.json from the shared volume
+        settings = serving_engine.gateway_settings()
+        settings.dump(f"{serving_engine.state_dir()}/gateway.yaml")
+        gateway, reused = {"url": serving_engine.gateway_url or f"http://{settings.host}:{settings.port}",
+                           "pid": None}, True
+    else:
+        gateway, reused = deployment.ensure_gateway(serving_engine.gateway_settings())
     context.log.info(f"gateway {'up' if reused else 'started'} at {gateway['url']} (pid {gateway['pid']}); "
                      f"stable v{table['stable']}" + (f", canary v{table['canary']} at {table['canary_share']:.0%}"
                                                      if table["canary"] else ""))
