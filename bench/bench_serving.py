@@ -14,7 +14,10 @@ Phases (each prints its figures and appends them to ``OUT/serving.jsonl``):
 Workload: ``--dataset-name random-ids`` (no downloads), 256 input / 256 output tokens with
 ``--random-range-ratio 0.5`` (lengths uniform in [128, 256]), streaming OpenAI completions, greedy, ignore_eos.
 
+    ab        the LoRA-free champion engine alone, straight and through the gateway, alternately, twice
+
     PYTHONPATH=.:/tmp/site-bench python3 bench/bench_serving.py prepare base hf deploy --out $OUT
+    PYTHONPATH=.:/tmp/site-bench python3 bench/bench_serving.py prepare hf ab --out $OUT
 """
 
 import argparse
@@ -213,9 +216,50 @@ def phase_deploy(out: Path) -> None:
         deployment.stop_all()
 
 
+def phase_ab(out: Path, reps: int = 2) -> None:
+    """Gateway overhead and champion-vs-base with less noise: the LoRA-free champion engine, alone on the GPU,
+    measured straight and through the gateway alternately (A/B/A/B), with more prompts per run."""
+    from serving.deploy import Deployment, EngineConfig, Release
+    from serving.gateway.auth import KeyStore
+    from serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
+
+    PROMPTS.update({1: 32, 32: 512, 64: 1024})
+    deployment = Deployment(str(WORK / "state-ab"), log=lambda m: print(m, flush=True))
+    v1 = Release("1", str(WORK / "adapter-v1"), str(WORK / "base"))
+    cfg = EngineConfig(name="champion", backend="sglang", python=sys.executable, port=30001,
+                       extra_args=SGLANG_ARGS + ONE_ENGINE, startup_timeout_s=400, lora=False)
+    try:
+        handle, took = deployment.ensure_engine(cfg, v1)
+        emit(out, {"run": "ab-startup-champion", "seconds": round(took, 1)})
+        deployment.route("1", [handle], canary_share=0.0)
+        settings = GatewaySettings(port=8701, routing_file=deployment.routing_file,
+                                   keys_file=str(WORK / "state-ab" / "api_keys.json"), log_dir=str(WORK / "spool-ab"),
+                                   engines=[EngineSettings(name="champion", url=cfg.url, timeout_s=600,
+                                                           read_timeout_s=120)],
+                                   tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)})
+        gateway, _ = deployment.ensure_gateway(settings)
+        key, _ = KeyStore.load(settings.keys_file).add("bench", "bench")
+        time.sleep(1.2)
+        for rep in range(reps):
+            for c in CONCURRENCY:
+                for url, model, label, api_key in ((cfg.url, "crawl2serve", "ab-direct", None),
+                                                   (gateway["url"], "crawl2serve", "ab-gateway", key)):
+                    try:
+                        before, t0 = cpu_seconds(gateway["pid"]), time.perf_counter()
+                        record = bench(url, model, c, f"{label}-r{rep}", out, key=api_key)
+                        if api_key:
+                            busy = (cpu_seconds(gateway["pid"]) - before) / (time.perf_counter() - t0)
+                            emit(out, {"run": f"{label}-r{rep}-cpu", "concurrency": c,
+                                       "gateway_cores_busy": round(busy, 2), "output_tok_s": record["output_tok_s"]})
+                    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+                        emit(out, {"run": label, "concurrency": c, "error": str(exc)})
+    finally:
+        deployment.stop_all()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("phases", nargs="+", choices=["prepare", "base", "hf", "deploy"])
+    parser.add_argument("phases", nargs="+", choices=["prepare", "base", "hf", "deploy", "ab"])
     parser.add_argument("--out", default=os.environ.get("OUT", "/tmp/bench-out"))
     parser.add_argument("--tokenizer", default="data/tokenizer/_")
     args = parser.parse_args()
@@ -227,7 +271,7 @@ def main() -> int:
         if phase == "prepare":
             prepare(args.tokenizer)
         else:
-            {"base": phase_base, "hf": phase_hf, "deploy": phase_deploy}[phase](out)
+            {"base": phase_base, "hf": phase_hf, "deploy": phase_deploy, "ab": phase_ab}[phase](out)
         print(f"phase {phase}: {time.perf_counter() - start:.1f} s", flush=True)
     return 0
 
