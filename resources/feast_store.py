@@ -1,6 +1,5 @@
 """The Feast feature store of this environment: the repo in feature_repo/, its data under the data root."""
 
-import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -8,28 +7,16 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from serving.gateway.tiers import keep_prometheus_env
+
 from .storage import REPO_ROOT, DataRoot
 
 FEAST_DIR_VAR = "CRAWL2SERVE_FEAST_DIR"
 REDIS_VAR = "CRAWL2SERVE_REDIS"
 
 
-@contextlib.contextmanager
-def _keep_prometheus_env():
-    """``import feast`` sets PROMETHEUS_MULTIPROC_DIR for the whole process (its feature-server metrics);
-    put the variable back as it was so nothing else in this process starts writing mmap metric files."""
-    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        else:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
-
-
 def import_feast():
-    with _keep_prometheus_env():
+    with keep_prometheus_env():
         import feast
 
     return feast
@@ -73,7 +60,7 @@ class FeastStore(dg.ConfigurableResource):
         spec = importlib.util.spec_from_file_location("crawl2serve_feast_definitions",
                                                       Path(self.repo_path) / "definitions.py")
         module = importlib.util.module_from_spec(spec)
-        with _keep_prometheus_env():
+        with keep_prometheus_env():
             spec.loader.exec_module(module)
         kinds = (feast.Entity, feast.FeatureView, feast.FeatureService, feast.PushSource, feast.FileSource)
         return [v for v in vars(module).values() if isinstance(v, kinds)]

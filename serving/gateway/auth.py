@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .logstore import fsync_dir
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "c2s-"
@@ -186,16 +188,8 @@ class KeyStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path.parent)  # make the rename itself durable
+        fsync_dir(self.path.parent)  # make the rename itself durable
         self._signature = _signature(self.path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

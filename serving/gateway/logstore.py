@@ -315,9 +315,9 @@ class InferenceLog:
         hour_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(hour_dir / self.file_name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            _fsync_dir(hour_dir)  # make the new file's directory entry durable
+            fsync_dir(hour_dir)  # make the new file's directory entry durable
             if new_dir:
-                _fsync_dir(self.spool_dir)
+                fsync_dir(self.spool_dir)
         except OSError:
             os.close(fd)
             raise
@@ -332,7 +332,7 @@ class InferenceLog:
         self._fds.clear()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

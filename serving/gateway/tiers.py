@@ -22,8 +22,9 @@ log = logging.getLogger("crawl2serve.gateway.tiers")
 
 
 @contextlib.contextmanager
-def _keep_prometheus_env():
-    # ``import feast`` sets PROMETHEUS_MULTIPROC_DIR process-wide; the gateway's metrics must stay in memory.
+def keep_prometheus_env():
+    """``import feast`` sets PROMETHEUS_MULTIPROC_DIR for the whole process (its feature-server metrics); put
+    the variable back as it was, so nothing else in this process starts writing mmap metric files."""
     before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     try:
         yield
@@ -82,7 +83,7 @@ class TierSource:
             os.environ["CRAWL2SERVE_FEAST_DIR"] = self.settings.feast_dir
             os.environ["CRAWL2SERVE_REDIS"] = self.settings.redis
             try:
-                with _keep_prometheus_env():
+                with keep_prometheus_env():
                     from feast import FeatureStore
                 from pathlib import Path
 
@@ -134,7 +135,7 @@ class TierSource:
         if store is None or not usage:
             return 0
         import pandas as pd
-        with _keep_prometheus_env():
+        with keep_prometheus_env():
             from feast.data_source import PushMode
 
         now = datetime.now(timezone.utc)
