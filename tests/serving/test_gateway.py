@@ -176,3 +176,30 @@ def test_several_workers_share_the_port_and_metrics_add_up(tmp_path, cpu_engine,
         assert len(logged) == 16 and len({r["request_id"] for r in logged}) == 16
     finally:
         gw.stop()
+
+
+def test_two_gateway_replicas_share_rate_limits_through_redis(tmp_path, cpu_engine, tiny_model):
+    import redis
+
+    url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis not reachable at 127.0.0.1:6379: {exc}")
+    tier = {"replica-test": {"requests_per_minute": 4, "tokens_per_minute": 100_000}}
+    a = start_gateway(tmp_path / "a", [("primary", cpu_engine.url)], tiny_model, redis_url=url, tiers=tier)
+    b = start_gateway(tmp_path / "b", [("primary", cpu_engine.url)], tiny_model, redis_url=url, tiers=tier)
+    try:
+        tenant = f"replica-{time.time_ns()}"  # a fresh bucket in the shared Redis
+        key, _ = a.keys.add(tenant, "replica-test")
+        b.keys.path.write_bytes(a.keys.path.read_bytes())  # the same key store on both replicas
+        time.sleep(1.1)
+        clients = [openai.OpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0) for g in (a, b)]
+        for i in range(4):  # 4 requests a minute, spread over both replicas
+            clients[i % 2].completions.create(model="crawl2serve", prompt="The", max_tokens=1)
+        for client in clients:
+            with pytest.raises(openai.RateLimitError):
+                client.completions.create(model="crawl2serve", prompt="The", max_tokens=1)
+    finally:
+        a.stop()
+        b.stop()
