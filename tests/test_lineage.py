@@ -1,10 +1,11 @@
 """The whole lineage in one in-process run of the ``main`` job: crawl → … → registered model → served behind
 the gateway; then real OpenAI-client traffic with a tenant tier from Feast and usage pushed back to Feast."""
 
+import json
 import random
 import string
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import openai
@@ -100,14 +101,22 @@ def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
     _send(client, shifted)
     drifted = _monitor(res, instance, partition)
     assert drifted["dataset_drift"].value is True and "prompt_unk_share" in drifted["drifted_columns"].value
-    request = drift_retraining(dg.build_sensor_context(instance=instance, cursor=sensor_ctx.cursor))
+    drift_ctx = dg.build_sensor_context(instance=instance, cursor=sensor_ctx.cursor)
+    request = drift_retraining(drift_ctx)
     assert isinstance(request, dg.RunRequest) and request.run_key == f"drift-{partition}"
     assert request.partition_key == PARTITION and request.job_name in (None, "retrain")
-    # the same episode, evaluated again (or after a restart, from the stored cursor): no second run
-    next_ctx = dg.build_sensor_context(instance=instance, cursor=sensor_ctx.cursor)
-    drift_retraining(next_ctx)
-    assert isinstance(drift_retraining(dg.build_sensor_context(instance=instance, cursor=next_ctx.cursor)),
+    # evaluated again from the stored cursor (as the daemon does, also after a restart): the episode is handled
+    assert isinstance(drift_retraining(dg.build_sensor_context(instance=instance, cursor=drift_ctx.cursor)),
                       dg.SkipReason)
+
+    # with an earlier hour of traffic, prompt shape, outputs, latency and verdicts are tested against it too
+    earlier = (datetime.strptime(partition, "%Y-%m-%d-%H:%M") - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
+    (root / "inference_log" / earlier).mkdir(parents=True, exist_ok=True)
+    pl.read_parquet(root / "inference_log" / partition / "data.parquet").write_parquet(
+        root / "inference_log" / earlier / "data.parquet")
+    with_baseline = _monitor(res, instance, partition)
+    assert json.loads(with_baseline["reference"].value)["baseline_requests"] == drifted["requests"].value
+    assert all(f"| {c} |" in with_baseline["per_column"].value for c in ("latency_ms", "prompt_words", "output_chars"))
 
 
 def test_new_champion_sensor_serves_a_moved_alias_once(whole):

@@ -4,6 +4,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pandas as pd
 import polars as pl
 from pydantic import Field
 
@@ -15,6 +16,8 @@ from resources.storage import DataRoot
 from .drift import CORPUS_CONTENT_COLUMNS, OUTPUT_COLUMNS, SERVING_COLUMNS, build_current, build_reference, \
     coarsen_languages, corpus_snippets, drift_report as run_drift_report, rates
 from .logs import read_spool
+
+PROMPT_SHAPE_COLUMNS = ("prompt_chars", "prompt_words", "prompt_quality")
 
 # One partition per UTC hour; the current (open) hour is a partition too, so traffic can be looked at as it comes.
 monitoring_partitions = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", end_offset=1)
@@ -131,9 +134,18 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
     baseline = _baseline(data_root, context.partition_key, config.baseline_hours)
     current = build_current(inference_log, tokenizer)
     snippets = corpus_snippets(_latest_corpus(data_root), config.reference_sample, seed=0)
-    reference = build_reference(snippets, tokenizer, sample=None, baseline_log_df=baseline)
+    reference = build_reference(snippets, tokenizer, sample=None)
+    columns = list(CORPUS_CONTENT_COLUMNS)
+    if baseline is not None:
+        # Content (language, unknown words) against the corpus; prompt shape, outputs, latency and verdicts
+        # against the earlier traffic: each reference row carries only the columns it is the reference of.
+        reference[list(PROMPT_SHAPE_COLUMNS)] = float("nan")
+        earlier = build_current(baseline, tokenizer)
+        earlier[list(CORPUS_CONTENT_COLUMNS)] = None
+        earlier["source"] = "baseline"
+        reference = pd.concat([reference, earlier[reference.columns]], ignore_index=True)
+        columns += list(PROMPT_SHAPE_COLUMNS + OUTPUT_COLUMNS + SERVING_COLUMNS)
     current, reference = coarsen_languages(current, reference)
-    columns = list(CORPUS_CONTENT_COLUMNS) + (list(OUTPUT_COLUMNS + SERVING_COLUMNS) if baseline is not None else [])
     html = data_root.local_path(data_root.path("drift_report", context.partition_key, "report.html"))
     html.parent.mkdir(parents=True, exist_ok=True)
     result = run_drift_report(current, reference, columns, drift_share_threshold=config.drift_share_threshold,
