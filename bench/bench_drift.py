@@ -210,7 +210,6 @@ def main() -> None:
     a = ARGS
     cores = len(os.sched_getaffinity(0))
     docs = documentation()
-    rng = np.random.default_rng(0)
     corpus = pl.DataFrame({"text": docs}).with_columns(
         pl.col("text").str.len_chars().alias("char_count"), pl.lit("en").alias("language"))
     print(f"{len(docs)} documentation texts (mean {np.mean([len(d) for d in docs]):.0f} chars); "
