@@ -151,10 +151,24 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def phase_deploy(out: Path) -> None:
-    from serving.deploy import Deployment, EngineConfig, Release
+def bench_gateway(deployment, handles, port: int, spool: Path):
+    """The gateway in front of ``handles`` with a tier no benchmark reaches; returns (settings, state, key)."""
     from serving.gateway.auth import KeyStore
     from serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
+
+    settings = GatewaySettings(port=port, routing_file=deployment.routing_file,
+                               keys_file=str(deployment.dir / "api_keys.json"), log_dir=str(spool),
+                               engines=[EngineSettings(name=h.name, url=h.url, timeout_s=600, read_timeout_s=120)
+                                        for h in handles],
+                               tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)})
+    gateway, _ = deployment.ensure_gateway(settings)
+    key, _ = KeyStore.load(settings.keys_file).add("bench", "bench")
+    time.sleep(1.2)  # the gateway re-reads its keys within a second
+    return settings, gateway, key
+
+
+def phase_deploy(out: Path) -> None:
+    from serving.deploy import Deployment, EngineConfig, Release
 
     deployment = Deployment(str(WORK / "state"), log=lambda m: print(m, flush=True))
     v1 = Release("1", str(WORK / "adapter-v1"), str(WORK / "base"))
@@ -176,14 +190,7 @@ def phase_deploy(out: Path) -> None:
         emit(out, {"run": "smoke", **{v: r["text"][:40] for v, r in deployment.smoke(lora_engine, ["1", "2", "base"]).items()}})
         deployment.route("1", handles, canary_share=0.0)
         deployment.route("2", handles, canary_share=0.1)
-        settings = GatewaySettings(port=8700, routing_file=deployment.routing_file,
-                                   keys_file=str(WORK / "state" / "api_keys.json"), log_dir=str(WORK / "spool"),
-                                   engines=[EngineSettings(name=h.name, url=h.url, timeout_s=600, read_timeout_s=120)
-                                            for h in handles],
-                                   tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)})
-        gateway, _ = deployment.ensure_gateway(settings)
-        key, _ = KeyStore.load(settings.keys_file).add("bench", "bench")
-        time.sleep(1.2)
+        settings, gateway, key = bench_gateway(deployment, handles, 8700, WORK / "spool")
         runs = [(champion_cfg.url, "crawl2serve", c, "sglang-champion-merged", None) for c in CONCURRENCY]
         runs += [(cfg.url, "crawl2serve:v2", c, "sglang-canary-delta", None) for c in CONCURRENCY]
         for workers in (1, 4):
@@ -220,8 +227,6 @@ def phase_ab(out: Path, reps: int = 2) -> None:
     """Gateway overhead and champion-vs-base with less noise: the LoRA-free champion engine, alone on the GPU,
     measured straight and through the gateway alternately (A/B/A/B), with more prompts per run."""
     from serving.deploy import Deployment, EngineConfig, Release
-    from serving.gateway.auth import KeyStore
-    from serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
 
     PROMPTS.update({1: 32, 32: 512, 64: 1024})
     deployment = Deployment(str(WORK / "state-ab"), log=lambda m: print(m, flush=True))
@@ -232,14 +237,7 @@ def phase_ab(out: Path, reps: int = 2) -> None:
         handle, took = deployment.ensure_engine(cfg, v1)
         emit(out, {"run": "ab-startup-champion", "seconds": round(took, 1)})
         deployment.route("1", [handle], canary_share=0.0)
-        settings = GatewaySettings(port=8701, routing_file=deployment.routing_file,
-                                   keys_file=str(WORK / "state-ab" / "api_keys.json"), log_dir=str(WORK / "spool-ab"),
-                                   engines=[EngineSettings(name="champion", url=cfg.url, timeout_s=600,
-                                                           read_timeout_s=120)],
-                                   tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)})
-        gateway, _ = deployment.ensure_gateway(settings)
-        key, _ = KeyStore.load(settings.keys_file).add("bench", "bench")
-        time.sleep(1.2)
+        _, gateway, key = bench_gateway(deployment, [handle], 8701, WORK / "spool-ab")
         for rep in range(reps):
             for c in CONCURRENCY:
                 for url, model, label, api_key in ((cfg.url, "crawl2serve", "ab-direct", None),

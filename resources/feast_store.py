@@ -7,12 +7,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from serving.gateway.tiers import keep_prometheus_env
+from serving.gateway.tiers import FEAST_DIR_VAR, REDIS_VAR, keep_prometheus_env
 
 from .storage import REPO_ROOT, DataRoot
 
-FEAST_DIR_VAR = "CRAWL2SERVE_FEAST_DIR"
-REDIS_VAR = "CRAWL2SERVE_REDIS"
 
 
 def import_feast():

@@ -14,13 +14,14 @@ import os
 import sys
 from pathlib import Path
 
-from .engines import healthy, load_handles, stop_process
+from .deploy import Deployment
+from .engines import healthy, stop_process
 
 STATE_DIR = "sglang_deployment/_"
 
 
-def _state(data_root: str) -> Path:
-    return Path(data_root) / STATE_DIR
+def _deployment(data_root: str) -> Deployment:
+    return Deployment(str(Path(data_root) / STATE_DIR), log=lambda message: None)
 
 
 def cmd_gateway(args) -> int:
@@ -73,26 +74,15 @@ def cmd_keys(args) -> int:
     return 0
 
 
-def _processes(data_root: str) -> dict:
-    state = _state(data_root)
-    handles = {name: h.to_json() for name, h in load_handles(str(state / "engines.json")).items()}
-    try:
-        gateway = json.loads((state / "gateway.json").read_text())
-        handles["gateway"] = gateway
-    except FileNotFoundError:
-        pass
-    return handles
-
-
 def cmd_status(args) -> int:
-    for name, proc in _processes(args.data_root).items():
+    for name, proc in _deployment(args.data_root).processes().items():
         print(f"{name}: pid {proc.get('pid')} {proc['url']} {'healthy' if healthy(proc['url']) else 'DOWN'}")
     return 0
 
 
 def cmd_stop(args) -> int:
     stopped = 0
-    for name, proc in _processes(args.data_root).items():
+    for name, proc in _deployment(args.data_root).processes().items():
         if stop_process(proc.get("pid")):
             stopped += 1
             print(f"stopped {name} (pid {proc.get('pid')})")
@@ -119,16 +109,15 @@ def cmd_demo(args) -> int:
 
     from .gateway.auth import KeyStore
 
-    state = _state(args.data_root)
-    try:
-        gateway = json.loads((state / "gateway.json").read_text())
-    except FileNotFoundError:
+    deployment = _deployment(args.data_root)
+    gateway = deployment.gateway_state()
+    if not gateway:
         print("no gateway: materialize sglang_deployment first", file=sys.stderr)
         return 2
     if not healthy(gateway["url"]):
         print(f"the gateway at {gateway['url']} is not answering", file=sys.stderr)
         return 1
-    keys = KeyStore.load(state / "api_keys.json")
+    keys = KeyStore.load(deployment.dir / "api_keys.json")
     key, api_key = keys.add("demo", "pro")
     time.sleep(1.1)  # the gateway re-reads its keys within a second
     client = openai.OpenAI(base_url=gateway["url"] + "/v1", api_key=key, max_retries=1)

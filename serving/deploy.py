@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_text
 from .bundle import build_merged, delta_adapter
 from .engines import (EngineHandle, alive, complete, cpu_command, engine_version, healthy, load_adapter,
                       load_handles, save_handles, sglang_command, start_process, stop_process, update_weights,
@@ -62,7 +63,6 @@ class Deployment:
     def __init__(self, state_dir: str, model_name: str = "crawl2serve", log: Callable[[str], None] = print):
         self.dir = Path(state_dir)
         self.model_name, self.log = model_name, log
-        self.dir.mkdir(parents=True, exist_ok=True)
 
     # -- paths ----------------------------------------------------------------------------------------------
     @property
@@ -103,29 +103,21 @@ class Deployment:
             self.log(f"engine {cfg.name}: stopping pid {handle.pid} (configuration changed)")
             stop_process(handle.pid)
         adapters: dict[str, str] = {}
-        if cfg.backend == "sglang" and not cfg.lora:
-            anchor = str(build_merged(champion.base_model, champion.adapter_dir,
-                                      str(self.models_dir(f"v{champion.version}-merged")), dtype="auto"))
-            command = sglang_command(python=cfg.python, model_path=anchor, host=cfg.host, port=cfg.port,
-                                     served_name=self.model_name, lora=False, extra_args=cfg.extra_args)
+        if cfg.backend == "sglang":
+            anchor = self._merged(champion)
             models = {champion.version: self.model_name}
-            self._remember_adapter(champion)
-        elif cfg.backend == "sglang":
-            anchor = str(build_merged(champion.base_model, champion.adapter_dir,
-                                      str(self.models_dir(f"v{champion.version}-merged")), dtype="auto"))
-            to_base = str(delta_adapter(None, champion.adapter_dir, str(self.models_dir(
-                f"delta-base-from-v{champion.version}"))))
-            adapters = {"base": to_base}
+            if cfg.lora:
+                adapters = {"base": str(delta_adapter(None, champion.adapter_dir, str(self.models_dir(
+                    f"delta-base-from-v{champion.version}"))))}
+                models["base"] = f"{self.model_name}:base"
             command = sglang_command(python=cfg.python, model_path=anchor, host=cfg.host, port=cfg.port,
-                                     served_name=self.model_name, adapters=adapters,
+                                     served_name=self.model_name, adapters=adapters, lora=cfg.lora,
                                      max_lora_rank=cfg.max_lora_rank, extra_args=cfg.extra_args)
-            models = {champion.version: self.model_name, "base": f"{self.model_name}:base"}
             self._remember_adapter(champion)
         else:
             anchor = None
             command = cpu_command(python=cfg.python, host=cfg.host, port=cfg.port, extra_args=cfg.extra_args)
-            base = str(build_merged(champion.base_model, None, str(self.models_dir("base"))))
-            models = {"base": base}
+            models = {"base": str(build_merged(champion.base_model, None, str(self.models_dir("base"))))}
         log_path = str(self.dir / "logs" / f"{cfg.name}.log")
         if remote is not None:
             if anchor is None:
@@ -156,9 +148,7 @@ class Deployment:
         if handle.kind == "sglang" and not handle.lora:
             if not promote:
                 return None
-            merged = build_merged(release.base_model, release.adapter_dir,
-                                  str(self.models_dir(f"v{release.version}-merged")), dtype="auto")
-            update_weights(handle.url, str(merged))
+            update_weights(handle.url, self._merged(release))
             handle.models, handle.anchor = {release.version: self.model_name}, release.version
             self._save(handle)
             self._remember_adapter(release)
@@ -171,12 +161,19 @@ class Deployment:
             load_adapter(handle.url, name, str(delta))
             model = f"{self.model_name}:{name}"
         else:
-            model = str(build_merged(release.base_model, release.adapter_dir,
-                                     str(self.models_dir(f"v{release.version}-merged"))))
+            model = self._merged(release)
         handle.models[release.version] = model
         self._save(handle)
         self._remember_adapter(release)
         return model
+
+    def _merged(self, release: Release) -> str:
+        """The folder of ``release`` merged into its base model, built once per version (a registry version
+        never changes; the folder appears whole, by rename, or not at all)."""
+        folder = self.models_dir(f"v{release.version}-merged")
+        if not (folder / "config.json").is_file():
+            build_merged(release.base_model, release.adapter_dir, str(folder), dtype="auto")
+        return str(folder)
 
     def _adapters(self) -> dict[str, str]:
         try:
@@ -186,9 +183,7 @@ class Deployment:
 
     def _remember_adapter(self, release: Release) -> None:
         adapters = {**self._adapters(), release.version: release.adapter_dir}
-        tmp = self.dir / ".adapters.json.tmp"
-        tmp.write_text(json.dumps(adapters, indent=2))
-        tmp.replace(self.dir / "adapters.json")
+        write_text(self.dir / "adapters.json", json.dumps(adapters, indent=2))
 
     def smoke(self, handle: EngineHandle, versions: list[str], max_tokens: int = 8) -> dict[str, dict]:
         """A greedy completion per version the engine serves (the champion with its adapter, and the base
@@ -228,11 +223,7 @@ class Deployment:
         settings.dump(str(config))
         digest = hashlib.sha256(config.read_bytes()).hexdigest()
         url = f"http://{settings.host}:{settings.port}"
-        state_file = self.dir / "gateway.json"
-        try:
-            state = json.loads(state_file.read_text())
-        except FileNotFoundError:
-            state = {}
+        state = self.gateway_state()
         if state.get("config_sha256") == digest and alive(state.get("pid")) and healthy(url):
             return state, True
         if alive(state.get("pid")):
@@ -242,20 +233,23 @@ class Deployment:
         pid = start_process([python, "-m", "serving", "gateway", "--config", str(config)], log_path)
         wait_healthy(url, pid=pid, log_path=log_path, timeout_s=timeout_s)
         state = {"pid": pid, "url": url, "config_sha256": digest, "log": log_path}
-        tmp = state_file.with_name(".gateway.json.tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(state_file)
+        write_text(self.dir / "gateway.json", json.dumps(state, indent=2))
         return state, False
 
-    def stop_all(self) -> list[str]:
-        stopped = []
-        for h in self.handles().values():
-            if stop_process(h.pid):
-                stopped.append(h.name)
+    def gateway_state(self) -> dict:
+        """What ``ensure_gateway`` recorded of the gateway process (``{}`` before the first one)."""
         try:
-            state = json.loads((self.dir / "gateway.json").read_text())
-            if stop_process(state.get("pid")):
-                stopped.append("gateway")
+            return json.loads((self.dir / "gateway.json").read_text())
         except FileNotFoundError:
-            pass
-        return stopped
+            return {}
+
+    def processes(self) -> dict[str, dict]:
+        """``name -> {"pid", "url"}`` of every engine and of the gateway this deployment started."""
+        found = {name: {"pid": h.pid, "url": h.url} for name, h in self.handles().items()}
+        if self.gateway_state():
+            found["gateway"] = self.gateway_state()
+        return found
+
+    def stop_all(self) -> list[str]:
+        """Stop every process of :meth:`processes`; returns the names stopped."""
+        return [name for name, proc in self.processes().items() if stop_process(proc.get("pid"))]

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from .atomic import write_text
+
 ENGINE_KINDS = ("cpu", "sglang")
 # Engines never reach the Hub or telemetry endpoints: models come from local folders.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -225,11 +227,7 @@ def complete(url: str, model: str, prompt: str, max_tokens: int = 16, timeout_s:
 
 
 def save_handles(path: str, handles: dict[str, EngineHandle]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w") as f:
-        json.dump({name: h.to_json() for name, h in handles.items()}, f, indent=2)
-    os.replace(tmp, path)
+    write_text(path, json.dumps({name: h.to_json() for name, h in handles.items()}, indent=2))
 
 
 def load_handles(path: str) -> dict[str, EngineHandle]:

@@ -1,7 +1,7 @@
 """The monitoring stage: the gateway's inference log, hour by hour, and its drift against training."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -15,7 +15,7 @@ from resources.storage import DataRoot
 
 from .drift import CORPUS_CONTENT_COLUMNS, OUTPUT_COLUMNS, SERVING_COLUMNS, build_current, build_reference, \
     coarsen_languages, corpus_snippets, drift_report as run_drift_report, rates
-from .logs import read_spool
+from .logs import HOUR_FORMAT, read_spool
 
 PROMPT_SHAPE_COLUMNS = ("prompt_chars", "prompt_words", "prompt_quality")
 
@@ -26,7 +26,7 @@ PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 
 def spool_hour(partition_key: str) -> str:
     """The gateway's spool folder of an hourly partition: ``2026-11-23-06:00`` -> ``2026-11-23T06``."""
-    return datetime.strptime(partition_key, PARTITION_FORMAT).strftime("%Y-%m-%dT%H")
+    return datetime.strptime(partition_key, PARTITION_FORMAT).strftime(HOUR_FORMAT)
 
 
 @dg.asset(partitions_def=monitoring_partitions, group_name="monitoring", deps=[sglang_deployment],
@@ -110,7 +110,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
     ``deduplicated_documents``."""
     from transformers import AutoTokenizer
 
-    summary = rates(inference_log) if inference_log.height else {"requests": 0}
+    summary = rates(inference_log)
     error_rate, unsafe_rate = summary.get("error_rate") or 0.0, summary.get("unsafe_rate") or 0.0
     checks = [
         dg.AssetCheckResult(check_name="error_rate_below_threshold", passed=error_rate <= config.max_error_rate,
@@ -176,6 +176,3 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
                 result.drifted_columns), "threshold": config.drift_share_threshold})],
     )
 
-
-def now_partition() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d-%H:00")

@@ -56,13 +56,13 @@ def sglang_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
         startup[handle.name] = {"kind": handle.kind, "url": handle.url, "pid": handle.pid,
                                 "engine_version": handle.version, "started_s": seconds, "smoke": smoke}
     table = deployment.route(release.version, handles, config.canary_share)
+    settings = serving_engine.gateway_settings()
     if serving_engine.mode == "k8s":  # the gateway Deployment (deploy/k8s) reads routing.json from the shared volume
-        settings = serving_engine.gateway_settings()
         settings.dump(f"{serving_engine.state_dir()}/gateway.yaml")
         gateway, reused = {"url": serving_engine.gateway_url or f"http://{settings.host}:{settings.port}",
                            "pid": None}, True
     else:
-        gateway, reused = deployment.ensure_gateway(serving_engine.gateway_settings())
+        gateway, reused = deployment.ensure_gateway(settings)
     context.log.info(f"gateway {'up' if reused else 'started'} at {gateway['url']} (pid {gateway['pid']}); "
                      f"stable v{table['stable']}" + (f", canary v{table['canary']} at {table['canary_share']:.0%}"
                                                      if table["canary"] else ""))
@@ -78,6 +78,6 @@ def sglang_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
         "routing": dg.MetadataValue.json({k: table[k] for k in ("stable", "canary", "canary_share", "previous")}),
         "versions_loaded": dg.MetadataValue.json(sorted(table["versions"])),
         "gateway_reused": reused,
-        "api_keys": dg.MetadataValue.path(serving_engine.gateway_settings().keys_file),
+        "api_keys": dg.MetadataValue.path(settings.keys_file),
         "smoke_output": json.dumps({v: r["text"] for v, r in startup[handles[0].name]["smoke"].items()}),
     })

@@ -146,10 +146,10 @@ class Gateway:
     def _validate(self, body: dict, rec: Record):
         model_cls = ChatRequest if rec.row["endpoint"] == "chat.completions" else CompletionRequest
         extra = {k: body.pop(k) for k in self.settings.limits.passthrough_fields if k in body}
-        if any(not isinstance(v, (bool, int, float)) for v in extra.values()):
-            bad = next(k for k, v in extra.items() if not isinstance(v, (bool, int, float)))
-            raise ApiError(400, f"invalid value for {bad!r}: expected a number or boolean", param=bad,
-                           code="invalid_request")
+        for name, value in extra.items():
+            if not isinstance(value, (bool, int, float)):
+                raise ApiError(400, f"invalid value for {name!r}: expected a number or boolean", param=name,
+                               code="invalid_request")
         try:
             req = model_cls.model_validate(body)
         except ValidationError as exc:

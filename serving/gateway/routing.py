@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_text
+
 
 class UnknownModel(LookupError):
     pass
@@ -35,11 +37,7 @@ class Route:
 
 
 def write_routing(path: str, table: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(table, indent=2))
-    tmp.replace(target)
+    write_text(path, json.dumps(table, indent=2))
 
 
 def read_routing(path: str) -> dict | None:

@@ -5,6 +5,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..atomic import write_text
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -103,8 +105,4 @@ class GatewaySettings(_Strict):
 
     def dump(self, path: str) -> None:
         """Write as YAML atomically."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
-        tmp.replace(target)
+        write_text(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))

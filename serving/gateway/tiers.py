@@ -15,10 +15,13 @@ import os
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from .settings import FeastSettings
 
 log = logging.getLogger("crawl2serve.gateway.tiers")
+FEAST_DIR_VAR = "CRAWL2SERVE_FEAST_DIR"
+REDIS_VAR = "CRAWL2SERVE_REDIS"
 
 
 @contextlib.contextmanager
@@ -80,13 +83,12 @@ class TierSource:
 
     def _feature_store(self):
         if self._store is None and self.settings is not None and self._store_error is None:
-            os.environ["CRAWL2SERVE_FEAST_DIR"] = self.settings.feast_dir
-            os.environ["CRAWL2SERVE_REDIS"] = self.settings.redis
+            # feature_repo/*.yaml read the store's location from these (resources.feast_store sets the same)
+            os.environ[FEAST_DIR_VAR] = self.settings.feast_dir
+            os.environ[REDIS_VAR] = self.settings.redis
             try:
                 with keep_prometheus_env():
                     from feast import FeatureStore
-                from pathlib import Path
-
                 self._store = FeatureStore(repo_path=self.settings.repo_path,
                                            fs_yaml_file=Path(self.settings.repo_path) / self.settings.yaml_file)
             except Exception as exc:  # noqa: BLE001 — the gateway serves on with key tiers; say why once

@@ -103,7 +103,8 @@ class EnginePool:
                 yield position, engine
 
     async def _attempt(self, engine: EngineSettings, path: str, payload: dict,
-                       stream: bool) -> aiohttp.ClientResponse:
+                       stream: bool) -> tuple[aiohttp.ClientResponse | None, dict | None]:
+        """One call: ``(open response, None)`` for a stream, ``(None, JSON body)`` otherwise."""
         timeout = aiohttp.ClientTimeout(total=None if stream else engine.timeout_s, sock_connect=engine.connect_timeout_s,
                                         sock_read=engine.read_timeout_s if stream else engine.timeout_s)
         try:
@@ -111,7 +112,7 @@ class EnginePool:
         except TRANSPORT_ERRORS as exc:
             raise EngineFailure(_failure_kind(exc), f"{type(exc).__name__}: {exc}") from exc
         if stream and response.status == 200:
-            return response
+            return response, None
         try:
             raw = await response.read()
         except TRANSPORT_ERRORS as exc:
@@ -128,8 +129,7 @@ class EnginePool:
             raise EngineRejected(response.status, body)
         if not isinstance(body, dict):
             raise EngineFailure("bad_body", f"engine answered non-JSON: {str(body)[:200]}")
-        response.parsed = body
-        return response
+        return None, body
 
     async def call(self, path: str, models: dict[str, str], payload: dict, *, stream: bool = False) -> Served:
         """POST ``payload`` (with each engine's ``model`` value) to the first engine that answers; for a stream,
@@ -143,8 +143,8 @@ class EnginePool:
                 continue
             body = {**payload, "model": models[engine.name]}
             try:
-                response = await self.retry.run(lambda: self._attempt(engine, path, body, stream),
-                                                retry_on=(EngineFailure,))
+                response, answer = await self.retry.run(lambda: self._attempt(engine, path, body, stream),
+                                                        retry_on=(EngineFailure,))
             except EngineFailure as exc:
                 breaker.record_failure()
                 self.metrics.upstream.labels(engine.name, exc.kind).inc()
@@ -159,10 +159,9 @@ class EnginePool:
                 breaker.record_failure()  # cancelled mid-call: free a half-open trial slot
                 raise
             self.metrics.upstream.labels(engine.name, "ok").inc()
-            if stream:
-                return Served(engine.name, position, response=response)
-            breaker.record_success()
-            return Served(engine.name, position, body=response.parsed)
+            if not stream:  # a stream's success is recorded when it ends (iter_events)
+                breaker.record_success()
+            return Served(engine.name, position, body=answer, response=response)
         raise Unavailable(causes)
 
     async def iter_events(self, served: Served) -> AsyncIterator[dict]:
