@@ -7,15 +7,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from serving.gateway.tiers import FEAST_DIR_VAR, REDIS_VAR, keep_prometheus_env
+from serving.gateway.tiers import FEAST_DIR_VAR, REDIS_VAR, open_feature_store
 
 from .storage import REPO_ROOT, DataRoot
 
 
 
 def import_feast():
-    with keep_prometheus_env():
-        import feast
+    import feast
 
     return feast
 
@@ -46,10 +45,8 @@ class FeastStore(dg.ConfigurableResource):
 
     def store(self):
         """A ``feast.FeatureStore`` for this configuration."""
-        os.environ.update(self.environment())
         self.offline_dir.mkdir(parents=True, exist_ok=True)
-        feast = import_feast()
-        return feast.FeatureStore(repo_path=self.repo_path, fs_yaml_file=Path(self.repo_path) / self.yaml_file)
+        return open_feature_store(self.repo_path, self.yaml_file, str(self.feast_dir), self.redis)
 
     def definitions(self) -> list:
         """Every Feast object that feature_repo/definitions.py declares (as `feast apply` would find them)."""
@@ -58,7 +55,6 @@ class FeastStore(dg.ConfigurableResource):
         spec = importlib.util.spec_from_file_location("crawl2serve_feast_definitions",
                                                       Path(self.repo_path) / "definitions.py")
         module = importlib.util.module_from_spec(spec)
-        with keep_prometheus_env():
-            spec.loader.exec_module(module)
+        spec.loader.exec_module(module)
         kinds = (feast.Entity, feast.FeatureView, feast.FeatureService, feast.PushSource, feast.FileSource)
         return [v for v in vars(module).values() if isinstance(v, kinds)]

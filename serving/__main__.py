@@ -24,10 +24,14 @@ def _deployment(data_root: str) -> Deployment:
     return Deployment(str(Path(data_root) / STATE_DIR), log=lambda message: None)
 
 
-def cmd_gateway(args) -> int:
-    import uvicorn
+# prometheus_client reads these when it is imported (which value class its metrics use); `import feast` sets
+# two of them process-wide, so a gateway started by a process that had imported Feast would inherit them.
+PROMETHEUS_ENV = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir")
 
-    from .gateway.app import create_app
+
+def cmd_gateway(args) -> int:
+    import tempfile
+
     from .gateway.settings import GatewaySettings
 
     try:
@@ -38,17 +42,26 @@ def cmd_gateway(args) -> int:
     except ValueError as exc:
         print(f"gateway config {args.config} is invalid:\n{exc}", file=sys.stderr)
         return 2
+    # The metrics environment of this process tree, set once, here, before prometheus_client is imported and
+    # before any thread runs: one worker keeps its samples in memory; several share a folder of their own.
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the gateway configured its metrics environment")
+    for name in PROMETHEUS_ENV:
+        os.environ.pop(name, None)
+    metrics_dir = tempfile.mkdtemp(prefix="c2s-gateway-metrics-") if settings.workers > 1 else None
+    if metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = metrics_dir
+    import uvicorn
+
     host, port = args.host or settings.host, args.port or settings.port
     options = dict(host=host, port=port, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=10)
     if settings.workers == 1:
+        from .gateway.app import create_app
+
         uvicorn.run(create_app(settings), **options)
         return 0
-    # Several worker processes on one port: each loads the app from the config named in the environment and
-    # writes Prometheus samples to a shared folder that /metrics aggregates (prometheus_client multiprocess mode).
-    import tempfile
-
+    # Several worker processes on one port: each loads the app from the config named in the environment.
     os.environ["CRAWL2SERVE_GATEWAY_CONFIG"] = os.path.abspath(args.config)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="c2s-gateway-metrics-")
     uvicorn.run("serving.gateway.asgi:app", workers=settings.workers, **options)
     return 0
 

@@ -88,6 +88,22 @@ class CircuitBreaker:
                 changes.append(self._set(CLOSED))
         self._notify(changes)
 
+    def abandon(self) -> None:
+        """A call let through ended without telling about the engine (cancelled, or failed in our own code):
+        count nothing, but give a half-open trial slot back."""
+        with self._lock:
+            if self._state == HALF_OPEN and self._trials > 0:
+                self._trials -= 1
+
+    def probe_succeeded(self) -> None:
+        """A health probe answered: an open breaker turns half-open at once (trial calls may go), without
+        waiting for ``reset_timeout_s``; other states are left to the calls themselves."""
+        changes: list[tuple[str, str]] = []
+        with self._lock:
+            if self._state == OPEN:
+                changes.append(self._set(HALF_OPEN))
+        self._notify(changes)
+
     def record_failure(self) -> None:
         """A call failed: count it when closed (opening at the threshold); a failed trial re-opens."""
         changes: list[tuple[str, str]] = []
@@ -161,14 +177,17 @@ class RetryPolicy:
         return capped * (1.0 - self.jitter * rng())
 
     async def run(self, fn: Callable[[], Awaitable[T]], *, retry_on: tuple[type[BaseException], ...],
+                  give_up_on: tuple[type[BaseException], ...] = (),
                   sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                   rng: Callable[[], float] = random.random) -> T:
-        """Await ``fn()`` up to ``attempts`` times, retrying only on ``retry_on`` exceptions; the last
-        failure propagates. Cancellation is never retried."""
+        """Await ``fn()`` up to ``attempts`` times, retrying only on ``retry_on`` exceptions (but never on
+        ``give_up_on`` ones, which propagate at once); the last failure propagates. Cancellation is never retried."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return await fn()
             except asyncio.CancelledError:
+                raise
+            except give_up_on:
                 raise
             except retry_on as e:
                 if attempt == self.attempts:

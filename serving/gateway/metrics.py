@@ -1,11 +1,12 @@
 """Prometheus metrics of the gateway (its own registry, served at ``/metrics``).
 
-With several worker processes (``workers > 1``), prometheus_client's multiprocess mode is on
-(``PROMETHEUS_MULTIPROC_DIR``): every worker writes its samples to files there and ``/metrics`` sums them;
-gauges say how (in-flight requests summed over live workers, circuit state per worker pid).
+With several worker processes (``workers > 1``), prometheus_client's multiprocess mode is on: ``python -m
+serving gateway`` makes a folder and names it in ``PROMETHEUS_MULTIPROC_DIR`` before the workers start (the one
+place that sets it), every worker writes its samples to files there and ``/metrics`` sums them; gauges say how
+(in-flight requests summed over live workers, circuit state per worker pid). Which of the two ``/metrics``
+serves is decided by configuration (``metrics_dir``), never by reading the environment at request time:
+``import feast`` sets that same variable process-wide, and a gateway that followed it served empty scrapes.
 """
-
-import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -14,7 +15,8 @@ CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class GatewayMetrics:
-    def __init__(self):
+    def __init__(self, multiprocess_dir: str | None = None):
+        self.multiprocess_dir = multiprocess_dir
         self.registry = r = CollectorRegistry()
         self.requests = Counter("c2s_gateway_requests", "Requests by endpoint and HTTP status",
                                 ["endpoint", "status"], registry=r)
@@ -34,16 +36,18 @@ class GatewayMetrics:
         self.verdicts = Counter("c2s_gateway_guardrail_verdicts", "Guardrail verdicts", ["stage", "action"], registry=r)
         self.inflight = Gauge("c2s_gateway_inflight_requests", "Requests being served", registry=r,
                               multiprocess_mode="livesum")
+        self.health = Gauge("c2s_gateway_engine_healthy", "Last health probe per engine: 1 healthy, 0 not",
+                            ["engine"], registry=r, multiprocess_mode="liveall")
         self.log_pending = Gauge("c2s_gateway_log_pending_rows", "Inference-log rows not yet on disk", registry=r,
                                  multiprocess_mode="livesum")
 
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if self.multiprocess_dir:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
             return generate_latest(registry)
         return generate_latest(self.registry)
 

@@ -23,8 +23,13 @@ class EngineSettings(_Strict):
 
 
 class BreakerSettings(_Strict):
-    failure_threshold: int = 3
-    reset_timeout_s: float = 10.0
+    """When an engine counts as down (see serving.gateway.upstream): consecutive failures, how long the breaker
+    stays open, and the background health probe (``health_interval_s`` 0: no probing)."""
+
+    failure_threshold: int = Field(3, ge=1)
+    reset_timeout_s: float = Field(10.0, ge=0)
+    health_interval_s: float = Field(2.0, ge=0)
+    health_timeout_s: float = Field(2.0, gt=0)
 
 
 class RetrySettings(_Strict):

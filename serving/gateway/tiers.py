@@ -11,7 +11,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -24,18 +23,22 @@ FEAST_DIR_VAR = "CRAWL2SERVE_FEAST_DIR"
 REDIS_VAR = "CRAWL2SERVE_REDIS"
 
 
-@contextlib.contextmanager
-def keep_prometheus_env():
-    """``import feast`` sets PROMETHEUS_MULTIPROC_DIR for the whole process (its feature-server metrics); put
-    the variable back as it was, so nothing else in this process starts writing mmap metric files."""
-    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        else:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
+def open_feature_store(repo_path: str, yaml_file: str, feast_dir: str, redis: str):
+    """A ``feast.FeatureStore`` of the project's repo with its location variables (``${CRAWL2SERVE_FEAST_DIR}``,
+    ``${CRAWL2SERVE_REDIS}`` in feature_repo/*.yaml) filled in from these arguments, not from the environment:
+    nothing here sets a process-wide variable (``import feast`` itself sets PROMETHEUS_MULTIPROC_DIR, which is
+    why the gateway's metrics never read it, see serving.gateway.metrics)."""
+    import string
+
+    import yaml
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    text = (Path(repo_path) / yaml_file).read_text()
+    raw = yaml.safe_load(string.Template(text).safe_substitute({FEAST_DIR_VAR: feast_dir, REDIS_VAR: redis}))
+    config = RepoConfig(**raw)
+    config.repo_path = Path(repo_path)
+    return FeatureStore(config=config)
 
 
 class UsageWindow:
@@ -83,14 +86,9 @@ class TierSource:
 
     def _feature_store(self):
         if self._store is None and self.settings is not None and self._store_error is None:
-            # feature_repo/*.yaml read the store's location from these (resources.feast_store sets the same)
-            os.environ[FEAST_DIR_VAR] = self.settings.feast_dir
-            os.environ[REDIS_VAR] = self.settings.redis
             try:
-                with keep_prometheus_env():
-                    from feast import FeatureStore
-                self._store = FeatureStore(repo_path=self.settings.repo_path,
-                                           fs_yaml_file=Path(self.settings.repo_path) / self.settings.yaml_file)
+                self._store = open_feature_store(self.settings.repo_path, self.settings.yaml_file,
+                                                 self.settings.feast_dir, self.settings.redis)
             except Exception as exc:  # noqa: BLE001 — the gateway serves on with key tiers; say why once
                 self._store_error = f"{type(exc).__name__}: {exc}"
                 log.warning("Feast unavailable, using API-key tiers: %s", self._store_error)
@@ -137,8 +135,7 @@ class TierSource:
         if store is None or not usage:
             return 0
         import pandas as pd
-        with keep_prometheus_env():
-            from feast.data_source import PushMode
+        from feast.data_source import PushMode
 
         now = datetime.now(timezone.utc)
         df = pd.DataFrame([{"tenant_id": t, "tier": self._tiers_seen.get(t, "free"), "requests_last_hour": r,

@@ -1,14 +1,22 @@
 """Calls to the engines: timeouts, retries with exponential backoff, one circuit breaker per engine, and
 fallback to the next engine in order.
 
-A call goes to the first engine whose breaker allows it and which serves the requested version; connection
-errors, timeouts and 5xx answers are retried (``RetrySettings``) and then count as one failure of that engine,
-and the next engine is tried. A 4xx answer is the request's fault: it is returned to the client as is and
-counts as a success of the engine. Streams fall back only before their first byte; an engine that dies
-mid-stream is recorded as a failure and the stream is ended cleanly by the app (its output is partly sent).
+A call goes to the first engine whose breaker allows it and which serves the requested version. The breaker
+counts only what says the *engine* is unhealthy: connection errors and timeouts (retried per ``RetrySettings``,
+then one failure of that engine, and the next engine is tried), failed health probes, and a 5xx answer only when
+a health probe right after it fails too. A 5xx from an engine that still answers its health probe was caused by
+the request itself: that request fails alone (:class:`RequestFailed`, no retry, no fallback, nothing counted), so
+one tenant's odd request can never open the breaker for everybody. A 4xx answer is the request's fault as well:
+it is returned to the client and counts as a success of the engine. Streams fall back only before their first
+byte; an engine that dies mid-stream is recorded as a failure and the stream is ended cleanly by the app.
+
+:meth:`EnginePool.probe_forever` polls every engine's ``/health`` in the background: failures count toward its
+breaker (so ``/ready`` turns false when an engine dies, even without traffic) and a healthy answer turns an open
+breaker half-open at once (so traffic returns as soon as a restarted engine is up).
 """
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +36,22 @@ class EngineFailure(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
+
+
+class EngineServerError(EngineFailure):
+    """The engine answered 5xx (it may be the request's fault: :meth:`EnginePool.call` probes to tell)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__("engine_5xx", message)
+        self.status = status
+
+
+class RequestFailed(Exception):
+    """The engine failed on this request while its health probe says it is fine: the request's own fault."""
+
+    def __init__(self, engine: str, status: int, message: str):
+        super().__init__(message)
+        self.engine, self.status = engine, status
 
 
 class EngineRejected(Exception):
@@ -70,6 +94,7 @@ class EnginePool:
                  metrics: GatewayMetrics):
         self.engines = engines
         self.metrics = metrics
+        self.health = breaker
         self.retry = RetryPolicy(attempts=retry.attempts, base_delay_s=retry.base_delay_s,
                                  max_delay_s=retry.max_delay_s)
         self.breakers = {}
@@ -120,7 +145,7 @@ class EnginePool:
         finally:
             response.release()
         if response.status >= 500:
-            raise EngineFailure("engine_5xx", f"HTTP {response.status}: {raw[:300].decode(errors='replace')}")
+            raise EngineServerError(response.status, f"HTTP {response.status}: {raw[:300].decode(errors='replace')}")
         try:
             body = jsonio.loads(raw)
         except ValueError:
@@ -144,7 +169,16 @@ class EnginePool:
             body = {**payload, "model": models[engine.name]}
             try:
                 response, answer = await self.retry.run(lambda: self._attempt(engine, path, body, stream),
-                                                        retry_on=(EngineFailure,))
+                                                        retry_on=(EngineFailure,), give_up_on=(EngineServerError,))
+            except EngineServerError as exc:
+                if await self.probe(engine):
+                    self.metrics.upstream.labels(engine.name, "request_failed").inc()
+                    raise RequestFailed(engine.name, exc.status, str(exc)) from exc
+                breaker.record_failure()
+                self.metrics.upstream.labels(engine.name, exc.kind).inc()
+                self.metrics.errors.labels(f"engine_{exc.kind}").inc()
+                causes[engine.name] = str(exc)
+                continue
             except EngineFailure as exc:
                 breaker.record_failure()
                 self.metrics.upstream.labels(engine.name, exc.kind).inc()
@@ -156,13 +190,40 @@ class EnginePool:
                 self.metrics.upstream.labels(engine.name, "rejected").inc()
                 raise
             except BaseException:
-                breaker.record_failure()  # cancelled mid-call: free a half-open trial slot
+                breaker.abandon()  # cancelled (the client left) or a bug of ours: says nothing of the engine
                 raise
             self.metrics.upstream.labels(engine.name, "ok").inc()
             if not stream:  # a stream's success is recorded when it ends (iter_events)
                 breaker.record_success()
             return Served(engine.name, position, body=answer, response=response)
         raise Unavailable(causes)
+
+    async def probe(self, engine: EngineSettings) -> bool:
+        """One ``GET /health`` of ``engine`` (True: it answered 200 within ``health_timeout_s``)."""
+        timeout = aiohttp.ClientTimeout(total=self.health.health_timeout_s)
+        try:
+            async with self.session.get(engine.url + "/health", timeout=timeout) as response:
+                await response.read()
+                return response.status == 200
+        except TRANSPORT_ERRORS:
+            return False
+
+    async def probe_forever(self, stop: asyncio.Event) -> None:
+        """Probe every engine each ``health_interval_s`` until ``stop`` is set (see the module docstring)."""
+        interval = self.health.health_interval_s
+        if interval <= 0:
+            return
+        while not stop.is_set():
+            results = await asyncio.gather(*(self.probe(e) for e in self.engines))
+            for engine, ok in zip(self.engines, results):
+                breaker = self.breakers[engine.name]
+                self.metrics.health.labels(engine.name).set(1 if ok else 0)
+                if ok:
+                    breaker.probe_succeeded()
+                else:
+                    breaker.record_failure()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
 
     async def iter_events(self, served: Served) -> AsyncIterator[dict]:
         """The JSON events of an engine's SSE stream (without the final ``[DONE]``). On a broken stream the
@@ -187,8 +248,9 @@ class EnginePool:
             breaker.record_failure()
             self.metrics.upstream.labels(served.engine, "broken_stream").inc()
             raise EngineFailure("broken_stream", f"{type(exc).__name__}: {exc}") from exc
-        except EngineFailure:
-            breaker.record_failure()
+        except EngineFailure as exc:
+            if exc.kind != "engine_stream_error":  # an error event: the engine is up and refused this request
+                breaker.record_failure()
             raise
         except (GeneratorExit, asyncio.CancelledError):
             breaker.record_success()  # the client went away; the engine was streaming fine

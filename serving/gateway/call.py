@@ -1,0 +1,50 @@
+"""One request on its way through the gateway's steps: what each step found out, and the request's log row."""
+
+import time
+import uuid
+
+from fastapi import Request
+
+from .logstore import utc_now_iso
+
+
+def new_row(endpoint: str) -> dict:
+    """The inference-log row of a request that has just arrived (every field of the schema, defaults)."""
+    return {"request_id": f"req-{uuid.uuid4().hex}", "ts": utc_now_iso(), "tenant": "", "key_id": "",
+            "endpoint": endpoint, "model": "", "served_model": "", "model_version": "", "adapter": "",
+            "engine": "", "route": "", "stream": False, "status": 200, "error": None, "prompt": "",
+            "output": "", "prompt_tokens": 0, "completion_tokens": 0, "latency_ms": 0.0, "ttft_ms": None,
+            "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": None}
+
+
+class Call:
+    """Filled in step by step (see :mod:`serving.gateway.steps`); the row is written once, when the call ends."""
+
+    def __init__(self, request: Request | None, endpoint: str):
+        self.request = request
+        self.endpoint = endpoint
+        self.start = time.perf_counter()
+        self.row = new_row(endpoint)
+        self.reasons: list[str] = []  # guardrail reasons, ";"-joined into the row
+        self.headers: dict[str, str] = {"X-Request-Id": self.row["request_id"]}
+        self.api_key = None  # auth.ApiKey
+        self.body: dict | None = None  # the parsed JSON body
+        self.req = None  # schemas.ChatRequest | schemas.CompletionRequest
+        self.prompt = ""
+        self.max_tokens = 0
+        self.route = None  # routing.Route
+        self.tier = None  # ratelimit.Tier
+        self.reserved = 0  # tokens taken from the tenant's budget, settled when the call ends
+        self.served = None  # upstream.Served
+        self.ended = False
+
+    @property
+    def chat(self) -> bool:
+        return self.endpoint == "chat.completions"
+
+    @property
+    def request_id(self) -> str:
+        return self.row["request_id"]
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000.0

@@ -1,0 +1,269 @@
+"""The gateway's request path as a short chain of small steps, each behind one interface::
+
+    authenticate → read body → validate → route → limit → screen → [engine] → screen output → account → log
+
+A step is an object with ``async __call__(call)`` that fills in the :class:`~serving.gateway.call.Call` or
+raises :class:`~serving.gateway.errors.ApiError`, which ends the call with that answer. Routing comes before the
+rate limit because a prompt's tokens are counted with the tokenizer of the version that will serve it. The last
+three (output screening, accounting, logging) run for every call that reached them, whatever its outcome:
+accounting settles what the call reserved, and every call, answered or rejected, leaves one log row.
+"""
+
+import json
+import logging
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from .auth import KeyStore, parse_bearer
+from .call import Call
+from .errors import ApiError
+from .guardrails import Guardrails, Verdict
+from .logstore import InferenceLog
+from .metrics import GatewayMetrics
+from .ratelimit import Tier
+from .routing import Router, UnknownModel
+from .schemas import ChatRequest, CompletionRequest, describe, invalid_unicode, printable
+from .settings import LimitSettings
+from .tiers import TierSource
+
+log = logging.getLogger("crawl2serve.gateway")
+ALLOW = Verdict("allow", (), 0.0)
+
+
+class Step(Protocol):
+    async def __call__(self, call: Call) -> None: ...
+
+
+class Authenticate:
+    """The bearer key must be one of the key store's (hashed) keys; names the tenant and its key tier."""
+
+    def __init__(self, keys: KeyStore):
+        self.keys = keys
+
+    async def __call__(self, call: Call) -> None:
+        key = parse_bearer(call.request.headers.get("authorization"))
+        api_key = self.keys.lookup(key) if key else None
+        if api_key is None:
+            raise ApiError(401, "missing API key (Authorization: Bearer <key>)" if not key else "invalid API key",
+                           kind="authentication_error", code="invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        call.api_key = api_key
+        call.row.update(tenant=api_key.tenant, key_id=api_key.key_id)
+
+
+class ReadBody:
+    """The body, read as it arrives and cut off at ``max_body_bytes`` (413) whether or not a Content-Length was
+    sent: a chunked upload of any size costs at most the limit in memory. Then parsed as one JSON object."""
+
+    def __init__(self, limits: LimitSettings):
+        self.limit = limits.max_body_bytes
+
+    async def read(self, call: Call) -> bytes:
+        declared = call.request.headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise ApiError(400, f"invalid Content-Length header {declared!r}", code="invalid_request")
+            if int(declared) > self.limit:
+                raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {self.limit} bytes",
+                               code="body_too_large")
+        chunks, size = [], 0
+        async for chunk in call.request.stream():
+            size += len(chunk)
+            if size > self.limit:
+                raise ApiError(413, f"request body exceeds the limit of {self.limit} bytes", code="body_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def __call__(self, call: Call) -> None:
+        raw = await self.read(call)
+        try:
+            body = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+        if not isinstance(body, dict):
+            raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+        call.body = body
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class Validate:
+    """The body against the endpoint's schema (:mod:`serving.gateway.schemas`) and the gateway's limits."""
+
+    def __init__(self, limits: LimitSettings):
+        self.limits = limits
+
+    async def __call__(self, call: Call) -> None:
+        model_cls = ChatRequest if call.chat else CompletionRequest
+        try:
+            req = model_cls.model_validate(call.body)
+        except ValidationError as exc:
+            message, param = describe(exc)
+            raise ApiError(400, message, param=param, code="invalid_request") from exc
+        bad = invalid_unicode(call.body)
+        prompt = req.prompt_text()
+        call.row.update(model=printable(req.model), stream=req.stream, prompt=printable(prompt))
+        if bad:
+            raise ApiError(400, f"invalid value for {bad!r}: not valid Unicode (a lone surrogate)", param=bad,
+                           code="invalid_unicode")
+        limits = self.limits
+        unforwarded = [f for f in ("ignore_eos", "top_k", "min_p", "min_tokens", "repetition_penalty")
+                       if getattr(req, f) is not None and f not in limits.passthrough_fields]
+        if unforwarded:
+            raise ApiError(400, f"unknown field {unforwarded[0]!r}", param=unforwarded[0], code="invalid_request")
+        param = "prompt" if isinstance(req, CompletionRequest) else "messages"
+        if len(prompt) > limits.max_prompt_chars:
+            raise ApiError(400, f"prompt has {len(prompt)} characters; the limit is {limits.max_prompt_chars}",
+                           param=param, code="prompt_too_long")
+        if isinstance(req, ChatRequest) and len(req.messages) > limits.max_messages:
+            raise ApiError(400, f"{len(req.messages)} messages; the limit is {limits.max_messages}",
+                           param="messages", code="too_many_messages")
+        max_tokens = req.requested_max_tokens() or limits.default_max_tokens
+        if max_tokens > limits.max_tokens:
+            raise ApiError(400, f"max_tokens {max_tokens} exceeds the limit of {limits.max_tokens}",
+                           param="max_tokens", code="max_tokens_too_large")
+        if req.min_tokens is not None and req.min_tokens > max_tokens:
+            raise ApiError(400, f"min_tokens {req.min_tokens} exceeds max_tokens {max_tokens}", param="min_tokens",
+                           code="invalid_request")
+        call.req, call.prompt, call.max_tokens = req, prompt, max_tokens
+
+
+class Route:
+    """Which version (and which model value on each engine) serves the requested public model name."""
+
+    def __init__(self, router: Router):
+        self.router = router
+
+    async def __call__(self, call: Call) -> None:
+        try:
+            route = self.router.pick(call.req.model)
+        except UnknownModel as exc:
+            raise ApiError(404, str(exc), param="model", code="model_not_found") from exc
+        call.route = route
+        call.row.update(model_version=route.version, route=route.route)
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough prompt-token count for reserving rate-limit budget before the engine counts (≈4 chars a token)."""
+    return len(text) // 4 + 1
+
+
+class Limit:
+    """The tenant's tier (Feast, else its key's) and its request/token budgets: reserves the prompt's tokens plus
+    ``max_tokens``; :class:`Account` settles the reservation when the call ends."""
+
+    def __init__(self, limiter, tiers: dict[str, Tier], tier_source: TierSource, metrics: GatewayMetrics):
+        self.limiter, self.tiers, self.tier_source, self.metrics = limiter, tiers, tier_source, metrics
+
+    async def __call__(self, call: Call) -> None:
+        api_key = call.api_key
+        tier_name = await self.tier_source.tier(api_key.tenant, api_key.tier)
+        tier = self.tiers.get(tier_name) or self.tiers["free"]
+        reserve = estimate_tokens(call.prompt) + call.max_tokens
+        try:
+            decision = self.limiter.check(api_key.tenant, tier, reserve)
+        except Exception as exc:  # noqa: BLE001 — a rate-limit store outage must not take serving down
+            log.warning("rate limiter unavailable, admitting the request: %s", exc)
+            self.metrics.errors.labels("ratelimit_unavailable").inc()
+            call.tier = tier
+            return
+        if not decision.allowed and decision.retry_after_s == float("inf"):
+            raise ApiError(400, f"this request may use {reserve} tokens (prompt + max_tokens), more than the "
+                           f"{tier.name} tier ever allows at once ({tier.burst_tokens:.0f}); lower max_tokens",
+                           param="max_tokens", code="exceeds_tier_token_burst")
+        if not decision.allowed:
+            self.metrics.rate_limited.labels(decision.limit or "unknown", tier.name).inc()
+            retry = max(1, int(decision.retry_after_s + 0.999))
+            raise ApiError(429, f"rate limit exceeded for tenant {api_key.tenant!r} ({tier.name} tier: "
+                           f"{decision.limit} per minute); retry after {retry} s", kind="rate_limit_error",
+                           code=f"rate_limit_{decision.limit}", headers={"Retry-After": str(retry)})
+        call.tier, call.reserved = tier, reserve
+        call.headers.update({"X-Crawl2serve-Tier": tier.name,
+                             "X-Ratelimit-Remaining-Requests": str(int(decision.remaining_requests)),
+                             "X-Ratelimit-Remaining-Tokens": str(int(decision.remaining_tokens))})
+
+
+class Screen:
+    """The prompt through the input guardrail: a block ends the call with a 400, a flag is logged."""
+
+    def __init__(self, guardrails: Guardrails, metrics: GatewayMetrics):
+        self.guardrails, self.metrics = guardrails, metrics
+
+    async def __call__(self, call: Call) -> None:
+        verdict = self.guardrails.screen_prompt(call.prompt)
+        self.metrics.verdicts.labels("input", verdict.action).inc()
+        call.row["input_verdict"] = verdict.action
+        call.reasons.extend(verdict.reasons)
+        if verdict.action == "block":
+            raise ApiError(400, "the prompt was rejected by the input guardrail (" + ", ".join(verdict.reasons) + ")",
+                           param="prompt", code="prompt_rejected")
+
+
+class ScreenOutput:
+    """Outputs through the output guardrail (a whole answer, or a stream's text so far)."""
+
+    def __init__(self, guardrails: Guardrails, metrics: GatewayMetrics):
+        self.guardrails, self.metrics = guardrails, metrics
+
+    def check(self, text: str) -> Verdict:
+        return self.guardrails.check_output(text) if text else ALLOW
+
+    def final(self, call: Call, text: str) -> Verdict:
+        """The verdict on a call's whole output, recorded in its row (a block found mid-stream stays)."""
+        if call.row["output_verdict"] != "block":
+            verdict = self.check(text)
+            call.row["output_verdict"] = verdict.action
+            call.reasons.extend(verdict.reasons)
+        self.metrics.verdicts.labels("output", call.row["output_verdict"]).inc()
+        return Verdict(call.row["output_verdict"], (), 0.0)
+
+
+class Account:
+    """Settles what a call reserved: the tokens it used (the engine's usage; an estimate where it gives none)
+    are charged, the rest of the reservation goes back to the tenant."""
+
+    def __init__(self, limiter, tier_source: TierSource, metrics: GatewayMetrics):
+        self.limiter, self.tier_source, self.metrics = limiter, tier_source, metrics
+
+    def usage(self, call: Call, usage: dict | None, output: str) -> None:
+        usage = usage or {}
+        call.row["prompt_tokens"] = int(usage.get("prompt_tokens") or estimate_tokens(call.prompt))
+        call.row["completion_tokens"] = int(usage.get("completion_tokens") or
+                                            (estimate_tokens(output) if output else 0))
+        self.metrics.tokens.labels("in", call.row["model_version"]).inc(call.row["prompt_tokens"])
+        self.metrics.tokens.labels("out", call.row["model_version"]).inc(call.row["completion_tokens"])
+
+    async def __call__(self, call: Call) -> None:
+        if call.tier is None:
+            return
+        used = call.row["prompt_tokens"] + call.row["completion_tokens"]
+        if call.reserved > used:
+            try:
+                self.limiter.refund(call.api_key.tenant, call.tier, call.reserved - used)
+            except Exception as exc:  # noqa: BLE001 — as in Limit: the store's outage is logged, not fatal
+                log.warning("rate limiter unavailable, refund lost: %s", exc)
+        call.reserved = 0
+        if used:
+            self.tier_source.record(call.api_key.tenant, used)
+
+
+class Log:
+    """Writes the call's row to the inference log (once, whatever the outcome)."""
+
+    def __init__(self, inference_log: InferenceLog, metrics: GatewayMetrics):
+        self.log, self.metrics = inference_log, metrics
+
+    async def __call__(self, call: Call, status: int = 200, error: str | None = None) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        call.row.update(status=status, error=error, latency_ms=round(call.elapsed_ms(), 3),
+                        verdict_reasons=";".join(call.reasons))
+        self.metrics.requests.labels(call.endpoint, str(status)).inc()
+        if error:
+            self.metrics.errors.labels(error).inc()
+        self.log.append(call.row)
+        self.metrics.log_pending.set(self.log.pending)
