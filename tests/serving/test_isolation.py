@@ -190,3 +190,37 @@ def test_unknown_paths_and_methods_answer_in_json(gateway):
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = httpx.get(gateway.url + "/v1/completions")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_an_unexpected_exception_answers_json_and_keeps_its_log_row(tmp_path, tiny_model):
+    """A bug in a step (here: a step that raises) still answers in OpenAI's error shape and writes its row."""
+    from fastapi.testclient import TestClient
+
+    from serving.gateway.app import create_app
+    from serving.gateway.auth import KeyStore
+    from serving.gateway.routing import write_routing
+    from serving.gateway.settings import GatewaySettings
+
+    write_routing(str(tmp_path / "routing.json"), {"model": "crawl2serve", "stable": "1", "canary": None,
+                                                   "canary_share": 0.0, "versions": {"1": {"primary": tiny_model}}})
+    key, _ = KeyStore.load(tmp_path / "keys.json").add("acme", "pro")
+    settings = GatewaySettings(routing_file=str(tmp_path / "routing.json"), keys_file=str(tmp_path / "keys.json"),
+                               log_dir=str(tmp_path / "spool"),
+                               engines=[EngineSettings(name="primary", url="http://127.0.0.1:9")],
+                               breaker={"health_interval_s": 0})
+    app = create_app(settings)
+
+    class Broken:
+        async def __call__(self, call):
+            raise KeyError("a bug")
+
+    app.state.gateway.steps.insert(3, Broken())
+    with TestClient(app) as client:
+        r = client.post("/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                        json={"model": "crawl2serve", "prompt": "The"})
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    assert r.json()["error"] == {"message": "internal error (KeyError)", "type": "server_error", "param": None,
+                                 "code": "internal_error"}
+    rows = read_rows(settings.log_dir)[0]
+    assert [(row["request_id"], row["status"], row["error"]) for row in rows] == [
+        (r.headers["x-request-id"], 500, "internal_error")]
