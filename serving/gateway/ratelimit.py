@@ -1,22 +1,36 @@
 """Per-tenant rate limits: two token buckets per tenant, one for requests and one for LLM tokens.
 
-Each request takes 1 from the request bucket and its token estimate (prompt tokens + max_tokens) from
-the token bucket, both or neither, so a denied request costs nothing. After the response the gateway
-gives back (``refund``) the tokens it reserved but did not use. Buckets refill continuously at
+**Reserve, then settle.** Admitting a request takes 1 from the request bucket and ``prompt tokens + max_tokens``
+from the token bucket, both or neither (:meth:`~MemoryLimiter.reserve`), so a denied request costs nothing. The
+prompt is counted with the served model's tokenizer (:mod:`serving.gateway.tokens`), so the reservation covers
+what the engine can use: max_tokens bounds the completion. When the answer is in, :meth:`~MemoryLimiter.settle`
+replaces the reservation by the tokens really used (the engine's usage): unused tokens go back (never above the
+burst), an overrun (a prompt that counted more than reserved) is charged, and the token bucket may go
+**negative**: that debt is repaid by refill before the next request fits. Buckets refill continuously at
 ``per_minute / 60`` per second up to their burst capacity.
 
-Two implementations with one interface: :class:`MemoryLimiter` (one process) and :class:`RedisLimiter`
-(shared by every gateway replica; one Lua script does refill + take atomically on the server).
+**Guarantee.** Every token a request uses is taken from the bucket, and the bucket never holds more than its
+burst, so the tokens used by the requests a tenant starts within any window of T seconds are at most
+``burst_tokens + tokens_per_s * T`` plus one request's worth. The extra request's worth is what can come back or
+be charged at the window's edges: a reservation returned, unused, by a request started before the window (at most
+the unused part of the requests in flight at its start: one for a client that waits for each answer), or the
+overrun of a request still in flight at its end (zero when prompts are counted with the served tokenizer; charged
+later as debt). tests/serving/test_ratelimit.py checks this on every window of simulated sequential and parallel
+traffic; tests/serving/test_accounting.py through the real gateway and engine.
+
+Two implementations with one asynchronous interface: :class:`MemoryLimiter` (one process) and
+:class:`RedisLimiter` (shared by every gateway replica, on ``redis.asyncio``: one Lua script does refill +
+reserve or settle atomically on the server; nothing blocks the event loop, and every call has a deadline).
 A request for more tokens than the bucket can ever hold is denied with ``retry_after_s = inf``: waiting
 will not help, so the gateway should answer it with a 4xx other than 429.
 """
 
+import asyncio
 import math
 import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
-
 
 
 @dataclass(frozen=True)
@@ -68,21 +82,26 @@ class Decision:
     remaining_tokens: float
 
 
+
 class Limiter(Protocol):
-    """What the gateway needs from a rate limiter."""
+    """What the gateway needs from a rate limiter (both calls are coroutines)."""
 
-    def check(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> Decision: ...
+    async def reserve(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> Decision: ...
 
-    def refund(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> float: ...
+    async def settle(self, tenant: str, tier: Tier, reserved: int, used: int, now: float | None = None) -> float: ...
+
+    async def aclose(self) -> None: ...
 
 
-def _validate_tokens(tokens: int) -> None:
-    if tokens < 0:
-        raise ValueError(f"tokens must be >= 0, got {tokens}")
+def _validate(**counts: int) -> None:
+    for name, value in counts.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 def _denial(tier: Tier, req: float, tok: float, tokens: int) -> Decision:
-    """Why a take of (1, tokens) from buckets at levels (req, tok) fails, and how long until it fits."""
+    """Why a take of (1, tokens) from buckets at levels (req, tok) fails, and how long until it fits
+    (``tok`` may be negative: a debt is repaid first)."""
     req_wait = max(0.0, (1 - req) / tier.requests_per_s)
     tok_wait = math.inf if tokens > tier.burst_tokens else max(0.0, (tokens - tok) / tier.tokens_per_s)
     limit = "tokens" if tok_wait > req_wait else "requests"
@@ -92,7 +111,7 @@ def _denial(tier: Tier, req: float, tok: float, tokens: int) -> Decision:
 @dataclass
 class _Buckets:
     req: float
-    tok: float
+    tok: float  # below 0: a debt
     ts: float
 
     def refill(self, tier: Tier, now: float) -> None:
@@ -104,7 +123,8 @@ class _Buckets:
 
 
 class MemoryLimiter:
-    """Token buckets in this process's memory (one gateway replica, or tests). Thread-safe."""
+    """Token buckets in this process's memory (one gateway replica, or tests). Thread-safe; the coroutines
+    never wait (a dict update under a lock)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -117,42 +137,49 @@ class MemoryLimiter:
         b.refill(tier, now)
         return b
 
-    def check(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> Decision:
-        """Take 1 request and ``tokens`` tokens from the tenant's buckets, both or neither."""
-        _validate_tokens(tokens)
+    async def reserve(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> Decision:
+        """Take 1 request and ``tokens`` tokens (prompt + max_tokens) from the tenant's buckets, both or neither.
+        Denied while the token bucket holds less than ``tokens`` (a debt included)."""
+        _validate(tokens=tokens)
         now = time.monotonic() if now is None else now
         with self._lock:
             b = self._get(tenant, tier, now)
-            if b.req >= 1 and b.tok >= tokens:
+            if b.req >= 1 and b.tok >= tokens and tokens <= tier.burst_tokens:
                 b.req -= 1
                 b.tok -= tokens
                 return Decision(True, None, 0.0, b.req, b.tok)
             return _denial(tier, b.req, b.tok, tokens)
 
-    def refund(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> float:
-        """Give back ``tokens`` reserved but unused (never above capacity); returns the tokens now left."""
-        _validate_tokens(tokens)
+    async def settle(self, tenant: str, tier: Tier, reserved: int, used: int, now: float | None = None) -> float:
+        """Replace a reservation of ``reserved`` tokens by the ``used`` ones: give back the difference (never
+        above capacity) or charge the overrun (the bucket may go negative: a debt). Returns the tokens now left."""
+        _validate(reserved=reserved, used=used)
         now = time.monotonic() if now is None else now
         with self._lock:
             b = self._get(tenant, tier, now)
-            b.tok = min(tier.burst_tokens, b.tok + tokens)
+            b.tok = min(tier.burst_tokens, b.tok + reserved - used)
             return b.tok
 
+    async def aclose(self) -> None:
+        pass
 
-# KEYS[1]: the tenant's hash. ARGV: req_rate/s, tok_rate/s, req_cap, tok_cap, take_req, take_tok,
-# now ('' = the server clock), ttl_ms. A negative take is a refund. Returns
+
+# KEYS[1]: the tenant's hash. ARGV: req_rate/s, tok_rate/s, req_cap, tok_cap, mode ('reserve' | 'settle'),
+# a, b, now ('' = the server clock). reserve: a = requests (1), b = tokens; settle: a = tokens reserved,
+# b = tokens used (the token level may go negative: a debt). The key expires once both buckets would be full
+# again (+1 s): a key that expired was full anyway. Returns
 # {allowed 0|1, limit '' | 'requests' | 'tokens', retry_after_s ('inf' if never), req left, tok left};
 # numbers as strings because Redis truncates Lua numbers to integers in replies.
-_LUA_TAKE = """
+_LUA = """
 local req_rate, tok_rate = tonumber(ARGV[1]), tonumber(ARGV[2])
 local req_cap, tok_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
-local take_req, take_tok = tonumber(ARGV[5]), tonumber(ARGV[6])
+local mode, a, b = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local now
-if ARGV[7] == '' then
+if ARGV[8] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 else
-  now = tonumber(ARGV[7])
+  now = tonumber(ARGV[8])
 end
 local h = redis.call('HMGET', KEYS[1], 'req', 'tok', 'ts')
 local req = tonumber(h[1]) or req_cap
@@ -163,14 +190,16 @@ req = math.min(req_cap, req + elapsed * req_rate)
 tok = math.min(tok_cap, tok + elapsed * tok_rate)
 ts = math.max(ts, now)
 local allowed, limit, retry = 1, '', '0'
-if req >= take_req and tok >= take_tok then
-  req = math.min(req_cap, req - take_req)
-  tok = math.min(tok_cap, tok - take_tok)
+if mode == 'settle' then
+  tok = math.min(tok_cap, tok + a - b)
+elseif req >= a and tok >= b and b <= tok_cap then
+  req = req - a
+  tok = tok - b
 else
   allowed = 0
-  local req_wait = math.max(0, (take_req - req) / req_rate)
-  local tok_wait = math.max(0, (take_tok - tok) / tok_rate)
-  if take_tok > tok_cap then
+  local req_wait = math.max(0, (a - req) / req_rate)
+  local tok_wait = math.max(0, (b - tok) / tok_rate)
+  if b > tok_cap then
     limit, retry = 'tokens', 'inf'
   elseif tok_wait > req_wait then
     limit, retry = 'tokens', string.format('%.17g', tok_wait)
@@ -180,65 +209,72 @@ else
 end
 redis.call('HSET', KEYS[1], 'req', string.format('%.17g', req), 'tok', string.format('%.17g', tok),
            'ts', string.format('%.17g', ts))
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
+local full_after = math.max((req_cap - req) / req_rate, (tok_cap - tok) / tok_rate)
+redis.call('PEXPIRE', KEYS[1], math.ceil((full_after + 1) * 1000))
 return {allowed, limit, retry, string.format('%.17g', req), string.format('%.17g', tok)}
 """
-
-
-def _ttl_ms(tier: Tier) -> int:
-    """Time for both buckets to refill completely, plus a second: a key that expired was full anyway,
-    so the TTL loses nothing."""
-    full_after_s = max(tier.burst_requests / tier.requests_per_s, tier.burst_tokens / tier.tokens_per_s)
-    return int(math.ceil((full_after_s + 1) * 1000))
 
 
 class RedisLimiter:
     """Token buckets in Redis, shared by all gateway replicas: hash ``{prefix}{tenant}`` with fields
     ``req``, ``tok`` and ``ts`` (last refill, Redis server clock unless a ``now`` is passed).
 
-    Needs Redis >= 5 (a script that reads ``TIME`` and then writes). Redis errors (``redis.RedisError``)
-    propagate: whether to fail open or closed is the caller's call.
-    The client is synchronous; one call is one round trip running one short script.
+    On ``redis.asyncio`` with a bounded connection pool: one call is one round trip running one short script,
+    awaited, never blocking the event loop. Each call has a deadline of ``timeout_s`` (connecting, waiting for a
+    pooled connection and the reply together) and no retries, so an unreachable or silent Redis costs a request
+    at most ``timeout_s``. Needs Redis >= 5 (a script that reads ``TIME`` and then writes). Redis errors
+    (``redis.RedisError``; ``redis.TimeoutError`` past the deadline) propagate: whether to fail open or closed is
+    the caller's call. Use it from one event loop (its connections belong to the loop that opened them).
     """
 
-    def __init__(self, url: str, prefix: str = "c2s:rl:", socket_timeout_s: float = 1.0):
-        import redis  # only the shared (multi-replica) limiter needs the client
+    def __init__(self, url: str, prefix: str = "c2s:rl:", timeout_s: float = 0.25, max_connections: int = 64):
+        import redis.asyncio as aioredis  # only the shared (multi-replica) limiter needs the client
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self.prefix = prefix
-        self._redis = redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
-                                           socket_connect_timeout=socket_timeout_s)
-        self._take = self._redis.register_script(_LUA_TAKE)
+        self.prefix, self.timeout_s = prefix, timeout_s
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self._script = self._redis.register_script(_LUA)
 
     def key(self, tenant: str) -> str:
         return self.prefix + tenant
 
-    def _run(self, tenant: str, tier: Tier, take_req: int, take_tok: int, now: float | None) -> list:
+    async def _run(self, tenant: str, tier: Tier, mode: str, a: int, b: int, now: float | None) -> list:
+        import redis
+
         args = [repr(tier.requests_per_s), repr(tier.tokens_per_s), repr(float(tier.burst_requests)),
-                repr(float(tier.burst_tokens)), take_req, take_tok, "" if now is None else repr(float(now)),
-                _ttl_ms(tier)]
-        allowed, limit, retry, req, tok = self._take(keys=[self.key(tenant)], args=args)
+                repr(float(tier.burst_tokens)), mode, a, b, "" if now is None else repr(float(now))]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                allowed, limit, retry, req, tok = await self._script(keys=[self.key(tenant)], args=args)
+        except TimeoutError as exc:
+            raise redis.TimeoutError(f"Redis did not answer within {self.timeout_s} s") from exc
         return [bool(int(allowed)), _text(limit) or None, float(_text(retry)), float(_text(req)),
                 float(_text(tok))]
 
-    def check(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> Decision:
+    async def reserve(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> Decision:
         """Take 1 request and ``tokens`` tokens from the tenant's buckets, both or neither, atomically."""
-        _validate_tokens(tokens)
-        allowed, limit, retry, req, tok = self._run(tenant, tier, 1, tokens, now)
+        _validate(tokens=tokens)
+        allowed, limit, retry, req, tok = await self._run(tenant, tier, "reserve", 1, tokens, now)
         return Decision(allowed, limit, retry, req, tok)
 
-    def refund(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> float:
-        """Give back ``tokens`` reserved but unused (never above capacity); returns the tokens now left."""
-        _validate_tokens(tokens)
-        return self._run(tenant, tier, 0, -tokens, now)[4]
+    async def settle(self, tenant: str, tier: Tier, reserved: int, used: int, now: float | None = None) -> float:
+        """Replace a reservation of ``reserved`` tokens by the ``used`` ones, atomically (see
+        :meth:`MemoryLimiter.settle`); returns the tokens now left (negative: a debt)."""
+        _validate(reserved=reserved, used=used)
+        return (await self._run(tenant, tier, "settle", reserved, used, now))[4]
 
-    def close(self) -> None:
-        self._redis.close()
+    async def aclose(self) -> None:
+        await self._redis.aclose(close_connection_pool=True)
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def make_limiter(redis_url: str | None) -> MemoryLimiter | RedisLimiter:
+def make_limiter(redis_url: str | None, **redis_options) -> MemoryLimiter | RedisLimiter:
     """A RedisLimiter when a Redis URL is configured, else an in-process MemoryLimiter."""
-    return RedisLimiter(redis_url) if redis_url else MemoryLimiter()
+    return RedisLimiter(redis_url, **redis_options) if redis_url else MemoryLimiter()
