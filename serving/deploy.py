@@ -199,10 +199,15 @@ class Deployment:
     def route(self, version: str, handles: list[EngineHandle], canary_share: float) -> dict:
         """Move traffic to ``version``: all of it, or ``canary_share`` beside the previous stable version."""
         previous = read_routing(self.routing_file) or {}
-        versions = {}
+        versions, tokenizers = {}, {}
         for h in handles:
             for v, model in h.models.items():
                 versions.setdefault(v, {})[h.name] = model
+                # the folder the engine reads its tokenizer from: a model folder (CPU engine), else the anchor
+                # SGLang serves (its adapters do not change the tokenizer); the gateway counts prompts with it
+                folder = Path(model) if Path(model).is_dir() else self.models_dir(f"v{h.anchor}-merged")
+                if v not in tokenizers and (folder / "tokenizer.json").is_file():
+                    tokenizers[v] = str(folder)
         before = previous.get("stable")
         if canary_share > 0 and before and before != version and before in versions:
             stable, canary, share = before, version, canary_share
@@ -210,7 +215,7 @@ class Deployment:
             stable, canary, share = version, None, 0.0
         table = {"model": self.model_name, "stable": stable, "canary": canary, "canary_share": share,
                  "previous": before if before != stable else previous.get("previous"), "versions": versions,
-                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                 "tokenizers": tokenizers, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_routing(self.routing_file, table)
         return table
 

@@ -7,9 +7,13 @@
      "versions": {"3": {"primary": "crawl2serve", "fallback": "/data/.../v3"},
                   "4": {"primary": "crawl2serve:v4", "fallback": "/data/.../v4"},
                   "base": {...}},
+     "tokenizers": {"3": "/data/.../v3", "4": "/data/.../v3-merged", "base": ...},
      "updated": "2026-11-23T06:00:00+00:00"}
 
-``versions`` maps a version label to the ``model`` value each engine needs for it. Public names:
+``versions`` maps a version label to the ``model`` value each engine needs for it; ``tokenizers`` (optional)
+the folder of the tokenizer its engines count prompts with (the gateway counts rate-limited tokens with it).
+Without that entry, a version's first ``model`` value that is a folder with a ``tokenizer.json`` (the CPU engine's
+merged folder) is used; else none is known (:mod:`serving.gateway.tokens` then counts an upper bound). Public names:
 ``crawl2serve`` (the stable version, or the canary for ``canary_share`` of requests) and
 ``crawl2serve@<label>`` (one version, pinned).
 """
@@ -34,6 +38,7 @@ class Route:
     version: str
     route: str  # "stable" | "canary" | "pinned"
     models: dict[str, str]  # engine name -> model value
+    tokenizer: str | None = None  # the tokenizer folder of this version's engines, if known
 
 
 def write_routing(path: str, table: dict) -> None:
@@ -55,6 +60,7 @@ class Router:
         self._table: dict | None = None
         self._mtime = None
         self._checked = 0.0
+        self._tokenizers: dict[str, str] = {}
 
     def table(self) -> dict | None:
         now = time.monotonic()
@@ -66,6 +72,7 @@ class Router:
                 mtime = None
             if mtime != self._mtime:
                 self._table, self._mtime = read_routing(self.path), mtime
+                self._tokenizers = _tokenizers(self._table)
         return self._table
 
     def public_models(self) -> list[str]:
@@ -84,9 +91,25 @@ class Router:
         if pinned:
             if pinned not in table["versions"]:
                 raise UnknownModel(f"model {requested!r} does not exist; available: {', '.join(self.public_models())}")
-            return Route(requested, pinned, "pinned", table["versions"][pinned])
+            return self._route(requested, pinned, "pinned", table)
         canary, share = table.get("canary"), float(table.get("canary_share") or 0.0)
         if canary and canary in table["versions"] and share > 0 and self.rng() < share:
-            return Route(requested, canary, "canary", table["versions"][canary])
-        stable = table["stable"]
-        return Route(requested, stable, "stable", table["versions"][stable])
+            return self._route(requested, canary, "canary", table)
+        return self._route(requested, table["stable"], "stable", table)
+
+    def _route(self, public: str, version: str, route: str, table: dict) -> Route:
+        return Route(public, version, route, table["versions"][version], self._tokenizers.get(version))
+
+
+def _tokenizers(table: dict | None) -> dict[str, str]:
+    """version -> tokenizer folder: the table's ``tokenizers``, else a local model folder with a tokenizer."""
+    if not table:
+        return {}
+    found = {v: str(t) for v, t in (table.get("tokenizers") or {}).items() if t}
+    for version, models in (table.get("versions") or {}).items():
+        if version not in found:
+            folder = next((m for m in models.values() if os.path.isfile(os.path.join(str(m), "tokenizer.json"))),
+                          None)
+            if folder:
+                found[version] = folder
+    return found
