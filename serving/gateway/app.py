@@ -34,6 +34,7 @@ from .schemas import ChatRequest
 from .settings import GatewaySettings
 from .steps import Account, Authenticate, Limit, Log, ReadBody, Route, Screen, ScreenOutput, Validate
 from .tiers import TierSource
+from .tokens import TokenCounter
 from .upstream import EngineFailure, EnginePool, EngineRejected, RequestFailed, Unavailable
 
 log = logging.getLogger("crawl2serve.gateway")
@@ -61,10 +62,12 @@ class Gateway:
         self.tier_source = TierSource(settings.feast, push=settings.workers == 1 or bool(settings.redis_url))
         self.log = InferenceLog(settings.log_dir, flush_interval_s=settings.log_flush_interval_s)
         self.authenticate = Authenticate(self.keys)
+        counter = TokenCounter()
         self.steps = [self.authenticate, ReadBody(settings.limits), Validate(settings.limits), Route(self.router),
-                      Limit(self.limiter, tiers, self.tier_source, self.metrics), Screen(guardrails, self.metrics)]
+                      Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
+                      Screen(guardrails, self.metrics)]
         self.screen_output = ScreenOutput(guardrails, self.metrics)
-        self.account = Account(self.limiter, self.tier_source, self.metrics)
+        self.account = Account(self.limiter, self.tier_source, self.metrics, counter)
         self.finish = Log(self.log, self.metrics)
 
     # -- the request path -------------------------------------------------------------------------------------
@@ -276,6 +279,8 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
                 await pusher
                 await prober
             await gateway.pool.aclose()
+            await gateway.account.drain()
+            await gateway.limiter.aclose()
             gateway.log.close()
 
     app = FastAPI(title="crawl2serve gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)

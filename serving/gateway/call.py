@@ -32,6 +32,7 @@ class Call:
         self.req = None  # schemas.ChatRequest | schemas.CompletionRequest
         self.prompt = ""
         self.max_tokens = 0
+        self.prompt_tokens = 0  # counted with the served version's tokenizer (steps.Limit)
         self.route = None  # routing.Route
         self.tier = None  # ratelimit.Tier
         self.reserved = 0  # tokens taken from the tenant's budget, settled when the call ends

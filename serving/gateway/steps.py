@@ -9,6 +9,7 @@ three (output screening, accounting, logging) run for every call that reached th
 accounting settles what the call reserved, and every call, answered or rejected, leaves one log row.
 """
 
+import asyncio
 import json
 import logging
 from typing import Protocol
@@ -26,6 +27,7 @@ from .routing import Router, UnknownModel
 from .schemas import ChatRequest, CompletionRequest, describe, invalid_unicode, printable
 from .settings import LimitSettings
 from .tiers import TierSource
+from .tokens import TokenCounter
 
 log = logging.getLogger("crawl2serve.gateway")
 ALLOW = Verdict("allow", (), 0.0)
@@ -146,33 +148,37 @@ class Route:
         call.row.update(model_version=route.version, route=route.route)
 
 
-def estimate_tokens(text: str) -> int:
-    """Rough prompt-token count for reserving rate-limit budget before the engine counts (≈4 chars a token)."""
-    return len(text) // 4 + 1
-
-
 class Limit:
-    """The tenant's tier (Feast, else its key's) and its request/token budgets: reserves the prompt's tokens plus
-    ``max_tokens``; :class:`Account` settles the reservation when the call ends."""
+    """The tenant's tier (Feast, else its key's) and its request/token budgets: reserves the prompt's tokens,
+    counted with the tokenizer of the version that will serve it (:mod:`serving.gateway.tokens`), plus
+    ``max_tokens``; :class:`Account` settles the reservation when the call ends. A rate-limit store outage admits
+    the call unreserved (logged, ``ratelimit_unavailable``); a tenant in debt waits until refill repays it."""
 
-    def __init__(self, limiter, tiers: dict[str, Tier], tier_source: TierSource, metrics: GatewayMetrics):
+    def __init__(self, limiter, tiers: dict[str, Tier], tier_source: TierSource, metrics: GatewayMetrics,
+                 counter: TokenCounter):
         self.limiter, self.tiers, self.tier_source, self.metrics = limiter, tiers, tier_source, metrics
+        self.counter = counter
 
     async def __call__(self, call: Call) -> None:
         api_key = call.api_key
         tier_name = await self.tier_source.tier(api_key.tenant, api_key.tier)
         tier = self.tiers.get(tier_name) or self.tiers["free"]
-        reserve = estimate_tokens(call.prompt) + call.max_tokens
+        if isinstance(call.req, ChatRequest):
+            call.prompt_tokens = await self.counter.acount(call.route.tokenizer, messages=call.req.engine_messages())
+        else:
+            call.prompt_tokens = await self.counter.acount(call.route.tokenizer, prompt=call.prompt)
+        reserve = call.prompt_tokens + call.max_tokens
         try:
-            decision = self.limiter.check(api_key.tenant, tier, reserve)
+            decision = await self.limiter.reserve(api_key.tenant, tier, reserve)
         except Exception as exc:  # noqa: BLE001 — a rate-limit store outage must not take serving down
             log.warning("rate limiter unavailable, admitting the request: %s", exc)
             self.metrics.errors.labels("ratelimit_unavailable").inc()
             call.tier = tier
             return
         if not decision.allowed and decision.retry_after_s == float("inf"):
-            raise ApiError(400, f"this request may use {reserve} tokens (prompt + max_tokens), more than the "
-                           f"{tier.name} tier ever allows at once ({tier.burst_tokens:.0f}); lower max_tokens",
+            raise ApiError(400, f"this request may use {reserve} tokens ({call.prompt_tokens} prompt + "
+                           f"{call.max_tokens} max_tokens), more than the {tier.name} tier ever allows at once "
+                           f"({tier.burst_tokens:.0f}); lower max_tokens or shorten the prompt",
                            param="max_tokens", code="exceeds_tier_token_burst")
         if not decision.allowed:
             self.metrics.rate_limited.labels(decision.limit or "unknown", tier.name).inc()
@@ -182,8 +188,8 @@ class Limit:
                            code=f"rate_limit_{decision.limit}", headers={"Retry-After": str(retry)})
         call.tier, call.reserved = tier, reserve
         call.headers.update({"X-Crawl2serve-Tier": tier.name,
-                             "X-Ratelimit-Remaining-Requests": str(int(decision.remaining_requests)),
-                             "X-Ratelimit-Remaining-Tokens": str(int(decision.remaining_tokens))})
+                             "X-Ratelimit-Remaining-Requests": str(max(0, int(decision.remaining_requests))),
+                             "X-Ratelimit-Remaining-Tokens": str(max(0, int(decision.remaining_tokens)))})
 
 
 class Screen:
@@ -222,32 +228,48 @@ class ScreenOutput:
 
 
 class Account:
-    """Settles what a call reserved: the tokens it used (the engine's usage; an estimate where it gives none)
-    are charged, the rest of the reservation goes back to the tenant."""
+    """Settles what a call reserved: the tokens it used (the engine's usage; where it gives none, the counted
+    prompt and the output counted with the same tokenizer) replace the reservation: the rest goes back to the
+    tenant, an overrun is charged as debt. The settle runs as a task of its own, so that it completes even when
+    the call's task is being cancelled (a client gone mid-stream); its failure is logged, never the call's."""
 
-    def __init__(self, limiter, tier_source: TierSource, metrics: GatewayMetrics):
-        self.limiter, self.tier_source, self.metrics = limiter, tier_source, metrics
+    def __init__(self, limiter, tier_source: TierSource, metrics: GatewayMetrics, counter: TokenCounter):
+        self.limiter, self.tier_source, self.metrics, self.counter = limiter, tier_source, metrics, counter
+        self._settling: set[asyncio.Task] = set()
 
     def usage(self, call: Call, usage: dict | None, output: str) -> None:
         usage = usage or {}
-        call.row["prompt_tokens"] = int(usage.get("prompt_tokens") or estimate_tokens(call.prompt))
+        tokenizer = call.route.tokenizer if call.route else None
+        call.row["prompt_tokens"] = int(usage.get("prompt_tokens") or call.prompt_tokens)
         call.row["completion_tokens"] = int(usage.get("completion_tokens") or
-                                            (estimate_tokens(output) if output else 0))
+                                            (self.counter.count_output(tokenizer, output) if output else 0))
         self.metrics.tokens.labels("in", call.row["model_version"]).inc(call.row["prompt_tokens"])
         self.metrics.tokens.labels("out", call.row["model_version"]).inc(call.row["completion_tokens"])
+
+    async def _settle(self, tenant: str, tier: Tier, reserved: int, used: int) -> None:
+        try:
+            await self.limiter.settle(tenant, tier, reserved, used)
+        except Exception as exc:  # noqa: BLE001 — as in Limit: the store's outage is logged, not fatal
+            log.warning("rate limiter unavailable, %d tokens not settled: %s", used - reserved, exc)
+            self.metrics.errors.labels("ratelimit_unavailable").inc()
 
     async def __call__(self, call: Call) -> None:
         if call.tier is None:
             return
         used = call.row["prompt_tokens"] + call.row["completion_tokens"]
-        if call.reserved > used:
-            try:
-                self.limiter.refund(call.api_key.tenant, call.tier, call.reserved - used)
-            except Exception as exc:  # noqa: BLE001 — as in Limit: the store's outage is logged, not fatal
-                log.warning("rate limiter unavailable, refund lost: %s", exc)
+        if call.reserved:  # 0: admitted while the limiter was unavailable, nothing to settle
+            task = asyncio.get_running_loop().create_task(
+                self._settle(call.api_key.tenant, call.tier, call.reserved, used))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
         call.reserved = 0
         if used:
             self.tier_source.record(call.api_key.tenant, used)
+
+    async def drain(self) -> None:
+        """Wait for the settles still running (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
 
 class Log:
