@@ -1,7 +1,9 @@
 """Helpers of the serving tests: engines and the gateway as real processes on loopback."""
 
+import contextlib
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +84,32 @@ def metric(url: str, name: str, **labels) -> float:
                 want and line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+@contextlib.contextmanager
+def silent_server():
+    """``redis://`` URL of a TCP server that accepts connections and never answers (a hung Redis)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()

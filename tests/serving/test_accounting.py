@@ -10,11 +10,12 @@ import threading
 import time
 from datetime import datetime
 
+import httpx
 import openai
 import pytest
 
 from serving.gateway.logstore import read_rows
-from tests.serving.helpers import start_gateway
+from tests.serving.helpers import metric, silent_server, start_gateway
 
 RATE_PER_MIN, BURST, MAX_TOKENS, DURATION_S, CLIENTS = 600, 600, 16, 15.0, 8
 EMOJI = ["😀", "🚀", "👍🏽", "🇫🇷", "🧑‍💻", "❤️", "🎉"]
@@ -97,3 +98,38 @@ def test_parallel_emoji_and_cjk_streams_stay_within_the_token_budget(gateway):
             in_window = sum(u for t, u in times[i:] if t <= t0 + window)
             # + 0.5 s: a row's time is its arrival, a few ms before the limiter admits it
             assert in_window <= BURST + rate * (window + 0.5) + biggest, (window, t0, in_window)
+
+
+def test_a_hung_redis_fails_open_without_stalling_the_gateway(tmp_path, cpu_engine, tiny_model):
+    """redis_url names a server that never answers: requests are still served (each waits at most the
+    limiter's deadline), the outage is counted, and /health answers at once meanwhile."""
+    with silent_server() as url:
+        gw = start_gateway(tmp_path, [("primary", cpu_engine.url)], tiny_model, redis_url=url)
+        try:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0, timeout=30)
+
+            def one(i: int) -> float:
+                start = time.perf_counter()
+                out = client.completions.create(model="crawl2serve", prompt="数据 😀 The committee", max_tokens=4,
+                                                stream=bool(i % 2))
+                if i % 2:
+                    list(out)
+                return time.perf_counter() - start
+
+            one(0)  # the engine loads the model on its first request
+            alone = one(0)  # the limiter's deadline (0.25 s) + the engine's few ms
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                futures = [pool.submit(one, i) for i in range(8)]
+                health = []
+                while not all(f.done() for f in futures):
+                    start = time.perf_counter()
+                    assert httpx.get(gw.url + "/health", timeout=5).status_code == 200
+                    health.append(time.perf_counter() - start)
+                latencies = [f.result() for f in futures]
+            print(f"\nhung Redis: one request {alone:.3f} s; 8 in parallel {[round(x, 2) for x in latencies]} s; "
+                  f"/health at most {max(health):.3f} s meanwhile")
+            assert alone < 1.5 and max(latencies) < 10, (alone, latencies)
+            assert health and max(health) < 0.5, f"/health took {max(health):.2f} s while Redis hung"
+            assert metric(gw.url, "c2s_gateway_errors_total", kind="ratelimit_unavailable") >= 8
+        finally:
+            gw.stop()

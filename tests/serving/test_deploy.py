@@ -37,6 +37,8 @@ def test_first_release_starts_the_engine_and_routes_everything(rollout):
     assert smoke["1"]["text"] != smoke["base"]["text"], "the adapter changes what the model says"
     table = deployment.route("1", [handle], canary_share=0.0)
     assert (table["stable"], table["canary"], set(table["versions"])) == ("1", None, {"1", "base"})
+    # the gateway counts prompt tokens with each version's tokenizer: the CPU engine's merged folders
+    assert table["tokenizers"] == {v: table["versions"][v]["primary"] for v in ("1", "base")}
 
 
 def test_a_new_champion_is_loaded_beside_and_canaried_then_switched(rollout):

@@ -5,7 +5,6 @@ import asyncio
 import heapq
 import math
 import random
-import socket
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ import redis
 from serving.gateway.ratelimit import (DEFAULT_TIERS, Decision, MemoryLimiter, RedisLimiter, Tier,
                                        make_limiter)
 from serving.gateway.tokens import TokenCounter
+from tests.serving.helpers import silent_server
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -482,29 +482,8 @@ def test_redis_unreachable_raises_quickly():
 
 @pytest.fixture
 def silent_redis():
-    """A TCP server that accepts connections and never answers (a hung Redis)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept():
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
+    with silent_server() as url:
+        yield url
 
 
 def test_a_redis_that_never_answers_does_not_block_the_event_loop(silent_redis):

@@ -152,3 +152,35 @@ def test_counts_equal_the_engines_usage(cpu_engine, tiny_model):
         out = httpx.post(cpu_engine.url + "/v1/chat/completions", timeout=60,
                          json={"model": tiny_model, "messages": msgs, "max_tokens": 1}).json()
         assert out["usage"]["prompt_tokens"] == counter.count(tiny_model, messages=msgs)
+
+
+def test_the_router_names_each_versions_tokenizer(tiny_model, tmp_path):
+    from serving.gateway.routing import Router, write_routing
+
+    path = str(tmp_path / "routing.json")
+    write_routing(path, {"model": "crawl2serve", "stable": "2", "canary": None, "canary_share": 0.0,
+                         "versions": {"1": {"cpu": tiny_model}, "2": {"sglang": "crawl2serve:v2"},
+                                      "3": {"sglang": "crawl2serve:v3"}},
+                         "tokenizers": {"2": "/models/v1-merged"}})
+    router = Router(path, "crawl2serve", check_every_s=0)
+    assert router.pick("crawl2serve").tokenizer == "/models/v1-merged"  # the table's entry
+    assert router.pick("crawl2serve@1").tokenizer == tiny_model  # a model folder with a tokenizer.json
+    assert router.pick("crawl2serve@3").tokenizer is None  # unknown: the counter's upper bound
+    assert router.pick("crawl2serve@3").models == {"sglang": "crawl2serve:v3"}
+
+
+def test_deployment_routes_sglang_versions_to_the_anchors_tokenizer(tmp_path):
+    """SGLang serves names, not folders: its versions count with the merged anchor it loaded (the adapters on
+    top do not change the tokenizer)."""
+    from serving.deploy import Deployment
+    from serving.engines import EngineHandle
+
+    deployment = Deployment(str(tmp_path / "state"), log=lambda m: None)
+    anchor = deployment.models_dir("v4-merged")
+    anchor.mkdir(parents=True)
+    (anchor / "tokenizer.json").write_text("{}")
+    handle = EngineHandle(name="gpu", kind="sglang", url="http://x", pid=None, command=[], log="", base_model="b",
+                          anchor="4", models={"4": "crawl2serve", "5": "crawl2serve:v5", "base": "crawl2serve:base"})
+    table = deployment.route("5", [handle], canary_share=0.0)
+    assert table["tokenizers"] == {"4": str(anchor), "5": str(anchor), "base": str(anchor)}
+    assert table["versions"]["5"] == {"gpu": "crawl2serve:v5"}
