@@ -9,14 +9,18 @@ burst), an overrun (a prompt that counted more than reserved) is charged, and th
 **negative**: that debt is repaid by refill before the next request fits. Buckets refill continuously at
 ``per_minute / 60`` per second up to their burst capacity.
 
-**Guarantee.** Every token a request uses is taken from the bucket, and the bucket never holds more than its
-burst, so the tokens used by the requests a tenant starts within any window of T seconds are at most
-``burst_tokens + tokens_per_s * T`` plus one request's worth. The extra request's worth is what can come back or
-be charged at the window's edges: a reservation returned, unused, by a request started before the window (at most
-the unused part of the requests in flight at its start: one for a client that waits for each answer), or the
-overrun of a request still in flight at its end (zero when prompts are counted with the served tokenizer; charged
-later as debt). tests/serving/test_ratelimit.py checks this on every window of simulated sequential and parallel
-traffic; tests/serving/test_accounting.py through the real gateway and engine.
+**Guarantee.** Every token a request uses is taken from the bucket (the reservation when it is admitted, an
+overrun when it settles), and the bucket never holds more than its burst. So the tokens used by the requests a
+tenant starts within any window of T seconds are at most ``burst_tokens + tokens_per_s * T`` plus one request's
+worth, the slack at the window's edges: reserved-but-unused tokens handed back, inside the window, by requests
+started before it (they can be re-spent only if the bucket refilled to its burst while those requests ran), and
+the overrun of requests still running at its end (charged later, as debt). With prompts counted by the served
+tokenizer the reservation covers the use (max_tokens bounds the completion), so there is no overrun. A count that
+underestimates is still caught up by the debt for a client that waits for each answer; parallel requests, each
+admitted before the others' overruns are charged, can exceed the bound (simulated with the old len/4 estimate and
+8 clients: ~900 tokens over, against ≤ 0 with the tokenizer). tests/serving/test_ratelimit.py checks the bound on
+every window of simulated sequential and parallel traffic; tests/serving/test_accounting.py through the real
+gateway and engine.
 
 Two implementations with one asynchronous interface: :class:`MemoryLimiter` (one process) and
 :class:`RedisLimiter` (shared by every gateway replica, on ``redis.asyncio``: one Lua script does refill +
@@ -73,7 +77,8 @@ DEFAULT_TIERS: dict[str, Tier] = {
 
 @dataclass
 class Decision:
-    """The outcome of one check: whether it passed, which limit bit, and when to retry."""
+    """The outcome of one reservation: whether it passed, which limit bit, when to retry, and the levels left
+    (``remaining_tokens`` below 0: the tenant is in debt)."""
 
     allowed: bool
     limit: str | None  # "requests" | "tokens" when denied, else None
