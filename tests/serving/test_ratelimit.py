@@ -12,8 +12,7 @@ import uuid
 import pytest
 import redis
 
-from serving.gateway.ratelimit import (DEFAULT_TIERS, Decision, MemoryLimiter, RedisLimiter, Tier,
-                                       make_limiter)
+from serving.gateway.ratelimit import DEFAULT_TIERS, Decision, MemoryLimiter, RedisLimiter, Tier, make_limiter
 from serving.gateway.tokens import TokenCounter
 from tests.serving.helpers import silent_server
 
