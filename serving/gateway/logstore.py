@@ -20,7 +20,10 @@ up to one request's duration late (``ts`` is when the request arrived), see ``gr
 :func:`closed_hours`.
 """
 
+import asyncio
 import atexit
+import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -32,38 +35,14 @@ import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import UnionType
 from typing import Any
 
-log = logging.getLogger(__name__)
+from .logrow import LOG_FIELDS, LogRow, validate_row
 
-#: The row schema: every row has exactly these fields (values of these types; ints pass as floats).
-LOG_FIELDS: dict[str, type | UnionType] = {
-    "request_id": str,
-    "ts": str,  # ISO-8601 UTC with microseconds: utc_now_iso()
-    "tenant": str,
-    "key_id": str,
-    "endpoint": str,  # "chat.completions" | "completions"
-    "model": str,  # the model name the client asked for
-    "served_model": str,  # the engine's model name
-    "model_version": str,
-    "adapter": str,
-    "engine": str,
-    "route": str,  # "stable" | "canary" | "fallback"
-    "stream": bool,
-    "status": int,  # HTTP status
-    "error": str | None,  # error kind, None on success
-    "prompt": str,
-    "output": str,
-    "prompt_tokens": int,
-    "completion_tokens": int,
-    "latency_ms": float,
-    "ttft_ms": float | None,  # time to first token (streams)
-    "input_verdict": str,
-    "output_verdict": str,
-    "verdict_reasons": str,  # ";"-joined
-    "finish_reason": str | None,
-}
+__all__ = ["LOG_FIELDS", "InferenceLog", "LogRow", "LogUnavailable", "closed_hours", "fsync_dir", "hour_dirs",
+           "hour_of", "read_rows", "utc_now_iso", "validate_row"]
+
+log = logging.getLogger(__name__)
 
 HOUR_FORMAT = "%Y-%m-%dT%H"
 _HOUR_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
@@ -85,66 +64,76 @@ def hour_of(ts: str) -> str:
     return t.astimezone(UTC).strftime(HOUR_FORMAT)
 
 
-def validate_row(row: dict[str, Any]) -> None:
-    """Raise ValueError naming the first missing, unknown or mistyped field."""
-    for name in row:
-        if name not in LOG_FIELDS:
-            raise ValueError(f"unknown inference log field {name!r}")
-    for name, expected in LOG_FIELDS.items():
-        if name not in row:
-            raise ValueError(f"inference log row lacks field {name!r}")
-        value = row[name]
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"inference log field {name!r} must be finite, got {value!r}")
-        if not _is_instance(value, expected):
-            raise ValueError(f"inference log field {name!r} must be {_type_name(expected)}, "
-                             f"got {type(value).__name__}")
-
-
-def _is_instance(value: Any, expected: type | UnionType) -> bool:
-    if isinstance(value, bool):  # bool is an int subclass: only a bool field takes one
-        return _accepts(expected, bool)
-    if isinstance(value, int) and _accepts(expected, float):
-        return True
-    return isinstance(value, expected)
-
-
-def _type_name(expected: type | UnionType) -> str:
-    return expected.__name__ if isinstance(expected, type) else str(expected).replace("NoneType", "None")
-
-
-def _accepts(expected: type | UnionType, t: type) -> bool:
-    return expected is t or (isinstance(expected, UnionType) and t in expected.__args__)
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "host"
+
+
+class LogUnavailable(Exception):
+    """:meth:`InferenceLog.commit` could not commit the row in time. The row will not be written as given:
+    it stays queued marked as refused (``status`` 503, ``error`` ``"log_unavailable"``, also set on the
+    caller's row), or, when ``max_pending`` rows already wait, it is dropped (counted in ``dropped``)."""
+
+
+REFUSED_STATUS = 503
+REFUSED_ERROR = "log_unavailable"
+
+
+class _Entry:
+    """One queued row: its hour folder and JSON line; for :meth:`InferenceLog.commit`, the waiter."""
+
+    __slots__ = ("hour", "line", "row", "loop", "waiter", "committed", "writing", "abandoned")
+
+    def __init__(self, hour: str, line: bytes, row: LogRow, loop: asyncio.AbstractEventLoop | None = None,
+                 waiter: asyncio.Future | None = None):
+        self.hour, self.line, self.row, self.loop, self.waiter = hour, line, row, loop, waiter
+        self.committed = waiter is not None  # queued by commit(): write it at once
+        self.writing = False  # in the write() + fsync being attempted right now
+        self.abandoned = False  # its commit timed out while it was being written: refuse it if that fails
+
+
+def _refused_line(row: LogRow) -> bytes:
+    return dataclasses.replace(row, status=REFUSED_STATUS, error=REFUSED_ERROR).json_line()
+
+
+def _settle(waiters: list[asyncio.Future], error: BaseException | None) -> None:
+    """Resolve commit waiters (on their event loop)."""
+    for fut in waiters:
+        if not fut.done():  # a cancelled commit (the client left) has nobody waiting
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
 
 
 class InferenceLog:
     """Append-only, batched, fsync'ed JSONL log of inference rows, written by one background thread.
 
-    ``with InferenceLog(dir) as log: log.append(row)``; or ``start()`` … ``close()``.
+    ``with InferenceLog(dir) as log: log.append(row)`` (or ``await log.commit(row)``); or ``start()`` …
+    ``close()``.
     """
 
     retry_delay_s = 0.5  # pause before retrying a batch whose write failed (disk full, I/O error)
 
     def __init__(self, spool_dir: str | os.PathLike[str], flush_interval_s: float = 0.05,
-                 max_batch: int = 512, max_pending: int = 100_000):
-        if flush_interval_s < 0 or max_batch < 1 or max_pending < 1:
-            raise ValueError(f"need flush_interval_s >= 0, max_batch >= 1, max_pending >= 1; got "
-                             f"{flush_interval_s}, {max_batch}, {max_pending}")
+                 max_batch: int = 512, max_pending: int = 100_000, commit_timeout_s: float = 10.0):
+        if flush_interval_s < 0 or max_batch < 1 or max_pending < 1 or commit_timeout_s < 0:
+            raise ValueError(f"need flush_interval_s >= 0, max_batch >= 1, max_pending >= 1, commit_timeout_s >= 0;"
+                             f" got {flush_interval_s}, {max_batch}, {max_pending}, {commit_timeout_s}")
         self.spool_dir = Path(spool_dir)
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
         self.max_pending = max_pending
+        self.commit_timeout_s = commit_timeout_s
         self.file_name = f"{_safe_name(socket.gethostname())}-{os.getpid()}-{time.time_ns()}.jsonl"
         self._cond = threading.Condition()
-        self._queue: deque[tuple[str, bytes]] = deque()  # (hour, JSON line)
+        self._queue: deque[_Entry] = deque()
         self._oldest_at = 0.0  # monotonic time the oldest queued row arrived in an empty queue
         self._appended = 0
         self._written = 0
         self._flush_waiters = 0
+        self._committers = 0  # queued rows whose commit() waits: the writer writes at once, no flush interval
+        self._failing = False
+        self._dropped = 0
         self._closing = False
         self._thread: threading.Thread | None = None
         self._fds: dict[str, int] = {}  # hour -> open file descriptor (O_APPEND)
@@ -160,6 +149,16 @@ class InferenceLog:
         """Rows appended but not yet fsync'ed (queued or in the batch being written)."""
         with self._cond:
             return self._appended - self._written
+
+    @property
+    def failing(self) -> bool:
+        """True while the last write attempt failed (rows wait; commits time out into :class:`LogUnavailable`)."""
+        return self._failing
+
+    @property
+    def dropped(self) -> int:
+        """Rows refused by :meth:`commit` with ``max_pending`` rows already waiting: never written."""
+        return self._dropped
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "InferenceLog":
@@ -193,26 +192,64 @@ class InferenceLog:
         self.close()
 
     # -- producers ------------------------------------------------------------------------------
-    def append(self, row: dict[str, Any]) -> None:
-        """Validate and enqueue one row (blocks only while ``max_pending`` rows wait: backpressure)."""
-        validate_row(row)
-        hour = hour_of(row["ts"])
-        line = json.dumps(row, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
+    def append(self, row: LogRow | dict[str, Any]) -> None:
+        """Validate and enqueue one row, without waiting for it to be written (blocks only while
+        ``max_pending`` rows wait: backpressure). Durable after :meth:`flush`, or within
+        ``flush_interval_s`` plus one fsync."""
+        entry = self._entry(row)
         with self._cond:
             while True:
-                if self._closing:
-                    raise RuntimeError("inference log is closed")
-                if self._thread is None:
-                    raise RuntimeError("inference log not started: call start() or use it as a context manager")
+                self._check_running()
                 if len(self._queue) < self.max_pending:
                     break
                 self._cond.wait()
-            if not self._queue:
-                self._oldest_at = time.monotonic()
-            self._queue.append((hour, line))
-            self._appended += 1
-            if len(self._queue) == 1 or len(self._queue) >= self.max_batch:
-                self._cond.notify_all()
+            self._enqueue(entry)
+
+    async def commit(self, row: LogRow | dict[str, Any], timeout: float | None = None) -> None:
+        """Validate and enqueue one row; return once it is fsync'ed. Never blocks the event loop.
+
+        Rows committed together share one write + fsync (group commit): the writer starts a batch as soon
+        as a commit waits, and the rows that arrive during that fsync make the next batch.
+        ``timeout`` (default ``commit_timeout_s``; ``math.inf``: no limit) bounds the wait while the disk
+        fails: then :class:`LogUnavailable` is raised and the row will not be written as given (see there);
+        a row being written when the time runs out waits for that attempt's outcome. ``row`` must not
+        change until this returns. Raises ValueError for an invalid row, RuntimeError when not running.
+        """
+        timeout = self.commit_timeout_s if timeout is None else timeout
+        if isinstance(row, dict):
+            row = LogRow.from_json(row)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        entry = self._entry(row, loop, waiter)
+        with self._cond:
+            self._check_running()
+            if len(self._queue) >= self.max_pending:
+                self._dropped += 1
+                log.error("inference log: %d rows wait (writer failing: %s); refusing request %s", len(self._queue),
+                          self._failing, row.request_id)
+                row.update(status=REFUSED_STATUS, error=REFUSED_ERROR)
+                raise LogUnavailable(f"{len(self._queue)} inference log rows wait to be written")
+            self._committers += 1
+            self._enqueue(entry)
+        try:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), None if math.isinf(timeout) else timeout)
+                return
+            except TimeoutError:
+                with self._cond:
+                    if entry.waiter is None:
+                        pass  # the writer has just settled it: the result is on its way
+                    elif entry.writing:
+                        entry.abandoned = True  # written, or refused if this attempt fails
+                    else:  # queued, or between two failed attempts
+                        self._refuse(entry)
+                await waiter
+        except LogUnavailable:
+            row.update(status=REFUSED_STATUS, error=REFUSED_ERROR)
+            raise
+        except asyncio.CancelledError:
+            waiter.cancel()  # the row is still written; nobody waits for it
+            raise
 
     def flush(self, timeout: float = 5) -> None:
         """Wait until every row appended before this call is on disk (TimeoutError if not in time)."""
@@ -235,6 +272,40 @@ class InferenceLog:
             finally:
                 self._flush_waiters -= 1
 
+    @staticmethod
+    def _entry(row: LogRow | dict[str, Any], loop: asyncio.AbstractEventLoop | None = None,
+               waiter: asyncio.Future | None = None) -> _Entry:
+        """Validate and serialize in the caller's thread (the writer only writes)."""
+        if isinstance(row, dict):
+            row = LogRow.from_json(row)
+        line = row.json_line()
+        return _Entry(hour_of(row.ts), line, row, loop, waiter)
+
+    def _check_running(self) -> None:
+        if self._closing:
+            raise RuntimeError("inference log is closed")
+        if self._thread is None:
+            raise RuntimeError("inference log not started: call start() or use it as a context manager")
+
+    def _enqueue(self, entry: _Entry) -> None:
+        """Queue ``entry`` (holding the lock) and wake the writer when it has something to do."""
+        if not self._queue:
+            self._oldest_at = time.monotonic()
+        self._queue.append(entry)
+        self._appended += 1
+        if len(self._queue) == 1 or len(self._queue) >= self.max_batch or entry.committed:
+            self._cond.notify_all()
+
+    def _refuse(self, entry: _Entry) -> None:
+        """(Holding the lock, the entry not being written.) Its commit gave up: queue it as refused instead."""
+        entry.line = _refused_line(entry.row)
+        waiter, entry.waiter = entry.waiter, None
+        error = LogUnavailable(f"inference log row not written in time (writer failing: {self._failing})")
+        if threading.current_thread() is self._thread:
+            entry.loop.call_soon_threadsafe(_settle, [waiter], error)
+        else:  # the commit's own event loop thread
+            _settle([waiter], error)
+
     # -- the writer thread ----------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -246,12 +317,13 @@ class InferenceLog:
         finally:
             self._close_files()
 
-    def _next_batch(self) -> list[tuple[str, bytes]] | None:
-        """Wait for a batch worth writing: ``max_batch`` rows, a flush or close, or the oldest row
+    def _next_batch(self) -> list[_Entry] | None:
+        """Wait for a batch worth writing: ``max_batch`` rows, a commit, a flush or close, or the oldest row
         having waited ``flush_interval_s``. None once closing with nothing left."""
         with self._cond:
             while True:
-                if self._queue and (self._closing or self._flush_waiters or len(self._queue) >= self.max_batch):
+                if self._queue and (self._closing or self._flush_waiters or self._committers
+                                    or len(self._queue) >= self.max_batch):
                     break
                 if self._queue:
                     left = self._oldest_at + self.flush_interval_s - time.monotonic()
@@ -264,28 +336,48 @@ class InferenceLog:
                     self._cond.wait()
             n = min(self.max_batch, len(self._queue))
             batch = [self._queue.popleft() for _ in range(n)]
+            self._committers -= sum(e.committed for e in batch)
             self._oldest_at = -math.inf  # rows left behind (a backlog) are due at once
             self._cond.notify_all()  # room in the queue for backpressured producers
             return batch
 
-    def _commit(self, batch: list[tuple[str, bytes]]) -> None:
-        """Write and fsync a batch, retrying until it succeeds (rows are never dropped)."""
+    def _commit(self, batch: list[_Entry]) -> None:
+        """Write and fsync a batch, retrying until it succeeds (a row is never dropped once queued); then
+        wake the commits waiting for it, one call per event loop."""
         while True:
+            with self._cond:
+                for e in batch:
+                    e.writing = True
             try:
                 self._write_batch(batch)
                 break
             except OSError:
                 log.exception("inference log: writing %d rows failed; retrying in %.1fs", len(batch),
                               self.retry_delay_s)
+                with self._cond:
+                    self._failing = True
+                    for e in batch:
+                        e.writing = False
+                        if e.abandoned and e.waiter is not None:
+                            self._refuse(e)
                 time.sleep(self.retry_delay_s)
+        waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
         with self._cond:
+            self._failing = False
             self._written += len(batch)
+            for e in batch:
+                if e.waiter is not None:
+                    waiters.setdefault(e.loop, []).append(e.waiter)
+                    e.waiter = None
             self._cond.notify_all()
+        for loop, futures in waiters.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, futures, None)
 
-    def _write_batch(self, batch: list[tuple[str, bytes]]) -> None:
+    def _write_batch(self, batch: list[_Entry]) -> None:
         by_hour: dict[str, list[bytes]] = {}
-        for hour, line in batch:
-            by_hour.setdefault(hour, []).append(line)
+        for e in batch:
+            by_hour.setdefault(e.hour, []).append(e.line)
         for hour, lines in by_hour.items():
             self._append_to_file(hour, b"".join(lines))
 
