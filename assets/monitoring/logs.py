@@ -14,8 +14,9 @@ Reading rules (:func:`read_spool`), the same as the writer's own reader
 - Blank lines are ignored (not counted). Any other line that is not a JSON object is skipped and
   counted too; with one writer per file only a torn tail should ever be, so a non-zero count on a
   closed hour is worth a look.
-- Rows are typed by :data:`LOG_SCHEMA`: keys missing from a row become nulls, keys the schema does
-  not name are dropped. A row whose values cannot take the schema's types (``"status": "abc"``) is a
+- Rows are typed by :data:`LOG_SCHEMA`, derived from the writer's row type
+  (:class:`serving.gateway.logrow.LogRow`, the one schema of the log): keys missing from a row become
+  nulls, keys the schema does not name are dropped. A row whose values cannot take the schema's types (``"status": "abc"``) is a
   writer bug and raises rather than being dropped silently.
 
 Hours: the writer files each row under the UTC hour of its ``ts``, the time the request *arrived*,
@@ -37,39 +38,21 @@ from pathlib import Path
 
 import polars as pl
 
+from serving.gateway.logrow import LOG_FIELDS, TIMESTAMP_FIELDS, base_type
+
 __all__ = ["HOUR_FORMAT", "LOG_SCHEMA", "closed_hours", "daily_hours", "hour_of", "hour_partitions", "read_spool"]
 
 HOUR_FORMAT = "%Y-%m-%dT%H"  # hour folder names: "2026-11-23T06"
 _HOUR_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
 
-LOG_SCHEMA = pl.Schema({
-    "request_id": pl.String(),
-    "ts": pl.Datetime("us", "UTC"),
-    "tenant": pl.String(),
-    "key_id": pl.String(),
-    "endpoint": pl.String(),       # "chat.completions" | "completions"
-    "model": pl.String(),          # the name the client asked for
-    "served_model": pl.String(),   # the name the engine served
-    "model_version": pl.String(),
-    "adapter": pl.String(),
-    "engine": pl.String(),
-    "route": pl.String(),          # "stable" | "canary" | "fallback"
-    "stream": pl.Boolean(),
-    "status": pl.Int64(),          # HTTP status
-    "error": pl.String(),          # null when the request succeeded
-    "prompt": pl.String(),
-    "output": pl.String(),
-    "prompt_tokens": pl.Int64(),
-    "completion_tokens": pl.Int64(),
-    "latency_ms": pl.Float64(),
-    "ttft_ms": pl.Float64(),       # null for non-streamed requests
-    "input_verdict": pl.String(),  # "allow" | "flag" | "block"
-    "output_verdict": pl.String(),
-    "verdict_reasons": pl.String(), # ";"-joined
-    "finish_reason": pl.String(),
-})
-# As written on disk: the timestamp is an ISO-8601 string ("2026-11-23T06:05:01.123456+00:00").
-_RAW_SCHEMA = pl.Schema({k: (pl.String() if k == "ts" else v) for k, v in LOG_SCHEMA.items()})
+_POLARS_TYPES = {str: pl.String(), int: pl.Int64(), float: pl.Float64(), bool: pl.Boolean()}
+
+#: The typed rows: :class:`serving.gateway.logrow.LogRow`'s fields in order, each as its type (nullable:
+#: polars columns always are); timestamps as datetimes. The compacted hour (Parquet) has this schema.
+LOG_SCHEMA = pl.Schema({name: pl.Datetime("us", "UTC") if name in TIMESTAMP_FIELDS else _POLARS_TYPES[base_type(t)]
+                        for name, t in LOG_FIELDS.items()})
+# As written on disk: timestamps are ISO-8601 strings ("2026-11-23T06:05:01.123456+00:00").
+_RAW_SCHEMA = pl.Schema({k: (pl.String() if k in TIMESTAMP_FIELDS else v) for k, v in LOG_SCHEMA.items()})
 
 
 def _is_hour(name: str) -> bool:
@@ -168,7 +151,8 @@ def _read_files(files: Iterable[Path]) -> tuple[pl.DataFrame, int]:
     if not frames:
         return LOG_SCHEMA.to_frame(eager=True), skipped
     raw = pl.concat(frames, how="vertical")
-    typed = raw.with_columns(pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC", strict=True))
+    typed = raw.with_columns(pl.col(name).str.to_datetime(time_unit="us", time_zone="UTC", strict=True)
+                             for name in TIMESTAMP_FIELDS)
     return typed.select(LOG_SCHEMA.names()).cast(LOG_SCHEMA), skipped
 
 

@@ -1,5 +1,5 @@
-"""The inference log: every request/response the gateway serves, appended as one JSON line, batched,
-fsync'ed, never dropped.
+"""The inference log: every request/response the gateway serves, one :class:`~serving.gateway.logrow.LogRow`
+appended as one JSON line, batched, fsync'ed.
 
 Layout::
 
@@ -8,16 +8,28 @@ Layout::
 The hour folder is the UTC hour of each row's ``ts``; each writer (one :class:`InferenceLog`, i.e. one
 gateway process) has its own file per hour, so writers never share a file and never need a lock.
 
-Durability: :meth:`InferenceLog.append` only enqueues (it serializes and validates the row in the
-caller's thread, takes a lock briefly, and blocks only when more than ``max_pending`` rows wait: then
-the caller is held back until the writer catches up, rows are never dropped). One background thread
-takes up to ``max_batch`` rows at a time and writes them with a single ``write()`` per file followed by
-``fsync`` (group commit). A row is durable once :meth:`InferenceLog.flush` has returned, or at most
-``flush_interval_s`` plus one fsync after ``append``. A crash (or SIGKILL) loses at most the rows not yet
-fsync'ed: the batch in flight and whatever was still queued; a crash in the middle of a ``write()`` can
-leave a torn last line, which :func:`read_rows` skips and counts. Readers should treat rows as arriving
-up to one request's duration late (``ts`` is when the request arrived), see ``grace_s`` in
-:func:`closed_hours`.
+Writing: the caller's thread validates and serializes the row and queues it; one background thread takes
+up to ``max_batch`` queued rows at a time and writes them with a single ``write()`` per file followed by
+``fsync`` (group commit). A failed write (disk full, I/O error) is truncated back and retried every
+``retry_delay_s``, so a queued row is never dropped and never duplicated.
+
+Durability, two ways in:
+
+- :meth:`InferenceLog.commit` (the gateway, before it answers) returns once the row's batch is
+  fsync'ed, without blocking the event loop. A commit makes the writer start a batch at once (no
+  ``flush_interval_s`` wait); commits arriving during that fsync share the next one. So an answered request's
+  row survives a crash or SIGKILL. If the row cannot be committed within ``commit_timeout_s`` (the disk keeps
+  failing), commit raises :class:`LogUnavailable` and the row will not be written as given: it stays queued
+  rewritten as refused (``status`` 503, ``error`` ``"log_unavailable"``), which is what the caller must then
+  answer; when ``max_pending`` rows already wait, it is refused at once and dropped (``dropped``). The
+  promise is the gateway's: no answer without its row on disk.
+- :meth:`InferenceLog.append` only enqueues (it blocks only when more than ``max_pending`` rows wait:
+  backpressure). Such a row is durable once :meth:`InferenceLog.flush` has returned, or at most
+  ``flush_interval_s`` plus one fsync after ``append``; a crash loses the rows not yet fsync'ed.
+
+A crash in the middle of a ``write()`` can leave a torn last line (never a committed one), which
+:func:`read_rows` skips and counts. Readers should treat rows as arriving up to one request's duration late
+(``ts`` is when the request arrived), see ``grace_s`` in :func:`closed_hours`.
 """
 
 import asyncio
@@ -383,7 +395,8 @@ class InferenceLog:
 
     def _append_to_file(self, hour: str, data: bytes) -> None:
         """One write() of ``data`` to this writer's file for ``hour``, then fsync. On failure the file
-        is truncated back to where it was, so a retry cannot leave a torn line mid-file."""
+        is truncated back to where it was, so a retry cannot leave a torn line mid-file, and closed: the
+        retry opens it again (a file removed or replaced meanwhile is created anew)."""
         fd = self._fd(hour)
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
@@ -396,6 +409,9 @@ class InferenceLog:
                 os.ftruncate(fd, start)
             except OSError:
                 log.exception("inference log: could not truncate %s after a failed write", hour)
+            del self._fds[hour]
+            with contextlib.suppress(OSError):
+                os.close(fd)
             raise
 
     def _fd(self, hour: str) -> int:

@@ -10,6 +10,8 @@ import polars as pl
 import pytest
 
 from assets.monitoring.logs import LOG_SCHEMA, closed_hours, daily_hours, hour_partitions, read_spool
+from serving.gateway.logrow import LOG_FIELDS, LogRow
+from serving.gateway.logstore import InferenceLog
 
 
 def row(i: int, ts: str, **over) -> dict:
@@ -125,3 +127,21 @@ def test_daily_hours():
     assert hours == sorted(hours)
     with pytest.raises(ValueError):
         daily_hours("2026-11-31")
+
+
+def test_schema_is_the_writers_row_type_and_round_trips(tmp_path):
+    """LOG_SCHEMA is LogRow's fields, typed; a LogRow the gateway's log writes reads back as the same LogRow."""
+    assert LOG_SCHEMA.names() == list(LOG_FIELDS)
+    assert (LOG_SCHEMA["ts"], LOG_SCHEMA["stream"], LOG_SCHEMA["status"], LOG_SCHEMA["ttft_ms"],
+            LOG_SCHEMA["error"]) == (pl.Datetime("us", "UTC"), pl.Boolean(), pl.Int64(), pl.Float64(), pl.String())
+    rows = [LogRow.from_json(row(1, "2026-11-23T06:00:00.000001+00:00")),
+            LogRow.from_json(row(2, "2026-11-23T06:00:00.000002+00:00", stream=False, ttft_ms=None, status=503,
+                                 error="log_unavailable", finish_reason=None))]
+    with InferenceLog(tmp_path) as log:
+        for r in rows:
+            log.append(r)
+    df, skipped = read_spool(tmp_path, ["2026-11-23T06"])
+    assert skipped == 0 and df.schema == LOG_SCHEMA
+    back = [LogRow.from_json({**d, "ts": d["ts"].isoformat(timespec="microseconds")})
+            for d in df.iter_rows(named=True)]
+    assert back == rows

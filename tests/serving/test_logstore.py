@@ -1,6 +1,12 @@
-"""The inference log: validation, hour bucketing, concurrency, group commit, backpressure, durability
-across SIGKILL, torn-line tolerance and closed hours."""
+"""The inference log: the LogRow schema, validation, hour bucketing, concurrency, group commit, commit
+before answer (acks after fsync, bounded when the disk fails), backpressure, durability across SIGKILL,
+torn-line tolerance and closed hours."""
 
+import ast
+import asyncio
+import dataclasses
+import errno
+import inspect
 import json
 import os
 import re
@@ -16,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+import serving.gateway.logrow as logrow
 import serving.gateway.logstore as logstore
-from serving.gateway.logstore import (LOG_FIELDS, InferenceLog, closed_hours, hour_of, read_rows,
-                                      utc_now_iso, validate_row)
+from serving.gateway.logstore import (LOG_FIELDS, InferenceLog, LogRow, LogUnavailable, closed_hours, hour_of,
+                                      read_rows, utc_now_iso, validate_row)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,6 +62,44 @@ def test_log_fields_schema():
         "completion_tokens", "latency_ms", "ttft_ms", "input_verdict", "output_verdict", "verdict_reasons",
         "finish_reason"]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
+
+
+def test_log_fields_are_logrow_fields_each_documented():
+    assert LOG_FIELDS == {f.name: f.type for f in dataclasses.fields(LogRow)}
+    body = ast.parse(inspect.getsource(logrow)).body
+    cls = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == "LogRow").body
+    documented = {a.target.id for a, doc in zip(cls, cls[1:]) if isinstance(a, ast.AnnAssign)
+                  and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)}
+    assert documented == set(LOG_FIELDS)  # a docstring under every field
+
+
+def test_logrow_json_line_is_the_dict_format_and_parses_back():
+    row = make_row(prompt="naïve ☃ \"q\"\n", ttft_ms=1.5, stream=True)
+    line = LogRow.from_json(row).json_line()
+    assert line == json.dumps(row, ensure_ascii=False).encode() + b"\n"  # the on-disk format is unchanged
+    assert LogRow.from_json(json.loads(line)).to_json() == row
+    assert list(LogRow().to_json()) == list(LOG_FIELDS)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"status": "200"}, "'status' must be int, got str"),
+    ({"extra": 1}, "unknown inference log field 'extra'"),
+    ({"ttft_ms": float("nan")}, "'ttft_ms' must be finite"),
+])
+def test_logrow_from_json_names_the_bad_field(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        LogRow.from_json(make_row(**overrides))
+    with pytest.raises(ValueError, match="lacks field 'tenant'"):
+        LogRow.from_json({k: v for k, v in make_row().items() if k != "tenant"})
+
+
+def test_logrow_validates_before_writing():
+    row = LogRow(request_id="r", ts=utc_now_iso())
+    row.update(status="500")
+    with pytest.raises(ValueError, match="'status' must be int, got str"):
+        row.json_line()
+    with pytest.raises(AttributeError):
+        row.update(stauts=500)  # slots: a typo is an error, not a new attribute
 
 
 def test_unknown_field_rejected(tmp_path):
@@ -314,6 +359,193 @@ def test_failed_fsync_is_retried_without_duplicates_or_torn_lines(tmp_path, monk
     rows, skipped = read_rows(tmp_path)
     assert [r["request_id"] for r in rows] == [f"r{i}" for i in range(50)] and skipped == 0
     assert "retrying" in caplog.text
+
+
+# -- commit before answer ---------------------------------------------------------------------------
+
+
+class GatedFsync:
+    """os.fsync of regular files (not directories) waits for ``gate``; counts calls; fails while ``error``."""
+
+    def __init__(self, monkeypatch):
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.calls = 0
+        self.error: OSError | None = None
+        real = os.fsync
+
+        def fsync(fd):
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                self.calls += 1
+                self.entered.set()
+                assert self.gate.wait(10)
+                if self.error is not None:
+                    raise self.error
+            real(fd)
+
+        monkeypatch.setattr(logstore.os, "fsync", fsync)
+
+
+def log_row(request_id: str, **overrides) -> LogRow:
+    return LogRow.from_json(make_row(request_id, **overrides))
+
+
+def test_commit_returns_only_once_fsynced_without_blocking_the_loop(tmp_path, monkeypatch):
+    fsync = GatedFsync(monkeypatch)
+    fsync.gate.clear()
+
+    async def main(log):
+        task = asyncio.create_task(log.commit(log_row("a")))
+        ticks = 0
+        while not fsync.entered.is_set():  # the loop keeps running while the writer is inside fsync
+            await asyncio.sleep(0.005)
+            ticks += 1
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not task.done() and log.written == 0  # written, not yet fsync'ed: no ack
+        fsync.gate.set()
+        await asyncio.wait_for(task, 5)
+        assert log.written == 1
+        return ticks
+
+    with InferenceLog(tmp_path, flush_interval_s=60) as log:  # a commit does not wait for the flush interval
+        assert asyncio.run(main(log)) >= 20
+        assert [r["request_id"] for r in read_rows(tmp_path)[0]] == ["a"]
+
+
+def test_concurrent_commits_share_fsyncs(tmp_path, monkeypatch):
+    fsync = GatedFsync(monkeypatch)
+
+    async def main(log):
+        await asyncio.gather(*[log.commit(log_row(f"r{i}", ts=utc_now_iso())) for i in range(500)])
+
+    with InferenceLog(tmp_path, flush_interval_s=60, max_batch=128) as log:
+        start = time.monotonic()
+        asyncio.run(main(log))
+        assert time.monotonic() - start < 5 and log.written == 500 and log.pending == 0
+    assert len({r["request_id"] for r in read_rows(tmp_path)[0]}) == 500
+    assert fsync.calls <= 500 / 32  # group commit: far fewer fsyncs than rows
+
+
+def test_commit_times_out_into_log_unavailable_and_the_row_is_queued_as_refused(tmp_path, monkeypatch):
+    """A real full disk: the log file is /dev/full (write() fails with ENOSPC). The commit gives up after its
+    timeout; the row, rewritten as refused, is written once the disk is back."""
+    monkeypatch.setattr(InferenceLog, "retry_delay_s", 0.02)
+    log = InferenceLog(tmp_path, flush_interval_s=0)
+    hour_dir = tmp_path / "2025-03-01T10"
+    hour_dir.mkdir()
+    (hour_dir / log.file_name).symlink_to("/dev/full")
+    log.start()
+    row = log_row("a")
+
+    async def main():
+        start = time.monotonic()
+        with pytest.raises(LogUnavailable):
+            await log.commit(row, timeout=0.3)
+        return time.monotonic() - start
+
+    assert 0.3 <= asyncio.run(main()) < 2
+    assert (row.status, row.error) == (503, "log_unavailable")  # what the caller answers
+    assert log.failing and log.written == 0
+    (hour_dir / log.file_name).unlink()  # space again: the retry creates the file anew
+    log.flush()
+    log.close()
+    assert not log.failing
+    rows, skipped = read_rows(tmp_path)
+    assert skipped == 0 and [(r["request_id"], r["status"], r["error"], r["output"]) for r in rows] == [
+        ("a", 503, "log_unavailable", "Like so.")]
+
+
+@pytest.mark.parametrize("outcome", ["succeeds", "fails"])
+def test_commit_timing_out_during_a_write_follows_that_write(tmp_path, monkeypatch, outcome):
+    """The timeout falls while the row's write is in progress: the row is as that write left it, the commit
+    says the same (acknowledged if it succeeded, LogUnavailable and the row queued as refused if not)."""
+    monkeypatch.setattr(InferenceLog, "retry_delay_s", 0.02)
+    fsync = GatedFsync(monkeypatch)
+    fsync.gate.clear()
+    row = log_row("a")
+
+    async def main(log):
+        task = asyncio.create_task(log.commit(row, timeout=0.1))
+        while not fsync.entered.is_set():
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.3)  # past the timeout, the write still in progress
+        assert not task.done()
+        if outcome == "fails":
+            fsync.error = OSError(errno.EIO, "Input/output error")
+        fsync.gate.set()
+        try:
+            await asyncio.wait_for(task, 5)
+        except LogUnavailable:
+            fsync.error = None
+            return "refused"
+        return "committed"
+
+    with InferenceLog(tmp_path) as log:
+        result = asyncio.run(main(log))
+    rows = read_rows(tmp_path)[0]
+    if outcome == "succeeds":
+        assert result == "committed" and (rows[0]["status"], row.status) == (200, 200)
+    else:
+        assert result == "refused" and (rows[0]["status"], rows[0]["error"]) == (503, "log_unavailable")
+    assert len(rows) == 1
+
+
+def test_commit_refuses_at_once_when_max_pending_rows_wait(tmp_path, monkeypatch):
+    fsync = GatedFsync(monkeypatch)
+    fsync.gate.clear()
+    log = InferenceLog(tmp_path, flush_interval_s=0, max_batch=1, max_pending=2).start()
+
+    async def main():
+        first = asyncio.create_task(log.commit(log_row("in-flight")))
+        while not fsync.entered.is_set():
+            await asyncio.sleep(0.005)
+        queued = [asyncio.create_task(log.commit(log_row(f"q{i}"))) for i in range(2)]
+        await asyncio.sleep(0.01)
+        row = log_row("over")
+        with pytest.raises(LogUnavailable):
+            await log.commit(row)
+        assert (row.status, row.error, log.dropped) == (503, "log_unavailable", 1)
+        fsync.gate.set()
+        await asyncio.gather(first, *queued)
+
+    asyncio.run(main())
+    log.close()
+    assert [r["request_id"] for r in read_rows(tmp_path)[0]] == ["in-flight", "q0", "q1"]
+
+
+def test_a_cancelled_commit_still_writes_its_row(tmp_path, monkeypatch, caplog):
+    fsync = GatedFsync(monkeypatch)
+    fsync.gate.clear()
+
+    async def main(log):
+        task = asyncio.create_task(log.commit(log_row("left")))
+        while not fsync.entered.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fsync.gate.set()
+        await log.commit(log_row("next"))
+
+    with InferenceLog(tmp_path) as log:
+        asyncio.run(main(log))
+    assert [r["request_id"] for r in read_rows(tmp_path)[0]] == ["left", "next"]
+    assert "exception was never retrieved" not in caplog.text
+
+
+def test_commit_validates_and_needs_a_running_log(tmp_path):
+    log = InferenceLog(tmp_path)
+    with pytest.raises(RuntimeError, match="not started"):
+        asyncio.run(log.commit(log_row("a")))
+    log.start()
+    with pytest.raises(ValueError, match="'status' must be int"):
+        asyncio.run(log.commit(make_row(status="x")))
+    asyncio.run(log.commit(make_row("dict")))  # a dict is taken too
+    log.close()
+    assert [r["request_id"] for r in read_rows(tmp_path)[0]] == ["dict"]
 
 
 # -- reading --------------------------------------------------------------------------------------
