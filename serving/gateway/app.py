@@ -3,9 +3,11 @@
 A request goes through the steps of :mod:`serving.gateway.steps` (authenticate → read body → validate → route →
 limit → screen), then to an engine (:mod:`serving.gateway.upstream`: retries, breaker, fallback), and its answer
 (whole, or relayed as a stream) through output screening, accounting and the inference log. Every request,
-answered or rejected, becomes one row of the inference log; every error, expected or not, is an OpenAI-shaped
-JSON body. ``/health`` (process up), ``/ready`` (a model is routed and an engine's breaker is not open),
-``/metrics`` (Prometheus), ``/openapi.json`` (request bodies and error responses of every endpoint).
+answered or rejected, becomes one row of the inference log, on disk before the answer leaves: a response (or
+a stream's final events and ``[DONE]``) is sent only once its row is committed, so a gateway crash loses no
+answered request's row. Every error, expected or not, is an OpenAI-shaped JSON body. ``/health`` (process
+up), ``/ready`` (a model is routed, an engine's breaker is not open, the log is writing), ``/metrics``
+(Prometheus), ``/openapi.json`` (request bodies and error responses of every endpoint).
 """
 
 import asyncio
@@ -60,7 +62,8 @@ class Gateway:
             log.warning("%d workers without redis_url: rate limits apply per worker and usage is not pushed to "
                         "Feast (each worker would overwrite the others' counts); set redis_url", settings.workers)
         self.tier_source = TierSource(settings.feast, push=settings.workers == 1 or bool(settings.redis_url))
-        self.log = InferenceLog(settings.log_dir, flush_interval_s=settings.log_flush_interval_s)
+        self.log = InferenceLog(settings.log_dir, flush_interval_s=settings.log_flush_interval_s,
+                                commit_timeout_s=settings.log_commit_timeout_s)
         self.authenticate = Authenticate(self.keys)
         counter = TokenCounter()
         self.steps = [self.authenticate, ReadBody(settings.limits), Validate(settings.limits), Route(self.router),
@@ -68,7 +71,7 @@ class Gateway:
                       Screen(guardrails, self.metrics)]
         self.screen_output = ScreenOutput(guardrails, self.metrics)
         self.account = Account(self.limiter, self.tier_source, self.metrics, counter)
-        self.finish = Log(self.log, self.metrics)
+        self.finish = Log(self.log, self.metrics, settings.log_commit_before_answer)
 
     # -- the request path -------------------------------------------------------------------------------------
     async def handle(self, request: Request, endpoint: str) -> Response:
@@ -82,24 +85,33 @@ class Gateway:
                 return await self._stream_response(call)
             return await self._complete(call)
         except ApiError as err:
-            await self._end(call, err.status, err.code or err.kind)
-            return err.response(call.headers)
+            return await self._error_response(call, err)
         except Exception as exc:  # noqa: BLE001 — a bug must still answer in JSON and leave a log row
             log.exception("request %s failed", call.request_id)
-            err = internal_error(exc)
-            await self._end(call, err.status, err.code)
-            return err.response(call.headers)
+            return await self._error_response(call, internal_error(exc))
         finally:
             self.metrics.inflight.dec()
 
+    async def _error_response(self, call: Call, err: ApiError) -> Response:
+        try:
+            await self._end(call, err.status, err.code or err.kind)
+        except ApiError as refused:  # its row could not be committed: 503 log_unavailable instead
+            err = refused
+        return err.response(call.headers)
+
     async def _end(self, call: Call, status: int, error: str | None) -> None:
-        """Settle and log a call that ends without an answer from an engine (never raises)."""
+        """Settle and log a call that ends without an answer from an engine (nothing if its row is written
+        already). Raises only the ApiError of a row the log could not commit (503 log_unavailable)."""
+        if call.ended:
+            return
         try:
             await self.account(call)
         except Exception:  # noqa: BLE001
             log.exception("request %s: settling its tokens failed", call.request_id)
         try:
             await self.finish(call, status, error)
+        except ApiError:
+            raise
         except Exception:  # noqa: BLE001
             log.exception("request %s: its log row could not be written", call.request_id)
 
@@ -149,13 +161,13 @@ class Gateway:
         response = {"id": call.request_id, "object": "chat.completion" if call.chat else "text_completion",
                     "created": int(time.time()), "model": call.req.model, "choices": [out_choice],
                     "usage": self._usage_body(call)}
-        self.metrics.latency.labels(call.endpoint, call.row["route"], "false").observe(call.elapsed_ms() / 1000)
-        await self.finish(call, 200)
+        self.metrics.latency.labels(call.endpoint, call.row.route, "false").observe(call.elapsed_ms() / 1000)
+        await self.finish(call, 200)  # the answer leaves once its row is on disk
         return JSONResponse(response, headers=call.headers)
 
     @staticmethod
     def _usage_body(call: Call) -> dict:
-        p, c = call.row["prompt_tokens"], call.row["completion_tokens"]
+        p, c = call.row.prompt_tokens, call.row.completion_tokens
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
     async def _stream_response(self, call: Call) -> Response:
@@ -202,8 +214,8 @@ class Gateway:
                     if text:
                         if not parts:
                             ttft = call.elapsed_ms()
-                            call.row["ttft_ms"] = round(ttft, 3)
-                            self.metrics.ttft.labels(call.endpoint, call.row["route"]).observe(ttft / 1000)
+                            call.row.ttft_ms = round(ttft, 3)
+                            self.metrics.ttft.labels(call.endpoint, call.row.route).observe(ttft / 1000)
                         tail += text
                         parts.append(text)
                         if len(parts) % STREAM_CHECK_EVERY == 0:
@@ -211,7 +223,7 @@ class Gateway:
                             tail = tail[-STREAM_CHECK_OVERLAP:]
                             if verdict.blocked:
                                 call.reasons.extend(verdict.reasons)
-                                call.row["output_verdict"] = "block"
+                                call.row.output_verdict = "block"
                                 finish = "content_filter"
                                 break
                         yield event(text)
@@ -235,7 +247,11 @@ class Gateway:
             self.screen_output.final(call, text)
             self.account.usage(call, usage, text)
             call.row.update(output=text, finish_reason=finish)
-            await self._end_stream(call, error)
+            refused = await self._end_stream(call, error)
+        if refused is not None:  # the row could not be committed: the stream ends with that error, no [DONE]
+            yield "data: " + json.dumps(refused.body()) + "\n\n"
+            return
+        # The row is on disk: now the end of the stream
         if error is None:
             yield event(None, finish or "stop")
             if req.stream_options and req.stream_options.include_usage:
@@ -244,18 +260,24 @@ class Gateway:
                                               "usage": self._usage_body(call)}) + "\n\n"
         yield "data: [DONE]\n\n"
 
-    async def _end_stream(self, call: Call, error: str | None) -> None:
-        self.metrics.latency.labels(call.endpoint, call.row["route"], "true").observe(call.elapsed_ms() / 1000)
+    async def _end_stream(self, call: Call, error: str | None) -> ApiError | None:
+        """Settle and log a stream; the refusal when its row could not be committed."""
+        self.metrics.latency.labels(call.endpoint, call.row.route, "true").observe(call.elapsed_ms() / 1000)
         status = 200 if error is None else (499 if error == "client_disconnected" else 502)
-        await self._end(call, status, error)
+        try:
+            await self._end(call, status, error)
+        except ApiError as refused:
+            return refused
+        return None
 
     # -- probes -------------------------------------------------------------------------------------------
     def ready(self) -> tuple[bool, dict]:
         table = self.router.table()
         states = self.pool.states()
         detail = {"routed": bool(table), "stable": table.get("stable") if table else None,
-                  "canary": table.get("canary") if table else None, "engines": states}
-        return bool(table) and any(s != "open" for s in states.values()), detail
+                  "canary": table.get("canary") if table else None, "engines": states,
+                  "log": "failing" if self.log.failing else "ok"}
+        return bool(table) and any(s != "open" for s in states.values()) and not self.log.failing, detail
 
 
 def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> FastAPI:

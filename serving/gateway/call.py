@@ -5,16 +5,13 @@ import uuid
 
 from fastapi import Request
 
+from .logrow import LogRow
 from .logstore import utc_now_iso
 
 
-def new_row(endpoint: str) -> dict:
-    """The inference-log row of a request that has just arrived (every field of the schema, defaults)."""
-    return {"request_id": f"req-{uuid.uuid4().hex}", "ts": utc_now_iso(), "tenant": "", "key_id": "",
-            "endpoint": endpoint, "model": "", "served_model": "", "model_version": "", "adapter": "",
-            "engine": "", "route": "", "stream": False, "status": 200, "error": None, "prompt": "",
-            "output": "", "prompt_tokens": 0, "completion_tokens": 0, "latency_ms": 0.0, "ttft_ms": None,
-            "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": None}
+def new_row(endpoint: str) -> LogRow:
+    """The inference-log row of a request that has just arrived (the other fields at their defaults)."""
+    return LogRow(request_id=f"req-{uuid.uuid4().hex}", ts=utc_now_iso(), endpoint=endpoint)
 
 
 class Call:
@@ -26,7 +23,7 @@ class Call:
         self.start = time.perf_counter()
         self.row = new_row(endpoint)
         self.reasons: list[str] = []  # guardrail reasons, ";"-joined into the row
-        self.headers: dict[str, str] = {"X-Request-Id": self.row["request_id"]}
+        self.headers: dict[str, str] = {"X-Request-Id": self.row.request_id}
         self.api_key = None  # auth.ApiKey
         self.body: dict | None = None  # the parsed JSON body
         self.req = None  # schemas.ChatRequest | schemas.CompletionRequest
@@ -45,7 +42,7 @@ class Call:
 
     @property
     def request_id(self) -> str:
-        return self.row["request_id"]
+        return self.row.request_id
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.start) * 1000.0

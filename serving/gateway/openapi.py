@@ -22,7 +22,8 @@ ERRORS = {
     "413": "Request body over the size limit",
     "429": "Rate limit exceeded (see the Retry-After header)",
     "502": "The engine failed on this request",
-    "503": "No engine available (see the Retry-After header)",
+    "503": "No engine available, or the request could not be recorded in the inference log (error.code "
+           "log_unavailable); see the Retry-After header",
 }
 AUTH_ERRORS = {k: ERRORS[k] for k in ("401",)}
 
@@ -79,8 +80,8 @@ def document(app: FastAPI, settings: GatewaySettings) -> dict:
     models["security"] = [{"bearer": []}]
     models["responses"] = _responses(AUTH_ERRORS, {"description": "The public model names",
                                                    "content": {"application/json": {"schema": {"type": "object"}}}})
-    doc["paths"]["/ready"]["get"]["responses"]["503"] = {"description": "Not ready (no route, or every engine's "
-                                                         "breaker open)", "content": {"application/json": {
+    doc["paths"]["/ready"]["get"]["responses"]["503"] = {"description": "Not ready (no route, every engine's "
+                                                         "breaker open, or the log failing)", "content": {"application/json": {
                                                              "schema": {"type": "object"}}}}
     app.openapi_schema = doc
     return doc

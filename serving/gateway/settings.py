@@ -101,6 +101,10 @@ class GatewaySettings(_Strict):
     feast: FeastSettings | None = None
     tiers: dict[str, TierSettings] = Field(default_factory=dict)
     log_flush_interval_s: float = 0.05
+    log_commit_before_answer: bool = Field(True, description="Answer a request only once its log row is fsync'ed "
+                                           "(off: a crash can lose the rows of answered requests; for comparison)")
+    log_commit_timeout_s: float = Field(10.0, ge=0, description="How long a request waits for its row to be "
+                                        "committed while the disk fails, before a 503 log_unavailable")
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
 
     @classmethod

@@ -6,7 +6,8 @@ A step is an object with ``async __call__(call)`` that fills in the :class:`~ser
 raises :class:`~serving.gateway.errors.ApiError`, which ends the call with that answer. Routing comes before the
 rate limit because a prompt's tokens are counted with the tokenizer of the version that will serve it. The last
 three (output screening, accounting, logging) run for every call that reached them, whatever its outcome:
-accounting settles what the call reserved, and every call, answered or rejected, leaves one log row.
+accounting settles what the call reserved, and every call, answered or rejected, leaves one log row, committed
+(fsync'ed) before the call is answered.
 """
 
 import asyncio
@@ -20,7 +21,7 @@ from .auth import KeyStore, parse_bearer
 from .call import Call
 from .errors import ApiError
 from .guardrails import Guardrails, Verdict
-from .logstore import InferenceLog
+from .logstore import InferenceLog, LogUnavailable
 from .metrics import GatewayMetrics
 from .ratelimit import Tier
 from .routing import Router, UnknownModel
@@ -201,7 +202,7 @@ class Screen:
     async def __call__(self, call: Call) -> None:
         verdict = self.guardrails.screen_prompt(call.prompt)
         self.metrics.verdicts.labels("input", verdict.action).inc()
-        call.row["input_verdict"] = verdict.action
+        call.row.input_verdict = verdict.action
         call.reasons.extend(verdict.reasons)
         if verdict.action == "block":
             raise ApiError(400, "the prompt was rejected by the input guardrail (" + ", ".join(verdict.reasons) + ")",
@@ -219,12 +220,12 @@ class ScreenOutput:
 
     def final(self, call: Call, text: str) -> Verdict:
         """The verdict on a call's whole output, recorded in its row (a block found mid-stream stays)."""
-        if call.row["output_verdict"] != "block":
+        if call.row.output_verdict != "block":
             verdict = self.check(text)
-            call.row["output_verdict"] = verdict.action
+            call.row.output_verdict = verdict.action
             call.reasons.extend(verdict.reasons)
-        self.metrics.verdicts.labels("output", call.row["output_verdict"]).inc()
-        return Verdict(call.row["output_verdict"], (), 0.0)
+        self.metrics.verdicts.labels("output", call.row.output_verdict).inc()
+        return Verdict(call.row.output_verdict, (), 0.0)
 
 
 class Account:
@@ -240,11 +241,11 @@ class Account:
     def usage(self, call: Call, usage: dict | None, output: str) -> None:
         usage = usage or {}
         tokenizer = call.route.tokenizer if call.route else None
-        call.row["prompt_tokens"] = int(usage.get("prompt_tokens") or call.prompt_tokens)
-        call.row["completion_tokens"] = int(usage.get("completion_tokens") or
-                                            (self.counter.count_output(tokenizer, output) if output else 0))
-        self.metrics.tokens.labels("in", call.row["model_version"]).inc(call.row["prompt_tokens"])
-        self.metrics.tokens.labels("out", call.row["model_version"]).inc(call.row["completion_tokens"])
+        call.row.prompt_tokens = int(usage.get("prompt_tokens") or call.prompt_tokens)
+        call.row.completion_tokens = int(usage.get("completion_tokens") or
+                                         (self.counter.count_output(tokenizer, output) if output else 0))
+        self.metrics.tokens.labels("in", call.row.model_version).inc(call.row.prompt_tokens)
+        self.metrics.tokens.labels("out", call.row.model_version).inc(call.row.completion_tokens)
 
     async def _settle(self, tenant: str, tier: Tier, reserved: int, used: int) -> None:
         try:
@@ -256,7 +257,7 @@ class Account:
     async def __call__(self, call: Call) -> None:
         if call.tier is None:
             return
-        used = call.row["prompt_tokens"] + call.row["completion_tokens"]
+        used = call.row.prompt_tokens + call.row.completion_tokens
         if call.reserved:  # 0: admitted while the limiter was unavailable, nothing to settle
             task = asyncio.get_running_loop().create_task(
                 self._settle(call.api_key.tenant, call.tier, call.reserved, used))
@@ -273,10 +274,13 @@ class Account:
 
 
 class Log:
-    """Writes the call's row to the inference log (once, whatever the outcome)."""
+    """Writes the call's row to the inference log (once, whatever the outcome) and returns once it is on disk,
+    so that no answer leaves before its row (``commit_before_answer``; off: only enqueued, a crash can lose the
+    rows of answered calls). A row the log cannot commit in time (the disk keeps failing) ends the call with a
+    503 ``log_unavailable`` instead of its answer, and the row says so."""
 
-    def __init__(self, inference_log: InferenceLog, metrics: GatewayMetrics):
-        self.log, self.metrics = inference_log, metrics
+    def __init__(self, inference_log: InferenceLog, metrics: GatewayMetrics, commit_before_answer: bool = True):
+        self.log, self.metrics, self.commit_before_answer = inference_log, metrics, commit_before_answer
 
     async def __call__(self, call: Call, status: int = 200, error: str | None = None) -> None:
         if call.ended:
@@ -284,8 +288,17 @@ class Log:
         call.ended = True
         call.row.update(status=status, error=error, latency_ms=round(call.elapsed_ms(), 3),
                         verdict_reasons=";".join(call.reasons))
-        self.metrics.requests.labels(call.endpoint, str(status)).inc()
-        if error:
-            self.metrics.errors.labels(error).inc()
-        self.log.append(call.row)
-        self.metrics.log_pending.set(self.log.pending)
+        try:
+            if self.commit_before_answer:
+                await self.log.commit(call.row)
+            else:
+                self.log.append(call.row)
+        except LogUnavailable as exc:  # the row now says 503 log_unavailable: that is the answer
+            raise ApiError(503, "the request could not be recorded in the inference log, so it is not answered; "
+                           "retry later", kind="server_error", code="log_unavailable",
+                           headers={"Retry-After": "5"}) from exc
+        finally:
+            self.metrics.requests.labels(call.endpoint, str(call.row.status)).inc()
+            if call.row.error:
+                self.metrics.errors.labels(call.row.error).inc()
+            self.metrics.log_pending.set(self.log.pending)
