@@ -1,17 +1,21 @@
-"""The gateway is SIGKILLed under load: every request a client got a complete answer for (a JSON completion, a
-stream through ``data: [DONE]``, an error response) has its row in the inference log.
+"""No answer without its row: the gateway SIGKILLed under load loses no row of a request a client got a complete
+answer for (a JSON completion, a stream through ``data: [DONE]``, an error response); a row that cannot be
+committed turns its request into a 503 log_unavailable.
 
 Real processes: the CPU engine on the tiny model, the gateway as its own process, clients in threads.
 """
 
+import json
 import os
 import signal
 import threading
 import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 
-from serving.gateway.logstore import read_rows
+from serving.gateway.logstore import HOUR_FORMAT, read_rows
 from tests.serving.helpers import start_gateway
 
 CLIENTS = 8
@@ -62,10 +66,12 @@ def test_sigkill_under_load_loses_no_acknowledged_row(tmp_path, cpu_engine, tiny
     try:
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 40
+        started = time.monotonic()
+        deadline = started + 40
         while len(acked) < KILL_AFTER and time.monotonic() < deadline and not errors:
             time.sleep(0.01)
         os.killpg(gw.pid, signal.SIGKILL)  # a crash under load, not a shutdown
+        load_s = time.monotonic() - started
         time.sleep(0.5)  # answers already on their way are still read
     finally:
         stop.set()
@@ -77,6 +83,50 @@ def test_sigkill_under_load_loses_no_acknowledged_row(tmp_path, cpu_engine, tiny
     rows, skipped = read_rows(gw.settings.log_dir)
     logged = {r["request_id"] for r in rows}
     lost = [rid for rid in acked if rid not in logged]
-    print(f"acknowledged {len(acked)}, rows {len(rows)}, torn {skipped}, lost {len(lost)}")
+    print(f"acknowledged {len(acked)} in {load_s:.1f} s, rows {len(rows)}, torn {skipped}, lost {len(lost)}")
     assert not lost, f"{len(lost)} of {len(acked)} answered requests have no row"
     assert skipped <= 1
+
+
+def test_a_row_that_cannot_be_committed_is_a_503_not_an_answer(tmp_path, cpu_engine, tiny_model):
+    """The spool's hour folder cannot be created (a file is in its way): requests wait ``log_commit_timeout_s``,
+    then get 503 log_unavailable (a stream: that error and no [DONE]); /ready says the log fails. Once the
+    folder can be made, the rows are written, saying 503 log_unavailable."""
+    gw = start_gateway(tmp_path / "gw", [("primary", cpu_engine.url)], tiny_model, log_commit_timeout_s=0.5)
+    spool = Path(gw.settings.log_dir)
+    now = datetime.now(UTC)
+    blockers = [spool / (now + timedelta(hours=h)).strftime(HOUR_FORMAT) for h in (0, 1)]
+    spool.mkdir(parents=True, exist_ok=True)
+    for path in blockers:
+        path.write_text("not a folder")
+    headers = {"Authorization": f"Bearer {gw.key}"}
+    body = {"model": "crawl2serve", "prompt": "The committee", "max_tokens": 2}
+    try:
+        with httpx.Client(base_url=gw.url, headers=headers, timeout=30) as http:
+            start = time.monotonic()
+            r = http.post("/v1/completions", json=body)
+            assert 0.5 <= time.monotonic() - start < 10
+            assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable", r.text
+            assert r.headers["retry-after"] == "5"
+            ids = [r.headers["x-request-id"]]
+            with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as s:
+                lines = [line for line in s.iter_lines() if line.startswith("data: ")]
+            assert json.loads(lines[-1][6:])["error"]["code"] == "log_unavailable"
+            assert "data: [DONE]" not in lines
+            ids.append(s.headers["x-request-id"])
+            r = http.post("/v1/completions", json={**body, "max_tokens": 10**6})  # an error answer waits too
+            assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable"
+            ids.append(r.headers["x-request-id"])
+            ready = http.get("/ready")
+            assert ready.status_code == 503 and ready.json()["log"] == "failing"
+
+            for path in blockers:  # the disk is back
+                path.unlink()
+            r = http.post("/v1/completions", json=body)
+            assert r.status_code == 200
+            assert http.get("/ready").json()["log"] == "ok"
+        rows = {row["request_id"]: row for row in read_rows(spool)[0]}
+        assert [(rows[i]["status"], rows[i]["error"]) for i in ids] == [(503, "log_unavailable")] * 3
+        assert rows[r.headers["x-request-id"]]["status"] == 200
+    finally:
+        gw.stop()
