@@ -1,8 +1,8 @@
 """Gateway overhead on this machine: the same streaming load sent straight to an engine and through the gateway.
 
-The engine here is a load generator speaking SGLang's streaming ``/v1/completions`` format (one token per SSE
-event, ``ITL_MS`` apart), so the figures isolate the gateway's own cost per request and per streamed token;
-``bench_serving.py`` measures the same against real SGLang on a GPU. Prints tokens/s, TTFT p50 and the
+The engine here is a load generator speaking SGLang's ``/v1/completions`` format (streamed: one token per SSE
+event, ``ITL_MS`` apart; not streamed: the whole answer after as long), so the figures isolate the gateway's own
+cost per request and per streamed token; ``bench_serving.py`` measures the same against real SGLang on a GPU. Prints tokens/s, TTFT p50 and the
 gateway/direct ratios for each concurrency.
 
     .venv/bin/python bench/bench_gateway.py [--tokens 128] [--itl-ms 2]
@@ -38,6 +38,11 @@ ITL = float(sys.argv[2]) / 1000
 async def completions(request):
     body = await request.json()
     n = int(body.get("max_tokens", 16))
+    if not body.get("stream"):  # the whole answer after n token times
+        await asyncio.sleep(ITL * n)
+        return JSONResponse({"id": "x", "object": "text_completion", "model": body["model"],
+            "choices": [{"index": 0, "text": " tok" * n, "logprobs": None, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": n + 8}})
     async def events():
         for i in range(n):
             yield "data: " + json.dumps({"id": "x", "object": "text_completion", "model": body["model"],
