@@ -107,7 +107,7 @@ def _refused_line(row: LogRow) -> bytes:
     return dataclasses.replace(row, status=REFUSED_STATUS, error=REFUSED_ERROR).json_line()
 
 
-def _settle(waiters: list[asyncio.Future], error: BaseException | None) -> None:
+def _settle(waiters: list[asyncio.Future], error: LogUnavailable | None) -> None:
     """Resolve commit waiters (on their event loop)."""
     for fut in waiters:
         if not fut.done():  # a cancelled commit (the client left) has nobody waiting
@@ -311,10 +311,12 @@ class InferenceLog:
     def _refuse(self, entry: _Entry) -> None:
         """(Holding the lock, the entry not being written.) Its commit gave up: queue it as refused instead."""
         entry.line = _refused_line(entry.row)
-        waiter, entry.waiter = entry.waiter, None
+        waiter, loop, entry.waiter = entry.waiter, entry.loop, None
+        assert waiter is not None and loop is not None
         error = LogUnavailable(f"inference log row not written in time (writer failing: {self._failing})")
         if threading.current_thread() is self._thread:
-            entry.loop.call_soon_threadsafe(_settle, [waiter], error)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, [waiter], error)
         else:  # the commit's own event loop thread
             _settle([waiter], error)
 
@@ -378,7 +380,7 @@ class InferenceLog:
             self._failing = False
             self._written += len(batch)
             for e in batch:
-                if e.waiter is not None:
+                if e.waiter is not None and e.loop is not None:
                     waiters.setdefault(e.loop, []).append(e.waiter)
                     e.waiter = None
             self._cond.notify_all()
