@@ -65,6 +65,7 @@ class Rule:
     weight: float
     parts: tuple[Part, ...] = ()
     languages: tuple[str, ...] = ()
+    surface: bool = False  # matched on the prompt as written (normalized) only, not on decoded views
 
     def search(self, text: str, index: "TextIndex | None" = None) -> bool:
         """Whether the rule matches ``text`` (lowercased). A short text is scanned with :attr:`pattern`. In a
@@ -74,6 +75,10 @@ class Rule:
         caches those look-ups across rules."""
         if not self.parts or len(text) < SHORT_TEXT:
             return self.pattern.search(text) is not None
+        return self.search_parts(text, index)
+
+    def search_parts(self, text: str, index: "TextIndex | None" = None) -> bool:
+        """:meth:`search` through the gated parts, whatever the length (the same answer as :attr:`pattern`)."""
         index = TextIndex(text) if index is None else index
         for part in self.parts:
             if part.script != "latin" and part.script not in index.scripts:
@@ -489,6 +494,7 @@ RULE_TABLE: dict[str, tuple[float, dict[str, list[str | tuple[str, tuple[str, ..
     # a long base64-looking blob (hidden instructions smuggled past a reader); its decoding is screened too
     "base64_blob": (0.35, {"en": [r"[a-z0-9+/]{200,}={0,2}"]}),
 }
+SURFACE_RULES = frozenset({"base64_blob"})  # about the form of the prompt: not matched on its decoded views
 
 # the script of each language's rows: a row of another script than Latin is tried only on a text that has it
 LANGUAGE_SCRIPT = {"ru": "cyrillic", "zh": "han", "ja": "kana_han", "ko": "hangul", "ar": "arabic",
@@ -536,7 +542,8 @@ def _compile_rule(name: str, weight: float, rows: dict[str, list[str]]) -> Rule:
                 parts.append(Part(script, tuple(sorted(anchors)) if anchors else None, False,
                                   re.compile(source, _FLAGS)))
             sources.append(f"(?:{source})")
-    return Rule(name, re.compile("|".join(sources), _FLAGS), weight, tuple(parts), tuple(rows))
+    return Rule(name, re.compile("|".join(sources), _FLAGS), weight, tuple(parts), tuple(rows),
+                name in SURFACE_RULES)
 
 
 INJECTION_RULES: tuple[Rule, ...] = tuple(_compile_rule(name, w, rows) for name, (w, rows) in RULE_TABLE.items())
@@ -578,7 +585,8 @@ class Guardrails:
         """Block a likely prompt injection or a blocked pattern; flag a suspicious prompt."""
         texts = views(text)
         indexes = [TextIndex(t.lower()) for t in texts]
-        matched = [r for r in INJECTION_RULES if any(r.search(ix.text, ix) for ix in indexes)]
+        matched = [r for r in INJECTION_RULES
+                   if any(r.search(ix.text, ix) for ix in (indexes[:1] if r.surface else indexes))]
         score = injection_score(matched)
         reasons = [f"injection:{r.name}" for r in matched]
         hard = self._blocked_reasons(text, *texts)

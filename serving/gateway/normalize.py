@@ -301,15 +301,29 @@ def decoded_runs(text: str, normalized: str | None = None, max_runs: int = MAX_D
     return found
 
 
+def _changed_lines(before: str, after: str) -> str:
+    """The lines of ``after`` that differ from those of ``before``, with one line of context either side
+    (the second view keeps the line count), so that a long prompt with one "h264" in it is not screened
+    twice over."""
+    if before.count("\n") != after.count("\n"):
+        return after
+    old, new = before.split("\n"), after.split("\n")
+    changed = [i for i, (b, a) in enumerate(zip(old, new)) if a != b]
+    if len(changed) * 3 >= len(new):
+        return after
+    keep = sorted({j for i in changed for j in (i - 1, i, i + 1) if 0 <= j < len(new)})
+    return "\n".join(new[j] for j in keep)
+
+
 def views(text: str) -> list[str]:
-    """The texts the injection rules match: the normalized prompt, its de-obfuscated second view when
-    that differs, and the decoded runs (normalized, and de-obfuscated when that differs) if any."""
+    """The texts the injection rules match: the normalized prompt first, then the lines that the second
+    view changes, then the decoded runs (normalized, and their changed lines) if there are any."""
     prepared = _prepare(text)
     base = collapse_whitespace(prepared)
     out = [base]
     second = _deobfuscate_prepared(prepared)
     if second != base:
-        out.append(second)
+        out.append(_changed_lines(base, second))
     runs = decoded_runs(text, base)
     if runs:
         prepared = _prepare("\n".join(d for _, d in runs))
@@ -317,5 +331,5 @@ def views(text: str) -> list[str]:
         out.append(decoded)
         second = _deobfuscate_prepared(prepared)
         if second != decoded:
-            out.append(second)
+            out.append(_changed_lines(decoded, second))
     return out
