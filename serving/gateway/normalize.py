@@ -164,11 +164,13 @@ def normalize(text: str) -> str:
 # one letter or digit, then the same separator between each of at least three of them: "i g n o r e",
 # "i.g.n.o.r.e", "R-E-V-E-A-L"; the backreference keeps "a. b" or "x - y" out
 _SPACED = re.compile(r"(?<![^\W_])([^\W_])([ .\-_*·•/|+~])(?:[^\W_]\2)+[^\W_](?![^\W_])")
-_EMPHASIS = re.compile(r"[*_`~]+")
+# markdown emphasis at the edge of a word ("**ignore**", "_previous_"), not the "_" inside snake_case
+_EMPHASIS = re.compile(r"(?<!\w)[*_`~]+|[*_`~]+(?!\w)")
 LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "|": "l"}
 _LEET_TABLE = str.maketrans(LEET)
 _LEET_HINT = re.compile(r"[^\W\d_][013457@$|]|[013457@$|][^\W\d_]")
-_LEET_TOKEN = re.compile(r"[\w@$|]+")
+# a token (from its start: the lookbehind keeps the scan linear) with a leetspeak character in it
+_LEET_TOKEN = re.compile(r"(?<![\w@$|])[\w@$|]*[013457@$|][\w@$|]*")
 _LEET_CHAR = re.compile(r"[013457@$|]")
 _LETTER = re.compile(r"[^\W\d_]")
 _HEX_ONLY = re.compile(r"[0-9A-Fa-f]+")
@@ -212,7 +214,9 @@ def deobfuscate(text: str) -> str:
 _B64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX_SPACED = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[ :,-][0-9A-Fa-f]{2}){7,}(?![0-9A-Fa-f])")
 _HEX_ESCAPED = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4,}")
-_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+# a run of non-space characters with URL escapes in it: "Ignore%20all%20previous" (linear: the
+# characters between two escapes can be split only one way)
+_URL_RUN = re.compile(r"(?:[^\s%]*%[0-9A-Fa-f]{2})+[^\s%]*")
 _TAGS = re.compile("[\U000E0020-\U000E007E]{4,}")
 _ROT13_HINT = re.compile(r"\brot[\s-]?13\b|\bcaesar\b", re.IGNORECASE)
 _B64_URLSAFE = str.maketrans("-_", "+/")
@@ -287,11 +291,11 @@ def decoded_runs(text: str, normalized: str | None = None, max_runs: int = MAX_D
                 add("hex", _decode_hex(digits), level)
             elif _b64_candidate(run):
                 add("base64", _decode_b64(run), level)
+        if "%" in s:
+            for run in runs(_URL_RUN, s):
+                if run.count("%") >= 3:
+                    add("url", urllib.parse.unquote(run[:MAX_RUN_CHARS]), level)
         head = s[: 4 * MAX_RUN_CHARS]
-        if "%" in head and budget["runs"] > 0 and len(_PERCENT.findall(head)) >= 3:
-            unquoted = urllib.parse.unquote(head)
-            if unquoted != head:
-                add("url", unquoted, level)
         if level == 1 and budget["runs"] > 0 and _ROT13_HINT.search(head):
             add("rot13", codecs.encode(head, "rot13"), depth)  # not scanned again
 
