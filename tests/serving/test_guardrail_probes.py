@@ -48,8 +48,8 @@ def evaluate(g: Guardrails, path: pathlib.Path = PROBES) -> dict:
 
 def report(r: dict) -> str:
     lines = [f"attacks flagged or blocked: {r['n_attacks'] - len(r['missed'])}/{r['n_attacks']} = {r['recall']:.1%}",
-             f"benign blocked: {len(r['benign_blocked'])}/{r['n_benign']} = {r['benign_block_rate']:.1%}; "
-             f"benign flagged: {len(r['benign_flagged'])}/{r['n_benign']} = {r['benign_flag_rate']:.1%}",
+             (f"benign blocked: {len(r['benign_blocked'])}/{r['n_benign']} = {r['benign_block_rate']:.1%}; "
+              f"benign flagged: {len(r['benign_flagged'])}/{r['n_benign']} = {r['benign_flag_rate']:.1%}"),
              f"{'label':<7} {'kind':<15} {'n':>3} {'block':>5} {'flag':>5} {'allow':>5}"]
     for (label, kind), c in sorted(r["by_kind"].items()):
         lines.append(f"{label:<7} {kind:<15} {sum(c.values()):>3} {c['block']:>5} {c['flag']:>5} {c['allow']:>5}")
