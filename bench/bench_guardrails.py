@@ -1,9 +1,10 @@
 """Benchmark the prompt-injection screen (``Guardrails.screen_prompt``) against main's, on one CPU core.
 
-    python bench/bench_guardrails.py [REPEATS] [BASE_REF]      # default 7 repeats against main
+    python bench/bench_guardrails.py [REPEATS] [BASE]      # default 7 repeats against main
 
-Loads the current ``serving/gateway/guardrails.py`` and BASE_REF's (``git show BASE_REF:...``; that
-version must be a single file with no relative imports, as main's is), pins the process to one core and
+Loads the current ``serving/gateway/guardrails.py`` and BASE's (a git ref: ``git show BASE:...``, or the
+path of a copy of the file; it must be a single file with no relative imports, as main's is), pins the
+process to one core and
 times, alternating old and new in every repeat so that both see the same load:
 
 * the labeled probe set (tests/serving/guardrail_probes.yaml, short prompts): mean time per prompt;
@@ -13,10 +14,16 @@ times, alternating old and new in every repeat so that both see the same load:
   tokens, and every anchor word of the new rules (each rule's patterns all get tried).
 
 Each figure is the median over the repeats. The ratio is new / old (above 1: the new screen is slower).
+
+Then, as a false-positive check on text nobody wrote for this: every docstring paragraph (over 40
+characters) of the Python standard library this interpreter ships, screened by old and new, with the
+counts of blocks and flags.
 """
 
 from __future__ import annotations
 
+import ast
+import collections
 import importlib.util
 import os
 import pathlib
@@ -38,9 +45,12 @@ LIMIT = 32_000
 
 
 def load_base(ref: str):
-    """BASE_REF's guardrails.py as a module."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:serving/gateway/guardrails.py"],
-                            check=True, capture_output=True, text=True).stdout
+    """BASE's guardrails.py (a git ref, or a file) as a module."""
+    if pathlib.Path(ref).is_file():
+        source = pathlib.Path(ref).read_text()
+    else:
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:serving/gateway/guardrails.py"],
+                                check=True, capture_output=True, text=True).stdout
     path = pathlib.Path(tempfile.mkdtemp()) / "base_guardrails.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("base_guardrails", path)
@@ -73,6 +83,24 @@ def cases() -> dict[str, list[str]]:
     }
     out = {"probe set (short prompts)": probes}
     out.update({name: [text[:LIMIT]] for name, text in long.items()})
+    return out
+
+
+def stdlib_paragraphs() -> list[str]:
+    """Docstring paragraphs of the standard library (documentation prose that says "ignore", "system"...)."""
+    root = pathlib.Path(ast.__file__).parent
+    out = []
+    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
+        if "test" in path.parts[-2:][0] or path.name.startswith("test"):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                out += [p for p in (doc or "").split("\n\n") if len(p) > 40]
     return out
 
 
@@ -112,6 +140,12 @@ def main() -> None:
         print(f"| {name:<28} | {len(texts):>4} | {chars:>6,} | {mo:>8.3f} | {mn:>8.3f} | {mn / mo:>6.1f}x |")
     print()
     print(f"slowest 32,000-character prompt, new: {worst:.1f} ms")
+    paragraphs = stdlib_paragraphs()
+    print()
+    print(f"false positives on {len(paragraphs):,} docstring paragraphs of the standard library:")
+    for label, g in (("old", g_old), ("new", g_new)):
+        actions = collections.Counter(g.screen_prompt(p).action for p in paragraphs)
+        print(f"  {label}: {actions['block']} blocked, {actions['flag']} flagged")
 
 
 if __name__ == "__main__":

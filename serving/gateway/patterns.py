@@ -141,8 +141,8 @@ def _leading_literal(source: str) -> tuple[str, str, str] | None:
 
 def split_branches(source: str) -> list[tuple[str, str, bool]] | None:
     """(branch, its leading literal, whether that literal starts a word) for patterns whose union matches
-    where ``source`` does, each starting with its literal; None when the pattern does not have that
-    shape (it is then used whole)."""
+    where ``source`` does, each starting with its literal (:func:`branch_literal_source` gives it as
+    written in the branch); None when the pattern does not have that shape (it is then used whole)."""
     alternatives = _split_top(source)
     if alternatives is None:
         return None
@@ -196,3 +196,9 @@ def split_branches(source: str) -> list[tuple[str, str, bool]] | None:
         else:  # (?<!P) before the literal L is (?<!PL) after it: P is fixed-width, so is PL
             behind.append(a[:4] + a[4:-1] + lit_source + ")")
     return [(lit_source + "".join(behind) + rest, text, word_start)]
+
+
+def branch_literal_source(branch: str) -> str:
+    """The source of the literal a branch from :func:`split_branches` starts with (escapes included)."""
+    lead = _leading_literal(branch)
+    return lead[1] if lead else ""
