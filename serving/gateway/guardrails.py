@@ -30,12 +30,12 @@ What it measured (tests/serving/test_guardrail_probes.py)
 * Held-out probes (guardrail_probes_holdout.yaml, written after the rules and not used to change them):
   24/35 attacks (68.6%) flagged or blocked, 1/32 benign (3.1%) blocked, 2/32 (6.2%) flagged. The
   misses are mostly English paraphrases (9 of 12 missed). Main's rules: 0/35, and 2/32 benign blocked.
-* 11,864 docstring paragraphs of the standard library: none blocked, none flagged.
-* Time (bench/bench_guardrails.py, one core of a shared machine): about 0.15 ms for a short prompt
-  (main: 0.013 ms); 4 to 16 ms for a 32,000-character prompt, up to about 40 ms for one written to
-  pass every anchor of every rule (main: 2 to 9 ms, but over 3 s on 32,000 newlines, a regex
-  backtracking blow-up that this version does not have). No pattern backtracks catastrophically: the
-  gaps are bounded and every pattern is scanned from a literal word.
+* 12,054 docstring paragraphs of the standard library: none blocked, none flagged (main: none either).
+* Time (bench/bench_guardrails.py, one core of a shared machine, median of 7): 0.15 ms for a short
+  prompt (main: 0.012 ms); 1 to 18 ms for a 32,000-character prompt, 36 ms for one written to pass
+  every anchor of every rule (main: 2 to 9 ms, but 3.1 s on 32,000 newlines: its "### system:" rule
+  backtracks quadratically; this version takes 5 ms there). The gaps in the patterns are bounded and
+  every pattern is scanned from a literal word, so none backtracks catastrophically.
 
 What it cannot do
 -----------------

@@ -109,6 +109,8 @@ def test_flag_only_blocks_nothing_on_the_probe_set():
     "%41" * 10_600,
     ("\u043e" + "a ") * 10_600,
     "<|im_start|>" * 2_600,
+    "\n" * 32_000,  # main's "### system:" rule took seconds on this (quadratic backtracking)
+    "\n### system " * 2_700,
 ])
 def test_adversarial_32k_prompts_stay_fast(text):
     """Screening a 32,000-character adversarial prompt is bounded (timed here for the report, not asserted
