@@ -1,0 +1,102 @@
+"""A supervised CPU engine is SIGKILLed under load behind the gateway: nobody acts, traffic resumes."""
+
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from serving.backoff import RestartPolicy
+from serving.deploy import Deployment, EngineConfig, Release
+from serving.engines import alive, tree_rss_mb
+from tests.serving.helpers import free_port, start_gateway
+
+RESUME_WITHIN_S = 30.0  # restart delay 0.5 s + the engine's start (~3 s here) + the breaker's reset (1 s)
+
+
+@pytest.fixture
+def supervised(tmp_path, tiny_base):
+    deployment = Deployment(str(tmp_path / "state"), log=lambda m: None,
+                            restart_policy=RestartPolicy(base_delay_s=0.5, reset_after_s=60.0))
+    cfg = EngineConfig(name="primary", backend="cpu", python=sys.executable, port=free_port(), startup_timeout_s=120,
+                       extra_args=["--continuous-batching"], memory_budget_mb=2048)  # the resource's defaults
+    handle, _ = deployment.ensure_engine(cfg, Release("1", "", tiny_base))
+    gateways = []
+    yield deployment, handle, gateways
+    for gw in gateways:
+        gw.stop()
+    deployment.stop_all()
+
+
+def wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return predicate()
+
+
+def load(url: str, key: str, stop: threading.Event, outcomes: list) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            try:
+                r = client.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                                json={"model": "crawl2serve", "prompt": "The module", "max_tokens": 8})
+                outcomes.append((time.monotonic(), r.status_code))
+            except httpx.HTTPError:
+                outcomes.append((time.monotonic(), 0))
+            stop.wait(0.05)
+
+
+def test_engine_killed_under_load_is_restarted_and_traffic_resumes(tmp_path, supervised):
+    deployment, handle, gateways = supervised
+    supervisor_pid = handle.pid
+    assert wait_for(lambda: deployment.supervision("primary").get("state") == "healthy", 10)
+    before = deployment.supervision("primary")
+    assert before["state"] == "healthy" and before["restarts"] == 0 and alive(before["engine_pid"])
+    assert "--cb-num-blocks" in handle.command, "the CPU engine's cache is sized from its memory budget"
+    gw = start_gateway(tmp_path / "gw", [("primary", handle.url)], handle.models["base"],
+                       breaker={"failure_threshold": 2, "reset_timeout_s": 1.0},
+                       retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05})
+    gateways.append(gw)
+    key, _ = gw.keys.add("load", "enterprise")  # no rate limit in the way
+    time.sleep(1.1)  # the gateway re-reads its keys within a second
+    stop, outcomes = threading.Event(), []
+    pool = ThreadPoolExecutor(4)
+    try:
+        for _ in range(4):
+            pool.submit(load, gw.url, key, stop, outcomes)
+        deadline = time.monotonic() + 30
+        while sum(s == 200 for _, s in outcomes) < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sum(s == 200 for _, s in outcomes) >= 20, outcomes[-5:]
+
+        killed_at = time.monotonic()
+        os.kill(before["engine_pid"], signal.SIGKILL)  # the engine, not its supervisor
+
+
+        def resumed() -> bool:  # requests failed after the kill, and the latest ones succeed again
+            after = [status for t, status in outcomes if t > killed_at]
+            return any(status != 200 for status in after) and after[-3:] == [200] * 3
+
+        assert wait_for(resumed, RESUME_WITHIN_S), \
+            f"traffic did not resume within {RESUME_WITHIN_S} s of the kill: {outcomes[-5:]}"
+    finally:
+        stop.set()
+        pool.shutdown(wait=True)
+    ready = httpx.get(gw.url + "/ready")
+    assert ready.status_code == 200 and ready.json()["ready"], ready.text
+    state = deployment.supervision("primary")
+    assert state["state"] == "healthy" and state["restarts"] == 1 and state["last_restart_at"]
+    assert state["last_exit"]["signal"] == signal.SIGKILL and state["last_exit"]["reason"] == "exited"
+    assert state["supervisor_pid"] == supervisor_pid and alive(supervisor_pid), "the supervisor itself lived on"
+    engine_pid = state["engine_pid"]
+    assert engine_pid != before["engine_pid"] and alive(engine_pid)
+    assert tree_rss_mb(engine_pid) < 2048, "the restarted engine is bounded too"
+    gw.stop()
+    deployment.stop_all()
+    assert not alive(supervisor_pid) and not alive(engine_pid), "stopping the supervisor stops its engine"
+    assert deployment.supervision("primary")["state"] == "stopped"
