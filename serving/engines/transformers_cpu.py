@@ -5,11 +5,16 @@ from its merged folder (``serving.bundle.build_merged``) and nothing is loaded i
 Memory. With ``--continuous-batching``, ``transformers serve`` sizes its paged KV cache from the host: 60% of
 the RAM not yet used (``PagedAttentionMemoryHandler``), and most of it goes to an attention mask of
 ``max_batch_tokens x (cache tokens + max_batch_tokens)`` (8192 batch tokens by default) that fills as traffic
-grows. On a 24 GiB host the embedded model's engine reached 5 GB at its first request and 14.5 GB under load,
-until the OOM killer ended it. Here the cache is sized from a memory budget instead (:func:`cache_plan`): the
-model's shape gives the bytes per cache token (keys and values of every layer, the keys and values read back,
-the mask's row, the logits of the requests the cache can hold), the budget less the process's own memory and
-the weights gives the tokens, and ``--cb-num-blocks`` / ``--cb-max-batch-tokens`` say so to transformers.
+grows. On a 24 GiB host the embedded model's engine held 5 GB after its first request and 7.4 GB, then over
+8 GB, under 16 streams (one was reported at 14.5 GB, ended by the OOM killer). Here the cache is sized from a
+memory budget instead (:func:`cache_plan`): the model's shape gives the bytes per cache token (keys and values
+of every layer, the keys and values read back, the mask's row, the logits of the requests the cache can
+hold), the budget less the process's own memory and the weights gives the tokens, and ``--cb-num-blocks`` /
+``--cb-max-batch-tokens`` say so to transformers. With 2048 MB the same load peaked at 1.53 GB.
+
+transformers 5.24 runs one continuous-batching model at a time: requests alternating between two versions
+make it tear down and rebuild its batch manager, fail some requests (503) and keep replaced caches alive
+(5.6 GB with 2048 MB planned). Serve one version per engine with continuous batching, or drop the flag.
 """
 
 import json
@@ -19,8 +24,9 @@ from pathlib import Path
 
 from .base import Engine, EngineHandle, Launch, ModelFolders, Release
 
-# RSS of `transformers serve` on this VM with the embedded model loaded, a 16k-token cache (50 MB) and 16
-# streams: 438-524 MB (bench/bench_cpu_engine_memory.py). The interpreter, torch, transformers and FastAPI.
+# The interpreter, torch, transformers and FastAPI: `transformers serve` on this VM held 350 MB before loading a
+# model, and peaked at 520 MB with the embedded model, a cache and mask of 50 MB (--cb-num-blocks 64
+# --cb-max-batch-tokens 512) and 16 streams.
 PROCESS_BASELINE_MB = 512
 HEADROOM = 0.10  # of the budget, for the allocator's fragmentation and per-request objects
 PAGE_SIZE = 256  # tokens per cache page (transformers' default, not passed)

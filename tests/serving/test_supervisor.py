@@ -1,7 +1,9 @@
-"""A supervised CPU engine is SIGKILLed under load behind the gateway: nobody acts, traffic resumes."""
+"""Engine supervisors as real processes: a supervised CPU engine SIGKILLed under load behind the gateway comes
+back with nobody acting; fake engines that crash, never start, or outgrow their memory limit."""
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -13,6 +15,7 @@ import pytest
 from serving.backoff import RestartPolicy
 from serving.deploy import Deployment, EngineConfig, Release
 from serving.engines import alive, tree_rss_mb
+from serving.supervisor import read_state
 from tests.serving.helpers import free_port, start_gateway
 
 RESUME_WITHIN_S = 30.0  # restart delay 0.5 s + the engine's start (~3 s here) + the breaker's reset (1 s)
@@ -100,3 +103,54 @@ def test_engine_killed_under_load_is_restarted_and_traffic_resumes(tmp_path, sup
     deployment.stop_all()
     assert not alive(supervisor_pid) and not alive(engine_pid), "stopping the supervisor stops its engine"
     assert deployment.supervision("primary")["state"] == "stopped"
+
+
+FAKE_ENGINE = """
+import http.server, sys, threading, time
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Health)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+time.sleep(0.5)
+ballast = bytearray(int(sys.argv[2]) * 2**20)  # touched: resident
+time.sleep(float(sys.argv[3]))
+sys.exit(3)
+"""
+
+
+def supervise(tmp_path, engine_args: list[str], *extra: str, script: str = FAKE_ENGINE) -> tuple[int, dict, str]:
+    """``python -m serving supervise`` of a fake engine (``/health``, then ``engine_args``: MB to hold and
+    seconds to live before exiting 3) until the supervisor exits; returns (its exit code, its state, its log)."""
+    (tmp_path / "engine.py").write_text(script)
+    port = free_port()
+    state = tmp_path / "state.json"
+    out = subprocess.run([sys.executable, "-m", "serving", "supervise", "--name", "fake", "--backend", "cpu",
+                          "--url", f"http://127.0.0.1:{port}", "--state-file", str(state), "--base-delay-s", "0.05",
+                          "--max-fast-crashes", "3", "--startup-timeout-s", "20", *extra, "--",
+                          sys.executable, str(tmp_path / "engine.py"), str(port), *engine_args],
+                         capture_output=True, text=True, timeout=60)
+    return out.returncode, read_state(state), out.stdout + out.stderr
+
+
+def test_an_engine_that_keeps_crashing_is_given_up_and_said_so(tmp_path):
+    code, state, log = supervise(tmp_path, ["0", "0.2"])
+    assert code == 1 and state["state"] == "gave_up" and state["restarts"] == 2, log
+    assert state["last_exit"] == {**state["last_exit"], "code": 3, "signal": None, "reason": "exited"}
+    assert "3 crashes in a row within 120 s of starting; giving up" in log
+
+
+def test_an_engine_that_never_becomes_healthy_is_not_restarted(tmp_path):
+    code, state, log = supervise(tmp_path, [], script="raise SystemExit(3)")
+    assert code == 1 and state["state"] == "failed" and state["restarts"] == 0, log
+    assert state["last_exit"]["code"] == 3 and "before it was ever healthy: not restarting" in log
+
+
+def test_an_engine_past_its_memory_limit_is_restarted(tmp_path):
+    code, state, log = supervise(tmp_path, ["300", "30"], "--max-rss-mb", "200")
+    assert code == 1 and state["state"] == "gave_up" and state["restarts"] == 2, log
+    assert state["last_exit"]["signal"] == signal.SIGKILL and state["last_exit"]["reason"].startswith("rss "), state
+    assert "MB > limit 200 MB: killing it" in log
