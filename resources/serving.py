@@ -14,7 +14,7 @@ from pydantic import Field
 
 from serving.backoff import RestartPolicy
 from serving.deploy import Deployment, EngineConfig
-from serving.engines import BACKENDS, engine_class, gpu_visible, resolve_backend  # noqa: F401 (gpu_visible: re-export)
+from serving.engines import BACKENDS, engine_class, resolve_backend
 from serving.gateway.settings import FeastSettings, GatewaySettings, GuardrailSettings
 
 from .feast_store import FeastStore

@@ -2,7 +2,8 @@
 
 State lives in one folder (``{data_root}/sglang_deployment/_``)::
 
-    engines.json     EngineHandle per engine (pid, url, what it serves)
+    engines.json     EngineHandle per engine (its supervisor's pid, url, what it serves)
+    supervisors/     per engine, what its supervisor writes: state, engine pid, restarts, last exit
     gateway.json     the gateway process (pid, url, config hash)
     gateway.yaml     its configuration;  routing.json  its routing table;  api_keys.json  hashed keys
     models/          merged folders (CPU engine, SGLang anchor) and delta adapters (SGLang)

@@ -14,7 +14,7 @@ import pytest
 
 from serving.backoff import RestartPolicy
 from serving.deploy import Deployment, EngineConfig, Release
-from serving.engines import alive, tree_rss_mb
+from serving.engines import EngineHandle, alive, tree_rss_mb
 from serving.supervisor import read_state
 from tests.serving.helpers import free_port, start_gateway
 
@@ -154,3 +154,61 @@ def test_an_engine_past_its_memory_limit_is_restarted(tmp_path):
     assert code == 1 and state["state"] == "gave_up" and state["restarts"] == 2, log
     assert state["last_exit"]["signal"] == signal.SIGKILL and state["last_exit"]["reason"].startswith("rss "), state
     assert "MB > limit 200 MB: killing it" in log
+
+
+FAKE_SGLANG = """
+import http.server, json, sys
+class Admin(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(sys.argv[2], "a") as f:
+            f.write(json.dumps({"path": self.path, **json.loads(body)}) + "\\n")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"success": true}')
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Admin).serve_forever()
+"""
+
+
+def test_a_restarted_sglang_engine_gets_back_the_adapters_its_handle_lists(tmp_path):
+    """SGLang's admin API played by a double that records the calls: nothing is loaded at the first start
+    (the command carries the start-up adapters); after a restart, what was loaded at run time is loaded again,
+    before the supervisor calls the engine healthy."""
+    import json
+
+    from serving.engines import save_handles
+
+    port, calls = free_port(), tmp_path / "calls.jsonl"
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "sglang.py").write_text(FAKE_SGLANG)
+    save_handles(str(tmp_path / "engines.json"), {"primary": EngineHandle(
+        name="primary", kind="sglang", url=url, pid=None, command=[], log="", base_model="/b", anchor="1",
+        models={"1": "crawl2serve", "base": "crawl2serve:base", "2": "crawl2serve:v2"},
+        adapters={"v2": "/models/delta-v2-from-v1"}, supervised=True)})
+    state = tmp_path / "state.json"
+    supervisor = subprocess.Popen([sys.executable, "-m", "serving", "supervise", "--name", "primary", "--backend",
+                                   "sglang", "--url", url, "--state-file", str(state), "--handles-file",
+                                   str(tmp_path / "engines.json"), "--base-delay-s", "0.05", "--",
+                                   sys.executable, str(tmp_path / "sglang.py"), str(port), str(calls)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: read_state(state).get("state") == "healthy", 20), read_state(state)
+        assert not calls.exists(), "a first start loads nothing"
+        first = read_state(state)["engine_pid"]
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: read_state(state).get("restarts") == 1 and read_state(state)["state"] == "healthy",
+                        20), read_state(state)
+        assert [json.loads(line) for line in calls.read_text().splitlines()] == [
+            {"path": "/load_lora_adapter", "lora_name": "v2", "lora_path": "/models/delta-v2-from-v1"}]
+        engine = read_state(state)["engine_pid"]
+    finally:
+        supervisor.terminate()
+        log = supervisor.communicate(timeout=30)[0]
+    assert supervisor.returncode == 0 and read_state(state)["state"] == "stopped", log
+    assert engine != first and not alive(engine)
