@@ -81,7 +81,7 @@ def cmd_status(args) -> int:
         sup = proc.get("supervision")
         if sup:
             last = sup.get("last_exit") or {}
-            how = (f"signal {last['signal']}" if last.get("signal") else f"exit code {last.get('code')}") if last else ""
+            how = f"signal {last['signal']}" if last.get("signal") else f"exit code {last.get('code')}"
             line += (f"; supervisor {sup.get('state')}, engine pid {sup.get('engine_pid')}, "
                      f"{sup.get('restarts', 0)} restarts" + (f", last exit {how} ({last.get('reason')}) at "
                                                              f"{last.get('at')}" if last else "")

@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from .atomic import write_text
 from .backoff import Backoff, RestartPolicy
 from .engines import Engine, EngineConfig, EngineError, engine_for, load_handles, tree_rss_mb
@@ -56,6 +58,15 @@ def _kill_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _how(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return f"signal {-returncode} ({signal.Signals(-returncode).name})"
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 def read_state(path: str | os.PathLike) -> dict:
@@ -166,7 +177,7 @@ class Supervisor:
                     self._log(f"engine pid {proc.pid} healthy at {self.engine.url} after "
                               f"{time.monotonic() - started:.1f} s")
                     ever_healthy = True
-                except EngineError as exc:
+                except (EngineError, httpx.HTTPError) as exc:
                     self._log(f"engine pid {proc.pid}: restoring what it served failed: {exc}")
                     self._kill(f"restore failed: {exc}")
                 done = threading.Event()
@@ -183,7 +194,7 @@ class Supervisor:
             rc = proc.returncode
             exit_ = {"code": rc if rc >= 0 else None, "signal": -rc if rc < 0 else None,
                      "reason": self.kill_reason or "exited", "uptime_s": round(uptime, 1), "at": _now()}
-            how = f"signal {-rc} ({signal.Signals(-rc).name})" if rc < 0 else f"exit code {rc}"
+            how = _how(rc)
             if not ever_healthy:
                 self._log(f"engine pid {proc.pid} ended ({how}, {exit_['reason']}) before it was ever healthy: "
                           "not restarting (check the command and the log above)")

@@ -45,7 +45,7 @@ def attach(handle: EngineHandle, served_name: str = "crawl2serve") -> Engine:
 
 
 __all__ = ["BACKENDS", "OFFLINE_ENV", "Engine", "EngineConfig", "EngineError", "EngineHandle", "Launch",
-           "ModelFolders", "NotSupported", "Release", "SGLangEngine", "TransformersCpuEngine", "alive", "attach", "cache_plan",
-           "complete", "cpu_command", "engine_class", "engine_for", "gpu_visible", "healthy", "load_handles",
-           "log_tail", "resolve_backend", "save_handles", "sglang_command", "start_process", "stop_process",
-           "tree_rss_mb", "wait_healthy"]
+           "ModelFolders", "NotSupported", "Release", "SGLangEngine", "TransformersCpuEngine", "alive", "attach",
+           "cache_plan", "complete", "cpu_command", "engine_class", "engine_for", "gpu_visible", "healthy",
+           "load_handles", "log_tail", "resolve_backend", "save_handles", "sglang_command", "start_process",
+           "stop_process", "tree_rss_mb", "wait_healthy"]

@@ -4,6 +4,7 @@
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -42,10 +43,12 @@ def test_bf16_halves_the_cost_and_a_model_too_big_for_the_budget_is_refused(tmp_
     assert bf16.num_blocks == pytest.approx(2 * fp32.num_blocks, rel=0.03)  # logits stay float32
     big = model_config(tmp_path / "big", num_hidden_layers=48, num_key_value_heads=32, num_attention_heads=32,
                        hidden_size=4096, max_position_embeddings=32768)
-    (tmp_path / "big" / "model.safetensors").write_bytes(b"\0" * (1200 * 2**20))
-    with pytest.raises(ValueError, match=r"cpu memory budget 2048 MB is too small for .*big: its weights \(1200 MB\)"
-                                         r", the engine process \(512 MB\) .*raise serving_engine.cpu_memory_budget_mb"):
-        cache_plan(str(tmp_path / "big"), 2048)
+    with open(Path(big) / "model.safetensors", "wb") as f:
+        f.truncate(1200 * 2**20)  # sparse: its size, not its bytes
+    with pytest.raises(ValueError, match=r"cpu memory budget 2048 MB is too small for .*big: its weights "
+                                         r"\(1200 MB\), the engine process \(512 MB\) .*raise "
+                                         r"serving_engine.cpu_memory_budget_mb"):
+        cache_plan(big, 2048)
     assert PROCESS_BASELINE_MB == 512
 
 
