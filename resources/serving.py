@@ -55,7 +55,7 @@ class ServingEngine(dg.ConfigurableResource):
     startup_timeout_s: float = 900.0
     restart_base_delay_s: float = Field(1.0, description="Local engines: first delay before restarting a dead "
                                         "engine; doubles with each crash in a row, at most restart_max_delay_s")
-    restart_max_delay_s: float = 60.0
+    restart_max_delay_s: float = Field(60.0, description="Local engines: the longest delay between restarts")
     restart_reset_after_s: float = Field(120.0, description="An engine up this long is forgiven its crashes")
     restart_max_fast_crashes: int = Field(5, description="Crashes in a row (each within restart_reset_after_s of "
                                           "its start) after which the supervisor gives up")
