@@ -1,5 +1,6 @@
-"""Peak resident memory of the CPU engine (``transformers serve --continuous-batching``) under load: the cache
-transformers sizes from the host, against the cache sized from ``serving_engine.cpu_memory_budget_mb``.
+"""Peak resident memory of the CPU engine under load: ``transformers serve --continuous-batching`` with the cache
+transformers sizes from the host, with the cache sized from ``serving_engine.cpu_memory_budget_mb``, and
+(``--plain``) without continuous batching, the default.
 
 Each run starts the engine as the serving asset does (``TransformersCpuEngine.command``), sends ``--streams``
 concurrent streaming completions for ``--seconds`` (prompts of 60-600 tokens, up to 400 tokens out: requests
@@ -80,12 +81,12 @@ def load(url: str, models: list[str], streams: int, seconds: float, stop: thread
     return done
 
 
-def run(variant: str, budget: int | None, models: list[str], args, tmp: Path) -> dict:
+def run(variant: str, budget: int | None, extra_args: list[str], models: list[str], args, tmp: Path) -> dict:
     from tests.serving.helpers import free_port
 
     port = free_port()
     engine = TransformersCpuEngine(EngineConfig(name="bench", backend="cpu", port=port, memory_budget_mb=budget,
-                                                extra_args=["--continuous-batching"]))
+                                                extra_args=extra_args))
     launch = Launch(model_path=models[0], adapters={}, models={}, anchor="bench")
     command = engine.command(launch)
     log = str(tmp / f"{variant}-{port}.log")
@@ -127,6 +128,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2048])
     parser.add_argument("--no-host-sized", action="store_true", help="skip transformers' own sizing")
+    parser.add_argument("--plain", action="store_true", help="also without continuous batching (the default)")
     parser.add_argument("--alternate-models", action="store_true", help="alternate two model folders (a canary)")
     parser.add_argument("--kill-above-mb", type=float, default=8000)
     args = parser.parse_args()
@@ -138,18 +140,20 @@ def main() -> int:
         import shutil
 
         models.append(shutil.copytree(model, tmp / "second"))
-    variants = ([] if args.no_host_sized else [("host-sized", None)]) + [(f"budget-{b}", b) for b in args.budgets]
+    cb = ["--continuous-batching"]
+    variants = (([] if args.no_host_sized else [("host-sized", None, cb)]) + [(f"budget-{b}", b, cb) for b in args.budgets]
+                + ([("plain", None, [])] if args.plain else []))
     results = []
     for rep in range(args.repeats):
-        for name, budget in variants:
-            r = run(name, budget, [str(m) for m in models], args, tmp)
+        for name, budget, extra in variants:
+            r = run(name, budget, extra, [str(m) for m in models], args, tmp)
             results.append(r)
             print(f"rep {rep} {name:12} peak RSS {r['peak_rss_mb']:6} MB{' (killed at cap)' if r['killed_at_cap'] else ''}"
                   f"  {r['tok_s']:7.1f} tok/s  ok {r['ok']} errors {r['errors']}  cache tokens {r['cache_tokens']}"
                   f"  estimate {r['estimate_mb']} MB", flush=True)
     print(f"\nmodel {model}, {args.streams} streams x {args.seconds:.0f} s, {args.repeats} repeats, "
           f"models {'alternating' if args.alternate_models else 'one'}")
-    for name, _ in variants:
+    for name, _, _ in variants:
         rs = [r for r in results if r["variant"] == name]
         print(f"{name:12} peak RSS max {max(r['peak_rss_mb'] for r in rs):6} MB"
               f"{' (killed at cap)' if any(r['killed_at_cap'] for r in rs) else ''}"

@@ -55,7 +55,7 @@ def test_the_resource_builds_its_engines_from_the_registry(tmp_path):
                                                                                "/sg/bin/python")
     assert (primary.backend, primary.extra_args, primary.memory_budget_mb) == ("sglang", ["--tp-size", "2"], None)
     assert (fallback.name, fallback.backend, fallback.port) == ("fallback", "cpu", 30002)
-    assert (fallback.extra_args, fallback.memory_budget_mb) == (["--continuous-batching"], 2048)
+    assert (fallback.extra_args, fallback.memory_budget_mb) == ([], 2048)
     cpu = _resource(tmp_path, backend="cpu", champion_engine_port=30001, fallback_cpu_port=30002)
     (only,) = cpu.engine_configs()  # the CPU engine swaps no weights, and is its own fallback
     assert (only.name, only.backend, only.memory_budget_mb) == ("primary", "cpu", 2048)

@@ -26,7 +26,7 @@ def supervised(tmp_path, tiny_base):
     deployment = Deployment(str(tmp_path / "state"), log=lambda m: None,
                             restart_policy=RestartPolicy(base_delay_s=0.5, reset_after_s=60.0))
     cfg = EngineConfig(name="primary", backend="cpu", python=sys.executable, port=free_port(), startup_timeout_s=120,
-                       extra_args=["--continuous-batching"], memory_budget_mb=2048)  # the resource's defaults
+                       extra_args=[], memory_budget_mb=2048)  # the resource's defaults
     handle, _ = deployment.ensure_engine(cfg, Release("1", "", tiny_base))
     gateways = []
     yield deployment, handle, gateways
@@ -60,7 +60,6 @@ def test_engine_killed_under_load_is_restarted_and_traffic_resumes(tmp_path, sup
     assert wait_for(lambda: deployment.supervision("primary").get("state") == "healthy", 10)
     before = deployment.supervision("primary")
     assert before["state"] == "healthy" and before["restarts"] == 0 and alive(before["engine_pid"])
-    assert "--cb-num-blocks" in handle.command, "the CPU engine's cache is sized from its memory budget"
     gw = start_gateway(tmp_path / "gw", [("primary", handle.url)], handle.models["base"],
                        breaker={"failure_threshold": 2, "reset_timeout_s": 1.0},
                        retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05})
