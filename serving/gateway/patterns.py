@@ -18,33 +18,9 @@ from __future__ import annotations
 _META = set("\\()[]{}?*+|.^$")
 
 
-def _split_top(source: str) -> list[str] | None:
-    """``source`` split at its top-level "|" (None if its parentheses do not balance)."""
-    parts, depth, start, i, in_class = [], 0, 0, 0, False
-    while i < len(source):
-        c = source[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth < 0:
-                return None
-        elif c == "|" and depth == 0:
-            parts.append(source[start:i])
-            start = i + 1
-        i += 1
-    return parts + [source[start:]] if depth == 0 else None
-
-
-def _group_end(source: str, start: int) -> int | None:
-    """Index just after the group whose "(" is at ``start``."""
+def _structure(source: str, start: int = 0):
+    """``(index, character, depth)`` of each unescaped character of ``source`` from ``start`` that is outside a
+    character class, with the group depth after it ("(" counts in, ")" counts out)."""
     depth, i, in_class = 0, start, False
     while i < len(source):
         c = source[i]
@@ -55,13 +31,29 @@ def _group_end(source: str, start: int) -> int | None:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+        else:
+            depth += (c == "(") - (c == ")")
+            yield i, c, depth
         i += 1
+
+
+def _split_top(source: str) -> list[str] | None:
+    """``source`` split at its top-level "|" (None if its parentheses do not balance)."""
+    parts, begin, depth = [], 0, 0
+    for i, c, depth in _structure(source):
+        if depth < 0:
+            return None
+        if c == "|" and depth == 0:
+            parts.append(source[begin:i])
+            begin = i + 1
+    return parts + [source[begin:]] if depth == 0 else None
+
+
+def _group_end(source: str, start: int) -> int | None:
+    """Index just after the group whose "(" is at ``start``."""
+    for i, c, depth in _structure(source, start):
+        if c == ")" and depth == 0:
+            return i + 1
     return None
 
 
