@@ -318,6 +318,8 @@ FAST = dict(
     concurrency=4,
     per_host_concurrency=4,
     progress_every_s=3600.0,
+    robots_retry_s=0.05,
+    robots_retry_max_s=0.2,
 )
 
 

@@ -59,7 +59,8 @@ from assets.crawl.urls import Scope, host_of, ip_literal, is_public_address, nor
         ("http://[::1]:8080/x", "http://[::1]:8080/x"),
         ("http://[2001:DB8::1]/", "http://[2001:db8::1]/"),
         ("http://[::1]:80/", "http://[::1]/"),
-        ("https://[::ffff:10.0.0.1]/", "https://[::ffff:10.0.0.1]/"),
+        ("https://[::ffff:10.0.0.1]/", "https://[::ffff:a00:1]/"),  # RFC 5952 spelling, as WHATWG serializes
+        ("http://[0:0:0:0:0:0:0:1]:8080/", "http://[::1]:8080/"),
     ],
 )
 def test_normalize_url(url, expected):
@@ -106,7 +107,7 @@ def test_host_and_origin():
     assert host_of("http://[::1]:8080/x") == "::1"
     assert origin_of("http://example.com:8080/x?y") == "http://example.com:8080"
     assert ip_literal("[::1]") == "::1" and ip_literal("10.0.0.1") == "10.0.0.1"
-    assert ip_literal("example.com") is None and ip_literal("2130706433") is None
+    assert ip_literal("example.com") is None and ip_literal("2130706433") == "127.0.0.1"
 
 
 # -- Scope ------------------------------------------------------------------------------------------
