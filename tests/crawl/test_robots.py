@@ -198,7 +198,7 @@ def test_a_copy_that_parsed_stays_in_force_while_robots_is_unreachable(server, c
     server.route("/secret", server.page(html()))
     server.route("/later", server.page(html(server.url("/secret"))))
     index = server.route("/", server.page(html(server.url("/later"))))
-    r = crawl([index], robots_cache_s=0.2, per_host_delay_s=0.25)
+    r = crawl([index], robots_cache_s=0.2, per_host_delay_s=0.5)  # each page is found after the copy expired
     assert len(server.requests("/robots.txt")) >= 2  # it expired and was fetched again (and failed)
     assert r.row(server.url("/later"))["warc_file"] is not None  # the old copy allows it: no waiting
     assert r.row(server.url("/secret"))["error"] == "robots_disallowed" and "/secret" not in server.paths()
@@ -211,8 +211,8 @@ def test_robots_expires_and_is_fetched_again(server, crawl):
         server.page(**robots("User-agent: *\nDisallow: /late\n"))))
     server.route("/late", server.page(html()))
     index = server.route("/", server.page(html(server.url("/late"))))
-    # /late is found only once / is fetched, after the 0.3 s cache lifetime
-    r = crawl([index], robots_cache_s=0.3, per_host_delay_s=0.35)
+    # /late is found only once / is fetched, 0.6 s after robots.txt: past its 0.3 s cache lifetime
+    r = crawl([index], robots_cache_s=0.3, per_host_delay_s=0.6)
     assert len(server.requests("/robots.txt")) == 2
     assert r.row(server.url("/late"))["error"] == "robots_disallowed" and "/late" not in server.paths()
 
