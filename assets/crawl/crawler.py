@@ -292,6 +292,14 @@ def _text(value):
     return value
 
 
+def _utf8(value: str) -> str:
+    """A header value as written (UTF-8) from fastwarc, which decodes header bytes as Latin-1."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def _gzip_members(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of each complete gzip member at the head of ``data``; stops at the first incomplete one."""
     view, n = memoryview(data), len(data)
@@ -389,9 +397,11 @@ class CrawlStore:
             with self.storage.open(tmp, "rb") as f:
                 data = f.read()
             whole = _whole_exchanges(data)
-            target = self.warc_path(name.removesuffix(".warc.gz"))
-            if whole and not self.storage.exists(target) and self._unlisted(whole, listed):
-                self.storage.write_bytes(whole, target)  # atomic; the torn tail is dropped
+            stem = name.removesuffix(".warc.gz")
+            while self.storage.exists(self.warc_path(stem)):
+                stem += "r"
+            if whole and self._unlisted(whole, listed):
+                self.storage.write_bytes(whole, self.warc_path(stem))  # atomic; the torn tail is dropped
         self.storage.clean_temporaries(self.directory)
         committed = {m.rsplit("/", 1)[1].removesuffix(".manifest.parquet") for m in self.manifests()}
         for path in self.storage.glob(f"{seg_dir}/*"):
@@ -413,10 +423,22 @@ class CrawlStore:
                 listed.update(r.record_id for r in rows)
                 committed.add(stem)
         for path in self.storage.glob(f"{seg_dir}/*"):  # what is left holds nothing a manifest does not list
-            if path.rsplit("/", 1)[1].split(".", 1)[0] not in committed:
-                self.storage.remove(path)
-                self.removed.append(path)
+            if path.rsplit("/", 1)[1].split(".", 1)[0] in committed:
+                continue
+            if path.endswith(".warc.gz") and not self._intact(path):
+                # not readable to its end: what it holds cannot be known, so it is set aside, never deleted
+                self.storage.fs.makedirs(f"{self.directory}/quarantine", exist_ok=True)
+                self.storage.fs.mv(path, f"{self.directory}/quarantine/{path.rsplit('/', 1)[1]}")
+                continue
+            self.storage.remove(path)
+            self.removed.append(path)
         return self.recovered
+
+    def _intact(self, path: str) -> bool:
+        with self.storage.open(path, "rb") as f:
+            data = f.read()
+        members = _gzip_members(data)
+        return bool(members) and members[-1][1] == len(data)
 
     @staticmethod
     def _unlisted(data: bytes, listed: set[str]) -> bool:
@@ -429,7 +451,7 @@ class CrawlStore:
         for kind, offset, url, rid, http, body, date in _read_warc(data):
             if kind != WarcRecordType.response or not url or rid in listed or http is None:
                 continue
-            headers = {k.lower(): v for k, v in http.items()}
+            headers = {k.lower(): _utf8(v) for k, v in http.items()}
             try:
                 when = datetime.fromisoformat((date or "").replace("Z", "+00:00"))
             except ValueError:
