@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import posixpath
 import re
@@ -54,18 +55,9 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
-    host = parts.hostname.lower().rstrip(".")
-    if ":" in host:  # IPv6 literal, in its canonical (RFC 5952) spelling as WHATWG serializes it
-        try:
-            host = f"[{ipaddress.IPv6Address(host)}]"
-        except ValueError:
-            host = f"[{host}]"
-    elif _ends_in_number(host):
-        # WHATWG URL host parsing (what browsers and ``inet_aton`` do): 2130706433, 0x7f.1, 017700000001
-        # and 127.1 all name 127.0.0.1. Canonical dotted-quad form, or not a URL at all (1.2.3.4.5).
-        host = ipv4_loose(host)
-        if host is None:
-            return None
+    host = _url_host(parts.hostname)
+    if host is None:
+        return None
     netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
     path = _normalize_percent_encoding(parts.path or "/")  # first, so that %2E%2E is a dot segment too
     trailing = path.endswith(("/", "/.", "/.."))  # "/a/." is "/a/", not "/a"
@@ -81,6 +73,22 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
                    if k not in TRACKING_PARAMS]
     query = urlencode(sorted(query_pairs), doseq=True, errors="surrogateescape")
     return urlunsplit((scheme, netloc, path, query, ""))
+
+
+@functools.lru_cache(maxsize=65536)  # a crawl sees few hosts and normalizes every link of every page
+def _url_host(hostname: str) -> str | None:
+    """The host as a normalized URL spells it, or None when it cannot be one."""
+    host = hostname.lower().rstrip(".")
+    if ":" in host:  # IPv6 literal, in its canonical (RFC 5952) spelling as WHATWG serializes it
+        try:
+            return f"[{ipaddress.IPv6Address(host)}]"
+        except ValueError:
+            return f"[{host}]"
+    if _ends_in_number(host):
+        # WHATWG URL host parsing (what browsers and ``inet_aton`` do): 2130706433, 0x7f.1, 017700000001
+        # and 127.1 all name 127.0.0.1. Canonical dotted-quad form, or not a URL at all (1.2.3.4.5).
+        return ipv4_loose(host)
+    return host
 
 
 def host_of(url: str) -> str:
