@@ -201,8 +201,9 @@ def _validate(rec, name: str) -> ReadRecord | ReadProblem:
         length = int(declared) if declared is not None else None
     except ValueError:
         length = None
-    if length is None:
-        return ReadProblem(name, offset, "invalid record", f"Content-Length {declared!r}", url or None)
+    if length is None:  # no usable Content-Length: a header cut short (nothing after it), or a broken one
+        kind = "truncated record" if declared is None and not block else "invalid record"
+        return ReadProblem(name, offset, kind, f"Content-Length {declared!r}", url or None)
     if len(block) != length:
         kind = "truncated record" if len(block) < length else "invalid record"
         return ReadProblem(name, offset, kind, f"block {len(block)} of {length} bytes", url or None)
