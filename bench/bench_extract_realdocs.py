@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_extract_realdocs.py --root DIR --out old.jsonl --code OLD_CHECKOUT
     .venv/bin/python bench/bench_extract_realdocs.py --compare old.jsonl new.jsonl         # the tables
     .venv/bin/python bench/bench_extract_realdocs.py --root DIR --time-only                # throughput run
+    .venv/bin/python bench/bench_extract_realdocs.py --root DIR --warc-read /tmp/docs.warc.gz   # reader speed
 
 DIR holds unpacked Debian documentation packages (``apt-get download PKG && dpkg-deb -x PKG.deb DIR/PKG``):
 DocBook (postgresql-doc-15, debian-reference-*, maint-guide*, debian-faq*), Sphinx (python3.11-doc,
@@ -290,6 +291,8 @@ def main() -> None:
     ap.add_argument("--javadoc-every", type=int, default=5, help="take every n-th Javadoc page")
     ap.add_argument("--time-only", action="store_true", help="only extract every page once (for timing)")
     ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
+    ap.add_argument("--warc-read", metavar="WARC",
+                    help="time iter_records over WARC (written from the pages first if it does not exist)")
     args = ap.parse_args()
     if args.compare:
         compare(*args.compare)
@@ -297,6 +300,19 @@ def main() -> None:
     sys.path.insert(0, args.code)
     from assets.corpus.extract import extract_html
 
+    if args.warc_read:
+        from assets.crawl.warc import iter_records
+
+        if not os.path.exists(args.warc_read):
+            from tests.support import warc_bytes
+
+            Path(args.warc_read).write_bytes(warc_bytes([("http://127.0.0.1:8000/" + p, "response", b)
+                                                          for _, _, p, b in load_pages(args.root, args.javadoc_every)]))
+        t0 = time.perf_counter()
+        with open(args.warc_read, "rb") as f:
+            n = sum(1 for _ in iter_records(f))
+        print(f"{n} records read in {time.perf_counter() - t0:.3f} s")
+        return
     pages = load_pages(args.root, args.javadoc_every)
     if args.time_only:
         t0 = time.perf_counter()

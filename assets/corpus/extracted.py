@@ -108,6 +108,8 @@ def extracted_pages(context: dg.AssetExecutionContext, config: ExtractConfig, da
         "docs_per_s": round(docs.height / seconds, 1) if seconds else 0.0,
         "median_text_chars": int(docs["text_chars"].median() or 0),
         "languages": dg.MetadataValue.md(md_table(langs.rows(), ("language", "docs"))),
+        "encodings": dg.MetadataValue.md(md_table(
+            docs.group_by("encoding").len().sort("len", descending=True).rows(), ("encoding", "docs"))),
         "failed_pages": dg.MetadataValue.md(md_table(failures[:20], ("url", "error")) if failures else "none"),
         "read_problems": dg.MetadataValue.md(md_table(
             [(p.file, p.offset, p.problem, p.detail) for p in problems[:20]], ("file", "offset", "problem", "detail"))

@@ -146,8 +146,9 @@ def iter_records(stream: BinaryIO, name: str = "",
     """Response and conversion records of a WARC or WET stream (gzip or not), in file order, validated.
 
     A record is yielded only when it is whole: its block as long as its ``Content-Length``, its
-    ``WARC-Block-Digest`` and ``WARC-Payload-Digest`` matching when present (payload digests are not checked
-    on records still carrying a ``Transfer-Encoding``), its HTTP head parseable. Anything else is a
+    ``WARC-Block-Digest`` matching when present, else its ``WARC-Payload-Digest`` (a verified block holds the
+    payload byte for byte; payload digests are not checked on records still carrying a ``Transfer-Encoding``,
+    whose digest may be of the de-chunked body), its HTTP head parseable. Anything else is a
     ``ReadProblem`` (file ``name``, byte offset) passed to ``on_problem``; without one, the first problem
     raises ``WarcReadError``. On a seekable stream, reading goes on after a corrupt gzip member or an
     unparseable record from the next gzip member (or ``WARC/`` line) after it, and the end of the file is
@@ -207,9 +208,10 @@ def _validate(rec, name: str) -> ReadRecord | ReadProblem:
     if len(block) != length:
         kind = "truncated record" if len(block) < length else "invalid record"
         return ReadProblem(name, offset, kind, f"block {len(block)} of {length} bytes", url or None)
-    digest = rec.headers.get("WARC-Block-Digest")
-    if digest and _digest_matches(digest, block) is False:
-        return ReadProblem(name, offset, "block digest mismatch", digest, url or None)
+    block_digest = rec.headers.get("WARC-Block-Digest")
+    block_ok = _digest_matches(block_digest, block) if block_digest else None
+    if block_ok is False:
+        return ReadProblem(name, offset, "block digest mismatch", block_digest, url or None)
     date = rec.headers.get("WARC-Date")
     if rec.record_type == WarcRecordType.conversion:
         return ReadRecord(url, "conversion", None, "text/plain", {}, block, date, offset)
@@ -217,7 +219,7 @@ def _validate(rec, name: str) -> ReadRecord | ReadProblem:
     if http is None:
         return ReadProblem(name, offset, "invalid HTTP response", "no status line and header block", url or None)
     status, headers, body = http
-    digest = rec.headers.get("WARC-Payload-Digest")
+    digest = None if block_ok else rec.headers.get("WARC-Payload-Digest")  # a verified block holds the payload
     if digest and "transfer-encoding" not in headers and _digest_matches(digest, body) is False:
         return ReadProblem(name, offset, "payload digest mismatch", digest, url or None)
     return ReadRecord(url, "response", status, headers.get("content-type"), headers, body, date, offset)
