@@ -60,7 +60,7 @@ def crawl_settings(config: CrawlConfig, target: CrawlTarget) -> CrawlSettings:
         allowed_hosts=tuple(target.allowed_hosts),
         include_patterns=tuple(config.include_patterns),
         exclude_patterns=(*target.excludes, *config.exclude_patterns),
-        private_hosts=tuple(target.private_hosts),
+        private_hosts=tuple(target.reachable_private_hosts),
         max_pages=config.max_pages,
         max_depth=config.max_depth,
         concurrency=config.concurrency,
