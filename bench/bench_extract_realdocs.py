@@ -322,8 +322,7 @@ def main() -> None:
         return
     records = measure(pages, extract_html)
     with open(args.out, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     print(f"{len(records)} pages → {args.out}")
 
 

@@ -23,7 +23,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
@@ -89,7 +89,7 @@ class _ExactHeaders(StatusAndHeaders):
 
 
 def _warc_date(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,12 @@ def _parse_http(block: bytes) -> tuple[int | None, dict[str, str], bytes] | None
         end, sep = block.find(b"\n\n"), 2
         if end < 0:
             return None
-    lines = block[:end].decode("latin-1").replace("\r\n", "\n").split("\n")
+    head = block[:end]
+    try:  # the writer stores header values byte-exact as UTF-8; anything else is read as latin-1
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
+    lines = text.replace("\r\n", "\n").split("\n")
     first = lines[0].split(None, 2)
     if len(first) < 2 or not first[0].upper().startswith("HTTP/"):
         return None
@@ -449,10 +454,10 @@ def _peek(stream, offset: int, n: int) -> bytes:
 def _check_end(stream, name, gz, last, start, reported, report) -> None:
     """Report bytes after the last complete record: a file cut in a record (header) or trailing junk."""
     size = stream.seek(0, 2)
-    if last is None:
-        if size > start and stream.seek(start) >= 0 and stream.read(_CHUNK).strip():
-            if start not in reported:
-                report(ReadProblem(name, start, "no complete record", f"{size - start} bytes unread"))
+    if last is None:  # not one record: a file cut inside its first record header, or not a WARC file
+        stream.seek(start)
+        if size > start and start not in reported and stream.read(_CHUNK).strip():
+            report(ReadProblem(name, start, "no complete record", f"{size - start} bytes unread"))
         return
     end = _member_end(stream, last) if gz else _raw_record_end(stream, last)
     if end is None:

@@ -93,7 +93,7 @@ def test_meta_beyond_the_first_1024_bytes_is_not_read():
 
 
 def test_undeclared_valid_utf8_is_utf8_and_undeclared_legacy_bytes_are_detected():
-    d = decode("<p>Für Straße und Café, naïve façade — “quoted”.</p>".encode("utf-8"), "text/html")
+    d = decode("<p>Für Straße und Café, naïve façade — “quoted”.</p>".encode(), "text/html")
     assert (d.encoding, d.source) == ("utf-8", "detected")
     d = decode(("<p>" + "Они сообщили, что работа будет закончена через восемнадцать месяцев. " * 5
                 + "</p>").encode("cp1251"), None)
