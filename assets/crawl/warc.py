@@ -2,7 +2,8 @@
 
 Writing uses warcio (the reference implementation of the format); reading uses fastwarc, which reads
 ~2.6x faster (FIELD-NOTES: 22k vs 8.3k records/s), and validates what it reads (``iter_records``: lengths,
-digests, gzip members; faults are reported with file and byte offset, partial records never yielded). Each crawl segment is one gzip-per-record WARC file
+digests, gzip members; faults are reported with file and byte offset, partial records never yielded).
+Each crawl segment is one gzip-per-record WARC file
 holding a ``warcinfo`` record, then a ``request`` and a ``response`` record per fetch, linked by
 ``WARC-Concurrent-To``. Bodies are stored decoded; like Common Crawl, the transfer headers that no
 longer describe them are kept under ``X-Crawler-*`` names.
@@ -23,7 +24,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
@@ -89,7 +90,7 @@ class _ExactHeaders(StatusAndHeaders):
 
 
 def _warc_date(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
