@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import pycld2
 
-__all__ = ["LanguageId", "MIXED", "MIXED_MIN_SHARE", "UNKNOWN", "identify", "language_sample"]
+__all__ = ["LanguageId", "MIXED", "MIXED_MIN_SHARE", "UNKNOWN", "identify", "language_sample", "url_language"]
 
 MIXED = "mixed"
 UNKNOWN = "unknown"
@@ -132,3 +133,50 @@ def identify(text: str, *, mixed_min_share: float = MIXED_MIN_SHARE, sample_char
     score = min(percent, 100) / 100.0 * (1.0 if reliable else 0.5)
     mixed = (len(langs) > 1 and langs[1][1] >= mixed_min_share * 100 and text_bytes >= MIXED_MIN_BYTES)
     return LanguageId(code, score, tuple((c, p / 100.0) for c, p in langs), mixed, text_bytes)
+
+
+# ----- languages named by URLs ---------------------------------------------------------------------
+_ALIASES = {"nb": "no", "he": "iw", "jv": "jw", "in": "id", "ji": "yi"}  # current ISO codes -> CLD2's
+_CODES = frozenset(code.split("-")[0].lower() for _, code in pycld2.LANGUAGES if len(code.split("-")[0]) == 2) | set(_ALIASES)
+_TAG_SEGMENT = re.compile(r"([a-z]{2})(?:[-_][A-Za-z]{2,4})?")  # fr, pt-BR, zh_CN, zh-Hant
+_FILE_SUFFIX = re.compile(r"\.([a-z]{2})(?:[-_][A-Za-z]{2,4})?\.[A-Za-z0-9]+$|\.html?\.([a-z]{2})(?:[-_][A-Za-z]{2,4})?$")
+_LANG_PARAMS = ("lang", "hl", "locale", "language")
+
+
+def url_language(url: str | None) -> str | None:
+    """The language a URL names (ISO 639-1 primary subtag, lower case), or None.
+
+    Read, in this order: a query parameter (``lang``, ``hl``, ``locale``, ``language``); a path
+    segment that is a tag with a region (``en-US``, ``pt_BR``) anywhere, or a bare code as one of the
+    first two segments (``/fr/``, ``/docs/fr/``); a file-name suffix (``ch07.fr.html``,
+    ``index.html.de``, ``x.pt-br.html``); a first host label with at least two more (``fr.example.org``).
+    Bare codes count when CLD2 knows them; a tag with a region (``nb-NO``) always does. Codes come
+    back as CLD2 writes them (``nb`` -> ``no``, ``he`` -> ``iw``).
+    """
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    query = parse_qs(parts.query)
+    for name in _LANG_PARAMS:
+        for value in query.get(name, []):
+            m = _TAG_SEGMENT.fullmatch(value.strip())
+            if m and (m.group(1) in _CODES or len(value.strip()) > 2):
+                return _ALIASES.get(m.group(1), m.group(1))
+    segments = [s for s in parts.path.split("/") if s]
+    directories = segments if parts.path.endswith("/") else segments[:-1]
+    for i, seg in enumerate(directories):
+        m = _TAG_SEGMENT.fullmatch(seg)
+        if m and (len(seg) > 2 or (i < 2 and m.group(1) in _CODES)):
+            return _ALIASES.get(m.group(1), m.group(1))
+    if segments:
+        m = _FILE_SUFFIX.search(segments[-1])
+        code = m and (m.group(1) or m.group(2))
+        if code and code in _CODES:
+            return _ALIASES.get(code, code)
+    labels = (parts.hostname or "").split(".")
+    if len(labels) >= 3 and labels[0] in _CODES:
+        return _ALIASES.get(labels[0], labels[0])
+    return None
