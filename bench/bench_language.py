@@ -188,8 +188,8 @@ def write_fixtures(pages: list[dict], half: list[dict], out: pathlib.Path) -> No
                              "text": _head(h["text"], 5000)} for h in sample],
     }
     out.mkdir(parents=True, exist_ok=True)
-    with gzip.open(out / "language_pages.json.gz", "wt", encoding="utf-8") as f:
-        json.dump(doc, f, ensure_ascii=False, indent=0, sort_keys=True)
+    text = json.dumps(doc, ensure_ascii=False, indent=0, sort_keys=True)
+    (out / "language_pages.json.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
     print(f"fixtures: {len(wrong)} real pages main got wrong, {len(mono)} monolingual, {len(sample)} half-translated")
 
 

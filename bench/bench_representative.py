@@ -92,8 +92,8 @@ def main() -> None:
     print("3 shuffles: the same documents kept, the same clusters")
     if a.fixtures:
         page = docs.filter(pl.col("url").str.split("/").list.last().is_in(list(FIXTURE_PAGES))).select(COLUMNS).sort("url")
-        with gzip.open(a.fixtures / "dedup_handbook_cluster.json.gz", "wt", encoding="utf-8") as f:
-            json.dump(page.to_dicts(), f, ensure_ascii=False, indent=0)
+        text = json.dumps(page.to_dicts(), ensure_ascii=False, indent=0)
+        (a.fixtures / "dedup_handbook_cluster.json.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
         print(f"fixture: {page.height} language versions of {', '.join(FIXTURE_PAGES)}")
 
 

@@ -291,13 +291,12 @@ def main() -> None:
             if not h and a.show:
                 print(f"   {who} misses {x['kind']} {x['value']!r} in {x['context'][max(0, x['offset'] - 60):x['offset'] + 60]!r}")
     if a.write:
-        with gzip.open(a.write / "pii_recall.jsonl.gz", "wt", encoding="utf-8") as f:
-            for x in recall:
-                f.write(json.dumps(x, ensure_ascii=False) + "\n")
-        with gzip.open(a.write / "pii_labeled.jsonl.gz", "wt", encoding="utf-8") as f:
-            for r in sample:
-                f.write(json.dumps({k: r[k] for k in ("kind", "value", "context", "offset", "pii", "reason", "path")}
-                                   | {"by": sorted(r["by"]), "sampled_for": r["sampled_for"]}, ensure_ascii=False) + "\n")
+        lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in recall)
+        (a.write / "pii_recall.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
+        lines = "".join(json.dumps({k: r[k] for k in ("kind", "value", "context", "offset", "pii", "reason", "path")}
+                                   | {"by": sorted(r["by"]), "sampled_for": r["sampled_for"]}, ensure_ascii=False) + "\n"
+                        for r in sample)
+        (a.write / "pii_labeled.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
         print("wrote", a.write / "pii_labeled.jsonl.gz", "and", a.write / "pii_recall.jsonl.gz")
 
 

@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from assets.corpus.cleaned import CleanConfig, clean_frame, language_verdict
+from assets.corpus.cleaned import CleanConfig, clean_frame
 from assets.corpus.extract import detect_language
-from assets.corpus.language import MIXED, MIXED_MIN_SHARE, SAMPLE_CHARS, identify, language_sample
+
+MIXED = "mixed"
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "language_pages.json.gz"
 PAGES = json.loads(gzip.decompress(FIXTURE.read_bytes()).decode("utf-8"))
@@ -34,6 +35,8 @@ def test_half_translated_real_pages_are_flagged_mixed():
 
 
 def test_each_half_translated_page_names_both_languages():
+    from assets.corpus.language import MIXED_MIN_SHARE, identify
+
     for p in PAGES["half_translated"]:
         lid = identify(p["text"])
         if lid.mixed:
@@ -57,7 +60,7 @@ def test_real_pages_read_by_their_head_only_are_now_right():
     assert wrong
     for p in wrong:
         verdict, _ = detect_language(p["text"])
-        assert _correct(p, verdict), (p["path"], p["cls"], verdict, identify(p["text"]).describe())
+        assert _correct(p, verdict), (p["path"], p["cls"], verdict)
 
 
 def test_monolingual_real_pages_keep_their_language():
@@ -65,11 +68,13 @@ def test_monolingual_real_pages_keep_their_language():
     identifiers; one in 30 of them reaches the mixed share on the full page set (bench), here
     developers-reference-it's scope.html (it 66% + en 33%)."""
     mono = PAGES["monolingual"]
-    wrong = [(p["path"], identify(p["text"]).describe()) for p in mono if detect_language(p["text"])[0] != p["lang"]]
+    wrong = [(p["path"], detect_language(p["text"])) for p in mono if detect_language(p["text"])[0] != p["lang"]]
     assert len(mono) == 15 and len(wrong) <= 1, wrong
 
 
 def test_the_sample_spans_the_whole_text():
+    from assets.corpus.language import SAMPLE_CHARS, identify, language_sample
+
     english = next(p["text"] for p in PAGES["monolingual"] if p["lang"] == "en")
     french = next(p["text"] for p in PAGES["monolingual"] if p["lang"] == "fr")
     text = english * 4 + french * 16  # ~5k English characters (a head left untranslated), then ~24k French
@@ -82,6 +87,8 @@ def test_the_sample_spans_the_whole_text():
 
 
 def test_short_and_empty_texts():
+    from assets.corpus.language import identify
+
     assert detect_language("") == ("unknown", 0.0)
     assert identify("Hello world. Bonjour le monde.").verdict != MIXED  # too little text to call mixed
 
@@ -94,6 +101,9 @@ def _page(text: str, language: str, score: float) -> dict:
 
 
 def test_clean_rule_drops_or_tags_mixed_pages():
+    from assets.corpus.cleaned import language_verdict
+    from assets.corpus.language import identify
+
     text = PAGES["half_translated"][0]["text"]
     verdict, score = detect_language(text)
     assert verdict == MIXED
