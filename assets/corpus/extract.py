@@ -14,10 +14,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-import pycld2
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.html import HTMLTree
 
+from assets.corpus.language import identify
 from assets.crawl.urls import host_of, normalize_url
 
 from . import encoding as _encoding
@@ -41,8 +41,6 @@ DEFAULT_SKIP_SELECTORS = (
     "div.related", "div.sphinxsidebar", "div.footer", "a.headerlink",
     "div.topNav", "div.subNav", "div.bottomNav", "div.skipNav",
 )
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # CLD2 rejects these
-LANG_SAMPLE_CHARS = 4000  # CLD2 is as sure on the first few KB as on the whole page, and faster
 
 
 @dataclass(frozen=True)
@@ -75,16 +73,10 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
 
 
 def detect_language(text: str) -> tuple[str, float]:
-    """(ISO code, confidence 0-1) from CLD2; ('unknown', 0.0) when it cannot tell."""
-    sample = _CONTROL_CHARS.sub("", text[:LANG_SAMPLE_CHARS])
-    try:
-        reliable, _, details = pycld2.detect(sample)
-    except pycld2.error:
-        return "unknown", 0.0
-    code, percent = details[0][1], details[0][2]
-    if code == "un":
-        return "unknown", 0.0
-    return code, (percent / 100.0) * (1.0 if reliable else 0.5)
+    """(verdict, confidence 0-1): CLD2 over samples across the whole text (assets/corpus/language.py);
+    the verdict is an ISO code, ``mixed`` (a second language holds a large share) or ``unknown``."""
+    lid = identify(text)
+    return lid.verdict, lid.score
 
 
 def extract_html(url: str, body: bytes, content_type: str | None,
