@@ -1,13 +1,13 @@
 """Writes ``assets/corpus/language_table.py`` from FineWeb-2's published per-language filter settings.
 
-    python bench/fineweb2_languages.py --git-dir PATH/TO/fineweb-2/.git [--commit SHA] [--top 31]
+    python bench/fineweb2_languages.py --git-dir PATH/TO/fineweb-2/.git [--commit SHA] [--top 59]
 
 FineWeb-2 (github.com/huggingface/fineweb-2, Apache-2.0) publishes one YAML file per language subset,
 ``configs/{iso639-3}_{script}.yml``, holding the stop words and the Gopher / FineWeb thresholds its
 pipeline used for that language, and ``fineweb2-language-distribution.csv`` (documents per subset).
 This script reads both from a git checkout (``git show COMMIT:path``; nothing is copied but the values),
 takes the ``--top`` largest subsets by documents in the ``train`` split (``*_removed`` and ``und_*``
-rows aside), maps each to the language codes CLD2 reports (``CLD2_CODES`` below: a subset without a
+rows aside; ``NO_CLD2_LANGUAGE`` skipped), maps each to the language codes CLD2 reports (``CLD2_CODES`` below: a subset without a
 mapping stops the script) and writes the values as a Python literal, so the table needs no YAML parser
 and no data file at run time. Re-run it to refresh the table from a newer commit.
 """
@@ -36,7 +36,13 @@ CLD2_CODES: dict[str, tuple[str, ...]] = {
     "bos_Latn": ("bs",), "cat_Latn": ("ca",), "ben_Beng": ("bn",), "heb_Hebr": ("iw", "he"),
     "lit_Latn": ("lt",), "slv_Latn": ("sl",), "ekk_Latn": ("et",), "zsm_Latn": ("ms",), "als_Latn": ("sq",),
     "lvs_Latn": ("lv",), "azj_Latn": ("az",), "hrv_Latn": ("hr",), "tam_Taml": ("ta",), "urd_Arab": ("ur",),
+    "npi_Deva": ("ne",), "mkd_Cyrl": ("mk",), "srp_Cyrl": ("sr",), "mar_Deva": ("mr",), "kat_Geor": ("ka",),
+    "kaz_Cyrl": ("kk",), "mal_Mlym": ("ml",), "isl_Latn": ("is",), "glg_Latn": ("gl",), "kan_Knda": ("kn",),
+    "fil_Latn": ("tl",), "guj_Gujr": ("gu",), "bel_Cyrl": ("be",), "afr_Latn": ("af",), "tel_Telu": ("te",),
 }
+# Subsets among the largest that CLD2 cannot tell from a larger one: CLD2 reports Moroccan Arabic as
+# "ar", which takes Standard Arabic (arb_Arab).
+NO_CLD2_LANGUAGE = frozenset({"ary_Arab"})
 KEYS = ("stopwords", "min_avg_word_length", "max_avg_word_length", "max_non_alpha_words_ratio", "dup_line_frac",
         "top_n_grams", "dup_n_grams", "line_punct_thr", "new_line_ratio", "language_score")
 
@@ -50,7 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--git-dir", required=True)
     ap.add_argument("--commit", default="HEAD")
-    ap.add_argument("--top", type=int, default=31)
+    ap.add_argument("--top", type=int, default=59)
     ap.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parents[1] / "assets/corpus/language_table.py"))
     args = ap.parse_args()
     commit = subprocess.run(["git", "--git-dir", args.git_dir, "rev-parse", args.commit], check=True,
@@ -61,6 +67,8 @@ def main() -> None:
     table: dict[str, dict] = {}
     for rank, r in enumerate(rows[: args.top], 1):
         subset = r["subset"]
+        if subset in NO_CLD2_LANGUAGE:
+            continue
         if subset not in CLD2_CODES:
             raise SystemExit(f"{subset} (rank {rank}) has no CLD2 code mapping: add it to CLD2_CODES")
         cfg = yaml.safe_load(git_show(args.git_dir, commit, f"configs/{subset}.yml"))
@@ -79,8 +87,8 @@ def main() -> None:
     header = (
         '"""FineWeb-2\'s published per-language filter settings (data only; generated, do not edit).\n\n'
         "Source: github.com/huggingface/fineweb-2 (Apache-2.0), ``configs/{subset}.yml`` and\n"
-        f"``fineweb2-language-distribution.csv`` at commit {commit}: the {args.top} largest\n"
-        "subsets by documents. Written by ``bench/fineweb2_languages.py``; read through\n"
+        f"``fineweb2-language-distribution.csv`` at commit {commit}: the {len(table)} of the {args.top}\n"
+        "largest subsets by documents that CLD2 identifies. Written by ``bench/fineweb2_languages.py``; read through\n"
         "``assets/corpus/languages.py``. Keys are FineWeb-2's; ``cld2``: the codes CLD2 reports for the language.\n"
         '"""\n\n'
         f'FINEWEB2_COMMIT = "{commit}"\n\n'

@@ -72,6 +72,10 @@ class CleanConfig(dg.Config):
         "drop", description=f"Pages whose language is 'mixed' (a second language holds >= {MIXED_MIN_SHARE:.0%} of the text): "
         "'drop' rejects them (rule 'language'); 'tag' judges them by their first language and keeps "
         "them with language_mix set, e.g. 'fr 57% + en 42%'.")
+    per_language_rules: bool = Field(
+        True, description="Judge each page with its detected language's stop words and thresholds (FineWeb-2's "
+        "per-language settings, assets/corpus/languages.py; English, unknown and untabled languages keep the "
+        "profile's English rules). false: English rules for every page.")
 
 
 def language_verdict(row: dict, config: CleanConfig) -> tuple[str, float, str | None, str | None]:
@@ -106,14 +110,14 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
             rejected.append((row["doc_id"], row["url"], row["host"], LANGUAGE_RULE, why, 0.0, language,
                              len(row["text"]), row["text"], row["fetch_time"]))
             continue
-        res = clean_document(row["text"], profile)
+        res = clean_document(row["text"], profile, language=language if config.per_language_rules else None)
         if res.text is None:
             dropped[res.dropped_by] += 1
             rejected.append((row["doc_id"], row["url"], row["host"], res.dropped_by, res.reason, res.quality,
                              language, len(row["text"]), row["text"], row["fetch_time"]))
             continue
         kept.append((row["doc_id"], row["url"], row["canonical_url"], row["host"], row["title"], res.text,
-                     language, score, res.quality, len(res.text.split()), len(res.text),
+                     language, score, res.quality, res.words, len(res.text),
                      content_hash(res.text), res.lines_removed, mix, res.pii.get("email", 0),
                      res.pii.get("ip_address", 0), res.pii.get("phone", 0), row["fetch_time"]))
         if log and (i + 1) % 1000 == 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from assets.corpus.filters import normalize_text, quality_score, scrub_pii
+from assets.corpus.languages import profile_for_language
 from assets.corpus.text_stats import TextStats
 from assets.corpus.thresholds import Profile
 
@@ -31,6 +32,8 @@ class CleanResult:
     final text, or of the normalized input when dropped. ``pii``: replacements per kind (empty when
     dropped: nothing was scrubbed). ``flags``: rule name -> passed, for every rule evaluated (rules
     after the dropping one are absent). ``lines_removed``: lines the C4 line filter removed.
+    ``words``: words of the final text as the rules count them (CJK and Thai segmented; 0 when
+    dropped).
     """
 
     text: str | None
@@ -40,10 +43,16 @@ class CleanResult:
     pii: dict[str, int] = field(default_factory=dict)
     flags: dict[str, bool] = field(default_factory=dict)
     lines_removed: int = 0
+    words: int = 0
 
 
-def clean_document(text: str, profile: Profile) -> CleanResult:
-    """Normalize ``text`` and run it through ``profile``'s rules in ``RULE_ORDER``; see the module doc."""
+def clean_document(text: str, profile: Profile, language: str | None = None) -> CleanResult:
+    """Normalize ``text`` and run it through ``profile``'s rules in ``RULE_ORDER``; see the module doc.
+
+    ``language`` (a CLD2 code, the document's detected language) selects that language's stop words
+    and thresholds (:func:`assets.corpus.languages.profile_for_language`); None, English, ``unknown``
+    and languages outside the table run ``profile`` as it is."""
+    profile = profile_for_language(profile, language)
     normalized = normalize_text(text, keep_indentation=profile.keep_indentation)
     normalized_stats = TextStats(normalized)
     flags: dict[str, bool] = {}
@@ -63,4 +72,5 @@ def clean_document(text: str, profile: Profile) -> CleanResult:
 
     scrubbed, pii = scrub_pii(kept)
     final_stats = stats if not any(pii.values()) else TextStats(scrubbed)
-    return CleanResult(scrubbed, None, None, quality_score(final_stats), pii, flags, lines_removed)
+    return CleanResult(scrubbed, None, None, quality_score(final_stats), pii, flags, lines_removed,
+                       final_stats.n_words)

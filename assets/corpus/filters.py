@@ -18,10 +18,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii  # noqa: F401 (re-exported; PII lives in pii.py)
-from assets.corpus.text_stats import TextStats
+from assets.corpus.text_stats import STOP_WORDS, TextStats
+from assets.corpus.words import line_word_count, longest_word
 
 __all__ = [
     "C4Quality",
@@ -167,8 +168,9 @@ class GopherQuality:
     - lines ending in ``...`` or ``…`` / lines ``<= max_ellipsis_lines_ratio``;
     - whitespace tokens holding a letter / tokens ``>= max_non_alpha_words_ratio`` (datatrove's
       name, kept for familiarity: it is the minimum share of alphabetic words);
-    - stop-word occurrences (the, be, to, of, and, that, have, with; repeats count)
-      ``>= min_stop_words``.
+    - stop-word occurrences (``stop_words``: Gopher's the, be, to, of, and, that, have, with; another
+      language's list from :mod:`assets.corpus.languages`; repeats count) ``>= min_stop_words``;
+      ``stop_word_match="suffix"`` counts words ending with a stop word (Korean particles).
     """
 
     name: ClassVar[str] = "gopher_quality"
@@ -181,6 +183,8 @@ class GopherQuality:
     max_ellipsis_lines_ratio: float = 0.3
     max_non_alpha_words_ratio: float = 0.8
     min_stop_words: int = 2
+    stop_words: tuple[str, ...] = STOP_WORDS
+    stop_word_match: Literal["word", "suffix"] = "word"
 
     def check(self, stats: TextStats) -> str | None:
         n_words = stats.n_words
@@ -206,7 +210,7 @@ class GopherQuality:
             return f"ellipsis_lines_ratio>{_g(self.max_ellipsis_lines_ratio)}"
         if stats.alpha_token_ratio < self.max_non_alpha_words_ratio:
             return f"alpha_word_ratio<{_g(self.max_non_alpha_words_ratio)}"
-        if stats.n_stop_words < self.min_stop_words:
+        if stats.n_stop_words_of(self.stop_words, self.stop_word_match) < self.min_stop_words:
             return "too_few_stop_words"
         return None
 
@@ -303,6 +307,10 @@ class C4Quality:
 
     As in C4, the two document rules look only at lines that survived the line rules, so a code
     line with ``{`` that lacks terminal punctuation is removed rather than dropping the page.
+
+    Scripts written without spaces (Chinese, Japanese, Thai): a whitespace token of such text counts as
+    its ICU words (:mod:`assets.corpus.words`) for ``min_words_per_line`` and ``max_word_length``, so a
+    Chinese sentence is not a one-word line, nor a 1,000-character paragraph one overlong word.
     """
 
     name: ClassVar[str] = "c4_quality"
@@ -348,7 +356,7 @@ class C4Quality:
             if not s:
                 kept.append("")
                 continue
-            if long_lines and len(s) > max_len and max(map(len, s.split())) > max_len:
+            if long_lines and len(s) > max_len and max(map(len, s.split())) > max_len and longest_word(s) > max_len:
                 removed += 1
                 continue
             if citations and "[" in s:
@@ -360,7 +368,8 @@ class C4Quality:
             if (
                 not s
                 or (punct is not None and (not s.endswith(punct) or s.endswith("...")))
-                or (min_words > 1 and len(s.split(None, min_words - 1)) < min_words)
+                or (min_words > 1 and len(s.split(None, min_words - 1)) < min_words
+                    and (s.isascii() or line_word_count(s, min_words) < min_words))
             ):
                 removed += 1
                 continue

@@ -13,11 +13,14 @@ Definitions (the rules in :mod:`assets.corpus.filters` rely on them):
   (Gopher: "words that contain at least one alphabetic character"), where a code token such as
   ``=``, ``->`` or ``42`` must count as a word without letters.
 - **words**: the regex word tokenizer ``\\w+`` on the lowercased text (maximal runs of Unicode
-  letters, digits and underscore; ``"don't"`` gives ``don``, ``t``). Word count, mean word length,
-  stop words, unique words and word n-grams all use these words. Words are represented by 64-bit
-  hashes computed with numpy over the code points, never as Python strings.
-- **sentences**: a sentence end is a run of ``. ! ? …`` (and ``。！？``) followed by up to two closing
-  characters (``" ' ” ’ ) ]``) and then whitespace or the end of the text; a non-empty line that does
+  letters, digits, underscore and combining marks; ``"don't"`` gives ``don``, ``t``). A run holding
+  characters of a script written without spaces (Chinese, Japanese, Thai: :mod:`assets.corpus.words`)
+  is split again at ICU's dictionary word boundaries (``我们的系统`` gives ``我们``, ``的``, ``系统``).
+  Word count, mean word length, stop words, unique words and word n-grams all use these words. Words
+  are represented by 64-bit hashes computed with numpy over the code points, never as Python strings.
+- **sentences**: a sentence end is a run of ``. ! ? …`` (and ``。！？ ؟ ۔ । ॥``) followed by up to two
+  closing characters (``" ' ” ’ ) ]``) and then whitespace or the end of the text; ``。！？`` end a
+  sentence without whitespace after them (Chinese and Japanese write none); a non-empty line that does
   not end in a sentence end adds one unterminated sentence. Abbreviations (``e.g. x``) over-count;
   decimals (``3.14``) and dotted names (``os.path``) do not.
 
@@ -29,19 +32,23 @@ Code points above U+FFFF count as symbols (neither letters, word characters nor 
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import bisect_right
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import repeat
 
 import numpy as np
+
+from assets.corpus.words import count_suffix_stop_words, split_no_space_words
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's English stop words
 BULLET_PREFIXES = ("•", "‣", "◦", "●", "▪", "∙", "-", "*")
 ELLIPSES = ("...", "…")
 
-_SPACE, _LETTER, _WORD, _NEWLINE, _TERM, _CLOSER = 1, 2, 4, 8, 16, 32
+_SPACE, _LETTER, _WORD, _NEWLINE, _TERM, _CLOSER, _FULLWIDTH_TERM = 1, 2, 4, 8, 16, 32, 64
 _ASTRAL = 0x10000  # every code point above the BMP shares this table slot (class 0: a symbol)
-_SENTENCE_TERMINALS = ".!?…。！？"
+_SENTENCE_TERMINALS = ".!?…。！？؟۔।॥"
+_FULLWIDTH_TERMINALS = "。！？"  # Chinese and Japanese put no space after a sentence
 _CLOSERS = "\"'”’)]"
 _PARAGRAPH_SPLIT = re.compile(r"\n(?:[ \t]*\n)+")
 
@@ -60,8 +67,8 @@ def _build_tables() -> tuple[np.ndarray, np.ndarray]:
             c |= _SPACE
         if ch.isalpha():
             c |= _LETTER
-        if ch.isalnum() or ch == "_":
-            c |= _WORD
+        if ch.isalnum() or ch == "_" or unicodedata.category(ch)[0] == "M":
+            c |= _WORD  # combining marks (Devanagari, Thai vowel signs) belong to their word
         lo = ch.lower()
         if len(lo) == 1:
             lower[cp] = ord(lo)
@@ -69,6 +76,8 @@ def _build_tables() -> tuple[np.ndarray, np.ndarray]:
     classes[ord("\n")] |= _NEWLINE
     for ch in _SENTENCE_TERMINALS:
         classes[ord(ch)] |= _TERM
+    for ch in _FULLWIDTH_TERMINALS:
+        classes[ord(ch)] |= _FULLWIDTH_TERM
     for ch in _CLOSERS:
         classes[ord(ch)] |= _CLOSER
     return classes, lower
@@ -206,11 +215,15 @@ class TextStats:
     # ----- words (regex tokenizer \w+, lowercased, as hashes) ----------------------------------
     @cached_property
     def _word_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(start, end) code-point offsets of every word."""
+        """(start, end) code-point offsets of every word: runs of word characters, those holding
+        characters of a script written without spaces (Han, kana, Thai...) split at ICU's word
+        boundaries (:func:`assets.corpus.words.split_no_space_words`)."""
         padded = np.zeros(self._classes.size + 2, dtype=bool)
         np.not_equal(self._classes & _WORD, 0, out=padded[1:-1])
         change = np.flatnonzero(padded[1:] != padded[:-1])  # alternating word starts and ends
-        return change[0::2], change[1::2]
+        if self.text.isascii():
+            return change[0::2], change[1::2]
+        return split_no_space_words(self.text, self._codepoints, change[0::2], change[1::2])
 
     @cached_property
     def n_words(self) -> int:
@@ -281,11 +294,28 @@ class TextStats:
     @cached_property
     def n_stop_words(self) -> int:
         """Occurrences of Gopher's stop words (every occurrence counts)."""
+        return self.n_stop_words_of(STOP_WORDS)
+
+    def n_stop_words_of(self, stop_words: tuple[str, ...], match: str = "word") -> int:
+        """Occurrences of ``stop_words`` (every occurrence counts), each stop word taken as the words
+        it makes (``l'`` is the word ``l``; one holding no word character is never found).
+        ``match="suffix"``: words ending with a stop word (Korean particles), see
+        :func:`assets.corpus.words.count_suffix_stop_words`."""
+        if match == "suffix":
+            return count_suffix_stop_words(self.words, frozenset(s.lower() for s in stop_words))
         uniq, counts = self._word_counts
-        if uniq.size == 0:
+        stop = _stop_hashes(stop_words)
+        if uniq.size == 0 or stop.size == 0:
             return 0
-        at = np.minimum(np.searchsorted(uniq, _STOP_HASHES), uniq.size - 1)
-        return int(counts[at][uniq[at] == _STOP_HASHES].sum())
+        at = np.minimum(np.searchsorted(uniq, stop), uniq.size - 1)
+        return int(counts[at][uniq[at] == stop].sum())
+
+    @cached_property
+    def words(self) -> list[str]:
+        """The words as lowercased strings (for rules that compare word text, not hashes)."""
+        starts, ends = self._word_bounds
+        low = self.lower
+        return [low[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
 
     @cached_property
     def _word_char_prefix(self) -> np.ndarray:
@@ -403,7 +433,11 @@ class TextStats:
             after2 = at(term + 2)
             second = is_closer & ((after2 & _CLOSER) != 0)
             closed = np.where(is_closer, np.where(second, at(term + 3), after2), closed)
-        return int(np.count_nonzero(closed & _SPACE)), int(np.count_nonzero(closed & _NEWLINE))
+        ends = (closed & _SPACE) != 0
+        fullwidth = (c[term] & _FULLWIDTH_TERM) != 0
+        if fullwidth.any():  # 。！？ end a sentence without a space after them (the last of a run)
+            ends |= fullwidth & ((closed & _TERM) == 0)
+        return int(np.count_nonzero(ends)), int(np.count_nonzero(closed & _NEWLINE))
 
     @cached_property
     def sentence_count(self) -> int:
@@ -489,4 +523,8 @@ class TextStats:
         return _duplicates(self.paragraphs)
 
 
-_STOP_HASHES = np.sort(TextStats(" ".join(STOP_WORDS)).word_hashes)
+@lru_cache(maxsize=256)
+def _stop_hashes(stop_words: tuple[str, ...]) -> np.ndarray:
+    """Sorted distinct hashes of the stop words that make exactly one word each."""
+    hashes = [TextStats(w).word_hashes for w in stop_words]
+    return np.unique(np.array([h[0] for h in hashes if h.size == 1], dtype=np.uint64))

@@ -30,7 +30,7 @@ from icu4py.breakers import WordBreaker
 
 __all__ = [
     "NO_SPACE_SCRIPTS", "icu_words", "is_no_space", "line_word_count", "split_no_space_words",
-    "split_no_space_tokens", "count_suffix_stop_words",
+    "split_no_space_tokens", "count_suffix_stop_words", "longest_word",
 ]
 
 # (first, last) code point of each block whose script writes no spaces between words.
@@ -164,3 +164,13 @@ def count_suffix_stop_words(words: list[str], stop_words: frozenset[str], *, dis
                 found.add(w[-k:])
                 break
     return len(found) if distinct else n
+
+
+def longest_word(line: str) -> int:
+    """Characters of the longest word of a line: its longest whitespace token, a token holding
+    no-space-script characters measured by its longest ICU segment."""
+    longest = 0
+    for token in line.split():
+        if len(token) > longest:
+            longest = max(longest, max(map(len, icu_words(token)), default=0) if _has_no_space(token) else len(token))
+    return longest
