@@ -6,7 +6,9 @@
 Pages. The Debian manuals unpacked under ``--root`` (debian-reference-*, debian-faq[-*],
 developers-reference[-*], maint-guide[-*]; HTML) and GNOME's user help (gnome-user-docs: the Mallard
 ``.page`` files of ``gnome-help``, one folder per language, ``C`` = English), each extracted with
-``assets.corpus.extract.extract_html``. A page's language is its package's or folder's (``zh-cn``,
+``assets.corpus.extract.extract_html``; from a ``.page`` file its ``<comment>`` (editors' notes, never
+translated) and ``<info>`` (credits, licence, links) elements are removed first, as the help viewer
+does not show them. A page's language is its package's or folder's (``zh-cn``,
 ``zh_CN`` -> ``zh``; ``zh-tw`` -> ``zh-Hant``; ``pt-br``, ``pt_BR`` -> ``pt``); its English original is
 the page of the same manual and file name in the English package.
 
@@ -22,10 +24,11 @@ page's detected language (CLD2 over the whole text, ``assets.corpus.language.ide
 its first language), when the code under test takes a language; without it otherwise.
 
 ``--code DIR`` measures another checkout (e.g. ``/work/main`` for "before"); by default this one.
-``--write-fixture`` writes a small sample (for ``tests/corpus/test_multilingual.py``): per language,
-the first ``--fixture-pages`` translated pages (by manual and file name) of at most
-``--fixture-chars`` characters whose English original is kept by the published profile with its
-English rules, and those originals.
+``--write-fixture`` writes a small sample (for ``tests/corpus/test_multilingual.py``): for the published
+and the documentation profile, the languages with at least ``--fixture-min-pairs`` (15) translated pages
+whose English original the profile keeps (English rules: the same before and after), and per language
+the first ``--fixture-pages`` (12) of those pages, by manual and file name, of at most
+``--fixture-chars`` (6,000) characters; the union of both, and their English originals.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ ap.add_argument("--code", default=str(pathlib.Path(__file__).resolve().parents[1
 ap.add_argument("--profiles", default="published,documentation,fineweb")
 ap.add_argument("--json", default=None)
 ap.add_argument("--write-fixture", default=None)
-ap.add_argument("--fixture-pages", type=int, default=8)
+ap.add_argument("--fixture-pages", type=int, default=12)
+ap.add_argument("--fixture-min-pairs", type=int, default=15)
 ap.add_argument("--fixture-chars", type=int, default=6000)
 ap.add_argument("--pages-cache", default=None, help="JSON(.gz) of extracted pages, written if missing")
 args = ap.parse_args()
@@ -66,6 +70,7 @@ MANUALS = ("debian-reference", "debian-faq", "developers-reference", "maint-guid
 LANG_OF = {"zh-cn": "zh", "zh_CN": "zh", "zh-tw": "zh-Hant", "pt-br": "pt", "pt_BR": "pt", "C": "en"}
 _SUFFIX = re.compile(r"\.(en|de|es|fr|it|ja|pt|pt-br|zh-cn|zh-tw|id|ko|nl|ru|ca|vi)\.html$")
 GNOME = "gnome-user-docs"
+_MALLARD_HIDDEN = re.compile(rb"<comment\b[^>]*>.*?</comment>|<info\b[^>]*>.*?</info>", re.S)
 
 
 def real_pages(root: pathlib.Path) -> list[dict]:
@@ -90,7 +95,10 @@ def real_pages(root: pathlib.Path) -> list[dict]:
             page_lang = item[2] if len(item) > 2 else lang
             if f.is_symlink() or f.name in ("search.html", "genindex.html"):
                 continue
-            ex = extract_html("https://docs.example.org/" + str(f.relative_to(root)), f.read_bytes(), "text/html")
+            body = f.read_bytes()
+            if f.suffix == ".page":  # what Yelp shows: no editorial comments, no metadata (credits, licence)
+                body = _MALLARD_HIDDEN.sub(b"", body)
+            ex = extract_html("https://docs.example.org/" + str(f.relative_to(root)), body, "text/html")
             pages.append({"package": name, "lang": page_lang, "key": key, "path": str(f.relative_to(root)),
                           "text": ex.text})
     return pages
@@ -177,21 +185,23 @@ def load_pages() -> list[dict]:
 
 
 def write_fixture(pages: list[dict], out: str) -> None:
-    """Per language, the first translated pages (small ones) whose English original the published
-    profile keeps with its English rules; plus those originals."""
-    published = PROFILES["published"]
+    """For the published and the documentation profile: the languages with at least
+    ``--fixture-min-pairs`` translated pages whose English original the profile keeps, and for each the
+    first ``--fixture-pages`` of those pages (by manual and file name) of at most ``--fixture-chars``
+    characters; the union over both profiles, plus the English originals."""
     english = {p["key"]: p for p in pages if p["lang"] == "en"}
-    chosen: dict[str, list[dict]] = defaultdict(list)
-    keep_en: dict[str, bool] = {}
-    for p in sorted(pages, key=lambda p: (p["lang"], p["key"])):
-        if p["cls"] != "translated" or len(p["text"]) > args.fixture_chars or len(chosen[p["lang"]]) >= args.fixture_pages:
-            continue
-        en = english[p["key"]]
-        if en["key"] not in keep_en:
-            keep_en[en["key"]] = kept(en["text"], published, "en")
-        if keep_en[en["key"]]:
-            chosen[p["lang"]].append(p)
-    chosen = {k: v for k, v in chosen.items() if len(v) >= 5}
+    chosen: dict[str, dict[str, dict]] = defaultdict(dict)
+    for name in ("published", "documentation"):
+        keep_en = {k: kept(p["text"], PROFILES[name], "en") for k, p in english.items()}
+        pairs: dict[str, list[dict]] = defaultdict(list)
+        for p in sorted(pages, key=lambda p: (p["lang"], p["key"])):
+            if p["cls"] == "translated" and keep_en[p["key"]]:
+                pairs[p["lang"]].append(p)
+        for lang, v in pairs.items():
+            if len(v) >= args.fixture_min_pairs:
+                for p in [p for p in v if len(p["text"]) <= args.fixture_chars][: args.fixture_pages]:
+                    chosen[lang][p["path"]] = p
+    chosen = {lang: sorted(v.values(), key=lambda p: p["key"]) for lang, v in chosen.items()}
     keys = sorted({p["key"] for v in chosen.values() for p in v})
     doc = {
         "source": "Debian manuals (debian-reference, debian-faq, developers-reference, maint-guide) and GNOME user help "

@@ -67,8 +67,8 @@ def _build_tables() -> tuple[np.ndarray, np.ndarray]:
             c |= _SPACE
         if ch.isalpha():
             c |= _LETTER
-        if ch.isalnum() or ch == "_" or unicodedata.category(ch)[0] == "M":
-            c |= _WORD  # combining marks (Devanagari, Thai vowel signs) belong to their word
+        if ch.isalnum() or ch == "_" or unicodedata.category(ch)[0] == "M" or ch in "\u200c\u200d":
+            c |= _WORD  # combining marks (Devanagari, Thai vowel signs) and ZWNJ/ZWJ (Persian) belong to their word
         lo = ch.lower()
         if len(lo) == 1:
             lower[cp] = ord(lo)
