@@ -117,7 +117,7 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
                              language, len(row["text"]), row["text"], row["fetch_time"]))
             continue
         kept.append((row["doc_id"], row["url"], row["canonical_url"], row["host"], row["title"], res.text,
-                     language, score, res.quality, res.words, len(res.text),
+                     language, score, res.quality, len(res.text.split()), len(res.text),
                      content_hash(res.text), res.lines_removed, mix, res.pii.get("email", 0),
                      res.pii.get("ip_address", 0), res.pii.get("phone", 0), row["fetch_time"]))
         if log and (i + 1) % 1000 == 0:
