@@ -72,7 +72,7 @@ MANUALS = ("debian-reference", "debian-faq", "developers-reference", "maint-guid
 LANG_OF = {"zh-cn": "zh", "zh_CN": "zh", "zh-tw": "zh-Hant", "pt-br": "pt", "pt_BR": "pt", "C": "en"}
 _SUFFIX = re.compile(r"\.(en|de|es|fr|it|ja|pt|pt-br|zh-cn|zh-tw|id|ko|nl|ru|ca|vi)\.html$")
 GNOME = "gnome-user-docs"
-_MALLARD_HIDDEN = re.compile(rb"<comment\b[^>]*>.*?</comment>|<info\b[^>]*>.*?</info>", re.S)
+_MALLARD_HIDDEN = re.compile(rb"<comment\b[^>]*>.*?</comment>|<info\b[^>]*>.*?</info>", re.DOTALL)
 
 
 def real_pages(root: pathlib.Path) -> list[dict]:

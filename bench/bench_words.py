@@ -63,7 +63,7 @@ def interior(text: str, bounds, runs: re.Pattern[str]) -> set[int]:
     inside = set()
     import bisect
     starts = [s for s, _ in spans]
-    for b in set(int(x) for x in bounds):
+    for b in {int(x) for x in bounds}:
         i = bisect.bisect_right(starts, b) - 1
         if i >= 0 and spans[i][0] < b < spans[i][1]:
             inside.add(b)

@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from assets.corpus.language_table import FINEWEB2_COMMIT, FINEWEB2_CONFIGS
 
-__all__ = ["FINEWEB2_COMMIT", "LANGUAGES", "LanguageRules", "SENTENCE_ENDS", "profile_for_language", "rules_for"]
+__all__ = ["FINEWEB2_COMMIT", "LANGUAGES", "SENTENCE_ENDS", "LanguageRules", "profile_for_language", "rules_for"]
 
 # Sentence-final marks beyond . ! ? (by CLD2 code). Greek's question mark (U+037E) is ";" after NFC.
 _CJK_ENDS = ("。", "！", "？", "．")

@@ -29,8 +29,14 @@ import numpy as np
 from icu4py.breakers import WordBreaker
 
 __all__ = [
-    "NO_SPACE_SCRIPTS", "icu_words", "is_no_space", "line_word_count", "split_no_space_words",
-    "split_no_space_tokens", "count_suffix_stop_words", "longest_word",
+    "NO_SPACE_SCRIPTS",
+    "count_suffix_stop_words",
+    "icu_words",
+    "is_no_space",
+    "line_word_count",
+    "longest_word",
+    "split_no_space_tokens",
+    "split_no_space_words",
 ]
 
 # (first, last) code point of each block whose script writes no spaces between words.
