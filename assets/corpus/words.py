@@ -107,12 +107,16 @@ def split_no_space_words(text: str, codepoints: np.ndarray, starts: np.ndarray,
     flagged = prefix[ends] > prefix[starts]
     if not flagged.any():
         return starts, ends
-    b = icu_boundaries(text, codepoints)
-    word = np.searchsorted(starts, b, side="right") - 1  # the word starting at or before each boundary
-    valid = word >= 0
-    w = np.where(valid, word, 0)
-    inner = valid & (b > starts[w]) & (b < ends[w]) & flagged[w]
-    cuts = b[inner]
+    # ICU reads only the flagged words, one per line (a word's edges are boundaries anyway), so the
+    # spaces, punctuation and Latin words between them cost nothing.
+    ws, we = starts[flagged], ends[flagged]
+    joined = "\n".join([text[a:b] for a, b in zip(ws.tolist(), we.tolist())])
+    at = np.zeros(ws.size, dtype=np.int64)  # where each flagged word starts in ``joined``
+    np.cumsum(we[:-1] - ws[:-1] + 1, out=at[1:])
+    b = icu_boundaries(joined)
+    word = np.searchsorted(at, b, side="right") - 1
+    inner = (word >= 0) & (b > at[word]) & (b < at[word] + (we - ws)[word])
+    cuts = ws[word[inner]] + (b[inner] - at[word[inner]])
     if cuts.size == 0:
         return starts, ends
     return np.sort(np.concatenate((starts, cuts))), np.sort(np.concatenate((ends, cuts)))
