@@ -5,10 +5,12 @@ Always (no tools needed): every metric and label the rules and panels name is ch
 gateway exports (``/metrics`` scraped after real traffic in front of the CPU engine: 200s, a stream, 400, 401,
 429, a 503 log_unavailable, and a Redis outage) and what a real engine supervisor writes (its restart counter);
 the dashboard against a JSON schema of the part of Grafana's dashboard model it uses, plus layout checks.
-With Debian's ``prometheus`` package (``promtool``): ``promtool check rules``, ``promtool test rules`` (input
-series → expected alerts), ``promtool check config``, the dashboard's queries parsed as PromQL, and
-``promtool check metrics`` on both expositions; with ``prometheus-node-exporter``: the supervisor's file as its
-textfile collector serves it. Those parts skip, saying why, where the tools are absent.
+With Debian's ``prometheus`` package: ``promtool check rules``, ``promtool test rules`` (input series →
+expected alerts), ``promtool check config``, the dashboard's queries parsed as PromQL, ``promtool check metrics``
+on both expositions, and a real Prometheus scraping the real gateways: every rule evaluates without error, none
+fires for a healthy gateway, every panel's query has data. With ``prometheus-node-exporter``: the supervisor's
+file as its textfile collector serves it, scraped by that Prometheus too. Those parts skip, saying why, where
+the tools are absent.
 """
 
 import json
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,19 +30,22 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from k8s_checks import k8s_docs
 from monitoring_checks import (DASHBOARD, EXTERNAL_METRICS, PODMONITOR, PROMETHEUS_CONFIG, PROMETHEUSRULE, README,
                                RULES, RULES_TESTS, TARGET_LABELS, dashboard_targets, grafana_to_promql, parse,
                                prometheusrule)
-from k8s_checks import k8s_docs
 from serving.gateway.logstore import HOUR_FORMAT
 from serving.k8s import sglang_manifests
 from tests.serving.conftest import cpu_engine, tiny_base, tiny_model  # noqa: F401  (fixtures)
 from tests.serving.helpers import free_port, start_gateway
 
 PROMTOOL = shutil.which("promtool")
+PROMETHEUS = shutil.which("prometheus")
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus); the Python checks ran")
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None, reason="prometheus not installed (Debian: apt-get install prometheus); the Python checks ran")
 needs_node_exporter = pytest.mark.skipif(
     NODE_EXPORTER is None, reason="node_exporter not installed (Debian: apt-get install prometheus-node-exporter)")
 
@@ -53,7 +59,7 @@ REQUIRED = {"error rate": "C2SGatewayHighErrorRate", "p99 latency": "C2SGatewayH
 
 
 def promtool(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([PROMTOOL, *args], input=input, capture_output=True, text=True, timeout=60)
+    return subprocess.run([PROMTOOL, *args], input=input, capture_output=True, text=True, timeout=60, check=False)
 
 
 # -- what really gets exported --------------------------------------------------------------------------------------
@@ -70,48 +76,121 @@ def index(*expositions: str) -> dict[str, dict[str, set[str]]]:
     return seen
 
 
+def wait_up(url: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer within {timeout_s} s")
+        time.sleep(0.1)
+
+
+@dataclass
+class Stack:
+    gateway_urls: list[str]
+    scrapes: list[str]               # each gateway's /metrics right after the traffic
+    supervisors: Path                # the folder a supervisor writes its state and metrics to
+    node_exporter: str | None        # host:port of node_exporter's textfile collector on that folder
+    prometheus: str | None           # Prometheus' API, scraping the gateways and node_exporter
+    prometheus_log: Path | None
+
+
 @pytest.fixture(scope="module")
-def gateway_scrapes(tmp_path_factory, cpu_engine, tiny_model) -> list[str]:  # noqa: F811
-    """``/metrics`` of two real gateways after traffic that makes every metric the rules use have samples."""
+def stack(tmp_path_factory, cpu_engine, tiny_model):  # noqa: F811
+    """Two real gateways in front of the CPU engine, after traffic that gives every metric the rules use a
+    sample; where installed, node_exporter on the supervisors' folder and a Prometheus (scrapes and rule
+    evaluation every second) over both, started now so that its target discovery (5 s ticks) overlaps the
+    other tests. Everything stays up for the module."""
     tmp = tmp_path_factory.mktemp("monitoring")
-    gw = start_gateway(tmp / "gw", [("primary", cpu_engine.url)], tiny_model, log_commit_timeout_s=0.5,
-                       tiers={"pro": {"requests_per_minute": 4, "tokens_per_minute": 100_000}})
-    # the Redis a second gateway is given is not there: it admits requests unlimited and counts it
-    no_redis = start_gateway(tmp / "gw-no-redis", [("primary", cpu_engine.url)], tiny_model,
-                             redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    body = {"model": "crawl2serve", "prompt": "The committee", "max_tokens": 4}
+    supervisors = tmp / "supervisors"
+    supervisors.mkdir()
+    procs: list[subprocess.Popen] = []
+    gateways = []
     try:
-        with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {gw.key}"}, timeout=30) as http:
-            # 503 log_unavailable: the spool's hour folder cannot be made (a file in its way), then it can
-            spool = tmp / "gw" / "spool"
-            spool.mkdir(parents=True, exist_ok=True)
-            now = datetime.now(UTC)
-            blockers = [spool / (now + timedelta(hours=h)).strftime(HOUR_FORMAT) for h in (0, 1)]
-            for path in blockers:
-                path.write_text("not a folder")
-            r = http.post("/v1/completions", json=body)
-            assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable", r.text
-            for path in blockers:
-                path.unlink()
-            assert http.post("/v1/completions", json=body).status_code == 200
-            with http.stream("POST", "/v1/chat/completions", json={
-                    "model": "crawl2serve", "messages": [{"role": "user", "content": "The json module"}],
-                    "max_tokens": 4, "stream": True}) as s:
-                assert s.status_code == 200 and "data: [DONE]" in list(s.iter_lines())
-            assert http.post("/v1/completions", json={**body, "prompt": ""}).status_code == 400
-            assert http.post("/v1/completions", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
-            statuses = [http.post("/v1/completions", json=body).status_code for _ in range(2)]
-            assert statuses == [200, 429], statuses  # the tier's 4 requests a minute are spent
-            scrape = http.get("/metrics")
-        with httpx.Client(base_url=no_redis.url, headers={"Authorization": f"Bearer {no_redis.key}"},
-                          timeout=30) as http:
-            assert http.post("/v1/completions", json=body).status_code == 200
-            other = http.get("/metrics")
-        assert scrape.status_code == other.status_code == 200
-        return [scrape.text, other.text]
+        node = None
+        if NODE_EXPORTER:
+            node = f"127.0.0.1:{free_port()}"
+            procs.append(subprocess.Popen(
+                [NODE_EXPORTER, f"--web.listen-address={node}", "--collector.disable-defaults", "--collector.textfile",
+                 f"--collector.textfile.directory={supervisors}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        gw = start_gateway(tmp / "gw", [("primary", cpu_engine.url)], tiny_model, log_commit_timeout_s=0.5,
+                           tiers={"pro": {"requests_per_minute": 4, "tokens_per_minute": 100_000}})
+        gateways.append(gw)
+        # the Redis this one is given is not there: it admits requests unlimited and counts it
+        no_redis = start_gateway(tmp / "gw-no-redis", [("primary", cpu_engine.url)], tiny_model,
+                                 redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        gateways.append(no_redis)
+        scrapes = [traffic(gw, tmp / "gw" / "spool"), traffic_without_redis(no_redis)]
+        api = log = None
+        if PROMETHEUS:
+            jobs = [{"job_name": "crawl2serve-gateway",
+                     "static_configs": [{"targets": [g.url.removeprefix("http://") for g in gateways]}]}]
+            if node:
+                jobs.append({"job_name": "crawl2serve-supervisors", "static_configs": [{"targets": [node]}]})
+            config = tmp / "prometheus.yml"
+            config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                                              "rule_files": [str(RULES)], "scrape_configs": jobs}))
+            address, log = f"127.0.0.1:{free_port()}", tmp / "prometheus.log"
+            with open(log, "w") as err:
+                procs.append(subprocess.Popen([PROMETHEUS, f"--config.file={config}",
+                                               f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address={address}"],
+                                              stdout=subprocess.DEVNULL, stderr=err))
+            api = f"http://{address}/api/v1"
+        if node:
+            wait_up(f"http://{node}/metrics")
+        yield Stack([g.url for g in gateways], scrapes, supervisors, node, api, log)
     finally:
-        gw.stop()
-        no_redis.stop()
+        for g in gateways:
+            g.stop()
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def traffic(gw, spool: Path) -> str:
+    """200s, a stream, a 400, a 401, a 503 log_unavailable and a 429 through ``gw``: its /metrics after."""
+    body = {"model": "crawl2serve", "prompt": "The committee", "max_tokens": 4}
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {gw.key}"}, timeout=30) as http:
+        # 503 log_unavailable: the spool's hour folder cannot be made (a file in its way), then it can
+        spool.mkdir(parents=True, exist_ok=True)
+        now = datetime.now(UTC)
+        blockers = [spool / (now + timedelta(hours=h)).strftime(HOUR_FORMAT) for h in (0, 1)]
+        for path in blockers:
+            path.write_text("not a folder")
+        r = http.post("/v1/completions", json=body)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "log_unavailable", r.text
+        for path in blockers:
+            path.unlink()
+        assert http.post("/v1/completions", json=body).status_code == 200
+        with http.stream("POST", "/v1/chat/completions", json={
+                "model": "crawl2serve", "messages": [{"role": "user", "content": "The json module"}],
+                "max_tokens": 4, "stream": True}) as s:
+            assert s.status_code == 200 and "data: [DONE]" in list(s.iter_lines())
+        assert http.post("/v1/completions", json={**body, "prompt": ""}).status_code == 400
+        assert http.post("/v1/completions", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+        statuses = [http.post("/v1/completions", json=body).status_code for _ in range(2)]
+        assert statuses == [200, 429], statuses  # the tier's 4 requests a minute are spent
+        scrape = http.get("/metrics")
+    assert scrape.status_code == 200
+    return scrape.text
+
+
+def traffic_without_redis(gw) -> str:
+    body = {"model": "crawl2serve", "prompt": "The committee", "max_tokens": 4}
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {gw.key}"}, timeout=30) as http:
+        assert http.post("/v1/completions", json=body).status_code == 200
+        scrape = http.get("/metrics")
+    assert scrape.status_code == 200
+    return scrape.text
+
+
+@pytest.fixture(scope="module")
+def gateway_scrapes(stack) -> list[str]:
+    return stack.scrapes
 
 
 FAKE_ENGINE = """
@@ -130,21 +209,21 @@ sys.exit(3)
 
 
 @pytest.fixture(scope="module")
-def supervisor_run(tmp_path_factory) -> tuple[dict, str, str]:
-    """A real ``python -m serving supervise`` whose fake engine is healthy, then exits, three times in a row
-    (restarted twice, then given up): ``(its JSON state, its metrics file's text, the folder)``."""
+def supervisor_run(stack, tmp_path_factory) -> tuple[dict, str]:
+    """A real ``python -m serving supervise`` (state file in the stack's supervisors folder) whose fake engine is
+    healthy, then exits, three times in a row: restarted twice, then given up. ``(its JSON state, its metrics
+    file's text)``."""
     tmp = tmp_path_factory.mktemp("supervisor")
     (tmp / "engine.py").write_text(FAKE_ENGINE)
-    folder = tmp / "supervisors"
     port = free_port()
     out = subprocess.run([sys.executable, "-m", "serving", "supervise", "--name", "primary", "--backend", "cpu",
-                          "--url", f"http://127.0.0.1:{port}", "--state-file", str(folder / "primary.json"),
+                          "--url", f"http://127.0.0.1:{port}", "--state-file", str(stack.supervisors / "primary.json"),
                           "--base-delay-s", "0.05", "--max-fast-crashes", "3", "--startup-timeout-s", "20",
                           "--liveness-period-s", "0", "--", sys.executable, str(tmp / "engine.py"), str(port)],
-                         capture_output=True, text=True, timeout=60)
-    state = json.loads((folder / "primary.json").read_text())
+                         capture_output=True, text=True, timeout=60, check=False)
+    state = json.loads((stack.supervisors / "primary.json").read_text())
     assert out.returncode == 1 and state["state"] == "gave_up" and state["restarts"] == 2, out.stdout + out.stderr
-    return state, (folder / "primary.prom").read_text(), str(folder)
+    return state, (stack.supervisors / "primary.prom").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -162,12 +241,12 @@ def exported(gateway_scrapes, supervisor_run) -> dict[str, dict[str, set[str]]]:
 
 # -- the supervisor's restart counter ---------------------------------------------------------------------------
 
-def test_the_supervisor_exports_its_restarts(supervisor_run):
-    state, text, folder = supervisor_run
+def test_the_supervisor_exports_its_restarts(stack, supervisor_run):
+    state, text = supervisor_run
     samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
     assert [(s.name, s.labels, s.value) for s in samples] == [
         ("c2s_supervisor_engine_restarts_total", {"engine": "primary", "backend": "cpu"}, state["restarts"])]
-    assert sorted(p.name for p in Path(folder).iterdir()) == ["primary.json", "primary.prom"], "no temporary left"
+    assert sorted(p.name for p in stack.supervisors.iterdir()) == ["primary.json", "primary.prom"], "no temporary left"
 
 
 @needs_promtool
@@ -178,28 +257,13 @@ def test_promtool_accepts_the_supervisors_and_the_gateways_expositions(superviso
 
 
 @needs_node_exporter
-def test_node_exporters_textfile_collector_serves_the_restarts(supervisor_run):
-    state, _, folder = supervisor_run
-    port = free_port()
-    proc = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults",
-                             "--collector.textfile", f"--collector.textfile.directory={folder}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline, text = time.monotonic() + 10, ""
-        while time.monotonic() < deadline:
-            try:
-                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        seen = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(text) for s in f.samples}
-        assert seen[("c2s_supervisor_engine_restarts_total", (("backend", "cpu"), ("engine", "primary")))] == \
-            state["restarts"], text
-        assert seen[("node_textfile_scrape_error", ())] == 0
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def test_node_exporters_textfile_collector_serves_the_restarts(stack, supervisor_run):
+    text = httpx.get(f"http://{stack.node_exporter}/metrics").text
+    seen = {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+    assert seen[("c2s_supervisor_engine_restarts_total", (("backend", "cpu"), ("engine", "primary")))] == \
+        supervisor_run[0]["restarts"], text
+    assert seen[("node_textfile_scrape_error", ())] == 0
 
 
 # -- names and labels ---------------------------------------------------------------------------------------------
@@ -253,7 +317,7 @@ def test_the_dashboard_names_only_exported_metrics_and_shows_every_gateway_metri
             assert m[1] in exported and m[2] in exported[m[1]], f"variable {variable['name']}: {m[0]}"
     # (prometheus_client's text format also declares each counter's and histogram's <name>_created as a gauge
     # family of its own: creation timestamps, not something to plot)
-    families = {m[1] for text in gateway_scrapes for m in re.finditer(r"^# TYPE (\S+) ", text, re.M)
+    families = {m[1] for text in gateway_scrapes for m in re.finditer(r"^# TYPE (\S+) ", text, re.MULTILINE)
                 if not m[1].endswith("_created")}
     assert len(families) >= 12, families
     shown = {name for name in families if any(u == name or u.startswith(name + "_") for u in used)}
@@ -271,7 +335,7 @@ def test_kubernetes_restarts_are_those_of_the_sglang_containers_in_the_engines_n
     container = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
     namespaces = {doc["metadata"]["name"] for _, doc in k8s_docs() if doc["kind"] == "Namespace"}
     exprs = [a["expr"] for a in ALERTS] + [t["expr"] for _, t in dashboard_targets(DASHBOARD_DOC)]
-    matchers = [dict((label, value) for label, _, value in s.matchers)
+    matchers = [{label: value for label, _, value in s.matchers}
                 for expr in exprs for s in parse(grafana_to_promql(expr, dashboard_variables())).selectors
                 if s.metric == "kube_pod_container_status_restarts_total"]
     assert matchers and all(m == {"namespace": default_namespace, "container": container} for m in matchers), matchers
@@ -285,7 +349,7 @@ def test_kubernetes_restarts_are_those_of_the_sglang_containers_in_the_engines_n
 def readme_anchors() -> set[str]:
     """GitHub's anchors of deploy/README.md's headings (lowercase, punctuation dropped, spaces to dashes)."""
     return {re.sub(r"[^\w\- ]", "", m[1].strip().lower()).replace(" ", "-")
-            for m in re.finditer(r"^#+ (.+)$", README.read_text(), re.M)}
+            for m in re.finditer(r"^#+ (.+)$", README.read_text(), re.MULTILINE)}
 
 
 def test_every_alert_has_a_severity_a_duration_and_a_runbook():
@@ -343,7 +407,7 @@ def test_the_podmonitor_selects_the_gateway_pods_at_their_metrics_port():
         assert str(ports[endpoint["port"]]) == annotations["prometheus.io/port"]
     # the job label the Operator gives its targets ("<namespace>/<name>") is one C2SGatewayDown watches
     up = next(a for a in ALERTS if a["alert"] == "C2SGatewayDown")
-    regex = dict((lb, v) for lb, _, v in parse(up["expr"]).selectors[0].matchers)["job"]
+    regex = {lb: v for lb, _, v in parse(up["expr"]).selectors[0].matchers}["job"]
     assert re.fullmatch(regex, f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     gateway_job = next(j for j in config["scrape_configs"] if j["static_configs"][0]["targets"] == ["127.0.0.1:8700"])
@@ -472,3 +536,61 @@ def test_promtool_parses_every_dashboard_query(tmp_path):
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     out = promtool("check", "rules", str(path))
     assert out.returncode == 0 and f"SUCCESS: {len(rules)} rules found" in out.stdout, out.stdout + out.stderr
+
+
+# -- a real Prometheus, scraping the real gateways ----------------------------------------------------------------
+
+def query(api: str, expr: str) -> list:
+    body = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
+    assert body["status"] == "success", f"{expr!r}: {body}"
+    return body["data"]["result"]
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack, supervisor_run) -> str:
+    """The stack's Prometheus API once it has scraped every target twice (and the supervisor's count twice)."""
+    api = stack.prometheus
+    wait_up(api.removesuffix("/api/v1") + "/-/ready")
+    targets = len(stack.gateway_urls) + bool(stack.node_exporter)
+    ready = ["count_over_time(up[1m]) >= 2"]
+    if stack.node_exporter:
+        ready.append("count_over_time(c2s_supervisor_engine_restarts_total[1m]) >= 2")
+    deadline = time.monotonic() + 30
+    while not (len(query(api, ready[0])) == targets and all(query(api, q) for q in ready[1:])):
+        assert time.monotonic() < deadline, stack.prometheus_log.read_text()[-3000:]
+        time.sleep(0.25)
+    return api
+
+
+@needs_prometheus
+def test_prometheus_evaluates_every_rule_without_error_and_a_healthy_gateway_raises_no_alert(prometheus):
+    deadline = time.monotonic() + 10
+    while True:  # every rule evaluated since the targets were scraped
+        rules = [r for g in httpx.get(f"{prometheus}/rules").json()["data"]["groups"] for r in g["rules"]]
+        if all(not r["lastEvaluation"].startswith("0001") for r in rules) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert sorted(r["name"] for r in rules) == sorted(a["alert"] for a in ALERTS)
+    for rule in rules:
+        assert rule["health"] == "ok" and not rule.get("lastError"), rule
+    alerts = httpx.get(f"{prometheus}/alerts").json()["data"]["alerts"]
+    assert alerts == [], alerts
+
+
+@needs_prometheus
+def test_every_dashboard_query_runs_in_prometheus_and_has_data(stack, prometheus):
+    """Against the real series: every query evaluates, and each has data except the Kubernetes ones (no
+    kube-state-metrics here) and, without node_exporter, the supervisors'."""
+    for panel, target in dashboard_targets(DASHBOARD_DOC):
+        expr = grafana_to_promql(target["expr"], dashboard_variables())
+        result = query(prometheus, expr)
+        metrics = {s.metric for s in parse(expr).selectors}
+        if "kube_pod_container_status_restarts_total" in metrics or (
+                not stack.node_exporter and "c2s_supervisor_engine_restarts_total" in metrics):
+            continue
+        assert result, f"panel {panel['id']} {panel['title']!r} {target['refId']}: no data for {expr!r}"
+    for variable in DASHBOARD_DOC["templating"]["list"]:
+        if variable["type"] == "query":
+            metric, label = re.fullmatch(r"label_values\((\w+), *(\w+)\)", variable["query"]["query"]).groups()
+            values = httpx.get(f"{prometheus}/label/{label}/values", params={"match[]": metric}).json()["data"]
+            assert values == ["crawl2serve-gateway"], values
