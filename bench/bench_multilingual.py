@@ -25,11 +25,11 @@ its first language), when the code under test takes a language; without it other
 
 ``--speed`` times ``clean_document`` (published profile) on English, Latin-script and CJK pages instead.
 ``--code DIR`` measures another checkout (e.g. ``/work/main`` for "before"); by default this one.
-``--write-fixture`` writes a small sample (for ``tests/corpus/test_multilingual.py``): for the published
-and the documentation profile, the languages with at least ``--fixture-min-pairs`` (15) translated pages
+``--write-fixture`` writes a small sample (for ``tests/corpus/test_multilingual.py``): for each profile
+(published, documentation, fineweb), the languages with at least ``--fixture-min-pairs`` (15) translated pages
 whose English original the profile keeps (English rules: the same before and after), and per language
 the first ``--fixture-pages`` (12) of those pages, by manual and file name, of at most
-``--fixture-chars`` (6,000) characters; the union of both, and their English originals.
+``--fixture-chars`` (6,000) characters; the union over the profiles, and their English originals.
 """
 
 from __future__ import annotations
@@ -187,13 +187,13 @@ def load_pages() -> list[dict]:
 
 
 def write_fixture(pages: list[dict], out: str) -> None:
-    """For the published and the documentation profile: the languages with at least
+    """For each profile (published, documentation, fineweb): the languages with at least
     ``--fixture-min-pairs`` translated pages whose English original the profile keeps, and for each the
     first ``--fixture-pages`` of those pages (by manual and file name) of at most ``--fixture-chars``
-    characters; the union over both profiles, plus the English originals."""
+    characters; the union over the profiles, plus the English originals."""
     english = {p["key"]: p for p in pages if p["lang"] == "en"}
     chosen: dict[str, dict[str, dict]] = defaultdict(dict)
-    for name in ("published", "documentation"):
+    for name in [n for n in ("published", "documentation", "fineweb") if n in PROFILES]:
         keep_en = {k: kept(p["text"], PROFILES[name], "en") for k, p in english.items()}
         pairs: dict[str, list[dict]] = defaultdict(list)
         for p in sorted(pages, key=lambda p: (p["lang"], p["key"])):
