@@ -241,31 +241,263 @@ def extract_ours(paths: list[str]) -> tuple[list[dict], float]:
 
 
 def prepare(args) -> list[dict]:
-    """Pages (English by our extractor), with our text, trafilatura's text and datatrove's decisions on
-    both; cached in ``--work`` (delete it to rebuild)."""
+    """Pages (English by our extractor) with our extracted text, its normalized form, trafilatura's text, and
+    datatrove's decisions on all three; cached in ``--work`` (delete it, or change the page options, to
+    rebuild)."""
+    from assets.corpus.filters import normalize_text
+
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "pages.jsonl"
-    key = {"root": args.pages_root, "per_package": args.per_package, "seed": args.seed}
+    key = {"root": args.pages_root, "per_package": args.per_package, "seed": args.seed, "version": 2}
     if cache.exists() and (work / "key.json").exists() and json.loads((work / "key.json").read_text()) == key:
         return read_jsonl(cache)
     paths = select_pages(args.pages_root, args.per_package, args.seed)
     ours, secs = extract_ours(paths)
     pages = [r for r in ours if r["language"] == "en" and r["language_score"] >= 0.5]
-    print(f"selected {len(paths)} pages, {len(pages)} English by CLD2 (extracted in {secs:.1f}s)", flush=True)
+    print(f"selected {len(paths)} pages, {len(pages)} English by CLD2 (extracted in {secs:.1f}s); "
+          "running trafilatura and datatrove in their venv ...", flush=True)
     traf = {r["id"]: r for r in run_worker(args.dt_python, "trafilatura", pages, work)}
     for p in pages:
         p["traf_text"] = traf[p["id"]]["text"]
-        p["traf_seconds"] = traf[p["id"]]["seconds"]
-    dec_ours = {r["id"]: r for r in run_worker(args.dt_python, "decide", pages, work)}
-    dec_traf = {r["id"]: r for r in run_worker(
-        args.dt_python, "decide", [{"id": p["id"], "text": p["traf_text"]} for p in pages], work)}
-    for p in pages:
-        p["dt"] = dec_ours[p["id"]]
-        p["dt_traf"] = dec_traf[p["id"]]
+        p["norm_text"] = normalize_text(p["text"])
+    for field, out in (("text", "dt"), ("norm_text", "dt_norm"), ("traf_text", "dt_traf")):
+        decided = {r["id"]: r for r in run_worker(
+            args.dt_python, "decide", [{"id": p["id"], "text": p[field]} for p in pages], work)}
+        for p in pages:
+            p[out] = decided[p["id"]]
+    rows = [{"id": f"{f}:{p['id']}", "text": p[f]} for p in pages for f in ("text", "traf_text")]
+    write_jsonl(work / "spacy_tokens.jsonl", run_worker(args.dt_python, "tokens", rows, work))
     write_jsonl(cache, pages)
     (work / "key.json").write_text(json.dumps(key))
     return pages
+
+
+# ----- agreement ------------------------------------------------------------------------------------
+def ours_decide(text: str, profile) -> tuple[bool, str | None, str | None]:
+    from assets.corpus.cleaning import clean_document
+
+    r = clean_document(text, profile)
+    return r.text is not None, r.dropped_by, r.reason
+
+
+def ours_alone(page: dict, profile, dt_key: str = "dt") -> dict[str, str | None]:
+    """Each of the four rules of ``profile`` alone on the same input as datatrove's rule alone (the
+    extracted text; FineWeb: datatrove's C4 output), through our normalization."""
+    from assets.corpus.filters import normalize_text
+    from assets.corpus.text_stats import TextStats
+
+    out: dict[str, str | None] = {}
+    stats = TextStats(normalize_text(page["text"], keep_indentation=profile.keep_indentation))
+    for name in ("gopher_repetition", "gopher_quality"):
+        out[name] = getattr(profile, name).check(stats)
+    out["c4_quality"] = profile.c4_quality.apply(stats)[2]
+    if page[dt_key]["c4_text"] is not None:
+        c4 = TextStats(normalize_text(page[dt_key]["c4_text"], keep_indentation=profile.keep_indentation))
+        out["fineweb_quality"] = profile.fineweb_quality.check(c4)
+    return out
+
+
+def pct(a: int, n: int) -> str:
+    return f"{a / n:.1%}" if n else "n/a"
+
+
+def agreement(label: str, ours: list[bool], theirs: list[bool]) -> float:
+    n = len(ours)
+    agree = sum(o == t for o, t in zip(ours, theirs))
+    both = sum(o and t for o, t in zip(ours, theirs))
+    only_o = sum(o and not t for o, t in zip(ours, theirs))
+    only_t = sum(t and not o for o, t in zip(ours, theirs))
+    print(f"  {label:<58} {pct(agree, n):>6}  ({agree}/{n}; kept by both {both}, only ours {only_o}, "
+          f"only datatrove {only_t}; kept ours {sum(ours)} / datatrove {sum(theirs)})")
+    return agree / n if n else 0.0
+
+
+def per_rule_table(pages: list[dict], profile, dt_key: str = "dt") -> None:
+    what = "the raw extracted text" if dt_key == "dt" else "our normalized text"
+    print(f"  per rule, each alone on the same input ({profile.name}; datatrove on {what}):")
+    print(f"    {'rule':<18} {'agree':>7} {'both fire':>10} {'only ours':>10} {'only datatrove':>15} {'neither':>8}")
+    alone = [ours_alone(p, profile, dt_key) for p in pages]
+    for rule in DT_RULES:
+        rows = [(a[rule] is not None, p[dt_key]["alone"][rule] is not None)
+                for a, p in zip(alone, pages) if rule in p[dt_key]["alone"] and rule in a]
+        both = sum(o and t for o, t in rows)
+        oo = sum(o and not t for o, t in rows)
+        ot = sum(t and not o for o, t in rows)
+        nn = sum(not o and not t for o, t in rows)
+        print(f"    {rule:<18} {pct(both + nn, len(rows)):>7} {both:>10} {oo:>10} {ot:>15} {nn:>8}")
+
+
+def classify(args, diff: list[tuple[dict, tuple]]) -> list[str]:
+    """Why ours and datatrove differ on each page (filters only, our extracted text): datatrove is re-run on
+    the text with one normalization step applied at a time; the first step that makes it decide as we do
+    names the class."""
+    import re
+
+    steps = (
+        ("whitespace-only lines (blank lines for us)", lambda t: re.sub(r"(?m)^[^\S\n]+$", "", t)),
+        ("no-break spaces (spaces for us)", lambda t: t.replace("\xa0", " ")),
+    )
+    out = ["rule implementation" if p["dt_norm"]["kept"] != o[0] else None for p, o in diff]
+    for label, step in steps:
+        todo = [i for i, c in enumerate(out) if c is None]
+        if not todo:
+            break
+        rows = [{"id": str(i), "text": step(diff[i][0]["text"])} for i in todo]
+        for r in run_worker(args.dt_python, "decide", rows, Path(args.work)):
+            i = int(r["id"])
+            if r["kept"] == diff[i][1][0]:
+                out[i] = "normalization: " + label
+    return [c or "normalization: other (several steps together)" for c in out]
+
+
+def report_agreement(args, pages: list[dict]) -> None:
+    from assets.corpus.thresholds import FINEWEB, PUBLISHED
+
+    dt = [p["dt"]["kept"] for p in pages]
+    dt_traf = [p["dt_traf"]["kept"] for p in pages]
+    results = {}
+    for profile in (FINEWEB, PUBLISHED):
+        results[profile.name] = {
+            "text": [ours_decide(p["text"], profile) for p in pages],
+            "traf": [ours_decide(p["traf_text"], profile) for p in pages],
+        }
+    print("\nFILTERS ONLY, same extracted text (our extractor's):")
+    for name, r in results.items():
+        agreement(f"{name} vs datatrove", [k for k, _, _ in r["text"]], dt)
+    agreement("fineweb vs datatrove on our normalized text", [k for k, _, _ in results["fineweb"]["text"]],
+              [p["dt_norm"]["kept"] for p in pages])
+    agreement("datatrove on our normalized text vs on the raw text", [p["dt_norm"]["kept"] for p in pages], dt)
+    print("FILTERS ONLY, same extracted text (trafilatura's):")
+    for name, r in results.items():
+        agreement(f"{name} vs datatrove", [k for k, _, _ in r["traf"]], dt_traf)
+    print("END TO END (ours: our extractor + profile; datatrove: trafilatura + its filters):")
+    for name, r in results.items():
+        agreement(f"{name} vs datatrove", [k for k, _, _ in r["text"]], dt_traf)
+    agreement("extraction alone: datatrove on our text vs on trafilatura's", dt, dt_traf)
+    for profile, key in ((FINEWEB, "dt"), (FINEWEB, "dt_norm"), (PUBLISHED, "dt")):
+        print()
+        per_rule_table(pages, profile, key)
+    ours = results["fineweb"]["text"]
+    diff = [(p, o) for p, o in zip(pages, ours) if o[0] != p["dt"]["kept"]]
+    print(f"\nfineweb vs datatrove, our extracted text: {len(diff)} disagreements, by class and deciding rules:")
+    classes = Counter((c, o[1] or "kept", p["dt"]["rule"] or "kept") for c, (p, o) in zip(classify(args, diff), diff))
+    for (cls, our_rule, dt_rule), n in classes.most_common():
+        print(f"  {n:>4}  {cls}: ours {our_rule}, datatrove {dt_rule}")
+    traf_diff = [(p, o) for p, o in zip(pages, results["fineweb"]["traf"]) if o[0] != p["dt_traf"]["kept"]]
+    print(f"fineweb vs datatrove, trafilatura's text: {len(traf_diff)} disagreements")
+    for p, o in traf_diff[:10]:
+        print(f"  {p['id']}: ours {o[1] or 'kept'} {o[2] or ''}, datatrove {p['dt_traf']['rule'] or 'kept'}")
+    e2e = Counter((o[1] or "kept", p["dt_traf"]["rule"] or "kept")
+                  for p, o in zip(pages, ours) if o[0] != p["dt_traf"]["kept"])
+    print("end to end, fineweb vs datatrove: disagreements by deciding rules (ours on our text, datatrove on "
+          "trafilatura's):")
+    for (a, b), n in e2e.most_common(12):
+        print(f"  {n:>4}  ours {a}, datatrove {b}")
+    by_pkg = Counter()
+    by_pkg_n = Counter()
+    for p, o in zip(pages, ours):
+        pkg = p["id"].split("/")[4]
+        by_pkg_n[pkg] += 1
+        by_pkg[pkg] += o[0] == p["dt_traf"]["kept"]
+    print("end to end agreement by package: " + ", ".join(
+        f"{k.split('_')[0]} {pct(by_pkg[k], n)} of {n}" for k, n in sorted(by_pkg_n.items())))
+    lens = [(len(p["text"]), len(p["traf_text"])) for p in pages]
+    empty = sum(1 for p in pages if not p["traf_text"])
+    shorter = sum(1 for a, b in lens if b < a)
+    print(f"extraction: trafilatura returned nothing on {empty} pages; its text is shorter than ours on "
+          f"{shorter}/{len(pages)} (median chars ours {sorted(a for a, _ in lens)[len(lens) // 2]}, "
+          f"trafilatura {sorted(b for _, b in lens)[len(lens) // 2]})")
+
+
+def report_tokenizer(work: Path, pages: list[dict]) -> None:
+    from assets.corpus.en_words import word_tokens
+
+    spacy = {r["id"]: r["tokens"] for r in read_jsonl(work / "spacy_tokens.jsonl")}
+    docs = same_docs = tokens = same_tokens = 0
+    for p in pages:
+        for f in ("text", "traf_text"):
+            theirs = spacy[f"{f}:{p['id']}"]
+            mine = word_tokens(p[f])
+            docs += 1
+            same_docs += mine == theirs
+            tokens += len(theirs)
+            if mine == theirs:
+                same_tokens += len(theirs)
+            else:  # aligned tokens, by a diff of the two lists
+                import difflib
+
+                sm = difflib.SequenceMatcher(None, mine, theirs, autojunk=False)
+                same_tokens += sum(b.size for b in sm.get_matching_blocks())
+    print(f"\nTOKENIZER (ours vs spacy.blank('en'), datatrove's English word tokenizer): identical token lists on "
+          f"{pct(same_docs, docs)} of {docs} texts; {pct(same_tokens, tokens)} of {tokens:,} tokens aligned")
+
+
+# ----- throughput -------------------------------------------------------------------------------------
+def _clear_caches() -> None:
+    from assets.corpus.en_words import chunk_facts, tokens_of_chunk
+
+    tokens_of_chunk.cache_clear()
+    chunk_facts.cache_clear()
+
+
+def report_throughput(args, pages: list[dict]) -> None:
+    from assets.corpus.cleaning import clean_document
+    from assets.corpus.extract import extract_html
+    from assets.corpus.thresholds import FINEWEB
+
+    work = Path(args.work)
+    texts = [{"id": p["id"], "text": p["text"]} for p in pages]
+    e2e = [{"id": p["id"], "path": p["path"]} for p in pages[:: max(1, len(pages) // args.e2e_pages)]]
+    print(f"\nTHROUGHPUT (one core each, alternating, {args.rounds} rounds; our caches cleared each round; "
+          "datatrove timed inside its process, import excluded)")
+    ratios: dict[str, list[float]] = {"filters": [], "e2e": []}
+    for rnd in range(args.rounds):
+        _clear_caches()
+        t = time.perf_counter()
+        for r in texts:
+            clean_document(r["text"], FINEWEB)
+        ours_f = len(texts) / (time.perf_counter() - t)
+        theirs_f = len(texts) / run_worker(args.dt_python, "time_filters", texts, work)[0]["seconds"]
+        _clear_caches()
+        t = time.perf_counter()
+        for r in e2e:
+            ex = extract_html("file://" + r["path"], Path(r["path"]).read_bytes(), "text/html; charset=utf-8")
+            clean_document(ex.text, FINEWEB)
+        ours_e = len(e2e) / (time.perf_counter() - t)
+        theirs_e = len(e2e) / run_worker(args.dt_python, "time_e2e", e2e, work)[0]["seconds"]
+        ratios["filters"].append(ours_f / theirs_f)
+        ratios["e2e"].append(ours_e / theirs_e)
+        print(f"  round {rnd + 1}: filters only {len(texts)} texts: ours {ours_f:,.0f} docs/s, datatrove "
+              f"{theirs_f:,.0f} docs/s ({ours_f / theirs_f:.1f}x); end to end {len(e2e)} pages: ours "
+              f"{ours_e:,.0f} docs/s, datatrove {theirs_e:,.1f} docs/s ({ours_e / theirs_e:.1f}x)")
+    for k, v in ratios.items():
+        v = sorted(v)
+        print(f"  {('filters only' if k == 'filters' else 'end to end'):<12} ours / datatrove: median "
+              f"{v[len(v) // 2]:.1f}x (range {v[0]:.1f}-{v[-1]:.1f}x)")
+
+
+# ----- fixture ----------------------------------------------------------------------------------------
+def write_fixture(args, pages: list[dict], path: str, n: int = 200, cap: int = 6000) -> None:
+    """A seeded sample of ``n`` pages' extracted text, each cut at a line boundary before ``cap``
+    characters, with datatrove's decision recorded on exactly that text (datatrove runs on the cut text)."""
+    rng = random.Random(f"fixture:{args.seed}")
+    sample = sorted(rng.sample(pages, min(n, len(pages))), key=lambda p: p["id"])
+    rows = []
+    for p in sample:
+        text = p["text"]
+        if len(text) > cap:
+            cut = text.rfind("\n", 0, cap)
+            text = text[: cut if cut > 0 else cap]
+        rows.append({"id": p["id"].split("/x/", 1)[-1], "text": text})
+    decided = {r["id"]: r for r in run_worker(args.dt_python, "decide", rows, Path(args.work))}
+    out = [{"id": r["id"], "text": r["text"], "datatrove_kept": decided[r["id"]]["kept"],
+            "datatrove_rule": decided[r["id"]]["rule"], "datatrove_reason": decided[r["id"]]["reason"]}
+           for r in rows]
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for o in out:
+            fh.write(json.dumps(o, ensure_ascii=False) + "\n")
+    print(f"wrote {len(out)} texts to {path} ({sum(o['datatrove_kept'] for o in out)} kept by datatrove)")
 
 
 def main() -> None:
@@ -276,12 +508,21 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/bench_datatrove")
     ap.add_argument("--dt-python", default=DT_PYTHON)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--e2e-pages", type=int, default=300)
-    ap.add_argument("--write-fixture", default=None)
+    ap.add_argument("--e2e-pages", type=int, default=200)
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--write-fixture", default=None, help="write the test fixture (JSONL.gz) here and stop")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     pages = prepare(args)
-    print(len(pages))
+    if args.write_fixture:
+        write_fixture(args, pages, args.write_fixture)
+        return
+    print(f"{len(pages)} English pages from {args.pages_root} ({args.per_package} per package at most, seed "
+          f"{args.seed})")
+    report_agreement(args, pages)
+    report_tokenizer(Path(args.work), pages)
+    if not args.skip_throughput:
+        report_throughput(args, pages)
 
 
 if __name__ == "__main__":

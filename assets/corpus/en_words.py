@@ -31,8 +31,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from itertools import chain
 
-__all__ = ["PUNCT_CHARS", "SPECIAL", "is_punct_token", "tokens_of_chunk", "word_tokens"]
+__all__ = [
+    "DATATROVE_TERMINALS", "DT_PUNCTUATION", "SENTENCE_TERMINALS", "SPECIAL", "STOP_WORD_SET", "chunk_facts",
+    "is_punct_token", "sentence_count", "tokens_of_chunk", "word_tokens",
+]
 
 
 def _ranges(pred) -> str:
@@ -310,9 +314,19 @@ def _merge_specials(tokens: list[str]) -> list[str]:
     return out
 
 
+_CLOSING = frozenset(",;:!?)")  # closing punctuation that is always its own suffix after a letter
+
+
 @lru_cache(maxsize=1 << 18)
 def tokens_of_chunk(chunk: str) -> tuple[str, ...]:
     """The tokens of one whitespace-free chunk (see the module docstring)."""
+    # Fast paths, equal to the full algorithm: letters only (no affix or infix rule applies to them), and
+    # letters followed by one closing punctuation mark (that mark is the only affix).
+    if chunk.isalpha():
+        return SPECIAL.get(chunk, (chunk,))
+    if chunk[-1] in _CLOSING and chunk[:-1].isalpha():
+        out = [*SPECIAL.get(chunk[:-1], (chunk[:-1],)), chunk[-1]] if chunk not in SPECIAL else list(SPECIAL[chunk])
+        return tuple(_merge_specials(out) if any(t in _MERGE_LENGTHS for t in out) else out)
     out = _tokenize(chunk, SPECIAL)
     if len(out) > 1 and any(t in _MERGE_LENGTHS for t in out):
         out = _merge_specials(out)
@@ -321,11 +335,7 @@ def tokens_of_chunk(chunk: str) -> tuple[str, ...]:
 
 def word_tokens(text: str) -> list[str]:
     """All tokens of ``text``, in order (datatrove's ``split_into_words`` for English)."""
-    out: list[str] = []
-    extend = out.extend
-    for chunk in text.split():
-        extend(tokens_of_chunk(chunk))
-    return out
+    return list(chain.from_iterable(map(tokens_of_chunk, text.split())))
 
 
 # Unicode's Sentence_Terminal property (PropList.txt, Unicode 16), as code-point ranges.
@@ -376,3 +386,52 @@ def is_punct_token(token: str) -> bool:
     """Every character is in :data:`DT_PUNCTUATION` (datatrove: not a word for the word count)."""
     return all(c in DT_PUNCTUATION for c in token)
 
+
+
+STOP_WORD_SET = frozenset(("the", "be", "to", "of", "and", "that", "have", "with"))  # Gopher's stop words
+
+
+@lru_cache(maxsize=1 << 18)
+def chunk_facts(chunk: str) -> tuple[int, int, int, int]:
+    """(tokens, word tokens, characters of the word tokens, tokens holding a letter) of one chunk; a word
+    token holds a character outside :data:`DT_PUNCTUATION`."""
+    n = w = c = a = 0
+    for tok in tokens_of_chunk(chunk):
+        n += 1
+        if not is_punct_token(tok):
+            w += 1
+            c += len(tok)
+        if any(ch.isalpha() for ch in tok):
+            a += 1
+    return n, w, c, a
+
+
+_SENT_PUNCT = frozenset(SENTENCE_TERMINALS)
+
+
+def _unicode_punct(token: str) -> bool:
+    return all(unicodedata.category(c).startswith("P") for c in token)
+
+
+def sentence_count(line: str) -> int:
+    """Sentences in ``line`` by spaCy's rule-based sentencizer (datatrove's English sentence splitter):
+    after a token that is one sentence-terminal character, the next token that is neither punctuation
+    (Unicode category P*) nor such a character starts a sentence. 0 for a line without tokens.
+
+    The terminal characters are Unicode's Sentence_Terminal set; spaCy's list is 128 of those 172 (the
+    others belong to scripts English pages do not use)."""
+    if _SENT_PUNCT.isdisjoint(line):
+        return 1 if line.strip() else 0
+    count = 0
+    seen_end = False
+    for tok in word_tokens(line):
+        if count == 0:
+            count = 1
+            seen_end = tok in _SENT_PUNCT
+            continue
+        if tok in _SENT_PUNCT:
+            seen_end = True
+        elif seen_end and not _unicode_punct(tok):
+            count += 1
+            seen_end = False
+    return count
