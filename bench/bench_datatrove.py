@@ -153,6 +153,10 @@ def worker(task: str, src: str, dst: str) -> None:
 
         for r in rows:
             out.append({"id": r["id"], "tokens": split_into_words(r["text"]) if r["text"] else []})
+    elif task == "sets":
+        from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION
+
+        out.append({"punctuation": sorted(PUNCTUATION_SET), "terminals": sorted(TERMINAL_PUNCTUATION)})
     elif task == "time_filters":
         filters = _dt_filters()
         _dt_chain(filters, "Warm up the tokenizer. " * 60)
@@ -410,8 +414,43 @@ def report_agreement(args, pages: list[dict]) -> None:
           f"trafilatura {sorted(b for _, b in lens)[len(lens) // 2]})")
 
 
-def report_tokenizer(work: Path, pages: list[dict]) -> None:
-    from assets.corpus.en_words import word_tokens
+def report_probes(args) -> None:
+    """The two known differences, on small texts: both sides decide on the same input."""
+    from assets.corpus.thresholds import FINEWEB
+
+    prose = [
+        "The river begins high in the mountains, where melting snow gathers into small streams.",
+        "Those streams join together and carry cold water down through pine forests and valleys.",
+        "Farmers in the lower plains have relied on that water for centuries to grow wheat.",
+        "During the spring the current becomes strong enough to move heavy stones along its bed.",
+        "Engineers built a series of dams to control floods and to produce electricity for towns.",
+        "Each dam changed the habitat of fish, so biologists now monitor salmon every year.",
+        "Visitors often walk the old towpath that follows the water from the harbor to a lock.",
+        "Along the way they pass mills, bridges and warehouses that once served a trading route.",
+        "Today the restored buildings hold museums, cafes and workshops where artists sell work.",
+        "Most of them open early in summer and close when the first frost arrives with autumn.",
+    ]
+    heading = "Chapter\xa01.\xa0The river and its valley"
+    probes = {
+        "whitespace-only lines between prose lines": "\n \n".join(prose),
+        "a heading with no-break spaces, and its table-of-contents line": "\n".join(
+            [heading.replace("\xa0", " "), *prose[:5], heading, *prose[5:]]),
+    }
+    decided = run_worker(args.dt_python, "decide", [{"id": k, "text": t} for k, t in probes.items()], Path(args.work))
+    print("\nKNOWN DIFFERENCES, probed (same text to both):")
+    for r in decided:
+        ours = ours_decide(probes[r["id"]], FINEWEB)
+        print(f"  {r['id']}: datatrove {'kept' if r['kept'] else 'drops (' + r['rule'] + ': ' + r['reason'] + ')'}; "
+              f"fineweb {'kept' if ours[0] else 'drops (' + ours[1] + ': ' + ours[2] + ')'}")
+
+
+def report_tokenizer(args, work: Path, pages: list[dict]) -> None:
+    from assets.corpus.en_words import DATATROVE_TERMINALS, DT_PUNCTUATION, word_tokens
+
+    sets = run_worker(args.dt_python, "sets", [{"id": "sets"}], work)[0]
+    print(f"\nSETS: datatrove's PUNCTUATION_SET == ours: {set(sets['punctuation']) == DT_PUNCTUATION} "
+          f"({len(DT_PUNCTUATION)}); TERMINAL_PUNCTUATION == ours: "
+          f"{set(sets['terminals']) == set(DATATROVE_TERMINALS)} ({len(DATATROVE_TERMINALS)})")
 
     spacy = {r["id"]: r["tokens"] for r in read_jsonl(work / "spacy_tokens.jsonl")}
     docs = same_docs = tokens = same_tokens = 0
@@ -480,7 +519,8 @@ def report_throughput(args, pages: list[dict]) -> None:
 # ----- fixture ----------------------------------------------------------------------------------------
 def write_fixture(args, pages: list[dict], path: str, n: int = 200, cap: int = 6000) -> None:
     """A seeded sample of ``n`` pages' extracted text, each cut at a line boundary before ``cap``
-    characters, with datatrove's decision recorded on exactly that text (datatrove runs on the cut text)."""
+    characters, with datatrove's decision recorded on exactly that text (datatrove runs on the cut text),
+    and on our normalization of it (``datatrove_kept_normalized``)."""
     rng = random.Random(f"fixture:{args.seed}")
     sample = sorted(rng.sample(pages, min(n, len(pages))), key=lambda p: p["id"])
     rows = []
@@ -490,9 +530,14 @@ def write_fixture(args, pages: list[dict], path: str, n: int = 200, cap: int = 6
             cut = text.rfind("\n", 0, cap)
             text = text[: cut if cut > 0 else cap]
         rows.append({"id": p["id"].split("/x/", 1)[-1], "text": text})
+    from assets.corpus.filters import normalize_text
+
     decided = {r["id"]: r for r in run_worker(args.dt_python, "decide", rows, Path(args.work))}
+    normalized = {r["id"]: r for r in run_worker(
+        args.dt_python, "decide", [{"id": r["id"], "text": normalize_text(r["text"])} for r in rows], Path(args.work))}
     out = [{"id": r["id"], "text": r["text"], "datatrove_kept": decided[r["id"]]["kept"],
-            "datatrove_rule": decided[r["id"]]["rule"], "datatrove_reason": decided[r["id"]]["reason"]}
+            "datatrove_rule": decided[r["id"]]["rule"], "datatrove_reason": decided[r["id"]]["reason"],
+            "datatrove_kept_normalized": normalized[r["id"]]["kept"]}
            for r in rows]
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         for o in out:
@@ -520,7 +565,8 @@ def main() -> None:
     print(f"{len(pages)} English pages from {args.pages_root} ({args.per_package} per package at most, seed "
           f"{args.seed})")
     report_agreement(args, pages)
-    report_tokenizer(Path(args.work), pages)
+    report_probes(args)
+    report_tokenizer(args, Path(args.work), pages)
     if not args.skip_throughput:
         report_throughput(args, pages)
 

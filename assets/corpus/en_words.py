@@ -62,7 +62,7 @@ _ALPHA = _ranges(str.isalpha)
 # spaCy counts letters of scripts without case as both lowercase and uppercase.
 _LOWER = _ranges(lambda c: c.islower() or _uncased_letter(c))
 _UPPER = _ranges(lambda c: c.isupper() or _uncased_letter(c))
-_ICONS = _ranges(lambda c: unicodedata.category(c) == "So" and c != "°")
+_ICONS = _ranges(lambda c: unicodedata.category(c) == "So")
 
 # Punctuation that opens or closes a word (spaCy's English rules; ASCII, CJK, Devanagari, Arabic forms).
 PUNCT_CHARS = ",:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪"
