@@ -1,5 +1,6 @@
 """Which CPU engine, by measurement: ``transformers serve`` as the serving asset starts it, against the same
-server with continuous batching (``--continuous-batching``), on the embedded model the lineage trained.
+server with continuous batching (``--continuous-batching``, its cache sized from the default 2048 MB budget),
+on the embedded model the lineage trained.
 
 Streams ``--tokens`` tokens per request at each concurrency, straight to the engine, and prints output
 tokens/s and TTFT p50 for each variant, with the ratio to the default.
@@ -19,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gateway import free_port, load  # noqa: E402
 
-from serving.engines import cpu_command, start_process, stop_process, wait_healthy  # noqa: E402
+from serving.engines import (EngineConfig, Launch, TransformersCpuEngine, start_process, stop_process,  # noqa: E402
+                             wait_healthy)
 
 
 def main() -> int:
@@ -40,7 +42,9 @@ def main() -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = str(tmp / f"{len(results)}.log")
-        pid = start_process(cpu_command(python=sys.executable, host="127.0.0.1", port=port, extra_args=extra), log)
+        engine = TransformersCpuEngine(EngineConfig(name="bench", backend="cpu", port=port, extra_args=extra,
+                                                    memory_budget_mb=2048))  # the serving resource's default
+        pid = start_process(engine.command(Launch(model, {}, {}, "bench")), log)
         try:
             wait_healthy(url, pid=pid, log_path=log, timeout_s=120)
             asyncio.run(load(url, None, model, 1, 2, 4))  # load the model, warm up

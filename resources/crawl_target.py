@@ -30,7 +30,8 @@ class CrawlTarget(dg.ConfigurableResource):
 
     ``mode="pydoc"`` (the embedded default) starts ``python -m pydoc -n 127.0.0.1 -p 0`` for the run's
     duration: real HTML documentation of the standard library, served on loopback, stopped by closing
-    its stdin. ``mode="seeds"`` crawls ``seeds`` within ``allowed_hosts``.
+    its stdin. ``mode="seeds"`` crawls ``seeds`` within ``allowed_hosts``; an internal site (intranet,
+    loopback) is reachable only when its host is listed in ``private_hosts``.
     """
 
     data_root: dg.ResourceDependency[DataRoot]
@@ -41,7 +42,13 @@ class CrawlTarget(dg.ConfigurableResource):
     include_site_packages: bool = Field(
         default=False, description="pydoc: also document installed packages (default: the standard library only)"
     )
-    per_host_delay_s: float = Field(default=1.0, description="Seconds between requests to one host (robots.txt "
+    private_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (names or IP addresses) the crawl may reach although they are, or resolve to, private, "
+                    "loopback or link-local addresses: an intranet or staging site (mode=seeds). Every other internal "
+                    "address is refused and recorded as blocked_address. mode=pydoc adds its own 127.0.0.1.",
+    )
+    per_host_delay_s: float = Field(default=1.0, description="Seconds between requests to one origin (robots.txt "
                                     "Crawl-delay raises it)")
     user_agent: str = Field(default="crawl2serve/0.1 (+https://github.com/crawl2serve)", description="User-Agent sent")
     startup_timeout_s: float = Field(default=30.0, description="pydoc: seconds to wait for 'Server ready'")
@@ -77,9 +84,9 @@ class CrawlTarget(dg.ConfigurableResource):
         return list(self.seeds)
 
     @property
-    def private_hosts(self) -> list[str]:
-        """Hosts allowed to be internal: only the embedded server's loopback address."""
-        return ["127.0.0.1"] if self.mode == "pydoc" else []
+    def reachable_private_hosts(self) -> list[str]:
+        """Hosts allowed to be internal: ``private_hosts``, plus the embedded server's loopback address."""
+        return [*(["127.0.0.1"] if self.mode == "pydoc" else []), *self.private_hosts]
 
     @property
     def excludes(self) -> list[str]:

@@ -7,15 +7,14 @@ under ``{data_root}/sglang_deployment/_``. A GPU host sets ``sglang_python`` to 
 requests (see :mod:`serving.k8s`).
 """
 
-import os
-import shutil
-import subprocess
 import sys
 
 import dagster as dg
 from pydantic import Field
 
+from serving.backoff import RestartPolicy
 from serving.deploy import Deployment, EngineConfig
+from serving.engines import BACKENDS, engine_class, resolve_backend
 from serving.gateway.settings import FeastSettings, GatewaySettings, GuardrailSettings
 
 from .feast_store import FeastStore
@@ -23,20 +22,7 @@ from .storage import DataRoot
 
 STATE_ASSET = "sglang_deployment"
 K8S_SERVED_NAME = "crawl2serve"  # the served model name (serving.deploy.Deployment's model_name)
-
-
-def gpu_visible() -> bool:
-    """True when ``nvidia-smi -L`` lists a GPU (no CUDA initialization in the Dagster process)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
-        return False
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return False
-    try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
+FALLBACK_BACKEND = "cpu"  # what fallback_cpu_port runs
 
 
 class ServingEngine(dg.ConfigurableResource):
@@ -44,23 +30,39 @@ class ServingEngine(dg.ConfigurableResource):
 
     data_root: dg.ResourceDependency[DataRoot]
     feast_store: dg.ResourceDependency[FeastStore]
-    backend: str = Field("auto", description="auto | sglang | cpu. auto: sglang when a GPU is visible")
+    backend: str = Field("auto", description=f"auto | {' | '.join(BACKENDS)}. auto: sglang when a GPU is visible, "
+                         "else cpu")
     mode: str = Field("local", description="local: engine processes on this host; k8s: a Deployment + Service")
     host: str = Field("127.0.0.1", description="Address the engines and the gateway bind to")
     engine_port: int = Field(30000, description="Port of the primary engine")
     sglang_python: str = Field("python3", description="Interpreter of SGLang's own environment (venv or image)")
     sglang_args: list[str] = Field(default_factory=list, description="Extra launch_server arguments, e.g. "
                                    "['--mem-fraction-static', '0.8', '--attention-backend', 'triton']")
-    cpu_args: list[str] = Field(default_factory=lambda: ["--continuous-batching"],
-                                description="Extra `transformers serve` arguments. Default: continuous batching, "
-                                "3.0x the tokens/s of the default at 8 concurrent streams and 0.86x at one "
-                                "(bench/bench_cpu_engine.py)")
+    cpu_args: list[str] = Field(default_factory=list,
+                                description="Extra `transformers serve` arguments. Default: none. "
+                                "`--continuous-batching` gave 3.0x the tokens/s at 8 concurrent streams of one "
+                                "version (bench/bench_cpu_engine.py), but transformers 5.24 rebuilds its batch "
+                                "manager whenever requests alternate between versions (a canary, a pinned "
+                                "crawl2serve@N, the base model): 22 of 48 such requests answered 503 and RSS "
+                                "reached 5.6 GB under a 2048 MB plan, against 48 of 48 at 463 MB without it. Any "
+                                "tenant can pin a version, so add it only to an engine that serves one version")
+    cpu_memory_budget_mb: int | None = Field(
+        2048, description="Resident memory the CPU engine may use: its KV cache is sized for the model to fit "
+        "(serving/engines/transformers_cpu.py) and its supervisor restarts it above 1.5x. The embedded model's "
+        "engine, 16 streams for 60 s: 1.53 GB peak with 2048; 7.4 GB and over 8 GB with transformers' own "
+        "sizing from the host (bench/bench_cpu_engine_memory.py). None: transformers' own sizing")
     champion_engine_port: int | None = Field(None, description="sglang: also run a LoRA-free SGLang engine on "
                                              "this port serving the champion's merged weights at the bare model's "
                                              "speed; the LoRA engine then serves canaries and earlier versions")
     fallback_cpu_port: int | None = Field(None, description="Also run a CPU engine on this port as the fallback "
                                           "(with backend sglang)")
     startup_timeout_s: float = 900.0
+    restart_base_delay_s: float = Field(1.0, description="Local engines: first delay before restarting a dead "
+                                        "engine; doubles with each crash in a row, at most restart_max_delay_s")
+    restart_max_delay_s: float = Field(60.0, description="Local engines: the longest delay between restarts")
+    restart_reset_after_s: float = Field(120.0, description="An engine up this long is forgiven its crashes")
+    restart_max_fast_crashes: int = Field(5, description="Crashes in a row (each within restart_reset_after_s of "
+                                          "its start) after which the supervisor gives up")
     max_lora_rank: int = Field(64, description="SGLang LoRA slots; deltas need the sum of two adapters' ranks")
     gateway_port: int = 8700
     gateway_url: str | None = Field(None, description="k8s: the gateway Service's URL (deploy/k8s/50-gateway.yaml)")
@@ -85,11 +87,9 @@ class ServingEngine(dg.ConfigurableResource):
                                      "cluster DNS name <k8s_name>.<namespace>.svc.cluster.local")
 
     def resolved_backend(self) -> str:
-        if self.backend not in ("auto", "sglang", "cpu"):
-            raise ValueError(f"serving_engine.backend={self.backend!r}: expected auto, sglang or cpu")
-        if self.backend == "auto":
-            return "sglang" if gpu_visible() else "cpu"
-        return self.backend
+        if self.backend != "auto" and self.backend not in BACKENDS:
+            raise ValueError(f"serving_engine.backend={self.backend!r}: expected auto, {', '.join(BACKENDS)}")
+        return resolve_backend(self.backend)
 
     def state_dir(self) -> str:
         return str(self.data_root.local_path(self.data_root.path(STATE_ASSET)))
@@ -111,23 +111,32 @@ class ServingEngine(dg.ConfigurableResource):
         return launch
 
     def deployment(self, log=print) -> Deployment:
-        return Deployment(self.state_dir(), log=log)
+        policy = RestartPolicy(base_delay_s=self.restart_base_delay_s, max_delay_s=self.restart_max_delay_s,
+                               reset_after_s=self.restart_reset_after_s,
+                               max_fast_crashes=self.restart_max_fast_crashes)
+        return Deployment(self.state_dir(), log=log, restart_policy=policy)
+
+    def _backend_options(self, backend: str) -> dict:
+        """This resource's settings named after a backend (its interpreter, arguments, memory budget)."""
+        options = {"sglang": dict(python=self.sglang_python, extra_args=self.sglang_args),
+                   "cpu": dict(python=sys.executable, extra_args=self.cpu_args,
+                               memory_budget_mb=self.cpu_memory_budget_mb)}
+        return options.get(backend, {})
+
+    def _engine_config(self, name: str, backend: str, port: int, **overrides) -> EngineConfig:
+        return EngineConfig(name=name, backend=backend, host=self.host, port=port,
+                            startup_timeout_s=self.startup_timeout_s, max_lora_rank=self.max_lora_rank,
+                            **{**self._backend_options(backend), **overrides})
 
     def engine_configs(self) -> list[EngineConfig]:
+        """The primary engine; with a weight-swapping backend (SGLang) and ``champion_engine_port``, a LoRA-free
+        champion engine first; with ``fallback_cpu_port`` (and another primary backend), a CPU fallback last."""
         backend = self.resolved_backend()
-        primary = EngineConfig(name="primary", backend=backend, host=self.host, port=self.engine_port,
-                               python=self.sglang_python if backend == "sglang" else sys.executable,
-                               extra_args=self.sglang_args if backend == "sglang" else self.cpu_args,
-                               startup_timeout_s=self.startup_timeout_s, max_lora_rank=self.max_lora_rank)
-        configs = [primary]
-        if backend == "sglang" and self.champion_engine_port:
-            configs.insert(0, EngineConfig(name="champion", backend="sglang", host=self.host,
-                                           port=self.champion_engine_port, python=self.sglang_python,
-                                           extra_args=self.sglang_args, startup_timeout_s=self.startup_timeout_s,
-                                           lora=False))
-        if backend == "sglang" and self.fallback_cpu_port:
-            configs.append(EngineConfig(name="fallback", backend="cpu", host=self.host, port=self.fallback_cpu_port,
-                                        extra_args=self.cpu_args, startup_timeout_s=self.startup_timeout_s))
+        configs = [self._engine_config("primary", backend, self.engine_port)]
+        if self.champion_engine_port and engine_class(backend).swaps_weights:
+            configs.insert(0, self._engine_config("champion", backend, self.champion_engine_port, lora=False))
+        if self.fallback_cpu_port and backend != FALLBACK_BACKEND:
+            configs.append(self._engine_config("fallback", FALLBACK_BACKEND, self.fallback_cpu_port))
         return configs
 
     def gateway_settings(self) -> GatewaySettings:

@@ -6,6 +6,7 @@
     python -m serving demo --data-root data     # a few real requests through the running gateway
     python -m serving status --data-root data
     python -m serving stop --data-root data
+    python -m serving supervise --name primary --backend cpu --url URL --state-file F -- ENGINE COMMAND...
 """
 
 import argparse
@@ -89,8 +90,25 @@ def cmd_keys(args) -> int:
 
 def cmd_status(args) -> int:
     for name, proc in _deployment(args.data_root).processes().items():
-        print(f"{name}: pid {proc.get('pid')} {proc['url']} {'healthy' if healthy(proc['url']) else 'DOWN'}")
+        line = f"{name}: pid {proc.get('pid')} {proc['url']} {'healthy' if healthy(proc['url']) else 'DOWN'}"
+        sup = proc.get("supervision")
+        if sup:
+            last = sup.get("last_exit") or {}
+            how = f"signal {last['signal']}" if last.get("signal") else f"exit code {last.get('code')}"
+            line += (f"; supervisor {sup.get('state')}, engine pid {sup.get('engine_pid')}, "
+                     f"{sup.get('restarts', 0)} restarts" + (f", last exit {how} ({last.get('reason')}) at "
+                                                             f"{last.get('at')}" if last else "")
+                     + (f", last restart {sup['last_restart_at']}" if sup.get("last_restart_at") else ""))
+        elif "supervision" in proc:
+            line += "; supervisor has written no state"
+        print(line)
     return 0
+
+
+def cmd_supervise(args) -> int:
+    from .supervisor import main as supervise
+
+    return supervise(args)
 
 
 def cmd_stop(args) -> int:
@@ -172,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--data-root", default=default_root)
     d.add_argument("--requests", type=int, default=len(DEMO_PROMPTS))
     d.set_defaults(fn=cmd_demo)
+    s = sub.add_parser("supervise", help="run an engine command, restarting it when it dies (the serving asset "
+                       "starts engines this way)")
+    from .supervisor import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(fn=cmd_supervise)
     for name, fn, text in (("status", cmd_status, "engines and gateway the serving asset started"),
                            ("stop", cmd_stop, "stop the engines and the gateway the serving asset started")):
         p = sub.add_parser(name, help=text)

@@ -2,7 +2,8 @@
 
 State lives in one folder (``{data_root}/sglang_deployment/_``)::
 
-    engines.json     EngineHandle per engine (pid, url, what it serves)
+    engines.json     EngineHandle per engine (its supervisor's pid, url, what it serves)
+    supervisors/     per engine, what its supervisor writes: state, engine pid, restarts, last exit
     gateway.json     the gateway process (pid, url, config hash)
     gateway.yaml     its configuration;  routing.json  its routing table;  api_keys.json  hashed keys
     models/          merged folders (CPU engine, SGLang anchor) and delta adapters (SGLang)
@@ -19,50 +20,30 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_text
+from .backoff import RestartPolicy
 from .bundle import build_merged, delta_adapter
-from .engines import (EngineHandle, alive, complete, cpu_command, engine_version, healthy, load_adapter,
-                      load_handles, save_handles, sglang_command, start_process, stop_process, update_weights,
-                      wait_healthy)
+from .engines import (Engine, EngineConfig, EngineError, EngineHandle, Release, alive, attach, complete, engine_for,
+                      healthy, load_handles, save_handles, start_process, stop_process, wait_healthy)
 from .gateway.routing import read_routing, write_routing
 from .gateway.settings import GatewaySettings
+from .supervisor import read_state, supervisor_command
 
 SMOKE_PROMPT = "The module"
 
-
-@dataclass(frozen=True)
-class Release:
-    """A registry version to serve: its adapter, and the base model it was trained on."""
-
-    version: str
-    adapter_dir: str
-    base_model: str
-
-
-@dataclass
-class EngineConfig:
-    name: str
-    backend: str  # "cpu" | "sglang"
-    python: str = sys.executable
-    host: str = "127.0.0.1"
-    port: int = 30000
-    extra_args: list[str] = field(default_factory=list)
-    startup_timeout_s: float = 900.0
-    max_lora_rank: int = 64
-    lora: bool = True  # sglang only; False: the champion's merged weights alone, at the bare model's speed
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+__all__ = ["Deployment", "EngineConfig", "Release"]
 
 
 class Deployment:
-    def __init__(self, state_dir: str, model_name: str = "crawl2serve", log: Callable[[str], None] = print):
+    """The serving state folder, and what reads and writes it. Also the :class:`~serving.engines.ModelFolders`
+    engines ask for merged folders and delta adapters."""
+
+    def __init__(self, state_dir: str, model_name: str = "crawl2serve", log: Callable[[str], None] = print,
+                 restart_policy: RestartPolicy = RestartPolicy()):
         self.dir = Path(state_dir)
-        self.model_name, self.log = model_name, log
+        self.model_name, self.log, self.restart_policy = model_name, log, restart_policy
 
     # -- paths ----------------------------------------------------------------------------------------------
     @property
@@ -75,6 +56,13 @@ class Deployment:
 
     def models_dir(self, name: str) -> Path:
         return self.dir / "models" / name
+
+    def supervisor_file(self, name: str) -> str:
+        """What the supervisor of engine ``name`` writes: its state, the engine's pid, restarts, last exit."""
+        return str(self.dir / "supervisors" / f"{name}.json")
+
+    def supervision(self, name: str) -> dict:
+        return read_state(self.supervisor_file(name))
 
     def handles(self) -> dict[str, EngineHandle]:
         return load_handles(self.engines_file)
@@ -91,83 +79,70 @@ class Deployment:
         """The running engine ``cfg.name`` if it serves the same base model at the same address, else a new one
         started with the champion as its anchor. Returns ``(handle, seconds to healthy or None if reused)``.
 
-        ``remote(engine name, model_path, adapters) -> url`` runs the engine elsewhere (a Kubernetes Deployment)
-        instead of as a local process; everything else (anchor, deltas, smoke, routing) is the same."""
+        Locally the engine runs under a supervisor (:mod:`serving.supervisor`) that restarts it when it dies;
+        ``remote(engine name, model_path, adapters) -> url`` runs it elsewhere instead (a Kubernetes Deployment,
+        whose controller restarts it); everything else (anchor, deltas, smoke, routing) is the same."""
         handle = self.handles().get(cfg.name)
         url = handle.url if (remote and handle) else cfg.url
-        if handle and handle.kind == cfg.backend and handle.url == url and handle.base_model == champion.base_model \
-                and handle.lora == cfg.lora and (handle.pid is None or alive(handle.pid)) and healthy(handle.url):
+        engine = engine_for(cfg, served_name=self.model_name, url=url)
+        if handle and engine.reusable(handle, champion, url) and handle.supervised == (remote is None) \
+                and (handle.pid is None or alive(handle.pid)) and self._up(engine, handle, cfg):
             self.log(f"engine {cfg.name} ({handle.kind}, pid {handle.pid}) is up at {handle.url}: reusing it")
             return handle, None
         if handle and handle.pid and alive(handle.pid):
             self.log(f"engine {cfg.name}: stopping pid {handle.pid} (configuration changed)")
             stop_process(handle.pid)
-        adapters: dict[str, str] = {}
-        if cfg.backend == "sglang":
-            anchor = self._merged(champion)
-            models = {champion.version: self.model_name}
-            if cfg.lora:
-                adapters = {"base": str(delta_adapter(None, champion.adapter_dir, str(self.models_dir(
-                    f"delta-base-from-v{champion.version}"))))}
-                models["base"] = f"{self.model_name}:base"
-            command = sglang_command(python=cfg.python, model_path=anchor, host=cfg.host, port=cfg.port,
-                                     served_name=self.model_name, adapters=adapters, lora=cfg.lora,
-                                     max_lora_rank=cfg.max_lora_rank, extra_args=cfg.extra_args)
-            self._remember_adapter(champion)
-        else:
-            anchor = None
-            command = cpu_command(python=cfg.python, host=cfg.host, port=cfg.port, extra_args=cfg.extra_args)
-            models = {"base": str(build_merged(champion.base_model, None, str(self.models_dir("base"))))}
+        launch = engine.launch(champion, self)
         log_path = str(self.dir / "logs" / f"{cfg.name}.log")
         if remote is not None:
-            if anchor is None:
-                raise ValueError(f"engine {cfg.name}: only SGLang engines run remotely")
-            url, pid = remote(cfg.name, anchor, adapters), None
-            self.log(f"engine {cfg.name}: deployed remotely, waiting for {url}/health")
+            if not engine.runs_on_kubernetes:
+                raise ValueError(f"engine {cfg.name}: {engine.backend} engines run only as local processes")
+            url, pid = remote(cfg.name, launch.model_path, launch.adapters), None
+            self.log(f"engine {cfg.name}: deployed remotely, waiting for {url}{engine.health_path}")
         else:
             url = cfg.url
-            self.log(f"engine {cfg.name}: starting {' '.join(command)}")
-            pid = start_process(command, log_path)
-        seconds = wait_healthy(url, pid=pid, log_path=log_path, timeout_s=cfg.startup_timeout_s,
-                               progress=lambda s: self.log(f"engine {cfg.name}: waiting for /health ({s:.0f} s)"))
+            self.log(f"engine {cfg.name}: starting {' '.join(engine.command(launch))} (supervised)")
+            pid = engine.start(launch, log_path, supervisor=supervisor_command(
+                engine, state_file=self.supervisor_file(cfg.name), handles_file=self.engines_file,
+                policy=self.restart_policy, startup_timeout_s=cfg.startup_timeout_s))
+        seconds = engine.wait_healthy(url=url, pid=pid, log_path=log_path,
+                                      progress=lambda s: self.log(f"engine {cfg.name}: waiting for "
+                                                                  f"{engine.health_path} ({s:.0f} s)"))
         self.log(f"engine {cfg.name}: healthy after {seconds:.1f} s")
-        handle = EngineHandle(name=cfg.name, kind=cfg.backend, url=url, pid=pid, command=command, log=log_path,
-                              base_model=champion.base_model, anchor=champion.version, models=models,
-                              version=engine_version(cfg.backend, cfg.python), lora=cfg.lora)
+        handle = EngineHandle(name=cfg.name, kind=engine.backend, url=url, pid=pid, command=engine.command(launch),
+                              log=log_path, base_model=champion.base_model, anchor=launch.anchor,
+                              models=launch.models, version=engine.version(), lora=cfg.lora,
+                              supervised=remote is None)
         self._save(handle)
         return handle, seconds
 
-    def add_version(self, handle: EngineHandle, release: Release, promote: bool = True) -> str | None:
-        """Load ``release`` into the running engine (if not loaded yet); returns the engine's model value.
+    def _up(self, engine: Engine, handle: EngineHandle, cfg: EngineConfig) -> bool:
+        """Healthy, or (while its supervisor restarts it) healthy again within the startup timeout."""
+        if engine.health():
+            return True
+        if not handle.supervised or self.supervision(cfg.name).get("state") not in ("starting", "restoring",
+                                                                                   "backoff"):
+            return False
+        self.log(f"engine {cfg.name}: its supervisor is restarting it; waiting")
+        try:
+            engine.wait_healthy(pid=handle.pid, log_path=handle.log)
+        except EngineError:
+            return False
+        return True
 
-        A LoRA-free SGLang engine serves one version, the champion: it takes ``release`` only when ``promote``,
-        by swapping in its merged weights (``/update_weights_from_disk``); until then (and while a canary runs)
-        the LoRA engine serves the new version. Returns None when the engine does not serve ``release``."""
+    def add_version(self, handle: EngineHandle, release: Release, promote: bool = True) -> str | None:
+        """Load ``release`` into the running engine (if not loaded yet); returns the engine's model value, or
+        None when the engine does not serve ``release`` (a LoRA-free engine before ``promote``; see
+        ``Engine.add_version``)."""
         if release.version in handle.models:
             return handle.models[release.version]
-        if handle.kind == "sglang" and not handle.lora:
-            if not promote:
-                return None
-            update_weights(handle.url, self._merged(release))
-            handle.models, handle.anchor = {release.version: self.model_name}, release.version
+        model = attach(handle, served_name=self.model_name).add_version(handle, release, self, promote=promote)
+        if model is not None:
             self._save(handle)
-            self._remember_adapter(release)
-            return self.model_name
-        if handle.kind == "sglang":
-            anchor_adapter = self._adapters().get(handle.anchor)
-            name = f"v{release.version}"
-            delta = delta_adapter(release.adapter_dir, anchor_adapter,
-                                  str(self.models_dir(f"delta-v{release.version}-from-v{handle.anchor}")))
-            load_adapter(handle.url, name, str(delta))
-            model = f"{self.model_name}:{name}"
-        else:
-            model = self._merged(release)
-        handle.models[release.version] = model
-        self._save(handle)
-        self._remember_adapter(release)
         return model
 
-    def _merged(self, release: Release) -> str:
+    # -- model folders (serving.engines.ModelFolders) -------------------------------------------------------
+    def merged(self, release: Release) -> str:
         """The folder of ``release`` merged into its base model, built once per version (a registry version
         never changes; the folder appears whole, by rename, or not at all)."""
         folder = self.models_dir(f"v{release.version}-merged")
@@ -175,15 +150,25 @@ class Deployment:
             build_merged(release.base_model, release.adapter_dir, str(folder), dtype="auto")
         return str(folder)
 
+    def base(self, release: Release) -> str:
+        """``release``'s base model alone, as a servable folder."""
+        return str(build_merged(release.base_model, None, str(self.models_dir("base"))))
+
+    def delta(self, target: Release | None, anchor: str) -> str:
+        """The delta adapter from the merged ``anchor`` version to ``target`` (None: to the base model)."""
+        name = f"delta-{'base' if target is None else 'v' + target.version}-from-v{anchor}"
+        return str(delta_adapter(target.adapter_dir if target else None, self._adapters().get(anchor),
+                                 str(self.models_dir(name))))
+
+    def remember(self, release: Release) -> None:
+        adapters = {**self._adapters(), release.version: release.adapter_dir}
+        write_text(self.dir / "adapters.json", json.dumps(adapters, indent=2))
+
     def _adapters(self) -> dict[str, str]:
         try:
             return json.loads((self.dir / "adapters.json").read_text())
         except FileNotFoundError:
             return {}
-
-    def _remember_adapter(self, release: Release) -> None:
-        adapters = {**self._adapters(), release.version: release.adapter_dir}
-        write_text(self.dir / "adapters.json", json.dumps(adapters, indent=2))
 
     def smoke(self, handle: EngineHandle, versions: list[str], max_tokens: int = 8) -> dict[str, dict]:
         """A greedy completion per version the engine serves (the champion with its adapter, and the base
@@ -249,8 +234,11 @@ class Deployment:
             return {}
 
     def processes(self) -> dict[str, dict]:
-        """``name -> {"pid", "url"}`` of every engine and of the gateway this deployment started."""
-        found = {name: {"pid": h.pid, "url": h.url} for name, h in self.handles().items()}
+        """``name -> {"pid", "url"}`` of every engine (its supervisor's pid, and ``supervision``: what the
+        supervisor wrote) and of the gateway this deployment started."""
+        found = {name: {"pid": h.pid, "url": h.url, **({"supervision": self.supervision(name)} if h.supervised
+                                                       else {})}
+                 for name, h in self.handles().items()}
         if self.gateway_state():
             found["gateway"] = self.gateway_state()
         return found
@@ -258,3 +246,4 @@ class Deployment:
     def stop_all(self) -> list[str]:
         """Stop every process of :meth:`processes`; returns the names stopped."""
         return [name for name, proc in self.processes().items() if stop_process(proc.get("pid"))]
+

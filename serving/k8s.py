@@ -14,7 +14,7 @@ or :func:`apply_manifests`.
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .engines import OFFLINE_ENV, sglang_command
+from .engines import OFFLINE_ENV, SGLangEngine, sglang_command
 
 PART_OF = "crawl2serve"
 DEFAULT_TOLERATIONS = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
@@ -64,7 +64,7 @@ def sglang_manifests(*, name: str, namespace: str, image: str, model_path: str, 
                              served_name=served_name, adapters=dict(adapters) if adapters else None,
                              max_lora_rank=max_lora_rank, lora=lora, extra_args=args)
     gpu = str(gpus)
-    probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 5}
+    probe = {"httpGet": {"path": SGLangEngine.health_path, "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 5}
     container = {
         "name": "sglang",
         "image": image,
@@ -85,7 +85,9 @@ def sglang_manifests(*, name: str, namespace: str, image: str, model_path: str, 
     if data_claim:
         container["volumeMounts"].append({"name": "data", "mountPath": data_mount})
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": data_claim}})
-    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes,
+    # The kubelet restarts a dead or unresponsive engine (liveness probe) with its own backoff: the local
+    # supervisor's job (serving/supervisor.py) on a cluster. Always is a Deployment's only policy; said here.
+    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes, "restartPolicy": "Always",
                                 "terminationGracePeriodSeconds": 60}
     if node_selector:
         pod_spec["nodeSelector"] = dict(node_selector)

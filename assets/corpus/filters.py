@@ -24,15 +24,13 @@ a permissive value (0 for a minimum, ``float("inf")`` for a maximum).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import numpy as np
-
 from assets.corpus.en_words import sentence_count
+from assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii  # noqa: F401 (re-exported; PII lives in pii.py)
 from assets.corpus.text_stats import TextStats
 
 __all__ = [
@@ -160,184 +158,6 @@ def normalize_text(text: str, *, keep_indentation: bool = False) -> str:
     while "\n\n\n" in text:
         text = text.replace("\n\n\n\n", "\n\n").replace("\n\n\n", "\n\n")
     return text.strip("\n") if keep_indentation else text.strip()
-
-
-# ----- PII ---------------------------------------------------------------------------------------
-PII_PLACEHOLDERS = {"email": "<EMAIL>", "ip_address": "<IP_ADDRESS>", "phone": "<PHONE>"}
-
-# local@domain.tld: a dotted domain ending in an alphabetic TLD ("user@localhost" and decorators
-# like "@property" do not match).
-_EMAIL_RE = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
-)
-# Exactly four dot-separated octets 0-255 without leading zeros, not part of a longer dotted
-# number: "3.11.7" (three parts) and "1.2.3.4.5" (five parts) do not match.
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4_RE = re.compile(rf"(?<![\w.])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.[0-9])")
-# IPv6 candidates (hex groups and colons, optionally ending in an embedded IPv4), then validated by
-# ``ipaddress`` and by _ipv6_specific (see there) to keep C++ ``a::b`` and slices ``x[1::2]`` out.
-_IPV6_RE = re.compile(
-    r"(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:]{2,39}"
-    r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3})?(?![\w:]|\.[0-9])"
-)
-# Phones, two forms, each with separators, so plain digit runs (ids, timestamps, 1234567890123 in
-# code) never match:
-#   international: "+" country code (1-3 digits, no leading 0) then 1-6 groups of 1-5 digits, the
-#     groups separated by at most one space, dot or hyphen and optionally parenthesized:
-#     "+44 20 7946 0958", "+1 (415) 555-2671", "+14155552671" (E.164);
-#   NANP: optional "1" / "+1", area code [2-9]XX (optionally in parentheses), exchange [2-9]XX,
-#     line XXXX, separated by space, dot or hyphen: "(415) 555-2671", "415.555.2671", "1-800-555-0199".
-# A match must hold 9 to 15 digits (E.164 allows 15).
-_PHONE_RE = re.compile(
-    r"(?<![\w+.-])(?:"
-    r"\+[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,5}\)|[0-9]{1,5})){1,6}"
-    r"|(?:1[ .-]?)?(?:\([2-9][0-9]{2}\)[ .-]?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
-    r")(?!\w|[.-][0-9])"
-)
-
-
-def _ipv6_specific(candidate: str) -> bool:
-    """A valid IPv6 address written specifically enough not to be code.
-
-    Kept: the full 8-group form, any form embedding an IPv4 address, and compressed (``::``) forms
-    with three or more groups (``2001:db8::1``) or with two groups of which one is four hex digits
-    holding a letter (``fe80::1``). Rejected: ``::``, ``::1`` (loopback), slices such as
-    ``x[1000::2]``, scopes such as ``a::b`` or ``abc::def``.
-    """
-    try:
-        ipaddress.IPv6Address(candidate)
-    except ValueError:
-        return False
-    if "." in candidate:
-        return True
-    groups = [g for g in candidate.split(":") if g]
-    if "::" not in candidate:
-        return len(groups) == 8
-    if len(groups) < 2:
-        return False
-    return len(groups) >= 3 or (len(groups) == 2 and any(len(g) == 4 and not g.isdigit() for g in groups))
-
-
-_H_DIGIT, _H_AT, _H_COLON, _H_DOT, _H_PLUS = 1, 2, 3, 4, 5
-_PII_HINT_CLASS = np.zeros(0x10001, dtype=np.uint8)
-_PII_HINT_CLASS[ord("0") : ord("9") + 1] = _H_DIGIT
-for _ch, _k in (("@", _H_AT), (":", _H_COLON), (".", _H_DOT), ("+", _H_PLUS)):
-    _PII_HINT_CLASS[ord(_ch)] = _k
-
-
-def _pii_windows(text: str) -> list[tuple[int, int]]:
-    """Sorted, disjoint spans of ``text`` that may hold PII, each bounded by whitespace or the text's ends.
-
-    Every match of the PII patterns lies inside one of them: an email holds ``@``; an IPv4 address
-    a digit-dot-digit; an IPv6 address two colons at most five characters apart; a phone a ``+`` and
-    digit (then at most ~55 characters), or a separator followed by four digits (preceded by at most
-    ~17 characters). The hints are found with numpy in one pass over the code points, so text without
-    them costs no regex scan; span edges sit on whitespace, which the patterns' boundary look-arounds
-    treat exactly like the text's ends.
-    """
-    cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    n = cp.size
-    padded = np.zeros(n + 2, dtype=np.uint8)  # padded[i + 1] is the hint class of cp[i]
-    _PII_HINT_CLASS.take(cp, mode="clip", out=padded[1:-1])
-    pos = np.flatnonzero(padded) - 1  # the sparse positions of digits and of @ : . +
-    kind = padded[pos + 1]
-    starts: list[np.ndarray] = []
-    ends: list[np.ndarray] = []
-
-    def hint(found: np.ndarray, before: int, after: int) -> None:
-        if found.size:
-            starts.append(np.maximum(found - before, 0))
-            ends.append(np.minimum(found + after, n))
-
-    def is_digit(at: np.ndarray) -> np.ndarray:  # at in [-1, n]
-        return padded[at + 1] == _H_DIGIT
-
-    hint(pos[kind == _H_AT], 0, 1)
-    colons = pos[kind == _H_COLON]
-    if colons.size > 1:
-        hint(colons[:-1][np.diff(colons) <= 5], 0, 1)
-    dots = pos[kind == _H_DOT]  # is_digit(dots - 1) and (dots + 1) stay within [-1, n]
-    if dots.size:
-        hint(dots[is_digit(dots - 1) & is_digit(dots + 1)], 0, 1)
-    plus = pos[kind == _H_PLUS]
-    if plus.size:
-        hint(plus[is_digit(plus + 1)], 0, 60)
-    digits = pos[kind == _H_DIGIT]
-    if digits.size >= 4:
-        run4 = digits[:-3][digits[3:] - digits[:-3] == 3]  # first of four consecutive digits
-        sep = run4[run4 >= 2] - 1  # sep - 1 >= 0
-        if sep.size:
-            c = cp[sep]
-            hint(sep[((c == 32) | (c == 46) | (c == 45)) & is_digit(sep - 1)], 30, 5)
-    if not starts:
-        return []
-    a = np.concatenate(starts)
-    b = np.concatenate(ends)
-    space = np.flatnonzero(cp <= 32)
-    i = np.searchsorted(space, a)  # first whitespace at or after a: the one before is space[i - 1]
-    a = np.where(i > 0, space[np.maximum(i - 1, 0)] + 1 if space.size else 0, 0)
-    j = np.searchsorted(space, b)
-    b = np.where(j < space.size, space[np.minimum(j, space.size - 1)] if space.size else n, n)
-    order = np.argsort(a, kind="stable")
-    windows: list[tuple[int, int]] = []
-    for lo, hi in zip(a[order].tolist(), b[order].tolist()):
-        if windows and lo <= windows[-1][1]:
-            if hi > windows[-1][1]:
-                windows[-1] = (windows[-1][0], hi)
-        else:
-            windows.append((lo, hi))
-    return windows
-
-
-def _scrub_span(span: str, counts: dict[str, int]) -> str:
-    if "@" in span:
-        span, k = _EMAIL_RE.subn(PII_PLACEHOLDERS["email"], span)
-        counts["email"] += k
-
-    def ipv6(m: re.Match[str]) -> str:
-        if _ipv6_specific(m.group()):
-            counts["ip_address"] += 1
-            return PII_PLACEHOLDERS["ip_address"]
-        return m.group()
-
-    def phone(m: re.Match[str]) -> str:
-        if 9 <= sum(ch in "0123456789" for ch in m.group()) <= 15:
-            counts["phone"] += 1
-            return PII_PLACEHOLDERS["phone"]
-        return m.group()
-
-    if ":" in span:
-        span = _IPV6_RE.sub(ipv6, span)
-    if "." in span:
-        span, k = _IPV4_RE.subn(PII_PLACEHOLDERS["ip_address"], span)
-        counts["ip_address"] += k
-    return _PHONE_RE.sub(phone, span)
-
-
-def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
-    """Replace emails, IP addresses and phone numbers; return the text and counts per kind.
-
-    Kinds (keys of the counts, always all present): ``email`` -> ``<EMAIL>``, ``ip_address`` (IPv4
-    and IPv6) -> ``<IP_ADDRESS>``, ``phone`` -> ``<PHONE>``. Applied in that order (emails first, so
-    an address's domain is never read as anything else; IPs before phones). The patterns and what
-    they deliberately leave alone (version strings, plain digit runs, C++ scopes) are documented at
-    their definitions. Four-part version strings such as ``1.2.3.4`` are indistinguishable from
-    IPv4 addresses and are replaced. The regexes run only on the few spans that
-    :func:`_pii_windows` marks, not over the whole text.
-    """
-    counts = {"email": 0, "ip_address": 0, "phone": 0}
-    windows = _pii_windows(text)
-    if not windows:
-        return text, counts
-    pieces: list[str] = []
-    last = 0
-    for lo, hi in windows:
-        pieces.append(text[last:lo])
-        pieces.append(_scrub_span(text[lo:hi], counts))
-        last = hi
-    pieces.append(text[last:])
-    return "".join(pieces), counts
 
 
 # ----- rules -------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ def sglang_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
     """The MLflow ``champion`` of ``crawl2serve-lora`` served behind the OpenAI-compatible gateway.
 
     Starts (or reuses) the engine: SGLang ``launch_server`` in its own environment on a GPU host, the CPU engine
-    (``transformers serve``) elsewhere. A new champion is loaded beside the running versions, smoke-tested with
+    (``transformers serve``, memory bounded by ``cpu_memory_budget_mb``) elsewhere; locally under a supervisor
+    that restarts it when it dies. A new champion is loaded beside the running versions, smoke-tested with
     and without its adapter, and only then routed (all traffic, or ``canary_share`` of it); earlier versions
     stay loaded for an instant rollback. The gateway (``python -m serving gateway``) is started if it is not
     running. Comes from ``registered_model``.

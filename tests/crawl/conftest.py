@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import socket
 import struct
@@ -289,15 +290,49 @@ def gzipped(body: bytes, content_type: str = "text/html; charset=utf-8") -> Hand
     return h
 
 
+def raw(status_line: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"<html><body>x</body></html>") -> Handler:
+    """A response written byte for byte as given (any bytes in any header), then Content-Length and close."""
+
+    async def h(req: Request, w: asyncio.StreamWriter) -> None:
+        head = status_line + b"\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+        w.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        await w.drain()
+
+    return h
+
+
+def trickle(body: bytes, chunk: int = 16384, pause: float = 0.01, content_type: str = "text/plain") -> Handler:
+    """The body in ``chunk``-byte writes with a pause between them: the client sees many small reads."""
+
+    async def h(req: Request, w: asyncio.StreamWriter) -> None:
+        w.write(_head(200, [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")]))
+        for i in range(0, len(body), chunk):
+            w.write(body[i : i + chunk])
+            await w.drain()
+            await asyncio.sleep(pause)
+
+    return h
+
+
 # the helpers travel with the fixture (tests never import conftest): ``server.page(...)`` etc.
 for _helper in (page, not_found, redirect, sequence, stall, stall_headers, drip, reset_mid_headers, reset_mid_body,
-                gzipped):
+                gzipped, raw, trickle):
     setattr(LoopbackServer, _helper.__name__, staticmethod(_helper))
 LoopbackServer.big_body = lambda self, key, total, **kw: big_body(self, key, total, **kw)
 
 
 @pytest.fixture
 def server():
+    s = LoopbackServer().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def server2():
+    """A second server on its own port: another origin on the same host."""
     s = LoopbackServer().start()
     try:
         yield s
@@ -318,6 +353,8 @@ FAST = dict(
     concurrency=4,
     per_host_concurrency=4,
     progress_every_s=3600.0,
+    robots_retry_s=0.05,
+    robots_retry_max_s=0.2,
 )
 
 
@@ -342,7 +379,9 @@ def crawl(tmp_path):
         d = directory or tmp_path / f"crawl{next(counter)}"
         root = DataRoot(url=str(d))
         store = CrawlStore(root, root.root)
-        settings = CrawlSettings(seeds=tuple([seeds] if isinstance(seeds, str) else seeds), **{**FAST, **overrides})
+        known = {f.name for f in dataclasses.fields(CrawlSettings)}  # FAST also runs an older crawler unchanged
+        fast = {k: v for k, v in FAST.items() if k in known}
+        settings = CrawlSettings(seeds=tuple([seeds] if isinstance(seeds, str) else seeds), **{**fast, **overrides})
         logs: list[str] = []
         summary = asyncio.run(asyncio.wait_for(Crawler(settings, store, logs.append).run(), wall_limit_s))
         df = final_manifest(store)

@@ -11,6 +11,7 @@ import time
 import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
+from assets.crawl.urls import normalize_url
 from assets.crawl.warc import iter_records
 
 
@@ -202,9 +203,10 @@ def test_robots_crawl_delay_is_respected(server, crawl):
 def test_robots_server_error_means_everything_disallowed(server, crawl):
     server.route("/robots.txt", server.page("down", status=503, content_type="text/plain"))
     url = server.route("/page", server.page(html()))
-    r = crawl([url])
-    assert r.row(url)["error"] == "robots_disallowed"
+    r = crawl([url], robots_max_waits=2)
+    assert r.row(url)["error"] == "robots_unreachable:http_503"
     assert "/page" not in server.paths()
+    assert server.paths().count("/robots.txt") == 3  # fetched again each time the page came back
 
 
 # -- 8. content types -------------------------------------------------------------------------------
@@ -332,7 +334,7 @@ def test_private_addresses_are_blocked_before_connecting(server, crawl):
     r = crawl([index], allowed_hosts=hosts, private_hosts=("127.0.0.1",), connect_timeout_s=0.05, max_retries=0)
     assert time.monotonic() - t0 < 10
     for url, path in targets.items():
-        row = r.row(url)
+        row = r.row(normalize_url(url))  # [::ffff:127.0.0.1] is spelled [::ffff:7f00:1] (RFC 5952)
         assert row["error"] == "blocked_address", row
         assert row["status"] is None and row["warc_file"] is None
         if path:

@@ -59,7 +59,8 @@ from assets.crawl.urls import Scope, host_of, ip_literal, is_public_address, nor
         ("http://[::1]:8080/x", "http://[::1]:8080/x"),
         ("http://[2001:DB8::1]/", "http://[2001:db8::1]/"),
         ("http://[::1]:80/", "http://[::1]/"),
-        ("https://[::ffff:10.0.0.1]/", "https://[::ffff:10.0.0.1]/"),
+        ("https://[::ffff:10.0.0.1]/", "https://[::ffff:a00:1]/"),  # RFC 5952 spelling, as WHATWG serializes
+        ("http://[0:0:0:0:0:0:0:1]:8080/", "http://[::1]:8080/"),
     ],
 )
 def test_normalize_url(url, expected):
@@ -106,7 +107,7 @@ def test_host_and_origin():
     assert host_of("http://[::1]:8080/x") == "::1"
     assert origin_of("http://example.com:8080/x?y") == "http://example.com:8080"
     assert ip_literal("[::1]") == "::1" and ip_literal("10.0.0.1") == "10.0.0.1"
-    assert ip_literal("example.com") is None and ip_literal("2130706433") is None
+    assert ip_literal("example.com") is None and ip_literal("2130706433") == "127.0.0.1"
 
 
 # -- Scope ------------------------------------------------------------------------------------------
@@ -235,3 +236,44 @@ def test_extract_links_with_unknown_or_wrong_charset():
     for ctype in ("text/html; charset=utf-8", "text/html; charset=x-no-such-charset", "text/html", None):
         links = extract_links(body, BASE, ctype)
         assert "http://example.com/plain" in links, ctype
+
+
+# -- IPv4 in every spelling inet_aton and browsers accept (WHATWG host parsing) ------------------------------
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "017700000001", "0177.0.0.1", "127.1", "0x7f000001",
+                                  "0x7F.0.0.1", "127.0.0.1.", "0177.0x0.0.01"])
+def test_every_spelling_of_loopback_is_127_0_0_1(host):
+    assert normalize_url(f"http://{host}:8080/x") == "http://127.0.0.1:8080/x"
+    assert ip_literal(host.rstrip(".")) == "127.0.0.1"
+
+
+@pytest.mark.parametrize("url", ["http://1.2.3.4.5/", "http://256.1.1.1/", "http://1.2.3.0x100/", "http://08/",
+                                 "http://4294967296/", "http://example.123/"])
+def test_a_host_that_ends_in_a_number_but_is_no_ipv4_address_is_refused(url):
+    assert normalize_url(url) is None
+
+
+def test_names_that_only_look_numeric_stay_names():
+    assert normalize_url("http://0x1g.example/") == "http://0x1g.example/"
+    assert normalize_url("http://1.2.3.example/") == "http://1.2.3.example/"
+    assert ip_literal("ab.0x1g") is None
+
+
+@pytest.mark.parametrize("address", ["::127.0.0.1", "::10.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a00:1",
+                                     "64:ff9b:1::808:808", "2002:7f00:1::", "2002:a00:1::1", "::ffff:0:7f00:1",
+                                     "2001:0:4136:e378:8000:63bf:80ff:fffe", "fec0::1"])
+def test_ipv6_that_embeds_an_internal_ipv4_address_is_internal(address):
+    assert is_public_address(address) is False
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "::8.8.8.8"])
+def test_ipv6_that_embeds_a_public_ipv4_address_is_public(address):
+    assert is_public_address(address) is True
+
+
+def test_origin_key_spells_out_scheme_host_and_port():
+    from assets.crawl.urls import origin_key
+
+    assert origin_key("http://example.com/a") == "http://example.com:80"
+    assert origin_key("https://example.com/a") == "https://example.com:443"
+    assert origin_key("http://127.0.0.1:18801/x") != origin_key("http://127.0.0.1:18808/x")
+    assert origin_key("http://[::1]:8080/") == "http://[::1]:8080"

@@ -257,7 +257,10 @@ def test_sglang_manifests_validate(kwargs):
     (container,) = spec["containers"]
     gpus = str(kwargs["gpus"])
     assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
-    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    # a dead or hung engine is restarted by the kubelet; traffic leaves a pod that is not ready
+    assert spec["restartPolicy"] == "Always"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     assert next(v for v in spec["volumes"] if v["name"] == "dshm")["emptyDir"]["medium"] == "Memory"
     extra = list(kwargs.get("extra_args", []))

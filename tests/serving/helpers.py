@@ -113,3 +113,29 @@ def silent_server():
         for conn in accepted:
             conn.close()
         server.close()
+
+
+async def longest_loop_stall(work, interval_s: float = 0.005) -> tuple[object, float]:
+    """``(result of awaiting work, longest gap in seconds between ticks of a task on the same loop)``: what a
+    blocking call inside ``work`` would show as a stall as long as itself."""
+    import asyncio
+    import time
+
+    gaps, stop = [0.0], asyncio.Event()
+
+    async def ticker():
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(interval_s)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(interval_s * 2)
+    try:
+        result = await work
+    finally:
+        stop.set()
+        await task
+    return result, max(gaps)
