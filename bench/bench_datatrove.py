@@ -253,7 +253,7 @@ def prepare(args) -> list[dict]:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "pages.jsonl"
-    key = {"root": args.pages_root, "per_package": args.per_package, "seed": args.seed, "version": 2}
+    key = {"root": args.pages_root, "per_package": args.per_package, "seed": args.seed, "version": 3}
     if cache.exists() and (work / "key.json").exists() and json.loads((work / "key.json").read_text()) == key:
         return read_jsonl(cache)
     paths = select_pages(args.pages_root, args.per_package, args.seed)
