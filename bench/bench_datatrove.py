@@ -414,6 +414,37 @@ def report_agreement(args, pages: list[dict]) -> None:
           f"trafilatura {sorted(b for _, b in lens)[len(lens) // 2]})")
 
 
+def report_extraction(pages: list[dict]) -> None:
+    """What extraction alone changes: datatrove's filters on our text vs on trafilatura's, by the rules that
+    decided, with the median text measures of each class (trafilatura's / ours)."""
+    from statistics import median
+
+    from assets.corpus.en_words import DATATROVE_TERMINALS
+
+    def facts(text: str) -> tuple[int, int, float]:
+        lines = [line for line in text.split("\n") if line.strip()]
+        ends = sum(line.rstrip().endswith(DATATROVE_TERMINALS) for line in lines) / max(len(lines), 1)
+        return len(text), len(lines), ends
+
+    groups: dict[tuple[str, str], list[tuple]] = {}
+    for p in pages:
+        a, b = p["dt"], p["dt_traf"]
+        if a["kept"] != b["kept"]:
+            key = (a["reason"] or "kept", b["reason"] or "kept")
+            groups.setdefault(key, []).append((facts(p["text"]), facts(p["traf_text"]), p["id"].split("/")[4]))
+    n = sum(map(len, groups.values()))
+    print(f"\nEXTRACTION (datatrove's filters on our text vs on trafilatura's): {n} pages decided differently")
+    print(f"  {'pages':>5}  {'on our text':<30} {'on trafilatura text':<30} {'chars t/o':>9} {'lines t/o':>9} "
+          f"{'punct lines o -> t':>18}  packages")
+    for (ours, traf), rows in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:10]:
+        chars = median(t[0] / max(o[0], 1) for o, t, _ in rows)
+        lines = median(t[1] / max(o[1], 1) for o, t, _ in rows)
+        punct = (median(o[2] for o, _, _ in rows), median(t[2] for _, t, _ in rows))
+        pkgs = Counter(k.split("_")[0] for _, _, k in rows).most_common(3)
+        print(f"  {len(rows):>5}  {ours:<30} {traf:<30} {chars:>9.2f} {lines:>9.2f} {punct[0]:>8.2f} -> {punct[1]:.2f}  "
+              + ", ".join(f"{k} {v}" for k, v in pkgs))
+
+
 def report_probes(args) -> None:
     """The two known differences, on small texts: both sides decide on the same input."""
     from assets.corpus.thresholds import FINEWEB
@@ -565,6 +596,7 @@ def main() -> None:
     print(f"{len(pages)} English pages from {args.pages_root} ({args.per_package} per package at most, seed "
           f"{args.seed})")
     report_agreement(args, pages)
+    report_extraction(pages)
     report_probes(args)
     report_tokenizer(args, Path(args.work), pages)
     if not args.skip_throughput:
