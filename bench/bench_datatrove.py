@@ -441,8 +441,8 @@ def report_extraction(pages: list[dict]) -> None:
         lines = median(t[1] / max(o[1], 1) for o, t, _ in rows)
         punct = (median(o[2] for o, _, _ in rows), median(t[2] for _, t, _ in rows))
         pkgs = Counter(k.split("_")[0] for _, _, k in rows).most_common(3)
-        print(f"  {len(rows):>5}  {ours:<30} {traf:<30} {chars:>9.2f} {lines:>9.2f} {punct[0]:>8.2f} -> {punct[1]:.2f}  "
-              + ", ".join(f"{k} {v}" for k, v in pkgs))
+        print(f"  {len(rows):>5}  {ours:<30} {traf:<30} {chars:>9.2f} {lines:>9.2f} {punct[0]:>8.2f} -> "
+              f"{punct[1]:.2f}  " + ", ".join(f"{k} {v}" for k, v in pkgs))
 
 
 def report_probes(args) -> None:

@@ -12,8 +12,9 @@ and FineWeb's (profile ``fineweb``, as datatrove's FineWeb pipeline runs them)::
 
 The first failing rule drops the document; later rules are not evaluated. Rules before C4 read the
 normalized text; C4 removes lines, and the rules after it read the text C4 kept. Rules share one
-:class:`TextStats` per text, so a text is tokenized once. PII scrubbing runs last so that the rules judge the real text (a placeholder such as
-``<EMAIL>`` would change word, symbol and line statistics), and only kept documents pay for it.
+:class:`TextStats` per text, so a text is tokenized once. PII scrubbing runs last so that the rules
+judge the real text (a placeholder such as ``<EMAIL>`` would change word, symbol and line statistics), and
+only kept documents pay for it.
 """
 
 from __future__ import annotations

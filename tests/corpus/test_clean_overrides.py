@@ -70,14 +70,15 @@ def test_bool_and_tuple_thresholds_are_overridden_from_run_config(root):
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert meta["clean_documents"]["overrides"].value == {
         "c4_quality.filter_curly_bracket": False, "gopher_repetition.dup_n_grams": [[5, 0.9]]}
-    assert meta["clean_documents"]["rule_order"].value == "gopher_repetition -> gopher_quality -> c4_quality -> fineweb_quality"
+    order = "gopher_repetition -> gopher_quality -> c4_quality -> fineweb_quality"
+    assert meta["clean_documents"]["rule_order"].value == order
 
 
 def test_an_override_of_the_wrong_type_is_refused_naming_the_field(root):
     with pytest.raises(dg.DagsterInvalidConfigError, match=r"overrides:c4_quality:filter_curly_bracket.*Bool"):
         materialize(root, {"profile": "fineweb", "overrides": {"c4_quality": {"filter_curly_bracket": 0}}})
-    result = materialize(root, {"profile": "fineweb", "overrides": {"gopher_repetition": {"dup_n_grams": [[5.5, 0.9]]}}},
-                         raise_on_error=False)
+    bad_pair = {"gopher_repetition": {"dup_n_grams": [[5.5, 0.9]]}}
+    result = materialize(root, {"profile": "fineweb", "overrides": bad_pair}, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "'gopher_repetition.dup_n_grams[0][0]': expected an int, got 5.5" in str(failure.event_specific_data.error)

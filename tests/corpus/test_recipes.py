@@ -233,7 +233,8 @@ def test_fineweb_datatrove_line_ends_and_unstripped_lines():
     assert rule.check(quoted) == "line_punct_ratio<0.12"  # datatrove's line ends hold no quotes
     assert FineWebQuality().check(quoted) is None  # crawl2serve's do
     # lines are not stripped: 35 lines of 28 characters after 3 spaces of indentation are not short
-    indented = [line if i % 8 == 0 else f"   item {i:02d} of a list, no end at all"[:31] for i, line in enumerate(lines)]
+    indented = [line if i % 8 == 0 else f"   item {i:02d} of a list, no end at all"[:31]
+                for i, line in enumerate(lines)]
     assert rule.check(TextStats("\n".join(indented))) is None
     assert rule.check(TextStats("\n".join(line.strip() for line in indented))) == "short_line_ratio>0.67"
 
@@ -270,9 +271,11 @@ def test_typed_overrides_keep_bools_tuples_and_choices():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"c4_quality.filter_curly_bracket": 0.0}, "'c4_quality.filter_curly_bracket': expected a bool (true/false), got 0.0"),
+    ({"c4_quality.filter_curly_bracket": 0.0},
+     "'c4_quality.filter_curly_bracket': expected a bool (true/false), got 0.0"),
     ({"gopher_repetition.top_n_grams": [[2.5, 0.2]]}, "'gopher_repetition.top_n_grams[0][0]': expected an int"),
-    ({"gopher_repetition.top_n_grams": [2, 0.2]}, "'gopher_repetition.top_n_grams[0]': expected a list [an int, a number]"),
+    ({"gopher_repetition.top_n_grams": [2, 0.2]},
+     "'gopher_repetition.top_n_grams[0]': expected a list [an int, a number]"),
     ({"gopher_repetition.top_n_grams": 0.2}, "'gopher_repetition.top_n_grams': expected a list of a list"),
     ({"gopher_quality.measure": "spacy"}, "'gopher_quality.measure': expected one of 'crawl2serve', 'datatrove'"),
     ({"c4_quality.min_num_sentences": True}, "'c4_quality.min_num_sentences': expected an int"),
