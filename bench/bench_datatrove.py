@@ -21,17 +21,22 @@ C4QualityFilter(filter_no_terminal_punct=False) -> FineWebQualityFilter()``, aga
 
 Pages: every HTML page of the English Debian documentation packages under ``--pages-root`` (at most
 ``--per-package`` per package, a seeded sample), kept where our extractor's CLD2 says English (the
-pipeline's language step). Printed:
+pipeline's language step). Trafilatura runs as datatrove's ``Trafilatura(favour_precision=True).extract``
+(without the extractor's 1 s per-page sandbox). Printed:
 
-- filters only (same extracted text, ours): keep/drop agreement overall, the confusion matrix, and per
-  rule how often each side's rule fires on the same documents (each rule run alone on the same input; FineWeb
-  on datatrove's C4 output); the disagreements listed by the rules that decided them;
-- end to end: datatrove's filters on trafilatura's text (``Trafilatura(favour_precision=True)`` as datatrove
-  calls it) against ours on our extractor's text, and datatrove's filters on our text against datatrove's on
-  trafilatura's (what extraction alone moves);
-- our word tokenizer against spaCy's (``spacy.blank("en")``, datatrove's English word tokenizer);
+- filters only, the same extracted text to both (ours, then trafilatura's): keep/drop agreement and who
+  keeps what; datatrove also on our normalized text (what our normalization alone moves); per rule, how
+  often each side's rule fires on the same documents (each rule alone on the same input; FineWeb on
+  datatrove's C4 output); every disagreement with the rules that decided it and its class (datatrove re-run
+  with one normalization step at a time: the step that makes it decide as we do names the class);
+- end to end: ours on our extractor's text against datatrove on trafilatura's, and datatrove on our text
+  against datatrove on trafilatura's (what extraction alone moves), with a table of those extraction
+  differences (rules, text and line ratios, packages);
+- the two known differences probed on small texts, both sides' decisions;
+- our punctuation and terminal sets against datatrove's, and our word tokenizer against spaCy's
+  (``spacy.blank("en")``, datatrove's English word tokenizer);
 - throughput, alternating ours / datatrove in repeated rounds on the same texts: filters only, and end to end
-  (HTML -> text -> filters; ours also runs CLD2 language id inside extraction).
+  on every k-th page (HTML -> text -> filters; ours also runs language id inside extraction).
 """
 
 from __future__ import annotations
