@@ -31,6 +31,7 @@ from icu4py.breakers import WordBreaker
 __all__ = [
     "NO_SPACE_SCRIPTS",
     "count_suffix_stop_words",
+    "has_no_space",
     "icu_words",
     "is_no_space",
     "line_word_count",
@@ -71,9 +72,13 @@ def is_no_space(codepoints: np.ndarray) -> np.ndarray:
     return out
 
 
-def _has_no_space(text: str) -> bool:
+def has_no_space(text: str) -> bool:
+    """Does ``text`` hold a character of a script written without spaces?"""
     cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     return bool(is_no_space(cp).any())
+
+
+_has_no_space = has_no_space
 
 
 def icu_boundaries(text: str, codepoints: np.ndarray | None = None) -> np.ndarray:
