@@ -741,6 +741,13 @@ class ColumnVerdict:
     drifted: bool
     verdict: str
 
+    @property
+    def reference_label(self) -> str:
+        """The reference, and why it is the fallback (``"corpus (baseline n=6 < 200)"``); ``"-"`` for none."""
+        if self.reference is None:
+            return "-"
+        return self.reference + (f" ({self.note})" if self.note and self.p_value is not None else "")
+
 
 @dataclass
 class DriftVerdict:
@@ -783,10 +790,7 @@ class DriftVerdict:
 
     def rows(self) -> list[tuple]:
         """One row per column: :attr:`TABLE_HEADER` (p and PSI rounded for reading; exact in :attr:`columns`)."""
-        def ref(v: ColumnVerdict) -> str:
-            return "-" if v.reference is None else v.reference + (f" ({v.note})" if v.note else "")
-
-        return [(v.column, ref(v), v.test or "-", "-" if v.p_value is None else f"{v.p_value:.3g}",
+        return [(v.column, v.reference_label, v.test or "-", "-" if v.p_value is None else f"{v.p_value:.3g}",
                  "-" if v.psi is None else f"{v.psi:.3f}", v.n_reference, v.n_current, v.verdict)
                 for v in self.columns.values()]
 
@@ -839,22 +843,26 @@ def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | p
         kind = "categorical" if c in CATEGORICAL_COLUMNS or not pd.api.types.is_numeric_dtype(cur[c]) \
             else "numerical"
         cur_values = cur[c].dropna()
-        sizes = [(src, v) for src in sources.get(c, ("baseline", "corpus"))
-                 if (v := _values(frames[src], c)) is not None]
-        chosen = next(((src, v) for src, v in sizes if len(v) >= rule.min_reference), None)
-        short = [f"{src} n={len(v)} < {rule.min_reference}" for src, v in sizes
-                 if len(v) < rule.min_reference and (chosen is None or src != chosen[0])]
-        largest = max((len(v) for _, v in sizes), default=0)
-        if chosen is None:
-            why = "; ".join(short) if short else f"no {' or '.join(sources.get(c, ('reference',)))}"
-            untested[c] = ColumnVerdict(c, kind, None, why, None, None, None, None, largest, len(cur_values),
-                                        False, f"no verdict ({why})")
-        elif len(cur_values) < rule.min_current:
-            why = f"n_cur={len(cur_values)} < {rule.min_current}"
-            untested[c] = ColumnVerdict(c, kind, None, why, None, None, None, None, len(chosen[1]),
-                                        len(cur_values), False, f"no verdict ({why})")
+        order = sources.get(c, ("baseline", "corpus"))
+        chosen, passed_over = None, []
+        for src in order:
+            values = _values(frames[src], c)
+            if values is not None and len(values) >= rule.min_reference:
+                chosen = (src, values)
+                break
+            passed_over.append(f"no {src}" if values is None or values.empty
+                               else f"{src} n={len(values)} < {rule.min_reference}")
+        reasons = [] if chosen is not None else passed_over
+        if len(cur_values) < rule.min_current:
+            reasons.append(f"n_cur={len(cur_values)} < {rule.min_current}")
+        if reasons:
+            why = "; ".join(reasons)
+            n_ref = len(chosen[1]) if chosen is not None else max(
+                (len(v) for src in order if (v := _values(frames[src], c)) is not None), default=0)
+            untested[c] = ColumnVerdict(c, kind, None if chosen is None else chosen[0], why, None, None, None, None,
+                                        n_ref, len(cur_values), False, f"no verdict ({why})")
         else:
-            plans[c] = (kind, chosen[0], "; ".join(short), chosen[1], cur_values)
+            plans[c] = (kind, chosen[0], "; ".join(passed_over), chosen[1], cur_values)
 
     tested = list(plans)
     p_threshold = rule.alpha / len(tested) if tested else None
