@@ -41,7 +41,9 @@ rule and with the new one (:func:`assets.monitoring.drift.drift_verdict`), on th
   requests of ``python -m serving demo``, short document openings with 16-token answers);
 * clearly shifted hours (baseline: the 24 previous in-distribution hours): ``language`` (every prompt in
   German or French), ``long_prompts`` (3-10 pasted documents per prompt), ``latency_x3`` (latency and TTFT
-  x3), ``error_burst`` (20% of requests fail with a 5xx).
+  x3), ``error_burst`` (20% of requests fail with a 5xx); and, not part of the goal, moderate shifts (30% of
+  prompts in another language, prompts twice as long, latency x1.5, 5% errors) and a negligible one in
+  large hours (latency x1.1 in 2,000-request hours: what PSI is there to ignore).
 
 Prints, per rule, the share of in-distribution hours flagged (false positives) and of shifted hours flagged
 (detection), per group and overall, and variants of the new rule (no PSI, no p-value, no Bonferroni,
@@ -60,7 +62,7 @@ _ap.add_argument("mode", nargs="?", default="throughput", choices=["throughput",
 _ap.add_argument("--rows", type=int, default=100_000, help="throughput: requests in the current window")
 _ap.add_argument("--reference-docs", type=int, default=3_000)
 _ap.add_argument("--baseline-rows", type=int, default=20_000)
-_ap.add_argument("--hours", type=int, default=25, help="rates: hours per group (3 in-distribution, 4 shifted)")
+_ap.add_argument("--hours", type=int, default=25, help="rates: hours per group (3 in-distribution, 4 clear and 4 moderate shifts)")
 _ap.add_argument("--seed", type=int, default=0, help="rates: seed of the simulated traffic")
 _ap.add_argument("--no-old", action="store_true", help="rates: skip main's old rule (Evidently, ~1 s per hour)")
 _ap.add_argument("--cores", type=int, default=None, help="pin to the first N cores (before polars starts)")
@@ -344,24 +346,39 @@ def hour_size(rng: np.random.Generator) -> int:
     return int(round(np.exp(rng.uniform(lo, hi))))
 
 
+#: shift -> (share of prompts in German/French, prompt kind, latency factor, share of 5xx)
+SHIFT_PARAMS = {
+    None: (0.0, "snippet", 1.0, 0.005),
+    "language": (1.0, "snippet", 1.0, 0.005), "long_prompts": (0.0, "documents", 1.0, 0.005),
+    "latency_x3": (0.0, "snippet", 3.0, 0.005), "error_burst": (0.0, "snippet", 1.0, 0.2),
+    # moderate shifts, not part of the goal: where detection fades
+    "language_30%": (0.3, "snippet", 1.0, 0.005), "prompts_x2": (0.0, "snippet_x2", 1.0, 0.005),
+    "latency_x1.5": (0.0, "snippet", 1.5, 0.005), "errors_5%": (0.0, "snippet", 1.0, 0.05),
+    # a negligible change in large hours (2,000 requests): a p-value alone flags it, PSI does not
+    "latency_x1.1_large": (0.0, "snippet", 1.1, 0.005),
+}
+MODERATE = ("language_30%", "prompts_x2", "latency_x1.5", "errors_5%", "latency_x1.1_large")
+
+
 def simulate_hour(n: int, docs: list[str], rng: np.random.Generator, shift: str | None = None,
                   start: datetime = datetime(2026, 11, 23, 6, tzinfo=UTC)) -> pl.DataFrame:
-    """``n`` requests of one hour (:data:`LOG_SCHEMA`): in-distribution, or with one clear ``shift``."""
+    """``n`` requests of one hour (:data:`LOG_SCHEMA`): in-distribution, or with one ``shift``
+    (:data:`SHIFT_PARAMS`)."""
+    foreign, kind, scale, error_p = SHIFT_PARAMS[shift]
     seed = int(rng.integers(2**31))
-    if shift == "language":
-        vocab = [GERMAN, FRENCH]
-        prompts = []
-        for _ in range(n):
-            words = vocab[int(rng.integers(2))]
-            k = int(rng.integers(6, 40))
-            prompts.append(" ".join(words[int(rng.integers(len(words)))] for _ in range(k)).capitalize() + "?")
-    elif shift == "long_prompts":
+    corpus = pl.DataFrame({"text": docs})
+    if kind == "documents":  # 3-10 pasted documents
         prompts = ["\n\n".join(docs[int(rng.integers(len(docs)))] for _ in range(int(rng.integers(3, 11))))
                    for _ in range(n)]
+    elif kind == "snippet_x2":  # twice as long on average: 8-128 words instead of 4-64
+        prompts = corpus_snippets(corpus, n, min_words=8, max_words=128, seed=seed)["text"].to_list()
     else:
-        prompts = corpus_snippets(pl.DataFrame({"text": docs}), n, seed=seed)["text"].to_list()
-    error_p = 0.2 if shift == "error_burst" else 0.005
-    scale = 3.0 if shift == "latency_x3" else 1.0
+        prompts = corpus_snippets(corpus, n, seed=seed)["text"].to_list()
+    for i in range(n):
+        if rng.random() < foreign:
+            words = (GERMAN, FRENCH)[int(rng.integers(2))]
+            prompts[i] = " ".join(words[int(rng.integers(len(words)))]
+                                  for _ in range(int(rng.integers(6, 40)))).capitalize() + "?"
     rows = []
     for i, p in enumerate(prompts):
         failed = bool(rng.random() < error_p)
@@ -481,9 +498,10 @@ def error_rates() -> None:
         cur = build_current(simulate_hour(size, docs, rng), tokenizer)
         cases.append(("demo", cur, demo, size))
     window = pd.concat(timeline[-24:], ignore_index=True)
-    for shift in SHIFTS:
+    for shift in SHIFTS + MODERATE:
         for _ in range(n):
-            cur = build_current(simulate_hour(hour_size(rng), docs, rng, shift), tokenizer)
+            size = 2000 if shift.endswith("_large") else hour_size(rng)
+            cur = build_current(simulate_hour(size, docs, rng, shift), tokenizer)
             cases.append((shift, cur, window, len(cur)))
     t_sim = time.perf_counter() - t0
 
@@ -527,6 +545,12 @@ def error_rates() -> None:
         cells += [pct([f for g, f in fl if g == s]) for s in SHIFTS]
         cells.append(pct([f for g, f in fl if g in SHIFTS]))
         print("  ".join([name.ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells, widths[1:])]))
+    print("\nmoderate shifts, and a negligible one in 2,000-request hours (not part of the goal): hours flagged")
+    print("  ".join([" " * widths[0]] + [f"{s}".rjust(18) for s in MODERATE]))
+    for name in ("old rule (main)", "new rule", "p < 0.05/m only, >= 1 column"):
+        if flags[name]:
+            print("  ".join([name.ljust(widths[0])] + [pct([f for g, f in flags[name] if g == s]).rjust(18)
+                                                      for s in MODERATE]))
     n_in, n_sh = sum(g in IN_GROUPS for g, *_ in cases), sum(g in SHIFTS for g, *_ in cases)
     fp = sum(f for g, f in flags["new rule"] if g in IN_GROUPS) / n_in
     det = sum(f for g, f in flags["new rule"] if g in SHIFTS) / n_sh

@@ -2,9 +2,11 @@
 
 Every request becomes one row of numbers and labels (:func:`build_current`); the same descriptors of
 the training corpus, and optionally of an earlier window of traffic, form the reference
-(:func:`build_reference`); Evidently's :class:`~evidently.presets.DataDriftPreset` compares the two
-column by column (:func:`drift_report`). :func:`rates` gives the absolute rates (errors, unsafe,
-latency percentiles) that alerting should read directly: a drift test says "different", not "bad".
+(:func:`build_reference`); :func:`drift_verdict` judges each column against its reference (p-value and
+PSI, "The verdict" below) and writes an Evidently HTML report of both tests;
+:func:`drift_report` is Evidently's own :class:`~evidently.presets.DataDriftPreset` verdict.
+:func:`rates` gives the absolute rates (errors, unsafe, latency percentiles) that alerting should read
+directly: a drift test says "different", not "bad".
 
 Descriptors
 -----------
@@ -55,9 +57,41 @@ Corpus documents are web pages, prompts are questions: length descriptors (``pro
 construction. When traffic is not meant to look like documents, pass ``columns=CORPUS_CONTENT_COLUMNS``
 (language and unknown-token share) for the corpus comparison.
 
-Tests
------
-Numerical columns use Evidently's defaults, which depend on the number of reference values: up to
+The verdict (:func:`drift_verdict`, what the ``drift_report`` asset and the drift sensor use)
+-----------------------------------------------------------------------------------------
+Per column:
+
+1. Reference: the first source in :data:`REFERENCE_SOURCES` holding at least ``min_reference`` (200)
+   values of the column: language and unknown-token share against the corpus snippets; prompt shape
+   (chars, words, quality) against the baseline window, else the corpus snippets; outputs, latency,
+   TTFT, tokens, errors and guardrail flags against the baseline window, else *no verdict*. A few
+   requests are one client's session, not "the traffic": a 6-request window once made 6 of 15 columns
+   "drift" at p ~ 0 against 120 requests of the training distribution. 200 is also 20 reference values
+   per PSI bin.
+2. This hour needs ``min_current`` (5) values of the column, else *no verdict*. The p-values below are
+   valid at any size, so a first run with a handful of demo requests still gets a verdict on the prompt
+   columns; what a few values cannot give is power (a small drift goes unnoticed).
+3. p-value: numerical columns, the two-sample K-S test (:func:`ks_pvalue`); categorical ones, an exact
+   conditional chi-square test (:func:`categorical_pvalue`, Monte Carlo), valid with tiny expected counts
+   (a 0.5% error rate in a 30-request hour), which Evidently's chi-square is not. Languages under 5% of
+   the reference are pooled as ``"other"``.
+4. PSI (:func:`psi`): deciles of the reference as bin edges (categories as bins), ``epsilon = 1e-4`` for
+   an empty bin.
+5. The column drifts when ``p < alpha / m`` (``alpha = 0.05``, ``m`` the columns tested in this report:
+   Bonferroni, so the chance that *any* column of an in-distribution hour is flagged stays under 5%)
+   **and** ``PSI > 0.2`` (the usual "significant shift"; at large sizes a p-value flags differences too
+   small to matter, and at small sizes PSI is large by chance alone, about ``(bins-1)(1/n_ref + 1/n_cur)``).
+
+The hour drifts when at least ``min_drifted_columns`` (1) columns drift; with no column tested its verdict
+is ``"no verdict"``. One column is enough because the shifts that matter often touch one or two of the ~15
+columns (latency x3: ``latency_ms`` and ``ttft_ms``; an error burst: ``is_error``); a share-of-columns rule
+(Evidently's, 50%) never sees them, and the family-wise bound keeps false alarms rare instead.
+``bench/bench_drift.py rates`` measures both rates on simulated hours (README, Monitoring).
+
+Evidently's presets (:func:`drift_report`)
+-----------------------------------------
+:func:`drift_report` runs Evidently's ``DataDriftPreset`` as it comes (the rule before the verdict above;
+the bench's "old rule"). Numerical columns use Evidently's defaults, which depend on the number of reference values: up to
 1,000, the two-sample Kolmogorov-Smirnov p-value (drift when ``p <= 0.05``), above 1,000 the
 Wasserstein distance normed by the reference's standard deviation (drift when ``>= 0.1``); a
 numerical column with at most 5 distinct values gets chi-square / Z-test (small reference) or
