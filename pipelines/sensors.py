@@ -26,7 +26,7 @@ from resources.tracking import MlflowTracking
 from serving.gateway.routing import read_routing
 
 RETRAIN_COOLDOWN_S = float(os.environ.get("CRAWL2SERVE_RETRAIN_COOLDOWN_S", 6 * 3600))
-RETRAIN_MIN_REQUESTS = int(os.environ.get("CRAWL2SERVE_RETRAIN_MIN_REQUESTS", 50))
+RETRAIN_MIN_REQUESTS = int(os.environ.get("CRAWL2SERVE_RETRAIN_MIN_REQUESTS", "50"))
 WEBHOOK_VAR = "CRAWL2SERVE_ALERT_WEBHOOK"
 
 

@@ -124,10 +124,6 @@ __all__ = [
     "ALL_COLUMNS",
     "CATEGORICAL_COLUMNS",
     "CORPUS_CONTENT_COLUMNS",
-    "ColumnVerdict",
-    "DriftResult",
-    "DriftRule",
-    "DriftVerdict",
     "OUTPUT_COLUMNS",
     "POOLED_COLUMNS",
     "PROMPT_COLUMNS",
@@ -135,6 +131,10 @@ __all__ = [
     "REFERENCE_SOURCES",
     "SERVING_COLUMNS",
     "WORD_PATTERN",
+    "ColumnVerdict",
+    "DriftResult",
+    "DriftRule",
+    "DriftVerdict",
     "build_current",
     "build_reference",
     "categorical_pvalue",
@@ -938,8 +938,7 @@ def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | p
 def _register_stattests(rule: DriftRule) -> dict[str, str]:
     """Evidently stat tests computing exactly :func:`ks_pvalue`, :func:`categorical_pvalue` and :func:`psi`
     with ``rule``'s parameters (registered once per parameter set): kind/test -> registered name."""
-    from evidently.legacy.calculations.stattests.registry import StatTest, _registered_stat_tests, \
-        register_stattest
+    from evidently.legacy.calculations.stattests.registry import StatTest, _registered_stat_tests, register_stattest
     from evidently.legacy.core import ColumnType
 
     names = {"ks": "crawl2serve_ks_p",

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 import pytest
+from traffic import ENGLISH, english, log_frame
 from transformers import PreTrainedTokenizerFast
 
 from assets.monitoring.drift import OUTPUT_COLUMNS, PROMPT_COLUMNS, SERVING_COLUMNS, corpus_snippets
-from test_drift import ENGLISH, english, log_frame, tokenizer  # noqa: F401 - tokenizer is a fixture
 
 DEMO_PROMPTS = ["The itertools module provides", "To open a file for reading, use", "The json module can serialize",
                 "A dictionary maps keys to", "The subprocess module lets you",

@@ -11,6 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy.stats import norm
+from test_drift_observed_case import DEMO_PROMPTS
+from traffic import FRENCH, english, log_frame, sentences
 
 from assets.monitoring.drift import (
     OUTPUT_COLUMNS,
@@ -26,8 +28,6 @@ from assets.monitoring.drift import (
     psi,
     psi_edges,
 )
-from test_drift import FRENCH, english, log_frame, sentences, tokenizer  # noqa: F401 - tokenizer is a fixture
-from test_drift_observed_case import DEMO_PROMPTS
 
 SHAPE = ("prompt_chars", "prompt_words", "prompt_quality")
 BASELINE_ONLY = OUTPUT_COLUMNS + SERVING_COLUMNS
