@@ -1,7 +1,7 @@
 """The monitoring tests' tokenizer: byte-level BPE (as the pipeline trains it) on a small English corpus."""
 
 import pytest
-from traffic import bpe_tokenizer
+from monitoring_traffic import bpe_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import random
 
 import polars as pl
 import pytest
-from traffic import FRENCH, english, log_frame, sentences
+from monitoring_traffic import FRENCH, english, log_frame, sentences
 from transformers import PreTrainedTokenizerFast
 
 from assets.corpus.cleaning import clean_document

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 import pytest
-from traffic import ENGLISH, english, log_frame
+from monitoring_traffic import ENGLISH, english, log_frame
 from transformers import PreTrainedTokenizerFast
 
 from assets.monitoring.drift import OUTPUT_COLUMNS, PROMPT_COLUMNS, SERVING_COLUMNS, corpus_snippets

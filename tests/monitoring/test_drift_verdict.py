@@ -10,9 +10,9 @@ import random
 import numpy as np
 import polars as pl
 import pytest
+from monitoring_traffic import FRENCH, english, log_frame, sentences
 from scipy.stats import norm
 from test_drift_observed_case import DEMO_PROMPTS
-from traffic import FRENCH, english, log_frame, sentences
 
 from assets.monitoring.drift import (
     OUTPUT_COLUMNS,
