@@ -33,12 +33,23 @@ case "${1:-}" in
     setup
     partition="${2:-$(date -u +%F)}"
     .venv/bin/dagster job execute -m pipelines.definitions -j main \
-      -c pipelines/embedded.yaml --tags "{\"dagster/partition\": \"$partition\"}"
+      -c pipelines/embedded.yaml -c pipelines/console.yaml --tags "{\"dagster/partition\": \"$partition\"}"
     .venv/bin/python -m serving demo
     hour="$(date -u +%Y-%m-%d-%H:00)"
-    .venv/bin/dagster job execute -m pipelines.definitions -j monitoring --tags "{\"dagster/partition\": \"$hour\"}"
+    .venv/bin/dagster job execute -m pipelines.definitions -j monitoring -c pipelines/console.yaml \
+      --tags "{\"dagster/partition\": \"$hour\"}"
     .venv/bin/python -m serving status
-    echo "gateway and engine keep running; stop them with: .venv/bin/python -m serving stop"
+    root="${CRAWL2SERVE_DATA_ROOT:-data}"
+    cat <<EOT
+
+Done. What is running and where to look:
+  gateway (OpenAI API)  http://127.0.0.1:8700/v1   stop it and the engine: .venv/bin/python -m serving stop
+  an API key            .venv/bin/python -m serving keys add --keys-file $root/sglang_deployment/_/api_keys.json --tenant me --tier pro
+  Dagster UI            ./dev.sh ui                                   then http://127.0.0.1:3000
+  MLflow UI             .venv/bin/mlflow ui --backend-store-uri sqlite:///$root/mlflow/mlflow.db   then http://127.0.0.1:5000
+  Feast                 ./dev.sh feast serve  (online features)  ·  ./dev.sh feast ui
+  Prometheus metrics    http://127.0.0.1:8700/metrics
+EOT
     ;;
   feast)
     setup

@@ -16,6 +16,11 @@ What it does is written, whole, to a state file (``python -m serving status`` sh
 
     {"state": "healthy", "engine_pid": 4242, "restarts": 1, "last_exit": {"code": null, "signal": 9,
      "reason": "exited", "uptime_s": 12.3, "at": "..."}, "last_restart_at": "...", ...}
+
+and, beside it (``<engine>.json`` → ``<engine>.prom``), its restart count in Prometheus' text format, for
+node_exporter's textfile collector (``--collector.textfile.directory`` = the state files' folder)::
+
+    c2s_supervisor_engine_restarts_total{engine="primary",backend="cpu"} 1
 """
 
 import ctypes
@@ -69,6 +74,16 @@ def _how(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
+def metrics_text(state: dict) -> str:
+    """``state``'s restart count as Prometheus text (a counter: it starts at 0 with each supervisor)."""
+    def esc(value) -> str:
+        return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    name = "c2s_supervisor_engine_restarts_total"
+    return (f"# HELP {name} Engine restarts by its supervisor, since the supervisor started\n# TYPE {name} counter\n"
+            f'{name}{{engine="{esc(state["name"])}",backend="{esc(state["backend"])}"}} {state["restarts"]}\n')
+
+
 def read_state(path: str | os.PathLike) -> dict:
     try:
         return json.loads(Path(path).read_text())
@@ -100,6 +115,7 @@ class Supervisor:
     def _set(self, state: str, **fields) -> None:
         self.state.update(fields, state=state, since=_now())
         write_text(self.state_file, json.dumps(self.state, indent=2))
+        write_text(Path(self.state_file).with_suffix(".prom"), metrics_text(self.state))  # temp name: not *.prom
 
     # -- the engine process -------------------------------------------------------------------------------------
     def _spawn(self) -> subprocess.Popen:

@@ -15,6 +15,7 @@ from assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
 from .cleaning import RULE_ORDER, clean_document
 from .extract import content_hash
+from .language import MIXED, MIXED_MIN_SHARE, identify
 from .thresholds import PROFILES, profile_with_overrides
 
 LANGUAGE_RULE = "language"
@@ -22,7 +23,7 @@ KEPT_SCHEMA = {
     "doc_id": pl.String, "url": pl.String, "canonical_url": pl.String, "host": pl.String, "title": pl.String,
     "text": pl.String, "language": pl.String, "language_score": pl.Float64, "quality_score": pl.Float64,
     "word_count": pl.Int64, "char_count": pl.Int64, "content_hash": pl.String, "c4_lines_removed": pl.Int64,
-    "pii_emails": pl.Int64, "pii_ip_addresses": pl.Int64, "pii_phones": pl.Int64,
+    "language_mix": pl.String, "pii_emails": pl.Int64, "pii_ip_addresses": pl.Int64, "pii_phones": pl.Int64,
     "fetch_time": pl.Datetime("us", "UTC"),
 }
 REJECTED_SCHEMA = {
@@ -67,6 +68,29 @@ class CleanConfig(dg.Config):
     )
     languages: list[str] = Field(default_factory=lambda: ["en"], description="Languages kept (CLD2 codes); empty: all.")
     min_language_score: float = Field(0.5, description="CLD2 confidence below which a page's language is unknown.")
+    mixed_language: Literal["drop", "tag"] = Field(
+        "drop", description=f"Pages whose language is 'mixed' (a second language holds >= {MIXED_MIN_SHARE:.0%} of the text): "
+        "'drop' rejects them (rule 'language'); 'tag' judges them by their first language and keeps "
+        "them with language_mix set, e.g. 'fr 57% + en 42%'.")
+
+
+def language_verdict(row: dict, config: CleanConfig) -> tuple[str, float, str | None, str | None]:
+    """(language, score, language_mix, rejection reason or None) of an extracted page under ``config``.
+
+    A ``mixed`` page is re-identified (the extracted table keeps only the verdict) to name its
+    languages: dropped under ``mixed_language="drop"``, else judged by its first language and tagged.
+    """
+    language, score, mix = row["language"], row["language_score"], None
+    if language == MIXED:
+        lid = identify(row["text"])
+        mix = lid.describe()
+        if config.mixed_language == "drop":
+            return language, score, mix, f"language=mixed ({mix})"
+        language, score = lid.language, lid.score
+    langs = set(config.languages)
+    if langs and (language not in langs or score < config.min_language_score):
+        return language, score, mix, f"language={language}@{score:.2f}" + (f" ({mix})" if mix else "")
+    return language, score, mix, None
 
 
 def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
@@ -74,24 +98,23 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
     profile = profile_with_overrides(config.profile, config.overrides)
     kept, rejected = [], []
     dropped = Counter()
-    langs = set(config.languages)
     started = time.monotonic()
     for i, row in enumerate(pages.iter_rows(named=True)):
-        if langs and (row["language"] not in langs or row["language_score"] < config.min_language_score):
+        language, score, mix, why = language_verdict(row, config)
+        if why is not None:
             dropped[LANGUAGE_RULE] += 1
-            rejected.append((row["doc_id"], row["url"], row["host"], LANGUAGE_RULE,
-                             f"language={row['language']}@{row['language_score']:.2f}", 0.0, row["language"],
+            rejected.append((row["doc_id"], row["url"], row["host"], LANGUAGE_RULE, why, 0.0, language,
                              len(row["text"]), row["text"], row["fetch_time"]))
             continue
         res = clean_document(row["text"], profile)
         if res.text is None:
             dropped[res.dropped_by] += 1
             rejected.append((row["doc_id"], row["url"], row["host"], res.dropped_by, res.reason, res.quality,
-                             row["language"], len(row["text"]), row["text"], row["fetch_time"]))
+                             language, len(row["text"]), row["text"], row["fetch_time"]))
             continue
         kept.append((row["doc_id"], row["url"], row["canonical_url"], row["host"], row["title"], res.text,
-                     row["language"], row["language_score"], res.quality, len(res.text.split()), len(res.text),
-                     content_hash(res.text), res.lines_removed, res.pii.get("email", 0),
+                     language, score, res.quality, len(res.text.split()), len(res.text),
+                     content_hash(res.text), res.lines_removed, mix, res.pii.get("email", 0),
                      res.pii.get("ip_address", 0), res.pii.get("phone", 0), row["fetch_time"]))
         if log and (i + 1) % 1000 == 0:
             log(f"cleaned {i + 1}/{pages.height} ({(i + 1) / (time.monotonic() - started):.0f} docs/s)")
@@ -130,6 +153,7 @@ def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extr
         "documents_kept": kept.height,
         "kept_share": round(kept.height / max(facts["in"], 1), 4),
         "mean_quality": round(float(kept["quality_score"].mean() or 0.0), 4),
+        "mixed_language_kept": int(kept["language_mix"].is_not_null().sum()),
         "docs_per_s": round(facts["in"] / facts["seconds"], 1) if facts["seconds"] else 0.0,
         "funnel": md_funnel(facts["funnel"]),
         "quality_histogram": md_histogram(kept["quality_score"].to_list(), title="quality"),

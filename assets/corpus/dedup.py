@@ -8,7 +8,29 @@ Two stages, both deterministic across processes, runs and machines:
   (FineWeb's recipe: word 5-grams, 14 bands x 8 rows = 112 hash functions), then **verifies every
   candidate pair with the exact Jaccard similarity of the two shingle sets**, so a band collision
   alone never removes a document. Verified pairs are joined by union-find; each cluster keeps its
-  highest-quality member.
+  highest-quality member. Documents are processed in the order of their ids, so clusters do not
+  depend on the order of the input.
+
+**Representative rule** (:func:`representatives`, what ``deduplicated_documents`` keeps of each
+final cluster, exact and near duplicates together). The kept member is the first in this order,
+each rule deciding only between members the rules before it tie:
+
+1. ``canonical``: a member whose URL another member names as its canonical URL
+   (``<link rel="canonical">``) comes first.
+2. ``language``: the member whose language is a target language of the run (``DedupConfig.
+   target_languages``, the languages the clean stage keeps) *and* agrees with the language its URL
+   names (its canonical URL's, else its own: ``/fr/``, ``en-US``, ``ch07.fr.html``, ``?hl=de``; see
+   :func:`assets.corpus.language.url_language`) or whose URL names none; then a target-language
+   member whose URL names another language (an untranslated copy served under a translation's
+   URL); then the others in the same two steps.
+3. ``quality``: higher quality score.
+4. ``path``: shorter URL path (an original tends to sit above its copies: ``/page`` vs ``/fr/page``).
+5. ``url``: the smallest URL (string order), then the smallest document id.
+
+Every key is a property of the member and its cluster, so the choice does not depend on the order
+of the input (tests shuffle it). Of the English copies of an untranslated page on a translated site
+(``/browse/hr-HR/stable/apt.html`` holding the English text), the English original
+(``/browse/en-US/stable/apt.html``) is kept by rule 2.
 
 Speed: shingling and hashing are vectorized over a flat byte buffer (no per-word Python work), and
 the 112 permutations run as ``a*x + b mod 2**64`` (high 32 bits kept) over cache-sized blocks reduced
@@ -33,8 +55,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
+
+from assets.corpus.language import url_language
 
 __all__ = [
     "EMPTY_SIGNATURE_VALUE",
@@ -45,6 +70,8 @@ __all__ = [
     "jaccard",
     "minhash_signatures",
     "near_duplicate_clusters",
+    "REPRESENTATIVE_RULES",
+    "representatives",
     "shingle_sets",
 ]
 
@@ -563,9 +590,20 @@ def near_duplicate_clusters(
        and C in one cluster even when A and C are less similar than the threshold.
 
     ``texts`` is indexed and sliced like a list (pass ``series.to_list()`` for a polars column);
-    ``None`` counts as an empty document.
+    ``None`` counts as an empty document. The documents are processed in the order of their ids (the
+    input order is restored in the result), so which pairs a large bucket proposes, and hence the
+    clusters, do not depend on the input order.
     """
     n = _check_lengths(texts=texts, ids=ids, quality=quality)
+    perm = np.argsort(np.asarray(list(ids), dtype=object), kind="stable") if n else np.zeros(0, dtype=np.int64)
+    if n and (perm != np.arange(n)).any():
+        res = near_duplicate_clusters([texts[i] for i in perm], [ids[i] for i in perm], [quality[i] for i in perm],
+                                      cfg)
+        inv = np.empty(n, dtype=np.int64)
+        inv[perm] = np.arange(n)
+        return DedupResult(res.cluster_id[inv], res.cluster_size[inv], res.is_kept[inv], res.max_similarity[inv],
+                           res.candidate_pairs, res.verified_pairs, res.rejected_pairs, res.empty_documents,
+                           res.largest_bucket, res.signature_seconds, res.lsh_seconds, res.verify_seconds)
     h = _Hashers.of(cfg)
 
     t0 = time.perf_counter()
@@ -608,3 +646,71 @@ def near_duplicate_clusters(
         verify_seconds=t3 - t2,
     )
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Representatives of the final clusters
+# --------------------------------------------------------------------------------------------------
+
+REPRESENTATIVE_RULES: tuple[str, ...] = ("canonical", "language", "quality", "path", "url")
+"""The representative rule's keys, in order (see the module doc)."""
+
+
+def _language_key(language: str | None, url: str | None, canonical: str | None, targets: frozenset[str]) -> int:
+    base = (language or "").split("-")[0].lower()
+    named = url_language(canonical) if canonical and canonical != url else None
+    named = named or url_language(url)
+    agrees = named is None or named == base
+    in_target = not targets or base in targets
+    return (0 if in_target else 2) + (0 if agrees else 1)
+
+
+def representatives(
+    groups: Sequence[int] | np.ndarray,
+    urls: Sequence[str],
+    canonical_urls: Sequence[str | None],
+    languages: Sequence[str | None],
+    quality: Sequence[float],
+    ids: Sequence[str],
+    target_languages: Sequence[str] = ("en",),
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Index of each document's cluster representative, and how many clusters each rule decided.
+
+    ``groups`` labels the final clusters (any integers; documents with equal labels form one
+    cluster). The representative is the first member under :data:`REPRESENTATIVE_RULES` (module
+    doc); ``rep == np.arange(n)`` marks the kept documents. The counts name, for every cluster of
+    two or more members, the first rule on which its representative beats the runner-up.
+    """
+    n = _check_lengths(groups=groups, urls=urls, canonical_urls=canonical_urls, languages=languages,
+                       quality=quality, ids=ids)
+    decided = dict.fromkeys(REPRESENTATIVE_RULES, 0)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), decided
+    _, dense = np.unique(np.asarray(groups), return_inverse=True)
+    dense = dense.reshape(-1)
+    targets = frozenset(t.split("-")[0].lower() for t in target_languages)
+    named: dict[tuple[int, str], int] = {}  # (cluster, url) -> members naming it canonical, besides itself
+    for g, u, c in zip(dense.tolist(), urls, canonical_urls):
+        if c and c != u:
+            named[(g, c)] = named.get((g, c), 0) + 1
+    canon = np.array([0 if named.get((g, u), 0) else 1 for g, u in zip(dense.tolist(), urls)], dtype=np.int64)
+    lang = np.array([_language_key(la, u, c, targets) for la, u, c in zip(languages, urls, canonical_urls)],
+                    dtype=np.int64)
+    q = np.asarray(quality, dtype=np.float64).copy()
+    q[np.isnan(q)] = -np.inf
+    path = np.array([len(urlsplit(u).path) if u else 0 for u in urls], dtype=np.int64)
+    url_rank = np.empty(n, dtype=np.int64)
+    url_rank[np.lexsort((np.asarray(list(ids), dtype=object).argsort(kind="stable").argsort(),
+                         np.asarray([u or "" for u in urls], dtype=object).argsort(kind="stable").argsort()))] = np.arange(n)
+    keys = (canon, lang, -q, path, url_rank)  # REPRESENTATIVE_RULES, in order
+    order = np.lexsort(tuple(reversed(keys)) + (dense,))  # the last key is the primary one
+    first = np.ones(n, dtype=bool)
+    first[1:] = dense[order[1:]] != dense[order[:-1]]
+    best = np.empty(int(dense.max()) + 1, dtype=np.int64)
+    best[dense[order[first]]] = order[first]
+    second = order[1:][~first[1:] & first[:-1]]  # the runner-up of each cluster with two or more members
+    for j in second.tolist():
+        i = best[dense[j]]
+        rule = next((name for name, k in zip(REPRESENTATIVE_RULES, keys) if k[i] != k[j]), "url")
+        decided[rule] += 1
+    return best[dense], decided

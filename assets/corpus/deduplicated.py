@@ -11,7 +11,13 @@ from assets.metadata import md_table
 from assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
 from .cleaned import KEPT_SCHEMA
-from .dedup import MinHashLSH, candidate_probability, exact_duplicate_groups, near_duplicate_clusters
+from .dedup import (
+    MinHashLSH,
+    candidate_probability,
+    exact_duplicate_groups,
+    near_duplicate_clusters,
+    representatives,
+)
 
 CLUSTER_SCHEMA = {
     "doc_id": pl.String, "url": pl.String, "cluster_id": pl.String, "cluster_size": pl.Int64,
@@ -51,6 +57,10 @@ class DedupConfig(dg.Config):
     rows: int = Field(8, description="Rows (hash functions) per band; bands*rows permutations in all.")
     threshold: float = Field(0.8, description="Verified Jaccard similarity at which two documents are duplicates.")
     seed: int = Field(42, description="Seed of the hash permutations.")
+    target_languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="The run's target languages (CleanConfig.languages): the representative rule keeps a "
+                    "member in one of them whose URL names no other language (assets/corpus/dedup.py).")
 
 
 def dedup_frame(docs: pl.DataFrame, config: DedupConfig) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
@@ -65,20 +75,26 @@ def dedup_frame(docs: pl.DataFrame, config: DedupConfig) -> tuple[pl.DataFrame, 
     slot = np.full(docs.height, -1)
     slot[reps] = np.arange(reps.size)
     near_of_doc = slot[exact_rep]  # every document follows its exact-duplicate representative
-    cluster_id = near.cluster_id[near_of_doc] if docs.height else np.zeros(0, dtype=object)
-    _, inverse, counts = np.unique(cluster_id.astype(str), return_inverse=True, return_counts=True)
-    is_rep = exact_rep == np.arange(docs.height)
-    kept = is_rep & near.is_kept[near_of_doc] if docs.height else np.zeros(0, dtype=bool)
-    kind = np.where(kept, None, np.where(is_rep, "near", "exact")).astype(object)
-    similarity = np.where(is_rep, near.max_similarity[near_of_doc], 1.0) if docs.height else np.zeros(0)
+    near_label = near.cluster_id[near_of_doc] if docs.height else np.zeros(0, dtype=object)
+    _, group, counts = np.unique(near_label.astype(str), return_inverse=True, return_counts=True)
+    group = group.reshape(-1)
+    rep, decided = representatives(group, docs["url"].to_list(), docs["canonical_url"].to_list(),
+                                   docs["language"].to_list(), quality, ids, config.target_languages)
+    kept = rep == np.arange(docs.height)
+    cluster_id = np.asarray(ids, dtype=object)[rep] if docs.height else np.zeros(0, dtype=object)
+    hashes = docs["content_hash"].to_numpy()
+    exact_of_kept = hashes == hashes[rep] if docs.height else np.zeros(0, dtype=bool)
+    kind = np.where(kept, None, np.where(exact_of_kept, "exact", "near")).astype(object)
+    similarity = np.where(exact_of_kept & ~kept, 1.0, near.max_similarity[near_of_doc]) if docs.height else np.zeros(0)
     clusters = pl.DataFrame({
-        "doc_id": ids, "url": docs["url"], "cluster_id": cluster_id.tolist(), "cluster_size": counts[inverse],
+        "doc_id": ids, "url": docs["url"], "cluster_id": cluster_id.tolist(), "cluster_size": counts[group],
         "kept": kept, "duplicate_kind": kind.tolist(), "similarity": similarity,
     }, schema=CLUSTER_SCHEMA)
     deduped = docs.with_columns(cluster_id=clusters["cluster_id"], cluster_size=clusters["cluster_size"]).filter(
         pl.Series(kept))
     facts = {
-        "in": docs.height, "exact_removed": int((~is_rep).sum()), "near_removed": int((is_rep & ~kept).sum()),
+        "in": docs.height, "exact_removed": int((exact_of_kept & ~kept).sum()),
+        "near_removed": int((~exact_of_kept).sum()), "representative_decided_by": decided,
         "candidate_pairs": near.candidate_pairs, "verified_pairs": near.verified_pairs,
         "rejected_pairs": near.rejected_pairs, "largest_bucket": near.largest_bucket,
         "signature_seconds": near.signature_seconds, "lsh_seconds": near.lsh_seconds,
@@ -92,7 +108,7 @@ def dedup_frame(docs: pl.DataFrame, config: DedupConfig) -> tuple[pl.DataFrame, 
     outs={
         "deduplicated_documents": dg.AssetOut(group_name="corpus", kinds={"python", "parquet"},
                                               tags={"stage": "corpus"}, freshness_policy=DAILY_FRESHNESS,
-                                              description="One document per duplicate cluster: the best one."),
+                                              description="One document per duplicate cluster: its representative (see dedup.py)."),
         "duplicate_clusters": dg.AssetOut(group_name="corpus", kinds={"parquet"}, tags={"stage": "corpus"}, freshness_policy=DAILY_FRESHNESS,
                                           description="Cluster membership of every clean document (lineage)."),
     },
@@ -104,7 +120,9 @@ def deduplicated_documents(context: dg.AssetExecutionContext, config: DedupConfi
 
     Exact duplicates by content hash, then near duplicates by MinHash LSH over word n-grams; every LSH
     candidate pair is verified by its exact Jaccard similarity before anything is removed. Each cluster
-    keeps its highest-quality member; every document's cluster id is kept in ``duplicate_clusters``.
+    keeps one member by the representative rule (canonical URL, target language agreeing with the URL's,
+    quality, shortest path, smallest URL: assets/corpus/dedup.py), whatever the input order; every
+    document's cluster id (the kept member's id) is kept in ``duplicate_clusters``.
     """
     deduped, clusters, facts = dedup_frame(clean_documents, config)
     big = (clusters.filter(pl.col("cluster_size") > 1).group_by("cluster_id")
@@ -118,6 +136,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, config: DedupConfi
         "near_duplicates_removed": facts["near_removed"],
         "lsh": dg.MetadataValue.json({k: facts[k] for k in (
             "candidate_pairs", "verified_pairs", "rejected_pairs", "largest_bucket", "p_candidate_at_threshold")}),
+        "representative_decided_by": dg.MetadataValue.json(facts["representative_decided_by"]),
         "seconds": dg.MetadataValue.json({k: round(facts[k], 3) for k in (
             "signature_seconds", "lsh_seconds", "verify_seconds")}),
     })

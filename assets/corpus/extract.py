@@ -2,8 +2,8 @@
 
 Library choice, by measurement (FIELD-NOTES, and bench/bench_corpus.py here): resiliparse's main-content
 extractor runs at ~650 docs/s per core on real pages where trafilatura manages ~33 and justext ~98, so it
-is the extractor; its encoding detector and HTML5 parser are used for decoding and metadata too (one
-parse per page). Language id uses CLD2 (pycld2), whose model ships inside the wheel: ~2.5k docs/s, and
+is the extractor; its HTML5 parser is used for metadata too (one parse per page). Pages are decoded as
+browsers decode them (``encoding.py``: BOM → HTTP charset → ``<meta>`` prescan → detection → UTF-8). Language id uses CLD2 (pycld2), whose model ships inside the wheel: ~2.5k docs/s, and
 nothing is downloaded at run time. Any page that fails to decode or parse is reported, never fatal.
 """
 
@@ -14,21 +14,33 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-import pycld2
 from resiliparse.extract.html2text import extract_plain_text
-from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 from resiliparse.parse.html import HTMLTree
 
+from assets.corpus.language import identify
 from assets.crawl.urls import host_of, normalize_url
 
-# Elements never part of the main content. The two float divs are pydoc's page banner (Python version,
-# platform, search forms); their exact inline style does not occur on ordinary pages.
+from . import encoding as _encoding
+from .encoding import charset_of  # noqa: F401 — re-exported
+
+# Elements never part of the main content, removed before main-content extraction (structural removal:
+# selectors, not text rules). Generic: navigation, header/footer, forms, hidden elements. Generated
+# documentation, whose navigation is not in <nav>:
+#   DocBook XSL: the Prev/Up/Home/Next tables of every chunked page (div.navheader, div.navfooter);
+#   Sphinx: the relbar (div.related: "index modules | next | previous | ..."), the sidebar (div.sphinxsidebar:
+#     local table of contents, Previous/Next topic, This Page, Quick search), the footer (div.footer) and the
+#     "¶" permalink after each heading (a.headerlink);
+#   Javadoc <= 8: the navigation bars (div.topNav, div.subNav, div.bottomNav) and skip links (div.skipNav);
+#     Javadoc >= 9 puts them in <header>/<nav>/<footer>, covered above.
+# The two float divs are pydoc's page banner (Python version, platform, search forms); their exact inline
+# style does not occur on ordinary pages.
 DEFAULT_SKIP_SELECTORS = (
     "nav", "header", "footer", "form", "[role=navigation]", "[aria-hidden=true]",
     'div[style="float:left"]', 'div[style="float:right"]',
+    "div.navheader", "div.navfooter",
+    "div.related", "div.sphinxsidebar", "div.footer", "a.headerlink",
+    "div.topNav", "div.subNav", "div.bottomNav", "div.skipNav",
 )
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # CLD2 rejects these
-LANG_SAMPLE_CHARS = 4000  # CLD2 is as sure on the first few KB as on the whole page, and faster
 
 
 @dataclass(frozen=True)
@@ -54,38 +66,17 @@ def content_hash(text: str) -> str:
     return hashlib.blake2b(folded.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def charset_of(content_type: str | None) -> str | None:
-    for part in (content_type or "").split(";")[1:]:
-        k, _, v = part.strip().partition("=")
-        if k.lower() == "charset" and v.strip("\"' "):
-            return v.strip("\"' ")
-    return None
-
-
 def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
-    """(text, encoding): the HTTP charset if it decodes cleanly, else the detector's guess, else
-    UTF-8 with replacement characters (mixed encodings lose only their broken bytes)."""
-    declared = charset_of(content_type)
-    if declared:
-        try:
-            return body.decode(declared), declared.lower()
-        except (LookupError, UnicodeDecodeError):
-            pass
-    encoding = detect_encoding(body)
-    return bytes_to_str(body, encoding, fallback_encodings=("utf-8", "cp1252")), encoding
+    """(text, WHATWG encoding name), decoded as browsers do (``encoding.decode_html``)."""
+    decoded = _encoding.decode_html(body, content_type)
+    return decoded.text, decoded.encoding
 
 
 def detect_language(text: str) -> tuple[str, float]:
-    """(ISO code, confidence 0-1) from CLD2; ('unknown', 0.0) when it cannot tell."""
-    sample = _CONTROL_CHARS.sub("", text[:LANG_SAMPLE_CHARS])
-    try:
-        reliable, _, details = pycld2.detect(sample)
-    except pycld2.error:
-        return "unknown", 0.0
-    code, percent = details[0][1], details[0][2]
-    if code == "un":
-        return "unknown", 0.0
-    return code, (percent / 100.0) * (1.0 if reliable else 0.5)
+    """(verdict, confidence 0-1): CLD2 over samples across the whole text (assets/corpus/language.py);
+    the verdict is an ISO code, ``mixed`` (a second language holds a large share) or ``unknown``."""
+    lid = identify(text)
+    return lid.verdict, lid.score
 
 
 def extract_html(url: str, body: bytes, content_type: str | None,

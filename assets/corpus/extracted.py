@@ -42,8 +42,11 @@ class ExtractConfig(dg.Config):
     )
 
 
-def extract_partition(manifest: pl.DataFrame, data_root: DataRoot, config: ExtractConfig, log=None):
-    """(documents, failures) for the stored pages a crawl manifest lists."""
+def extract_partition(manifest: pl.DataFrame, data_root: DataRoot, config: ExtractConfig, log=None,
+                      problems: list | None = None):
+    """(documents, failures) for the stored pages a crawl manifest lists; WARC read problems (file, offset)
+    are appended to ``problems``, and a listed page whose record no longer validates is a failure."""
+    problems = [] if problems is None else problems
     wanted = manifest.filter(
         pl.col("warc_file").is_not_null() & ((pl.col("status") == 200) | (pl.col("record_type") == "conversion"))
     )
@@ -52,7 +55,8 @@ def extract_partition(manifest: pl.DataFrame, data_root: DataRoot, config: Extra
     started, done = time.monotonic(), 0
     for path in wanted["warc_file"].unique(maintain_order=True).to_list():
         with data_root.open(path, "rb") as f:
-            for rec in iter_records(f):
+            # a record that does not validate is never extracted; its URL counts as a failure below
+            for rec in iter_records(f, name=path, on_problem=lambda p: problems.append(p)):
                 if rec.url not in fetch_time:
                     continue
                 mime = (rec.content_type or "").split(";")[0].strip().lower()
@@ -71,6 +75,7 @@ def extract_partition(manifest: pl.DataFrame, data_root: DataRoot, config: Extra
                 done += 1
                 if log and done % 500 == 0:
                     log(f"extracted {done}/{wanted.height} pages ({done / (time.monotonic() - started):.0f}/s)")
+    failures += [(p.url, f"WARC record: {p}"[:300]) for p in problems if p.url in fetch_time]
     return pl.DataFrame(rows, schema=SCHEMA, orient="row"), failures
 
 
@@ -90,7 +95,10 @@ def extracted_pages(context: dg.AssetExecutionContext, config: ExtractConfig, da
     conversion records in ingest mode), extracted with resiliparse.
     """
     started = time.monotonic()
-    docs, failures = extract_partition(raw_crawl, data_root, config, context.log.info)
+    problems: list = []
+    docs, failures = extract_partition(raw_crawl, data_root, config, context.log.info, problems)
+    for p in problems:
+        context.log.warning(f"extracted_pages: {p}")
     seconds = time.monotonic() - started
     pages = docs.height + len(failures)
     langs = docs.group_by("language").len().sort("len", descending=True).head(10)
@@ -100,7 +108,12 @@ def extracted_pages(context: dg.AssetExecutionContext, config: ExtractConfig, da
         "docs_per_s": round(docs.height / seconds, 1) if seconds else 0.0,
         "median_text_chars": int(docs["text_chars"].median() or 0),
         "languages": dg.MetadataValue.md(md_table(langs.rows(), ("language", "docs"))),
+        "encodings": dg.MetadataValue.md(md_table(
+            docs.group_by("encoding").len().sort("len", descending=True).rows(), ("encoding", "docs"))),
         "failed_pages": dg.MetadataValue.md(md_table(failures[:20], ("url", "error")) if failures else "none"),
+        "read_problems": dg.MetadataValue.md(md_table(
+            [(p.file, p.offset, p.problem, p.detail) for p in problems[:20]], ("file", "offset", "problem", "detail"))
+            if problems else "none"),
         "sample": dg.MetadataValue.md(md_table(docs.select("url", "title", "language", "text_chars").head(10).rows(),
                                                ("url", "title", "language", "chars"))),
     })

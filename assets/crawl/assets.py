@@ -76,8 +76,14 @@ def crawl_settings(config: CrawlConfig, target: CrawlTarget) -> CrawlSettings:
     )
 
 
-def ingest_manifest(data_root: DataRoot, patterns: list[str]) -> pl.DataFrame:
-    """Manifest rows for the response/conversion records of existing WARC/WET files."""
+def ingest_manifest(data_root: DataRoot, patterns: list[str], problems: list | None = None) -> pl.DataFrame:
+    """Manifest rows for the response/conversion records of existing WARC/WET files.
+
+    Only whole records become rows (``iter_records`` validates lengths, digests and gzip members). A file
+    that is truncated or corrupt is reported and skipped from its fault on, never fatal: its records
+    before the fault are kept, and each ``ReadProblem`` (file, byte offset, what) is appended to
+    ``problems`` (raised as ``WarcReadError`` when ``problems`` is None).
+    """
     rows = []
     for pattern in patterns:
         paths = data_root.fs.glob(pattern) if any(c in pattern for c in "*?[") else [pattern]
@@ -85,7 +91,7 @@ def ingest_manifest(data_root: DataRoot, patterns: list[str]) -> pl.DataFrame:
             raise FileNotFoundError(f"ingest_paths: nothing matches {pattern!r}")
         for path in paths:
             with data_root.fs.open(path, "rb") as f:
-                for rec in iter_records(f):
+                for rec in iter_records(f, name=path, on_problem=None if problems is None else problems.append):
                     rows.append({
                         "url": rec.url, "status": rec.status, "bytes": len(rec.body),
                         "fetch_time": _warc_date(rec.date), "content_type": rec.content_type,
@@ -120,8 +126,14 @@ def raw_crawl(
     """
     directory = data_root.path("raw_crawl", context.partition_key)
     if config.ingest_paths:
-        manifest = ingest_manifest(data_root, config.ingest_paths)
-        summary = {"mode": "ingest", "files": len(set(manifest["warc_file"].to_list()))}
+        problems: list = []
+        manifest = ingest_manifest(data_root, config.ingest_paths, problems)
+        for p in problems:
+            context.log.warning(f"ingest: {p}")
+        summary = {"mode": "ingest", "files": len(set(manifest["warc_file"].to_list())), "read_problems": len(problems)}
+        extra = {"read_problems": dg.MetadataValue.md(md_table(
+            [(p.file, p.offset, p.problem, p.detail, p.url or "") for p in problems[:50]],
+            ("file", "offset", "problem", "detail", "url")) if problems else "none")}
     else:
         store = CrawlStore(data_root, directory)
         if config.restart:
@@ -129,6 +141,7 @@ def raw_crawl(
         crawler = Crawler(crawl_settings(config, crawl_target), store, log=context.log.info)
         summary = {"mode": "crawl", **asyncio.run(crawler.run()).as_dict()}
         manifest = final_manifest(store).with_columns(record_type=pl.lit("response"))
+        extra = {}
     stored = manifest.filter(pl.col("warc_file").is_not_null())
     errors = manifest.group_by("error").len().sort("len", descending=True).filter(pl.col("error").is_not_null())
     context.log.info(f"raw_crawl {context.partition_key}: {manifest.height} fetches, {stored.height} stored")
@@ -145,6 +158,7 @@ def raw_crawl(
             "summary": dg.MetadataValue.json(summary),
             "sample": dg.MetadataValue.md(md_table(
                 manifest.select("url", "status", "bytes", "error").head(10).rows(), ("url", "status", "bytes", "error"))),
+            **extra,
         },
     )
     yield from CONTRACT.evaluate(manifest, "raw_crawl")

@@ -16,8 +16,9 @@ code, as if each document were a prompt):
 - ``prompt_chars``: ``len(text)`` (Unicode code points), as the corpus ``char_count``.
 - ``prompt_words``: whitespace-separated words, ``len(text.split())``, as the corpus ``word_count``.
 - ``prompt_language``: the CLD2 language code of the raw text by
-  :func:`assets.corpus.extract.detect_language` (the extraction stage's detector: first 4,000
-  characters, control characters removed, ``"unknown"`` when CLD2 cannot tell).
+  :func:`assets.corpus.extract.detect_language` (the extraction stage's detector: samples across
+  the whole text, ``"mixed"`` when a second language holds a large share, ``"unknown"`` when CLD2
+  cannot tell; see :mod:`assets.corpus.language`).
 - ``prompt_quality``: the corpus quality score, exactly as the corpus stage computes it:
   ``quality_score(TextStats(normalize_text(text)))`` (:mod:`assets.corpus.filters`,
   :mod:`assets.corpus.text_stats`). Corpus texts are already normalized, so a corpus document's
