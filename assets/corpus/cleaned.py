@@ -2,11 +2,13 @@
 
 
 import time
+import typing
 from collections import Counter
-from typing import Literal
+from typing import Literal, Optional
 
 import dagster as dg
 import polars as pl
+import pydantic
 from pydantic import Field
 
 from assets.contracts import Distribution, TableContract
@@ -16,7 +18,7 @@ from assets.partitions import DAILY_FRESHNESS, crawl_partitions
 from .cleaning import RULE_ORDER, clean_document
 from .extract import content_hash
 from .language import MIXED, MIXED_MIN_SHARE, identify
-from .thresholds import PROFILES, profile_with_overrides
+from .thresholds import RULE_TYPES, describe_type, field_types, profile_with_overrides
 
 LANGUAGE_RULE = "language"
 KEPT_SCHEMA = {
@@ -58,13 +60,70 @@ REJECTED = TableContract(
 )
 
 
-class CleanConfig(dg.Config):
-    """Which thresholds the rules use. ``published`` = the papers' values (Gopher, C4, FineWeb);
-    ``documentation`` = relaxed for software documentation (see assets/corpus/thresholds.py)."""
+def _config_annotation(tp: object) -> object:
+    """The Dagster config type for a threshold's Python type: bool, int, float stay themselves; a string or
+    ``Literal`` choice is a string; a tuple is a list of its items' type (Dagster config has no tuples and
+    no unions, so a pair such as ``(2, 0.2)`` is a list of numbers, checked again on the way in)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in (bool, int, float, str):
+        return tp
+    if origin is Literal:
+        return str
+    if origin is tuple:
+        items = [a for a in args if a is not Ellipsis]
+        if len(items) == 1 or (items and all(a in (int, float) for a in items)):
+            inner = items[0] if len(items) == 1 else float
+            return list[_config_annotation(inner)]  # type: ignore[misc]
+        raise TypeError(f"no config type for {tp}")
+    raise TypeError(f"no config type for {tp}")
 
-    profile: Literal["published", "documentation"] = Field("published", description="Threshold profile.")
-    overrides: dict[str, float] = Field(
-        default_factory=dict, description='Per-threshold overrides, e.g. {"gopher_quality.min_doc_words": 30}.'
+
+def _overrides_class(rule_name: str) -> type[dg.Config]:
+    """A typed config class with one optional field per threshold of ``rule_name`` (unset: the profile's value)."""
+    fields = {
+        name: (Optional[_config_annotation(tp)],
+               Field(None, description=f"{rule_name}.{name}: {describe_type(tp)}; unset keeps the profile's value."))
+        for name, tp in field_types(rule_name).items()
+    }
+    return pydantic.create_model(f"{rule_name.title().replace('_', '')}Overrides", __base__=dg.Config, **fields)
+
+
+_RULE_OVERRIDES = {name: _overrides_class(name) for name in RULE_TYPES}
+
+
+class _OverridesBase(dg.Config):
+    def flat(self) -> dict[str, object]:
+        """``{"rule.field": value}`` for every field set (the form :func:`profile_with_overrides` takes)."""
+        out: dict[str, object] = {k: getattr(self, k) for k in ("keep_indentation", "order")
+                                  if getattr(self, k) is not None}
+        for rule in _RULE_OVERRIDES:
+            for name, value in getattr(self, rule).model_dump().items():
+                if value is not None:
+                    out[f"{rule}.{name}"] = value
+        return out
+
+
+ThresholdOverrides = pydantic.create_model(
+    "ThresholdOverrides",
+    __base__=_OverridesBase,
+    __doc__="""Per-threshold overrides of the profile, typed per field (a bool stays a bool, a tuple is a list):
+    ``{"c4_quality": {"filter_curly_bracket": false}, "gopher_repetition": {"top_n_grams": [[2, 0.3]]}}``.""",
+    keep_indentation=(Optional[bool], Field(None, description="Normalization keeps leading spaces.")),
+    order=(Optional[list[str]], Field(None, description=f"Rules to run, in order, from {list(RULE_TYPES)}.")),
+    **{name: (cls, Field(default_factory=cls, description=f"Overrides of {name}'s thresholds."))
+       for name, cls in _RULE_OVERRIDES.items()},
+)
+
+
+class CleanConfig(dg.Config):
+    """Which thresholds the rules use: ``published`` = the papers' thresholds with crawl2serve's measures
+    and order; ``fineweb`` = FineWeb as datatrove 0.10.1 implements it; ``documentation`` = relaxed for
+    software documentation (see assets/corpus/thresholds.py)."""
+
+    profile: Literal["published", "fineweb", "documentation"] = Field("published", description="Threshold profile.")
+    overrides: ThresholdOverrides = Field(
+        default_factory=ThresholdOverrides,
+        description='Typed per-threshold overrides, e.g. {"gopher_quality": {"min_doc_words": 30}}.',
     )
     languages: list[str] = Field(default_factory=lambda: ["en"], description="Languages kept (CLD2 codes); empty: all.")
     min_language_score: float = Field(0.5, description="CLD2 confidence below which a page's language is unknown.")
@@ -95,7 +154,7 @@ def language_verdict(row: dict, config: CleanConfig) -> tuple[str, float, str | 
 
 def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """(kept, rejected, facts) for a frame of extracted pages."""
-    profile = profile_with_overrides(config.profile, config.overrides)
+    profile = profile_with_overrides(config.profile, config.overrides.flat())
     kept, rejected = [], []
     dropped = Counter()
     started = time.monotonic()
@@ -119,10 +178,10 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
         if log and (i + 1) % 1000 == 0:
             log(f"cleaned {i + 1}/{pages.height} ({(i + 1) / (time.monotonic() - started):.0f} docs/s)")
     funnel, n = [], pages.height
-    for rule in (LANGUAGE_RULE, *RULE_ORDER):
+    for rule in (LANGUAGE_RULE, *profile.order):
         funnel.append((rule, n, n - dropped[rule]))
         n -= dropped[rule]
-    facts = {"in": pages.height, "funnel": funnel, "seconds": time.monotonic() - started}
+    facts = {"in": pages.height, "funnel": funnel, "seconds": time.monotonic() - started, "profile": profile}
     return (pl.DataFrame(kept, schema=KEPT_SCHEMA, orient="row"),
             pl.DataFrame(rejected, schema=REJECTED_SCHEMA, orient="row"), facts)
 
@@ -147,7 +206,7 @@ def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extr
     """
     kept, rejected, facts = clean_frame(extracted_pages, config, context.log.info)
     by_rule = rejected.group_by("rule").len().sort("len", descending=True)
-    thresholds = PROFILES[config.profile]
+    overrides = config.overrides.flat()
     yield dg.Output(kept, output_name="clean_documents", metadata={
         "documents_in": facts["in"],
         "documents_kept": kept.height,
@@ -159,8 +218,9 @@ def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extr
         "quality_histogram": md_histogram(kept["quality_score"].to_list(), title="quality"),
         "pii_replacements": dg.MetadataValue.json({c: int(kept[c].sum()) for c in
                                                    ("pii_emails", "pii_ip_addresses", "pii_phones")}),
-        "profile": dg.MetadataValue.text(thresholds.name),
-        "overrides": dg.MetadataValue.json(config.overrides),
+        "profile": dg.MetadataValue.text(facts["profile"].name),
+        "rule_order": dg.MetadataValue.text(" -> ".join(facts["profile"].order)),
+        "overrides": dg.MetadataValue.json(overrides),
     })
     yield dg.Output(rejected, output_name="document_rejections", metadata={
         "documents_rejected": rejected.height,

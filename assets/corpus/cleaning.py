@@ -1,25 +1,31 @@
 """One document through the corpus rules: normalize, filter, scrub (framework-free).
 
-``clean_document`` runs, in ``RULE_ORDER``::
+``clean_document`` runs ``normalize_text``, then the profile's rules in the profile's ``order``, then
+``scrub_pii``. The default order (``RULE_ORDER``; profiles ``published`` and ``documentation``)::
 
     normalize_text -> length_bounds -> c4_quality (line filter, then document rules)
     -> gopher_repetition -> gopher_quality -> fineweb_quality -> scrub_pii
 
-The first failing rule drops the document; later rules are not evaluated. Length bounds measure
-the normalized text; the rules after C4 share one :class:`TextStats` of the text C4 kept, so it is
-tokenized once. PII scrubbing runs last so that the rules judge the real text (a placeholder such as
-``<EMAIL>`` would change word, symbol and line statistics), and only kept documents pay for it.
+and FineWeb's (profile ``fineweb``, as datatrove's FineWeb pipeline runs them)::
+
+    normalize_text -> gopher_repetition -> gopher_quality -> c4_quality -> fineweb_quality -> scrub_pii
+
+The first failing rule drops the document; later rules are not evaluated. Rules before C4 read the
+normalized text; C4 removes lines, and the rules after it read the text C4 kept. Rules share one
+:class:`TextStats` per text, so a text is tokenized once. PII scrubbing runs last so that the rules
+judge the real text (a placeholder such as ``<EMAIL>`` would change word, symbol and line statistics), and
+only kept documents pay for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from assets.corpus.filters import normalize_text, quality_score, scrub_pii
+from assets.corpus.filters import C4Quality, normalize_text, quality_score, scrub_pii
 from assets.corpus.text_stats import TextStats
-from assets.corpus.thresholds import Profile
+from assets.corpus.thresholds import DEFAULT_ORDER, Profile
 
-RULE_ORDER: tuple[str, ...] = ("length_bounds", "c4_quality", "gopher_repetition", "gopher_quality", "fineweb_quality")
+RULE_ORDER: tuple[str, ...] = DEFAULT_ORDER
 
 
 @dataclass(frozen=True)
@@ -43,24 +49,21 @@ class CleanResult:
 
 
 def clean_document(text: str, profile: Profile) -> CleanResult:
-    """Normalize ``text`` and run it through ``profile``'s rules in ``RULE_ORDER``; see the module doc."""
+    """Normalize ``text`` and run it through ``profile``'s rules in ``profile.order``; see the module doc."""
     normalized = normalize_text(text, keep_indentation=profile.keep_indentation)
     normalized_stats = TextStats(normalized)
+    stats = normalized_stats
     flags: dict[str, bool] = {}
-
-    reason = profile.length_bounds.check(normalized_stats)
-    flags[profile.length_bounds.name] = reason is None
-    if reason is not None:
-        return CleanResult(None, profile.length_bounds.name, reason, quality_score(normalized_stats), {}, flags)
-
-    kept, lines_removed = profile.c4_quality.filter_lines(normalized)
-    stats = normalized_stats if kept is normalized else TextStats(kept)
-    for rule in (profile.c4_quality, profile.gopher_repetition, profile.gopher_quality, profile.fineweb_quality):
-        reason = rule.check(stats)
+    lines_removed = 0
+    for rule in profile.pipeline:
+        if isinstance(rule, C4Quality):
+            stats, lines_removed, reason = rule.apply(stats)
+        else:
+            reason = rule.check(stats)
         flags[rule.name] = reason is None
         if reason is not None:
             return CleanResult(None, rule.name, reason, quality_score(normalized_stats), {}, flags, lines_removed)
 
-    scrubbed, pii = scrub_pii(kept)
+    scrubbed, pii = scrub_pii(stats.text)
     final_stats = stats if not any(pii.values()) else TextStats(scrubbed)
     return CleanResult(scrubbed, None, None, quality_score(final_stats), pii, flags, lines_removed)

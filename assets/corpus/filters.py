@@ -6,6 +6,15 @@ C4, FineWeb), a ``name`` class attribute, and ``check(stats) -> str | None``: ``
 document, a short reason string drops it. Rules read one shared :class:`TextStats`, so the text is
 tokenized once, not once per rule.
 
+Measures. Each rule has a ``measure`` field: ``"crawl2serve"`` (the default) measures as the docstrings
+describe (regex ``\\w+`` words, stripped non-empty lines, shares of word characters); ``"datatrove"``
+measures exactly as datatrove 0.10.1's filter of the same name does (its English word tokens from
+:mod:`assets.corpus.en_words`, its line splitting, its denominators), so that the ``fineweb`` profile
+(:mod:`assets.corpus.thresholds`) takes the decisions datatrove's FineWeb pipeline takes. Each rule's
+docstring lists what ``"datatrove"`` changes. One deliberate exception, in every measure: a
+whitespace-only line is blank, never a line (datatrove counts such lines, which trafilatura emits, as lines
+and as duplicates of each other; normalization removes them before any rule runs anyway).
+
 Comparisons. Each ratio is computed as one division of two integers, so a ratio equal to the
 threshold as a decimal fraction (for example 8/10 against 0.8) compares equal, never one float ulp
 off. Every bound is INCLUSIVE: a ``min_*`` threshold keeps values ``>=`` it, a ``max_*`` threshold
@@ -18,12 +27,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
+from assets.corpus.en_words import sentence_count
 from assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii  # noqa: F401 (re-exported; PII lives in pii.py)
 from assets.corpus.text_stats import TextStats
 
 __all__ = [
+    "MEASURES",
     "C4Quality",
     "FineWebQuality",
     "GopherQuality",
@@ -38,6 +49,25 @@ __all__ = [
 
 def _g(x: float) -> str:
     return f"{x:g}"
+
+
+Measure = Literal["crawl2serve", "datatrove"]
+MEASURES: tuple[str, ...] = ("crawl2serve", "datatrove")
+_DT_BULLETS = ("•", "-")  # datatrove's GopherQualityFilter counts these bullets only
+_DT_CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")  # datatrove: case-sensitive
+_DT_PARAGRAPH_SPLIT = re.compile(r"\n(?:[ \t]*\n)+")  # \n{2,}, whitespace-only lines counting as blank
+_DT_LINE_SPLIT = re.compile(r"\n+")
+
+
+def _non_blank(lines: list[str]) -> list[str]:
+    """The lines that hold a non-space character, unstripped (whitespace-only lines are blank)."""
+    return [line for line in lines if line.strip()]
+
+
+def _dup_count_chars(items: list[str]) -> tuple[int, int]:
+    """(number, total length) of the items equal to an earlier item."""
+    distinct = set(items)
+    return len(items) - len(distinct), sum(map(len, items)) - sum(map(len, distinct))
 
 
 # ----- normalization -----------------------------------------------------------------------------
@@ -169,9 +199,17 @@ class GopherQuality:
       name, kept for familiarity: it is the minimum share of alphabetic words);
     - stop-word occurrences (the, be, to, of, and, that, have, with; repeats count)
       ``>= min_stop_words``.
+
+    ``measure="datatrove"`` (datatrove's ``GopherQualityFilter``): words are English tokens; the word
+    count and mean length count the tokens holding a non-punctuation character, while the ``#`` and
+    ellipsis ratios and the alphabetic share divide by all tokens (punctuation tokens count: a code line
+    ``f(x) = 1`` is five words, two of them alphabetic); bullet lines start with ``•`` or ``-`` and, like
+    ellipsis lines, are a share of all lines (``str.splitlines``, blank lines included); stop words are
+    the distinct ones present, case-sensitive (Gopher's "at least two of" the words).
     """
 
     name: ClassVar[str] = "gopher_quality"
+    measure: Measure = "crawl2serve"
     min_doc_words: int = 50
     max_doc_words: int = 100_000
     min_avg_word_length: float = 3.0
@@ -183,6 +221,8 @@ class GopherQuality:
     min_stop_words: int = 2
 
     def check(self, stats: TextStats) -> str | None:
+        if self.measure == "datatrove":
+            return self._check_datatrove(stats)
         n_words = stats.n_words
         if n_words < self.min_doc_words:
             return "too_few_words"
@@ -210,6 +250,35 @@ class GopherQuality:
             return "too_few_stop_words"
         return None
 
+    def _check_datatrove(self, stats: TextStats) -> str | None:
+        n_words = stats.n_en_words
+        if n_words < self.min_doc_words:
+            return "too_few_words"
+        if n_words > self.max_doc_words:
+            return "too_many_words"
+        n_tokens = stats.n_en_tokens
+        if n_words == 0:
+            return "no_words"
+        mean = stats.mean_en_word_length
+        if mean < self.min_avg_word_length:
+            return f"mean_word_length<{_g(self.min_avg_word_length)}"
+        if mean > self.max_avg_word_length:
+            return f"mean_word_length>{_g(self.max_avg_word_length)}"
+        if stats.n_hashes / n_tokens > self.max_symbol_word_ratio:
+            return f"hash_word_ratio>{_g(self.max_symbol_word_ratio)}"
+        if stats.n_ellipses / n_tokens > self.max_symbol_word_ratio:
+            return f"ellipsis_word_ratio>{_g(self.max_symbol_word_ratio)}"
+        lines = stats.text.splitlines()
+        if sum(s.lstrip().startswith(_DT_BULLETS) for s in lines) / len(lines) > self.max_bullet_lines_ratio:
+            return f"bullet_lines_ratio>{_g(self.max_bullet_lines_ratio)}"
+        if sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > self.max_ellipsis_lines_ratio:
+            return f"ellipsis_lines_ratio>{_g(self.max_ellipsis_lines_ratio)}"
+        if stats.n_en_alpha_tokens / n_tokens < self.max_non_alpha_words_ratio:
+            return f"alpha_word_ratio<{_g(self.max_non_alpha_words_ratio)}"
+        if len(stats.en_stop_words) < self.min_stop_words:
+            return "too_few_stop_words"
+        return None
+
 
 @dataclass(frozen=True)
 class GopherRepetition:
@@ -230,9 +299,17 @@ class GopherRepetition:
     Character shares count word characters only (whitespace and punctuation excluded) in both
     numerator and denominator; datatrove mixes the raw text length in. The n-gram shares never
     grow with ``n``, so once one is within the smallest remaining threshold the rest are skipped.
+
+    ``measure="datatrove"`` (datatrove's ``GopherRepetitionFilter``): every character share divides by
+    the length of the whole text; lines are the unstripped non-blank lines (``\\n+`` splits); n-grams are
+    of English tokens, checked in the order given: the top n-gram scores ``len(" ".join(ngram)) x count``
+    even when it occurs once, and repeated n-grams are counted by datatrove's greedy scan (an n-gram seen
+    at an earlier visited position adds its characters, tokens joined with ``""``, and the scan jumps
+    ``n`` tokens; see :meth:`TextStats.en_duplicate_ngram_chars`). An empty text is dropped (``empty``).
     """
 
     name: ClassVar[str] = "gopher_repetition"
+    measure: Measure = "crawl2serve"
     dup_line_frac: float = 0.3
     dup_para_frac: float = 0.3
     dup_line_char_frac: float = 0.2
@@ -248,6 +325,8 @@ class GopherRepetition:
     )
 
     def check(self, stats: TextStats) -> str | None:
+        if self.measure == "datatrove":
+            return self._check_datatrove(stats)
         paragraphs = stats.paragraphs
         if paragraphs:
             n_dup, dup_chars = stats.paragraph_duplicates
@@ -282,6 +361,33 @@ class GopherRepetition:
                 break  # larger n cannot exceed this share
         return None
 
+    def _check_datatrove(self, stats: TextStats) -> str | None:
+        text = stats.text
+        if not text.strip():
+            return "empty"
+        size = len(text)
+        paragraphs = _DT_PARAGRAPH_SPLIT.split(text.strip())
+        n_dup, dup_chars = _dup_count_chars(paragraphs)
+        if n_dup / len(paragraphs) > self.dup_para_frac:
+            return f"dup_para_frac>{_g(self.dup_para_frac)}"
+        if dup_chars / size > self.dup_para_char_frac:
+            return f"dup_para_char_frac>{_g(self.dup_para_char_frac)}"
+        lines = _non_blank(_DT_LINE_SPLIT.split(text))
+        n_dup, dup_chars = _dup_count_chars(lines)
+        if n_dup / len(lines) > self.dup_line_frac:
+            return f"dup_line_frac>{_g(self.dup_line_frac)}"
+        if dup_chars / size > self.dup_line_char_frac:
+            return f"dup_line_char_frac>{_g(self.dup_line_char_frac)}"
+        for n, share in self.top_n_grams:
+            if stats.en_top_ngram_bound(n) / size <= share:
+                continue  # the bound settles most documents without counting n-grams
+            if stats.en_top_ngram_chars(n) / size > share:
+                return f"top_{n}_gram>{_g(share)}"
+        for n, share in self.dup_n_grams:
+            if stats.en_duplicate_ngram_chars(n) / size > share:
+                return f"dup_{n}_gram_chars>{_g(share)}"
+        return None
+
 
 @dataclass(frozen=True)
 class C4Quality:
@@ -303,9 +409,19 @@ class C4Quality:
 
     As in C4, the two document rules look only at lines that survived the line rules, so a code
     line with ``{`` that lacks terminal punctuation is removed rather than dropping the page.
+    :meth:`apply` runs both steps.
+
+    ``measure="datatrove"`` (datatrove's ``C4QualityFilter``, which follows TFDS's C4 code): one pass over
+    the stripped lines (``str.splitlines``) in C4's order: long word, citations (case-sensitive), terminal
+    punctuation, fewer than ``min_words_per_line`` whitespace tokens (counted before the citations were
+    deleted), ``lorem ipsum`` (drops the document), ``javascript``, ``{`` (drops the document), policy
+    phrases; sentences are counted per kept line by spaCy's sentencizer rule
+    (:func:`assets.corpus.en_words.sentence_count`); the kept lines are joined by single newlines (blank
+    lines and indentation are gone, as in C4's output).
     """
 
     name: ClassVar[str] = "c4_quality"
+    measure: Measure = "crawl2serve"
     filter_no_terminal_punct: bool = True
     end_punctuation: tuple[str, ...] = (".", "!", "?", '"', "'")
     min_words_per_line: int = 3
@@ -378,13 +494,65 @@ class C4Quality:
         return out.strip("\n"), removed
 
     def check(self, stats: TextStats) -> str | None:
+        """The document rules on a text the line filter already kept."""
         if self.filter_lorem_ipsum and "lorem ipsum" in stats.lower:
             return "lorem_ipsum"
         if self.filter_curly_bracket and "{" in stats.text:
             return "curly_bracket"
-        if stats.sentence_count < self.min_num_sentences:
+        if self.measure == "datatrove":
+            n_sentences = sum(sentence_count(line) for line in stats.text.splitlines())
+        else:
+            n_sentences = stats.sentence_count
+        if n_sentences < self.min_num_sentences:
             return f"sentences<{self.min_num_sentences}"
         return None
+
+    def apply(self, stats: TextStats) -> tuple[TextStats, int, str | None]:
+        """Both steps on ``stats.text``: (statistics of the kept text, lines removed, drop reason or None)."""
+        if self.measure == "datatrove":
+            return self._apply_datatrove(stats.text)
+        kept, removed = self.filter_lines(stats.text)
+        kept_stats = stats if kept is stats.text else TextStats(kept)
+        return kept_stats, removed, self.check(kept_stats)
+
+    def _apply_datatrove(self, text: str) -> tuple[TextStats, int, str | None]:
+        punct = self.end_punctuation if self.filter_no_terminal_punct else None
+        policies = self.policy_phrases if self.filter_policy else ()
+        kept: list[str] = []
+        removed = 0
+        n_sentences = 0
+        for line in text.splitlines():
+            line = line.strip()
+            words = line.split()
+            if any(len(w) > self.max_word_length for w in words):
+                removed += 1
+                continue
+            if self.remove_citations and "[" in line:
+                line = _DT_CITATION_RE.sub("", line)
+            if punct is not None and (not line.endswith(punct) or line.endswith("...")):
+                removed += 1
+                continue
+            if len(words) < self.min_words_per_line:
+                removed += bool(words)  # blank lines are not counted as removed
+                continue
+            low = line.lower()
+            if self.filter_lorem_ipsum and "lorem ipsum" in low:
+                return TextStats(text), removed, "lorem_ipsum"
+            if self.filter_javascript and "javascript" in low:
+                removed += 1
+                continue
+            if self.filter_curly_bracket and "{" in line:
+                return TextStats(text), removed, "curly_bracket"
+            if policies and any(p in low for p in policies):
+                removed += 1
+                continue
+            if n_sentences < self.min_num_sentences:
+                n_sentences += sentence_count(line)
+            kept.append(line)
+        kept_stats = TextStats("\n".join(kept).strip())
+        if n_sentences < self.min_num_sentences:
+            return kept_stats, removed, f"sentences<{self.min_num_sentences}"
+        return kept_stats, removed, None
 
 
 @dataclass(frozen=True)
@@ -398,9 +566,16 @@ class FineWebQuality:
     - characters of lines repeating an earlier line / all line characters
       ``<= char_duplicates_ratio``;
     - newlines (blank lines included) / words ``<= new_line_ratio``.
+
+    ``measure="datatrove"`` (datatrove's ``FineWebQualityFilter``): lines are not stripped (a leading
+    space counts towards a line's length and its identity); duplicate-line characters divide by the
+    characters of the text that are not newlines; the newline ratio divides by English tokens. Its
+    line-end characters are ``assets.corpus.en_words.DATATROVE_TERMINALS`` (the ``fineweb`` profile sets
+    them: no quotes, 159 sentence terminals).
     """
 
     name: ClassVar[str] = "fineweb_quality"
+    measure: Measure = "crawl2serve"
     line_punct_thr: float = 0.12
     short_line_thr: float = 0.67
     short_line_length: int = 30
@@ -409,6 +584,8 @@ class FineWebQuality:
     line_end_chars: tuple[str, ...] = (".", "!", "?", '"', "'", "”", "’", "。", "！", "？")
 
     def check(self, stats: TextStats) -> str | None:
+        if self.measure == "datatrove":
+            return self._check_datatrove(stats)
         lines = stats.non_empty_lines
         if not lines:
             return "no_lines"
@@ -422,6 +599,22 @@ class FineWebQuality:
         if stats.n_words == 0:
             return "no_words"
         if stats.n_newlines / stats.n_words > self.new_line_ratio:
+            return f"newline_word_ratio>{_g(self.new_line_ratio)}"
+        return None
+
+    def _check_datatrove(self, stats: TextStats) -> str | None:
+        text = stats.text
+        lines = _non_blank(text.split("\n"))
+        if not lines:
+            return "no_lines"
+        n = len(lines)
+        if sum(line.endswith(self.line_end_chars) for line in lines) / n < self.line_punct_thr:
+            return f"line_punct_ratio<{_g(self.line_punct_thr)}"
+        if sum(len(line) <= self.short_line_length for line in lines) / n > self.short_line_thr:
+            return f"short_line_ratio>{_g(self.short_line_thr)}"
+        if _dup_count_chars(lines)[1] / (len(text) - stats.n_newlines) > self.char_duplicates_ratio:
+            return f"char_dup_ratio>{_g(self.char_duplicates_ratio)}"
+        if stats.n_newlines / stats.n_en_tokens > self.new_line_ratio:
             return f"newline_word_ratio>{_g(self.new_line_ratio)}"
         return None
 

@@ -21,6 +21,12 @@ Definitions (the rules in :mod:`assets.corpus.filters` rely on them):
   not end in a sentence end adds one unterminated sentence. Abbreviations (``e.g. x``) over-count;
   decimals (``3.14``) and dotted names (``os.path``) do not.
 
+- **English tokens** (``en_*``, datatrove's measures; read by rules with ``measure="datatrove"``): the
+  tokens of :func:`assets.corpus.en_words.word_tokens` (spaCy's English rules: punctuation tokens count,
+  contractions split, case kept). A **word token** holds a character outside datatrove's punctuation set;
+  n-gram character counts are those of the tokens joined as datatrove joins them (``" "`` for the top
+  n-gram, ``""`` for repeated n-grams).
+
 The statistics expect normalized text (:func:`assets.corpus.filters.normalize_text`): no ``\\r``,
 no trailing spaces. Other text is measured without error, with line-end facts approximate.
 Code points above U+FFFF count as symbols (neither letters, word characters nor spaces).
@@ -34,6 +40,8 @@ from functools import cached_property
 from itertools import repeat
 
 import numpy as np
+
+from assets.corpus.en_words import DT_PUNCTUATION, STOP_WORD_SET, chunk_facts, tokens_of_chunk, word_tokens
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's English stop words
 BULLET_PREFIXES = ("•", "‣", "◦", "●", "▪", "∙", "-", "*")
@@ -75,6 +83,8 @@ def _build_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 _CLASSES, _LOWER = _build_tables()
+_DT_PUNCT = np.zeros(_ASTRAL, dtype=bool)  # BMP characters in datatrove's punctuation set
+_DT_PUNCT[[ord(c) for c in DT_PUNCTUATION if ord(c) < _ASTRAL]] = True
 # (P**i, P**-i) mod 2**64 for i < size; replaced whole (one assignment) when a longer text needs more.
 _POWERS: tuple[np.ndarray, np.ndarray] = (np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64))
 
@@ -487,6 +497,168 @@ class TextStats:
     def paragraph_duplicates(self) -> tuple[int, int]:
         """(number, chars) of paragraphs repeating an earlier paragraph."""
         return _duplicates(self.paragraphs)
+
+
+    # ----- datatrove 0.10.1's measures over English tokens -------------------------------------------
+    @cached_property
+    def en_tokens(self) -> list[str]:
+        """datatrove's English word tokens (whitespace dropped)."""
+        return word_tokens(self.text)
+
+    @cached_property
+    def _en_spans(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(start offset of every token in ``"".join(tokens)`` plus the total length, per-token hashes,
+        prefix sums of the scaled code points of the joined tokens, those code points)."""
+        tokens = self.en_tokens
+        starts = np.zeros(len(tokens) + 1, dtype=np.int64)
+        if tokens:
+            np.cumsum(np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)), out=starts[1:])
+        cp = np.frombuffer("".join(tokens).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        pow_, pow_inv = _powers(cp.size + 1)
+        prefix = np.zeros(cp.size + 1, dtype=np.uint64)
+        np.cumsum(cp.astype(np.uint64) * pow_inv[: cp.size], out=prefix[1:])
+        return starts, self._span_hash(prefix, starts[:-1], starts[1:]), prefix, cp
+
+    @staticmethod
+    def _span_hash(prefix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Hash of the joined-token characters [a, b): equal for equal strings (with their length)."""
+        return _mix((prefix[b] - prefix[a]) * _POWERS[0][a] + (b - a).astype(np.uint64))
+
+    @cached_property
+    def _en_facts(self) -> tuple[int, int, int, int]:
+        """(tokens, word tokens, characters of word tokens, tokens holding a letter)."""
+        starts, _, _, cp = self._en_spans
+        n = starts.size - 1
+        if n == 0:
+            return 0, 0, 0, 0
+        if int(cp.max()) >= _ASTRAL:  # astral characters: per chunk, in Python
+            facts = [chunk_facts(c) for c in self.text.split()]
+            return tuple(sum(f[i] for f in facts) for i in range(4))  # type: ignore[return-value]
+        first = starts[:-1]
+        word = np.logical_or.reduceat(~_DT_PUNCT.take(cp), first)
+        alpha = np.logical_or.reduceat((_CLASSES.take(cp) & _LETTER).astype(bool), first)
+        lengths = np.diff(starts)
+        return n, int(word.sum()), int(lengths[word].sum()), int(alpha.sum())
+
+    @property
+    def n_en_tokens(self) -> int:
+        if "_en_spans" in self.__dict__ or "en_tokens" in self.__dict__:
+            return len(self.en_tokens)
+        return sum(map(len, map(tokens_of_chunk, self.text.split())))  # counting only: no token list
+
+    @property
+    def n_en_words(self) -> int:
+        """Tokens holding a character outside datatrove's punctuation set (Gopher's word count)."""
+        return self._en_facts[1]
+
+    @property
+    def mean_en_word_length(self) -> float:
+        """Mean characters per word token (0.0 without any)."""
+        return self._en_facts[2] / self._en_facts[1] if self._en_facts[1] else 0.0
+
+    @property
+    def n_en_alpha_tokens(self) -> int:
+        """Tokens holding an alphabetic character (``str.isalpha``)."""
+        return self._en_facts[3]
+
+    @cached_property
+    def en_stop_words(self) -> frozenset[str]:
+        """The distinct Gopher stop words among the tokens, case-sensitive (``The`` is not ``the``)."""
+        return STOP_WORD_SET.intersection(self.en_tokens)
+
+    @cached_property
+    def _en_token_counts(self) -> np.ndarray:
+        """Per token position: occurrences of that token in the document."""
+        _, token_hash, _, _ = self._en_spans
+        order = np.argsort(token_hash, kind="stable")
+        if order.size == 0:
+            return np.zeros(0, dtype=np.intp)
+        _, counts = _run_bounds(token_hash[order])
+        at = np.empty(order.size, dtype=np.intp)
+        at[order] = np.repeat(counts, counts)
+        return at
+
+    def _en_window_chars(self, n: int) -> np.ndarray:
+        """Characters of every window of ``n`` tokens, joined without separators."""
+        starts = self._en_spans[0]
+        return starts[n:] - starts[:-n]
+
+    def en_top_ngram_bound(self, n: int) -> int:
+        """An upper bound on :meth:`en_top_ngram_chars` without counting n-grams: an n-gram occurs at most as
+        often as its rarest token (0 with fewer than ``n`` tokens)."""
+        m = len(self.en_tokens) - n + 1
+        if m <= 0:
+            return 0
+        counts = self._en_token_counts
+        smallest = counts[:m].copy()
+        for k in range(1, n):
+            np.minimum(smallest, counts[k : k + m], out=smallest)
+        return int((smallest * (self._en_window_chars(n) + (n - 1))).max())
+
+    def en_top_ngram_chars(self, n: int) -> int:
+        """datatrove's top n-gram measure: ``len(" ".join(top)) * count`` for the most frequent token
+        n-gram (ties: the one seen first); 0 with fewer than ``n`` tokens. A single occurrence counts."""
+        cached = self._top_ngram.get(-n)
+        if cached is None:
+            starts, token_hash, _, _ = self._en_spans
+            m = len(self.en_tokens) - n + 1
+            if m <= 0:
+                cached = (0, 0)
+            else:
+                h = token_hash[:m].copy()
+                for k in range(1, n):
+                    h = h * np.uint64(_Q) + token_hash[k : k + m]
+                order = np.argsort(h, kind="stable")
+                run_starts, counts = _run_bounds(h[order])
+                top = int(counts.max())
+                first = int(order[run_starts[counts == top]].min())  # each run lists positions ascending
+                cached = (top, int(starts[first + n] - starts[first]) + n - 1)
+            self._top_ngram[-n] = cached
+        return cached[0] * cached[1]
+
+    def en_duplicate_ngram_chars(self, n: int) -> int:
+        """datatrove's repeated n-gram measure: scanning token positions left to right, an n-gram (its
+        tokens joined with ``""``) seen before at a visited position adds its characters and the scan jumps
+        ``n`` tokens ahead (the skipped positions are never recorded); otherwise it is recorded and the scan
+        moves one token."""
+        cached = self._dup_ngram_chars.get(-n)
+        if cached is None:
+            cached = 0
+            starts, _, prefix, _ = self._en_spans
+            m = len(self.en_tokens) - n + 1
+            if m > 1:
+                # An n-gram that occurs twice has only repeated tokens (equal strings of the same tokens;
+                # datatrove's "" join could also equate different splits of one string, which no tokenizer
+                # run produces for two windows of equal text), so only such windows are hashed and sorted.
+                not_rep = np.zeros(len(self.en_tokens) + 1, dtype=np.int32)
+                np.cumsum(self._en_token_counts < 2, out=not_rep[1:])
+                cand = np.flatnonzero(not_rep[n : n + m] == not_rep[:m])
+                if cand.size > 1:
+                    h = self._span_hash(prefix, starts[cand], starts[cand + n])
+                    order = np.argsort(h, kind="stable")
+                    ordered = h[order]
+                    same = ordered[1:] == ordered[:-1]
+                    repeated = np.zeros(cand.size, dtype=bool)
+                    repeated[order[1:][same]] = True
+                    repeated[order[:-1][same]] = True
+                    # Positions whose n-gram occurs once are recorded and passed, changing nothing later.
+                    pos = cand[repeated]
+                    if pos.size:
+                        hv = h[repeated].tolist()
+                        chars = (starts[pos + n] - starts[pos]).tolist()
+                        seen: set[int] = set()
+                        nxt = 0
+                        for p, v, c in zip(pos.tolist(), hv, chars):
+                            if p < nxt:
+                                continue
+                            if v in seen:
+                                cached += c
+                                nxt = p + n
+                            else:
+                                seen.add(v)
+                                nxt = p + 1
+            self._dup_ngram_chars[-n] = cached
+        return cached
 
 
 _STOP_HASHES = np.sort(TextStats(" ".join(STOP_WORDS)).word_hashes)

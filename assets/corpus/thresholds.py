@@ -1,34 +1,58 @@
-"""Named threshold profiles for the corpus rules, and overrides from run config (framework-free).
+"""Named threshold profiles for the corpus rules, and typed overrides (framework-free).
 
-A :class:`Profile` holds one instance of every rule plus the normalization setting. Two profiles:
+A :class:`Profile` holds one instance of every rule, the order they run in, and the normalization
+setting. Three profiles, each for one purpose:
 
-- ``PUBLISHED``: every rule at its published default (datatrove's Gopher, C4 and FineWeb values).
-- ``DOCUMENTATION``: for software-documentation pages (the embedded crawl is Python's pydoc server),
-  where code lines, signatures and repeated per-entry listings trip rules written for web prose.
-  FIELD-NOTES: Gopher quality alone drops about half of English documentation pages (datatrove's
-  tokenizer counts punctuation tokens as words). Measured here on the main-content text of 206
-  pydoc pages of the standard library: ``PUBLISHED`` keeps 42 (C4 strips every code line, then
-  repetition and FineWeb's 1% duplicate-line budget drop most of the rest), ``DOCUMENTATION``
-  keeps 155; the values below sit near the 85th-90th percentile of those pages. Each deviation
-  from ``PUBLISHED`` carries a one-line reason.
+- ``FINEWEB`` (``fineweb``): FineWeb as datatrove 0.10.1 implements it (``examples/fineweb.py``, after
+  extraction and language id): ``GopherRepetitionFilter() -> GopherQualityFilter() ->
+  C4QualityFilter(filter_no_terminal_punct=False) -> FineWebQualityFilter()``: that rule order, datatrove's
+  thresholds (the published ones), datatrove's measures (``measure="datatrove"``: its English word tokens,
+  punctuation counted as words, its line splitting and denominators) and its line-end characters. No
+  length gate (datatrove has none). Use it to reproduce FineWeb's decisions on a web crawl. Measured on
+  real pages (``bench/bench_datatrove.py``, README): the same keep/drop decision as datatrove on the same
+  extracted text for all but the differences the README lists, each with its rule.
+- ``PUBLISHED`` (``published``, the default of ``clean_documents``): every rule at its published threshold
+  (Gopher, C4 with its terminal-punctuation rule, FineWeb) with crawl2serve's measures (regex words,
+  stripped lines, word-character shares) and crawl2serve's order: the length gate, then C4's line filter
+  first, so Gopher and FineWeb judge only the lines C4 kept (C4's own paper order: C4 cleaned pages that
+  Gopher never saw). It is not FineWeb: on real pages it keeps far more than datatrove's FineWeb (README).
+- ``DOCUMENTATION`` (``documentation``): for software-documentation pages (the embedded crawl is Python's
+  pydoc server), where code lines, signatures and repeated per-entry listings trip rules written for web
+  prose. FIELD-NOTES: Gopher quality alone drops about half of English documentation pages (datatrove's
+  tokenizer counts punctuation tokens as words). Measured here on the main-content text of 206 pydoc
+  pages of the standard library: ``PUBLISHED`` keeps 42 (C4 strips every code line, then repetition and
+  FineWeb's 1% duplicate-line budget drop most of the rest), ``DOCUMENTATION`` keeps 155; the values below
+  sit near the 85th-90th percentile of those pages. Each deviation from ``PUBLISHED`` carries a one-line
+  reason. The embedded run config selects it.
 
-Overrides use ``"rule_name.field"`` keys, e.g. ``{"gopher_quality.min_doc_words": 20}``.
+Overrides (:func:`profile_with_overrides`) use ``"rule_name.field"`` keys (``"gopher_quality.min_doc_words"``)
+plus ``"keep_indentation"`` and ``"order"``, and keep every value's type: a bool stays a bool, a list
+becomes the tuple the field holds (``[[2, 0.3]]`` -> ``((2, 0.3),)``); a value of the wrong type raises
+``ValueError`` naming the key and the expected type.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from assets.corpus.en_words import DATATROVE_TERMINALS
 from assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthBounds
 
 RuleType = LengthBounds | C4Quality | GopherRepetition | GopherQuality | FineWebQuality
+RULE_TYPES: dict[str, type] = {cls.name: cls for cls in (LengthBounds, C4Quality, GopherRepetition, GopherQuality,
+                                                         FineWebQuality)}
+DEFAULT_ORDER: tuple[str, ...] = ("length_bounds", "c4_quality", "gopher_repetition", "gopher_quality",
+                                  "fineweb_quality")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """One instance of each rule (attribute name == the rule's ``name``) plus normalization."""
+    """One instance of each rule (attribute name == the rule's ``name``), the order the rules run in
+    (names; a rule left out does not run), and normalization."""
 
     name: str
     length_bounds: LengthBounds = field(default_factory=LengthBounds)
@@ -37,13 +61,36 @@ class Profile:
     gopher_quality: GopherQuality = field(default_factory=GopherQuality)
     fineweb_quality: FineWebQuality = field(default_factory=FineWebQuality)
     keep_indentation: bool = False  # passed to normalize_text
+    order: tuple[str, ...] = DEFAULT_ORDER
+
+    def __post_init__(self) -> None:
+        _check_order("order", self.order)
 
     @property
     def rules(self) -> dict[str, RuleType]:
-        """Rule name -> rule instance."""
-        rules = (self.length_bounds, self.c4_quality, self.gopher_repetition, self.gopher_quality, self.fineweb_quality)
-        return {r.name: r for r in rules}
+        """Rule name -> rule instance, every rule (in ``DEFAULT_ORDER``)."""
+        return {name: getattr(self, name) for name in DEFAULT_ORDER}
 
+    @property
+    def pipeline(self) -> tuple[RuleType, ...]:
+        """The rules that run, in ``order``."""
+        return tuple(getattr(self, name) for name in self.order)
+
+
+def _check_order(key: str, order: tuple[str, ...]) -> None:
+    unknown = [n for n in order if n not in RULE_TYPES]
+    if unknown or len(set(order)) != len(order):
+        raise ValueError(f"{key!r}: expected distinct rule names from {list(DEFAULT_ORDER)}, got {list(order)}")
+
+
+FINEWEB = Profile(
+    name="fineweb",
+    order=("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"),
+    gopher_repetition=GopherRepetition(measure="datatrove"),
+    gopher_quality=GopherQuality(measure="datatrove"),
+    c4_quality=C4Quality(measure="datatrove", filter_no_terminal_punct=False),  # FineWeb turns this C4 rule off
+    fineweb_quality=FineWebQuality(measure="datatrove", line_end_chars=DATATROVE_TERMINALS),
+)
 
 PUBLISHED = Profile(name="published")
 
@@ -77,56 +124,108 @@ DOCUMENTATION = Profile(
     ),
 )
 
-PROFILES: dict[str, Profile] = {"published": PUBLISHED, "documentation": DOCUMENTATION}
+PROFILES: dict[str, Profile] = {"published": PUBLISHED, "fineweb": FINEWEB, "documentation": DOCUMENTATION}
 
 
-def _coerce(key: str, declared: str, value: object) -> Any:
-    """``value`` converted to the field's declared type (annotation string), or ValueError."""
-    if declared == "bool":
+# ----- typed overrides ---------------------------------------------------------------------------------
+def field_types(rule_name: str) -> dict[str, Any]:
+    """Field name -> resolved type annotation of one rule (``int``, ``float``, ``bool``, a ``Literal``,
+    ``tuple[str, ...]``, ``tuple[tuple[int, float], ...]``)."""
+    cls = RULE_TYPES[rule_name]
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+PROFILE_FIELD_TYPES: dict[str, Any] = {"keep_indentation": bool, "order": tuple[str, ...]}
+
+
+def describe_type(tp: Any) -> str:
+    """The type in words, for error messages and config descriptions."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return "a bool (true/false)"
+    if tp is int:
+        return "an int"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"a list of {describe_type(args[0])}"
+    if origin is tuple:
+        return "a list [" + ", ".join(describe_type(a) for a in args) + "]"
+    return str(tp)
+
+
+def coerce(key: str, tp: Any, value: object) -> Any:
+    """``value`` as the type ``tp`` (a list becomes a tuple; an int field takes an integral float, a float
+    field an int; a bool is only a bool), or ``ValueError`` naming ``key`` and the expected type."""
+
+    def fail() -> ValueError:
+        return ValueError(f"override {key!r}: expected {describe_type(tp)}, got {value!r}")
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"override {key!r}: expected a bool, got {value!r}")
+            raise fail()
         return value
-    if isinstance(value, bool):
-        raise ValueError(f"override {key!r}: expected {declared}, got {value!r}")
-    if declared == "int":
+    if isinstance(value, bool):  # True is an int to Python, never a number here
+        raise fail()
+    if tp is int:
         if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
             return int(value)
-        raise ValueError(f"override {key!r}: expected an int, got {value!r}")
-    if declared == "float":
+        raise fail()
+    if tp is float:
         if isinstance(value, int | float):
             return float(value)
-        raise ValueError(f"override {key!r}: expected a number, got {value!r}")
-    if declared.startswith("tuple"):
-        if isinstance(value, list | tuple):
-            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        raise ValueError(f"override {key!r}: expected a list, got {value!r}")
-    raise ValueError(f"override {key!r}: a {declared} field cannot be overridden")
+        raise fail()
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail()
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise fail()
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise fail()
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value)]
+        else:
+            if len(value) != len(args):
+                raise fail()
+            items = [coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value))]
+        return tuple(items)
+    raise ValueError(f"override {key!r}: a {tp} field cannot be overridden")
 
 
-def profile_with_overrides(name: str, overrides: dict[str, float | int] | None = None) -> Profile:
-    """The profile ``name`` with ``overrides`` applied.
+def profile_with_overrides(name: str, overrides: Mapping[str, object] | None = None) -> Profile:
+    """The profile ``name`` with ``overrides`` applied (see the module docstring).
 
-    Keys are ``"rule_name.field"`` (``"gopher_quality.min_doc_words"``), or ``"keep_indentation"``.
-    Values are checked against the field's type (an int field takes an integral float; a float
-    field takes an int). An unknown profile, rule or field, or a value of the wrong type, raises
-    ``ValueError`` naming it.
+    An unknown profile, rule or field, or a value of the wrong type, raises ``ValueError`` naming it.
     """
     try:
         profile = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}") from None
+    top: dict[str, Any] = {}
     changes: dict[str, dict[str, Any]] = {}
     for key, value in (overrides or {}).items():
-        if key == "keep_indentation":
-            profile = dataclasses.replace(profile, keep_indentation=_coerce(key, "bool", value))
+        if key in PROFILE_FIELD_TYPES:
+            top[key] = coerce(key, PROFILE_FIELD_TYPES[key], value)
+            if key == "order":
+                _check_order(key, top[key])
             continue
         rule_name, _, field_name = key.partition(".")
-        rule = profile.rules.get(rule_name)
-        declared = {f.name: str(f.type) for f in dataclasses.fields(rule)} if rule is not None else {}
-        if field_name not in declared:
+        types = field_types(rule_name) if rule_name in RULE_TYPES else {}
+        if field_name not in types:
             raise ValueError(
-                f"unknown override key {key!r}; expected 'rule.field' with rule in {sorted(profile.rules)}"
+                f"unknown override key {key!r}; expected 'rule.field' with rule in {sorted(RULE_TYPES)}, "
+                f"or one of {sorted(PROFILE_FIELD_TYPES)}"
             )
-        changes.setdefault(rule_name, {})[field_name] = _coerce(key, declared[field_name], value)
-    replaced: dict[str, Any] = {r: dataclasses.replace(profile.rules[r], **fields) for r, fields in changes.items()}
-    return dataclasses.replace(profile, **replaced) if replaced else profile
+        changes.setdefault(rule_name, {})[field_name] = coerce(key, types[field_name], value)
+    replaced: dict[str, Any] = {r: dataclasses.replace(getattr(profile, r), **f) for r, f in changes.items()}
+    return dataclasses.replace(profile, **top, **replaced) if (replaced or top) else profile

@@ -25,7 +25,7 @@ from assets.corpus.filters import (
     quality_score,
 )
 from assets.corpus.text_stats import STOP_WORDS, TextStats
-from assets.corpus.thresholds import DOCUMENTATION, PROFILES, PUBLISHED, Profile, profile_with_overrides
+from assets.corpus.thresholds import DOCUMENTATION, FINEWEB, PROFILES, PUBLISHED, Profile, profile_with_overrides
 
 # ----- helpers -------------------------------------------------------------------------------------
 
@@ -618,7 +618,8 @@ def test_quality_score_orders_prose_above_boilerplate():
 
 def test_published_profile_uses_class_defaults():
     assert PUBLISHED == Profile(name="published")
-    assert PROFILES == {"published": PUBLISHED, "documentation": DOCUMENTATION}
+    assert PROFILES == {"published": PUBLISHED, "fineweb": FINEWEB, "documentation": DOCUMENTATION}
+    assert PUBLISHED.order == RULE_ORDER
     assert list(PUBLISHED.rules) == list(RULE_ORDER)
     for name, rule in PUBLISHED.rules.items():
         assert rule.name == name and getattr(PUBLISHED, name) is rule
