@@ -2,7 +2,9 @@
 ``dagster dev`` ticks them).
 
 - ``drift_retraining``: new ``drift_report`` materializations → at most one ``retrain`` run per drift episode,
-  with a cooldown (``assets.monitoring.retrain_policy``); the policy's state is the sensor's cursor.
+  with a cooldown, on the report's verdict ("no verdict" hours and drift over fewer than
+  ``CRAWL2SERVE_RETRAIN_MIN_REQUESTS`` requests change nothing; ``assets.monitoring.retrain_policy``); the
+  policy's state is the sensor's cursor.
 - ``new_champion``: the registry's champion differs from what is served → a ``serve_champion`` run.
 - ``run_failure_alerts``: every failed run → an alert (log, ``{data_root}/alerts/alerts.jsonl``, an observation
   on the failed run's assets, and a webhook POST when ``CRAWL2SERVE_ALERT_WEBHOOK`` is set).
@@ -24,6 +26,7 @@ from resources.tracking import MlflowTracking
 from serving.gateway.routing import read_routing
 
 RETRAIN_COOLDOWN_S = float(os.environ.get("CRAWL2SERVE_RETRAIN_COOLDOWN_S", 6 * 3600))
+RETRAIN_MIN_REQUESTS = int(os.environ.get("CRAWL2SERVE_RETRAIN_MIN_REQUESTS", "50"))
 WEBHOOK_VAR = "CRAWL2SERVE_ALERT_WEBHOOK"
 
 
@@ -37,8 +40,15 @@ def _drift_reports(instance: dg.DagsterInstance, after_storage_id: int) -> list[
         meta = mat.metadata if mat else {}
         share = meta.get("drift_share")
         drifting = meta.get("dataset_drift")
+        verdict = meta.get("verdict")
+        requests = meta.get("requests")
+        if verdict is not None:
+            verdict = str(verdict.value)
+        elif meta.get("too_few_requests") is not None:  # a report from before verdicts were recorded
+            verdict = "no verdict"
         reports.append(DriftReport(record.storage_id, mat.partition or "", float(share.value) if share else 0.0,
-                                   bool(drifting.value) if drifting is not None else False))
+                                   bool(drifting.value) if drifting is not None else False, verdict,
+                                   int(requests.value) if requests is not None else None))
     return reports
 
 
@@ -48,12 +58,13 @@ def _latest_crawl_partition(instance: dg.DagsterInstance) -> str | None:
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Retrain when the drift report says the traffic drifted: one run per drift episode, "
-           f"at most one per CRAWL2SERVE_RETRAIN_COOLDOWN_S ({RETRAIN_COOLDOWN_S:.0f} s)")
+           description="Retrain when the drift report's verdict is drift: one run per drift episode, "
+           f"at most one per CRAWL2SERVE_RETRAIN_COOLDOWN_S ({RETRAIN_COOLDOWN_S:.0f} s), only on an hour of at "
+           f"least CRAWL2SERVE_RETRAIN_MIN_REQUESTS ({RETRAIN_MIN_REQUESTS}) requests")
 def drift_retraining(context: dg.SensorEvaluationContext):
     state = PolicyState.from_cursor(context.cursor)
     decision = decide(state, _drift_reports(context.instance, state.last_storage_id), now=time.time(),
-                      cooldown_s=RETRAIN_COOLDOWN_S)
+                      cooldown_s=RETRAIN_COOLDOWN_S, min_requests=RETRAIN_MIN_REQUESTS)
     context.update_cursor(decision.state.to_cursor())
     if decision.run_key is None:
         return dg.SkipReason(decision.reason)

@@ -13,11 +13,9 @@ from assets.serving.assets import sglang_deployment
 from resources.serving import ServingEngine
 from resources.storage import DataRoot
 
-from .drift import CORPUS_CONTENT_COLUMNS, OUTPUT_COLUMNS, SERVING_COLUMNS, build_current, build_reference, \
-    coarsen_languages, corpus_snippets, drift_report as run_drift_report, rates
+from .drift import ALL_COLUMNS, DriftRule, DriftVerdict, build_current, build_reference, corpus_snippets, \
+    drift_verdict, rates
 from .logs import HOUR_FORMAT, read_spool
-
-PROMPT_SHAPE_COLUMNS = ("prompt_chars", "prompt_words", "prompt_quality")
 
 # One partition per UTC hour; the current (open) hour is a partition too, so traffic can be looked at as it comes.
 monitoring_partitions = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", end_offset=1)
@@ -54,17 +52,26 @@ def inference_log(context: dg.AssetExecutionContext, serving_engine: ServingEngi
 
 
 class DriftConfig(dg.Config):
-    drift_share_threshold: float = Field(0.5, description="The hour drifts when at least this share of the tested "
-                                         "columns drifted (the drift sensor retrains on it)")
+    alpha: float = Field(0.05, description="Family-wise false-positive rate of one hour's report: a column's p-value "
+                         "must be under alpha / (columns tested) (Bonferroni)")
+    psi_threshold: float = Field(0.2, description="A column drifts only when its PSI is above this too")
+    psi_bins: int = Field(10, description="PSI bins of a numerical column: quantiles of its reference")
+    min_baseline: int = Field(200, description="Fewest values of a column that earlier traffic (or the corpus) must "
+                              "hold to be its reference; a smaller baseline is not used (corpus fallback for prompt "
+                              "shape, else no verdict for the column)")
+    min_current: int = Field(5, description="Fewest values of a column in this hour for a verdict on it")
+    min_drifted_columns: int = Field(1, description="The hour drifts when at least this many columns drifted "
+                                     "(the drift sensor retrains on it)")
     baseline_hours: int = Field(24, description="Earlier hours of inference logs that are the reference of the "
-                                "output and serving columns")
+                                "prompt shape, output and serving columns")
     reference_sample: int = Field(2000, description="Prompt-sized corpus snippets sampled as the prompt reference")
-    numerical_test: str = Field("ks", description="Evidently stat test of numerical columns (ks: a p-value, so the "
-                                "verdict accounts for how few requests an hour may hold)")
-    categorical_test: str = Field("chisquare", description="Evidently stat test of categorical columns")
-    min_requests: int = Field(50, description="Fewer requests in the hour: no drift verdict (too few to test)")
     max_error_rate: float = Field(0.05, description="Check: share of requests with a 5xx or an engine error")
     max_unsafe_rate: float = Field(0.05, description="Check: share of requests blocked by a guardrail")
+
+    def rule(self) -> DriftRule:
+        return DriftRule(alpha=self.alpha, psi_threshold=self.psi_threshold, psi_bins=self.psi_bins,
+                         min_reference=self.min_baseline, min_current=self.min_current,
+                         min_drifted_columns=self.min_drifted_columns)
 
 
 def _latest_corpus(data_root: DataRoot) -> pl.DataFrame:
@@ -89,27 +96,47 @@ def _baseline(data_root: DataRoot, partition_key: str, hours: int) -> pl.DataFra
 
 CHECKS = [
     dg.AssetCheckSpec("drift_share_below_threshold", asset="drift_report",
-                      description="Share of drifted columns under drift_share_threshold (WARN: the drift sensor "
-                      "acts on it)"),
+                      description="No drift verdict for the hour: fewer than min_drifted_columns columns with "
+                      "p < alpha / tested and PSI > psi_threshold (WARN: the drift sensor acts on it)"),
     dg.AssetCheckSpec("error_rate_below_threshold", asset="drift_report",
                       description="Requests answered with a 5xx or an engine error, under max_error_rate"),
     dg.AssetCheckSpec("unsafe_rate_below_threshold", asset="drift_report",
                       description="Requests blocked by a guardrail (prompt or output), under max_unsafe_rate"),
 ]
 
+_TABLE_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("column", "string"), dg.TableColumn("reference", "string", description="source compared with"),
+    dg.TableColumn("test", "string"), dg.TableColumn("p", "float"), dg.TableColumn("p_threshold", "float"),
+    dg.TableColumn("psi", "float"), dg.TableColumn("n_ref", "int"), dg.TableColumn("n_cur", "int"),
+    dg.TableColumn("verdict", "string")])
+
+
+def _verdict_table(result) -> dg.TableMetadataValue:
+    records = []
+    for v in result.columns.values():
+        records.append(dg.TableRecord({
+            "column": v.column, "reference": v.reference_label, "test": v.test or "-",
+            "p": None if v.p_value is None else float(v.p_value),
+            "p_threshold": None if v.p_threshold is None else float(v.p_threshold),
+            "psi": None if v.psi is None else round(float(v.psi), 4),
+            "n_ref": v.n_reference, "n_cur": v.n_current, "verdict": v.verdict}))
+    return dg.MetadataValue.table(records, schema=_TABLE_SCHEMA)
+
 
 @dg.asset(partitions_def=monitoring_partitions, group_name="monitoring", kinds={"evidently"},
           tags={"stage": "monitoring"}, check_specs=CHECKS)
 def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inference_log: pl.DataFrame,
                  data_root: DataRoot):
-    """An Evidently data-drift report of this hour's traffic against training: prompt descriptors (language,
-    share of words unknown to the tokenizer, computed by the corpus stage's code) against the training corpus,
-    and output/serving descriptors (lengths, latency, TTFT, error and guardrail flags) against the earlier
-    ``baseline_hours`` of logs. The HTML report lies under the data root; the drift share and the drifted columns
-    are metadata, so the UI plots them hour by hour. Comes from ``inference_log``, ``tokenizer`` and
+    """The drift verdict of this hour's traffic, column by column: prompt content (language, share of words
+    unknown to the tokenizer, computed by the corpus stage's code) against prompt-sized snippets of the training
+    corpus; prompt shape, outputs and serving (lengths, latency, TTFT, error and guardrail flags) against the
+    earlier ``baseline_hours`` of logs when they hold at least ``min_baseline`` values of the column (prompt
+    shape falls back to the corpus snippets, the rest gets "no verdict"). Each tested column has a p-value
+    (K-S, or an exact chi-square for categories) and a PSI; it drifts when p < alpha / tested and PSI >
+    psi_threshold, and the hour when at least ``min_drifted_columns`` do. The HTML report (verdict table and
+    Evidently's view of both tests per column) lies under the data root; metadata holds the verdict, the table
+    and the drift share, so the UI plots them hour by hour. Comes from ``inference_log``, ``tokenizer`` and
     ``deduplicated_documents``."""
-    from transformers import AutoTokenizer
-
     summary = rates(inference_log)
     error_rate, unsafe_rate = summary.get("error_rate") or 0.0, summary.get("unsafe_rate") or 0.0
     checks = [
@@ -120,51 +147,39 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
                             severity=dg.AssetCheckSeverity.ERROR,
                             metadata={"unsafe_rate": unsafe_rate, "threshold": config.max_unsafe_rate}),
     ]
-    if inference_log.height < config.min_requests:
-        context.log.info(f"{inference_log.height} requests in this hour (< min_requests {config.min_requests}): "
-                         "too few for a drift verdict")
-        yield dg.MaterializeResult(
-            metadata={"requests": inference_log.height, "dataset_drift": False, "too_few_requests": True,
-                      **{k: v for k, v in summary.items() if v is not None and k != "requests"}},
-            check_results=[*checks, dg.AssetCheckResult(
-                check_name="drift_share_below_threshold", passed=True, severity=dg.AssetCheckSeverity.WARN,
-                metadata={"requests": inference_log.height, "min_requests": config.min_requests})])
-        return
-    tokenizer = AutoTokenizer.from_pretrained(str(data_root.local_path(data_root.path("tokenizer"))))
-    baseline = _baseline(data_root, context.partition_key, config.baseline_hours)
-    current = build_current(inference_log, tokenizer)
-    snippets = corpus_snippets(_latest_corpus(data_root), config.reference_sample, seed=0)
-    reference = build_reference(snippets, tokenizer, sample=None)
-    columns = list(CORPUS_CONTENT_COLUMNS)
-    if baseline is not None:
-        # Content (language, unknown words) against the corpus; prompt shape, outputs, latency and verdicts
-        # against the earlier traffic: each reference row carries only the columns it is the reference of.
-        reference[list(PROMPT_SHAPE_COLUMNS)] = float("nan")
-        earlier = build_current(baseline, tokenizer)
-        earlier[list(CORPUS_CONTENT_COLUMNS)] = None
-        earlier["source"] = "baseline"
-        reference = pd.concat([reference, earlier[reference.columns]], ignore_index=True)
-        columns += list(PROMPT_SHAPE_COLUMNS + OUTPUT_COLUMNS + SERVING_COLUMNS)
-    current, reference = coarsen_languages(current, reference)
+    rule = config.rule()
     html = data_root.local_path(data_root.path("drift_report", context.partition_key, "report.html"))
-    html.parent.mkdir(parents=True, exist_ok=True)
-    result = run_drift_report(current, reference, columns, drift_share_threshold=config.drift_share_threshold,
-                              html_path=str(html), num_method=config.numerical_test,
-                              cat_method=config.categorical_test)
-    context.log.info(f"{context.partition_key}: {len(result.drifted_columns)} of {len(result.per_column)} columns "
-                     f"drifted (share {result.drift_share:.2f}): {result.drifted_columns}")
-    per_column = [(c, v["stattest"], round(v["score"], 4), v["drifted"]) for c, v in result.per_column.items()]
+    baseline = _baseline(data_root, context.partition_key, config.baseline_hours)
+    if inference_log.height:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(data_root.local_path(data_root.path("tokenizer"))))
+        current = build_current(inference_log, tokenizer)
+        snippets = corpus_snippets(_latest_corpus(data_root), config.reference_sample, seed=0)
+        corpus = build_reference(snippets, tokenizer, sample=None)
+        earlier = build_current(baseline, tokenizer) if baseline is not None else None
+    else:  # an hour without traffic: every column says so, nothing to describe
+        current = pd.DataFrame({c: pd.Series([], dtype=float) for c in ALL_COLUMNS})
+        corpus = earlier = None
+    result = drift_verdict(current, corpus, earlier, list(ALL_COLUMNS), rule=rule, html_path=str(html))
+    context.log.info(f"{context.partition_key}: {result.verdict}: {len(result.drifted_columns)} of "
+                     f"{len(result.tested_columns)} tested columns drifted {result.drifted_columns}; "
+                     f"no verdict: {result.no_verdict}")
     yield dg.MaterializeResult(
         metadata={
+            "verdict": result.verdict,
+            "dataset_drift": result.dataset_drift,
             "drift_share": dg.MetadataValue.float(result.drift_share),
             "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
-            "dataset_drift": result.dataset_drift,
-            "drift_share_threshold": config.drift_share_threshold,
+            "tested_columns": len(result.tested_columns),
+            "drift_rule": result.describe(),
             "requests": inference_log.height,
-            "reference": json.dumps({"corpus_snippets": int((reference["source"] == "corpus").sum()),
-                                     "baseline_requests": 0 if baseline is None else baseline.height}),
-            "per_column": dg.MetadataValue.md(md_table(per_column, ["column", "test", "score", "drifted"])),
-            "skipped_columns": dg.MetadataValue.json(result.skipped_columns),
+            "reference": json.dumps({"corpus_snippets": 0 if corpus is None else len(corpus),
+                                     "baseline_requests": 0 if baseline is None else baseline.height,
+                                     "min_baseline": config.min_baseline}),
+            "per_column": dg.MetadataValue.md(md_table(result.rows(), DriftVerdict.TABLE_HEADER)),
+            "per_column_table": _verdict_table(result),
+            "no_verdict_columns": dg.MetadataValue.json(result.no_verdict),
             "report": dg.MetadataValue.path(str(html)),
             "report_url": dg.MetadataValue.url(html.as_uri()),
             **{k: v for k, v in summary.items() if v is not None and k != "requests"},
@@ -172,7 +187,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
         check_results=[*checks, dg.AssetCheckResult(
             check_name="drift_share_below_threshold", passed=not result.dataset_drift,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"drift_share": result.drift_share, "drifted_columns": dg.MetadataValue.json(
-                result.drifted_columns), "threshold": config.drift_share_threshold})],
+            metadata={"verdict": result.verdict, "drift_share": result.drift_share,
+                      "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
+                      "min_drifted_columns": config.min_drifted_columns})],
     )
-

@@ -2,9 +2,11 @@
 
 Every request becomes one row of numbers and labels (:func:`build_current`); the same descriptors of
 the training corpus, and optionally of an earlier window of traffic, form the reference
-(:func:`build_reference`); Evidently's :class:`~evidently.presets.DataDriftPreset` compares the two
-column by column (:func:`drift_report`). :func:`rates` gives the absolute rates (errors, unsafe,
-latency percentiles) that alerting should read directly: a drift test says "different", not "bad".
+(:func:`build_reference`); :func:`drift_verdict` judges each column against its reference (p-value and
+PSI, "The verdict" below) and writes an Evidently HTML report of both tests;
+:func:`drift_report` is Evidently's own :class:`~evidently.presets.DataDriftPreset` verdict.
+:func:`rates` gives the absolute rates (errors, unsafe, latency percentiles) that alerting should read
+directly: a drift test says "different", not "bad".
 
 Descriptors
 -----------
@@ -56,9 +58,41 @@ Corpus documents are web pages, prompts are questions: length descriptors (``pro
 construction. When traffic is not meant to look like documents, pass ``columns=CORPUS_CONTENT_COLUMNS``
 (language and unknown-token share) for the corpus comparison.
 
-Tests
------
-Numerical columns use Evidently's defaults, which depend on the number of reference values: up to
+The verdict (:func:`drift_verdict`, what the ``drift_report`` asset and the drift sensor use)
+-----------------------------------------------------------------------------------------
+Per column:
+
+1. Reference: the first source in :data:`REFERENCE_SOURCES` holding at least ``min_reference`` (200)
+   values of the column: language and unknown-token share against the corpus snippets; prompt shape
+   (chars, words, quality) against the baseline window, else the corpus snippets; outputs, latency,
+   TTFT, tokens, errors and guardrail flags against the baseline window, else *no verdict*. A few
+   requests are one client's session, not "the traffic": a 6-request window once made 6 of 15 columns
+   "drift" at p ~ 0 against 120 requests of the training distribution. 200 is also 20 reference values
+   per PSI bin.
+2. This hour needs ``min_current`` (5) values of the column, else *no verdict*. The p-values below are
+   valid at any size, so a first run with a handful of demo requests still gets a verdict on the prompt
+   columns; what a few values cannot give is power (a small drift goes unnoticed).
+3. p-value: numerical columns, the two-sample K-S test (:func:`ks_pvalue`); categorical ones, an exact
+   conditional chi-square test (:func:`categorical_pvalue`, Monte Carlo), valid with tiny expected counts
+   (a 0.5% error rate in a 30-request hour), which Evidently's chi-square is not. Languages under 5% of
+   the reference are pooled as ``"other"``.
+4. PSI (:func:`psi`): deciles of the reference as bin edges (categories as bins), ``epsilon = 1e-4`` for
+   an empty bin.
+5. The column drifts when ``p < alpha / m`` (``alpha = 0.05``, ``m`` the columns tested in this report:
+   Bonferroni, so the chance that *any* column of an in-distribution hour is flagged stays under 5%)
+   **and** ``PSI > 0.2`` (the usual "significant shift"; at large sizes a p-value flags differences too
+   small to matter, and at small sizes PSI is large by chance alone, about ``(bins-1)(1/n_ref + 1/n_cur)``).
+
+The hour drifts when at least ``min_drifted_columns`` (1) columns drift; with no column tested its verdict
+is ``"no verdict"``. One column is enough because the shifts that matter often touch one or two of the ~15
+columns (latency x3: ``latency_ms`` and ``ttft_ms``; an error burst: ``is_error``); a share-of-columns rule
+(Evidently's, 50%) never sees them, and the family-wise bound keeps false alarms rare instead.
+``bench/bench_drift.py rates`` measures both rates on simulated hours (README, Monitoring).
+
+Evidently's presets (:func:`drift_report`)
+-----------------------------------------
+:func:`drift_report` runs Evidently's ``DataDriftPreset`` as it comes (the rule before the verdict above;
+the bench's "old rule"). Numerical columns use Evidently's defaults, which depend on the number of reference values: up to
 1,000, the two-sample Kolmogorov-Smirnov p-value (drift when ``p <= 0.05``), above 1,000 the
 Wasserstein distance normed by the reference's standard deviation (drift when ``>= 0.1``); a
 numerical column with at most 5 distinct values gets chi-square / Z-test (small reference) or
@@ -91,16 +125,27 @@ __all__ = [
     "ALL_COLUMNS",
     "CATEGORICAL_COLUMNS",
     "CORPUS_CONTENT_COLUMNS",
-    "DriftResult",
     "OUTPUT_COLUMNS",
+    "POOLED_COLUMNS",
     "PROMPT_COLUMNS",
+    "PROMPT_SHAPE_COLUMNS",
+    "REFERENCE_SOURCES",
     "SERVING_COLUMNS",
     "WORD_PATTERN",
+    "ColumnVerdict",
+    "DriftResult",
+    "DriftRule",
+    "DriftVerdict",
     "build_current",
     "build_reference",
+    "categorical_pvalue",
     "drift_report",
+    "drift_verdict",
+    "ks_pvalue",
     "output_descriptors",
     "prompt_descriptors",
+    "psi",
+    "psi_edges",
     "rates",
     "unknown_token_share",
 ]
@@ -113,6 +158,7 @@ ALL_COLUMNS = PROMPT_COLUMNS + OUTPUT_COLUMNS + SERVING_COLUMNS
 CATEGORICAL_COLUMNS = frozenset({"prompt_language", "output_empty", "is_error", "input_flagged", "input_blocked",
                                  "output_flagged", "output_blocked"})
 CORPUS_CONTENT_COLUMNS = ("prompt_language", "prompt_unk_share")  # length-free: fair against documents
+PROMPT_SHAPE_COLUMNS = ("prompt_chars", "prompt_words", "prompt_quality")
 
 # Exactly Python's str.split() separators: the regex \s is Unicode White_Space, and str.isspace()
 # adds U+001C..U+001F (checked over every code point).
@@ -560,6 +606,422 @@ def drift_report(current: pd.DataFrame | pl.DataFrame, reference: pd.DataFrame |
     if html_path is not None:
         result.html_path = _write_html_atomically(snapshot, html_path)
     return result
+
+
+# ----- the drift verdict: minimum reference, p-value and PSI, family-wise error ---------------------
+#: Where each column's reference comes from, in order of preference; the first source that holds at least
+#: :attr:`DriftRule.min_reference` values of the column is used, and with none the column has no verdict.
+#: Content (language, unknown words) is judged against the corpus only; prompt shape against earlier traffic,
+#: else the corpus snippets; outputs, latency, errors and guardrail verdicts against earlier traffic only (the
+#: corpus has none).
+REFERENCE_SOURCES: dict[str, tuple[str, ...]] = {
+    **{c: ("corpus",) for c in CORPUS_CONTENT_COLUMNS},
+    **{c: ("baseline", "corpus") for c in PROMPT_SHAPE_COLUMNS},
+    **{c: ("baseline",) for c in OUTPUT_COLUMNS + SERVING_COLUMNS},
+}
+POOLED_COLUMNS = frozenset({"prompt_language"})  # categories rare in the reference are pooled as "other"
+
+
+@dataclass(frozen=True)
+class DriftRule:
+    """The drift rule (module docstring, "The verdict"); the defaults are what ``bench/bench_drift.py rates``
+    measured.
+
+    Attributes:
+        alpha: the family-wise error rate of one report: a column's p-value must be below
+            ``alpha / m``, ``m`` the columns tested in that report (Bonferroni).
+        psi_threshold: a column drifts only when its PSI is above this too (0.2: the usual "significant shift").
+        psi_bins: PSI bins of a numerical column: the reference's quantiles ``1/bins .. (bins-1)/bins`` as
+            edges (duplicates merged, so a column with few distinct values gets fewer bins).
+        psi_epsilon: the share given to an empty bin (either side), so that ``log`` stays finite.
+        min_reference: fewest values a reference must hold for a column (per source, non-null): a smaller
+            earlier window is not taken as the baseline (the corpus is the fallback where it has the column).
+        min_current: fewest values of a column this hour for a verdict on it.
+        min_drifted_columns: the report drifts when at least this many columns drifted.
+        categorical_draws: Monte Carlo draws of the categorical test's p-value (its smallest is
+            ``1 / (draws + 1)``).
+        seed: the Monte Carlo seed (the same data give the same p-value).
+        pool_share: in :data:`POOLED_COLUMNS`, categories under this share of the reference become ``"other"``.
+    """
+
+    alpha: float = 0.05
+    psi_threshold: float = 0.2
+    psi_bins: int = 10
+    psi_epsilon: float = 1e-4
+    min_reference: int = 200
+    min_current: int = 5
+    min_drifted_columns: int = 1
+    categorical_draws: int = 4999
+    seed: int = 0
+    pool_share: float = 0.05
+
+    def describe(self, tested: int) -> str:
+        p = self.alpha / tested if tested else self.alpha
+        return (f"a column drifts when p < {self.alpha:g}/{tested} = {p:.2g} (Bonferroni over the {tested} tested "
+                f"columns) and PSI > {self.psi_threshold:g} ({self.psi_bins} reference-quantile bins); the hour "
+                f"drifts when at least {self.min_drifted_columns} column(s) drift; a reference needs "
+                f">= {self.min_reference} values of the column, the hour >= {self.min_current}")
+
+
+def psi_edges(reference: Sequence[float] | np.ndarray, bins: int = 10) -> np.ndarray:
+    """The inner bin edges of PSI for a numerical column: the reference's quantiles at ``1/bins, ...,
+    (bins-1)/bins`` (numpy's default linear interpolation), duplicates merged. Bin ``i`` is
+    ``(edges[i-1], edges[i]]``, the first bin ``(-inf, edges[0]]``, the last ``(edges[-1], inf)``."""
+    ref = np.asarray(reference, dtype=float)
+    if ref.size == 0:
+        raise ValueError("psi_edges: empty reference")
+    return np.unique(np.quantile(ref, np.arange(1, bins) / bins))
+
+
+def _shares(counts: np.ndarray, epsilon: float) -> np.ndarray:
+    return np.maximum(counts / max(int(counts.sum()), 1), epsilon)
+
+
+def psi(reference: Sequence | np.ndarray | pd.Series, current: Sequence | np.ndarray | pd.Series, *,
+        categorical: bool = False, bins: int = 10, epsilon: float = 1e-4) -> float:
+    """Population stability index of ``current`` against ``reference``: ``sum((c - r) * ln(c / r))`` over
+    bins, ``r`` and ``c`` the shares of each side in a bin, each at least ``epsilon``.
+
+    Numerical: the bins of :func:`psi_edges` (deciles of the reference by default, so each bin holds about
+    a tenth of the reference). Categorical: one bin per category seen on either side. Nulls are dropped.
+    0 for identical shares; the bins are fixed by the reference, so PSI is unchanged by any increasing
+    transformation of a numerical column. Under no drift PSI is about ``(k - 1) * (1/n_ref + 1/n_cur)``
+    (``k`` bins): a small hour has a PSI above 0.2 by chance alone, which is why the verdict needs the
+    p-value too.
+    """
+    ref, cur = pd.Series(reference).dropna(), pd.Series(current).dropna()
+    if ref.empty or cur.empty:
+        raise ValueError("psi: no values on one side")
+    if categorical:
+        cats = pd.Index(pd.unique(pd.concat([ref, cur], ignore_index=True)))
+        r = ref.value_counts().reindex(cats, fill_value=0).to_numpy()
+        c = cur.value_counts().reindex(cats, fill_value=0).to_numpy()
+    else:
+        edges = psi_edges(ref.to_numpy(dtype=float), bins)
+        r = np.bincount(np.searchsorted(edges, ref.to_numpy(dtype=float), side="left"), minlength=edges.size + 1)
+        c = np.bincount(np.searchsorted(edges, cur.to_numpy(dtype=float), side="left"), minlength=edges.size + 1)
+    rs, cs = _shares(r, epsilon), _shares(c, epsilon)
+    return float(np.sum((cs - rs) * np.log(cs / rs)))
+
+
+def ks_pvalue(reference: Sequence | np.ndarray | pd.Series, current: Sequence | np.ndarray | pd.Series) -> float:
+    """Two-sample Kolmogorov-Smirnov p-value (scipy, two-sided, exact where scipy computes it exactly):
+    valid at any sample size, conservative with ties (integer columns)."""
+    from scipy.stats import ks_2samp
+
+    ref = pd.Series(reference).dropna().to_numpy(dtype=float)
+    cur = pd.Series(current).dropna().to_numpy(dtype=float)
+    return float(ks_2samp(cur, ref).pvalue)
+
+
+def categorical_pvalue(reference: Sequence | np.ndarray | pd.Series, current: Sequence | np.ndarray | pd.Series,
+                       *, draws: int = 4999, seed: int = 0) -> float:
+    """Exact conditional test that both samples come from one categorical distribution (Monte Carlo).
+
+    Statistic: Pearson's chi-square of the 2 x k table (reference and current counts of the k categories
+    seen on either side). Null distribution: with both sides pooled, the current counts are a
+    multivariate hypergeometric draw of ``n_cur`` from the pooled counts; ``draws`` such draws give
+    ``p = (1 + #{draws with a statistic >= the observed one}) / (draws + 1)``. Unlike the chi-square
+    approximation (and unlike a goodness-of-fit test that takes the reference shares as exact), it
+    stays valid with tiny expected counts (a 0.5% error rate in a 30-request hour) and with a small
+    reference. Seeded: the same data give the same p-value.
+    """
+    ref, cur = pd.Series(reference).dropna(), pd.Series(current).dropna()
+    if ref.empty or cur.empty:
+        raise ValueError("categorical_pvalue: no values on one side")
+    cats = pd.Index(pd.unique(pd.concat([ref, cur], ignore_index=True)))
+    if len(cats) < 2:
+        return 1.0
+    r = ref.value_counts().reindex(cats, fill_value=0).to_numpy(dtype=np.int64)
+    c = cur.value_counts().reindex(cats, fill_value=0).to_numpy(dtype=np.int64)
+    pooled, n_cur = r + c, int(c.sum())
+    expected = n_cur * pooled / pooled.sum()
+
+    def stat(counts: np.ndarray) -> np.ndarray:
+        return (((counts - expected) ** 2) / expected).sum(axis=-1)
+
+    sims = np.random.default_rng(seed).multivariate_hypergeometric(pooled, n_cur, size=draws)
+    observed = stat(c)
+    return float((1 + np.count_nonzero(stat(sims) >= observed * (1 - 1e-12))) / (draws + 1))
+
+
+@dataclass(frozen=True)
+class ColumnVerdict:
+    """One column of a :class:`DriftVerdict`.
+
+    Attributes:
+        column: the descriptor.
+        kind: ``"numerical"`` or ``"categorical"``.
+        reference: the source it was compared with (``"corpus"``, ``"baseline"``), None without a verdict.
+        note: why that source (``"baseline n=6 < 200"`` for a fallback) or why no verdict; "" otherwise.
+        test: the p-value's test (``"K-S"``, ``"chi-square (exact, Monte Carlo)"``), None without a verdict.
+        p_value / psi: the test's p-value and the PSI; None without a verdict.
+        p_threshold: the p-value bound of this report (``alpha / tested``); None without a verdict.
+        n_reference / n_current: non-null values compared on each side (of the chosen source; without a
+            verdict, of the largest source there was).
+        drifted: the column's verdict (False without one).
+        verdict: ``"drift"``, ``"no drift"`` or ``"no verdict (<why>)"``.
+    """
+
+    column: str
+    kind: str
+    reference: str | None
+    note: str
+    test: str | None
+    p_value: float | None
+    psi: float | None
+    p_threshold: float | None
+    n_reference: int
+    n_current: int
+    drifted: bool
+    verdict: str
+
+    @property
+    def reference_label(self) -> str:
+        """The reference, and why it is the fallback (``"corpus (baseline n=6 < 200)"``); ``"-"`` for none."""
+        if self.reference is None:
+            return "-"
+        return self.reference + (f" ({self.note})" if self.note and self.p_value is not None else "")
+
+
+@dataclass
+class DriftVerdict:
+    """What :func:`drift_verdict` found.
+
+    Attributes:
+        verdict: ``"drift"``, ``"no drift"``, or ``"no verdict"`` (no column could be tested).
+        dataset_drift: ``verdict == "drift"``.
+        drifted_columns / tested_columns: in column order.
+        drift_share: drifted / tested (0.0 when none was tested).
+        columns: column -> :class:`ColumnVerdict`, every column asked for (tested or not), in order.
+        rule: the rule applied.
+        n_current: rows of the current frame.
+        html_path: where the HTML report was written, or None.
+    """
+
+    verdict: str
+    dataset_drift: bool
+    drifted_columns: list[str]
+    tested_columns: list[str]
+    drift_share: float
+    columns: dict[str, ColumnVerdict]
+    rule: DriftRule
+    n_current: int
+    html_path: str | None = None
+
+    @property
+    def p_threshold(self) -> float | None:
+        return self.rule.alpha / len(self.tested_columns) if self.tested_columns else None
+
+    @property
+    def no_verdict(self) -> dict[str, str]:
+        """Columns without a verdict -> why."""
+        return {c: v.verdict for c, v in self.columns.items() if v.p_value is None}
+
+    def describe(self) -> str:
+        return self.rule.describe(len(self.tested_columns))
+
+    TABLE_HEADER = ("column", "reference", "test", "p", "PSI", "n_ref", "n_cur", "verdict")
+
+    def rows(self) -> list[tuple]:
+        """One row per column: :attr:`TABLE_HEADER` (p and PSI rounded for reading; exact in :attr:`columns`)."""
+        return [(v.column, v.reference_label, v.test or "-", "-" if v.p_value is None else f"{v.p_value:.3g}",
+                 "-" if v.psi is None else f"{v.psi:.3f}", v.n_reference, v.n_current, v.verdict)
+                for v in self.columns.values()]
+
+
+def _values(frame: pd.DataFrame | None, column: str) -> pd.Series | None:
+    if frame is None or column not in frame.columns:
+        return None
+    return frame[column].dropna()
+
+
+def _pool_rare(ref: pd.Series, cur: pd.Series, min_share: float) -> tuple[pd.Series, pd.Series]:
+    shares = ref.value_counts(normalize=True)
+    keep = set(shares[shares >= min_share].index)
+    return (ref.where(ref.isin(keep), "other"), cur.where(cur.isin(keep), "other"))
+
+
+def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | pl.DataFrame | None = None,
+                  baseline: pd.DataFrame | pl.DataFrame | None = None, columns: Sequence[str] | None = None,
+                  rule: DriftRule = DriftRule(), html_path: str | os.PathLike | None = None, *,
+                  sources: dict[str, tuple[str, ...]] | None = None) -> DriftVerdict:
+    """The drift verdict of ``current`` (module docstring, "The verdict").
+
+    Args:
+        current: :func:`build_current`'s frame of this hour.
+        corpus: the corpus reference: :func:`build_reference`'s frame (its prompt descriptors; only the
+            ``"corpus"`` rows count when a ``source`` column is there), or None.
+        baseline: :func:`build_current`'s frame of earlier traffic (the baseline window), or None.
+        columns: the columns to judge; None: :data:`ALL_COLUMNS` present in ``current``.
+        rule: thresholds (:class:`DriftRule`).
+        html_path: also write an HTML report there (Evidently's widgets of both tests per tested column,
+            under a table of the verdicts), atomically; None: none.
+        sources: column -> reference sources in order of preference (default :data:`REFERENCE_SOURCES`;
+            a column it does not name tries the baseline, then the corpus).
+    """
+    cur = _as_pandas(current)
+    frames = {"corpus": None if corpus is None else _as_pandas(corpus),
+              "baseline": None if baseline is None else _as_pandas(baseline)}
+    if frames["corpus"] is not None and "source" in frames["corpus"].columns:
+        frames["corpus"] = frames["corpus"][frames["corpus"]["source"] == "corpus"]
+    sources = REFERENCE_SOURCES if sources is None else sources
+    if columns is None:
+        columns = [c for c in ALL_COLUMNS if c in cur.columns]
+    missing = [c for c in columns if c not in cur.columns]
+    if missing:
+        raise KeyError(f"columns missing from the current frame: {missing}")
+
+    plans: dict[str, tuple] = {}
+    untested: dict[str, ColumnVerdict] = {}
+    for c in dict.fromkeys(columns):
+        kind = "categorical" if c in CATEGORICAL_COLUMNS or not pd.api.types.is_numeric_dtype(cur[c]) \
+            else "numerical"
+        cur_values = cur[c].dropna()
+        order = sources.get(c, ("baseline", "corpus"))
+        chosen, passed_over = None, []
+        for src in order:
+            values = _values(frames[src], c)
+            if values is not None and len(values) >= rule.min_reference:
+                chosen = (src, values)
+                break
+            passed_over.append(f"no {src}" if values is None or values.empty
+                               else f"{src} n={len(values)} < {rule.min_reference}")
+        reasons = [] if chosen is not None else passed_over
+        if len(cur_values) < rule.min_current:
+            reasons.append(f"n_cur={len(cur_values)} < {rule.min_current}")
+        if reasons:
+            why = "; ".join(reasons)
+            n_ref = len(chosen[1]) if chosen is not None else max(
+                (len(v) for src in order if (v := _values(frames[src], c)) is not None), default=0)
+            untested[c] = ColumnVerdict(c, kind, None if chosen is None else chosen[0], why, None, None, None, None,
+                                        n_ref, len(cur_values), False, f"no verdict ({why})")
+        else:
+            plans[c] = (kind, chosen[0], "; ".join(passed_over), chosen[1], cur_values)
+
+    tested = list(plans)
+    p_threshold = rule.alpha / len(tested) if tested else None
+    verdicts: dict[str, ColumnVerdict] = {}
+    compared: dict[str, tuple[str, pd.Series, pd.Series]] = {}
+    for c in dict.fromkeys(columns):
+        if c in untested:
+            verdicts[c] = untested[c]
+            continue
+        kind, src, note, ref_values, cur_values = plans[c]
+        if kind == "categorical":
+            ref_values, cur_values = ref_values.astype(object), cur_values.astype(object)
+            if c in POOLED_COLUMNS:
+                ref_values, cur_values = _pool_rare(ref_values, cur_values, rule.pool_share)
+            p = categorical_pvalue(ref_values, cur_values, draws=rule.categorical_draws, seed=rule.seed)
+            test = "chi-square (exact, Monte Carlo)"
+        else:
+            p, test = ks_pvalue(ref_values, cur_values), "K-S"
+        value = psi(ref_values, cur_values, categorical=kind == "categorical", bins=rule.psi_bins,
+                    epsilon=rule.psi_epsilon)
+        drifted = p < p_threshold and value > rule.psi_threshold
+        verdicts[c] = ColumnVerdict(c, kind, src, note, test, p, value, p_threshold, len(ref_values),
+                                    len(cur_values), drifted, "drift" if drifted else "no drift")
+        compared[c] = (kind, ref_values, cur_values)
+
+    drifted_columns = [c for c in tested if verdicts[c].drifted]
+    if not tested:
+        verdict = "no verdict"
+    else:
+        verdict = "drift" if len(drifted_columns) >= rule.min_drifted_columns else "no drift"
+    result = DriftVerdict(verdict, verdict == "drift", drifted_columns, tested,
+                          len(drifted_columns) / len(tested) if tested else 0.0, verdicts, rule, len(cur))
+    if html_path is not None:
+        result.html_path = _write_verdict_html(result, compared, html_path)
+    return result
+
+
+# ----- the HTML report of a verdict --------------------------------------------------------------
+def _register_stattests(rule: DriftRule) -> dict[str, str]:
+    """Evidently stat tests computing exactly :func:`ks_pvalue`, :func:`categorical_pvalue` and :func:`psi`
+    with ``rule``'s parameters (registered once per parameter set): kind/test -> registered name."""
+    from evidently.legacy.calculations.stattests.registry import StatTest, _registered_stat_tests, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    names = {"ks": "crawl2serve_ks_p",
+             "cat": f"crawl2serve_chisq_exact_p_{rule.categorical_draws}_{rule.seed}",
+             "psi": f"crawl2serve_psi_{rule.psi_bins}_{rule.psi_epsilon:g}"}
+    if names["ks"] not in _registered_stat_tests:
+        register_stattest(StatTest(names["ks"], "K-S p-value", [ColumnType.Numerical], 0.05),
+                          lambda ref, cur, _type, threshold: ((p := ks_pvalue(ref, cur)), p < threshold))
+    if names["cat"] not in _registered_stat_tests:
+        register_stattest(
+            StatTest(names["cat"], "chi-square p-value (exact, Monte Carlo)", [ColumnType.Categorical], 0.05),
+            lambda ref, cur, _type, threshold: (
+                (p := categorical_pvalue(ref, cur, draws=rule.categorical_draws, seed=rule.seed)), p < threshold))
+    if names["psi"] not in _registered_stat_tests:
+        register_stattest(
+            StatTest(names["psi"], f"PSI ({rule.psi_bins} reference-quantile bins)",
+                     [ColumnType.Numerical, ColumnType.Categorical], 0.2),
+            lambda ref, cur, kind, threshold: (
+                (v := psi(ref, cur, categorical=kind == ColumnType.Categorical, bins=rule.psi_bins,
+                          epsilon=rule.psi_epsilon)), v > threshold))
+    return names
+
+
+def _verdict_table_html(result: DriftVerdict) -> str:
+    import html
+
+    colour = {"drift": "#fde2e1", "no drift": "#e6f4ea"}
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in DriftVerdict.TABLE_HEADER)
+    body = "".join(
+        f"<tr style=\"background:{colour.get(row[-1], '#f1f3f4')}\">"
+        + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in result.rows())
+    return (f"<div id=\"crawl2serve-drift-verdict\" style=\"font-family:sans-serif;margin:16px\">"
+            f"<h2>Drift verdict: {html.escape(result.verdict)} ({len(result.drifted_columns)} of "
+            f"{len(result.tested_columns)} tested columns drifted; {result.n_current} requests)</h2>"
+            f"<p>{html.escape(result.describe())}. Below: Evidently's view of both tests of every tested column "
+            f"(its own 'drift detected' is per test; the verdict needs both).</p>"
+            f"<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr>{head}</tr>{body}</table>"
+            f"</div>")
+
+
+def _write_verdict_html(result: DriftVerdict, compared: dict[str, tuple[str, pd.Series, pd.Series]],
+                        path: str | os.PathLike) -> str:
+    table = _verdict_table_html(result)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        if compared:
+            from evidently import DataDefinition, Dataset, Report
+            from evidently.metrics import ValueDrift
+
+            names = _register_stattests(result.rule)
+            n_ref = max(len(r) for _, r, _ in compared.values())
+            n_cur = max(len(c) for _, _, c in compared.values())
+            ref = pd.DataFrame({c: r.reset_index(drop=True).reindex(range(n_ref)) for c, (_, r, _) in compared.items()})
+            cur = pd.DataFrame({c: v.reset_index(drop=True).reindex(range(n_cur)) for c, (_, _, v) in compared.items()})
+            cats = [c for c, (kind, _, _) in compared.items() if kind == "categorical"]
+            for c in cats:  # one dtype per categorical column, so Evidently sees the same labels on both sides
+                ref[c], cur[c] = ref[c].astype(object), cur[c].astype(object)
+            definition = DataDefinition(numerical_columns=[c for c in compared if c not in cats],
+                                        categorical_columns=cats)
+            metrics = []
+            for c, (kind, _, _) in compared.items():
+                metrics.append(ValueDrift(column=c, method=names["cat" if kind == "categorical" else "ks"],
+                                          threshold=result.p_threshold))
+                metrics.append(ValueDrift(column=c, method=names["psi"], threshold=result.rule.psi_threshold))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                snapshot = Report(metrics).run(
+                    current_data=Dataset.from_pandas(cur, data_definition=definition),
+                    reference_data=Dataset.from_pandas(ref, data_definition=definition))
+            snapshot.save_html(str(tmp))
+            page = tmp.read_text(encoding="utf-8").replace("<body>", "<body>\n" + table, 1)
+        else:
+            page = f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"UTF-8\"></head><body>{table}</body></html>"
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(target)
 
 
 # ----- absolute rates ----------------------------------------------------------------------------

@@ -4,6 +4,12 @@
 An *episode* starts with the first drifting report after a calm one and lasts while reports keep drifting.
 The first drifting report of an episode requests a run (its run key names the report's partition), unless
 the last request is younger than ``cooldown_s``: then the episode is recorded as suppressed and asks nothing.
+
+Reports are read by their verdict (``assets.monitoring.drift.drift_verdict``): ``"drift"`` is drifting,
+``"no drift"`` is calm, ``"no verdict"`` (no column could be tested: too little traffic, no reference) says
+nothing and leaves the episode as it was. A drifting report over fewer than ``min_requests`` requests is not
+enough to retrain on (a handful of requests is one client, not the traffic): it neither starts nor ends an
+episode.
 """
 
 import json
@@ -16,6 +22,8 @@ class DriftReport:
     partition: str
     drift_share: float
     drifting: bool
+    verdict: str | None = None  # "drift" / "no drift" / "no verdict"; None: from ``drifting``
+    requests: int | None = None  # requests in the reported hour; None: unknown (never too few)
 
 
 @dataclass
@@ -42,7 +50,8 @@ class Decision:
     reason: str
 
 
-def decide(state: PolicyState, reports: list[DriftReport], now: float, cooldown_s: float) -> Decision:
+def decide(state: PolicyState, reports: list[DriftReport], now: float, cooldown_s: float,
+           min_requests: int = 0) -> Decision:
     """Fold new reports (ascending storage id) into the state; at most one run request comes out."""
     state = PolicyState(**asdict(state))
     run_key, trigger, reason = None, None, "no new drift reports"
@@ -50,6 +59,13 @@ def decide(state: PolicyState, reports: list[DriftReport], now: float, cooldown_
         if report.storage_id <= state.last_storage_id:
             continue
         state.last_storage_id = report.storage_id
+        if report.verdict == "no verdict":
+            reason = f"no drift verdict at {report.partition} (too little to test); episode state unchanged"
+            continue
+        if report.drifting and report.requests is not None and report.requests < min_requests:
+            reason = (f"drift at {report.partition} over {report.requests} requests (< {min_requests}): "
+                      "too few to retrain on")
+            continue
         if not report.drifting:
             if state.in_episode:
                 reason = f"drift episode from {state.episode_start} ended at {report.partition}"

@@ -36,3 +36,24 @@ def test_state_round_trips_through_the_cursor_and_old_reports_are_ignored():
     restored = PolicyState.from_cursor(d.state.to_cursor())
     assert restored == d.state
     assert decide(restored, [r(5, True), r(7, True)], now=10_000, cooldown_s=60).run_key is None
+
+
+def v(i, verdict, requests=200):
+    return DriftReport(i, f"2026-11-23-{i:02d}:00", 0.2 if verdict == "drift" else 0.0, verdict == "drift",
+                       verdict, requests)
+
+
+def test_no_verdict_hours_neither_start_nor_end_an_episode():
+    d = decide(PolicyState(), [v(1, "no verdict"), v(2, "drift")], now=0, cooldown_s=3600)
+    assert d.run_key == "drift-2026-11-23-02:00"
+    quiet = decide(d.state, [v(3, "no verdict")], now=10, cooldown_s=0)
+    assert quiet.state.in_episode and "no drift verdict" in quiet.reason
+    assert decide(quiet.state, [v(4, "drift")], now=20, cooldown_s=0).run_key is None  # the same episode
+    ended = decide(quiet.state, [v(4, "no drift"), v(5, "drift")], now=20, cooldown_s=0)
+    assert ended.run_key == "drift-2026-11-23-05:00"
+
+
+def test_drift_over_too_few_requests_is_not_retrained_on():
+    d = decide(PolicyState(), [v(1, "drift", requests=6)], now=0, cooldown_s=0, min_requests=50)
+    assert d.run_key is None and not d.state.in_episode and "too few" in d.reason
+    assert decide(d.state, [v(2, "drift", requests=120)], now=1, cooldown_s=0, min_requests=50).run_key
