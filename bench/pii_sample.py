@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import importlib.util
-import ipaddress
 import json
 import pathlib
 import random
@@ -49,7 +48,7 @@ import types
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from assets.corpus.extract import extract_html  # noqa: E402
-from assets.corpus.pii import _IPV4_RE, _IPV6_RE, is_public_ip, pii_spans  # noqa: E402
+from assets.corpus.pii import is_public_ip, pii_spans  # noqa: E402
 
 BASE = "b769a8b"  # main's commit this branch started from
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -44,7 +44,7 @@ from itertools import chain
 
 __all__ = [
     "DATATROVE_TERMINALS", "DT_PUNCTUATION", "SENTENCE_TERMINALS", "SPECIAL", "STOP_WORD_SET", "chunk_facts",
-    "is_punct_token", "sentence_count", "tokens_of_chunk", "word_tokens",
+    "is_punct_token", "sentence_count", "token_facts", "tokens_of_chunk", "word_tokens",
 ]
 
 
@@ -417,12 +417,11 @@ def is_punct_token(token: str) -> bool:
 STOP_WORD_SET = frozenset(("the", "be", "to", "of", "and", "that", "have", "with"))  # Gopher's stop words
 
 
-@lru_cache(maxsize=1 << 18)
-def chunk_facts(chunk: str) -> tuple[int, int, int, int]:
-    """(tokens, word tokens, characters of the word tokens, tokens holding a letter) of one chunk; a word
-    token holds a character outside :data:`DT_PUNCTUATION`."""
+def token_facts(tokens) -> tuple[int, int, int, int]:
+    """(tokens, word tokens, characters of the word tokens, tokens holding a letter) of a token sequence; a
+    word token holds a character outside :data:`DT_PUNCTUATION`."""
     n = w = c = a = 0
-    for tok in tokens_of_chunk(chunk):
+    for tok in tokens:
         n += 1
         if not is_punct_token(tok):
             w += 1
@@ -430,6 +429,12 @@ def chunk_facts(chunk: str) -> tuple[int, int, int, int]:
         if any(ch.isalpha() for ch in tok):
             a += 1
     return n, w, c, a
+
+
+@lru_cache(maxsize=1 << 18)
+def chunk_facts(chunk: str) -> tuple[int, int, int, int]:
+    """:func:`token_facts` of one whitespace-free chunk's tokens (cached: chunks repeat across documents)."""
+    return token_facts(tokens_of_chunk(chunk))
 
 
 _SENT_PUNCT = frozenset(SENTENCE_TERMINALS)

@@ -10,7 +10,6 @@ nothing is downloaded at run time. Any page that fails to decode or parse is rep
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from dataclasses import dataclass
 

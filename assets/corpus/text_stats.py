@@ -49,7 +49,7 @@ from assets.corpus.en_words import (
     DT_PUNCTUATION,
     STOP_WORD_SET,
     chunk_facts,
-    is_punct_token,
+    token_facts,
     tokens_of_chunk,
     word_tokens,
 )
@@ -575,7 +575,7 @@ class TextStats:
             return 0, 0, 0, 0
         if int(cp.max()) >= _ASTRAL:  # astral characters: per chunk, in Python
             if self._no_space:
-                return _token_facts(self.en_tokens)
+                return token_facts(self.en_tokens)
             facts = [chunk_facts(c) for c in self.text.split()]
             return tuple(sum(f[i] for f in facts) for i in range(4))  # type: ignore[return-value]
         first = starts[:-1]
@@ -717,19 +717,6 @@ class TextStats:
                                 nxt = p + 1
             self._dup_ngram_chars[-n] = cached
         return cached
-
-
-def _token_facts(tokens: list[str]) -> tuple[int, int, int, int]:
-    """(tokens, word tokens, characters of word tokens, tokens holding a letter) of a token list."""
-    n = w = c = a = 0
-    for tok in tokens:
-        n += 1
-        if not is_punct_token(tok):
-            w += 1
-            c += len(tok)
-        if any(ch.isalpha() for ch in tok):
-            a += 1
-    return n, w, c, a
 
 
 @lru_cache(maxsize=256)

@@ -3,7 +3,6 @@ shape naming the field, logged, and counted against nobody's engine (real gatewa
 
 import asyncio
 import concurrent.futures
-import json
 import socket
 import time
 
