@@ -6,6 +6,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..atomic import write_text
+from .schemas import EXTENSIONS
 
 
 class _Strict(BaseModel):
@@ -47,7 +48,7 @@ class LimitSettings(_Strict):
     max_messages: int = 64
     default_max_tokens: int = 64
     passthrough_fields: list[str] = Field(
-        default_factory=lambda: ["ignore_eos", "top_k", "min_p", "min_tokens", "repetition_penalty"],
+        default_factory=lambda: list(EXTENSIONS),
         description="Engine sampling extensions (SGLang/vLLM) accepted and passed on as they are")
 
 

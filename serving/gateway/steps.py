@@ -25,7 +25,7 @@ from .logstore import InferenceLog, LogUnavailable
 from .metrics import GatewayMetrics
 from .ratelimit import Tier
 from .routing import Router, UnknownModel
-from .schemas import ChatRequest, CompletionRequest, describe, invalid_unicode, printable
+from .schemas import EXTENSIONS, ChatRequest, CompletionRequest, describe, invalid_unicode, printable
 from .settings import LimitSettings
 from .tiers import TierSource
 from .tokens import TokenCounter
@@ -113,7 +113,7 @@ class Validate:
             raise ApiError(400, f"invalid value for {bad!r}: not valid Unicode (a lone surrogate)", param=bad,
                            code="invalid_unicode")
         limits = self.limits
-        unforwarded = [f for f in ("ignore_eos", "top_k", "min_p", "min_tokens", "repetition_penalty")
+        unforwarded = [f for f in EXTENSIONS
                        if getattr(req, f) is not None and f not in limits.passthrough_fields]
         if unforwarded:
             raise ApiError(400, f"unknown field {unforwarded[0]!r}", param=unforwarded[0], code="invalid_request")

@@ -388,3 +388,22 @@ def crawl(tmp_path):
         return CrawlResult({r["url"]: r for r in df.iter_rows(named=True)}, store, summary, logs)
 
     return run
+
+
+def kill_when(proc, ready, timeout_s: float = 60.0) -> str:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (or ``timeout_s`` passed); returns its stderr. Fails the test
+    if the process ended on its own first: the kill must land mid-crawl."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.005)
+        still_running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert still_running, f"the crawl ended before it could be killed: {err.decode()[-2000:]}"
+    return err.decode()

@@ -10,10 +10,8 @@ from __future__ import annotations
 import io
 import json
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 
 import polars as pl
@@ -22,6 +20,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from assets.crawl.crawler import CrawlStore, Outcome, _manifest_frame, final_manifest
 from resources.storage import DataRoot
+from tests.crawl.conftest import kill_when
 
 pytestmark = pytest.mark.timeout(90)
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -294,16 +293,7 @@ def test_kill_and_resume_keeps_every_stored_page(server, tmp_path):
     out = tmp_path / "crawl"
     seg_dir = out / "segments"
     proc = start_cli(server.url("/"), out)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and len(list(seg_dir.glob("*.manifest.parquet"))) < 3:
-            time.sleep(0.005)
-        still_running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        _, err = proc.communicate(timeout=30)
-    assert still_running, err.decode()[-2000:]
+    kill_when(proc, lambda: len(list(seg_dir.glob("*.manifest.parquet"))) >= 3)
     # a kill one moment later than the WARC and link list, one moment before the manifest
     last = sorted(seg_dir.glob("*.manifest.parquet"))[-1]
     lost = set(pl.read_parquet(last).filter(pl.col("warc_file").is_not_null())["url"].to_list())

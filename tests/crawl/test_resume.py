@@ -7,7 +7,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import polars as pl
 import pytest
@@ -15,6 +14,7 @@ from fastwarc.warc import ArchiveIterator
 
 from assets.crawl.crawler import CrawlStore, final_manifest
 from resources.storage import DataRoot
+from tests.crawl.conftest import kill_when
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PAGES = 120
@@ -61,18 +61,7 @@ def test_sigkill_then_resume_loses_nothing_and_fetches_nothing_twice(server, tmp
 
     # -- run 1: killed once at least two segments are committed ----------------------------------------
     proc = start_cli(origin + "/p/0", out)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(list(seg_dir.glob("*.manifest.parquet"))) >= 2:
-                break
-            time.sleep(0.005)
-        still_running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        _, err = proc.communicate(timeout=30)
-    assert still_running, f"the crawl ended before it could be killed: {err.decode()[-2000:]}"
+    kill_when(proc, lambda: len(list(seg_dir.glob("*.manifest.parquet"))) >= 2)
     assert proc.returncode == -signal.SIGKILL
 
     # nothing visible under segments/ is half-written: temporaries carry the .tmp- prefix, everything

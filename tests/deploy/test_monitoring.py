@@ -37,7 +37,7 @@ from monitoring_checks import (DASHBOARD, EXTERNAL_METRICS, PODMONITOR, PROMETHE
 from serving.gateway.logstore import HOUR_FORMAT
 from serving.k8s import sglang_manifests
 from tests.serving.conftest import cpu_engine, tiny_base, tiny_model  # noqa: F401  (fixtures)
-from tests.serving.helpers import free_port, start_gateway
+from tests.serving.helpers import fake_engine_script, free_port, start_gateway
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
@@ -193,19 +193,7 @@ def gateway_scrapes(stack) -> list[str]:
     return stack.scrapes
 
 
-FAKE_ENGINE = """
-import http.server, sys, threading, time
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/health" else 404)
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Health)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-time.sleep(0.6)
-sys.exit(3)
-"""
+FAKE_ENGINE = fake_engine_script("time.sleep(0.6)\nsys.exit(3)\n")
 
 
 @pytest.fixture(scope="module")

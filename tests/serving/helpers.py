@@ -139,3 +139,21 @@ async def longest_loop_stall(work, interval_s: float = 0.005) -> tuple[object, f
         stop.set()
         await task
     return result, max(gaps)
+
+
+FAKE_HEALTH_SERVER = """import http.server, sys, threading, time
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Health)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+"""
+
+
+def fake_engine_script(then: str) -> str:
+    """A stand-in engine process: answers ``/health`` on the port of its first argument, then runs ``then``
+    (e.g. exits, or holds memory), for supervisor tests."""
+    return FAKE_HEALTH_SERVER + then

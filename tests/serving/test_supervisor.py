@@ -16,7 +16,7 @@ from serving.backoff import RestartPolicy
 from serving.deploy import Deployment, EngineConfig, Release
 from serving.engines import EngineHandle, alive, tree_rss_mb
 from serving.supervisor import read_state
-from tests.serving.helpers import free_port, start_gateway
+from tests.serving.helpers import fake_engine_script, free_port, start_gateway
 
 RESUME_WITHIN_S = 30.0  # restart delay 0.5 s + the engine's start (~3 s here) + the breaker's reset (1 s)
 
@@ -104,21 +104,11 @@ def test_engine_killed_under_load_is_restarted_and_traffic_resumes(tmp_path, sup
     assert deployment.supervision("primary")["state"] == "stopped"
 
 
-FAKE_ENGINE = """
-import http.server, sys, threading, time
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/health" else 404)
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Health)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-time.sleep(0.5)
+FAKE_ENGINE = fake_engine_script("""time.sleep(0.5)
 ballast = bytearray(int(sys.argv[2]) * 2**20)  # touched: resident
 time.sleep(float(sys.argv[3]))
 sys.exit(3)
-"""
+""")
 
 
 def supervise(tmp_path, engine_args: list[str], *extra: str, script: str = FAKE_ENGINE) -> tuple[int, dict, str]:
