@@ -5,9 +5,12 @@
 #   ./dev.sh test   set up .venv and run the test suite
 #   ./dev.sh setup  only set up .venv
 #   ./dev.sh feast ARGS   the Feast CLI on feature_repo/ with the data root's store, e.g. ./dev.sh feast serve
-#   ./dev.sh ui     dagster dev (webserver + daemon: schedules and sensors tick) on http://127.0.0.1:3000
+#   ./dev.sh ui     dg dev (webserver + daemon: schedules and sensors tick) on http://127.0.0.1:3000
+#   ./dev.sh check  dg check defs (what CI checks too) and ruff
 set -euo pipefail
 cd "$(dirname "$0")"
+# dg and the tools below run from the project's .venv (dg warns when the active environment is another one)
+export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
 
 export DAGSTER_DISABLE_TELEMETRY=1 DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/dagster_home}"
@@ -32,19 +35,17 @@ case "${1:-}" in
   main)
     setup
     partition="${2:-$(date -u +%F)}"
-    .venv/bin/dagster job execute -m pipelines.definitions -j main \
-      -c pipelines/embedded.yaml -c pipelines/console.yaml --tags "{\"dagster/partition\": \"$partition\"}"
-    .venv/bin/python -m serving demo
+    dg launch --job main --partition "$partition" -c pipelines/embedded.yaml -c pipelines/console.yaml
+    .venv/bin/python -m crawl2serve.serving demo
     hour="$(date -u +%Y-%m-%d-%H:00)"
-    .venv/bin/dagster job execute -m pipelines.definitions -j monitoring -c pipelines/console.yaml \
-      --tags "{\"dagster/partition\": \"$hour\"}"
-    .venv/bin/python -m serving status
+    dg launch --job monitoring --partition "$hour" -c pipelines/console.yaml
+    .venv/bin/python -m crawl2serve.serving status
     root="${CRAWL2SERVE_DATA_ROOT:-data}"
     cat <<EOT
 
 Done. What is running and where to look:
-  gateway (OpenAI API)  http://127.0.0.1:8700/v1   stop it and the engine: .venv/bin/python -m serving stop
-  an API key            .venv/bin/python -m serving keys add --keys-file $root/sglang_deployment/_/api_keys.json --tenant me --tier pro
+  gateway (OpenAI API)  http://127.0.0.1:8700/v1   stop it and the engine: .venv/bin/python -m crawl2serve.serving stop
+  an API key            .venv/bin/python -m crawl2serve.serving keys add --keys-file $root/sglang_deployment/_/api_keys.json --tenant me --tier pro
   Dagster UI            ./dev.sh ui                                   then http://127.0.0.1:3000
   MLflow UI             .venv/bin/mlflow ui --backend-store-uri sqlite:///$root/mlflow/mlflow.db   then http://127.0.0.1:5000
   Feast                 ./dev.sh feast serve  (online features)  ·  ./dev.sh feast ui
@@ -61,12 +62,18 @@ EOT
     ;;
   ui)
     setup
-    exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${2:-3000}"
+    exec dg dev --host 127.0.0.1 --port "${2:-3000}"
+    ;;
+  check)
+    setup
+    dg check defs
+    ruff check .
+    ruff format --check .
     ;;
   test)
     setup
     shift
     .venv/bin/python -m pytest "$@"
     ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

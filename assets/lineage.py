@@ -5,7 +5,7 @@ import subprocess
 
 import dagster as dg
 
-from resources.storage import REPO_ROOT
+from crawl2serve.resources.storage import REPO_ROOT
 
 
 def git_commit() -> str:

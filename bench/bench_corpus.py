@@ -24,15 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl  # noqa: E402
 
-from assets.corpus.cleaned import CleanConfig, clean_frame  # noqa: E402
-from assets.corpus.dedup import MinHashLSH, minhash_signatures  # noqa: E402
-from assets.corpus.deduplicated import DedupConfig, dedup_frame  # noqa: E402
-from assets.corpus.extract import content_hash, doc_id, extract_html  # noqa: E402
-from assets.corpus.extracted import SCHEMA  # noqa: E402
-from assets.crawl.crawler import Crawler, CrawlSettings, CrawlStore  # noqa: E402
-from assets.crawl.warc import iter_records  # noqa: E402
-from resources.crawl_target import PYDOC_EXCLUDES, start_pydoc  # noqa: E402
-from resources.storage import DataRoot  # noqa: E402
+from crawl2serve.assets.corpus.cleaned import CleanConfig, clean_frame  # noqa: E402
+from crawl2serve.assets.corpus.dedup import MinHashLSH, minhash_signatures  # noqa: E402
+from crawl2serve.assets.corpus.deduplicated import DedupConfig, dedup_frame  # noqa: E402
+from crawl2serve.assets.corpus.extract import content_hash, doc_id, extract_html  # noqa: E402
+from crawl2serve.assets.corpus.extracted import SCHEMA  # noqa: E402
+from crawl2serve.assets.crawl.crawler import Crawler, CrawlSettings, CrawlStore  # noqa: E402
+from crawl2serve.assets.crawl.warc import iter_records  # noqa: E402
+from crawl2serve.resources.crawl_target import PYDOC_EXCLUDES, start_pydoc  # noqa: E402
+from crawl2serve.resources.storage import DataRoot  # noqa: E402
 
 
 def crawl_pydoc(directory: str) -> list[str]:

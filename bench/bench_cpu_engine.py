@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gateway import free_port, load  # noqa: E402
 
-from serving.engines import (EngineConfig, Launch, TransformersCpuEngine, start_process, stop_process,  # noqa: E402
+from crawl2serve.serving.engines import (EngineConfig, Launch, TransformersCpuEngine, start_process, stop_process,  # noqa: E402
                              wait_healthy)
 
 

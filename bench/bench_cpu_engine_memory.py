@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from serving.engines import (EngineConfig, Launch, TransformersCpuEngine, start_process, stop_process,  # noqa: E402
+from crawl2serve.serving.engines import (EngineConfig, Launch, TransformersCpuEngine, start_process, stop_process,  # noqa: E402
                              tree_rss_mb, wait_healthy)
 
 WORDS = [w for w in ("the module provides functions for working with files paths processes threads sockets and "
@@ -38,8 +38,8 @@ WORDS = [w for w in ("the module provides functions for working with files paths
 
 def embedded_model(folder: Path) -> str:
     """A model of the embedded default's shape (``TinyLlamaSpec()``, 4096-token vocabulary), as a servable folder."""
-    from assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer
-    from serving.bundle import build_merged
+    from crawl2serve.assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer
+    from crawl2serve.serving.bundle import build_merged
 
     rng = random.Random(0)
     vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(20000)]

@@ -238,7 +238,7 @@ def run_worker(dt_python: str, task: str, rows: list[dict], work: Path) -> list[
 
 
 def extract_ours(paths: list[str]) -> tuple[list[dict], float]:
-    from assets.corpus.extract import extract_html
+    from crawl2serve.assets.corpus.extract import extract_html
 
     rows = []
     t = time.perf_counter()
@@ -253,7 +253,7 @@ def prepare(args) -> list[dict]:
     """Pages (English by our extractor) with our extracted text, its normalized form, trafilatura's text, and
     datatrove's decisions on all three; cached in ``--work`` (delete it, or change the page options, to
     rebuild)."""
-    from assets.corpus.filters import normalize_text
+    from crawl2serve.assets.corpus.filters import normalize_text
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -284,7 +284,7 @@ def prepare(args) -> list[dict]:
 
 # ----- agreement ------------------------------------------------------------------------------------
 def ours_decide(text: str, profile) -> tuple[bool, str | None, str | None]:
-    from assets.corpus.cleaning import clean_document
+    from crawl2serve.assets.corpus.cleaning import clean_document
 
     r = clean_document(text, profile)
     return r.text is not None, r.dropped_by, r.reason
@@ -293,8 +293,8 @@ def ours_decide(text: str, profile) -> tuple[bool, str | None, str | None]:
 def ours_alone(page: dict, profile, dt_key: str = "dt") -> dict[str, str | None]:
     """Each of the four rules of ``profile`` alone on the same input as datatrove's rule alone (the
     extracted text; FineWeb: datatrove's C4 output), through our normalization."""
-    from assets.corpus.filters import normalize_text
-    from assets.corpus.text_stats import TextStats
+    from crawl2serve.assets.corpus.filters import normalize_text
+    from crawl2serve.assets.corpus.text_stats import TextStats
 
     out: dict[str, str | None] = {}
     stats = TextStats(normalize_text(page["text"], keep_indentation=profile.keep_indentation))
@@ -361,7 +361,7 @@ def classify(args, diff: list[tuple[dict, tuple]]) -> list[str]:
 
 
 def report_agreement(args, pages: list[dict]) -> None:
-    from assets.corpus.thresholds import FINEWEB, PUBLISHED
+    from crawl2serve.assets.corpus.thresholds import FINEWEB, PUBLISHED
 
     dt = [p["dt"]["kept"] for p in pages]
     dt_traf = [p["dt_traf"]["kept"] for p in pages]
@@ -424,7 +424,7 @@ def report_extraction(pages: list[dict]) -> None:
     decided, with the median text measures of each class (trafilatura's / ours)."""
     from statistics import median
 
-    from assets.corpus.en_words import DATATROVE_TERMINALS
+    from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS
 
     def facts(text: str) -> tuple[int, int, float]:
         lines = [line for line in text.split("\n") if line.strip()]
@@ -452,7 +452,7 @@ def report_extraction(pages: list[dict]) -> None:
 
 def report_probes(args) -> None:
     """The two known differences, on small texts: both sides decide on the same input."""
-    from assets.corpus.thresholds import FINEWEB
+    from crawl2serve.assets.corpus.thresholds import FINEWEB
 
     prose = [
         "The river begins high in the mountains, where melting snow gathers into small streams.",
@@ -481,7 +481,7 @@ def report_probes(args) -> None:
 
 
 def report_tokenizer(args, work: Path, pages: list[dict]) -> None:
-    from assets.corpus.en_words import DATATROVE_TERMINALS, DT_PUNCTUATION, word_tokens
+    from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS, DT_PUNCTUATION, word_tokens
 
     sets = run_worker(args.dt_python, "sets", [{"id": "sets"}], work)[0]
     print(f"\nSETS: datatrove's PUNCTUATION_SET == ours: {set(sets['punctuation']) == DT_PUNCTUATION} "
@@ -510,16 +510,16 @@ def report_tokenizer(args, work: Path, pages: list[dict]) -> None:
 
 # ----- throughput -------------------------------------------------------------------------------------
 def _clear_caches() -> None:
-    from assets.corpus.en_words import chunk_facts, tokens_of_chunk
+    from crawl2serve.assets.corpus.en_words import chunk_facts, tokens_of_chunk
 
     tokens_of_chunk.cache_clear()
     chunk_facts.cache_clear()
 
 
 def report_throughput(args, pages: list[dict]) -> None:
-    from assets.corpus.cleaning import clean_document
-    from assets.corpus.extract import extract_html
-    from assets.corpus.thresholds import FINEWEB
+    from crawl2serve.assets.corpus.cleaning import clean_document
+    from crawl2serve.assets.corpus.extract import extract_html
+    from crawl2serve.assets.corpus.thresholds import FINEWEB
 
     work = Path(args.work)
     texts = [{"id": p["id"], "text": p["text"]} for p in pages]
@@ -566,7 +566,7 @@ def write_fixture(args, pages: list[dict], path: str, n: int = 200, cap: int = 6
             cut = text.rfind("\n", 0, cap)
             text = text[: cut if cut > 0 else cap]
         rows.append({"id": p["id"].split("/x/", 1)[-1], "text": text})
-    from assets.corpus.filters import normalize_text
+    from crawl2serve.assets.corpus.filters import normalize_text
 
     decided = {r["id"]: r for r in run_worker(args.dt_python, "decide", rows, Path(args.work))}
     normalized = {r["id"]: r for r in run_worker(

@@ -38,7 +38,7 @@ rule and with the new one (:func:`assets.monitoring.drift.drift_verdict`), on th
   prompts: drawn from the one fixed distribution, hour after hour;
 * in-distribution groups: ``steady`` (baseline: the 24 previous hours), ``early`` (the first 0-5 hours of
   a deployment: a baseline of 0 to ~1,000 requests), ``demo`` (the observed case: the baseline is the 6
-  requests of ``python -m serving demo``, short document openings with 16-token answers);
+  requests of ``python -m crawl2serve.serving demo``, short document openings with 16-token answers);
 * clearly shifted hours (baseline: the 24 previous in-distribution hours): ``language`` (every prompt in
   German or French), ``long_prompts`` (3-10 pasted documents per prompt), ``latency_x3`` (latency and TTFT
   x3), ``error_burst`` (20% of requests fail with a 5xx); and, not part of the goal, moderate shifts (30% of
@@ -87,10 +87,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import polars as pl  # noqa: E402
 
-from assets.corpus.extract import detect_language  # noqa: E402
-from assets.corpus.filters import normalize_text, quality_score  # noqa: E402
-from assets.corpus.text_stats import TextStats  # noqa: E402
-from assets.monitoring.drift import (  # noqa: E402
+from crawl2serve.assets.corpus.extract import detect_language  # noqa: E402
+from crawl2serve.assets.corpus.filters import normalize_text, quality_score  # noqa: E402
+from crawl2serve.assets.corpus.text_stats import TextStats  # noqa: E402
+from crawl2serve.assets.monitoring.drift import (  # noqa: E402
     ALL_COLUMNS,
     CORPUS_CONTENT_COLUMNS,
     OUTPUT_COLUMNS,
@@ -106,7 +106,7 @@ from assets.monitoring.drift import (  # noqa: E402
     rates,
     unknown_token_share,
 )
-from assets.monitoring.logs import LOG_SCHEMA, daily_hours, read_spool  # noqa: E402
+from crawl2serve.assets.monitoring.logs import LOG_SCHEMA, daily_hours, read_spool  # noqa: E402
 
 DOC_MODULES = ("builtins", "os", "os.path", "re", "json", "collections", "itertools", "functools", "pathlib",
                "datetime", "math", "statistics", "random", "string", "textwrap", "typing", "subprocess",
@@ -254,7 +254,7 @@ def throughput() -> None:
     print(f"{len(docs)} documentation texts (mean {np.mean([len(d) for d in docs]):.0f} chars); "
           f"{cores} core(s), polars threads {pl.thread_pool_size()}")
 
-    from assets.training.base_model import train_bpe_tokenizer
+    from crawl2serve.assets.training.base_model import train_bpe_tokenizer
 
     tokenizer, t_tok = timed(train_bpe_tokenizer, docs, vocab_size=4096)
     print(f"tokenizer: {len(tokenizer)} tokens, trained in {t_tok:.1f}s (not counted)")
@@ -406,7 +406,7 @@ def simulate_hour(n: int, docs: list[str], rng: np.random.Generator, shift: str 
 
 def demo_baseline(docs: list[str], rng: np.random.Generator,
                   start: datetime = datetime(2026, 11, 23, 5, tzinfo=UTC)) -> pl.DataFrame:
-    """The 6 requests of ``python -m serving demo`` (max_tokens=16; every 4th from the second streamed)."""
+    """The 6 requests of ``python -m crawl2serve.serving demo`` (max_tokens=16; every 4th from the second streamed)."""
     rows = []
     for i, p in enumerate(DEMO_PROMPTS):
         stream = i % 4 == 1
@@ -482,7 +482,7 @@ def error_rates() -> None:
     rng = np.random.default_rng(a.seed)
     docs = documentation()
     corpus = pl.DataFrame({"text": docs})
-    from assets.training.base_model import train_bpe_tokenizer
+    from crawl2serve.assets.training.base_model import train_bpe_tokenizer
 
     tokenizer = train_bpe_tokenizer(docs, vocab_size=4096)
     snippet_reference = build_reference(corpus_snippets(corpus, 2000, seed=0), tokenizer, sample=None)

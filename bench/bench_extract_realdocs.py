@@ -298,10 +298,10 @@ def main() -> None:
         compare(*args.compare)
         return
     sys.path.insert(0, args.code)
-    from assets.corpus.extract import extract_html
+    from crawl2serve.assets.corpus.extract import extract_html
 
     if args.warc_read:
-        from assets.crawl.warc import iter_records
+        from crawl2serve.assets.crawl.warc import iter_records
 
         if not os.path.exists(args.warc_read):
             from tests.support import warc_bytes

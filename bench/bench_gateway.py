@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from serving.engines import start_process, stop_process, wait_healthy  # noqa: E402
-from serving.gateway.auth import KeyStore  # noqa: E402
-from serving.gateway.routing import write_routing  # noqa: E402
-from serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings  # noqa: E402
+from crawl2serve.serving.engines import start_process, stop_process, wait_healthy  # noqa: E402
+from crawl2serve.serving.gateway.auth import KeyStore  # noqa: E402
+from crawl2serve.serving.gateway.routing import write_routing  # noqa: E402
+from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings  # noqa: E402
 
 ENGINE = '''
 import asyncio, json, sys, time
@@ -118,7 +118,7 @@ def main() -> int:
                     tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
                     workers=args.workers).dump(str(tmp / "gateway.yaml"))
     profile = ["-m", "cProfile", "-o", os.environ["PROFILE_GATEWAY"]] if os.environ.get("PROFILE_GATEWAY") else []
-    gateway = start_process([sys.executable, *profile, "-m", "serving", "gateway", "--config",
+    gateway = start_process([sys.executable, *profile, "-m", "crawl2serve.serving", "gateway", "--config",
                              str(tmp / "gateway.yaml")], str(tmp / "gateway.log"))
     gw_url = f"http://127.0.0.1:{gw_port}"
     try:

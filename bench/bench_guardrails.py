@@ -38,7 +38,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serving.gateway import guardrails as new  # noqa: E402
+from crawl2serve.serving.gateway import guardrails as new  # noqa: E402
 
 PROBES = ROOT / "tests" / "serving" / "guardrail_probes.yaml"
 LIMIT = 32_000

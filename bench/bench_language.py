@@ -44,7 +44,7 @@ import pycld2
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from assets.corpus.extract import detect_language, extract_html  # noqa: E402
+from crawl2serve.assets.corpus.extract import detect_language, extract_html  # noqa: E402
 
 MANUALS = ("debian-reference", "debian-faq", "developers-reference", "maint-guide")
 ENGLISH_PACKAGES = ("python3.11-doc", "sphinx-doc")

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from bench_gateway import ENGINE, free_port  # noqa: E402
-from serving.engines import start_process, stop_process, wait_healthy  # noqa: E402
-from serving.gateway.auth import KeyStore  # noqa: E402
-from serving.gateway.logstore import read_rows  # noqa: E402
-from serving.gateway.routing import write_routing  # noqa: E402
-from serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings  # noqa: E402
+from crawl2serve.serving.engines import start_process, stop_process, wait_healthy  # noqa: E402
+from crawl2serve.serving.gateway.auth import KeyStore  # noqa: E402
+from crawl2serve.serving.gateway.logstore import read_rows  # noqa: E402
+from crawl2serve.serving.gateway.routing import write_routing  # noqa: E402
+from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings  # noqa: E402
 
 MODES = ("fire-and-forget", "commit")
 
@@ -84,7 +84,7 @@ def start_gateway(tmp: Path, name: str, engine_url: str, commit: bool) -> tuple[
                     log_dir=str(folder / "spool"), engines=[EngineSettings(name="primary", url=engine_url)],
                     tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
                     log_commit_before_answer=commit).dump(str(folder / "gateway.yaml"))
-    pid = start_process([sys.executable, "-m", "serving", "gateway", "--config", str(folder / "gateway.yaml")],
+    pid = start_process([sys.executable, "-m", "crawl2serve.serving", "gateway", "--config", str(folder / "gateway.yaml")],
                         str(folder / "gateway.log"))
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, pid=pid, log_path=str(folder / "gateway.log"), timeout_s=60)

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from assets.corpus.dedup import MinHashLSH, minhash_signatures, near_duplicate_clusters  # noqa: E402
+from crawl2serve.assets.corpus.dedup import MinHashLSH, minhash_signatures, near_duplicate_clusters  # noqa: E402
 
 WORDS_PER_DOC = 1_000
 VOCAB_SIZE = 50_000

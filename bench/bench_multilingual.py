@@ -58,12 +58,12 @@ ap.add_argument("--pages-cache", default=None, help="JSON(.gz) of extracted page
 args = ap.parse_args()
 sys.path.insert(0, args.code)
 
-from assets.corpus.cleaning import clean_document  # noqa: E402
-from assets.corpus.extract import extract_html  # noqa: E402
-from assets.corpus.thresholds import PROFILES  # noqa: E402
+from crawl2serve.assets.corpus.cleaning import clean_document  # noqa: E402
+from crawl2serve.assets.corpus.extract import extract_html  # noqa: E402
+from crawl2serve.assets.corpus.thresholds import PROFILES  # noqa: E402
 
 try:
-    from assets.corpus.language import identify  # noqa: E402
+    from crawl2serve.assets.corpus.language import identify  # noqa: E402
 except ImportError:  # a checkout without whole-text language id
     identify = None
 

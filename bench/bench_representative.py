@@ -28,11 +28,11 @@ import polars as pl
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from assets.corpus.cleaned import KEPT_SCHEMA  # noqa: E402
-from assets.corpus.deduplicated import DedupConfig, dedup_frame  # noqa: E402
-from assets.corpus.extract import content_hash, doc_id, extract_html  # noqa: E402
-from assets.corpus.filters import normalize_text, quality_score  # noqa: E402
-from assets.corpus.text_stats import TextStats  # noqa: E402
+from crawl2serve.assets.corpus.cleaned import KEPT_SCHEMA  # noqa: E402
+from crawl2serve.assets.corpus.deduplicated import DedupConfig, dedup_frame  # noqa: E402
+from crawl2serve.assets.corpus.extract import content_hash, doc_id, extract_html  # noqa: E402
+from crawl2serve.assets.corpus.filters import normalize_text, quality_score  # noqa: E402
+from crawl2serve.assets.corpus.text_stats import TextStats  # noqa: E402
 
 HANDBOOK = "debian-handbook_11.20220922_all/usr/share/doc/debian-handbook/html"
 FIXTURE_PAGES = ("sect.dynamic-routing.html", "sect.why-gnu-linux.html")

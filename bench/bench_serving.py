@@ -97,7 +97,7 @@ def bench(url: str, model: str, concurrency: int, label: str, out: Path, key: st
 
 
 def phase_base(out: Path) -> None:
-    from serving.engines import start_process, stop_process, wait_healthy
+    from crawl2serve.serving.engines import start_process, stop_process, wait_healthy
 
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(WORK / "base"), "--port", "31000",
            "--served-model-name", "base", *SGLANG_ARGS, *ONE_ENGINE]
@@ -153,8 +153,8 @@ def cpu_seconds(pid: int) -> float:
 
 def bench_gateway(deployment, handles, port: int, spool: Path):
     """The gateway in front of ``handles`` with a tier no benchmark reaches; returns (settings, state, key)."""
-    from serving.gateway.auth import KeyStore
-    from serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
+    from crawl2serve.serving.gateway.auth import KeyStore
+    from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
 
     settings = GatewaySettings(port=port, routing_file=deployment.routing_file,
                                keys_file=str(deployment.dir / "api_keys.json"), log_dir=str(spool),
@@ -168,7 +168,7 @@ def bench_gateway(deployment, handles, port: int, spool: Path):
 
 
 def phase_deploy(out: Path) -> None:
-    from serving.deploy import Deployment, EngineConfig, Release
+    from crawl2serve.serving.deploy import Deployment, EngineConfig, Release
 
     deployment = Deployment(str(WORK / "state"), log=lambda m: print(m, flush=True))
     v1 = Release("1", str(WORK / "adapter-v1"), str(WORK / "base"))
@@ -214,7 +214,7 @@ def phase_deploy(out: Path) -> None:
         deployment.add_version(champion, v2, promote=True)  # promotion: the champion engine swaps in v2 merged
         emit(out, {"run": "promote-v2-update-weights", "seconds": round(time.perf_counter() - start, 2),
                    "smoke": deployment.smoke(champion, ["2"])["2"]["text"][:40]})
-        from serving.gateway.logstore import read_rows
+        from crawl2serve.serving.gateway.logstore import read_rows
 
         rows, skipped = read_rows(str(WORK / "spool"))
         emit(out, {"run": "gateway-log", "rows": len(rows), "skipped": skipped,
@@ -226,7 +226,7 @@ def phase_deploy(out: Path) -> None:
 def phase_ab(out: Path, reps: int = 2) -> None:
     """Gateway overhead and champion-vs-base with less noise: the LoRA-free champion engine, alone on the GPU,
     measured straight and through the gateway alternately (A/B/A/B), with more prompts per run."""
-    from serving.deploy import Deployment, EngineConfig, Release
+    from crawl2serve.serving.deploy import Deployment, EngineConfig, Release
 
     PROMPTS.update({1: 32, 32: 512, 64: 1024})
     deployment = Deployment(str(WORK / "state-ab"), log=lambda m: print(m, flush=True))

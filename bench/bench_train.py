@@ -58,7 +58,7 @@ def run_ours(work: Path, args, nproc: int, compile_: bool) -> dict:
     path = work / f"cfg-{nproc}-{int(compile_)}.json"
     path.write_text(json.dumps(cfg))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "assets.training.trainer", "--config", str(path)]
+           "-m", "crawl2serve.assets.training.trainer", "--config", str(path)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if proc.returncode != 0:
         return {"error": proc.stderr[-1500:]}
@@ -74,7 +74,7 @@ def run_hf(work: Path, args) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
-    from assets.training.trainer import PEAK_BF16_FLOPS, flops_per_token
+    from crawl2serve.assets.training.trainer import PEAK_BF16_FLOPS, flops_per_token
 
     col = pq.read_table(work / "data" / "train.parquet").column("input_ids").combine_chunks()
     data = torch.from_numpy(col.flatten().to_numpy().reshape(len(col), args.seq).astype(np.int64))

@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from assets.corpus.words import icu_boundaries  # noqa: E402
+from crawl2serve.assets.corpus.words import icu_boundaries  # noqa: E402
 
 RUNS = {
     "zh": re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"),

@@ -47,8 +47,8 @@ import types
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from assets.corpus.extract import extract_html  # noqa: E402
-from assets.corpus.pii import is_public_ip, pii_spans  # noqa: E402
+from crawl2serve.assets.corpus.extract import extract_html  # noqa: E402
+from crawl2serve.assets.corpus.pii import is_public_ip, pii_spans  # noqa: E402
 
 BASE = "b769a8b"  # main's commit this branch started from
 REPO = pathlib.Path(__file__).resolve().parents[1]

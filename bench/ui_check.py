@@ -3,7 +3,7 @@
     .venv/bin/python bench/ui_check.py --out /tmp/ui-out
     CHROMIUM=/opt/chrome/chrome .venv/bin/python bench/ui_check.py --out /tmp/ui-out --checks-asset raw_crawl
 
-What it checks, and why: unit tests load ``pipelines.definitions:defs`` in-process, but nobody looks at
+What it checks, and why: unit tests load ``crawl2serve.definitions:defs`` in-process, but nobody looks at
 what ``dagster dev`` actually serves. This script starts ``dagster dev -w workspace.yaml`` exactly as a
 developer would (from the repo root, on a free loopback port, with a throw-away ``DAGSTER_HOME``
 holding a copy of ``dagster_home/dagster.yaml``, so telemetry stays off and the real instance is

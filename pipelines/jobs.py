@@ -5,8 +5,6 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from assets.monitoring.assets import monitoring_partitions
-from assets.partitions import crawl_partitions
 
 EMBEDDED_CONFIG_FILE = Path(__file__).with_name("embedded.yaml")
 EMBEDDED_RUN_CONFIG = yaml.safe_load(EMBEDDED_CONFIG_FILE.read_text())
@@ -19,7 +17,6 @@ RETRAIN_RUN_CONFIG = {"ops": {k: v for k, v in EMBEDDED_RUN_CONFIG["ops"].items(
 main_job = dg.define_asset_job(
     "main",
     selection=LINEAGE,
-    partitions_def=crawl_partitions,
     config=EMBEDDED_RUN_CONFIG,
     description="The whole lineage built so far, for one crawl partition: crawl → corpus → features → "
     "training dataset → LoRA adapter → evaluation + gate → registered model → served behind the gateway.",
@@ -28,7 +25,6 @@ main_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     "retrain",
     selection=RETRAIN,
-    partitions_def=crawl_partitions,
     config=RETRAIN_RUN_CONFIG,
     description="Retraining on a crawl partition already fetched (what the drift sensor requests): corpus → "
     "features → training → gate → registry → serving. Run `main` instead to re-crawl too.",
@@ -39,5 +35,5 @@ serve_champion_job = dg.define_asset_job(
     description="Serve the registry's current champion (what the new-champion sensor requests).")
 
 monitoring_job = dg.define_asset_job(
-    "monitoring", selection=dg.AssetSelection.groups("monitoring"), partitions_def=monitoring_partitions,
+    "monitoring", selection=dg.AssetSelection.groups("monitoring"),
     description="One hour of inference logs compacted, and its Evidently drift report.")

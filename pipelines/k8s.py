@@ -9,11 +9,11 @@ one machine and on a cluster.
 
 How a production ``Definitions`` applies it (``CRAWL2SERVE_ENV=production``)::
 
-    from pipelines.k8s import RUN_POD_TAGS, k8s_executor
+    from crawl2serve.pipelines.k8s import RUN_POD_TAGS, k8s_executor
 
     main = dg.define_asset_job("main", selection=LINEAGE, partitions_def=crawl_partitions,
                                tags=RUN_POD_TAGS)                       # the run pod: a small orchestrator
-    defs = dg.Definitions(assets=ASSETS, jobs=[main, rollback_model], schedules=schedules,
+    defs = dg.Definitions(assets=crawl2serve.definitions.defs.assets, jobs=[main, rollback_model], schedules=schedules,
                           resources=build_resources("production"),
                           executor=k8s_executor())                      # one pod per step, sized per stage
 

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets.monitoring.assets import PARTITION_FORMAT
-from pipelines.jobs import main_job, monitoring_job
+from crawl2serve.assets.monitoring.assets import PARTITION_FORMAT
+from crawl2serve.pipelines.jobs import main_job, monitoring_job
 
 # A daily re-crawl: each day's partition is a new crawl (a re-run of a day resumes it).
 daily_recrawl = dg.build_schedule_from_partitioned_job(

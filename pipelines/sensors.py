@@ -17,13 +17,13 @@ import urllib.request
 
 import dagster as dg
 
-from assets.monitoring.retrain_policy import DriftReport, PolicyState, decide
-from assets.release.registry import champion_version
-from pipelines.jobs import retrain_job, serve_champion_job
-from resources.serving import ServingEngine
-from resources.storage import DataRoot
-from resources.tracking import MlflowTracking
-from serving.gateway.routing import read_routing
+from crawl2serve.assets.monitoring.retrain_policy import DriftReport, PolicyState, decide
+from crawl2serve.assets.release.registry import champion_version
+from crawl2serve.pipelines.jobs import retrain_job, serve_champion_job
+from crawl2serve.resources.serving import ServingEngine
+from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.serving.gateway.routing import read_routing
 
 RETRAIN_COOLDOWN_S = float(os.environ.get("CRAWL2SERVE_RETRAIN_COOLDOWN_S", 6 * 3600))
 RETRAIN_MIN_REQUESTS = int(os.environ.get("CRAWL2SERVE_RETRAIN_MIN_REQUESTS", "50"))

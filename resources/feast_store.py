@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from serving.gateway.tiers import FEAST_DIR_VAR, REDIS_VAR, open_feature_store
+from crawl2serve.serving.gateway.tiers import FEAST_DIR_VAR, REDIS_VAR, open_feature_store
 
 from .storage import REPO_ROOT, DataRoot
 

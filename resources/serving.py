@@ -12,10 +12,10 @@ import sys
 import dagster as dg
 from pydantic import Field
 
-from serving.backoff import RestartPolicy
-from serving.deploy import Deployment, EngineConfig
-from serving.engines import BACKENDS, engine_class, resolve_backend
-from serving.gateway.settings import FeastSettings, GatewaySettings, GuardrailSettings
+from crawl2serve.serving.backoff import RestartPolicy
+from crawl2serve.serving.deploy import Deployment, EngineConfig
+from crawl2serve.serving.engines import BACKENDS, engine_class, resolve_backend
+from crawl2serve.serving.gateway.settings import FeastSettings, GatewaySettings, GuardrailSettings
 
 from .feast_store import FeastStore
 from .storage import DataRoot
@@ -103,7 +103,7 @@ class ServingEngine(dg.ConfigurableResource):
             raise ValueError(f"serving_engine.mode={self.mode!r}: expected local or k8s")
 
         def launch(engine: str, model_path: str, adapters: dict[str, str]) -> str:
-            from serving.k8s import apply_manifests
+            from crawl2serve.serving.k8s import apply_manifests
 
             apply_manifests(self.k8s_manifests(model_path, adapters or None, engine=engine))
             return self.k8s_endpoint(engine)
@@ -140,7 +140,7 @@ class ServingEngine(dg.ConfigurableResource):
         return configs
 
     def gateway_settings(self) -> GatewaySettings:
-        from serving.gateway.settings import EngineSettings
+        from crawl2serve.serving.gateway.settings import EngineSettings
 
         state = self.state_dir()
         feast = None
@@ -172,7 +172,7 @@ class ServingEngine(dg.ConfigurableResource):
                       engine: str = "primary") -> list[dict]:
         """The engine's Deployment + Service (``serving.k8s.sglang_manifests``) serving ``model_path`` (a path
         inside the pod: under ``data_mount``) with this resource's image, GPUs, placement and SGLang arguments."""
-        from serving.k8s import sglang_manifests
+        from crawl2serve.serving.k8s import sglang_manifests
 
         name, port, lora = self._k8s_engine(engine)
         return sglang_manifests(name=name, namespace=self.namespace, image=self.image, model_path=model_path,
@@ -185,7 +185,7 @@ class ServingEngine(dg.ConfigurableResource):
     def k8s_endpoint(self, engine: str = "primary") -> str:
         """The engine's URL as the gateway and the Dagster steps reach it: the Service's cluster DNS name (or
         ``service_host``, primary engine only) and its port."""
-        from serving.k8s import service_url
+        from crawl2serve.serving.k8s import service_url
 
         name, port, _ = self._k8s_engine(engine)
         if self.service_host and engine == "primary":

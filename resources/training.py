@@ -6,11 +6,11 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-TRAINER_MODULE = "assets.training.trainer"
+TRAINER_MODULE = "crawl2serve.assets.training.trainer"
 
 
 class TrainingLauncher(dg.ConfigurableResource):
-    """``mode="local"``: ``torchrun --nproc-per-node N -m assets.training.trainer`` through
+    """``mode="local"``: ``torchrun --nproc-per-node N -m crawl2serve.assets.training.trainer`` through
     ``PipesSubprocessClient`` (gloo on CPU, NCCL on GPUs). ``mode="k8s"``: the same command in a pod through
     ``PipesK8sClient``, with GPU requests, node selector and tolerations from this config; the data root
     must then be shared storage, mounted in the pod at the same path (``data_claim``)."""

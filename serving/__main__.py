@@ -1,12 +1,12 @@
-"""``python -m serving``: run the gateway, manage API keys, stop what the serving asset started.
+"""``python -m crawl2serve.serving``: run the gateway, manage API keys, stop what the serving asset started.
 
-    python -m serving gateway --config data/sglang_deployment/_/gateway.yaml
-    python -m serving keys add --keys-file data/sglang_deployment/_/api_keys.json --tenant acme --tier pro
-    python -m serving keys list --keys-file ...
-    python -m serving demo --data-root data     # a few real requests through the running gateway
-    python -m serving status --data-root data
-    python -m serving stop --data-root data
-    python -m serving supervise --name primary --backend cpu --url URL --state-file F -- ENGINE COMMAND...
+    python -m crawl2serve.serving gateway --config data/sglang_deployment/_/gateway.yaml
+    python -m crawl2serve.serving keys add --keys-file data/sglang_deployment/_/api_keys.json --tenant acme --tier pro
+    python -m crawl2serve.serving keys list --keys-file ...
+    python -m crawl2serve.serving demo --data-root data     # a few real requests through the running gateway
+    python -m crawl2serve.serving status --data-root data
+    python -m crawl2serve.serving stop --data-root data
+    python -m crawl2serve.serving supervise --name primary --backend cpu --url URL --state-file F -- ENGINE COMMAND...
 """
 
 import argparse
@@ -63,7 +63,7 @@ def cmd_gateway(args) -> int:
         return 0
     # Several worker processes on one port: each loads the app from the config named in the environment.
     os.environ["CRAWL2SERVE_GATEWAY_CONFIG"] = os.path.abspath(args.config)
-    uvicorn.run("serving.gateway.asgi:app", workers=settings.workers, **options)
+    uvicorn.run("crawl2serve.serving.gateway.asgi:app", workers=settings.workers, **options)
     return 0
 
 
@@ -169,7 +169,7 @@ def cmd_demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m crawl2serve.serving", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("gateway", help="run the OpenAI-compatible gateway")

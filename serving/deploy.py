@@ -189,8 +189,11 @@ class Deployment:
             for v, model in h.models.items():
                 versions.setdefault(v, {})[h.name] = model
                 # the folder the engine reads its tokenizer from: a model folder (CPU engine), else the anchor
-                # SGLang serves (its adapters do not change the tokenizer); the gateway counts prompts with it
-                folder = Path(model) if Path(model).is_dir() else self.models_dir(f"v{h.anchor}-merged")
+                # SGLang serves (its adapters do not change the tokenizer); the gateway counts prompts with it.
+                # Only an absolute path is a folder: a served name such as "crawl2serve" may also be a folder
+                # relative to wherever the process happens to run.
+                is_folder = Path(model).is_absolute() and Path(model).is_dir()
+                folder = Path(model) if is_folder else self.models_dir(f"v{h.anchor}-merged")
                 if v not in tokenizers and (folder / "tokenizer.json").is_file():
                     tokenizers[v] = str(folder)
         before = previous.get("stable")
@@ -220,7 +223,7 @@ class Deployment:
             self.log(f"gateway: restarting (pid {state['pid']}, configuration changed)")
             stop_process(state["pid"])
         log_path = str(self.dir / "logs" / "gateway.log")
-        pid = start_process([python, "-m", "serving", "gateway", "--config", str(config)], log_path)
+        pid = start_process([python, "-m", "crawl2serve.serving", "gateway", "--config", str(config)], log_path)
         wait_healthy(url, pid=pid, log_path=log_path, timeout_s=timeout_s)
         state = {"pid": pid, "url": url, "config_sha256": digest, "log": log_path}
         write_text(self.dir / "gateway.json", json.dumps(state, indent=2))

@@ -1,4 +1,4 @@
-"""A parent process that keeps one engine running (framework-free): ``python -m serving supervise ... -- CMD``.
+"""A parent process that keeps one engine running (framework-free): ``python -m crawl2serve.serving supervise ... -- CMD``.
 
 The serving asset starts the supervisor, detached, instead of the engine; the supervisor starts the engine as
 its child, so ``waitpid`` says at once when it dies. A dead engine is started again after the delay of a
@@ -8,11 +8,11 @@ whose resident memory passes its limit (``Engine.memory_limit_mb``) or that stop
 An engine that never became healthy is not restarted: that is a configuration error, and the supervisor
 exits so that whoever started it sees the log.
 
-Stopping the supervisor (SIGTERM, which ``python -m serving stop`` sends) stops its engine: SIGTERM to the
+Stopping the supervisor (SIGTERM, which ``python -m crawl2serve.serving stop`` sends) stops its engine: SIGTERM to the
 engine's process group, SIGKILL after ``STOP_GRACE_S``; and an engine whose supervisor is killed outright
 gets SIGKILL from the kernel (``PR_SET_PDEATHSIG``), so no engine outlives its supervisor.
 
-What it does is written, whole, to a state file (``python -m serving status`` shows it)::
+What it does is written, whole, to a state file (``python -m crawl2serve.serving status`` shows it)::
 
     {"state": "healthy", "engine_pid": 4242, "restarts": 1, "last_exit": {"code": null, "signal": 9,
      "reason": "exited", "uptime_s": 12.3, "at": "..."}, "last_restart_at": "...", ...}
@@ -240,7 +240,7 @@ def supervisor_command(engine: Engine, *, state_file: str, handles_file: str, po
                        startup_timeout_s: float, python: str = sys.executable) -> list[str]:
     """The prefix that runs an engine command under a supervisor (``[...prefix, "--", *engine command]``)."""
     limit = engine.memory_limit_mb()
-    return [python, "-m", "serving", "supervise", "--name", engine.name, "--backend", engine.backend,
+    return [python, "-m", "crawl2serve.serving", "supervise", "--name", engine.name, "--backend", engine.backend,
             "--url", engine.url, "--state-file", state_file, "--handles-file", handles_file,
             "--startup-timeout-s", str(startup_timeout_s), "--base-delay-s", str(policy.base_delay_s),
             "--factor", str(policy.factor), "--max-delay-s", str(policy.max_delay_s),

@@ -7,17 +7,17 @@ import polars as pl
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from assets.corpus.cleaned import clean_documents
-from assets.corpus.deduplicated import deduplicated_documents
-from assets.corpus.extracted import extracted_pages
-from assets.crawl.assets import raw_crawl
-from assets.features.assets import document_features, feast_online_store, feast_registry
-from assets.training.assets import base_model, tokenizer, training_dataset
-from resources.base_model import BaseModelSource
-from resources.crawl_target import CrawlTarget
-from resources.feast_store import FeastStore
-from resources.io_manager import ParquetIOManager
-from resources.storage import DataRoot
+from crawl2serve.assets.corpus.cleaned import clean_documents
+from crawl2serve.assets.corpus.deduplicated import deduplicated_documents
+from crawl2serve.assets.corpus.extracted import extracted_pages
+from crawl2serve.assets.crawl.assets import raw_crawl
+from crawl2serve.assets.features.assets import document_features, feast_online_store, feast_registry
+from crawl2serve.assets.training.assets import base_model, tokenizer, training_dataset
+from crawl2serve.resources.base_model import BaseModelSource
+from crawl2serve.resources.crawl_target import CrawlTarget
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.io_manager import ParquetIOManager
+from crawl2serve.resources.storage import DataRoot
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITION = "2026-11-20"

@@ -10,8 +10,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.crawl.assets import raw_crawl
-from assets.corpus.extracted import extracted_pages
+from crawl2serve.assets.crawl.assets import raw_crawl
+from crawl2serve.assets.corpus.extracted import extracted_pages
 from support import CORPUS, PARTITION, PROSE, REPO, checks, load, resources, run_config, warc_bytes
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_cli_materializes_from_the_definitions(tmp_path):
     env = {**os.environ, "CRAWL2SERVE_DATA_ROOT": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "pipelines.definitions",
+        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "crawl2serve.definitions",
          "--select", "raw_crawl", "--partition", PARTITION,
          "--config-json", json.dumps({"ops": {"raw_crawl": {"config": {"max_pages": 5}}}})],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -125,7 +125,7 @@ def test_cli_materializes_from_the_definitions(tmp_path):
 
 
 def test_definitions_load_with_jobs_and_schedules():
-    from pipelines.definitions import defs
+    from crawl2serve.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"raw_crawl", "extracted_pages", "clean_documents", "document_rejections",

@@ -15,9 +15,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from assets.features.build import DOCUMENT_FEATURES, DOMAIN_FEATURES, empty_tenant_stats
-from resources.feast_store import FeastStore
-from resources.storage import DataRoot
+from crawl2serve.assets.features.build import DOCUMENT_FEATURES, DOMAIN_FEATURES, empty_tenant_stats
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.storage import DataRoot
 from support import DOWNSTREAM, SEQ_LEN
 
 
@@ -43,7 +43,7 @@ def test_corpus_to_training_dataset_on_the_embedded_crawl(lineage):
     assert (docs["quality_score"] >= 0.3).all()
     assert meta["training_dataset"]["train_tokens"].value > meta["training_dataset"]["validation_tokens"].value > 0
 
-    from assets.training.base_model import load_base
+    from crawl2serve.assets.training.base_model import load_base
     model, tok = load_base(str(root / "base_model" / "_"))
     assert model.config.vocab_size == len(tok) <= 1024
     train_ids = pl.read_parquet(ds / "train.parquet")["input_ids"].to_numpy()

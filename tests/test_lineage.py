@@ -13,18 +13,18 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from assets.monitoring.assets import drift_report, inference_log
-from assets.monitoring.drift import corpus_snippets
-from assets.monitoring.logs import hour_partitions, read_spool
-from pipelines.sensors import drift_retraining, new_champion
-from serving.gateway.routing import read_routing, write_routing
+from crawl2serve.assets.monitoring.assets import drift_report, inference_log
+from crawl2serve.assets.monitoring.drift import corpus_snippets
+from crawl2serve.assets.monitoring.logs import hour_partitions, read_spool
+from crawl2serve.pipelines.sensors import drift_retraining, new_champion
+from crawl2serve.serving.gateway.routing import read_routing, write_routing
 
-from pipelines.definitions import ASSETS
-from pipelines.jobs import main_job
-from resources.serving import ServingEngine
-from resources.tracking import MlflowTracking
-from resources.training import TrainingLauncher
-from serving.gateway.auth import KeyStore
+from crawl2serve.definitions import defs as loaded
+from crawl2serve.pipelines.jobs import main_job
+from crawl2serve.resources.serving import ServingEngine
+from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.resources.training import TrainingLauncher
+from crawl2serve.serving.gateway.auth import KeyStore
 from tests.serving.helpers import free_port
 from tests.support import PARTITION, SEQ_LEN, all_resources, run_config
 
@@ -38,7 +38,7 @@ def whole(tmp_path_factory):
                serving_engine=ServingEngine(data_root=res["data_root"], feast_store=res["feast_store"], backend="cpu",
                                             engine_port=free_port(), gateway_port=free_port(),
                                             usage_push_interval_s=1.0))
-    job = dg.Definitions(assets=ASSETS, jobs=[main_job], resources=res).resolve_job_def("main")
+    job = dg.Definitions(assets=loaded.assets, jobs=[main_job], resources=res).resolve_job_def("main")
     config = run_config(120)
     config["ops"].update(training_dataset={"config": {"seq_len": SEQ_LEN}},
                          lora_adapter={"config": {"max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},

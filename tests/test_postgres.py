@@ -7,10 +7,10 @@ import uuid
 import dagster as dg
 import pytest
 
-from assets.crawl.assets import raw_crawl
-from assets.release.registry import CHAMPION, MODEL_NAME, rollback
-from resources.storage import DataRoot
-from resources.tracking import MlflowTracking
+from crawl2serve.assets.crawl.assets import raw_crawl
+from crawl2serve.assets.release.registry import CHAMPION, MODEL_NAME, rollback
+from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
 from support import PARTITION, PROSE, resources, warc_bytes
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"

@@ -11,9 +11,9 @@ import polars as pl
 import pydantic
 from pydantic import Field
 
-from assets.contracts import Distribution, TableContract
-from assets.metadata import md_funnel, md_histogram, md_table
-from assets.partitions import DAILY_FRESHNESS, crawl_partitions
+from crawl2serve.assets.contracts import Distribution, TableContract
+from crawl2serve.assets.metadata import md_funnel, md_histogram, md_table
+from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
 from .cleaning import RULE_ORDER, clean_document
 from .extract import content_hash

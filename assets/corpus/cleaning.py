@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from assets.corpus.filters import C4Quality, normalize_text, quality_score, scrub_pii
-from assets.corpus.languages import profile_for_language
-from assets.corpus.text_stats import TextStats
-from assets.corpus.thresholds import DEFAULT_ORDER, Profile
+from crawl2serve.assets.corpus.filters import C4Quality, normalize_text, quality_score, scrub_pii
+from crawl2serve.assets.corpus.languages import profile_for_language
+from crawl2serve.assets.corpus.text_stats import TextStats
+from crawl2serve.assets.corpus.thresholds import DEFAULT_ORDER, Profile
 
 RULE_ORDER: tuple[str, ...] = DEFAULT_ORDER
 

@@ -59,7 +59,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from assets.corpus.language import url_language
+from crawl2serve.assets.corpus.language import url_language
 
 __all__ = [
     "EMPTY_SIGNATURE_VALUE",

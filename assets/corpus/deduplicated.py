@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from assets.contracts import Distribution, TableContract
-from assets.metadata import md_table
-from assets.partitions import DAILY_FRESHNESS, crawl_partitions
+from crawl2serve.assets.contracts import Distribution, TableContract
+from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
 from .cleaned import KEPT_SCHEMA
 from .dedup import (

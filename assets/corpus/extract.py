@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.html import HTMLTree
 
-from assets.corpus.language import identify
-from assets.crawl.urls import host_of, normalize_url
+from crawl2serve.assets.corpus.language import identify
+from crawl2serve.assets.crawl.urls import host_of, normalize_url
 
 from . import encoding as _encoding
 from .encoding import charset_of  # noqa: F401 — re-exported

@@ -7,11 +7,11 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.contracts import Distribution, TableContract
-from assets.crawl.warc import iter_records
-from assets.metadata import md_table
-from assets.partitions import DAILY_FRESHNESS, crawl_partitions
-from resources.storage import DataRoot
+from crawl2serve.assets.contracts import Distribution, TableContract
+from crawl2serve.assets.crawl.warc import iter_records
+from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
+from crawl2serve.resources.storage import DataRoot
 
 from .extract import DEFAULT_SKIP_SELECTORS, content_hash, doc_id, extract_html, extract_text_record
 

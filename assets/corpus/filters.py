@@ -29,10 +29,10 @@ import unicodedata
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from assets.corpus.en_words import sentence_count, word_tokens
-from assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii  # noqa: F401 (re-exported; PII lives in pii.py)
-from assets.corpus.text_stats import STOP_WORDS, TextStats
-from assets.corpus.words import has_no_space, line_word_count, longest_word, split_no_space_tokens
+from crawl2serve.assets.corpus.en_words import sentence_count, word_tokens
+from crawl2serve.assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii  # noqa: F401 (re-exported; PII lives in pii.py)
+from crawl2serve.assets.corpus.text_stats import STOP_WORDS, TextStats
+from crawl2serve.assets.corpus.words import has_no_space, line_word_count, longest_word, split_no_space_tokens
 
 __all__ = [
     "MEASURES",

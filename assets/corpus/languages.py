@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from assets.corpus.language_table import FINEWEB2_COMMIT, FINEWEB2_CONFIGS
+from crawl2serve.assets.corpus.language_table import FINEWEB2_COMMIT, FINEWEB2_CONFIGS
 
 __all__ = ["FINEWEB2_COMMIT", "LANGUAGES", "SENTENCE_ENDS", "LanguageRules", "profile_for_language", "rules_for"]
 

@@ -45,7 +45,7 @@ from itertools import repeat
 
 import numpy as np
 
-from assets.corpus.en_words import (
+from crawl2serve.assets.corpus.en_words import (
     DT_PUNCTUATION,
     STOP_WORD_SET,
     chunk_facts,
@@ -53,7 +53,7 @@ from assets.corpus.en_words import (
     tokens_of_chunk,
     word_tokens,
 )
-from assets.corpus.words import count_suffix_stop_words, has_no_space, split_no_space_tokens, split_no_space_words
+from crawl2serve.assets.corpus.words import count_suffix_stop_words, has_no_space, split_no_space_tokens, split_no_space_words
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's English stop words
 BULLET_PREFIXES = ("•", "‣", "◦", "●", "▪", "∙", "-", "*")

@@ -39,8 +39,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from assets.corpus.en_words import DATATROVE_TERMINALS
-from assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthBounds
+from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS
+from crawl2serve.assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthBounds
 
 RuleType = LengthBounds | C4Quality | GopherRepetition | GopherQuality | FineWebQuality
 RULE_TYPES: dict[str, type] = {cls.name: cls for cls in (LengthBounds, C4Quality, GopherRepetition, GopherQuality,

@@ -8,11 +8,11 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.contracts import Distribution, TableContract
-from assets.metadata import md_table
-from assets.partitions import DAILY_FRESHNESS, crawl_partitions
-from resources.crawl_target import CrawlTarget
-from resources.storage import DataRoot
+from crawl2serve.assets.contracts import Distribution, TableContract
+from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
+from crawl2serve.resources.crawl_target import CrawlTarget
+from crawl2serve.resources.storage import DataRoot
 
 from .crawler import MANIFEST_SCHEMA, Crawler, CrawlSettings, CrawlStore, final_manifest
 from .warc import iter_records

@@ -1002,8 +1002,8 @@ def final_manifest(store: CrawlStore) -> pl.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m assets.crawl.crawler --seed URL --out DIR``: the same crawler outside Dagster."""
-    from resources.storage import DataRoot
+    """``python -m crawl2serve.assets.crawl.crawler --seed URL --out DIR``: the same crawler outside Dagster."""
+    from crawl2serve.resources.storage import DataRoot
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--seed", action="append", required=True)

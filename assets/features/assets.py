@@ -9,10 +9,10 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets.contracts import Distribution, TableContract
-from assets.metadata import md_table
-from resources.feast_store import FeastStore
-from resources.storage import DataRoot
+from crawl2serve.assets.contracts import Distribution, TableContract
+from crawl2serve.assets.metadata import md_table
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.storage import DataRoot
 
 from .build import DOCUMENT_FEATURES, DOMAIN_FEATURES, document_features as build_documents
 from .build import domain_features as build_domains

@@ -8,10 +8,10 @@ import pandas as pd
 import polars as pl
 from pydantic import Field
 
-from assets.metadata import md_table
-from assets.serving.assets import sglang_deployment
-from resources.serving import ServingEngine
-from resources.storage import DataRoot
+from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.serving.assets import sglang_deployment
+from crawl2serve.resources.serving import ServingEngine
+from crawl2serve.resources.storage import DataRoot
 
 from .drift import ALL_COLUMNS, DriftRule, DriftVerdict, build_current, build_reference, corpus_snippets, \
     drift_verdict, rates

@@ -117,9 +117,9 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from assets.corpus.extract import detect_language
-from assets.corpus.filters import normalize_text, quality_score
-from assets.corpus.text_stats import TextStats
+from crawl2serve.assets.corpus.extract import detect_language
+from crawl2serve.assets.corpus.filters import normalize_text, quality_score
+from crawl2serve.assets.corpus.text_stats import TextStats
 
 __all__ = [
     "ALL_COLUMNS",

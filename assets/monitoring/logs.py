@@ -38,7 +38,7 @@ from pathlib import Path
 
 import polars as pl
 
-from serving.gateway.logrow import LOG_FIELDS, TIMESTAMP_FIELDS, base_type
+from crawl2serve.serving.gateway.logrow import LOG_FIELDS, TIMESTAMP_FIELDS, base_type
 
 __all__ = ["HOUR_FORMAT", "LOG_SCHEMA", "closed_hours", "daily_hours", "hour_of", "hour_partitions", "read_spool"]
 

@@ -6,11 +6,11 @@ import json
 import dagster as dg
 from pydantic import Field
 
-from assets.lineage import git_commit, latest_metadata
-from assets.metadata import md_table
-from assets.training.lora import TRAINED_RECORD, lora_adapter
-from resources.storage import DataRoot
-from resources.tracking import MlflowTracking
+from crawl2serve.assets.lineage import git_commit, latest_metadata
+from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.training.lora import TRAINED_RECORD, lora_adapter
+from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
 
 
 from .registry import (ADAPTER_TAG, CHAMPION, MODEL_NAME, adapter_sha256, champion_version, download_adapter,

@@ -29,8 +29,8 @@ import psutil
 import torch
 import yaml
 
-from assets.training.base_model import load_base
-from assets.training.trainer import load_split
+from crawl2serve.assets.training.base_model import load_base
+from crawl2serve.assets.training.trainer import load_split
 
 __all__ = [
     "DEFAULT_SAFETY_SUITE",

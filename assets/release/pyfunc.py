@@ -9,7 +9,7 @@ class LoraAdapterModel(mlflow.pyfunc.PythonModel):
     ``max_new_tokens`` (default 64)."""
 
     def load_context(self, context):
-        from assets.release.evaluate import load_candidate
+        from crawl2serve.assets.release.evaluate import load_candidate
 
         self.model, self.tokenizer = load_candidate(context.model_config["base_model"], context.artifacts["adapter"])
         self.max_new_tokens = int(context.model_config.get("max_new_tokens", 64))

@@ -40,7 +40,7 @@ def register_candidate(mlflow, *, adapter_dir: str, base_model: str, training_ru
     """Log the candidate as a pyfunc model (into its training run when known), register it, tag it with
     its lineage, set ``challenger``, and move ``champion`` to it when ``promote``. The previous champion
     stays registered and is recorded on the new version for rollback."""
-    from assets.release.pyfunc import LoraAdapterModel
+    from crawl2serve.assets.release.pyfunc import LoraAdapterModel
 
     client = mlflow.MlflowClient()
     with mlflow.start_run(run_id=training_run_id) if training_run_id else mlflow.start_run(run_name="register"):

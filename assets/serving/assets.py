@@ -7,11 +7,11 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
-from assets.release.assets import registered_model
-from assets.release.registry import ADAPTER_TAG, MODEL_NAME, champion_version, download_adapter
-from resources.serving import ServingEngine
-from resources.tracking import MlflowTracking
-from serving.deploy import Release
+from crawl2serve.assets.release.assets import registered_model
+from crawl2serve.assets.release.registry import ADAPTER_TAG, MODEL_NAME, champion_version, download_adapter
+from crawl2serve.resources.serving import ServingEngine
+from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.serving.deploy import Release
 
 
 class DeployConfig(dg.Config):
@@ -36,7 +36,7 @@ def sglang_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
     (``transformers serve``, memory bounded by ``cpu_memory_budget_mb``) elsewhere; locally under a supervisor
     that restarts it when it dies. A new champion is loaded beside the running versions, smoke-tested with
     and without its adapter, and only then routed (all traffic, or ``canary_share`` of it); earlier versions
-    stay loaded for an instant rollback. The gateway (``python -m serving gateway``) is started if it is not
+    stay loaded for an instant rollback. The gateway (``python -m crawl2serve.serving gateway``) is started if it is not
     running. Comes from ``registered_model``.
     """
     mlflow = mlflow_tracking.client()

@@ -10,11 +10,11 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from assets.features.assets import feast_registry
-from assets.metadata import md_table
-from resources.base_model import BaseModelSource
-from resources.feast_store import FeastStore
-from resources.storage import DataRoot
+from crawl2serve.assets.features.assets import feast_registry
+from crawl2serve.assets.metadata import md_table
+from crawl2serve.resources.base_model import BaseModelSource
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.storage import DataRoot
 
 from .packing import assign_split, choose_split_key, pack_documents, select_documents
 

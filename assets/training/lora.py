@@ -10,10 +10,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from assets.lineage import data_version, git_commit
-from resources.storage import REPO_ROOT, DataRoot
-from resources.tracking import MlflowTracking
-from resources.training import TrainingLauncher
+from crawl2serve.assets.lineage import data_version, git_commit
+from crawl2serve.resources.storage import REPO_ROOT, DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.resources.training import TrainingLauncher
 
 from .assets import base_model, training_dataset
 

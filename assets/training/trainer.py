@@ -1,6 +1,6 @@
 """The LoRA trainer: peft + torch, one process or FSDP2 under torchrun (framework-free).
 
-Run as ``torchrun --nproc-per-node N -m assets.training.trainer --config config.json`` (Dagster launches
+Run as ``torchrun --nproc-per-node N -m crawl2serve.assets.training.trainer --config config.json`` (Dagster launches
 it through Pipes; see assets/training/lora.py). It imports only torch, transformers, peft, numpy, pyarrow
 and — when Dagster launched it — ``dagster_pipes``, never dagster itself, so the same file runs in a GPU
 pod or on a machine with nothing but those packages.

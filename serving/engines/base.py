@@ -7,7 +7,7 @@ what to re-do after a restart (``restore``). Nothing outside these classes looks
 (vLLM, say) is a new module registering a new subclass (see :mod:`serving.engines`).
 
 A started engine is described by an :class:`EngineHandle` (JSON-able), kept under the data root so a later
-materialization, the gateway, the engine's supervisor and ``python -m serving stop`` find it again.
+materialization, the gateway, the engine's supervisor and ``python -m crawl2serve.serving stop`` find it again.
 """
 
 import json
@@ -175,7 +175,7 @@ class Engine(ABC):
 
     def start(self, launch: Launch, log_path: str, supervisor: list[str] | None = None) -> int:
         """Start the engine detached, logging to ``log_path``; returns the pid to stop it by.
-        ``supervisor``: a command prefix (``python -m serving supervise ... --``) that owns the engine."""
+        ``supervisor``: a command prefix (``python -m crawl2serve.serving supervise ... --``) that owns the engine."""
         return start_process([*(supervisor or []), *self.command(launch)], log_path, env=self.env)
 
     def health(self, timeout_s: float = 3.0) -> bool:

@@ -282,7 +282,7 @@ class Gateway:
 
 def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> FastAPI:
     """The gateway's ASGI app. ``metrics_dir``: prometheus_client's multiprocess folder when several worker
-    processes share the port (``python -m serving gateway`` passes it); ``None``: this process's own registry."""
+    processes share the port (``python -m crawl2serve.serving gateway`` passes it); ``None``: this process's own registry."""
     gateway = Gateway(settings, metrics_dir)
 
     @contextlib.asynccontextmanager

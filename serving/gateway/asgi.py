@@ -1,6 +1,6 @@
 """The gateway app for ``uvicorn --workers N`` (each worker imports this module): its configuration file is
 named by ``CRAWL2SERVE_GATEWAY_CONFIG`` and the shared metrics folder by ``PROMETHEUS_MULTIPROC_DIR``, both set by
-``python -m serving gateway`` before the workers start."""
+``python -m crawl2serve.serving gateway`` before the workers start."""
 
 import os
 

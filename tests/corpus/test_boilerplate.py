@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from assets.corpus.extract import extract_html
+from crawl2serve.assets.corpus.extract import extract_html
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NAV_CELL = re.compile(r"^(Prev|Next|Up|Home)$")

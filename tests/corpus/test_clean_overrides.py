@@ -18,14 +18,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.corpus.cleaned import clean_documents
-from assets.corpus.cleaning import clean_document
-from assets.corpus.extract import content_hash, doc_id
-from assets.corpus.extracted import SCHEMA
-from assets.corpus.thresholds import PROFILES
-from assets.partitions import crawl_partitions
-from resources.io_manager import ParquetIOManager
-from resources.storage import DataRoot
+from crawl2serve.assets.corpus.cleaned import clean_documents
+from crawl2serve.assets.corpus.cleaning import clean_document
+from crawl2serve.assets.corpus.extract import content_hash, doc_id
+from crawl2serve.assets.corpus.extracted import SCHEMA
+from crawl2serve.assets.corpus.thresholds import PROFILES
+from crawl2serve.assets.partitions import crawl_partitions
+from crawl2serve.resources.io_manager import ParquetIOManager
+from crawl2serve.resources.storage import DataRoot
 
 PARTITION = "2026-11-20"
 FIXTURE = Path(__file__).parent / "fixtures" / "fineweb_datatrove.jsonl.gz"

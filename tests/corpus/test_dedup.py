@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from assets.corpus import dedup
-from assets.corpus.dedup import (
+from crawl2serve.assets.corpus import dedup
+from crawl2serve.assets.corpus.dedup import (
     EMPTY_SIGNATURE_VALUE,
     MinHashLSH,
     candidate_probability,

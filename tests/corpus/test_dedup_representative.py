@@ -18,9 +18,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from assets.corpus.cleaned import KEPT_SCHEMA
-from assets.corpus.dedup import MinHashLSH, near_duplicate_clusters
-from assets.corpus.deduplicated import DedupConfig, dedup_frame
+from crawl2serve.assets.corpus.cleaned import KEPT_SCHEMA
+from crawl2serve.assets.corpus.dedup import MinHashLSH, near_duplicate_clusters
+from crawl2serve.assets.corpus.deduplicated import DedupConfig, dedup_frame
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "dedup_handbook_cluster.json.gz"
 ROWS = json.loads(gzip.decompress(FIXTURE.read_bytes()).decode("utf-8"))
@@ -67,7 +67,7 @@ def test_quality_alone_would_keep_a_copy():
 
 
 def _rank(rows, targets=("en",)):
-    from assets.corpus.dedup import representatives
+    from crawl2serve.assets.corpus.dedup import representatives
 
     rep, decided = representatives(np.zeros(len(rows), dtype=int), [r[0] for r in rows], [r[1] for r in rows],
                                    [r[2] for r in rows], [r[3] for r in rows], [f"id{i}" for i in range(len(rows))],
@@ -97,7 +97,7 @@ def _rank(rows, targets=("en",)):
     ],
 )
 def test_rule_order(rows, kept, rule):
-    from assets.corpus.dedup import REPRESENTATIVE_RULES
+    from crawl2serve.assets.corpus.dedup import REPRESENTATIVE_RULES
 
     assert REPRESENTATIVE_RULES == ("canonical", "language", "quality", "path", "url")
     assert _rank(rows) == (kept, {rule: 1})
@@ -128,7 +128,7 @@ def test_target_languages_follow_the_run():
     ],
 )
 def test_url_language(url, lang):
-    from assets.corpus.language import url_language
+    from crawl2serve.assets.corpus.language import url_language
 
     assert url_language(url) == lang
 

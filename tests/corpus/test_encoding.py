@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assets.corpus.extract import decode_html, extract_html
+from crawl2serve.assets.corpus.extract import decode_html, extract_html
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -20,17 +20,17 @@ def fixture(name: str) -> bytes:
 
 # imported per call, so that each test here runs (and fails alone) against a checkout without the module
 def decode(body, content_type):
-    from assets.corpus.encoding import decode_html as decode_bytes
+    from crawl2serve.assets.corpus.encoding import decode_html as decode_bytes
     return decode_bytes(body, content_type)
 
 
 def prescan(data):
-    from assets.corpus.encoding import prescan as scan
+    from crawl2serve.assets.corpus.encoding import prescan as scan
     return scan(data)
 
 
 def lookup(label):
-    from assets.corpus.encoding import lookup as find
+    from crawl2serve.assets.corpus.encoding import lookup as find
     return find(label)
 
 

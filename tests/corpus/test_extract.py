@@ -2,7 +2,7 @@
 
 import pytest
 
-from assets.corpus.extract import (
+from crawl2serve.assets.corpus.extract import (
     content_hash, decode_html, detect_language, doc_id, extract_html, extract_text_record,
 )
 

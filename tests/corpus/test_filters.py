@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from assets.corpus.cleaning import RULE_ORDER, CleanResult, clean_document
-from assets.corpus.filters import (
+from crawl2serve.assets.corpus.cleaning import RULE_ORDER, CleanResult, clean_document
+from crawl2serve.assets.corpus.filters import (
     C4Quality,
     FineWebQuality,
     GopherQuality,
@@ -24,8 +24,8 @@ from assets.corpus.filters import (
     normalize_text,
     quality_score,
 )
-from assets.corpus.text_stats import STOP_WORDS, TextStats
-from assets.corpus.thresholds import DOCUMENTATION, FINEWEB, PROFILES, PUBLISHED, Profile, profile_with_overrides
+from crawl2serve.assets.corpus.text_stats import STOP_WORDS, TextStats
+from crawl2serve.assets.corpus.thresholds import DOCUMENTATION, FINEWEB, PROFILES, PUBLISHED, Profile, profile_with_overrides
 
 # ----- helpers -------------------------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ def test_normalize_is_idempotent():
 def _normalize_reference(text: str, keep_indentation: bool = False) -> str:
     """The specification, written plainly (character loop and regexes): normalize_text's fast paths
     must give the same result."""
-    from assets.corpus.filters import _SPECIAL
+    from crawl2serve.assets.corpus.filters import _SPECIAL
 
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = "".join(_SPECIAL.get(c, "" if 0xD800 <= ord(c) <= 0xDFFF else c) for c in text)
@@ -663,7 +663,7 @@ def test_documentation_profile_deviations_are_the_documented_ones():
 def test_documentation_deviations_carry_a_reason_comment():
     import inspect
 
-    import assets.corpus.thresholds as thresholds
+    import crawl2serve.assets.corpus.thresholds as thresholds
 
     source = inspect.getsource(thresholds)
     block = source[source.index("DOCUMENTATION = Profile(") : source.index("PROFILES:")]

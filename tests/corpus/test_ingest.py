@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.corpus.extracted import extracted_pages
-from assets.crawl.assets import raw_crawl
-from assets.crawl.warc import iter_records
+from crawl2serve.assets.corpus.extracted import extracted_pages
+from crawl2serve.assets.crawl.assets import raw_crawl
+from crawl2serve.assets.crawl.warc import iter_records
 from tests.support import PARTITION, load, resources, warc_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from assets.corpus.cleaned import CleanConfig, clean_frame
-from assets.corpus.extract import detect_language
+from crawl2serve.assets.corpus.cleaned import CleanConfig, clean_frame
+from crawl2serve.assets.corpus.extract import detect_language
 
 MIXED = "mixed"
 
@@ -35,7 +35,7 @@ def test_half_translated_real_pages_are_flagged_mixed():
 
 
 def test_each_half_translated_page_names_both_languages():
-    from assets.corpus.language import MIXED_MIN_SHARE, identify
+    from crawl2serve.assets.corpus.language import MIXED_MIN_SHARE, identify
 
     for p in PAGES["half_translated"]:
         lid = identify(p["text"])
@@ -73,7 +73,7 @@ def test_monolingual_real_pages_keep_their_language():
 
 
 def test_the_sample_spans_the_whole_text():
-    from assets.corpus.language import SAMPLE_CHARS, identify, language_sample
+    from crawl2serve.assets.corpus.language import SAMPLE_CHARS, identify, language_sample
 
     english = next(p["text"] for p in PAGES["monolingual"] if p["lang"] == "en")
     french = next(p["text"] for p in PAGES["monolingual"] if p["lang"] == "fr")
@@ -87,7 +87,7 @@ def test_the_sample_spans_the_whole_text():
 
 
 def test_short_and_empty_texts():
-    from assets.corpus.language import identify
+    from crawl2serve.assets.corpus.language import identify
 
     assert detect_language("") == ("unknown", 0.0)
     assert identify("Hello world. Bonjour le monde.").verdict != MIXED  # too little text to call mixed
@@ -101,8 +101,8 @@ def _page(text: str, language: str, score: float) -> dict:
 
 
 def test_clean_rule_drops_or_tags_mixed_pages():
-    from assets.corpus.cleaned import language_verdict
-    from assets.corpus.language import identify
+    from crawl2serve.assets.corpus.cleaned import language_verdict
+    from crawl2serve.assets.corpus.language import identify
 
     text = PAGES["half_translated"][0]["text"]
     verdict, score = detect_language(text)

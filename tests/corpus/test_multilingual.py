@@ -22,8 +22,8 @@ import pathlib
 
 import pytest
 
-from assets.corpus.cleaning import clean_document
-from assets.corpus.thresholds import PROFILES
+from crawl2serve.assets.corpus.cleaning import clean_document
+from crawl2serve.assets.corpus.thresholds import PROFILES
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "multilingual" / "translated_pages.json.gz"
 DATA = json.loads(gzip.decompress(FIXTURE.read_bytes()).decode("utf-8"))

@@ -21,8 +21,8 @@ import random
 
 import pytest
 
-from assets.corpus import filters
-from assets.corpus.filters import scrub_pii  # the name the cleaning stage imports (re-exported from pii.py)
+from crawl2serve.assets.corpus import filters
+from crawl2serve.assets.corpus.filters import scrub_pii  # the name the cleaning stage imports (re-exported from pii.py)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 NONE = {"email": 0, "ip_address": 0, "phone": 0}
@@ -70,7 +70,7 @@ def test_recall_on_real_emails_and_public_ips():
 
 
 def test_filters_re_exports_the_scrubber():
-    from assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii
+    from crawl2serve.assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii
 
     assert filters.scrub_pii is scrub_pii and filters.PII_PLACEHOLDERS is PII_PLACEHOLDERS
 
@@ -170,7 +170,7 @@ def test_public_ips_only_is_an_option():
 
 
 def test_is_public_ip():
-    from assets.corpus.pii import is_public_ip
+    from crawl2serve.assets.corpus.pii import is_public_ip
 
     for ip in ("130.89.148.77", "8.8.8.8", "2001:67c:2564:a119::77", "::ffff:129.144.52.38"):
         assert is_public_ip(ip), ip
@@ -198,7 +198,7 @@ def test_counts_each_kind():
 def test_windowed_scan_equals_whole_text_patterns():
     """The patterns run only around numpy-found hints; the result must equal running them over the
     whole text (context rules included)."""
-    from assets.corpus.pii import pii_spans
+    from crawl2serve.assets.corpus.pii import pii_spans
 
     pieces = [
         "john@falcot.com", "ops@example.org", "@property", "130.89.148.77", "192.168.1.10", "3.11.7", "1.2.3.4.5",

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from assets.corpus.cleaning import clean_document
-from assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
-from assets.corpus.text_stats import TextStats
-from assets.corpus.thresholds import PROFILES, PUBLISHED, profile_with_overrides
+from crawl2serve.assets.corpus.cleaning import clean_document
+from crawl2serve.assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
+from crawl2serve.assets.corpus.text_stats import TextStats
+from crawl2serve.assets.corpus.thresholds import PROFILES, PUBLISHED, profile_with_overrides
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fineweb_datatrove.jsonl.gz"
 
@@ -39,7 +39,7 @@ def fineweb():
 
 
 def word_tokens(text: str) -> list[str]:
-    from assets.corpus.en_words import word_tokens
+    from crawl2serve.assets.corpus.en_words import word_tokens
 
     return word_tokens(text)
 
@@ -104,7 +104,7 @@ def test_word_tokens_follow_spacy(text, expected):
 
 
 def test_punctuation_and_terminal_sets_are_datatrove_s():
-    from assets.corpus.en_words import DATATROVE_TERMINALS, DT_PUNCTUATION
+    from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS, DT_PUNCTUATION
 
     # datatrove 0.10.1: len(PUNCTUATION_SET) == 281, len(TERMINAL_PUNCTUATION) == 159 (compared member by
     # member by the bench against datatrove's own sets)
@@ -114,7 +114,7 @@ def test_punctuation_and_terminal_sets_are_datatrove_s():
 
 
 def test_sentence_count_is_spacy_s_sentencizer_rule():
-    from assets.corpus.en_words import sentence_count
+    from crawl2serve.assets.corpus.en_words import sentence_count
 
     assert sentence_count("One. Two! Three?") == 3
     assert sentence_count("See e.g. the docs... then stop.") == 1  # "e.g." and "..." are one token each
@@ -242,7 +242,7 @@ def test_c4_datatrove_order_and_output():
 
 
 def test_fineweb_datatrove_line_ends_and_unstripped_lines():
-    from assets.corpus.en_words import DATATROVE_TERMINALS
+    from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS
 
     lines = [f"This is line {i} and it ends well." if i % 8 == 0 else f"item {i} of a list without an end"
              for i in range(40)]

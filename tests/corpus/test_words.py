@@ -8,7 +8,7 @@ import numpy as np
 
 
 def _bounds(text):
-    from assets.corpus.text_stats import TextStats
+    from crawl2serve.assets.corpus.text_stats import TextStats
 
     s = TextStats(text)
     starts, ends = s._word_bounds
@@ -31,7 +31,7 @@ def test_space_separated_text_is_measured_as_before():
 
 
 def test_offsets_survive_astral_characters():
-    from assets.corpus.words import icu_boundaries
+    from crawl2serve.assets.corpus.words import icu_boundaries
 
     text = "𠀀字 系统是 😀 自由软件"
     b = icu_boundaries(text).tolist()
@@ -46,7 +46,7 @@ def test_combining_marks_stay_inside_words():
 
 
 def test_line_word_count_counts_segmented_words():
-    from assets.corpus.words import line_word_count
+    from crawl2serve.assets.corpus.words import line_word_count
 
     assert line_word_count("我们的系统是自由软件。") == 6
     assert line_word_count("two words") == 2
@@ -54,7 +54,7 @@ def test_line_word_count_counts_segmented_words():
 
 
 def test_korean_stop_words_match_at_the_end_of_eojeol():
-    from assets.corpus.words import count_suffix_stop_words
+    from crawl2serve.assets.corpus.words import count_suffix_stop_words
 
     words = ["시스템은", "데비안의", "패키지를", "설치합니다", "컴퓨터"]
     stops = frozenset({"은", "의", "를", "에서"})
@@ -63,8 +63,8 @@ def test_korean_stop_words_match_at_the_end_of_eojeol():
 
 
 def test_table_covers_the_twenty_largest_fineweb2_languages():
-    from assets.corpus.language_table import FINEWEB2_COMMIT, FINEWEB2_CONFIGS
-    from assets.corpus.languages import LANGUAGES, rules_for
+    from crawl2serve.assets.corpus.language_table import FINEWEB2_COMMIT, FINEWEB2_CONFIGS
+    from crawl2serve.assets.corpus.languages import LANGUAGES, rules_for
 
     assert len(FINEWEB2_COMMIT) == 40
     ranks = sorted(cfg["rank"] for cfg in FINEWEB2_CONFIGS.values())
@@ -79,8 +79,8 @@ def test_table_covers_the_twenty_largest_fineweb2_languages():
 
 
 def test_profile_for_language_replaces_english_defaults_and_keeps_profile_choices():
-    from assets.corpus.languages import profile_for_language, rules_for
-    from assets.corpus.thresholds import PROFILES
+    from crawl2serve.assets.corpus.languages import profile_for_language, rules_for
+    from crawl2serve.assets.corpus.thresholds import PROFILES
 
     published, documentation = PROFILES["published"], PROFILES["documentation"]
     assert profile_for_language(published, "en") is published
@@ -104,10 +104,10 @@ def test_profile_for_language_replaces_english_defaults_and_keeps_profile_choice
 
 
 def test_stop_words_are_counted_per_language():
-    from assets.corpus.filters import GopherQuality
-    from assets.corpus.languages import profile_for_language
-    from assets.corpus.text_stats import TextStats
-    from assets.corpus.thresholds import PROFILES
+    from crawl2serve.assets.corpus.filters import GopherQuality
+    from crawl2serve.assets.corpus.languages import profile_for_language
+    from crawl2serve.assets.corpus.text_stats import TextStats
+    from crawl2serve.assets.corpus.thresholds import PROFILES
 
     fr = "Le système de paquets est la base de la distribution et il gère l'installation des logiciels."
     english = PROFILES["published"].gopher_quality

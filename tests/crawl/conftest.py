@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from assets.crawl.crawler import Crawler, CrawlSettings, CrawlStore, final_manifest
-from resources.storage import DataRoot
+from crawl2serve.assets.crawl.crawler import Crawler, CrawlSettings, CrawlStore, final_manifest
+from crawl2serve.resources.storage import DataRoot
 
 Handler = Callable[["Request", asyncio.StreamWriter], Awaitable[None]]
 

@@ -11,8 +11,8 @@ import time
 import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from assets.crawl.urls import normalize_url
-from assets.crawl.warc import iter_records
+from crawl2serve.assets.crawl.urls import normalize_url
+from crawl2serve.assets.crawl.warc import iter_records
 
 
 pytestmark = pytest.mark.timeout(60)

@@ -18,8 +18,8 @@ import polars as pl
 import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from assets.crawl.crawler import CrawlStore, Outcome, _manifest_frame, final_manifest
-from resources.storage import DataRoot
+from crawl2serve.assets.crawl.crawler import CrawlStore, Outcome, _manifest_frame, final_manifest
+from crawl2serve.resources.storage import DataRoot
 from tests.crawl.conftest import kill_when
 
 pytestmark = pytest.mark.timeout(90)
@@ -249,7 +249,7 @@ def test_a_failed_commit_keeps_the_warc_and_the_resume_recovers_it(server, crawl
 
 
 def test_a_killed_segments_temporary_warc_is_recovered(tmp_path):
-    from assets.crawl.warc import WarcSegmentWriter
+    from crawl2serve.assets.crawl.warc import WarcSegmentWriter
 
     root = DataRoot(url=str(tmp_path / "crawl"))
     seg_dir = pathlib.Path(root.root) / "segments"
@@ -283,7 +283,7 @@ def start_cli(seed: str, out: pathlib.Path) -> subprocess.Popen:
                 "per_host_delay_s": 0, "private_hosts": ["127.0.0.1"], "progress_every_s": 3600,
                 "connect_timeout_s": 2, "read_timeout_s": 5, "total_timeout_s": 10, "max_retries": 1,
                 "backoff_base_s": 0.01}
-    return subprocess.Popen([sys.executable, "-m", "assets.crawl.crawler", "--seed", seed, "--out", str(out),
+    return subprocess.Popen([sys.executable, "-m", "crawl2serve.assets.crawl.crawler", "--seed", seed, "--out", str(out),
                              "--settings", json.dumps(settings)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
 

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from fastwarc.warc import ArchiveIterator
 
-from assets.crawl.crawler import CrawlStore, final_manifest
-from resources.storage import DataRoot
+from crawl2serve.assets.crawl.crawler import CrawlStore, final_manifest
+from crawl2serve.resources.storage import DataRoot
 from tests.crawl.conftest import kill_when
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def start_cli(seed: str, out: pathlib.Path) -> subprocess.Popen:
         "read_timeout_s": 5, "total_timeout_s": 10, "max_retries": 1, "backoff_base_s": 0.01,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "assets.crawl.crawler", "--seed", seed, "--out", str(out), "--settings",
+        [sys.executable, "-m", "crawl2serve.assets.crawl.crawler", "--seed", seed, "--out", str(out), "--settings",
          json.dumps(settings)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )

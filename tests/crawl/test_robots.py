@@ -218,7 +218,7 @@ def test_robots_expires_and_is_fetched_again(server, crawl):
 
 
 def test_cache_lifetime_beyond_24_hours_is_refused():
-    from assets.crawl.crawler import CrawlSettings
+    from crawl2serve.assets.crawl.crawler import CrawlSettings
 
     with pytest.raises(ValueError, match="24 hours"):
         CrawlSettings(seeds=("http://example.com/",), robots_cache_s=86_401)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from assets.crawl.assets import CrawlConfig, crawl_settings, raw_crawl
-from resources.crawl_target import CrawlTarget
-from resources.storage import DataRoot
+from crawl2serve.assets.crawl.assets import CrawlConfig, crawl_settings, raw_crawl
+from crawl2serve.resources.crawl_target import CrawlTarget
+from crawl2serve.resources.storage import DataRoot
 
 pytestmark = pytest.mark.timeout(60)
 

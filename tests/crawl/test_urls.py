@@ -9,8 +9,8 @@ import email.utils
 
 import pytest
 
-from assets.crawl.crawler import extract_links, parse_retry_after
-from assets.crawl.urls import Scope, host_of, ip_literal, is_public_address, normalize_url, origin_of
+from crawl2serve.assets.crawl.crawler import extract_links, parse_retry_after
+from crawl2serve.assets.crawl.urls import Scope, host_of, ip_literal, is_public_address, normalize_url, origin_of
 
 
 # -- normalize_url ----------------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_ipv6_that_embeds_a_public_ipv4_address_is_public(address):
 
 
 def test_origin_key_spells_out_scheme_host_and_port():
-    from assets.crawl.urls import origin_key
+    from crawl2serve.assets.crawl.urls import origin_key
 
     assert origin_key("http://example.com/a") == "http://example.com:80"
     assert origin_key("https://example.com/a") == "https://example.com:443"

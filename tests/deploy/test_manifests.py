@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import tomllib
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,9 @@ from kubernetes.client.exceptions import ApiException
 
 from k8s_checks import (CHART_ENUMS, DEPLOY, HELM_VALUES, K8S_DIR, KUBERNETES_VERSIONS, PULL_POLICIES, REPO,
                         api_dict, configmap_env, k8s_docs, load_docs, pod, pod_specs, unknown_chart_keys, validate)
-from resources import PRODUCTION_ENV
-from serving.engines import sglang_command
-from serving.k8s import apply_manifests, service_url, sglang_manifests
+from crawl2serve.resources import PRODUCTION_ENV
+from crawl2serve.serving.engines import sglang_command
+from crawl2serve.serving.k8s import apply_manifests, service_url, sglang_manifests
 
 DOCS = k8s_docs()
 DAGSTER_VERSION = importlib.metadata.version("dagster")
@@ -113,21 +114,21 @@ def test_gateway_deployment():
     assert meta["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "8700",
                                    "prometheus.io/path": "/metrics"}
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "serving", "gateway", "--config", "/etc/crawl2serve/gateway.yaml"]
+    assert container["command"] == ["python", "-m", "crawl2serve.serving", "gateway", "--config", "/etc/crawl2serve/gateway.yaml"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts["/etc/crawl2serve"] == "config"
-    # `python -m serving gateway` exists and takes --config
-    assert importlib.util.find_spec("serving.__main__") is not None
+    # `python -m crawl2serve.serving gateway` exists and takes --config
+    assert importlib.util.find_spec("crawl2serve.serving.__main__") is not None
     assert "--config" in (REPO / "serving" / "__main__.py").read_text()
 
 
 def test_gateway_config_matches_the_production_resources(production_env):
     """The ConfigMap's gateway.yaml is valid GatewaySettings (unknown keys refused) and points where the
     production resources write: routing table, keys, log spool, Feast, Redis, and the SGLang Service."""
-    from resources import build_resources
-    from serving.gateway.settings import GatewaySettings
+    from crawl2serve.resources import build_resources
+    from crawl2serve.serving.gateway.settings import GatewaySettings
 
     config = next(d for d in load_docs(K8S_DIR / "50-gateway.yaml") if d["kind"] == "ConfigMap")
     settings = GatewaySettings.model_validate(yaml.safe_load(config["data"]["gateway.yaml"]))
@@ -304,7 +305,7 @@ def test_sglang_manifests_refuse_what_cannot_run():
 
 
 def test_serving_engine_k8s_manifests(production_env):
-    from resources import build_resources
+    from crawl2serve.resources import build_resources
 
     engine = build_resources("production")["serving_engine"]
     assert (engine.backend, engine.mode, engine.image) == ("sglang", "k8s", production_env["CRAWL2SERVE_SGLANG_IMAGE"])
@@ -464,7 +465,7 @@ def _trainer_pod(launcher) -> dict:
      "data_mount": "/data", "cpu": "32", "memory": "512Gi"},
 ], ids=["defaults", "eight-gpus-claim"])
 def test_trainer_pod_validates(config):
-    from resources.training import TrainingLauncher
+    from crawl2serve.resources.training import TrainingLauncher
 
     launcher = TrainingLauncher(mode="k8s", **config)
     manifest = _trainer_pod(launcher)
@@ -479,7 +480,7 @@ def test_trainer_pod_validates(config):
 
 
 def test_production_trainer_pod(production_env):
-    from resources import build_resources
+    from crawl2serve.resources import build_resources
 
     launcher = build_resources("production")["training_launcher"]
     assert (launcher.mode, launcher.image) == ("k8s", production_env["CRAWL2SERVE_TRAINER_IMAGE"])
@@ -494,7 +495,7 @@ def test_production_trainer_pod(production_env):
 # -- per-step Kubernetes settings (pipelines/k8s.py) -------------------------------------------------------------------
 
 def _step_configs():
-    from pipelines import k8s
+    from crawl2serve.pipelines import k8s
 
     config = k8s.k8s_executor_config(trainer_in_step_pod=True, gpus=2, gpu_node_selector={"pool": "h100"})
     cases = {"run-pod": k8s.RUN_POD_TAGS[k8s.K8S_CONFIG_TAG], "cpu-tags": k8s.CPU_POD_TAGS[k8s.K8S_CONFIG_TAG],
@@ -524,10 +525,10 @@ def test_step_pod_configs_build_valid_jobs(case, helm):
 
 
 def test_step_pods_cover_every_op():
-    from pipelines.definitions import ASSETS
-    from pipelines.k8s import POD_CONFIGS, STEP_PODS, k8s_executor_config
+    from crawl2serve.definitions import defs as loaded
+    from crawl2serve.pipelines.k8s import POD_CONFIGS, STEP_PODS, k8s_executor_config
 
-    ops = {a.op.name for a in ASSETS}
+    ops = {a.op.name for a in loaded.assets}
     assert set(STEP_PODS) == ops
     assert set(STEP_PODS.values()) <= set(POD_CONFIGS)
     default = k8s_executor_config()["per_step_k8s_config"]
@@ -538,8 +539,8 @@ def test_step_pods_cover_every_op():
 # -- the production environment ------------------------------------------------------------------------------------
 
 def test_production_resources(production_env):
-    from resources import build_resources
-    from resources.crawl_target import CrawlTarget
+    from crawl2serve.resources import build_resources
+    from crawl2serve.resources.crawl_target import CrawlTarget
 
     local, prod = build_resources("local"), build_resources("production")
     assert prod.keys() == local.keys()
@@ -561,7 +562,7 @@ def test_production_resources(production_env):
 
 
 def test_production_resources_from_env_var_and_object_store(production_env, monkeypatch):
-    from resources import build_resources
+    from crawl2serve.resources import build_resources
 
     monkeypatch.setenv("CRAWL2SERVE_ENV", "production")
     monkeypatch.setenv("CRAWL2SERVE_DATA_ROOT", "memory://crawl2serve")  # any fsspec URL with a driver installed
@@ -580,7 +581,7 @@ REQUIRED = [name for name, (required, _) in PRODUCTION_ENV.items() if required]
 
 @pytest.mark.parametrize("name", REQUIRED)
 def test_production_missing_variable_is_named(name, production_env, monkeypatch):
-    from resources import MissingEnvironment, build_resources
+    from crawl2serve.resources import MissingEnvironment, build_resources
 
     monkeypatch.delenv(name)
     with pytest.raises(MissingEnvironment, match=re.escape(name)) as err:
@@ -599,7 +600,7 @@ def test_production_missing_variable_is_named(name, production_env, monkeypatch)
     ("CRAWL2SERVE_DATA_ROOT", "nosuchfs://bucket/x", "no filesystem"),
 ])
 def test_production_malformed_variable_is_named(name, value, message, production_env, monkeypatch):
-    from resources import MissingEnvironment, build_resources
+    from crawl2serve.resources import MissingEnvironment, build_resources
 
     if "://" in value and message == "no filesystem":
         monkeypatch.delenv("CRAWL2SERVE_DATA_CLAIM")
@@ -612,13 +613,14 @@ def test_production_malformed_variable_is_named(name, value, message, production
 def test_production_definitions_load(production_env):
     """The production Definitions, with the per-stage k8s executor: every job resolves, the executor config is
     accepted by dagster-k8s's schema, and nothing contacts a cluster (see no_cluster)."""
-    from pipelines.definitions import ASSETS, rollback_model
-    from pipelines.jobs import EMBEDDED_RUN_CONFIG, main_job
-    from pipelines.k8s import k8s_executor
-    from pipelines.schedules import schedules
-    from resources import build_resources
+    from crawl2serve.assets.release.assets import rollback_model
+    from crawl2serve.definitions import defs as loaded
+    from crawl2serve.pipelines.jobs import EMBEDDED_RUN_CONFIG, main_job
+    from crawl2serve.pipelines.k8s import k8s_executor
+    from crawl2serve.pipelines.schedules import schedules
+    from crawl2serve.resources import build_resources
 
-    defs = dg.Definitions(assets=ASSETS, jobs=[main_job, rollback_model], schedules=schedules,
+    defs = dg.Definitions(assets=loaded.assets, jobs=[main_job, rollback_model], schedules=schedules,
                           resources=build_resources("production"), executor=k8s_executor())
     dg.Definitions.validate_loadable(defs)
     jobs = {j.name: j for j in defs.get_repository_def().get_all_jobs()}
@@ -630,11 +632,11 @@ def test_production_definitions_load(production_env):
 
 
 def test_code_location_module_loads_in_production():
-    """What the image's CMD loads (`-m pipelines.definitions`), in a fresh interpreter with the ConfigMap's
+    """What the image's CMD loads (`-m crawl2serve.definitions`), in a fresh interpreter with the ConfigMap's
     environment and CRAWL2SERVE_ENV=production: the module's `defs` is production's and loads."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRAWL2SERVE_", "MLFLOW_TRACKING"))}
     env.update(configmap_env())
-    code = ("import dagster as dg, pipelines.definitions as d; dg.Definitions.validate_loadable(d.defs); "
+    code = ("import dagster as dg, crawl2serve.definitions as d; dg.Definitions.validate_loadable(d.defs); "
             "r = d.defs.resources; print(r['training_launcher'].mode, r['crawl_target'].mode, "
             "r['serving_engine'].mode)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -700,9 +702,9 @@ def test_dockerfile_copies_what_the_code_needs():
     for src in sources:
         assert (REPO / src).exists(), src
         assert not any(Path(src).match(p) or src == p for p in ignored), f"{src} is in .dockerignore"
-    packages = re.search(r"include = \[(.*?)\]", (REPO / "pyproject.toml").read_text()).group(1)
-    for package in re.findall(r'"(\w+)\*"', packages):
-        assert package in sources
+    package_dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for folder in package_dirs.values():
+        assert folder in sources
     assert {"feature_repo", "pyproject.toml", "README.md"} <= set(sources)
 
 

@@ -34,8 +34,8 @@ from k8s_checks import k8s_docs
 from monitoring_checks import (DASHBOARD, EXTERNAL_METRICS, PODMONITOR, PROMETHEUS_CONFIG, PROMETHEUSRULE, README,
                                RULES, RULES_TESTS, TARGET_LABELS, dashboard_targets, grafana_to_promql, parse,
                                prometheusrule)
-from serving.gateway.logstore import HOUR_FORMAT
-from serving.k8s import sglang_manifests
+from crawl2serve.serving.gateway.logstore import HOUR_FORMAT
+from crawl2serve.serving.k8s import sglang_manifests
 from tests.serving.conftest import cpu_engine, tiny_base, tiny_model  # noqa: F401  (fixtures)
 from tests.serving.helpers import fake_engine_script, free_port, start_gateway
 
@@ -198,13 +198,13 @@ FAKE_ENGINE = fake_engine_script("time.sleep(0.6)\nsys.exit(3)\n")
 
 @pytest.fixture(scope="module")
 def supervisor_run(stack, tmp_path_factory) -> tuple[dict, str]:
-    """A real ``python -m serving supervise`` (state file in the stack's supervisors folder) whose fake engine is
+    """A real ``python -m crawl2serve.serving supervise`` (state file in the stack's supervisors folder) whose fake engine is
     healthy, then exits, three times in a row: restarted twice, then given up. ``(its JSON state, its metrics
     file's text)``."""
     tmp = tmp_path_factory.mktemp("supervisor")
     (tmp / "engine.py").write_text(FAKE_ENGINE)
     port = free_port()
-    out = subprocess.run([sys.executable, "-m", "serving", "supervise", "--name", "primary", "--backend", "cpu",
+    out = subprocess.run([sys.executable, "-m", "crawl2serve.serving", "supervise", "--name", "primary", "--backend", "cpu",
                           "--url", f"http://127.0.0.1:{port}", "--state-file", str(stack.supervisors / "primary.json"),
                           "--base-delay-s", "0.05", "--max-fast-crashes", "3", "--startup-timeout-s", "20",
                           "--liveness-period-s", "0", "--", sys.executable, str(tmp / "engine.py"), str(port)],
@@ -315,7 +315,7 @@ def test_the_dashboard_names_only_exported_metrics_and_shows_every_gateway_metri
 
 def test_kubernetes_restarts_are_those_of_the_sglang_containers_in_the_engines_namespace():
     """The rules' kube-state-metrics selectors name the container and namespace the engine really runs in."""
-    from resources.serving import ServingEngine
+    from crawl2serve.resources.serving import ServingEngine
 
     default_namespace = ServingEngine.model_fields["namespace"].default
     deployment = sglang_manifests(name=ServingEngine.model_fields["k8s_name"].default, namespace=default_namespace,

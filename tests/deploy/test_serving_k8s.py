@@ -7,12 +7,12 @@ import threading
 
 import pytest
 
-import serving.k8s
-from assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer
-from resources.feast_store import FeastStore
-from resources.serving import ServingEngine
-from resources.storage import DataRoot
-from serving.deploy import Release
+import crawl2serve.serving.k8s
+from crawl2serve.assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.serving import ServingEngine
+from crawl2serve.resources.storage import DataRoot
+from crawl2serve.serving.deploy import Release
 from tests.deploy.test_manifests import FakeKubernetesApi
 from tests.serving.conftest import make_adapter
 from tests.support import PROSE
@@ -36,7 +36,7 @@ def health_server():
 
 def test_the_engine_is_applied_to_kubernetes_and_reached_at_its_service(tmp_path, monkeypatch, health_server):
     api = FakeKubernetesApi()
-    monkeypatch.setattr(serving.k8s, "default_api_client", lambda: api)
+    monkeypatch.setattr(crawl2serve.serving.k8s, "default_api_client", lambda: api)
     tok = train_bpe_tokenizer([PROSE] * 10, vocab_size=300)
     save_base(build_tiny_llama(TinyLlamaSpec(hidden_size=32, intermediate_size=64), tok), tok, tmp_path / "base")
     release = Release("3", make_adapter(str(tmp_path / "base"), tmp_path / "adapter", seed=1), str(tmp_path / "base"))

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from assets.features.build import merge_history
+from crawl2serve.assets.features.build import merge_history
 
 T1, T2, NOW = (datetime(2026, 3, d, tzinfo=timezone.utc) for d in (1, 2, 9))
 SCHEMA = {"doc_id": pl.String, "cluster_size": pl.Int64, "event_timestamp": pl.Datetime("us", "UTC"),

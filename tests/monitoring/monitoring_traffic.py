@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from assets.monitoring.logs import LOG_SCHEMA
+from crawl2serve.assets.monitoring.logs import LOG_SCHEMA
 
 ENGLISH = ("the people who live in the town work on the farms and in the shops near the river while their "
            "children go to school every morning and return home in the evening to help with the animals "

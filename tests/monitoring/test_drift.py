@@ -10,11 +10,11 @@ import pytest
 from monitoring_traffic import FRENCH, english, log_frame, sentences
 from transformers import PreTrainedTokenizerFast
 
-from assets.corpus.cleaning import clean_document
-from assets.corpus.filters import normalize_text, quality_score
-from assets.corpus.text_stats import TextStats
-from assets.corpus.thresholds import DOCUMENTATION, PUBLISHED
-from assets.monitoring.drift import (
+from crawl2serve.assets.corpus.cleaning import clean_document
+from crawl2serve.assets.corpus.filters import normalize_text, quality_score
+from crawl2serve.assets.corpus.text_stats import TextStats
+from crawl2serve.assets.corpus.thresholds import DOCUMENTATION, PUBLISHED
+from crawl2serve.assets.monitoring.drift import (
     ALL_COLUMNS,
     OUTPUT_COLUMNS,
     PROMPT_COLUMNS,
@@ -88,7 +88,7 @@ def test_repeated_texts_described_once_each_in_order(tokenizer):
 
 
 def test_worker_pool_gives_the_same_descriptors(tokenizer, monkeypatch):
-    import assets.monitoring.drift as drift
+    import crawl2serve.assets.monitoring.drift as drift
 
     rng = random.Random(9)
     texts = [english(rng) for _ in range(60)] + ["Les habitants de la ville travaillent dans les champs.", ""]

@@ -13,11 +13,11 @@ import pytest
 from monitoring_traffic import ENGLISH, english, log_frame
 from transformers import PreTrainedTokenizerFast
 
-from assets.monitoring.drift import OUTPUT_COLUMNS, PROMPT_COLUMNS, SERVING_COLUMNS, corpus_snippets
+from crawl2serve.assets.monitoring.drift import OUTPUT_COLUMNS, PROMPT_COLUMNS, SERVING_COLUMNS, corpus_snippets
 
 DEMO_PROMPTS = ["The itertools module provides", "To open a file for reading, use", "The json module can serialize",
                 "A dictionary maps keys to", "The subprocess module lets you",
-                "Regular expressions in Python are handled by"]  # what `python -m serving demo` sends
+                "Regular expressions in Python are handled by"]  # what `python -m crawl2serve.serving demo` sends
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,10 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     """Issue 14: 120 corpus-snippet requests (2-token answers) an hour after the 6 demo requests (16-token answers,
     so slower): main compared prompt/output lengths, latency and completion tokens with those 6 requests and
     flagged 6 of 15 columns at p ~ 0 (share 0.40 against a threshold of 0.50)."""
-    from assets.monitoring.assets import drift_report, monitoring_partitions
-    from pipelines.sensors import drift_retraining
-    from resources.io_manager import ParquetIOManager
-    from resources.storage import DataRoot
+    from crawl2serve.assets.monitoring.assets import drift_report, monitoring_partitions
+    from crawl2serve.pipelines.sensors import drift_retraining
+    from crawl2serve.resources.io_manager import ParquetIOManager
+    from crawl2serve.resources.storage import DataRoot
 
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>").save_pretrained(tmp_path / "tokenizer" / "_")
     _write(tmp_path, "deduplicated_documents", "2026-11-20", corpus_texts)

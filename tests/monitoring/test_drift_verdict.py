@@ -14,7 +14,7 @@ from monitoring_traffic import FRENCH, english, log_frame, sentences
 from scipy.stats import norm
 from test_drift_observed_case import DEMO_PROMPTS
 
-from assets.monitoring.drift import (
+from crawl2serve.assets.monitoring.drift import (
     OUTPUT_COLUMNS,
     PROMPT_COLUMNS,
     SERVING_COLUMNS,
@@ -178,7 +178,7 @@ def test_html_report_shows_the_verdicts_and_evidently_computes_the_same_numbers(
     from evidently.legacy.calculations.stattests.registry import get_registered_stattest
     from evidently.legacy.core import ColumnType
 
-    from assets.monitoring.drift import _register_stattests
+    from crawl2serve.assets.monitoring.drift import _register_stattests
 
     current = build_current(_snippet_log(corpus_texts, 60, seed=10, latency_scale=3.0), tokenizer)
     baseline = build_current(_snippet_log(corpus_texts, 300, seed=11), tokenizer)

@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from assets.monitoring.logs import LOG_SCHEMA, closed_hours, daily_hours, hour_partitions, read_spool
-from serving.gateway.logrow import LOG_FIELDS, LogRow
-from serving.gateway.logstore import InferenceLog
+from crawl2serve.assets.monitoring.logs import LOG_SCHEMA, closed_hours, daily_hours, hour_partitions, read_spool
+from crawl2serve.serving.gateway.logrow import LOG_FIELDS, LogRow
+from crawl2serve.serving.gateway.logstore import InferenceLog
 
 
 def row(i: int, ts: str, **over) -> dict:

@@ -1,6 +1,6 @@
 """The retraining policy: one run per drift episode, with a cooldown, from any sequence of reports."""
 
-from assets.monitoring.retrain_policy import DriftReport, PolicyState, decide
+from crawl2serve.assets.monitoring.retrain_policy import DriftReport, PolicyState, decide
 
 
 def r(i, drifting, share=None):

@@ -6,8 +6,8 @@ import threading
 
 import dagster as dg
 
-from pipelines.sensors import run_failure_alerts
-from resources.storage import DataRoot
+from crawl2serve.pipelines.sensors import run_failure_alerts
+from crawl2serve.resources.storage import DataRoot
 
 
 @dg.asset
@@ -49,7 +49,7 @@ def test_a_failed_run_is_alerted_to_file_observation_and_webhook(tmp_path, monke
 def test_the_hourly_schedule_reports_the_hour_that_just_ended():
     from datetime import datetime, timezone
 
-    from pipelines.schedules import hourly_monitoring
+    from crawl2serve.pipelines.schedules import hourly_monitoring
 
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 23, 7, 5, tzinfo=timezone.utc))
     request = hourly_monitoring(ctx)

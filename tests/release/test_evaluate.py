@@ -17,8 +17,8 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assets.release import evaluate  # noqa: E402
-from assets.release.evaluate import (  # noqa: E402
+from crawl2serve.assets.release import evaluate  # noqa: E402
+from crawl2serve.assets.release.evaluate import (  # noqa: E402
     FIXED_PROMPTS,
     evaluate_model,
     generation_report,
@@ -28,9 +28,9 @@ from assets.release.evaluate import (  # noqa: E402
     safety_report,
     score_output,
 )
-from assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer  # noqa: E402
-from assets.training.packing import pack_documents  # noqa: E402
-from assets.training.trainer import load_split  # noqa: E402
+from crawl2serve.assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer  # noqa: E402
+from crawl2serve.assets.training.packing import pack_documents  # noqa: E402
+from crawl2serve.assets.training.trainer import load_split  # noqa: E402
 
 SEQ_LEN = 32
 SPEC = TinyLlamaSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
@@ -73,7 +73,7 @@ def zero_adapter(tiny, tmp_path_factory):
     """A freshly initialized LoRA adapter (B = 0) saved with peft, so base + adapter == base."""
     from peft import LoraConfig, get_peft_model
 
-    from assets.training.base_model import load_base
+    from crawl2serve.assets.training.base_model import load_base
 
     model, _ = load_base(tiny[0])
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],

@@ -5,13 +5,13 @@ import shutil
 import dagster as dg
 import pytest
 
-from assets.release.assets import model_evaluation, registered_model, rollback_model
-from assets.release.registry import CHAMPION, MODEL_NAME, PREVIOUS_TAG
-from assets.training.lora import lora_adapter
-from resources.io_manager import ParquetIOManager
-from resources.storage import DataRoot
-from resources.tracking import MlflowTracking
-from resources.training import TrainingLauncher
+from crawl2serve.assets.release.assets import model_evaluation, registered_model, rollback_model
+from crawl2serve.assets.release.registry import CHAMPION, MODEL_NAME, PREVIOUS_TAG
+from crawl2serve.assets.training.lora import lora_adapter
+from crawl2serve.resources.io_manager import ParquetIOManager
+from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.resources.training import TrainingLauncher
 
 RELEASE = [lora_adapter, model_evaluation, registered_model]
 

@@ -1,10 +1,10 @@
 """Real processes on loopback: a CPU engine (``transformers serve``) on a tiny model, and the gateway as
-``python -m serving gateway`` in front of it (helpers in tests/serving/helpers.py)."""
+``python -m crawl2serve.serving gateway`` in front of it (helpers in tests/serving/helpers.py)."""
 
 import pytest
 
-from assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer
-from serving.bundle import build_merged
+from crawl2serve.assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer
+from crawl2serve.serving.bundle import build_merged
 from tests.serving.helpers import start_engine
 from tests.support import PROSE
 

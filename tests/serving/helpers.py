@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 
-from serving.engines import cpu_command, start_process, stop_process, wait_healthy
-from serving.gateway.auth import KeyStore
-from serving.gateway.routing import write_routing
-from serving.gateway.settings import EngineSettings, GatewaySettings
+from crawl2serve.serving.engines import cpu_command, start_process, stop_process, wait_healthy
+from crawl2serve.serving.gateway.auth import KeyStore
+from crawl2serve.serving.gateway.routing import write_routing
+from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings
 
 
 def free_port() -> int:
@@ -71,7 +71,7 @@ def start_gateway(tmp: Path, engines: list[tuple[str, str]], model_dir: str, **o
                                         for n, u in engines], **overrides)
     settings.dump(str(tmp / "gateway.yaml"))
     log = str(tmp / "gateway.log")
-    pid = start_process([sys.executable, "-m", "serving", "gateway", "--config", str(tmp / "gateway.yaml")], log)
+    pid = start_process([sys.executable, "-m", "crawl2serve.serving", "gateway", "--config", str(tmp / "gateway.yaml")], log)
     wait_healthy(f"http://127.0.0.1:{port}", pid=pid, log_path=log, timeout_s=60)
     return Gateway(f"http://127.0.0.1:{port}", key, settings, pid, log, keys)
 

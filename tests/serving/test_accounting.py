@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from serving.gateway.logstore import read_rows
+from crawl2serve.serving.gateway.logstore import read_rows
 from tests.serving.helpers import metric, silent_server, start_gateway
 
 RATE_PER_MIN, BURST, MAX_TOKENS, DURATION_S, CLIENTS = 600, 600, 16, 15.0, 8

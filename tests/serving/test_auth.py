@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-import serving.gateway.auth as auth
-from serving.gateway.auth import ApiKey, KeyStore, generate_key, hash_key, parse_bearer
+import crawl2serve.serving.gateway.auth as auth
+from crawl2serve.serving.gateway.auth import ApiKey, KeyStore, generate_key, hash_key, parse_bearer
 
 
 class FakeClock:

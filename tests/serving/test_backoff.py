@@ -2,7 +2,7 @@
 
 import pytest
 
-from serving.backoff import Backoff, RestartPolicy
+from crawl2serve.serving.backoff import Backoff, RestartPolicy
 
 
 def test_fast_crashes_back_off_exponentially_up_to_the_cap_then_give_up():

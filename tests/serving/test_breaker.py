@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from serving.gateway.breaker import CircuitBreaker, RetryPolicy
+from crawl2serve.serving.gateway.breaker import CircuitBreaker, RetryPolicy
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from serving.bundle import PLAIN_CHAT_TEMPLATE, adapter_rank, build_merged, delta_adapter
+from crawl2serve.serving.bundle import PLAIN_CHAT_TEMPLATE, adapter_rank, build_merged, delta_adapter
 
 
 @pytest.fixture(scope="module")

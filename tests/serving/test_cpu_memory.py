@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.engines import (EngineConfig, Launch, TransformersCpuEngine, cache_plan, start_process, stop_process,
+from crawl2serve.serving.engines import (EngineConfig, Launch, TransformersCpuEngine, cache_plan, start_process, stop_process,
                              tree_rss_mb, wait_healthy)
-from serving.engines.transformers_cpu import HEADROOM, PAGE_SIZE, PROCESS_BASELINE_MB
+from crawl2serve.serving.engines.transformers_cpu import HEADROOM, PAGE_SIZE, PROCESS_BASELINE_MB
 from tests.serving.helpers import free_port
 
 

@@ -7,11 +7,11 @@ import httpx
 import openai
 import pytest
 
-from serving.deploy import Deployment, EngineConfig, Release
-from serving.engines import alive
-from serving.gateway.auth import KeyStore
-from serving.gateway.logstore import read_rows
-from serving.gateway.settings import EngineSettings, GatewaySettings
+from crawl2serve.serving.deploy import Deployment, EngineConfig, Release
+from crawl2serve.serving.engines import alive
+from crawl2serve.serving.gateway.auth import KeyStore
+from crawl2serve.serving.gateway.logstore import read_rows
+from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings
 from tests.serving.conftest import make_adapter
 from tests.serving.helpers import free_port
 

@@ -3,10 +3,10 @@ serving resource's engines built from the registry (no processes)."""
 
 import pytest
 
-from resources.feast_store import FeastStore
-from resources.serving import ServingEngine
-from resources.storage import DataRoot
-from serving.engines import (BACKENDS, EngineConfig, EngineHandle, NotSupported, SGLangEngine, TransformersCpuEngine,
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.serving import ServingEngine
+from crawl2serve.resources.storage import DataRoot
+from crawl2serve.serving.engines import (BACKENDS, EngineConfig, EngineHandle, NotSupported, SGLangEngine, TransformersCpuEngine,
                              attach, engine_class, resolve_backend)
 
 

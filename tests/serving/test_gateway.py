@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from serving.gateway.logstore import read_rows
+from crawl2serve.serving.gateway.logstore import read_rows
 
 from tests.serving.helpers import metric, start_gateway
 

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 import pytest
 import yaml
 
-from serving.gateway.guardrails import Guardrails
+from crawl2serve.serving.gateway.guardrails import Guardrails
 
 PROBES = pathlib.Path(__file__).with_name("guardrail_probes.yaml")
 HOLDOUT = pathlib.Path(__file__).with_name("guardrail_probes_holdout.yaml")  # written after the rules

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from serving.gateway.guardrails import INJECTION_RULES, Guardrails, Verdict, injection_score
+from crawl2serve.serving.gateway.guardrails import INJECTION_RULES, Guardrails, Verdict, injection_score
 
 BENIGN_PROMPTS = [
     "How do I use itertools.groupby?",
@@ -266,7 +266,7 @@ def test_each_language_row_catches_its_family(g, lang, prompt, rule):
 
 
 def test_at_least_ten_languages_per_family():
-    from serving.gateway.guardrails import LANGUAGES, RULE_TABLE
+    from crawl2serve.serving.gateway.guardrails import LANGUAGES, RULE_TABLE
 
     assert len(LANGUAGES) >= 10
     for family in ("ignore_previous_instructions", "reveal_system_prompt", "persona_override"):
@@ -279,7 +279,7 @@ def test_split_parts_match_exactly_where_the_rule_pattern_does():
 
     import yaml
 
-    from serving.gateway.normalize import views
+    from crawl2serve.serving.gateway.normalize import views
 
     here = pathlib.Path(__file__).parent
     texts = []
@@ -297,7 +297,7 @@ def test_split_parts_match_exactly_where_the_rule_pattern_does():
 
 
 def test_patterns_must_be_lowercase():
-    from serving.gateway.guardrails import _compile_rule
+    from crawl2serve.serving.gateway.guardrails import _compile_rule
 
     with pytest.raises(ValueError, match="lowercase"):
         _compile_rule("x", 0.5, {"en": [r"\bIgnore\b"]})
@@ -313,7 +313,7 @@ def test_patterns_must_be_lowercase():
     (r"[a-z]{3}", None),
 ])
 def test_pattern_anchors(source, anchors):
-    from serving.gateway.patterns import pattern_anchors
+    from crawl2serve.serving.gateway.patterns import pattern_anchors
 
     assert pattern_anchors(source) == anchors
 
@@ -321,7 +321,7 @@ def test_pattern_anchors(source, anchors):
 def test_split_branches_moves_word_boundaries_and_lookbehinds_behind_the_literal():
     import re
 
-    from serving.gateway.patterns import split_branches
+    from crawl2serve.serving.gateway.patterns import split_branches
 
     branches = split_branches(r"\b(?:ignore|(?<!\bi\s)do\s+not)\s+rules")
     assert branches == [(r"ignore(?<!\wignore)\s+rules", "ignore", True),

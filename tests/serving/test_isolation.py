@@ -10,10 +10,10 @@ import httpx
 import psutil
 import pytest
 
-from serving.gateway.logstore import read_rows
-from serving.gateway.settings import BreakerSettings, EngineSettings, RetrySettings
-from serving.gateway.upstream import EnginePool, RequestFailed
-from serving.gateway.metrics import GatewayMetrics
+from crawl2serve.serving.gateway.logstore import read_rows
+from crawl2serve.serving.gateway.settings import BreakerSettings, EngineSettings, RetrySettings
+from crawl2serve.serving.gateway.upstream import EnginePool, RequestFailed
+from crawl2serve.serving.gateway.metrics import GatewayMetrics
 from tests.serving.helpers import start_gateway
 
 # (raw JSON body, the field the 400 must name); each is something an engine rejects or crashes on
@@ -195,10 +195,10 @@ def test_an_unexpected_exception_answers_json_and_keeps_its_log_row(tmp_path, ti
     """A bug in a step (here: a step that raises) still answers in OpenAI's error shape and writes its row."""
     from fastapi.testclient import TestClient
 
-    from serving.gateway.app import create_app
-    from serving.gateway.auth import KeyStore
-    from serving.gateway.routing import write_routing
-    from serving.gateway.settings import GatewaySettings
+    from crawl2serve.serving.gateway.app import create_app
+    from crawl2serve.serving.gateway.auth import KeyStore
+    from crawl2serve.serving.gateway.routing import write_routing
+    from crawl2serve.serving.gateway.settings import GatewaySettings
 
     write_routing(str(tmp_path / "routing.json"), {"model": "crawl2serve", "stable": "1", "canary": None,
                                                    "canary_share": 0.0, "versions": {"1": {"primary": tiny_model}}})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from serving.gateway.logstore import HOUR_FORMAT, read_rows
+from crawl2serve.serving.gateway.logstore import HOUR_FORMAT, read_rows
 from tests.serving.helpers import start_gateway
 
 CLIENTS = 8

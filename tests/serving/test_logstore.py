@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-import serving.gateway.logrow as logrow
-import serving.gateway.logstore as logstore
-from serving.gateway.logstore import (LOG_FIELDS, InferenceLog, LogRow, LogUnavailable, closed_hours, hour_of,
+import crawl2serve.serving.gateway.logrow as logrow
+import crawl2serve.serving.gateway.logstore as logstore
+from crawl2serve.serving.gateway.logstore import (LOG_FIELDS, InferenceLog, LogRow, LogUnavailable, closed_hours, hour_of,
                                       read_rows, utc_now_iso, validate_row)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -636,7 +636,7 @@ def test_closed_hours(tmp_path):
 
 CHILD = r"""
 import sys
-from serving.gateway.logstore import InferenceLog
+from crawl2serve.serving.gateway.logstore import InferenceLog
 
 def row(i):
     return {"request_id": f"r{i}", "ts": "2025-03-01T10:00:00.000000+00:00", "tenant": "t", "key_id": "k",

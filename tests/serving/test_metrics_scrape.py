@@ -9,8 +9,8 @@ import textwrap
 import httpx
 import openai
 
-from serving.deploy import Deployment
-from serving.gateway.settings import FeastSettings
+from crawl2serve.serving.deploy import Deployment
+from crawl2serve.serving.gateway.settings import FeastSettings
 from tests.serving.helpers import free_port, metric, start_gateway
 
 
@@ -24,8 +24,8 @@ def test_metrics_of_a_gateway_started_like_the_serving_asset_starts_it(tmp_path,
     starter = textwrap.dedent(f"""
         import os, feast
         assert os.environ.get("PROMETHEUS_MULTIPROC_DIR"), "feast no longer sets PROMETHEUS_MULTIPROC_DIR"
-        from serving.deploy import Deployment
-        from serving.gateway.settings import GatewaySettings
+        from crawl2serve.serving.deploy import Deployment
+        from crawl2serve.serving.gateway.settings import GatewaySettings
         Deployment({str(state)!r}).ensure_gateway(GatewaySettings.model_validate_json({settings.model_dump_json()!r}))
     """)
     subprocess.run([sys.executable, "-c", starter], check=True, timeout=180)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from serving.gateway.normalize import (
+from crawl2serve.serving.gateway.normalize import (
     CONFUSABLES,
     MAX_DECODED_RUNS,
     collapse_spaced,

@@ -12,8 +12,8 @@ import uuid
 import pytest
 import redis
 
-from serving.gateway.ratelimit import DEFAULT_TIERS, Decision, MemoryLimiter, RedisLimiter, Tier, make_limiter
-from serving.gateway.tokens import TokenCounter
+from crawl2serve.serving.gateway.ratelimit import DEFAULT_TIERS, Decision, MemoryLimiter, RedisLimiter, Tier, make_limiter
+from crawl2serve.serving.gateway.tokens import TokenCounter
 from tests.serving.helpers import longest_loop_stall, silent_server
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -276,7 +276,7 @@ def test_real_clock_default(limiter):
 def tokenizer_dir(tmp_path_factory) -> str:
     """A byte-level BPE tokenizer trained on English prose (emoji and CJK fall apart into bytes), with a
     chat template that adds role markers, as ``build_merged`` saves one."""
-    from assets.training.base_model import train_bpe_tokenizer
+    from crawl2serve.assets.training.base_model import train_bpe_tokenizer
     from tests.support import PROSE
 
     tok = train_bpe_tokenizer([PROSE] * 20, vocab_size=300)

@@ -9,7 +9,7 @@ import time
 import httpx
 import openai
 
-from serving.gateway.logstore import read_rows
+from crawl2serve.serving.gateway.logstore import read_rows
 from tests.serving.helpers import Engine, metric, start_engine, start_gateway
 
 

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from serving.backoff import RestartPolicy
-from serving.deploy import Deployment, EngineConfig, Release
-from serving.engines import EngineHandle, alive, tree_rss_mb
-from serving.supervisor import read_state
+from crawl2serve.serving.backoff import RestartPolicy
+from crawl2serve.serving.deploy import Deployment, EngineConfig, Release
+from crawl2serve.serving.engines import EngineHandle, alive, tree_rss_mb
+from crawl2serve.serving.supervisor import read_state
 from tests.serving.helpers import fake_engine_script, free_port, start_gateway
 
 RESUME_WITHIN_S = 30.0  # restart delay 0.5 s + the engine's start (~3 s here) + the breaker's reset (1 s)
@@ -112,12 +112,12 @@ sys.exit(3)
 
 
 def supervise(tmp_path, engine_args: list[str], *extra: str, script: str = FAKE_ENGINE) -> tuple[int, dict, str]:
-    """``python -m serving supervise`` of a fake engine (``/health``, then ``engine_args``: MB to hold and
+    """``python -m crawl2serve.serving supervise`` of a fake engine (``/health``, then ``engine_args``: MB to hold and
     seconds to live before exiting 3) until the supervisor exits; returns (its exit code, its state, its log)."""
     (tmp_path / "engine.py").write_text(script)
     port = free_port()
     state = tmp_path / "state.json"
-    out = subprocess.run([sys.executable, "-m", "serving", "supervise", "--name", "fake", "--backend", "cpu",
+    out = subprocess.run([sys.executable, "-m", "crawl2serve.serving", "supervise", "--name", "fake", "--backend", "cpu",
                           "--url", f"http://127.0.0.1:{port}", "--state-file", str(state), "--base-delay-s", "0.05",
                           "--max-fast-crashes", "3", "--startup-timeout-s", "20", *extra, "--",
                           sys.executable, str(tmp_path / "engine.py"), str(port), *engine_args],
@@ -171,7 +171,7 @@ def test_a_restarted_sglang_engine_gets_back_the_adapters_its_handle_lists(tmp_p
     before the supervisor calls the engine healthy."""
     import json
 
-    from serving.engines import save_handles
+    from crawl2serve.serving.engines import save_handles
 
     port, calls = free_port(), tmp_path / "calls.jsonl"
     url = f"http://127.0.0.1:{port}"
@@ -181,7 +181,7 @@ def test_a_restarted_sglang_engine_gets_back_the_adapters_its_handle_lists(tmp_p
         models={"1": "crawl2serve", "base": "crawl2serve:base", "2": "crawl2serve:v2"},
         adapters={"v2": "/models/delta-v2-from-v1"}, supervised=True)})
     state = tmp_path / "state.json"
-    supervisor = subprocess.Popen([sys.executable, "-m", "serving", "supervise", "--name", "primary", "--backend",
+    supervisor = subprocess.Popen([sys.executable, "-m", "crawl2serve.serving", "supervise", "--name", "primary", "--backend",
                                    "sglang", "--url", url, "--state-file", str(state), "--handles-file",
                                    str(tmp_path / "engines.json"), "--base-delay-s", "0.05", "--",
                                    sys.executable, str(tmp_path / "sglang.py"), str(port), str(calls)],

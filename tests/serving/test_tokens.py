@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.gateway.tokens import MESSAGE_OVERHEAD, TokenCounter, utf8_upper_bound
+from crawl2serve.serving.gateway.tokens import MESSAGE_OVERHEAD, TokenCounter, utf8_upper_bound
 from tests.serving.helpers import longest_loop_stall
 
 PROMPTS = {
@@ -145,7 +145,7 @@ def test_counts_equal_the_engines_usage(cpu_engine, tiny_model):
 
 
 def test_the_router_names_each_versions_tokenizer(tiny_model, tmp_path):
-    from serving.gateway.routing import Router, write_routing
+    from crawl2serve.serving.gateway.routing import Router, write_routing
 
     path = str(tmp_path / "routing.json")
     write_routing(path, {"model": "crawl2serve", "stable": "2", "canary": None, "canary_share": 0.0,
@@ -162,8 +162,8 @@ def test_the_router_names_each_versions_tokenizer(tiny_model, tmp_path):
 def test_deployment_routes_sglang_versions_to_the_anchors_tokenizer(tmp_path):
     """SGLang serves names, not folders: its versions count with the merged anchor it loaded (the adapters on
     top do not change the tokenizer)."""
-    from serving.deploy import Deployment
-    from serving.engines import EngineHandle
+    from crawl2serve.serving.deploy import Deployment
+    from crawl2serve.serving.engines import EngineHandle
 
     deployment = Deployment(str(tmp_path / "state"), log=lambda m: None)
     anchor = deployment.models_dir("v4-merged")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from assets.training import base_model
-from assets.training.base_model import (
+from crawl2serve.assets.training import base_model
+from crawl2serve.assets.training.base_model import (
     SPECIAL_TOKENS,
     TinyLlamaSpec,
     build_tiny_llama,

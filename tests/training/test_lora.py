@@ -12,10 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.training.lora import lora_adapter
-from assets.training.trainer import TrainConfig, newest_checkpoint, train
-from resources.tracking import MlflowTracking
-from resources.training import TrainingLauncher
+from crawl2serve.assets.training.lora import lora_adapter
+from crawl2serve.assets.training.trainer import TrainConfig, newest_checkpoint, train
+from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.resources.training import TrainingLauncher
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -46,7 +46,7 @@ def test_fsdp_two_processes_on_gloo_save_an_adapter_that_peft_loads(lineage, tmp
     root, _, _ = lineage
     cfg = write(config(root, tmp_path / "fsdp", max_steps=6, eval_every=6), tmp_path / "cfg.json")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           "-m", "assets.training.trainer", "--config", str(cfg)],
+                           "-m", "crawl2serve.assets.training.trainer", "--config", str(cfg)],
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith('{"result"')))["result"]
@@ -69,7 +69,7 @@ def test_kill_minus_nine_then_resume_finishes_at_the_configured_step(lineage, tm
     out = tmp_path / "killed"
     cfg = write(config(root, out, max_steps=16, checkpoint_every=3, keep_last=2, eval_every=100, log_every=1),
                 tmp_path / "cfg.json")
-    cmd = [sys.executable, "-m", "assets.training.trainer", "--config", str(cfg)]
+    cmd = [sys.executable, "-m", "crawl2serve.assets.training.trainer", "--config", str(cfg)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not (out / "checkpoint-0000006").exists():
@@ -114,7 +114,7 @@ def test_the_pod_spec_pipes_k8s_client_would_launch():
     pod_again = ApiClient()._ApiClient__deserialize(body, "V1Pod")  # validates against the API models
     container = pod_again.spec.containers[0]
     assert container.image == "registry.local/crawl2serve-trainer:1.0"
-    assert container.command == ["torchrun", "--standalone", "--nproc-per-node=4", "-m", "assets.training.trainer",
+    assert container.command == ["torchrun", "--standalone", "--nproc-per-node=4", "-m", "crawl2serve.assets.training.trainer",
                                  "--config", "/data/lora_adapter/_/train_config.json"]
     assert container.resources.limits["nvidia.com/gpu"] == "4"
     assert container.resources.requests == {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "4"}

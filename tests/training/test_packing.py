@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from assets.training.base_model import train_bpe_tokenizer
-from assets.training.packing import (
+from crawl2serve.assets.training.base_model import train_bpe_tokenizer
+from crawl2serve.assets.training.packing import (
     assign_split,
     choose_split_key,
     pack,
