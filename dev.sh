@@ -73,6 +73,8 @@ EOT
   test)
     setup
     shift
+    # lint and format first (under a second); `dg check defs` is a test (tests/test_packaging.py)
+    ruff check --quiet . && ruff format --check --quiet . || { echo "ruff: run 'ruff check --fix . && ruff format .'" >&2; exit 1; }
     .venv/bin/python -m pytest "$@"
     ;;
   *) sed -n '2,10p' "$0"; exit 2 ;;

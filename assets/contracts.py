@@ -37,15 +37,23 @@ class TableContract:
     def check_specs(self, asset: str) -> list[dg.AssetCheckSpec]:
         specs = [
             dg.AssetCheckSpec("schema", asset=asset, blocking=True, description="Columns and dtypes as declared."),
-            dg.AssetCheckSpec("no_nulls", asset=asset, blocking=True,
-                              description=f"No nulls in {', '.join(self.not_null) or '-'}."),
-            dg.AssetCheckSpec("unique_ids", asset=asset, blocking=True,
-                              description=f"Unique {', '.join(self.unique) or '-'}."),
-            dg.AssetCheckSpec("value_ranges", asset=asset, blocking=True,
-                              description="; ".join(f"{c} in [{lo}, {hi}]" for c, (lo, hi) in self.ranges.items()) or "-"),
+            dg.AssetCheckSpec(
+                "no_nulls", asset=asset, blocking=True, description=f"No nulls in {', '.join(self.not_null) or '-'}."
+            ),
+            dg.AssetCheckSpec(
+                "unique_ids", asset=asset, blocking=True, description=f"Unique {', '.join(self.unique) or '-'}."
+            ),
+            dg.AssetCheckSpec(
+                "value_ranges",
+                asset=asset,
+                blocking=True,
+                description="; ".join(f"{c} in [{lo}, {hi}]" for c, (lo, hi) in self.ranges.items()) or "-",
+            ),
         ]
-        specs += [dg.AssetCheckSpec(d.name, asset=asset, blocking=d.blocking, description=d.description)
-                  for d in self.distributions]
+        specs += [
+            dg.AssetCheckSpec(d.name, asset=asset, blocking=d.blocking, description=d.description)
+            for d in self.distributions
+        ]
         return specs
 
     def evaluate(self, df: pl.DataFrame, asset: str, facts: dict | None = None) -> list[dg.AssetCheckResult]:
@@ -59,8 +67,9 @@ class TableContract:
 
 
 def _result(asset: str, name: str, passed: bool, severity, **metadata) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=bool(passed), severity=severity,
-                               metadata=metadata)
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name=name, passed=bool(passed), severity=severity, metadata=metadata
+    )
 
 
 def _schema(df: pl.DataFrame, schema: dict[str, pl.DataType], asset: str) -> dg.AssetCheckResult:
@@ -70,8 +79,9 @@ def _schema(df: pl.DataFrame, schema: dict[str, pl.DataType], asset: str) -> dg.
             problems.append(f"missing column {col}")
         elif df.schema[col] != dtype:
             problems.append(f"{col}: {df.schema[col]} != {dtype}")
-    return _result(asset, "schema", not problems, ERROR, problems=dg.MetadataValue.json(problems),
-                   columns=len(df.columns))
+    return _result(
+        asset, "schema", not problems, ERROR, problems=dg.MetadataValue.json(problems), columns=len(df.columns)
+    )
 
 
 def _no_nulls(df: pl.DataFrame, cols: tuple[str, ...], asset: str) -> dg.AssetCheckResult:
@@ -99,5 +109,11 @@ def _ranges(df: pl.DataFrame, ranges: dict, asset: str) -> dg.AssetCheckResult:
 def _distribution(df: pl.DataFrame, d: Distribution, asset: str, facts: dict) -> dg.AssetCheckResult:
     value = float(d.measure(df, facts))
     ok = (d.low is None or value >= d.low) and (d.high is None or value <= d.high)
-    return _result(asset, d.name, ok, ERROR if d.blocking else WARN, value=value,
-                   bounds=dg.MetadataValue.text(f"[{d.low}, {d.high}]"))
+    return _result(
+        asset,
+        d.name,
+        ok,
+        ERROR if d.blocking else WARN,
+        value=value,
+        bounds=dg.MetadataValue.text(f"[{d.low}, {d.high}]"),
+    )

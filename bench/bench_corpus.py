@@ -22,24 +22,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import polars as pl  # noqa: E402
+import polars as pl
 
-from crawl2serve.assets.corpus.cleaned import CleanConfig, clean_frame  # noqa: E402
-from crawl2serve.assets.corpus.dedup import MinHashLSH, minhash_signatures  # noqa: E402
-from crawl2serve.assets.corpus.deduplicated import DedupConfig, dedup_frame  # noqa: E402
-from crawl2serve.assets.corpus.extract import content_hash, doc_id, extract_html  # noqa: E402
-from crawl2serve.assets.corpus.extracted import SCHEMA  # noqa: E402
-from crawl2serve.assets.crawl.crawler import Crawler, CrawlSettings, CrawlStore  # noqa: E402
-from crawl2serve.assets.crawl.warc import iter_records  # noqa: E402
-from crawl2serve.resources.crawl_target import PYDOC_EXCLUDES, start_pydoc  # noqa: E402
-from crawl2serve.resources.storage import DataRoot  # noqa: E402
+from crawl2serve.assets.corpus.cleaned import CleanConfig, clean_frame
+from crawl2serve.assets.corpus.dedup import MinHashLSH, minhash_signatures
+from crawl2serve.assets.corpus.deduplicated import DedupConfig, dedup_frame
+from crawl2serve.assets.corpus.extract import content_hash, doc_id, extract_html
+from crawl2serve.assets.corpus.extracted import SCHEMA
+from crawl2serve.assets.crawl.crawler import Crawler, CrawlSettings, CrawlStore
+from crawl2serve.assets.crawl.warc import iter_records
+from crawl2serve.resources.crawl_target import PYDOC_EXCLUDES, start_pydoc
+from crawl2serve.resources.storage import DataRoot
 
 
 def crawl_pydoc(directory: str) -> list[str]:
     with start_pydoc() as url:
-        settings = CrawlSettings(seeds=(url + "index.html", url + "topics.html", url + "keywords.html"),
-                                 private_hosts=("127.0.0.1",), exclude_patterns=PYDOC_EXCLUDES, max_pages=5000,
-                                 per_host_delay_s=0.0, progress_every_s=3600)
+        settings = CrawlSettings(
+            seeds=(url + "index.html", url + "topics.html", url + "keywords.html"),
+            private_hosts=("127.0.0.1",),
+            exclude_patterns=PYDOC_EXCLUDES,
+            max_pages=5000,
+            per_host_delay_s=0.0,
+            progress_every_s=3600,
+        )
         root = DataRoot(url=directory)
         summary = asyncio.run(Crawler(settings, CrawlStore(root, root.root), log=lambda _: None).run())
     print(f"crawled {summary.stored} pydoc pages in {summary.seconds:.1f}s")
@@ -58,8 +63,23 @@ def extract_all(records) -> pl.DataFrame:
     rows = []
     for url, body, ctype in records:
         ex = extract_html(url, body, ctype)
-        rows.append((doc_id(url), url, ex.canonical_url, ex.host, ex.title, ex.text, ex.language, ex.language_score,
-                     content_hash(ex.text), ex.encoding, len(body), len(ex.text), None))
+        rows.append(
+            (
+                doc_id(url),
+                url,
+                ex.canonical_url,
+                ex.host,
+                ex.title,
+                ex.text,
+                ex.language,
+                ex.language_score,
+                content_hash(ex.text),
+                ex.encoding,
+                len(body),
+                len(ex.text),
+                None,
+            )
+        )
     return pl.DataFrame(rows, schema=SCHEMA, orient="row")
 
 
@@ -97,7 +117,7 @@ def main() -> None:
     (deduped, _, facts), t_dedup = timed(dedup_frame, kept, DedupConfig())
     serial = t_extract + t_clean + t_dedup
 
-    chunks = [(records[i::a.workers], a.profile) for i in range(a.workers)]
+    chunks = [(records[i :: a.workers], a.profile) for i in range(a.workers)]
     t = time.perf_counter()
     with mp.get_context("fork").Pool(a.workers) as pool:
         parts = pool.map(_extract_and_clean, chunks)
@@ -117,14 +137,20 @@ def main() -> None:
     for name, docs, secs in rows:
         print(f"{name:45} {docs:7d} {secs:8.2f} {docs / secs:12.0f}")
     per_core = n / t_parallel / a.workers
-    print(f"{'end to end, ' + str(a.workers) + ' processes':45} {n:7d} {t_parallel:8.2f} {per_core:12.0f}"
-          f"   ({n / t_parallel:.0f} docs/s total)")
-    print(f"\nkept {kept.height}/{pages.height} after cleaning ({a.profile}), {deduped.height} after dedup "
-          f"({facts['exact_removed']} exact, {facts['near_removed']} near removed; "
-          f"{facts['candidate_pairs']} LSH candidates, {facts['rejected_pairs']} rejected by verification)")
+    print(
+        f"{'end to end, ' + str(a.workers) + ' processes':45} {n:7d} {t_parallel:8.2f} {per_core:12.0f}"
+        f"   ({n / t_parallel:.0f} docs/s total)"
+    )
+    print(
+        f"\nkept {kept.height}/{pages.height} after cleaning ({a.profile}), {deduped.height} after dedup "
+        f"({facts['exact_removed']} exact, {facts['near_removed']} near removed; "
+        f"{facts['candidate_pairs']} LSH candidates, {facts['rejected_pairs']} rejected by verification)"
+    )
     print(f"peak RSS {peak_mb:.0f} MB (main process)")
-    print(f"goals: end to end {n / serial:.0f} docs/s/core (1 proc) and {per_core:.0f} ({a.workers} procs) vs 250; "
-          f"signatures {kept.height / t_sig:.0f} docs/s/core vs 2,000")
+    print(
+        f"goals: end to end {n / serial:.0f} docs/s/core (1 proc) and {per_core:.0f} ({a.workers} procs) vs 250; "
+        f"signatures {kept.height / t_sig:.0f} docs/s/core vs 2,000"
+    )
 
 
 if __name__ == "__main__":

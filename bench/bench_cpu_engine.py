@@ -18,16 +18,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import free_port, load  # noqa: E402
+from bench_gateway import free_port, load
 
-from crawl2serve.serving.engines import (EngineConfig, Launch, TransformersCpuEngine, start_process, stop_process,  # noqa: E402
-                             wait_healthy)
+from crawl2serve.serving.engines import (
+    EngineConfig,
+    Launch,
+    TransformersCpuEngine,
+    start_process,
+    stop_process,
+    wait_healthy,
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=None, help="a merged model folder (default: the newest one the "
-                        "serving asset built under ./data)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a merged model folder (default: the newest one the serving asset built under ./data)",
+    )
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args()
@@ -42,15 +51,17 @@ def main() -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = str(tmp / f"{len(results)}.log")
-        engine = TransformersCpuEngine(EngineConfig(name="bench", backend="cpu", port=port, extra_args=extra,
-                                                    memory_budget_mb=2048))  # the serving resource's default
+        engine = TransformersCpuEngine(
+            EngineConfig(name="bench", backend="cpu", port=port, extra_args=extra, memory_budget_mb=2048)
+        )  # the serving resource's default
         pid = start_process(engine.command(Launch(model, {}, {}, "bench")), log)
         try:
             wait_healthy(url, pid=pid, log_path=log, timeout_s=120)
             asyncio.run(load(url, None, model, 1, 2, 4))  # load the model, warm up
-            results[name] = {c: asyncio.run(load(url, None, model, c, max(8, 2 * c), args.tokens))
-                             for c in args.concurrency}
-        except Exception as exc:  # noqa: BLE001 — report the variant as failed, measure the others
+            results[name] = {
+                c: asyncio.run(load(url, None, model, c, max(8, 2 * c), args.tokens)) for c in args.concurrency
+            }
+        except Exception as exc:
             print(f"{name}: failed: {exc}")
         finally:
             stop_process(pid)

@@ -26,14 +26,64 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from crawl2serve.serving.engines import (EngineConfig, Launch, TransformersCpuEngine, start_process, stop_process,  # noqa: E402
-                             tree_rss_mb, wait_healthy)
+from crawl2serve.serving.engines import (
+    EngineConfig,
+    Launch,
+    TransformersCpuEngine,
+    start_process,
+    stop_process,
+    tree_rss_mb,
+    wait_healthy,
+)
 
-WORDS = [w for w in ("the module provides functions for working with files paths processes threads sockets and "
-                     "data structures such as lists dictionaries sets tuples queues heaps arrays strings bytes "
-                     "which are used by many programs written in python to read write parse and format").split()]
+WORDS = [
+    w
+    for w in [
+        "the",
+        "module",
+        "provides",
+        "functions",
+        "for",
+        "working",
+        "with",
+        "files",
+        "paths",
+        "processes",
+        "threads",
+        "sockets",
+        "and",
+        "data",
+        "structures",
+        "such",
+        "as",
+        "lists",
+        "dictionaries",
+        "sets",
+        "tuples",
+        "queues",
+        "heaps",
+        "arrays",
+        "strings",
+        "bytes",
+        "which",
+        "are",
+        "used",
+        "by",
+        "many",
+        "programs",
+        "written",
+        "in",
+        "python",
+        "to",
+        "read",
+        "write",
+        "parse",
+        "and",
+        "format",
+    ]
+]
 
 
 def embedded_model(folder: Path) -> str:
@@ -58,13 +108,18 @@ def load(url: str, models: list[str], streams: int, seconds: float, stop: thread
             n = 0
             while time.monotonic() < end and not stop.is_set():
                 prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 200)))
-                body = {"model": models[(i + n) % len(models)], "prompt": prompt, "stream": True,
-                        "max_tokens": rng.randint(100, 400)}
+                body = {
+                    "model": models[(i + n) % len(models)],
+                    "prompt": prompt,
+                    "stream": True,
+                    "max_tokens": rng.randint(100, 400),
+                }
                 n += 1
                 try:
                     with client.stream("POST", url + "/v1/completions", json=body) as r:
-                        events = sum(1 for line in r.iter_lines()
-                                     if line.startswith("data: ") and line != "data: [DONE]")
+                        events = sum(
+                            1 for line in r.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"
+                        )
                     done["ok" if r.status_code == 200 else "errors"] += 1
                     done["tokens"] += events
                 except httpx.HTTPError:
@@ -85,8 +140,9 @@ def run(variant: str, budget: int | None, extra_args: list[str], models: list[st
     from tests.serving.helpers import free_port
 
     port = free_port()
-    engine = TransformersCpuEngine(EngineConfig(name="bench", backend="cpu", port=port, memory_budget_mb=budget,
-                                                extra_args=extra_args))
+    engine = TransformersCpuEngine(
+        EngineConfig(name="bench", backend="cpu", port=port, memory_budget_mb=budget, extra_args=extra_args)
+    )
     launch = Launch(model_path=models[0], adapters={}, models={}, anchor="bench")
     command = engine.command(launch)
     log = str(tmp / f"{variant}-{port}.log")
@@ -114,15 +170,24 @@ def run(variant: str, budget: int | None, extra_args: list[str], models: list[st
         sampler.join()
         stop_process(pid, timeout_s=10)
     plan = engine.plan(models[0])
-    return {"variant": variant, "peak_rss_mb": round(peak[0]), "killed_at_cap": killed[0], **result,
-            "cache_tokens": plan.cache_tokens if plan else None, "estimate_mb": plan.estimate_mb if plan else None,
-            "command": " ".join(command[2:])}
+    return {
+        "variant": variant,
+        "peak_rss_mb": round(peak[0]),
+        "killed_at_cap": killed[0],
+        **result,
+        "cache_tokens": plan.cache_tokens if plan else None,
+        "estimate_mb": plan.estimate_mb if plan else None,
+        "command": " ".join(command[2:]),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", help="a merged model folder (default: the newest under ./data, else one of the "
-                        "embedded model's shape built here)")
+    parser.add_argument(
+        "--model",
+        help="a merged model folder (default: the newest under ./data, else one of the "
+        "embedded model's shape built here)",
+    )
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--repeats", type=int, default=2)
@@ -133,31 +198,44 @@ def main() -> int:
     parser.add_argument("--kill-above-mb", type=float, default=8000)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-cpu-memory-"))
-    model = args.model or (sorted(glob.glob("data/sglang_deployment/_/models/v*-merged")) or [None])[-1] \
+    model = (
+        args.model
+        or (sorted(glob.glob("data/sglang_deployment/_/models/v*-merged")) or [None])[-1]
         or embedded_model(tmp)
+    )
     models = [model]
     if args.alternate_models:
         import shutil
 
         models.append(shutil.copytree(model, tmp / "second"))
     cb = ["--continuous-batching"]
-    variants = (([] if args.no_host_sized else [("host-sized", None, cb)]) + [(f"budget-{b}", b, cb) for b in args.budgets]
-                + ([("plain", None, [])] if args.plain else []))
+    variants = (
+        ([] if args.no_host_sized else [("host-sized", None, cb)])
+        + [(f"budget-{b}", b, cb) for b in args.budgets]
+        + ([("plain", None, [])] if args.plain else [])
+    )
     results = []
     for rep in range(args.repeats):
         for name, budget, extra in variants:
             r = run(name, budget, extra, [str(m) for m in models], args, tmp)
             results.append(r)
-            print(f"rep {rep} {name:12} peak RSS {r['peak_rss_mb']:6} MB{' (killed at cap)' if r['killed_at_cap'] else ''}"
-                  f"  {r['tok_s']:7.1f} tok/s  ok {r['ok']} errors {r['errors']}  cache tokens {r['cache_tokens']}"
-                  f"  estimate {r['estimate_mb']} MB", flush=True)
-    print(f"\nmodel {model}, {args.streams} streams x {args.seconds:.0f} s, {args.repeats} repeats, "
-          f"models {'alternating' if args.alternate_models else 'one'}")
+            print(
+                f"rep {rep} {name:12} peak RSS {r['peak_rss_mb']:6} MB{' (killed at cap)' if r['killed_at_cap'] else ''}"
+                f"  {r['tok_s']:7.1f} tok/s  ok {r['ok']} errors {r['errors']}  cache tokens {r['cache_tokens']}"
+                f"  estimate {r['estimate_mb']} MB",
+                flush=True,
+            )
+    print(
+        f"\nmodel {model}, {args.streams} streams x {args.seconds:.0f} s, {args.repeats} repeats, "
+        f"models {'alternating' if args.alternate_models else 'one'}"
+    )
     for name, _, _ in variants:
         rs = [r for r in results if r["variant"] == name]
-        print(f"{name:12} peak RSS max {max(r['peak_rss_mb'] for r in rs):6} MB"
-              f"{' (killed at cap)' if any(r['killed_at_cap'] for r in rs) else ''}"
-              f"  tok/s median {statistics.median(r['tok_s'] for r in rs):7.1f}  command: {rs[0]['command']}")
+        print(
+            f"{name:12} peak RSS max {max(r['peak_rss_mb'] for r in rs):6} MB"
+            f"{' (killed at cap)' if any(r['killed_at_cap'] for r in rs) else ''}"
+            f"  tok/s median {statistics.median(r['tok_s'] for r in rs):7.1f}  command: {rs[0]['command']}"
+        )
     return 0
 
 

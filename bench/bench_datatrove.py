@@ -57,8 +57,16 @@ DT_PYTHON = "/work/venvs/datatrove/bin/python"
 PAGES_ROOT = "/work/realdocs/x"
 # English documentation packages (the other packages there are translations of these).
 PACKAGES = (
-    "python3.11-doc", "sphinx-doc", "postgresql-doc-15", "openjdk-17-doc", "git-doc", "debian-handbook",
-    "debian-reference-en", "developers-reference_", "maint-guide_", "debian-faq_",
+    "python3.11-doc",
+    "sphinx-doc",
+    "postgresql-doc-15",
+    "openjdk-17-doc",
+    "git-doc",
+    "debian-handbook",
+    "debian-reference-en",
+    "developers-reference_",
+    "maint-guide_",
+    "debian-faq_",
 )
 DT_RULES = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
 
@@ -128,7 +136,8 @@ def _read_html(path: str) -> str:
 
 
 def worker(task: str, src: str, dst: str) -> None:
-    rows = [json.loads(line) for line in open(src, encoding="utf-8")]
+    with open(src, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     out: list[dict] = []
     if task == "trafilatura":
         for r in rows:
@@ -151,8 +160,9 @@ def worker(task: str, src: str, dst: str) -> None:
                 if c4_text is not None:
                     ok, why, _ = _dt_alone(filters["fineweb_quality"], c4_text)
                     alone["fineweb_quality"] = why if not ok else None
-            out.append({"id": r["id"], "kept": kept, "rule": rule, "reason": reason, "alone": alone,
-                        "c4_text": c4_text})
+            out.append(
+                {"id": r["id"], "kept": kept, "rule": rule, "reason": reason, "alone": alone, "c4_text": c4_text}
+            )
     elif task == "tokens":
         from datatrove.utils.text import split_into_words
 
@@ -232,8 +242,9 @@ def run_worker(dt_python: str, task: str, rows: list[dict], work: Path) -> list[
     src, dst = work / f"in-{task}.jsonl", work / f"out-{task}.jsonl"
     write_jsonl(src, rows)
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "true"}
-    subprocess.run([dt_python, str(Path(__file__).resolve()), "worker", task, str(src), str(dst)],
-                   check=True, env=env, cwd="/")
+    subprocess.run(
+        [dt_python, str(Path(__file__).resolve()), "worker", task, str(src), str(dst)], check=True, env=env, cwd="/"
+    )
     return read_jsonl(dst)
 
 
@@ -244,8 +255,7 @@ def extract_ours(paths: list[str]) -> tuple[list[dict], float]:
     t = time.perf_counter()
     for p in paths:
         ex = extract_html("file://" + p, Path(p).read_bytes(), "text/html; charset=utf-8")
-        rows.append({"id": p, "path": p, "text": ex.text, "language": ex.language,
-                     "language_score": ex.language_score})
+        rows.append({"id": p, "path": p, "text": ex.text, "language": ex.language, "language_score": ex.language_score})
     return rows, time.perf_counter() - t
 
 
@@ -264,15 +274,20 @@ def prepare(args) -> list[dict]:
     paths = select_pages(args.pages_root, args.per_package, args.seed)
     ours, secs = extract_ours(paths)
     pages = [r for r in ours if r["language"] == "en" and r["language_score"] >= 0.5]
-    print(f"selected {len(paths)} pages, {len(pages)} English by CLD2 (extracted in {secs:.1f}s); "
-          "running trafilatura and datatrove in their venv ...", flush=True)
+    print(
+        f"selected {len(paths)} pages, {len(pages)} English by CLD2 (extracted in {secs:.1f}s); "
+        "running trafilatura and datatrove in their venv ...",
+        flush=True,
+    )
     traf = {r["id"]: r for r in run_worker(args.dt_python, "trafilatura", pages, work)}
     for p in pages:
         p["traf_text"] = traf[p["id"]]["text"]
         p["norm_text"] = normalize_text(p["text"])
     for field, out in (("text", "dt"), ("norm_text", "dt_norm"), ("traf_text", "dt_traf")):
-        decided = {r["id"]: r for r in run_worker(
-            args.dt_python, "decide", [{"id": p["id"], "text": p[field]} for p in pages], work)}
+        decided = {
+            r["id"]: r
+            for r in run_worker(args.dt_python, "decide", [{"id": p["id"], "text": p[field]} for p in pages], work)
+        }
         for p in pages:
             p[out] = decided[p["id"]]
     rows = [{"id": f"{f}:{p['id']}", "text": p[f]} for p in pages for f in ("text", "traf_text")]
@@ -317,8 +332,10 @@ def agreement(label: str, ours: list[bool], theirs: list[bool]) -> float:
     both = sum(o and t for o, t in zip(ours, theirs))
     only_o = sum(o and not t for o, t in zip(ours, theirs))
     only_t = sum(t and not o for o, t in zip(ours, theirs))
-    print(f"  {label:<58} {pct(agree, n):>6}  ({agree}/{n}; kept by both {both}, only ours {only_o}, "
-          f"only datatrove {only_t}; kept ours {sum(ours)} / datatrove {sum(theirs)})")
+    print(
+        f"  {label:<58} {pct(agree, n):>6}  ({agree}/{n}; kept by both {both}, only ours {only_o}, "
+        f"only datatrove {only_t}; kept ours {sum(ours)} / datatrove {sum(theirs)})"
+    )
     return agree / n if n else 0.0
 
 
@@ -328,8 +345,11 @@ def per_rule_table(pages: list[dict], profile, dt_key: str = "dt") -> None:
     print(f"    {'rule':<18} {'agree':>7} {'both fire':>10} {'only ours':>10} {'only datatrove':>15} {'neither':>8}")
     alone = [ours_alone(p, profile, dt_key) for p in pages]
     for rule in DT_RULES:
-        rows = [(a[rule] is not None, p[dt_key]["alone"][rule] is not None)
-                for a, p in zip(alone, pages) if rule in p[dt_key]["alone"] and rule in a]
+        rows = [
+            (a[rule] is not None, p[dt_key]["alone"][rule] is not None)
+            for a, p in zip(alone, pages)
+            if rule in p[dt_key]["alone"] and rule in a
+        ]
         both = sum(o and t for o, t in rows)
         oo = sum(o and not t for o, t in rows)
         ot = sum(t and not o for o, t in rows)
@@ -374,8 +394,11 @@ def report_agreement(args, pages: list[dict]) -> None:
     print("\nFILTERS ONLY, same extracted text (our extractor's):")
     for name, r in results.items():
         agreement(f"{name} vs datatrove", [k for k, _, _ in r["text"]], dt)
-    agreement("fineweb vs datatrove on our normalized text", [k for k, _, _ in results["fineweb"]["text"]],
-              [p["dt_norm"]["kept"] for p in pages])
+    agreement(
+        "fineweb vs datatrove on our normalized text",
+        [k for k, _, _ in results["fineweb"]["text"]],
+        [p["dt_norm"]["kept"] for p in pages],
+    )
     agreement("datatrove on our normalized text vs on the raw text", [p["dt_norm"]["kept"] for p in pages], dt)
     print("FILTERS ONLY, same extracted text (trafilatura's):")
     for name, r in results.items():
@@ -397,10 +420,13 @@ def report_agreement(args, pages: list[dict]) -> None:
     print(f"fineweb vs datatrove, trafilatura's text: {len(traf_diff)} disagreements")
     for p, o in traf_diff[:10]:
         print(f"  {p['id']}: ours {o[1] or 'kept'} {o[2] or ''}, datatrove {p['dt_traf']['rule'] or 'kept'}")
-    e2e = Counter((o[1] or "kept", p["dt_traf"]["rule"] or "kept")
-                  for p, o in zip(pages, ours) if o[0] != p["dt_traf"]["kept"])
-    print("end to end, fineweb vs datatrove: disagreements by deciding rules (ours on our text, datatrove on "
-          "trafilatura's):")
+    e2e = Counter(
+        (o[1] or "kept", p["dt_traf"]["rule"] or "kept") for p, o in zip(pages, ours) if o[0] != p["dt_traf"]["kept"]
+    )
+    print(
+        "end to end, fineweb vs datatrove: disagreements by deciding rules (ours on our text, datatrove on "
+        "trafilatura's):"
+    )
     for (a, b), n in e2e.most_common(12):
         print(f"  {n:>4}  ours {a}, datatrove {b}")
     by_pkg = Counter()
@@ -409,14 +435,18 @@ def report_agreement(args, pages: list[dict]) -> None:
         pkg = p["id"].split("/")[4]
         by_pkg_n[pkg] += 1
         by_pkg[pkg] += o[0] == p["dt_traf"]["kept"]
-    print("end to end agreement by package: " + ", ".join(
-        f"{k.split('_')[0]} {pct(by_pkg[k], n)} of {n}" for k, n in sorted(by_pkg_n.items())))
+    print(
+        "end to end agreement by package: "
+        + ", ".join(f"{k.split('_')[0]} {pct(by_pkg[k], n)} of {n}" for k, n in sorted(by_pkg_n.items()))
+    )
     lens = [(len(p["text"]), len(p["traf_text"])) for p in pages]
     empty = sum(1 for p in pages if not p["traf_text"])
     shorter = sum(1 for a, b in lens if b < a)
-    print(f"extraction: trafilatura returned nothing on {empty} pages; its text is shorter than ours on "
-          f"{shorter}/{len(pages)} (median chars ours {sorted(a for a, _ in lens)[len(lens) // 2]}, "
-          f"trafilatura {sorted(b for _, b in lens)[len(lens) // 2]})")
+    print(
+        f"extraction: trafilatura returned nothing on {empty} pages; its text is shorter than ours on "
+        f"{shorter}/{len(pages)} (median chars ours {sorted(a for a, _ in lens)[len(lens) // 2]}, "
+        f"trafilatura {sorted(b for _, b in lens)[len(lens) // 2]})"
+    )
 
 
 def report_extraction(pages: list[dict]) -> None:
@@ -439,15 +469,19 @@ def report_extraction(pages: list[dict]) -> None:
             groups.setdefault(key, []).append((facts(p["text"]), facts(p["traf_text"]), p["id"].split("/")[4]))
     n = sum(map(len, groups.values()))
     print(f"\nEXTRACTION (datatrove's filters on our text vs on trafilatura's): {n} pages decided differently")
-    print(f"  {'pages':>5}  {'on our text':<30} {'on trafilatura text':<30} {'chars t/o':>9} {'lines t/o':>9} "
-          f"{'punct lines o -> t':>18}  packages")
+    print(
+        f"  {'pages':>5}  {'on our text':<30} {'on trafilatura text':<30} {'chars t/o':>9} {'lines t/o':>9} "
+        f"{'punct lines o -> t':>18}  packages"
+    )
     for (ours, traf), rows in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:10]:
         chars = median(t[0] / max(o[0], 1) for o, t, _ in rows)
         lines = median(t[1] / max(o[1], 1) for o, t, _ in rows)
         punct = (median(o[2] for o, _, _ in rows), median(t[2] for _, t, _ in rows))
         pkgs = Counter(k.split("_")[0] for _, _, k in rows).most_common(3)
-        print(f"  {len(rows):>5}  {ours:<30} {traf:<30} {chars:>9.2f} {lines:>9.2f} {punct[0]:>8.2f} -> "
-              f"{punct[1]:.2f}  " + ", ".join(f"{k} {v}" for k, v in pkgs))
+        print(
+            f"  {len(rows):>5}  {ours:<30} {traf:<30} {chars:>9.2f} {lines:>9.2f} {punct[0]:>8.2f} -> "
+            f"{punct[1]:.2f}  " + ", ".join(f"{k} {v}" for k, v in pkgs)
+        )
 
 
 def report_probes(args) -> None:
@@ -470,23 +504,28 @@ def report_probes(args) -> None:
     probes = {
         "whitespace-only lines between prose lines": "\n \n".join(prose),
         "a heading with no-break spaces, and its table-of-contents line": "\n".join(
-            [heading.replace("\xa0", " "), *prose[:5], heading, *prose[5:]]),
+            [heading.replace("\xa0", " "), *prose[:5], heading, *prose[5:]]
+        ),
     }
     decided = run_worker(args.dt_python, "decide", [{"id": k, "text": t} for k, t in probes.items()], Path(args.work))
     print("\nKNOWN DIFFERENCES, probed (same text to both):")
     for r in decided:
         ours = ours_decide(probes[r["id"]], FINEWEB)
-        print(f"  {r['id']}: datatrove {'kept' if r['kept'] else 'drops (' + r['rule'] + ': ' + r['reason'] + ')'}; "
-              f"fineweb {'kept' if ours[0] else 'drops (' + ours[1] + ': ' + ours[2] + ')'}")
+        print(
+            f"  {r['id']}: datatrove {'kept' if r['kept'] else 'drops (' + r['rule'] + ': ' + r['reason'] + ')'}; "
+            f"fineweb {'kept' if ours[0] else 'drops (' + ours[1] + ': ' + ours[2] + ')'}"
+        )
 
 
 def report_tokenizer(args, work: Path, pages: list[dict]) -> None:
     from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS, DT_PUNCTUATION, word_tokens
 
     sets = run_worker(args.dt_python, "sets", [{"id": "sets"}], work)[0]
-    print(f"\nSETS: datatrove's PUNCTUATION_SET == ours: {set(sets['punctuation']) == DT_PUNCTUATION} "
-          f"({len(DT_PUNCTUATION)}); TERMINAL_PUNCTUATION == ours: "
-          f"{set(sets['terminals']) == set(DATATROVE_TERMINALS)} ({len(DATATROVE_TERMINALS)})")
+    print(
+        f"\nSETS: datatrove's PUNCTUATION_SET == ours: {set(sets['punctuation']) == DT_PUNCTUATION} "
+        f"({len(DT_PUNCTUATION)}); TERMINAL_PUNCTUATION == ours: "
+        f"{set(sets['terminals']) == set(DATATROVE_TERMINALS)} ({len(DATATROVE_TERMINALS)})"
+    )
 
     spacy = {r["id"]: r["tokens"] for r in read_jsonl(work / "spacy_tokens.jsonl")}
     docs = same_docs = tokens = same_tokens = 0
@@ -504,8 +543,10 @@ def report_tokenizer(args, work: Path, pages: list[dict]) -> None:
 
                 sm = difflib.SequenceMatcher(None, mine, theirs, autojunk=False)
                 same_tokens += sum(b.size for b in sm.get_matching_blocks())
-    print(f"\nTOKENIZER (ours vs spacy.blank('en'), datatrove's English word tokenizer): identical token lists on "
-          f"{pct(same_docs, docs)} of {docs} texts; {pct(same_tokens, tokens)} of {tokens:,} tokens aligned")
+    print(
+        f"\nTOKENIZER (ours vs spacy.blank('en'), datatrove's English word tokenizer): identical token lists on "
+        f"{pct(same_docs, docs)} of {docs} texts; {pct(same_tokens, tokens)} of {tokens:,} tokens aligned"
+    )
 
 
 # ----- throughput -------------------------------------------------------------------------------------
@@ -524,8 +565,10 @@ def report_throughput(args, pages: list[dict]) -> None:
     work = Path(args.work)
     texts = [{"id": p["id"], "text": p["text"]} for p in pages]
     e2e = [{"id": p["id"], "path": p["path"]} for p in pages[:: max(1, len(pages) // args.e2e_pages)]]
-    print(f"\nTHROUGHPUT (one core each, alternating, {args.rounds} rounds; our caches cleared each round; "
-          "datatrove timed inside its process, import excluded)")
+    print(
+        f"\nTHROUGHPUT (one core each, alternating, {args.rounds} rounds; our caches cleared each round; "
+        "datatrove timed inside its process, import excluded)"
+    )
     ratios: dict[str, list[float]] = {"filters": [], "e2e": []}
     for rnd in range(args.rounds):
         _clear_caches()
@@ -543,13 +586,17 @@ def report_throughput(args, pages: list[dict]) -> None:
         theirs_e = len(e2e) / run_worker(args.dt_python, "time_e2e", e2e, work)[0]["seconds"]
         ratios["filters"].append(ours_f / theirs_f)
         ratios["e2e"].append(ours_e / theirs_e)
-        print(f"  round {rnd + 1}: filters only {len(texts)} texts: ours {ours_f:,.0f} docs/s, datatrove "
-              f"{theirs_f:,.0f} docs/s ({ours_f / theirs_f:.1f}x); end to end {len(e2e)} pages: ours "
-              f"{ours_e:,.0f} docs/s, datatrove {theirs_e:,.1f} docs/s ({ours_e / theirs_e:.1f}x)")
+        print(
+            f"  round {rnd + 1}: filters only {len(texts)} texts: ours {ours_f:,.0f} docs/s, datatrove "
+            f"{theirs_f:,.0f} docs/s ({ours_f / theirs_f:.1f}x); end to end {len(e2e)} pages: ours "
+            f"{ours_e:,.0f} docs/s, datatrove {theirs_e:,.1f} docs/s ({ours_e / theirs_e:.1f}x)"
+        )
     for k, v in ratios.items():
         v = sorted(v)
-        print(f"  {('filters only' if k == 'filters' else 'end to end'):<12} ours / datatrove: median "
-              f"{v[len(v) // 2]:.1f}x (range {v[0]:.1f}-{v[-1]:.1f}x)")
+        print(
+            f"  {('filters only' if k == 'filters' else 'end to end'):<12} ours / datatrove: median "
+            f"{v[len(v) // 2]:.1f}x (range {v[0]:.1f}-{v[-1]:.1f}x)"
+        )
 
 
 # ----- fixture ----------------------------------------------------------------------------------------
@@ -569,12 +616,26 @@ def write_fixture(args, pages: list[dict], path: str, n: int = 200, cap: int = 6
     from crawl2serve.assets.corpus.filters import normalize_text
 
     decided = {r["id"]: r for r in run_worker(args.dt_python, "decide", rows, Path(args.work))}
-    normalized = {r["id"]: r for r in run_worker(
-        args.dt_python, "decide", [{"id": r["id"], "text": normalize_text(r["text"])} for r in rows], Path(args.work))}
-    out = [{"id": r["id"], "text": r["text"], "datatrove_kept": decided[r["id"]]["kept"],
-            "datatrove_rule": decided[r["id"]]["rule"], "datatrove_reason": decided[r["id"]]["reason"],
-            "datatrove_kept_normalized": normalized[r["id"]]["kept"]}
-           for r in rows]
+    normalized = {
+        r["id"]: r
+        for r in run_worker(
+            args.dt_python,
+            "decide",
+            [{"id": r["id"], "text": normalize_text(r["text"])} for r in rows],
+            Path(args.work),
+        )
+    }
+    out = [
+        {
+            "id": r["id"],
+            "text": r["text"],
+            "datatrove_kept": decided[r["id"]]["kept"],
+            "datatrove_rule": decided[r["id"]]["rule"],
+            "datatrove_reason": decided[r["id"]]["reason"],
+            "datatrove_kept_normalized": normalized[r["id"]]["kept"],
+        }
+        for r in rows
+    ]
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         for o in out:
             fh.write(json.dumps(o, ensure_ascii=False) + "\n")
@@ -598,8 +659,9 @@ def main() -> None:
     if args.write_fixture:
         write_fixture(args, pages, args.write_fixture)
         return
-    print(f"{len(pages)} English pages from {args.pages_root} ({args.per_package} per package at most, seed "
-          f"{args.seed})")
+    print(
+        f"{len(pages)} English pages from {args.pages_root} ({args.per_package} per package at most, seed {args.seed})"
+    )
     report_agreement(args, pages)
     report_extraction(pages)
     report_probes(args)

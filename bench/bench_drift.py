@@ -62,7 +62,9 @@ _ap.add_argument("mode", nargs="?", default="throughput", choices=["throughput",
 _ap.add_argument("--rows", type=int, default=100_000, help="throughput: requests in the current window")
 _ap.add_argument("--reference-docs", type=int, default=3_000)
 _ap.add_argument("--baseline-rows", type=int, default=20_000)
-_ap.add_argument("--hours", type=int, default=25, help="rates: hours per group (3 in-distribution, 4 clear and 4 moderate shifts)")
+_ap.add_argument(
+    "--hours", type=int, default=25, help="rates: hours per group (3 in-distribution, 4 clear and 4 moderate shifts)"
+)
 _ap.add_argument("--seed", type=int, default=0, help="rates: seed of the simulated traffic")
 _ap.add_argument("--no-old", action="store_true", help="rates: skip main's old rule (Evidently, ~1 s per hour)")
 _ap.add_argument("--cores", type=int, default=None, help="pin to the first N cores (before polars starts)")
@@ -108,24 +110,227 @@ from crawl2serve.assets.monitoring.drift import (  # noqa: E402
 )
 from crawl2serve.assets.monitoring.logs import LOG_SCHEMA, daily_hours, read_spool  # noqa: E402
 
-DOC_MODULES = ("builtins", "os", "os.path", "re", "json", "collections", "itertools", "functools", "pathlib",
-               "datetime", "math", "statistics", "random", "string", "textwrap", "typing", "subprocess",
-               "shutil", "asyncio", "logging", "argparse", "csv", "sqlite3", "urllib.parse", "http.client",
-               "unittest", "dataclasses", "contextlib", "inspect", "io", "threading", "decimal", "heapq",
-               "email.message", "xml.etree.ElementTree", "zipfile", "tarfile", "socket", "ssl", "selectors",
-               "queue", "multiprocessing", "concurrent.futures", "pickle", "copy", "pprint", "enum", "abc",
-               "operator", "fractions", "hashlib", "secrets", "base64", "struct", "array", "bisect", "weakref",
-               "types", "traceback", "warnings", "time", "calendar", "locale", "gettext", "glob", "fnmatch",
-               "tempfile", "gzip", "bz2", "lzma", "zlib", "configparser", "tomllib", "http.server",
-               "urllib.request", "smtplib", "uuid", "ipaddress", "codecs", "difflib", "doctest", "pdb", "timeit",
-               "cProfile", "pstats", "importlib", "pkgutil", "ast", "dis", "tokenize", "platform", "sysconfig",
-               "signal", "mmap", "sched", "numbers", "shlex", "optparse", "numpy", "polars")
-ENGLISH = ("the a an and or but if then when while because so that this these those it its i you we they my our "
-           "your what how why which where who can could should would will do does did is are was were be been "
-           "have has had not no yes please help me explain show example write code function class file list "
-           "error problem way best fast simple easy need want get make use using work works working difference "
-           "between into from with without about for to of in on at by as like just also very more most some "
-           "any all each every other new old good bad right wrong first last next same different").split()
+DOC_MODULES = (
+    "builtins",
+    "os",
+    "os.path",
+    "re",
+    "json",
+    "collections",
+    "itertools",
+    "functools",
+    "pathlib",
+    "datetime",
+    "math",
+    "statistics",
+    "random",
+    "string",
+    "textwrap",
+    "typing",
+    "subprocess",
+    "shutil",
+    "asyncio",
+    "logging",
+    "argparse",
+    "csv",
+    "sqlite3",
+    "urllib.parse",
+    "http.client",
+    "unittest",
+    "dataclasses",
+    "contextlib",
+    "inspect",
+    "io",
+    "threading",
+    "decimal",
+    "heapq",
+    "email.message",
+    "xml.etree.ElementTree",
+    "zipfile",
+    "tarfile",
+    "socket",
+    "ssl",
+    "selectors",
+    "queue",
+    "multiprocessing",
+    "concurrent.futures",
+    "pickle",
+    "copy",
+    "pprint",
+    "enum",
+    "abc",
+    "operator",
+    "fractions",
+    "hashlib",
+    "secrets",
+    "base64",
+    "struct",
+    "array",
+    "bisect",
+    "weakref",
+    "types",
+    "traceback",
+    "warnings",
+    "time",
+    "calendar",
+    "locale",
+    "gettext",
+    "glob",
+    "fnmatch",
+    "tempfile",
+    "gzip",
+    "bz2",
+    "lzma",
+    "zlib",
+    "configparser",
+    "tomllib",
+    "http.server",
+    "urllib.request",
+    "smtplib",
+    "uuid",
+    "ipaddress",
+    "codecs",
+    "difflib",
+    "doctest",
+    "pdb",
+    "timeit",
+    "cProfile",
+    "pstats",
+    "importlib",
+    "pkgutil",
+    "ast",
+    "dis",
+    "tokenize",
+    "platform",
+    "sysconfig",
+    "signal",
+    "mmap",
+    "sched",
+    "numbers",
+    "shlex",
+    "optparse",
+    "numpy",
+    "polars",
+)
+ENGLISH = [
+    "the",
+    "a",
+    "an",
+    "and",
+    "or",
+    "but",
+    "if",
+    "then",
+    "when",
+    "while",
+    "because",
+    "so",
+    "that",
+    "this",
+    "these",
+    "those",
+    "it",
+    "its",
+    "i",
+    "you",
+    "we",
+    "they",
+    "my",
+    "our",
+    "your",
+    "what",
+    "how",
+    "why",
+    "which",
+    "where",
+    "who",
+    "can",
+    "could",
+    "should",
+    "would",
+    "will",
+    "do",
+    "does",
+    "did",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "have",
+    "has",
+    "had",
+    "not",
+    "no",
+    "yes",
+    "please",
+    "help",
+    "me",
+    "explain",
+    "show",
+    "example",
+    "write",
+    "code",
+    "function",
+    "class",
+    "file",
+    "list",
+    "error",
+    "problem",
+    "way",
+    "best",
+    "fast",
+    "simple",
+    "easy",
+    "need",
+    "want",
+    "get",
+    "make",
+    "use",
+    "using",
+    "work",
+    "works",
+    "working",
+    "difference",
+    "between",
+    "into",
+    "from",
+    "with",
+    "without",
+    "about",
+    "for",
+    "to",
+    "of",
+    "in",
+    "on",
+    "at",
+    "by",
+    "as",
+    "like",
+    "just",
+    "also",
+    "very",
+    "more",
+    "most",
+    "some",
+    "any",
+    "all",
+    "each",
+    "every",
+    "other",
+    "new",
+    "old",
+    "good",
+    "bad",
+    "right",
+    "wrong",
+    "first",
+    "last",
+    "next",
+    "same",
+    "different",
+]
 TEMPLATES = (
     "How do I {v} a {n} in Python?",
     "What does {m}.{f}() return?",
@@ -138,12 +343,62 @@ TEMPLATES = (
     "Fix this: {e}: {free}",
     "Summarize: {para}",
 )
-VERBS = ("sort", "parse", "read", "write", "copy", "merge", "split", "filter", "convert", "format", "compare",
-         "iterate", "serialize", "validate", "open", "close", "join", "cache", "test", "log")
-NOUNS = ("list", "dict", "string", "file", "path", "tuple", "generator", "iterator", "class", "module", "date",
-         "socket", "thread", "process", "decorator", "context manager", "dataclass", "regex", "JSON object", "CSV file")
-ERRORS = ("TypeError", "ValueError", "KeyError", "IndexError", "AttributeError", "ImportError", "RecursionError",
-          "UnicodeDecodeError", "FileNotFoundError", "ZeroDivisionError")
+VERBS = (
+    "sort",
+    "parse",
+    "read",
+    "write",
+    "copy",
+    "merge",
+    "split",
+    "filter",
+    "convert",
+    "format",
+    "compare",
+    "iterate",
+    "serialize",
+    "validate",
+    "open",
+    "close",
+    "join",
+    "cache",
+    "test",
+    "log",
+)
+NOUNS = (
+    "list",
+    "dict",
+    "string",
+    "file",
+    "path",
+    "tuple",
+    "generator",
+    "iterator",
+    "class",
+    "module",
+    "date",
+    "socket",
+    "thread",
+    "process",
+    "decorator",
+    "context manager",
+    "dataclass",
+    "regex",
+    "JSON object",
+    "CSV file",
+)
+ERRORS = (
+    "TypeError",
+    "ValueError",
+    "KeyError",
+    "IndexError",
+    "AttributeError",
+    "ImportError",
+    "RecursionError",
+    "UnicodeDecodeError",
+    "FileNotFoundError",
+    "ZeroDivisionError",
+)
 
 
 def documentation() -> list[str]:
@@ -176,8 +431,11 @@ def documentation() -> list[str]:
 def make_log(n: int, docs: list[str], start: datetime, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     doc_words = sorted({w for d in docs for w in re.findall(r"[A-Za-z_][A-Za-z_.]+", d)})
-    funcs = [(m, a) for m in ("os", "re", "json", "pathlib.Path", "itertools", "functools", "str", "dict")
-             for a in ("join", "split", "loads", "dumps", "sub", "chain", "reduce", "get", "items", "exists")]
+    funcs = [
+        (m, a)
+        for m in ("os", "re", "json", "pathlib.Path", "itertools", "functools", "str", "dict")
+        for a in ("join", "split", "loads", "dumps", "sub", "chain", "reduce", "get", "items", "exists")
+    ]
 
     def free() -> str:
         k = max(1, int(rng.lognormal(2.3, 0.8)))  # median ~10 words, long tail
@@ -190,9 +448,19 @@ def make_log(n: int, docs: list[str], start: datetime, seed: int) -> list[dict]:
         m, f = funcs[rng.integers(len(funcs))]
         para = docs[rng.integers(len(docs))]
         tail = " " + free() if t != "{free}" and rng.random() < 0.6 else ""  # context after the question
-        return t.format(v=VERBS[rng.integers(len(VERBS))], n=NOUNS[rng.integers(len(NOUNS))],
-                        n2=NOUNS[rng.integers(len(NOUNS))], m=m, f=f, e=ERRORS[rng.integers(len(ERRORS))],
-                        free=free(), para=para[: int(rng.integers(100, 1500))]) + tail
+        return (
+            t.format(
+                v=VERBS[rng.integers(len(VERBS))],
+                n=NOUNS[rng.integers(len(NOUNS))],
+                n2=NOUNS[rng.integers(len(NOUNS))],
+                m=m,
+                f=f,
+                e=ERRORS[rng.integers(len(ERRORS))],
+                free=free(),
+                para=para[: int(rng.integers(100, 1500))],
+            )
+            + tail
+        )
 
     popular = [prompt() for _ in range(500)]
     rows = []
@@ -207,19 +475,34 @@ def make_log(n: int, docs: list[str], start: datetime, seed: int) -> list[dict]:
         ov = "allow" if iv == "block" else rng.choice(["allow", "flag", "block"], p=[0.98, 0.017, 0.003])
         latency = float(rng.lognormal(6.5, 0.6))
         ts = start + timedelta(seconds=float(i) * 4 * 3600 / n)
-        rows.append({
-            "request_id": f"req-{seed}-{i:07d}", "ts": ts.isoformat(timespec="microseconds"),
-            "tenant": f"t{int(rng.integers(20))}", "key_id": f"k{int(rng.integers(200))}",
-            "endpoint": "chat.completions" if rng.random() < 0.8 else "completions", "model": "crawl2serve",
-            "served_model": "crawl2serve-lora", "model_version": "7", "adapter": "lora-7", "engine": "sglang",
-            "route": rng.choice(["stable", "canary", "fallback"], p=[0.9, 0.08, 0.02]), "stream": stream,
-            "status": status, "error": "upstream error" if failed else None, "prompt": p, "output": output,
-            "prompt_tokens": len(p) // 4, "completion_tokens": len(output) // 4, "latency_ms": latency,
-            "ttft_ms": latency * float(rng.uniform(0.05, 0.3)) if stream else None,
-            "input_verdict": iv, "output_verdict": ov,
-            "verdict_reasons": "" if iv == ov == "allow" else "pii;toxicity",
-            "finish_reason": None if failed else rng.choice(["stop", "length"], p=[0.9, 0.1]),
-        })
+        rows.append(
+            {
+                "request_id": f"req-{seed}-{i:07d}",
+                "ts": ts.isoformat(timespec="microseconds"),
+                "tenant": f"t{int(rng.integers(20))}",
+                "key_id": f"k{int(rng.integers(200))}",
+                "endpoint": "chat.completions" if rng.random() < 0.8 else "completions",
+                "model": "crawl2serve",
+                "served_model": "crawl2serve-lora",
+                "model_version": "7",
+                "adapter": "lora-7",
+                "engine": "sglang",
+                "route": rng.choice(["stable", "canary", "fallback"], p=[0.9, 0.08, 0.02]),
+                "stream": stream,
+                "status": status,
+                "error": "upstream error" if failed else None,
+                "prompt": p,
+                "output": output,
+                "prompt_tokens": len(p) // 4,
+                "completion_tokens": len(output) // 4,
+                "latency_ms": latency,
+                "ttft_ms": latency * float(rng.uniform(0.05, 0.3)) if stream else None,
+                "input_verdict": iv,
+                "output_verdict": ov,
+                "verdict_reasons": "" if iv == ov == "allow" else "pii;toxicity",
+                "finish_reason": None if failed else rng.choice(["stop", "length"], p=[0.9, 0.1]),
+            }
+        )
     return rows
 
 
@@ -250,9 +533,12 @@ def throughput() -> None:
     cores = len(os.sched_getaffinity(0))
     docs = documentation()
     corpus = pl.DataFrame({"text": docs}).with_columns(
-        pl.col("text").str.len_chars().alias("char_count"), pl.lit("en").alias("language"))
-    print(f"{len(docs)} documentation texts (mean {np.mean([len(d) for d in docs]):.0f} chars); "
-          f"{cores} core(s), polars threads {pl.thread_pool_size()}")
+        pl.col("text").str.len_chars().alias("char_count"), pl.lit("en").alias("language")
+    )
+    print(
+        f"{len(docs)} documentation texts (mean {np.mean([len(d) for d in docs]):.0f} chars); "
+        f"{cores} core(s), polars threads {pl.thread_pool_size()}"
+    )
 
     from crawl2serve.assets.training.base_model import train_bpe_tokenizer
 
@@ -268,13 +554,13 @@ def throughput() -> None:
         print(f"generated {a.rows} requests in {t_gen:.1f}s, spool {spool_mb:.0f} MB\n")
         (log, skipped), t_read = timed(read_spool, tmp, daily_hours("2026-11-23"))
     baseline = pl.DataFrame(baseline_rows, schema={**LOG_SCHEMA, "ts": pl.String}).with_columns(
-        pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC"))
+        pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC")
+    )
     n_distinct = log["prompt"].n_unique()
     prompt_chars = log["prompt"].str.len_chars()
 
     n_ref_docs = min(a.reference_docs, len(docs))
-    ref, t_ref = timed(build_reference, corpus, tokenizer, sample=n_ref_docs, seed=0,
-                       baseline_log_df=baseline)
+    ref, t_ref = timed(build_reference, corpus, tokenizer, sample=n_ref_docs, seed=0, baseline_log_df=baseline)
     cur1, t_cur1 = timed(build_current, log, tokenizer, workers=1)
     distinct = log["prompt"].unique(maintain_order=True).to_list()
     normalized = [normalize_text(t) for t in distinct]
@@ -318,34 +604,172 @@ def throughput() -> None:
         print(f"{name:52} {k:7d} {secs:8.2f} {k / secs:9.0f}")
     serial = t_read + t_ref + t_cur1 + t_import + t_drift + t_rates
     parallel = t_read + t_ref + t_cur2 + t_import + t_drift + t_rates
-    print(f"\nrows {n} ({skipped} torn line skipped), distinct prompts {n_distinct} ({n_distinct / n:.0%}), "
-          f"prompt chars median {prompt_chars.median():.0f} / p99 {prompt_chars.quantile(0.99):.0f}")
-    print(f"drift vs reference: share {result.drift_share:.2f}, drifted {result.drifted_columns}, "
-          f"skipped {list(result.skipped_columns)}; HTML {html_mb:.1f} MB")
+    print(
+        f"\nrows {n} ({skipped} torn line skipped), distinct prompts {n_distinct} ({n_distinct / n:.0%}), "
+        f"prompt chars median {prompt_chars.median():.0f} / p99 {prompt_chars.quantile(0.99):.0f}"
+    )
+    print(
+        f"drift vs reference: share {result.drift_share:.2f}, drifted {result.drifted_columns}, "
+        f"skipped {list(result.skipped_columns)}; HTML {html_mb:.1f} MB"
+    )
     print(f"drift_verdict: {verdict.verdict}, drifted {verdict.drifted_columns}; HTML {verdict_mb:.1f} MB")
     print("rates:", json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in health.items()}))
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (main process)")
-    print(f"goal: <= 15 s on 2 cores for {n} requests end to end (read + reference + descriptors + "
-          f"Evidently import + drift): {serial:.1f} s with 1 descriptor process, {parallel:.1f} s with {cores} "
-          f"({n / parallel:.0f} requests/s)")
+    print(
+        f"goal: <= 15 s on 2 cores for {n} requests end to end (read + reference + descriptors + "
+        f"Evidently import + drift): {serial:.1f} s with 1 descriptor process, {parallel:.1f} s with {cores} "
+        f"({n / parallel:.0f} requests/s)"
+    )
     asset = t_read + t_ref + t_cur2 + t_base + t_import + t_verdict + t_rates
-    print(f"the drift_report asset's path (descriptors of the hour and of the baseline, {cores} processes; "
-          f"drift_verdict with its HTML): {asset:.1f} s")
+    print(
+        f"the drift_report asset's path (descriptors of the hour and of the baseline, {cores} processes; "
+        f"drift_verdict with its HTML): {asset:.1f} s"
+    )
 
 
 # ----- rates: false positives and detection of the drift verdict ----------------------------------
-GERMAN = ("der ausschuss prüfte den jahresbericht und beschloss dass die bibliothek ihre öffnungszeiten verlängern "
-          "soll mehrere mitglieder wiesen darauf hin dass die studenten während der prüfungszeit um ruhige räume "
-          "gebeten hatten der schatzmeister erklärte dass das budget im nächsten frühjahr zwei weitere "
-          "mitarbeiter erlauben würde wie kann ich eine liste in python sortieren und warum gibt meine funktion "
-          "keinen wert zurück wenn ich die datei öffne").split()
-FRENCH = ("les habitants de la ville travaillent dans les champs et dans les boutiques près de la rivière pendant "
-          "que leurs enfants vont à l'école chaque matin comment est-ce que je peux trier une liste en python et "
-          "pourquoi ma fonction ne renvoie rien quand j'ouvre le fichier avec le module des expressions "
-          "régulières le marché était plein de pain frais de fromage et de légumes").split()
-DEMO_PROMPTS = ("The itertools module provides", "To open a file for reading, use", "The json module can serialize",
-                "A dictionary maps keys to", "The subprocess module lets you",
-                "Regular expressions in Python are handled by")  # serving/__main__.py's demo requests
+GERMAN = [
+    "der",
+    "ausschuss",
+    "prüfte",
+    "den",
+    "jahresbericht",
+    "und",
+    "beschloss",
+    "dass",
+    "die",
+    "bibliothek",
+    "ihre",
+    "öffnungszeiten",
+    "verlängern",
+    "soll",
+    "mehrere",
+    "mitglieder",
+    "wiesen",
+    "darauf",
+    "hin",
+    "dass",
+    "die",
+    "studenten",
+    "während",
+    "der",
+    "prüfungszeit",
+    "um",
+    "ruhige",
+    "räume",
+    "gebeten",
+    "hatten",
+    "der",
+    "schatzmeister",
+    "erklärte",
+    "dass",
+    "das",
+    "budget",
+    "im",
+    "nächsten",
+    "frühjahr",
+    "zwei",
+    "weitere",
+    "mitarbeiter",
+    "erlauben",
+    "würde",
+    "wie",
+    "kann",
+    "ich",
+    "eine",
+    "liste",
+    "in",
+    "python",
+    "sortieren",
+    "und",
+    "warum",
+    "gibt",
+    "meine",
+    "funktion",
+    "keinen",
+    "wert",
+    "zurück",
+    "wenn",
+    "ich",
+    "die",
+    "datei",
+    "öffne",
+]
+FRENCH = [
+    "les",
+    "habitants",
+    "de",
+    "la",
+    "ville",
+    "travaillent",
+    "dans",
+    "les",
+    "champs",
+    "et",
+    "dans",
+    "les",
+    "boutiques",
+    "près",
+    "de",
+    "la",
+    "rivière",
+    "pendant",
+    "que",
+    "leurs",
+    "enfants",
+    "vont",
+    "à",
+    "l'école",
+    "chaque",
+    "matin",
+    "comment",
+    "est-ce",
+    "que",
+    "je",
+    "peux",
+    "trier",
+    "une",
+    "liste",
+    "en",
+    "python",
+    "et",
+    "pourquoi",
+    "ma",
+    "fonction",
+    "ne",
+    "renvoie",
+    "rien",
+    "quand",
+    "j'ouvre",
+    "le",
+    "fichier",
+    "avec",
+    "le",
+    "module",
+    "des",
+    "expressions",
+    "régulières",
+    "le",
+    "marché",
+    "était",
+    "plein",
+    "de",
+    "pain",
+    "frais",
+    "de",
+    "fromage",
+    "et",
+    "de",
+    "légumes",
+]
+DEMO_PROMPTS = (
+    "The itertools module provides",
+    "To open a file for reading, use",
+    "The json module can serialize",
+    "A dictionary maps keys to",
+    "The subprocess module lets you",
+    "Regular expressions in Python are handled by",
+)  # serving/__main__.py's demo requests
 SHIFTS = ("language", "long_prompts", "latency_x3", "error_burst")
 IN_GROUPS = ("steady", "early", "demo")
 HOUR_SIZES = (30, 300)
@@ -359,27 +783,37 @@ def hour_size(rng: np.random.Generator) -> int:
 #: shift -> (share of prompts in German/French, prompt kind, latency factor, share of 5xx)
 SHIFT_PARAMS = {
     None: (0.0, "snippet", 1.0, 0.005),
-    "language": (1.0, "snippet", 1.0, 0.005), "long_prompts": (0.0, "documents", 1.0, 0.005),
-    "latency_x3": (0.0, "snippet", 3.0, 0.005), "error_burst": (0.0, "snippet", 1.0, 0.2),
+    "language": (1.0, "snippet", 1.0, 0.005),
+    "long_prompts": (0.0, "documents", 1.0, 0.005),
+    "latency_x3": (0.0, "snippet", 3.0, 0.005),
+    "error_burst": (0.0, "snippet", 1.0, 0.2),
     # moderate shifts, not part of the goal: where detection fades
-    "language_30%": (0.3, "snippet", 1.0, 0.005), "prompts_x2": (0.0, "snippet_x2", 1.0, 0.005),
-    "latency_x1.5": (0.0, "snippet", 1.5, 0.005), "errors_5%": (0.0, "snippet", 1.0, 0.05),
+    "language_30%": (0.3, "snippet", 1.0, 0.005),
+    "prompts_x2": (0.0, "snippet_x2", 1.0, 0.005),
+    "latency_x1.5": (0.0, "snippet", 1.5, 0.005),
+    "errors_5%": (0.0, "snippet", 1.0, 0.05),
     # a negligible change in large hours (2,000 requests): a p-value alone flags it, PSI does not
     "latency_x1.1_large": (0.0, "snippet", 1.1, 0.005),
 }
 MODERATE = ("language_30%", "prompts_x2", "latency_x1.5", "errors_5%", "latency_x1.1_large")
 
 
-def simulate_hour(n: int, docs: list[str], rng: np.random.Generator, shift: str | None = None,
-                  start: datetime = datetime(2026, 11, 23, 6, tzinfo=UTC)) -> pl.DataFrame:
+def simulate_hour(
+    n: int,
+    docs: list[str],
+    rng: np.random.Generator,
+    shift: str | None = None,
+    start: datetime = datetime(2026, 11, 23, 6, tzinfo=UTC),
+) -> pl.DataFrame:
     """``n`` requests of one hour (:data:`LOG_SCHEMA`): in-distribution, or with one ``shift``
     (:data:`SHIFT_PARAMS`)."""
     foreign, kind, scale, error_p = SHIFT_PARAMS[shift]
     seed = int(rng.integers(2**31))
     corpus = pl.DataFrame({"text": docs})
     if kind == "documents":  # 3-10 pasted documents
-        prompts = ["\n\n".join(docs[int(rng.integers(len(docs)))] for _ in range(int(rng.integers(3, 11))))
-                   for _ in range(n)]
+        prompts = [
+            "\n\n".join(docs[int(rng.integers(len(docs)))] for _ in range(int(rng.integers(3, 11)))) for _ in range(n)
+        ]
     elif kind == "snippet_x2":  # twice as long on average: 8-128 words instead of 4-64
         prompts = corpus_snippets(corpus, n, min_words=8, max_words=128, seed=seed)["text"].to_list()
     else:
@@ -387,8 +821,10 @@ def simulate_hour(n: int, docs: list[str], rng: np.random.Generator, shift: str 
     for i in range(n):
         if rng.random() < foreign:
             words = (GERMAN, FRENCH)[int(rng.integers(2))]
-            prompts[i] = " ".join(words[int(rng.integers(len(words)))]
-                                  for _ in range(int(rng.integers(6, 40)))).capitalize() + "?"
+            prompts[i] = (
+                " ".join(words[int(rng.integers(len(words)))] for _ in range(int(rng.integers(6, 40)))).capitalize()
+                + "?"
+            )
     rows = []
     for i, p in enumerate(prompts):
         failed = bool(rng.random() < error_p)
@@ -399,34 +835,80 @@ def simulate_hour(n: int, docs: list[str], rng: np.random.Generator, shift: str 
         iv = str(rng.choice(["allow", "flag", "block"], p=[0.97, 0.025, 0.005]))
         ov = "allow" if iv == "block" else str(rng.choice(["allow", "flag", "block"], p=[0.98, 0.017, 0.003]))
         latency = float(rng.lognormal(6.5, 0.6)) * scale
-        rows.append(_log_row(i, seed, start, p, output, status, stream, latency,
-                             latency * float(rng.uniform(0.05, 0.3)) if stream else None, iv, ov))
+        rows.append(
+            _log_row(
+                i,
+                seed,
+                start,
+                p,
+                output,
+                status,
+                stream,
+                latency,
+                latency * float(rng.uniform(0.05, 0.3)) if stream else None,
+                iv,
+                ov,
+            )
+        )
     return _log_frame(rows)
 
 
-def demo_baseline(docs: list[str], rng: np.random.Generator,
-                  start: datetime = datetime(2026, 11, 23, 5, tzinfo=UTC)) -> pl.DataFrame:
+def demo_baseline(
+    docs: list[str], rng: np.random.Generator, start: datetime = datetime(2026, 11, 23, 5, tzinfo=UTC)
+) -> pl.DataFrame:
     """The 6 requests of ``python -m crawl2serve.serving demo`` (max_tokens=16; every 4th from the second streamed)."""
     rows = []
     for i, p in enumerate(DEMO_PROMPTS):
         stream = i % 4 == 1
         latency = float(rng.lognormal(6.5, 0.6))
         out = docs[int(rng.integers(len(docs)))][:64]
-        rows.append(_log_row(i, 0, start, p, out, 200, stream, latency, latency * 0.2 if stream else None,
-                             "allow", "allow", completion_tokens=16))
+        rows.append(
+            _log_row(
+                i,
+                0,
+                start,
+                p,
+                out,
+                200,
+                stream,
+                latency,
+                latency * 0.2 if stream else None,
+                "allow",
+                "allow",
+                completion_tokens=16,
+            )
+        )
     return _log_frame(rows)
 
 
 def _log_row(i, seed, start, prompt, output, status, stream, latency, ttft, iv, ov, completion_tokens=None):
     failed = status >= 500
-    return {"request_id": f"sim-{seed}-{i}", "ts": start + timedelta(seconds=i), "tenant": "t0", "key_id": "k0",
-            "endpoint": "completions", "model": "crawl2serve", "served_model": "crawl2serve-lora",
-            "model_version": "7", "adapter": "lora-7", "engine": "sglang", "route": "stable", "stream": stream,
-            "status": status, "error": "upstream error" if failed else None, "prompt": prompt, "output": output,
-            "prompt_tokens": len(prompt) // 4,
-            "completion_tokens": completion_tokens if completion_tokens is not None else len(output) // 4,
-            "latency_ms": latency, "ttft_ms": ttft, "input_verdict": iv, "output_verdict": ov,
-            "verdict_reasons": "" if iv == ov == "allow" else "pii", "finish_reason": None if failed else "stop"}
+    return {
+        "request_id": f"sim-{seed}-{i}",
+        "ts": start + timedelta(seconds=i),
+        "tenant": "t0",
+        "key_id": "k0",
+        "endpoint": "completions",
+        "model": "crawl2serve",
+        "served_model": "crawl2serve-lora",
+        "model_version": "7",
+        "adapter": "lora-7",
+        "engine": "sglang",
+        "route": "stable",
+        "stream": stream,
+        "status": status,
+        "error": "upstream error" if failed else None,
+        "prompt": prompt,
+        "output": output,
+        "prompt_tokens": len(prompt) // 4,
+        "completion_tokens": completion_tokens if completion_tokens is not None else len(output) // 4,
+        "latency_ms": latency,
+        "ttft_ms": ttft,
+        "input_verdict": iv,
+        "output_verdict": ov,
+        "verdict_reasons": "" if iv == ov == "allow" else "pii",
+        "finish_reason": None if failed else "stop",
+    }
 
 
 def _log_frame(rows: list[dict]) -> pl.DataFrame:
@@ -454,20 +936,25 @@ def old_rule(current, snippet_reference, baseline, requests: int):
     return drift_report(cur, ref, columns, drift_share_threshold=0.5, num_method="ks", cat_method="chisquare")
 
 
-def _variants(rule: DriftRule) -> dict[str, "callable"]:
+def _variants(rule: DriftRule) -> dict[str, callable]:
     """Dataset rules over one verdict's per-column (p, PSI): the calibration table."""
+
     def judge(v, *, p_of, psi_gate, count=None, share=None):
         tested = [c for c in v.columns.values() if c.p_value is not None]
         if not tested:
             return False
         bound = p_of(len(tested))
-        drifted = [c for c in tested if (bound is None or c.p_value < bound) and (not psi_gate or c.psi > rule.psi_threshold)]
+        drifted = [
+            c for c in tested if (bound is None or c.p_value < bound) and (not psi_gate or c.psi > rule.psi_threshold)
+        ]
         return len(drifted) >= count if count is not None else len(drifted) / len(tested) >= share
 
     bonf = lambda m: rule.alpha / m  # noqa: E731
     raw = lambda m: rule.alpha  # noqa: E731
     return {
-        "new tests, p < 0.05 only, share >= 0.5 (old dataset rule)": lambda v: judge(v, p_of=raw, psi_gate=False, share=0.5),
+        "new tests, p < 0.05 only, share >= 0.5 (old dataset rule)": lambda v: judge(
+            v, p_of=raw, psi_gate=False, share=0.5
+        ),
         "p < 0.05 only (no Bonferroni), >= 1 column": lambda v: judge(v, p_of=raw, psi_gate=False, count=1),
         "p < 0.05 and PSI > 0.2 (no Bonferroni), >= 1 column": lambda v: judge(v, p_of=raw, psi_gate=True, count=1),
         "p < 0.05/m only, >= 1 column": lambda v: judge(v, p_of=bonf, psi_gate=False, count=1),
@@ -488,8 +975,10 @@ def error_rates() -> None:
     snippet_reference = build_reference(corpus_snippets(corpus, 2000, seed=0), tokenizer, sample=None)
     rule = DriftRule()
     n = a.hours
-    print(f"{len(docs)} documentation texts; prompt reference: 2,000 corpus snippets; {n} hours per group; "
-          f"hour sizes {HOUR_SIZES[0]}-{HOUR_SIZES[1]} requests (log-uniform); rule: {rule.describe(len(ALL_COLUMNS))}\n")
+    print(
+        f"{len(docs)} documentation texts; prompt reference: 2,000 corpus snippets; {n} hours per group; "
+        f"hour sizes {HOUR_SIZES[0]}-{HOUR_SIZES[1]} requests (log-uniform); rule: {rule.describe(len(ALL_COLUMNS))}\n"
+    )
 
     t0 = time.perf_counter()
     # one in-distribution timeline: 24 warm-up hours, then n steady hours judged against their 24 previous,
@@ -497,7 +986,7 @@ def error_rates() -> None:
     timeline = [build_current(simulate_hour(hour_size(rng), docs, rng), tokenizer) for _ in range(24 + n)]
     cases: list[tuple[str, pd.DataFrame, pd.DataFrame | None, int]] = []
     for i in range(24, 24 + n):
-        cases.append(("steady", timeline[i], pd.concat(timeline[i - 24:i], ignore_index=True), len(timeline[i])))
+        cases.append(("steady", timeline[i], pd.concat(timeline[i - 24 : i], ignore_index=True), len(timeline[i])))
     for i in range(n):  # a fresh deployment: hour k judged against hours 0..k-1
         k = i % 6
         hours = [build_current(simulate_hour(hour_size(rng), docs, rng), tokenizer) for _ in range(k + 1)]
@@ -535,15 +1024,24 @@ def error_rates() -> None:
         for name, judge in variants.items():
             flags[name].append((group, judge(v)))
         if group == "demo" and [g for g, _ in flags["new rule"]].count("demo") == 1:
-            print(f"observed case, 120 in-distribution requests vs the 6 demo requests: new rule: {v.verdict}, "
-                  f"{len(v.tested_columns)} columns tested, drifted {v.drifted_columns}, no verdict "
-                  f"{sorted(v.no_verdict)}"
-                  + ("" if a.no_old else f"; old rule: {len(old.drifted_columns)} of {len(old.per_column)} columns "
-                     f"drifted (share {old.drift_share:.2f}): {old.drifted_columns}"))
+            print(
+                f"observed case, 120 in-distribution requests vs the 6 demo requests: new rule: {v.verdict}, "
+                f"{len(v.tested_columns)} columns tested, drifted {v.drifted_columns}, no verdict "
+                f"{sorted(v.no_verdict)}"
+                + (
+                    ""
+                    if a.no_old
+                    else f"; old rule: {len(old.drifted_columns)} of {len(old.per_column)} columns "
+                    f"drifted (share {old.drift_share:.2f}): {old.drifted_columns}"
+                )
+            )
     sizes = [s for _, _, _, s in cases]
-    print(f"{len(cases)} hours simulated and described in {t_sim:.0f} s (median {int(np.median(sizes))} requests); "
-          f"judging: new rule {t_new / len(cases) * 1000:.0f} ms/hour"
-          + ("" if a.no_old else f", old rule (Evidently) {t_old / len(cases) * 1000:.0f} ms/hour") + "\n")
+    print(
+        f"{len(cases)} hours simulated and described in {t_sim:.0f} s (median {int(np.median(sizes))} requests); "
+        f"judging: new rule {t_new / len(cases) * 1000:.0f} ms/hour"
+        + ("" if a.no_old else f", old rule (Evidently) {t_old / len(cases) * 1000:.0f} ms/hour")
+        + "\n"
+    )
 
     def pct(group_flags: list[bool]) -> str:
         return f"{100 * sum(group_flags) / len(group_flags):5.1f}%" if group_flags else "    -"
@@ -563,14 +1061,19 @@ def error_rates() -> None:
     print("  ".join([" " * widths[0]] + [f"{s}".rjust(18) for s in MODERATE]))
     for name in ("old rule (main)", "new rule", "p < 0.05/m only, >= 1 column"):
         if flags[name]:
-            print("  ".join([name.ljust(widths[0])] + [pct([f for g, f in flags[name] if g == s]).rjust(18)
-                                                      for s in MODERATE]))
+            print(
+                "  ".join(
+                    [name.ljust(widths[0])] + [pct([f for g, f in flags[name] if g == s]).rjust(18) for s in MODERATE]
+                )
+            )
     n_in, n_sh = sum(g in IN_GROUPS for g, *_ in cases), sum(g in SHIFTS for g, *_ in cases)
     print(f"\ncolumns drifted in the new rule's false positives: {fp_columns or 'none'}")
     fp = sum(f for g, f in flags["new rule"] if g in IN_GROUPS) / n_in
     det = sum(f for g, f in flags["new rule"] if g in SHIFTS) / n_sh
-    print(f"\ngoal: <= 5% false positives over {n_in} in-distribution hours, >= 95% detection over {n_sh} shifted "
-          f"hours: new rule {fp:.1%} / {det:.1%} ({'met' if fp <= 0.05 and det >= 0.95 else 'NOT met'})")
+    print(
+        f"\ngoal: <= 5% false positives over {n_in} in-distribution hours, >= 95% detection over {n_sh} shifted "
+        f"hours: new rule {fp:.1%} / {det:.1%} ({'met' if fp <= 0.05 and det >= 0.95 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -44,33 +44,101 @@ import sys
 import time
 from pathlib import Path
 
-_SPECIALS = ("\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201a"
-             "\u201c-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122")  # bytes 0x80-0x9f in windows-1252
-_CONT = "\u0080-\u00bf" + _SPECIALS           # a continuation byte as windows-1252 or latin-1 shows it
+_SPECIALS = (
+    "\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201a"
+    "\u201c-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122"
+)  # bytes 0x80-0x9f in windows-1252
+_CONT = "\u0080-\u00bf" + _SPECIALS  # a continuation byte as windows-1252 or latin-1 shows it
 _CONT_NO_NBSP = "\u0080-\u009f\u00a1-\u00bf" + _SPECIALS
 # UTF-8 read as windows-1252/latin-1: a 2-byte lead (Â Ã: Latin-1, Ð Ñ: Cyrillic) or a 3-byte lead (à-ï) and
 # continuation bytes ("Ã©", "â€”", "Ð¿"). "é\xa0»" (French spacing) is not counted: no NBSP after a 3-byte lead.
 MOJIBAKE = re.compile(f"[\u00c2\u00c3\u00d0\u00d1][{_CONT}]|[\u00e0-\u00ef][{_CONT_NO_NBSP}][{_CONT}]")
 NAV_WORDS = {
-    "Prev", "Previous", "Next", "Up", "Home", "index", "Index", "modules", "next", "previous", "Navigation",
-    "weiter", "zurück", "suivant", "précédent", "siguiente", "anterior", "successivo", "precedente",
-    "далее", "назад", "次へ", "前へ", "索引", "モジュール", "Индекс", "Índice", "Indice",
+    "Prev",
+    "Previous",
+    "Next",
+    "Up",
+    "Home",
+    "index",
+    "Index",
+    "modules",
+    "next",
+    "previous",
+    "Navigation",
+    "weiter",
+    "zurück",
+    "suivant",
+    "précédent",
+    "siguiente",
+    "anterior",
+    "successivo",
+    "precedente",
+    "далее",
+    "назад",
+    "次へ",
+    "前へ",
+    "索引",
+    "モジュール",
+    "Индекс",
+    "Índice",
+    "Indice",
 }
 DOCBOOK_WORDS = {"Prev", "Next", "Up", "Home"}
 SPHINX_LABELS = {
-    "Previous topic", "Next topic", "This Page", "Quick search", "Show Source", "Report a Bug",
-    "Vorheriges Thema", "Nächstes Thema", "Diese Seite", "Schnellsuche", "Quellcode anzeigen",
-    "Sujet précédent", "Sujet suivant", "Cette page", "Recherche rapide", "Montrer le code source",
-    "Argomento precedente", "Argomento successivo", "Questa pagina", "Ricerca veloce", "Mostra sorgente",
-    "前のトピックへ", "次のトピックへ", "このページ", "クイック検索", "ソースコードを表示",
-    "Предыдущий раздел", "Следующий раздел", "Эта страница", "Быстрый поиск", "Исходный текст",
+    "Previous topic",
+    "Next topic",
+    "This Page",
+    "Quick search",
+    "Show Source",
+    "Report a Bug",
+    "Vorheriges Thema",
+    "Nächstes Thema",
+    "Diese Seite",
+    "Schnellsuche",
+    "Quellcode anzeigen",
+    "Sujet précédent",
+    "Sujet suivant",
+    "Cette page",
+    "Recherche rapide",
+    "Montrer le code source",
+    "Argomento precedente",
+    "Argomento successivo",
+    "Questa pagina",
+    "Ricerca veloce",
+    "Mostra sorgente",
+    "前のトピックへ",
+    "次のトピックへ",
+    "このページ",
+    "クイック検索",
+    "ソースコードを表示",
+    "Предыдущий раздел",
+    "Следующий раздел",
+    "Эта страница",
+    "Быстрый поиск",
+    "Исходный текст",
 }
-SPHINX_FOOTER = re.compile(r"(?:^|\. )(?:Created using|Erstellt mit|Créé en utilisant|Creato con|Создано с помощью) "
-                           r"Sphinx \d|Sphinx \d[\d.]* (?:で|を使用)")
-JAVADOC_BAR = {"Overview", "Module", "Package", "Class", "Use", "Tree", "Preview", "New", "Deprecated",
-               "Index", "Help", "Search"}
-JAVADOC_LINE = re.compile(r"^(Skip navigation links|(Summary|Detail):( ?(\w+ \| )*\w+)?|SEARCH:?|"
-                          r"Report a bug or suggest an enhancement)$")
+SPHINX_FOOTER = re.compile(
+    r"(?:^|\. )(?:Created using|Erstellt mit|Créé en utilisant|Creato con|Создано с помощью) "
+    r"Sphinx \d|Sphinx \d[\d.]* (?:で|を使用)"
+)
+JAVADOC_BAR = {
+    "Overview",
+    "Module",
+    "Package",
+    "Class",
+    "Use",
+    "Tree",
+    "Preview",
+    "New",
+    "Deprecated",
+    "Index",
+    "Help",
+    "Search",
+}
+JAVADOC_LINE = re.compile(
+    r"^(Skip navigation links|(Summary|Detail):( ?(\w+ \| )*\w+)?|SEARCH:?|"
+    r"Report a bug or suggest an enhancement)$"
+)
 _SPLIT = re.compile(r"[\s|»«•·]+")
 _WORD = re.compile(r"\w+")
 
@@ -78,9 +146,16 @@ _WORD = re.compile(r"\w+")
 def site_of(top: str) -> tuple[str, str]:
     """(site, generator) of an unpacked package directory name."""
     name = top.split("_")[0]
-    for prefix, gen in (("postgresql-doc", "docbook"), ("debian-reference", "docbook"),
-                        ("maint-guide", "docbook"), ("debian-faq", "docbook"), ("python3", "sphinx"),
-                        ("sphinx-doc", "sphinx"), ("developers-reference", "sphinx"), ("openjdk", "javadoc")):
+    for prefix, gen in (
+        ("postgresql-doc", "docbook"),
+        ("debian-reference", "docbook"),
+        ("maint-guide", "docbook"),
+        ("debian-faq", "docbook"),
+        ("python3", "sphinx"),
+        ("sphinx-doc", "sphinx"),
+        ("developers-reference", "sphinx"),
+        ("openjdk", "javadoc"),
+    ):
         if name.startswith(prefix):
             return prefix, gen
     return name, ""
@@ -141,9 +216,12 @@ def nav_lines(text: str, titles: set[str]) -> collections.Counter:
             continue
         rest = [c for c in cells if c not in titles]
         rest_tokens = [t for c in rest for t in _SPLIT.split(c) if t]
-        if (tokens and rest_tokens and all(t in NAV_WORDS for t in rest_tokens) and (
-                len(rest_tokens) >= 2 or (rest_tokens[0] in DOCBOOK_WORDS and "\t" in raw))) or sum(
-                c in DOCBOOK_WORDS for c in cells) >= 2:
+        if (
+            tokens
+            and rest_tokens
+            and all(t in NAV_WORDS for t in rest_tokens)
+            and (len(rest_tokens) >= 2 or (rest_tokens[0] in DOCBOOK_WORDS and "\t" in raw))
+        ) or sum(c in DOCBOOK_WORDS for c in cells) >= 2:
             found["words"] += 1
         elif raw.count("\t") >= 2 and any(c in titles for c in cells):
             found["titles"] += 1
@@ -187,14 +265,26 @@ def measure(pages, extract_html) -> list[dict]:
         want = collections.Counter(region)
         recall = sum(min(c, kept[w]) for w, c in want.items()) / max(len(region), 1)
         nav = nav_lines(ex.text, link_titles(tree))
-        out.append({
-            "site": site, "gen": gen, "path": path, "bytes": len(body), "encoding": ex.encoding,
-            "text_hash": hashlib.blake2b(ex.text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest(),
-            "words": len(_WORD.findall(ex.text)), "mojibake": len(MOJIBAKE.findall(ex.text)),
-            "replacement": ex.text.count("\ufffd"), "garbled_lines": garbled_lines(ex.text, ex.encoding), "nav": dict(nav), "content_words": len(region),
-            "content_recall": round(recall, 4), "seconds": seconds, "text": ex.text,
-            "titles": sorted(link_titles(tree)),
-        })
+        out.append(
+            {
+                "site": site,
+                "gen": gen,
+                "path": path,
+                "bytes": len(body),
+                "encoding": ex.encoding,
+                "text_hash": hashlib.blake2b(ex.text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest(),
+                "words": len(_WORD.findall(ex.text)),
+                "mojibake": len(MOJIBAKE.findall(ex.text)),
+                "replacement": ex.text.count("\ufffd"),
+                "garbled_lines": garbled_lines(ex.text, ex.encoding),
+                "nav": dict(nav),
+                "content_words": len(region),
+                "content_recall": round(recall, 4),
+                "seconds": seconds,
+                "text": ex.text,
+                "titles": sorted(link_titles(tree)),
+            }
+        )
     return out
 
 
@@ -204,8 +294,10 @@ def _no_nav(rec: dict) -> list[str]:
     return [line for line in rec["text"].split("\n") if not nav_lines(line, titles)]
 
 
-NAV_ELEMENTS = ("div.navheader, div.navfooter, div.related, div.sphinxsidebar, div.footer, header, nav, footer, "
-                "div.topNav, div.subNav, div.bottomNav")
+NAV_ELEMENTS = (
+    "div.navheader, div.navfooter, div.related, div.sphinxsidebar, div.footer, header, nav, footer, "
+    "div.topNav, div.subNav, div.bottomNav"
+)
 
 
 def content_kept(old: dict, new: dict) -> float:
@@ -222,8 +314,9 @@ def content_kept(old: dict, new: dict) -> float:
         from selectolax.lexbor import LexborHTMLParser
 
         tree = LexborHTMLParser(Path(old["path"]).read_bytes())
-        nav = collections.Counter(w for node in tree.css(NAV_ELEMENTS)
-                                  for w in _WORD.findall(node.text(separator=" ").lower()))
+        nav = collections.Counter(
+            w for node in tree.css(NAV_ELEMENTS) for w in _WORD.findall(node.text(separator=" ").lower())
+        )
         lost -= nav
     return 1 - sum(lost.values()) / total
 
@@ -231,12 +324,15 @@ def content_kept(old: dict, new: dict) -> float:
 def compare(old_path: str, new_path: str) -> None:
     def load(p):
         return {r["path"]: r for r in map(json.loads, open(p, encoding="utf-8"))}
+
     old, new = load(old_path), load(new_path)
     paths = [p for p in old if p in new]
     print(f"{len(paths)} pages in both runs\n")
-    print("| site | pages | encoding differs (text differs) | mojibake pages before → after | U+FFFD pages before → after "
-          "| pages keeping navigation before → after | garbled pages before → after "
-          "| old content words kept, median (min) | pages keeping < 99% |")
+    print(
+        "| site | pages | encoding differs (text differs) | mojibake pages before → after | U+FFFD pages before → after "
+        "| pages keeping navigation before → after | garbled pages before → after "
+        "| old content words kept, median (min) | pages keeping < 99% |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     by_site = collections.defaultdict(list)
     for p in paths:
@@ -250,28 +346,45 @@ def compare(old_path: str, new_path: str) -> None:
         tdiff = sum(a["encoding"] != b["encoding"] and _no_nav(a) != _no_nav(b) for a, b in zip(o, n))
         kept = [content_kept(a, b) for a, b in zip(o, n)]
         row = {
-            "pages": len(ps), "diff": diff, "tdiff": tdiff,
-            "moj_o": sum(r["mojibake"] > 0 for r in o), "moj_n": sum(r["mojibake"] > 0 for r in n),
-            "rep_o": sum(r["replacement"] > 0 for r in o), "rep_n": sum(r["replacement"] > 0 for r in n),
-            "nav_o": sum(bool(r["nav"]) for r in o), "nav_n": sum(bool(r["nav"]) for r in n),
-            "garb_o": sum(r["garbled_lines"] > 0 for r in o), "garb_n": sum(r["garbled_lines"] > 0 for r in n),
+            "pages": len(ps),
+            "diff": diff,
+            "tdiff": tdiff,
+            "moj_o": sum(r["mojibake"] > 0 for r in o),
+            "moj_n": sum(r["mojibake"] > 0 for r in n),
+            "rep_o": sum(r["replacement"] > 0 for r in o),
+            "rep_n": sum(r["replacement"] > 0 for r in n),
+            "nav_o": sum(bool(r["nav"]) for r in o),
+            "nav_n": sum(bool(r["nav"]) for r in n),
+            "garb_o": sum(r["garbled_lines"] > 0 for r in o),
+            "garb_n": sum(r["garbled_lines"] > 0 for r in n),
             "lost": sum(k < 0.99 for k in kept),
         }
         totals.update(row)
-        recall[site] = (statistics.median(r["content_recall"] for r in o),
-                        statistics.median(r["content_recall"] for r in n))
-        print(f"| {site} | {row['pages']} | {diff} ({tdiff}) | {row['moj_o']} → {row['moj_n']} | {row['rep_o']} → "
-              f"{row['rep_n']} | {row['nav_o']} ({100 * row['nav_o'] / len(ps):.1f}%) → {row['nav_n']} "
-              f"({100 * row['nav_n'] / len(ps):.1f}%) | {row['garb_o']} → {row['garb_n']} "
-              f"| {statistics.median(kept):.4f} ({min(kept):.3f}) "
-              f"| {row['lost']} |")
-    print(f"| **all** | {totals['pages']} | {totals['diff']} ({totals['tdiff']}) | {totals['moj_o']} → "
-          f"{totals['moj_n']} | {totals['rep_o']} → {totals['rep_n']} | {totals['nav_o']} → {totals['nav_n']} | "
-          f"{totals['garb_o']} → {totals['garb_n']} | | {totals['lost']} |")
-    print("\ncontent_recall median before → after:", ", ".join(f"{s} {a:.3f} → {b:.3f}" for s, (a, b) in recall.items()))
-    enc = collections.Counter((old[p]["encoding"], new[p]["encoding"]) for p in paths
-                              if old[p]["encoding"] != new[p]["encoding"])
-    print("\nencoding changes (before → after: pages):", ", ".join(f"{a} → {b}: {c}" for (a, b), c in enc.most_common()))
+        recall[site] = (
+            statistics.median(r["content_recall"] for r in o),
+            statistics.median(r["content_recall"] for r in n),
+        )
+        print(
+            f"| {site} | {row['pages']} | {diff} ({tdiff}) | {row['moj_o']} → {row['moj_n']} | {row['rep_o']} → "
+            f"{row['rep_n']} | {row['nav_o']} ({100 * row['nav_o'] / len(ps):.1f}%) → {row['nav_n']} "
+            f"({100 * row['nav_n'] / len(ps):.1f}%) | {row['garb_o']} → {row['garb_n']} "
+            f"| {statistics.median(kept):.4f} ({min(kept):.3f}) "
+            f"| {row['lost']} |"
+        )
+    print(
+        f"| **all** | {totals['pages']} | {totals['diff']} ({totals['tdiff']}) | {totals['moj_o']} → "
+        f"{totals['moj_n']} | {totals['rep_o']} → {totals['rep_n']} | {totals['nav_o']} → {totals['nav_n']} | "
+        f"{totals['garb_o']} → {totals['garb_n']} | | {totals['lost']} |"
+    )
+    print(
+        "\ncontent_recall median before → after:", ", ".join(f"{s} {a:.3f} → {b:.3f}" for s, (a, b) in recall.items())
+    )
+    enc = collections.Counter(
+        (old[p]["encoding"], new[p]["encoding"]) for p in paths if old[p]["encoding"] != new[p]["encoding"]
+    )
+    print(
+        "\nencoding changes (before → after: pages):", ", ".join(f"{a} → {b}: {c}" for (a, b), c in enc.most_common())
+    )
     markers = collections.Counter()
     for p in paths:
         markers.update({f"{k} (after)": 1 for k in new[p]["nav"]})
@@ -286,13 +399,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default="/work/realdocs/x")
     ap.add_argument("--out")
-    ap.add_argument("--code", default=str(Path(__file__).resolve().parents[1]),
-                    help="checkout whose assets.corpus.extract is measured")
+    ap.add_argument(
+        "--code",
+        default=str(Path(__file__).resolve().parents[1]),
+        help="checkout whose assets.corpus.extract is measured",
+    )
     ap.add_argument("--javadoc-every", type=int, default=5, help="take every n-th Javadoc page")
     ap.add_argument("--time-only", action="store_true", help="only extract every page once (for timing)")
     ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
-    ap.add_argument("--warc-read", metavar="WARC",
-                    help="time iter_records over WARC (written from the pages first if it does not exist)")
+    ap.add_argument(
+        "--warc-read",
+        metavar="WARC",
+        help="time iter_records over WARC (written from the pages first if it does not exist)",
+    )
     args = ap.parse_args()
     if args.compare:
         compare(*args.compare)
@@ -306,8 +425,14 @@ def main() -> None:
         if not os.path.exists(args.warc_read):
             from tests.support import warc_bytes
 
-            Path(args.warc_read).write_bytes(warc_bytes([("http://127.0.0.1:8000/" + p, "response", b)
-                                                          for _, _, p, b in load_pages(args.root, args.javadoc_every)]))
+            Path(args.warc_read).write_bytes(
+                warc_bytes(
+                    [
+                        ("http://127.0.0.1:8000/" + p, "response", b)
+                        for _, _, p, b in load_pages(args.root, args.javadoc_every)
+                    ]
+                )
+            )
         t0 = time.perf_counter()
         with open(args.warc_read, "rb") as f:
             n = sum(1 for _ in iter_records(f))

@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
 
-from crawl2serve.serving.engines import start_process, stop_process, wait_healthy  # noqa: E402
-from crawl2serve.serving.gateway.auth import KeyStore  # noqa: E402
-from crawl2serve.serving.gateway.routing import write_routing  # noqa: E402
-from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings  # noqa: E402
+from crawl2serve.serving.engines import start_process, stop_process, wait_healthy
+from crawl2serve.serving.gateway.auth import KeyStore
+from crawl2serve.serving.gateway.routing import write_routing
+from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
 
-ENGINE = '''
+ENGINE = """
 import asyncio, json, sys, time
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
@@ -57,7 +57,7 @@ async def health(request):
     return JSONResponse({"ok": True})
 app = Starlette(routes=[Route("/v1/completions", completions, methods=["POST"]), Route("/health", health)])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
-'''
+"""
 
 
 def free_port() -> int:
@@ -77,9 +77,13 @@ async def load(url: str, key: str | None, model: str, concurrency: int, requests
             queue.pop()
             start = time.perf_counter()
             first = None
-            async with client.stream("POST", url + "/v1/completions", headers=headers, timeout=120,
-                                     json={"model": model, "prompt": "The module", "max_tokens": tokens,
-                                           "stream": True}) as r:
+            async with client.stream(
+                "POST",
+                url + "/v1/completions",
+                headers=headers,
+                timeout=120,
+                json={"model": model, "prompt": "The module", "max_tokens": tokens, "stream": True},
+            ) as r:
                 async for line in r.aiter_lines():
                     if line.startswith("data: ") and line != "data: [DONE]":
                         event = json.loads(line[6:])
@@ -107,35 +111,51 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     (tmp / "engine.py").write_text(ENGINE)
     engine_port, gw_port = free_port(), free_port()
-    engine = start_process([sys.executable, str(tmp / "engine.py"), str(engine_port), str(args.itl_ms)],
-                           str(tmp / "engine.log"))
+    engine = start_process(
+        [sys.executable, str(tmp / "engine.py"), str(engine_port), str(args.itl_ms)], str(tmp / "engine.log")
+    )
     engine_url = f"http://127.0.0.1:{engine_port}"
-    write_routing(str(tmp / "routing.json"), {"model": "crawl2serve", "stable": "1", "canary": None,
-                                              "canary_share": 0, "versions": {"1": {"primary": "m"}}})
+    write_routing(
+        str(tmp / "routing.json"),
+        {"model": "crawl2serve", "stable": "1", "canary": None, "canary_share": 0, "versions": {"1": {"primary": "m"}}},
+    )
     key, _ = KeyStore.load(tmp / "keys.json").add("bench", "bench")
-    GatewaySettings(port=gw_port, routing_file=str(tmp / "routing.json"), keys_file=str(tmp / "keys.json"),
-                    log_dir=str(tmp / "spool"), engines=[EngineSettings(name="primary", url=engine_url)],
-                    tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
-                    workers=args.workers).dump(str(tmp / "gateway.yaml"))
+    GatewaySettings(
+        port=gw_port,
+        routing_file=str(tmp / "routing.json"),
+        keys_file=str(tmp / "keys.json"),
+        log_dir=str(tmp / "spool"),
+        engines=[EngineSettings(name="primary", url=engine_url)],
+        tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
+        workers=args.workers,
+    ).dump(str(tmp / "gateway.yaml"))
     profile = ["-m", "cProfile", "-o", os.environ["PROFILE_GATEWAY"]] if os.environ.get("PROFILE_GATEWAY") else []
-    gateway = start_process([sys.executable, *profile, "-m", "crawl2serve.serving", "gateway", "--config",
-                             str(tmp / "gateway.yaml")], str(tmp / "gateway.log"))
+    gateway = start_process(
+        [sys.executable, *profile, "-m", "crawl2serve.serving", "gateway", "--config", str(tmp / "gateway.yaml")],
+        str(tmp / "gateway.log"),
+    )
     gw_url = f"http://127.0.0.1:{gw_port}"
     try:
         wait_healthy(engine_url, pid=engine, log_path=str(tmp / "engine.log"), timeout_s=60)
         wait_healthy(gw_url, pid=gateway, log_path=str(tmp / "gateway.log"), timeout_s=60)
-        print(f"{args.tokens} tokens per request, {args.itl_ms} ms between tokens; {args.workers} gateway "
-              f"worker(s); cpu count {os.cpu_count()}")
-        print(f"{'concurrency':>11} {'direct tok/s':>13} {'gateway tok/s':>14} {'ratio':>6} "
-              f"{'TTFT direct':>12} {'TTFT gw':>8} {'added ms':>9}")
+        print(
+            f"{args.tokens} tokens per request, {args.itl_ms} ms between tokens; {args.workers} gateway "
+            f"worker(s); cpu count {os.cpu_count()}"
+        )
+        print(
+            f"{'concurrency':>11} {'direct tok/s':>13} {'gateway tok/s':>14} {'ratio':>6} "
+            f"{'TTFT direct':>12} {'TTFT gw':>8} {'added ms':>9}"
+        )
         for c in args.concurrency:
             n = max(8, c * 4)
             asyncio.run(load(gw_url, key, "crawl2serve", c, c, 4))  # warm connections
             direct = asyncio.run(load(engine_url, None, "m", c, n, args.tokens))
             through = asyncio.run(load(gw_url, key, "crawl2serve", c, n, args.tokens))
-            print(f"{c:>11} {direct['tok_s']:>13.0f} {through['tok_s']:>14.0f} "
-                  f"{through['tok_s'] / direct['tok_s']:>6.3f} {direct['ttft_p50_ms']:>12.2f} "
-                  f"{through['ttft_p50_ms']:>8.2f} {through['ttft_p50_ms'] - direct['ttft_p50_ms']:>9.2f}")
+            print(
+                f"{c:>11} {direct['tok_s']:>13.0f} {through['tok_s']:>14.0f} "
+                f"{through['tok_s'] / direct['tok_s']:>6.3f} {direct['ttft_p50_ms']:>12.2f} "
+                f"{through['ttft_p50_ms']:>8.2f} {through['ttft_p50_ms'] - direct['ttft_p50_ms']:>9.2f}"
+            )
     finally:
         stop_process(gateway)
         stop_process(engine)

@@ -49,8 +49,12 @@ def load_base(ref: str):
     if pathlib.Path(ref).is_file():
         source = pathlib.Path(ref).read_text()
     else:
-        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:serving/gateway/guardrails.py"],
-                                check=True, capture_output=True, text=True).stdout
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{ref}:serving/gateway/guardrails.py"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     path = pathlib.Path(tempfile.mkdtemp()) / "base_guardrails.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("base_guardrails", path)
@@ -122,8 +126,10 @@ def main() -> None:
     for texts in table.values():  # warm-up: imports, regex caches, page faults
         per_prompt(g_old, texts[:20])
         per_prompt(g_new, texts[:20])
-    print(f"screen_prompt, {ref} (old) vs this tree (new); pinned to CPU core {core}; median of {repeats} "
-          f"alternating repeats; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"screen_prompt, {ref} (old) vs this tree (new); pinned to CPU core {core}; median of {repeats} "
+        f"alternating repeats; load average {os.getloadavg()[0]:.1f}"
+    )
     print()
     print(f"| {'prompts':<28} | {'n':>4} | {'chars':>6} | {'old ms':>8} | {'new ms':>8} | {'new/old':>7} |")
     print(f"|{'-' * 30}|{'-' * 6}|{'-' * 8}|{'-' * 10}|{'-' * 10}|{'-' * 9}|")

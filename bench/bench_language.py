@@ -44,7 +44,7 @@ import pycld2
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from crawl2serve.assets.corpus.extract import detect_language, extract_html  # noqa: E402
+from crawl2serve.assets.corpus.extract import detect_language, extract_html
 
 MANUALS = ("debian-reference", "debian-faq", "developers-reference", "maint-guide")
 ENGLISH_PACKAGES = ("python3.11-doc", "sphinx-doc")
@@ -86,8 +86,15 @@ def real_pages(root: pathlib.Path) -> list[dict]:
                 continue
             ex = extract_html("https://docs.example.org/" + str(f.relative_to(root)), f.read_bytes(), "text/html")
             stem = re.sub(rf"\.({_SUFFIX})\.html$", ".html", f.name)
-            pages.append({"package": name, "lang": lang, "key": f"{m.group(1)}/{stem}" if m else None,
-                          "path": str(f.relative_to(root)), "text": ex.text})
+            pages.append(
+                {
+                    "package": name,
+                    "lang": lang,
+                    "key": f"{m.group(1)}/{stem}" if m else None,
+                    "path": str(f.relative_to(root)),
+                    "text": ex.text,
+                }
+            )
     return pages
 
 
@@ -147,13 +154,17 @@ def evaluate(rule, pages: list[dict], half: list[dict]) -> dict:
     res = {"docs_per_s": round(len(pages) / best), "accuracy": sum(map(correct, pages, verdicts)) / len(pages)}
     for cls in ("english", "translated", "partial", "untranslated"):
         idx = [i for i, p in enumerate(pages) if p["cls"] == cls]
-        res[cls] = (len(idx), sum(correct(pages[i], verdicts[i]) for i in idx) / max(len(idx), 1),
-                    sum(verdicts[i] == "mixed" for i in idx) / max(len(idx), 1))
+        res[cls] = (
+            len(idx),
+            sum(correct(pages[i], verdicts[i]) for i in idx) / max(len(idx), 1),
+            sum(verdicts[i] == "mixed" for i in idx) / max(len(idx), 1),
+        )
     hv = [rule(h["text"]) for h in half]
     res["half_flagged"] = sum(v == "mixed" for v in hv) / len(hv)
     res["half_as_en"] = sum(v == "en" for v in hv) / len(hv)
-    res["errors"] = [(p["package"], p["key"] or p["path"], p["cls"], v)
-                     for p, v in zip(pages, verdicts) if not correct(p, v)]
+    res["errors"] = [
+        (p["package"], p["key"] or p["path"], p["cls"], v) for p, v in zip(pages, verdicts) if not correct(p, v)
+    ]
     return res
 
 
@@ -184,8 +195,10 @@ def write_fixtures(pages: list[dict], half: list[dict], out: pathlib.Path) -> No
     doc = {
         "real_main_wrong": [{**{k: p[k] for k in keep}, "text": p["text"]} for p in wrong],
         "monolingual": [{**{k: p[k] for k in keep}, "text": p["text"]} for p in mono.values()],
-        "half_translated": [{"package": h["package"], "key": h["key"], "langs": h["langs"],
-                             "text": _head(h["text"], 5000)} for h in sample],
+        "half_translated": [
+            {"package": h["package"], "key": h["key"], "langs": h["langs"], "text": _head(h["text"], 5000)}
+            for h in sample
+        ],
     }
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(doc, ensure_ascii=False, indent=0, sort_keys=True)
@@ -204,8 +217,10 @@ def main() -> None:
     print(f"{len(pages)} real pages >= {MIN_WORDS} words; {len(half)} half-translated pages")
     for name, rule in (("main", main_rule), ("new", new_rule)):
         r = evaluate(rule, pages, half)
-        print(f"{name}: accuracy {r['accuracy']:.4f}  half-translated flagged {r['half_flagged']:.4f} "
-              f"(labelled en: {r['half_as_en']:.4f})  {r['docs_per_s']} docs/s")
+        print(
+            f"{name}: accuracy {r['accuracy']:.4f}  half-translated flagged {r['half_flagged']:.4f} "
+            f"(labelled en: {r['half_as_en']:.4f})  {r['docs_per_s']} docs/s"
+        )
         for cls in ("english", "translated", "partial", "untranslated"):
             n, acc, mixed = r[cls]
             print(f"    {cls:13s} n={n:4d} correct {acc:.4f}  mixed {mixed:.3f}")

@@ -22,14 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
+import httpx
+from bench_gateway import ENGINE, free_port
 
-from bench_gateway import ENGINE, free_port  # noqa: E402
-from crawl2serve.serving.engines import start_process, stop_process, wait_healthy  # noqa: E402
-from crawl2serve.serving.gateway.auth import KeyStore  # noqa: E402
-from crawl2serve.serving.gateway.logstore import read_rows  # noqa: E402
-from crawl2serve.serving.gateway.routing import write_routing  # noqa: E402
-from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings  # noqa: E402
+from crawl2serve.serving.engines import start_process, stop_process, wait_healthy
+from crawl2serve.serving.gateway.auth import KeyStore
+from crawl2serve.serving.gateway.logstore import read_rows
+from crawl2serve.serving.gateway.routing import write_routing
+from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
 
 MODES = ("fire-and-forget", "commit")
 
@@ -69,23 +69,35 @@ async def load(url: str, key: str, concurrency: int, requests: int, tokens: int,
         start = time.perf_counter()
         await asyncio.gather(*[worker(client) for _ in range(concurrency)])
         elapsed = time.perf_counter() - start
-    return {"req_s": requests / elapsed, "p50_ms": percentile(latencies, 50) * 1000,
-            "p99_ms": percentile(latencies, 99) * 1000}
+    return {
+        "req_s": requests / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+    }
 
 
 def start_gateway(tmp: Path, name: str, engine_url: str, commit: bool) -> tuple[int, str, str]:
     port = free_port()
     folder = tmp / name
     folder.mkdir()
-    write_routing(str(folder / "routing.json"), {"model": "crawl2serve", "stable": "1", "canary": None,
-                                                 "canary_share": 0, "versions": {"1": {"primary": "m"}}})
+    write_routing(
+        str(folder / "routing.json"),
+        {"model": "crawl2serve", "stable": "1", "canary": None, "canary_share": 0, "versions": {"1": {"primary": "m"}}},
+    )
     key, _ = KeyStore.load(folder / "keys.json").add("bench", "bench")
-    GatewaySettings(port=port, routing_file=str(folder / "routing.json"), keys_file=str(folder / "keys.json"),
-                    log_dir=str(folder / "spool"), engines=[EngineSettings(name="primary", url=engine_url)],
-                    tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
-                    log_commit_before_answer=commit).dump(str(folder / "gateway.yaml"))
-    pid = start_process([sys.executable, "-m", "crawl2serve.serving", "gateway", "--config", str(folder / "gateway.yaml")],
-                        str(folder / "gateway.log"))
+    GatewaySettings(
+        port=port,
+        routing_file=str(folder / "routing.json"),
+        keys_file=str(folder / "keys.json"),
+        log_dir=str(folder / "spool"),
+        engines=[EngineSettings(name="primary", url=engine_url)],
+        tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
+        log_commit_before_answer=commit,
+    ).dump(str(folder / "gateway.yaml"))
+    pid = start_process(
+        [sys.executable, "-m", "crawl2serve.serving", "gateway", "--config", str(folder / "gateway.yaml")],
+        str(folder / "gateway.log"),
+    )
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, pid=pid, log_path=str(folder / "gateway.log"), timeout_s=60)
     return pid, url, key
@@ -102,8 +114,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-log-commit-", dir=os.environ.get("BENCH_DIR")))
     (tmp / "engine.py").write_text(ENGINE)
     engine_port = free_port()
-    engine = start_process([sys.executable, str(tmp / "engine.py"), str(engine_port), str(args.itl_ms)],
-                           str(tmp / "engine.log"))
+    engine = start_process(
+        [sys.executable, str(tmp / "engine.py"), str(engine_port), str(args.itl_ms)], str(tmp / "engine.log")
+    )
     engine_url = f"http://127.0.0.1:{engine_port}"
     gateways = {}
     try:
@@ -114,23 +127,35 @@ def main() -> int:
         for r in range(args.rounds):
             for stream in (False, True):
                 for c in args.concurrency:
-                    for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+                    for mode in MODES if r % 2 == 0 else MODES[::-1]:
                         _, url, key = gateways[mode]
                         results.setdefault(("stream" if stream else "whole", c, mode), []).append(
-                            asyncio.run(load(url, key, c, args.requests, args.tokens, stream)))
-        print(f"{args.tokens} tokens per request, {args.itl_ms} ms per token; {args.requests} requests x "
-              f"{args.rounds} rounds (medians); spool on {tmp}; cpu count {os.cpu_count()}")
-        print(f"{'kind':>6} {'c':>3} | {'fire-and-forget req/s':>21} {'p50':>7} {'p99':>7} | {'commit req/s':>12} "
-              f"{'p50':>7} {'p99':>7} | {'req/s ratio':>11} {'p50 +ms':>7} {'p99 +ms':>7}")
+                            asyncio.run(load(url, key, c, args.requests, args.tokens, stream))
+                        )
+        print(
+            f"{args.tokens} tokens per request, {args.itl_ms} ms per token; {args.requests} requests x "
+            f"{args.rounds} rounds (medians); spool on {tmp}; cpu count {os.cpu_count()}"
+        )
+        print(
+            f"{'kind':>6} {'c':>3} | {'fire-and-forget req/s':>21} {'p50':>7} {'p99':>7} | {'commit req/s':>12} "
+            f"{'p50':>7} {'p99':>7} | {'req/s ratio':>11} {'p50 +ms':>7} {'p99 +ms':>7}"
+        )
         for kind in ("whole", "stream"):
             for c in args.concurrency:
-                med = {mode: {k: statistics.median(x[k] for x in results[(kind, c, mode)])
-                              for k in ("req_s", "p50_ms", "p99_ms")} for mode in MODES}
+                med = {
+                    mode: {
+                        k: statistics.median(x[k] for x in results[(kind, c, mode)])
+                        for k in ("req_s", "p50_ms", "p99_ms")
+                    }
+                    for mode in MODES
+                }
                 ff, cm = med["fire-and-forget"], med["commit"]
-                print(f"{kind:>6} {c:>3} | {ff['req_s']:>21.0f} {ff['p50_ms']:>7.2f} {ff['p99_ms']:>7.2f} | "
-                      f"{cm['req_s']:>12.0f} {cm['p50_ms']:>7.2f} {cm['p99_ms']:>7.2f} | "
-                      f"{cm['req_s'] / ff['req_s']:>11.3f} {cm['p50_ms'] - ff['p50_ms']:>7.2f} "
-                      f"{cm['p99_ms'] - ff['p99_ms']:>7.2f}")
+                print(
+                    f"{kind:>6} {c:>3} | {ff['req_s']:>21.0f} {ff['p50_ms']:>7.2f} {ff['p99_ms']:>7.2f} | "
+                    f"{cm['req_s']:>12.0f} {cm['p50_ms']:>7.2f} {cm['p99_ms']:>7.2f} | "
+                    f"{cm['req_s'] / ff['req_s']:>11.3f} {cm['p50_ms'] - ff['p50_ms']:>7.2f} "
+                    f"{cm['p99_ms'] - ff['p99_ms']:>7.2f}"
+                )
         for mode in gateways:
             rows, _ = read_rows(str(tmp / mode / "spool"))
             print(f"{mode}: {len(rows)} rows logged")

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from crawl2serve.assets.corpus.dedup import MinHashLSH, minhash_signatures, near_duplicate_clusters  # noqa: E402
+from crawl2serve.assets.corpus.dedup import MinHashLSH, minhash_signatures, near_duplicate_clusters
 
 WORDS_PER_DOC = 1_000
 VOCAB_SIZE = 50_000
@@ -107,8 +107,10 @@ def main() -> None:
     sig_rate, full_rate, base_rate = n / t_sig, n / t_full, m / t_base
     print(f"{n:,} docs, {words:,.0f} words/doc, {len(sources)} near-duplicates injected")
     print(f"pinned to CPU core {core}: every figure is for ONE core; median of 3 runs")
-    print(f"config: {cfg.ngram}-grams, {cfg.bands} bands x {cfg.rows} rows = {cfg.num_perm} perms, "
-          f"threshold {cfg.threshold}")
+    print(
+        f"config: {cfg.ngram}-grams, {cfg.bands} bands x {cfg.rows} rows = {cfg.num_perm} perms, "
+        f"threshold {cfg.threshold}"
+    )
     print()
     print(f"| {'measure':<48} | {'docs':>6} | {'seconds':>8} | {'docs/s/core':>11} |")
     print(f"|{'-' * 50}|{'-' * 8}|{'-' * 10}|{'-' * 13}|")

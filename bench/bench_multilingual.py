@@ -63,7 +63,7 @@ from crawl2serve.assets.corpus.extract import extract_html  # noqa: E402
 from crawl2serve.assets.corpus.thresholds import PROFILES  # noqa: E402
 
 try:
-    from crawl2serve.assets.corpus.language import identify  # noqa: E402
+    from crawl2serve.assets.corpus.language import identify
 except ImportError:  # a checkout without whole-text language id
     identify = None
 
@@ -101,14 +101,18 @@ def real_pages(root: pathlib.Path) -> list[dict]:
             if f.suffix == ".page":  # what Yelp shows: no editorial comments, no metadata (credits, licence)
                 body = _MALLARD_HIDDEN.sub(b"", body)
             ex = extract_html("https://docs.example.org/" + str(f.relative_to(root)), body, "text/html")
-            pages.append({"package": name, "lang": page_lang, "key": key, "path": str(f.relative_to(root)),
-                          "text": ex.text})
+            pages.append(
+                {"package": name, "lang": page_lang, "key": key, "path": str(f.relative_to(root)), "text": ex.text}
+            )
     return pages
 
 
 def _prose(text: str) -> list[str]:
-    return [s for s in (x.strip() for x in text.splitlines())
-            if len(s.split()) >= 5 and sum(c.isalpha() for c in s) >= 0.6 * len(s)]
+    return [
+        s
+        for s in (x.strip() for x in text.splitlines())
+        if len(s.split()) >= 5 and sum(c.isalpha() for c in s) >= 0.6 * len(s)
+    ]
 
 
 def classify(pages: list[dict]) -> None:
@@ -121,8 +125,15 @@ def classify(pages: list[dict]) -> None:
         prose = _prose(p["text"])
         total = sum(len(s.encode()) for s in prose) or 1
         share = sum(len(s.encode()) for s in prose if s in original) / total
-        p["cls"] = ("no_original" if p["key"] not in english else
-                    "translated" if share < 0.2 else "partial" if share < 0.5 else "untranslated")
+        p["cls"] = (
+            "no_original"
+            if p["key"] not in english
+            else "translated"
+            if share < 0.2
+            else "partial"
+            if share < 0.5
+            else "untranslated"
+        )
 
 
 def detected(text: str) -> str:
@@ -163,11 +174,15 @@ def measure(pages: list[dict], profile_name: str) -> dict:
     return {
         "english": {"pages": n_en, "kept": en_rate, "rate": round(100 * en_rate / max(n_en, 1), 1)},
         "languages": {
-            lang: {"pairs": len(v), "kept": sum(v), "rate": round(100 * sum(v) / len(v), 1),
-                   "gap": round(100 - 100 * sum(v) / len(v), 1),
-                   "all_translated": len(all_by_lang[lang]),
-                   "all_rate": round(100 * sum(all_by_lang[lang]) / len(all_by_lang[lang]), 1),
-                   "top_drops": dict(sorted(dropped_by[lang].items(), key=lambda kv: -kv[1])[:3])}
+            lang: {
+                "pairs": len(v),
+                "kept": sum(v),
+                "rate": round(100 * sum(v) / len(v), 1),
+                "gap": round(100 - 100 * sum(v) / len(v), 1),
+                "all_translated": len(all_by_lang[lang]),
+                "all_rate": round(100 * sum(all_by_lang[lang]) / len(all_by_lang[lang]), 1),
+                "top_drops": dict(sorted(dropped_by[lang].items(), key=lambda kv: -kv[1])[:3]),
+            }
             for lang, v in sorted(by_lang.items())
         },
     }
@@ -207,23 +222,32 @@ def write_fixture(pages: list[dict], out: str) -> None:
     keys = sorted({p["key"] for v in chosen.values() for p in v})
     doc = {
         "source": "Debian manuals (debian-reference, debian-faq, developers-reference, maint-guide) and GNOME user help "
-                  "(gnome-user-docs 43.0), extracted with assets.corpus.extract.extract_html; see README.md here",
+        "(gnome-user-docs 43.0), extracted with assets.corpus.extract.extract_html; see README.md here",
         "english": {k: {"path": english[k]["path"], "text": english[k]["text"]} for k in keys},
-        "translations": [{"lang": p["lang"], "key": p["key"], "path": p["path"], "detected": p["detected"],
-                          "text": p["text"]} for lang in sorted(chosen) for p in chosen[lang]],
+        "translations": [
+            {"lang": p["lang"], "key": p["key"], "path": p["path"], "detected": p["detected"], "text": p["text"]}
+            for lang in sorted(chosen)
+            for p in chosen[lang]
+        ],
     }
     data = json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=0).encode()
     pathlib.Path(out).write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
-    print(f"fixture {out}: {len(doc['translations'])} translations in {len(chosen)} languages, {len(keys)} English "
-          f"originals, {pathlib.Path(out).stat().st_size / 1024:.0f} KB")
+    print(
+        f"fixture {out}: {len(doc['translations'])} translations in {len(chosen)} languages, {len(keys)} English "
+        f"originals, {pathlib.Path(out).stat().st_size / 1024:.0f} KB"
+    )
 
 
 def speed(pages: list[dict]) -> None:
     """Documents/s of ``clean_document`` (published profile), best of 3 passes, per group of pages."""
     profile = PROFILES["published"]
-    groups = {"English": [p for p in pages if p["lang"] == "en"],
-              "Latin-script translations": [p for p in pages if p["lang"] in ("de", "fr", "es", "pt") and p["cls"] == "translated"],
-              "Chinese and Japanese": [p for p in pages if p["lang"] in ("zh", "zh-Hant", "ja") and p["cls"] == "translated"]}
+    groups = {
+        "English": [p for p in pages if p["lang"] == "en"],
+        "Latin-script translations": [
+            p for p in pages if p["lang"] in ("de", "fr", "es", "pt") and p["cls"] == "translated"
+        ],
+        "Chinese and Japanese": [p for p in pages if p["lang"] in ("zh", "zh-Hant", "ja") and p["cls"] == "translated"],
+    }
     for name, group in groups.items():
         best = float("inf")
         for _ in range(3):
@@ -242,8 +266,10 @@ def main() -> None:
         speed(pages)
         return
     n_tr = sum(p["cls"] == "translated" for p in pages)
-    print(f"code: {args.code} (clean_document takes a language: {TAKES_LANGUAGE}); {len(pages)} pages, "
-          f"{sum(p['lang'] == 'en' for p in pages)} English, {n_tr} translated ({time.monotonic() - t0:.0f}s)")
+    print(
+        f"code: {args.code} (clean_document takes a language: {TAKES_LANGUAGE}); {len(pages)} pages, "
+        f"{sum(p['lang'] == 'en' for p in pages)} English, {n_tr} translated ({time.monotonic() - t0:.0f}s)"
+    )
     results = {}
     for name in args.profiles.split(","):
         if name not in PROFILES:
@@ -255,8 +281,10 @@ def main() -> None:
         print(f"\n## {name}: English kept {e['kept']}/{e['pages']} = {e['rate']}% ({time.monotonic() - t:.0f}s)")
         print(f"{'lang':8} {'pairs':>5} {'kept':>5} {'rate%':>6} {'gap':>5}  {'all tr.':>7} {'rate%':>6}  top drops")
         for lang, v in r["languages"].items():
-            print(f"{lang:8} {v['pairs']:5} {v['kept']:5} {v['rate']:6.1f} {v['gap']:5.1f}  {v['all_translated']:7} "
-                  f"{v['all_rate']:6.1f}  {v['top_drops']}")
+            print(
+                f"{lang:8} {v['pairs']:5} {v['kept']:5} {v['rate']:6.1f} {v['gap']:5.1f}  {v['all_translated']:7} "
+                f"{v['all_rate']:6.1f}  {v['top_drops']}"
+            )
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1, ensure_ascii=False))
     if args.write_fixture:

@@ -28,11 +28,11 @@ import polars as pl
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from crawl2serve.assets.corpus.cleaned import KEPT_SCHEMA  # noqa: E402
-from crawl2serve.assets.corpus.deduplicated import DedupConfig, dedup_frame  # noqa: E402
-from crawl2serve.assets.corpus.extract import content_hash, doc_id, extract_html  # noqa: E402
-from crawl2serve.assets.corpus.filters import normalize_text, quality_score  # noqa: E402
-from crawl2serve.assets.corpus.text_stats import TextStats  # noqa: E402
+from crawl2serve.assets.corpus.cleaned import KEPT_SCHEMA
+from crawl2serve.assets.corpus.deduplicated import DedupConfig, dedup_frame
+from crawl2serve.assets.corpus.extract import content_hash, doc_id, extract_html
+from crawl2serve.assets.corpus.filters import normalize_text, quality_score
+from crawl2serve.assets.corpus.text_stats import TextStats
 
 HANDBOOK = "debian-handbook_11.20220922_all/usr/share/doc/debian-handbook/html"
 FIXTURE_PAGES = ("sect.dynamic-routing.html", "sect.why-gnu-linux.html")
@@ -45,9 +45,18 @@ def handbook_pages(root: pathlib.Path) -> pl.DataFrame:
         url = f"https://debian-handbook.info/browse/{f.parent.name}/stable/{f.name}"
         ex = extract_html(url, f.read_bytes(), "text/html")
         text = normalize_text(ex.text)
-        rows.append({"doc_id": doc_id(url), "url": url, "canonical_url": ex.canonical_url, "language": ex.language,
-                     "language_score": ex.language_score, "quality_score": quality_score(TextStats(text)),
-                     "content_hash": content_hash(text), "text": text})
+        rows.append(
+            {
+                "doc_id": doc_id(url),
+                "url": url,
+                "canonical_url": ex.canonical_url,
+                "language": ex.language,
+                "language_score": ex.language_score,
+                "quality_score": quality_score(TextStats(text)),
+                "content_hash": content_hash(text),
+                "text": text,
+            }
+        )
     return as_clean_documents(pl.DataFrame(rows))
 
 
@@ -68,17 +77,25 @@ def main() -> None:
     docs = handbook_pages(a.root)
     deduped, clusters, facts = dedup_frame(docs, DedupConfig())
     c = clusters.join(docs.select("doc_id", "language", "quality_score"), on="doc_id").with_columns(
-        dir=pl.col("url").map_elements(lang_dir, return_dtype=pl.String))
+        dir=pl.col("url").map_elements(lang_dir, return_dtype=pl.String)
+    )
     multi = c.filter(pl.col("cluster_size") > 1)
-    english = (multi.group_by("cluster_id").agg((pl.col("dir") == "en-US").any().alias("has_en"),
-                                                 (pl.col("language") == "en").all().alias("all_en"))
-               .filter(pl.col("has_en") & pl.col("all_en"))["cluster_id"])
+    english = (
+        multi.group_by("cluster_id")
+        .agg((pl.col("dir") == "en-US").any().alias("has_en"), (pl.col("language") == "en").all().alias("all_en"))
+        .filter(pl.col("has_en") & pl.col("all_en"))["cluster_id"]
+    )
     members = multi.filter(pl.col("cluster_id").is_in(english.implode()))
     new_kept = members.filter(pl.col("kept"))
-    old_kept = (members.sort(["cluster_id", "quality_score", "doc_id"], descending=[False, True, False])
-                .group_by("cluster_id", maintain_order=True).first())
-    print(f"{docs.height} pages; {facts['exact_removed']} exact and {facts['near_removed']} near duplicates removed; "
-          f"decided by {facts['representative_decided_by']}")
+    old_kept = (
+        members.sort(["cluster_id", "quality_score", "doc_id"], descending=[False, True, False])
+        .group_by("cluster_id", maintain_order=True)
+        .first()
+    )
+    print(
+        f"{docs.height} pages; {facts['exact_removed']} exact and {facts['near_removed']} near duplicates removed; "
+        f"decided by {facts['representative_decided_by']}"
+    )
     print(f"English clusters holding the en-US page: {english.len()}")
     print(f"  representative rule keeps en-US in {(new_kept['dir'] == 'en-US').sum()}")
     print(f"  main's rule (quality, then id) keeps en-US in {(old_kept['dir'] == 'en-US').sum()}")
@@ -91,7 +108,9 @@ def main() -> None:
         assert (same["cluster_id"] == same["c2"]).all()
     print("3 shuffles: the same documents kept, the same clusters")
     if a.fixtures:
-        page = docs.filter(pl.col("url").str.split("/").list.last().is_in(list(FIXTURE_PAGES))).select(COLUMNS).sort("url")
+        page = (
+            docs.filter(pl.col("url").str.split("/").list.last().is_in(list(FIXTURE_PAGES))).select(COLUMNS).sort("url")
+        )
         text = json.dumps(page.to_dicts(), ensure_ascii=False, indent=0)
         (a.fixtures / "dedup_handbook_cluster.json.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
         print(f"fixture: {page.height} language versions of {', '.join(FIXTURE_PAGES)}")

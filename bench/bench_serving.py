@@ -35,8 +35,14 @@ IN_LEN, OUT_LEN, RANGE = 256, 256, 0.5
 SGLANG_ARGS = ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--log-level", "warning"]
 ONE_ENGINE = ["--mem-fraction-static", "0.7"]
 TWO_ENGINES = ["--mem-fraction-static", "0.35"]  # the LoRA-free champion engine and the LoRA engine share the GPU
-MODEL_SHAPE = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
-                   num_key_value_heads=8, max_position_embeddings=4096)
+MODEL_SHAPE = dict(
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=16,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    max_position_embeddings=4096,
+)
 
 
 def emit(out: Path, record: dict) -> None:
@@ -54,17 +60,27 @@ def prepare(tokenizer_dir: str) -> None:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, **MODEL_SHAPE)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **MODEL_SHAPE,
+    )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(WORK / "base")
     tok.save_pretrained(WORK / "base")
     params = sum(p.numel() for p in model.parameters())
     for version, seed in (("1", 1), ("2", 2)):
         torch.manual_seed(seed)
-        peft_model = get_peft_model(LlamaForCausalLM.from_pretrained(WORK / "base", dtype=torch.bfloat16),
-                                    LoraConfig(r=16, lora_alpha=32, target_modules=[
-                                        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        peft_model = get_peft_model(
+            LlamaForCausalLM.from_pretrained(WORK / "base", dtype=torch.bfloat16),
+            LoraConfig(
+                r=16,
+                lora_alpha=32,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            ),
+        )
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.data.normal_(0, 0.01)
@@ -75,23 +91,55 @@ def prepare(tokenizer_dir: str) -> None:
 def bench(url: str, model: str, concurrency: int, label: str, out: Path, key: str | None = None) -> dict:
     (WORK / "results").mkdir(exist_ok=True)
     result = WORK / "results" / f"bench-{label}-c{concurrency}.jsonl"
-    cmd = [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang-oai", "--base-url", url,
-           "--model", model, "--tokenizer", str(WORK / "base"), "--dataset-name", "random-ids",
-           "--random-input-len", str(IN_LEN), "--random-output-len", str(OUT_LEN),
-           "--random-range-ratio", str(RANGE), "--num-prompts", str(PROMPTS[concurrency]),
-           "--max-concurrency", str(concurrency), "--request-rate", "inf", "--seed", "1",
-           "--output-file", str(result), "--disable-tqdm"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sglang.bench_serving",
+        "--backend",
+        "sglang-oai",
+        "--base-url",
+        url,
+        "--model",
+        model,
+        "--tokenizer",
+        str(WORK / "base"),
+        "--dataset-name",
+        "random-ids",
+        "--random-input-len",
+        str(IN_LEN),
+        "--random-output-len",
+        str(OUT_LEN),
+        "--random-range-ratio",
+        str(RANGE),
+        "--num-prompts",
+        str(PROMPTS[concurrency]),
+        "--max-concurrency",
+        str(concurrency),
+        "--request-rate",
+        "inf",
+        "--seed",
+        "1",
+        "--output-file",
+        str(result),
+        "--disable-tqdm",
+    ]
     env = {**os.environ, **({"OPENAI_API_KEY": key} if key else {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     if proc.returncode != 0 or not result.exists():
         print(proc.stdout[-3000:], proc.stderr[-3000:], flush=True)
         raise RuntimeError(f"bench_serving failed for {label} c{concurrency}")
     m = json.loads(result.read_text().splitlines()[-1])
-    record = {"run": label, "concurrency": concurrency, "prompts": PROMPTS[concurrency],
-              "completed": m.get("completed"), "output_tok_s": round(m["output_throughput"], 1),
-              "ttft_p50_ms": round(m["median_ttft_ms"], 2), "itl_p50_ms": round(m["median_itl_ms"], 3),
-              "e2e_p50_ms": round(m["median_e2e_latency_ms"], 1),
-              "command": " ".join(c if " " not in c else repr(c) for c in cmd)}
+    record = {
+        "run": label,
+        "concurrency": concurrency,
+        "prompts": PROMPTS[concurrency],
+        "completed": m.get("completed"),
+        "output_tok_s": round(m["output_throughput"], 1),
+        "ttft_p50_ms": round(m["median_ttft_ms"], 2),
+        "itl_p50_ms": round(m["median_itl_ms"], 3),
+        "e2e_p50_ms": round(m["median_e2e_latency_ms"], 1),
+        "command": " ".join(c if " " not in c else repr(c) for c in cmd),
+    }
     emit(out, record)
     return record
 
@@ -99,8 +147,19 @@ def bench(url: str, model: str, concurrency: int, label: str, out: Path, key: st
 def phase_base(out: Path) -> None:
     from crawl2serve.serving.engines import start_process, stop_process, wait_healthy
 
-    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(WORK / "base"), "--port", "31000",
-           "--served-model-name", "base", *SGLANG_ARGS, *ONE_ENGINE]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(WORK / "base"),
+        "--port",
+        "31000",
+        "--served-model-name",
+        "base",
+        *SGLANG_ARGS,
+        *ONE_ENGINE,
+    ]
     log = str(out / "sglang-base.log")
     pid = start_process(cmd, log)
     try:
@@ -127,19 +186,33 @@ def phase_hf(out: Path, batches: int = 2, batch: int = 64) -> None:
         ids = torch.full((batch, width), model.config.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros((batch, width), dtype=torch.long)
         for i, n in enumerate(in_lens.tolist()):  # left padding
-            ids[i, width - n:] = torch.randint(10, vocab, (n,), generator=gen)
-            mask[i, width - n:] = 1
+            ids[i, width - n :] = torch.randint(10, vocab, (n,), generator=gen)
+            mask[i, width - n :] = 1
         torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.no_grad():
-            model.generate(input_ids=ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=int(out_lens.max()),
-                           min_new_tokens=int(out_lens.max()), do_sample=False, pad_token_id=model.config.pad_token_id)
+            model.generate(
+                input_ids=ids.cuda(),
+                attention_mask=mask.cuda(),
+                max_new_tokens=int(out_lens.max()),
+                min_new_tokens=int(out_lens.max()),
+                do_sample=False,
+                pad_token_id=model.config.pad_token_id,
+            )
         torch.cuda.synchronize()
         if b > 0:
             elapsed += time.perf_counter() - start
             useful += int(out_lens.sum())  # a static batch runs to its longest request: count what was asked
-    emit(out, {"run": "hf-generate-static", "concurrency": batch, "batches": batches,
-               "output_tok_s": round(useful / elapsed, 1), "seconds": round(elapsed, 2)})
+    emit(
+        out,
+        {
+            "run": "hf-generate-static",
+            "concurrency": batch,
+            "batches": batches,
+            "output_tok_s": round(useful / elapsed, 1),
+            "seconds": round(elapsed, 2),
+        },
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -156,11 +229,14 @@ def bench_gateway(deployment, handles, port: int, spool: Path):
     from crawl2serve.serving.gateway.auth import KeyStore
     from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
 
-    settings = GatewaySettings(port=port, routing_file=deployment.routing_file,
-                               keys_file=str(deployment.dir / "api_keys.json"), log_dir=str(spool),
-                               engines=[EngineSettings(name=h.name, url=h.url, timeout_s=600, read_timeout_s=120)
-                                        for h in handles],
-                               tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)})
+    settings = GatewaySettings(
+        port=port,
+        routing_file=deployment.routing_file,
+        keys_file=str(deployment.dir / "api_keys.json"),
+        log_dir=str(spool),
+        engines=[EngineSettings(name=h.name, url=h.url, timeout_s=600, read_timeout_s=120) for h in handles],
+        tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
+    )
     gateway, _ = deployment.ensure_gateway(settings)
     key, _ = KeyStore.load(settings.keys_file).add("bench", "bench")
     time.sleep(1.2)  # the gateway re-reads its keys within a second
@@ -173,10 +249,23 @@ def phase_deploy(out: Path) -> None:
     deployment = Deployment(str(WORK / "state"), log=lambda m: print(m, flush=True))
     v1 = Release("1", str(WORK / "adapter-v1"), str(WORK / "base"))
     v2 = Release("2", str(WORK / "adapter-v2"), str(WORK / "base"))
-    champion_cfg = EngineConfig(name="champion", backend="sglang", python=sys.executable, port=30001,
-                                extra_args=SGLANG_ARGS + TWO_ENGINES, startup_timeout_s=400, lora=False)
-    cfg = EngineConfig(name="primary", backend="sglang", python=sys.executable, port=30000,
-                       extra_args=SGLANG_ARGS + TWO_ENGINES, startup_timeout_s=400)
+    champion_cfg = EngineConfig(
+        name="champion",
+        backend="sglang",
+        python=sys.executable,
+        port=30001,
+        extra_args=SGLANG_ARGS + TWO_ENGINES,
+        startup_timeout_s=400,
+        lora=False,
+    )
+    cfg = EngineConfig(
+        name="primary",
+        backend="sglang",
+        python=sys.executable,
+        port=30000,
+        extra_args=SGLANG_ARGS + TWO_ENGINES,
+        startup_timeout_s=400,
+    )
     try:
         handles = []
         for c in (champion_cfg, cfg):
@@ -187,7 +276,13 @@ def phase_deploy(out: Path) -> None:
         start = time.perf_counter()
         deployment.add_version(lora_engine, v2)
         emit(out, {"run": "load-delta-adapter-v2", "seconds": round(time.perf_counter() - start, 2)})
-        emit(out, {"run": "smoke", **{v: r["text"][:40] for v, r in deployment.smoke(lora_engine, ["1", "2", "base"]).items()}})
+        emit(
+            out,
+            {
+                "run": "smoke",
+                **{v: r["text"][:40] for v, r in deployment.smoke(lora_engine, ["1", "2", "base"]).items()},
+            },
+        )
         deployment.route("1", handles, canary_share=0.0)
         deployment.route("2", handles, canary_share=0.1)
         settings, gateway, key = bench_gateway(deployment, handles, 8700, WORK / "spool")
@@ -205,20 +300,35 @@ def phase_deploy(out: Path) -> None:
                     record = bench(url, model, c, label, out, key=api_key)
                     if "gateway" in label:
                         busy = (cpu_seconds(gateway["pid"]) - before) / (time.perf_counter() - t0)
-                        emit(out, {"run": f"{label}-cpu", "concurrency": c, "gateway_cores_busy": round(busy, 2),
-                                   "output_tok_s": record["output_tok_s"]})
+                        emit(
+                            out,
+                            {
+                                "run": f"{label}-cpu",
+                                "concurrency": c,
+                                "gateway_cores_busy": round(busy, 2),
+                                "output_tok_s": record["output_tok_s"],
+                            },
+                        )
                 except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:  # keep going: report what ran
                     emit(out, {"run": label, "concurrency": c, "error": str(exc)})
             runs = []
         start = time.perf_counter()
         deployment.add_version(champion, v2, promote=True)  # promotion: the champion engine swaps in v2 merged
-        emit(out, {"run": "promote-v2-update-weights", "seconds": round(time.perf_counter() - start, 2),
-                   "smoke": deployment.smoke(champion, ["2"])["2"]["text"][:40]})
+        emit(
+            out,
+            {
+                "run": "promote-v2-update-weights",
+                "seconds": round(time.perf_counter() - start, 2),
+                "smoke": deployment.smoke(champion, ["2"])["2"]["text"][:40],
+            },
+        )
         from crawl2serve.serving.gateway.logstore import read_rows
 
         rows, skipped = read_rows(str(WORK / "spool"))
-        emit(out, {"run": "gateway-log", "rows": len(rows), "skipped": skipped,
-                   "errors": sum(1 for r in rows if r["error"])})
+        emit(
+            out,
+            {"run": "gateway-log", "rows": len(rows), "skipped": skipped, "errors": sum(1 for r in rows if r["error"])},
+        )
     finally:
         deployment.stop_all()
 
@@ -231,8 +341,15 @@ def phase_ab(out: Path, reps: int = 2) -> None:
     PROMPTS.update({1: 32, 32: 512, 64: 1024})
     deployment = Deployment(str(WORK / "state-ab"), log=lambda m: print(m, flush=True))
     v1 = Release("1", str(WORK / "adapter-v1"), str(WORK / "base"))
-    cfg = EngineConfig(name="champion", backend="sglang", python=sys.executable, port=30001,
-                       extra_args=SGLANG_ARGS + ONE_ENGINE, startup_timeout_s=400, lora=False)
+    cfg = EngineConfig(
+        name="champion",
+        backend="sglang",
+        python=sys.executable,
+        port=30001,
+        extra_args=SGLANG_ARGS + ONE_ENGINE,
+        startup_timeout_s=400,
+        lora=False,
+    )
     try:
         handle, took = deployment.ensure_engine(cfg, v1)
         emit(out, {"run": "ab-startup-champion", "seconds": round(took, 1)})
@@ -240,15 +357,24 @@ def phase_ab(out: Path, reps: int = 2) -> None:
         _, gateway, key = bench_gateway(deployment, [handle], 8701, WORK / "spool-ab")
         for rep in range(reps):
             for c in CONCURRENCY:
-                for url, model, label, api_key in ((cfg.url, "crawl2serve", "ab-direct", None),
-                                                   (gateway["url"], "crawl2serve", "ab-gateway", key)):
+                for url, model, label, api_key in (
+                    (cfg.url, "crawl2serve", "ab-direct", None),
+                    (gateway["url"], "crawl2serve", "ab-gateway", key),
+                ):
                     try:
                         before, t0 = cpu_seconds(gateway["pid"]), time.perf_counter()
                         record = bench(url, model, c, f"{label}-r{rep}", out, key=api_key)
                         if api_key:
                             busy = (cpu_seconds(gateway["pid"]) - before) / (time.perf_counter() - t0)
-                            emit(out, {"run": f"{label}-r{rep}-cpu", "concurrency": c,
-                                       "gateway_cores_busy": round(busy, 2), "output_tok_s": record["output_tok_s"]})
+                            emit(
+                                out,
+                                {
+                                    "run": f"{label}-r{rep}-cpu",
+                                    "concurrency": c,
+                                    "gateway_cores_busy": round(busy, 2),
+                                    "output_tok_s": record["output_tok_s"],
+                                },
+                            )
                     except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
                         emit(out, {"run": label, "concurrency": c, "error": str(exc)})
     finally:

@@ -22,11 +22,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SHAPE = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16,
-             num_key_value_heads=16, vocab_size=32000, max_position_embeddings=4096)
+SHAPE = dict(
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_hidden_layers=16,
+    num_attention_heads=16,
+    num_key_value_heads=16,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+)
 if os.environ.get("BENCH_TINY"):  # a CPU smoke run of this script itself
-    SHAPE = dict(SHAPE, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=4, vocab_size=512)
+    SHAPE = dict(
+        SHAPE,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=512,
+    )
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -50,19 +64,40 @@ def prepare(work: Path, seq: int, rows: int) -> None:
 
 
 def run_ours(work: Path, args, nproc: int, compile_: bool) -> dict:
-    cfg = dict(base_model=str(work / "base"), dataset_dir=str(work / "data"),
-               output_dir=str(work / f"out-{nproc}-{int(compile_)}"), max_steps=args.steps,
-               micro_batch_size=args.micro, learning_rate=1e-4, warmup_steps=2, checkpoint_every=10**6,
-               eval_every=10**6, eval_batches=1, log_every=1, compile=compile_, lora_r=16, lora_alpha=32,
-               target_modules=TARGETS)
+    cfg = dict(
+        base_model=str(work / "base"),
+        dataset_dir=str(work / "data"),
+        output_dir=str(work / f"out-{nproc}-{int(compile_)}"),
+        max_steps=args.steps,
+        micro_batch_size=args.micro,
+        learning_rate=1e-4,
+        warmup_steps=2,
+        checkpoint_every=10**6,
+        eval_every=10**6,
+        eval_batches=1,
+        log_every=1,
+        compile=compile_,
+        lora_r=16,
+        lora_alpha=32,
+        target_modules=TARGETS,
+    )
     path = work / f"cfg-{nproc}-{int(compile_)}.json"
     path.write_text(json.dumps(cfg))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "crawl2serve.assets.training.trainer", "--config", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "crawl2serve.assets.training.trainer",
+        "--config",
+        str(path),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if proc.returncode != 0:
         return {"error": proc.stderr[-1500:]}
-    line = next(l for l in proc.stdout.splitlines() if l.startswith('{"result"'))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith('{"result"'))
     return json.loads(line)["result"]
 
 
@@ -95,18 +130,33 @@ def run_hf(work: Path, args) -> dict:
 
     model = AutoModelForCausalLM.from_pretrained(work / "base", dtype=torch.bfloat16, attn_implementation="sdpa")
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, task_type="CAUSAL_LM"))
-    targs = TrainingArguments(output_dir=str(work / "hf"), per_device_train_batch_size=args.micro,
-                              max_steps=args.steps, bf16=True, learning_rate=1e-4, warmup_steps=2,
-                              logging_steps=10**6, save_strategy="no", report_to=[], optim="adamw_torch_fused",
-                              dataloader_num_workers=2, remove_unused_columns=False, disable_tqdm=True)
+    targs = TrainingArguments(
+        output_dir=str(work / "hf"),
+        per_device_train_batch_size=args.micro,
+        max_steps=args.steps,
+        bf16=True,
+        learning_rate=1e-4,
+        warmup_steps=2,
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to=[],
+        optim="adamw_torch_fused",
+        dataloader_num_workers=2,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
     torch.cuda.reset_peak_memory_stats()
     Trainer(model=model, args=targs, train_dataset=Rows(), callbacks=[Clock()]).train()
     skip = len(times) // 4
     tps = (len(times) - 1 - skip) * args.micro * args.seq / (times[-1] - times[skip])
     fpt = flops_per_token(model, args.seq)
     peak = next(v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name())
-    return {"tokens_per_s": tps, "mfu": tps * fpt / peak, "peak_memory_bytes": torch.cuda.max_memory_allocated(),
-            "world_size": 1}
+    return {
+        "tokens_per_s": tps,
+        "mfu": tps * fpt / peak,
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(),
+        "world_size": 1,
+    }
 
 
 def main() -> None:
@@ -131,13 +181,28 @@ def main() -> None:
     print(f"device: {device}, torch {torch.__version__}", flush=True)
     rows = []
     for variant in args.variants.split(","):
-        for n in (nprocs if variant.startswith("ours") else [1]):
+        for n in nprocs if variant.startswith("ours") else [1]:
             t0 = time.time()
             if variant == "hf":
-                proc = subprocess.run([sys.executable, __file__, "--only", "hf", "--work", str(work),
-                                       "--steps", str(args.steps), "--micro", str(args.micro), "--seq", str(args.seq)],
-                                      capture_output=True, text=True)
-                lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--only",
+                        "hf",
+                        "--work",
+                        str(work),
+                        "--steps",
+                        str(args.steps),
+                        "--micro",
+                        str(args.micro),
+                        "--seq",
+                        str(args.seq),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 res = json.loads(lines[-1][7:]) if lines else {"error": proc.stderr[-1500:]}
             else:
                 res = run_ours(work, args, n, compile_=variant == "ours_compile")
@@ -152,8 +217,10 @@ def main() -> None:
             print(f"{v:14} {n:4d}  ERROR {r['error'][-300:]}")
             continue
         tps = r["tokens_per_s"]
-        print(f"{v:14} {n:4d} {tps:10,.0f} {r['mfu'] or 0:6.1%} {r['peak_memory_bytes'] / 2**30:9.1f} "
-              f"{(tps / hf) if hf else float('nan'):6.2f} {(tps / one[v]) if one.get(v) else float('nan'):8.2f}")
+        print(
+            f"{v:14} {n:4d} {tps:10,.0f} {r['mfu'] or 0:6.1%} {r['peak_memory_bytes'] / 2**30:9.1f} "
+            f"{(tps / hf) if hf else float('nan'):6.2f} {(tps / one[v]) if one.get(v) else float('nan'):8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from crawl2serve.assets.corpus.words import icu_boundaries  # noqa: E402
+from crawl2serve.assets.corpus.words import icu_boundaries
 
 RUNS = {
     "zh": re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"),
@@ -62,6 +62,7 @@ def interior(text: str, bounds, runs: re.Pattern[str]) -> set[int]:
     spans = [(m.start(), m.end()) for m in runs.finditer(text)]
     inside = set()
     import bisect
+
     starts = [s for s, _ in spans]
     for b in {int(x) for x in bounds}:
         i = bisect.bisect_right(starts, b) - 1
@@ -77,14 +78,17 @@ def n_run_words(text: str, inside: set[int], runs: re.Pattern[str]) -> int:
 def reference(lang: str):
     if lang == "zh":
         import jieba
+
         jieba.setLogLevel(60)
         jieba.initialize()
         return "jieba 0.42 (HMM off)", lambda t: list(jieba.cut(t, HMM=False))
     if lang == "ja":
         from janome.tokenizer import Tokenizer
+
         tok = Tokenizer()
         return "janome", lambda t: list(tok.tokenize(t, wakati=True))
     from pythainlp.tokenize import word_tokenize
+
     return "pythainlp newmm", lambda t: word_tokenize(t, engine="newmm", keep_whitespace=True)
 
 
@@ -114,7 +118,12 @@ def main() -> None:
         for f in sorted(glob.glob(f"{args.thai_ftl}/**/*.ftl", recursive=True)):
             for line in pathlib.Path(f).read_text(encoding="utf-8").splitlines():
                 m = re.match(r"\s*[\w.-]*\s*=\s*(.+)$", line)
-                if m and RUNS["th"].search(m.group(1)) and len(m.group(1).strip()) >= 40 and not re.search(r"[{<]", m.group(1)):
+                if (
+                    m
+                    and RUNS["th"].search(m.group(1))
+                    and len(m.group(1).strip()) >= 40
+                    and not re.search(r"[{<]", m.group(1))
+                ):
                     vals.append(m.group(1).strip())
         sets["th"] = ["\n".join(vals[i : i + 20]) for i in range(0, len(vals), 20)]
     for lang, texts in sets.items():
@@ -134,10 +143,12 @@ def main() -> None:
             ref_words += n_run_words(t, b, runs)
         p, r = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
         chars = sum(len(m.group()) for t in texts for m in runs.finditer(t))
-        print(f"{lang}: {len(texts)} texts, {sum(map(len, texts))} chars ({chars} in runs); ICU vs {name}: "
-              f"boundary precision {p:.3f} recall {r:.3f} F1 {2 * p * r / max(p + r, 1e-9):.3f}; words in runs "
-              f"ICU {icu_words} / ref {ref_words} = {icu_words / max(ref_words, 1):.3f}; chars/run word ICU "
-              f"{chars / max(icu_words, 1):.2f}, ref {chars / max(ref_words, 1):.2f}")
+        print(
+            f"{lang}: {len(texts)} texts, {sum(map(len, texts))} chars ({chars} in runs); ICU vs {name}: "
+            f"boundary precision {p:.3f} recall {r:.3f} F1 {2 * p * r / max(p + r, 1e-9):.3f}; words in runs "
+            f"ICU {icu_words} / ref {ref_words} = {icu_words / max(ref_words, 1):.3f}; chars/run word ICU "
+            f"{chars / max(icu_words, 1):.2f}, ref {chars / max(ref_words, 1):.2f}"
+        )
         print(f"    speed (chars/s): ICU {speed(icu_boundaries, texts):,.0f}; {name} {speed(ref, texts):,.0f}")
 
 

@@ -27,29 +27,86 @@ import yaml
 # cmn_Hani holds Chinese in both scripts (its stop words mix 为/為, 后/後), so zh-Hant maps to it too;
 # CLD2 writes Norwegian Bokmål as "no" (nb is the current ISO 639-1 code).
 CLD2_CODES: dict[str, tuple[str, ...]] = {
-    "rus_Cyrl": ("ru",), "cmn_Hani": ("zh", "zh-Hant"), "deu_Latn": ("de",), "spa_Latn": ("es",),
-    "jpn_Jpan": ("ja",), "fra_Latn": ("fr",), "ita_Latn": ("it",), "por_Latn": ("pt",), "pol_Latn": ("pl",),
-    "nld_Latn": ("nl",), "ind_Latn": ("id",), "tur_Latn": ("tr",), "ces_Latn": ("cs",), "arb_Arab": ("ar",),
-    "vie_Latn": ("vi",), "kor_Hang": ("ko",), "swe_Latn": ("sv",), "fas_Arab": ("fa",), "ron_Latn": ("ro",),
-    "ukr_Cyrl": ("uk",), "hun_Latn": ("hu",), "ell_Grek": ("el",), "dan_Latn": ("da",), "nob_Latn": ("no", "nb"),
-    "fin_Latn": ("fi",), "tha_Thai": ("th",), "slk_Latn": ("sk",), "bul_Cyrl": ("bg",), "hin_Deva": ("hi",),
-    "bos_Latn": ("bs",), "cat_Latn": ("ca",), "ben_Beng": ("bn",), "heb_Hebr": ("iw", "he"),
-    "lit_Latn": ("lt",), "slv_Latn": ("sl",), "ekk_Latn": ("et",), "zsm_Latn": ("ms",), "als_Latn": ("sq",),
-    "lvs_Latn": ("lv",), "azj_Latn": ("az",), "hrv_Latn": ("hr",), "tam_Taml": ("ta",), "urd_Arab": ("ur",),
-    "npi_Deva": ("ne",), "mkd_Cyrl": ("mk",), "srp_Cyrl": ("sr",), "mar_Deva": ("mr",), "kat_Geor": ("ka",),
-    "kaz_Cyrl": ("kk",), "mal_Mlym": ("ml",), "isl_Latn": ("is",), "glg_Latn": ("gl",), "kan_Knda": ("kn",),
-    "fil_Latn": ("tl",), "guj_Gujr": ("gu",), "bel_Cyrl": ("be",), "afr_Latn": ("af",), "tel_Telu": ("te",),
+    "rus_Cyrl": ("ru",),
+    "cmn_Hani": ("zh", "zh-Hant"),
+    "deu_Latn": ("de",),
+    "spa_Latn": ("es",),
+    "jpn_Jpan": ("ja",),
+    "fra_Latn": ("fr",),
+    "ita_Latn": ("it",),
+    "por_Latn": ("pt",),
+    "pol_Latn": ("pl",),
+    "nld_Latn": ("nl",),
+    "ind_Latn": ("id",),
+    "tur_Latn": ("tr",),
+    "ces_Latn": ("cs",),
+    "arb_Arab": ("ar",),
+    "vie_Latn": ("vi",),
+    "kor_Hang": ("ko",),
+    "swe_Latn": ("sv",),
+    "fas_Arab": ("fa",),
+    "ron_Latn": ("ro",),
+    "ukr_Cyrl": ("uk",),
+    "hun_Latn": ("hu",),
+    "ell_Grek": ("el",),
+    "dan_Latn": ("da",),
+    "nob_Latn": ("no", "nb"),
+    "fin_Latn": ("fi",),
+    "tha_Thai": ("th",),
+    "slk_Latn": ("sk",),
+    "bul_Cyrl": ("bg",),
+    "hin_Deva": ("hi",),
+    "bos_Latn": ("bs",),
+    "cat_Latn": ("ca",),
+    "ben_Beng": ("bn",),
+    "heb_Hebr": ("iw", "he"),
+    "lit_Latn": ("lt",),
+    "slv_Latn": ("sl",),
+    "ekk_Latn": ("et",),
+    "zsm_Latn": ("ms",),
+    "als_Latn": ("sq",),
+    "lvs_Latn": ("lv",),
+    "azj_Latn": ("az",),
+    "hrv_Latn": ("hr",),
+    "tam_Taml": ("ta",),
+    "urd_Arab": ("ur",),
+    "npi_Deva": ("ne",),
+    "mkd_Cyrl": ("mk",),
+    "srp_Cyrl": ("sr",),
+    "mar_Deva": ("mr",),
+    "kat_Geor": ("ka",),
+    "kaz_Cyrl": ("kk",),
+    "mal_Mlym": ("ml",),
+    "isl_Latn": ("is",),
+    "glg_Latn": ("gl",),
+    "kan_Knda": ("kn",),
+    "fil_Latn": ("tl",),
+    "guj_Gujr": ("gu",),
+    "bel_Cyrl": ("be",),
+    "afr_Latn": ("af",),
+    "tel_Telu": ("te",),
 }
 # Subsets among the largest that CLD2 cannot tell from a larger one: CLD2 reports Moroccan Arabic as
 # "ar", which takes Standard Arabic (arb_Arab).
 NO_CLD2_LANGUAGE = frozenset({"ary_Arab"})
-KEYS = ("stopwords", "min_avg_word_length", "max_avg_word_length", "max_non_alpha_words_ratio", "dup_line_frac",
-        "top_n_grams", "dup_n_grams", "line_punct_thr", "new_line_ratio", "language_score")
+KEYS = (
+    "stopwords",
+    "min_avg_word_length",
+    "max_avg_word_length",
+    "max_non_alpha_words_ratio",
+    "dup_line_frac",
+    "top_n_grams",
+    "dup_n_grams",
+    "line_punct_thr",
+    "new_line_ratio",
+    "language_score",
+)
 
 
 def git_show(git_dir: str, commit: str, path: str) -> str:
-    return subprocess.run(["git", "--git-dir", git_dir, "show", f"{commit}:{path}"], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "--git-dir", git_dir, "show", f"{commit}:{path}"], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def main() -> None:
@@ -57,12 +114,18 @@ def main() -> None:
     ap.add_argument("--git-dir", required=True)
     ap.add_argument("--commit", default="HEAD")
     ap.add_argument("--top", type=int, default=59)
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parents[1] / "assets/corpus/language_table.py"))
+    ap.add_argument(
+        "--out", default=str(pathlib.Path(__file__).resolve().parents[1] / "assets/corpus/language_table.py")
+    )
     args = ap.parse_args()
-    commit = subprocess.run(["git", "--git-dir", args.git_dir, "rev-parse", args.commit], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    rows = [r for r in csv.DictReader(io.StringIO(git_show(args.git_dir, commit, "fineweb2-language-distribution.csv")))
-            if r["split"] == "train" and not r["subset"].endswith("_removed") and not r["subset"].startswith("und_")]
+    commit = subprocess.run(
+        ["git", "--git-dir", args.git_dir, "rev-parse", args.commit], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    rows = [
+        r
+        for r in csv.DictReader(io.StringIO(git_show(args.git_dir, commit, "fineweb2-language-distribution.csv")))
+        if r["split"] == "train" and not r["subset"].endswith("_removed") and not r["subset"].startswith("und_")
+    ]
     rows.sort(key=lambda r: -int(r["documents"]))
     table: dict[str, dict] = {}
     for rank, r in enumerate(rows[: args.top], 1):
@@ -72,8 +135,13 @@ def main() -> None:
         if subset not in CLD2_CODES:
             raise SystemExit(f"{subset} (rank {rank}) has no CLD2 code mapping: add it to CLD2_CODES")
         cfg = yaml.safe_load(git_show(args.git_dir, commit, f"configs/{subset}.yml"))
-        entry = {"subset": subset, "name": r["name"], "rank": rank, "documents": int(r["documents"]),
-                 "cld2": CLD2_CODES[subset]}
+        entry = {
+            "subset": subset,
+            "name": r["name"],
+            "rank": rank,
+            "documents": int(r["documents"]),
+            "cld2": CLD2_CODES[subset],
+        }
         for k in KEYS:
             v = cfg[k]
             if k in ("top_n_grams", "dup_n_grams"):
@@ -97,8 +165,16 @@ def main() -> None:
     for subset, entry in table.items():
         lines.append(f"    {subset!r}: {{")
         for k, v in entry.items():
-            lines.extend(textwrap.wrap(f"{k!r}: {v!r},", width=110, initial_indent=" " * 8,
-                                       subsequent_indent=" " * 12, break_long_words=False, break_on_hyphens=False))
+            lines.extend(
+                textwrap.wrap(
+                    f"{k!r}: {v!r},",
+                    width=110,
+                    initial_indent=" " * 8,
+                    subsequent_indent=" " * 12,
+                    break_long_words=False,
+                    break_on_hyphens=False,
+                )
+            )
         lines.append("    },")
     body = "\n".join(lines) + "\n}\n"
     pathlib.Path(args.out).write_text(header + body, encoding="utf-8")

@@ -47,8 +47,8 @@ import types
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from crawl2serve.assets.corpus.extract import extract_html  # noqa: E402
-from crawl2serve.assets.corpus.pii import is_public_ip, pii_spans  # noqa: E402
+from crawl2serve.assets.corpus.extract import extract_html
+from crawl2serve.assets.corpus.pii import is_public_ip, pii_spans
 
 BASE = "b769a8b"  # main's commit this branch started from
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -59,12 +59,13 @@ BEFORE = 200  # at most this much of the candidate's paragraph before its line i
 
 def old_scrubber() -> types.ModuleType:
     """main's filters.py (with its scrub_pii), loaded from git under another module name."""
-    src = subprocess.run(["git", "-C", str(REPO), "show", f"{BASE}:assets/corpus/filters.py"],
-                         check=True, capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{BASE}:assets/corpus/filters.py"], check=True, capture_output=True, text=True
+    ).stdout
     spec = importlib.util.spec_from_loader("old_filters", loader=None)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["old_filters"] = mod  # dataclasses look their module up
-    exec(compile(src, "old_filters.py", "exec"), mod.__dict__)  # noqa: S102 — our own file at BASE
+    exec(compile(src, "old_filters.py", "exec"), mod.__dict__)
     return mod
 
 
@@ -75,8 +76,12 @@ def old_spans(old: types.ModuleType, text: str) -> list[tuple[int, int, str]]:
     out = []
     for lo, hi in old._pii_windows(text):
         cur = text[lo:hi]
-        for kind, rx in (("email", old._EMAIL_RE), ("ip_address", old._IPV6_RE), ("ip_address", old._IPV4_RE),
-                         ("phone", old._PHONE_RE)):
+        for kind, rx in (
+            ("email", old._EMAIL_RE),
+            ("ip_address", old._IPV6_RE),
+            ("ip_address", old._IPV4_RE),
+            ("phone", old._PHONE_RE),
+        ):
             hits = []
             for m in rx.finditer(cur):
                 v = m.group()
@@ -123,19 +128,26 @@ def context(text: str, start: int, end: int) -> tuple[str, int]:
     return text[a:b], start - a
 
 
-_EXAMPLE_DOMAIN = re.compile(r"(?i)(?:^|\.)(?:example|beispiel|ejemplo|exemple|esempio|exemplo|voorbeeld)\.[a-z]{2,}$"
-                             r"|\.(?:example|test|invalid|localhost|local|localdomain|dom|tld)$")
-_SECTION = re.compile(r"(?i)(section|sect\.|chapter|abschnitt|kapitel|secci[oó]n?|cap[ií]tulo|chapitre|sezione|capitolo|"
-                      r"se[cç][aã]o|hoofdstuk|раздел|глава|afsnit|τμήμα|قسم|قسمت|jls|jvms|c standard|c99 standard|§)"
-                      r"[^\n]{0,15}$|\xa0$|第\s*$")
+_EXAMPLE_DOMAIN = re.compile(
+    r"(?i)(?:^|\.)(?:example|beispiel|ejemplo|exemple|esempio|exemplo|voorbeeld)\.[a-z]{2,}$"
+    r"|\.(?:example|test|invalid|localhost|local|localdomain|dom|tld)$"
+)
+_SECTION = re.compile(
+    r"(?i)(section|sect\.|chapter|abschnitt|kapitel|secci[oó]n?|cap[ií]tulo|chapitre|sezione|capitolo|"
+    r"se[cç][aã]o|hoofdstuk|раздел|глава|afsnit|τμήμα|قسم|قسمت|jls|jvms|c standard|c99 standard|§)"
+    r"[^\n]{0,15}$|\xa0$|第\s*$"
+)
 _VERSION = re.compile(r"(?i)(version|zlib|gcc|thunderbird|firefox/|python|v|==)\s*$|[A-Za-z][/_-]$")
-_TLDS = {ln.strip().lower() for ln in (REPO / "assets/corpus/data/iana_tlds.txt").read_text().splitlines()
-         if ln.strip() and not ln.startswith("#")}
+_TLDS = {
+    ln.strip().lower()
+    for ln in (REPO / "assets/corpus/data/iana_tlds.txt").read_text().splitlines()
+    if ln.strip() and not ln.startswith("#")
+}
 
 
 def label(kind: str, value: str, ctx: str, off: int) -> tuple[bool, str]:
     """(is PII, reason) by the rules of the module doc."""
-    before, after = ctx[:off].rsplit("\n", 1)[-1], ctx[off + len(value):].split("\n", 1)[0]  # same line
+    before, after = ctx[:off].rsplit("\n", 1)[-1], ctx[off + len(value) :].split("\n", 1)[0]  # same line
     if kind == "email":
         local, domain = value.rsplit("@", 1)
         if _EXAMPLE_DOMAIN.search(domain):
@@ -195,8 +207,16 @@ WRITTEN = [
     ("ip_address", "149.20.4.15", "nameserver 149.20.4.15"),
     ("ip_address", "212.27.32.176", "; The resolver at 212.27.32.176 answers for falcot.com"),
     ("ip_address", "8.8.8.8", "$ ping -c 3 8.8.8.8"),
-    ("ip_address", "82.50.72.202", "Nov 27 13:33:34 arrakis sshd[1147]: Accepted publickey for roland from 82.50.72.202 port 38742 ssh2"),
-    ("ip_address", "213.244.11.247", '213.244.11.247 - - [27/Nov/2004:13:33:34 +0100] "GET /index.html HTTP/1.1" 200 2047'),
+    (
+        "ip_address",
+        "82.50.72.202",
+        "Nov 27 13:33:34 arrakis sshd[1147]: Accepted publickey for roland from 82.50.72.202 port 38742 ssh2",
+    ),
+    (
+        "ip_address",
+        "213.244.11.247",
+        '213.244.11.247 - - [27/Nov/2004:13:33:34 +0100] "GET /index.html HTTP/1.1" 200 2047',
+    ),
     ("ip_address", "93.184.216.34", "Open http://93.184.216.34/ in a browser to reach the server directly."),
     ("ip_address", "200.46.204.71", "The old server 200.46.204.71 was retired in 2019."),
     ("ip_address", "212.94.201.10", "mail    IN      A       212.94.201.10"),
@@ -210,11 +230,19 @@ WRITTEN = [
     ("ip_address", "212.27.32.176", "Block the address 212.27.32.176."),
     ("ip_address", "2001:67c:2564:a119::77", "www.debian.org has IPv6 address 2001:67c:2564:a119::77"),
     ("ip_address", "2603:400a:ffff:bb8::801f:3e", "ping6 2603:400a:ffff:bb8::801f:3e"),
-    ("ip_address", "2606:2800:220:1:248:1893:25c8:1946", "Connect to [2606:2800:220:1:248:1893:25c8:1946]:443 with TLS."),
+    (
+        "ip_address",
+        "2606:2800:220:1:248:1893:25c8:1946",
+        "Connect to [2606:2800:220:1:248:1893:25c8:1946]:443 with TLS.",
+    ),
     ("ip_address", "8.8.8.8", "8.8.8.8"),
     ("ip_address", "93.184.216.34", "  inet 93.184.216.34/24 brd 93.184.216.255 scope global eth0"),
     ("email", "debian-devel@lists.debian.org", "Send your questions to debian-devel@lists.debian.org."),
-    ("email", "debian-user-french@lists.debian.org", "Écrivez à debian-user-french@lists.debian.org pour obtenir de l'aide."),
+    (
+        "email",
+        "debian-user-french@lists.debian.org",
+        "Écrivez à debian-user-french@lists.debian.org pour obtenir de l'aide.",
+    ),
     ("email", "debian-user-german@lists.debian.org", "Fragen Sie auf debian-user-german@lists.debian.org nach."),
     ("email", "debian-devel@lists.debian.org", "詳しくはdebian-devel@lists.debian.orgまでお問い合わせください。"),
     ("email", "debian-doc@debian.or.jp", "日本語の場合はdebian-doc@debian.or.jpを参照してください。"),
@@ -227,7 +255,11 @@ WRITTEN = [
     ("email", "osamu@debian.org", "# Copyright (C) 2021 Osamu Aoki <osamu@debian.org>, Public Domain"),
     ("email", "debian-i18n@lists.debian.org", "(debian-i18n@lists.debian.org)"),
     ("email", "press@debian.org", "Contact press@debian.org: they answer within a day."),
-    ("email", "gregkh@linuxfoundation.org", 'gpg: Good signature from "Greg Kroah-Hartman <gregkh@linuxfoundation.org>"'),
+    (
+        "email",
+        "gregkh@linuxfoundation.org",
+        'gpg: Good signature from "Greg Kroah-Hartman <gregkh@linuxfoundation.org>"',
+    ),
     ("email", "hertzog@debian.org", "-- Raphaël Hertzog <hertzog@debian.org>  Mon, 22 Mar 2010 00:37:31 +0100"),
 ]
 
@@ -247,11 +279,18 @@ def main() -> None:
                 value = text[s:e]
                 line_a = text.rfind("\n", 0, s) + 1
                 line_b = text.find("\n", e)
-                key = (kind, value, text[line_a: line_b if line_b >= 0 else len(text)])
+                key = (kind, value, text[line_a : line_b if line_b >= 0 else len(text)])
                 if key not in cands:
                     ctx, off = context(text, s, e)
-                    cands[key] = {"kind": kind, "value": value, "context": ctx, "offset": off, "path": path,
-                                  "pos": s, "by": set()}
+                    cands[key] = {
+                        "kind": kind,
+                        "value": value,
+                        "context": ctx,
+                        "offset": off,
+                        "path": path,
+                        "pos": s,
+                        "by": set(),
+                    }
                 cands[key]["by"].add(who)
     rows = sorted(cands.values(), key=lambda r: (r["path"], r["pos"], r["kind"], r["value"]))
     for r in rows:
@@ -266,35 +305,55 @@ def main() -> None:
     for r, sampled_for in sample:
         r["sampled_for"] = sorted(sampled_for)
     sample = [r for r, _ in sample]
-    print(f"{len(rows)} distinct candidates ({sum('main' in r['by'] for r in rows)} by main, "
-          f"{sum('new' in r['by'] for r in rows)} by new); {len(sample)} sampled rows")
+    print(
+        f"{len(rows)} distinct candidates ({sum('main' in r['by'] for r in rows)} by main, "
+        f"{sum('new' in r['by'] for r in rows)} by new); {len(sample)} sampled rows"
+    )
     for who in ("main", "new"):
         mine = [r for r in sample if who in r["sampled_for"]]
         print(f"{who}: precision {sum(r['pii'] for r in mine) / len(mine):.4f} on its {len(mine)} sampled replacements")
     if a.show:
         for r in sample:
-            print(f"{int(r['pii'])} {'+'.join(sorted(r['by'])):8s} {r['kind'][:5]} {r['value']!r:28s} {r['reason'][:28]:28s} | "
-                  f"{r['context'][max(0, r['offset'] - 50): r['offset'] + len(r['value']) + 30]!r}")
+            print(
+                f"{int(r['pii'])} {'+'.join(sorted(r['by'])):8s} {r['kind'][:5]} {r['value']!r:28s} {r['reason'][:28]:28s} | "
+                f"{r['context'][max(0, r['offset'] - 50) : r['offset'] + len(r['value']) + 30]!r}"
+            )
     recall = {}
     for r in rows:
         if r["pii"] and r["kind"] in ("email", "ip_address"):
-            recall.setdefault((r["kind"], r["value"]), {k: r[k] for k in ("kind", "value", "context", "offset", "path")}
-                              | {"source": "docs"})
-    recall = list(recall.values()) + [{"kind": k, "value": v, "context": c, "offset": c.index(v), "path": None,
-                                       "source": "written"} for k, v, c in WRITTEN]
+            recall.setdefault(
+                (r["kind"], r["value"]),
+                {k: r[k] for k in ("kind", "value", "context", "offset", "path")} | {"source": "docs"},
+            )
+    recall = list(recall.values()) + [
+        {"kind": k, "value": v, "context": c, "offset": c.index(v), "path": None, "source": "written"}
+        for k, v, c in WRITTEN
+    ]
     for who, fn in (("main", lambda t: old_spans(old, t)), ("new", pii_spans)):
-        hit = [any(s < x["offset"] + len(x["value"]) and x["offset"] < e for s, e, _ in fn(x["context"])) for x in recall]
-        print(f"{who}: recall {sum(hit) / len(hit):.4f} on {len(recall)} real emails and public IPs "
-              f"({sum(x['kind'] == 'email' for x in recall)} emails)")
+        hit = [
+            any(s < x["offset"] + len(x["value"]) and x["offset"] < e for s, e, _ in fn(x["context"])) for x in recall
+        ]
+        print(
+            f"{who}: recall {sum(hit) / len(hit):.4f} on {len(recall)} real emails and public IPs "
+            f"({sum(x['kind'] == 'email' for x in recall)} emails)"
+        )
         for x, h in zip(recall, hit):
             if not h and a.show:
-                print(f"   {who} misses {x['kind']} {x['value']!r} in {x['context'][max(0, x['offset'] - 60):x['offset'] + 60]!r}")
+                print(
+                    f"   {who} misses {x['kind']} {x['value']!r} in {x['context'][max(0, x['offset'] - 60) : x['offset'] + 60]!r}"
+                )
     if a.write:
         lines = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in recall)
         (a.write / "pii_recall.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
-        lines = "".join(json.dumps({k: r[k] for k in ("kind", "value", "context", "offset", "pii", "reason", "path")}
-                                   | {"by": sorted(r["by"]), "sampled_for": r["sampled_for"]}, ensure_ascii=False) + "\n"
-                        for r in sample)
+        lines = "".join(
+            json.dumps(
+                {k: r[k] for k in ("kind", "value", "context", "offset", "pii", "reason", "path")}
+                | {"by": sorted(r["by"]), "sampled_for": r["sampled_for"]},
+                ensure_ascii=False,
+            )
+            + "\n"
+            for r in sample
+        )
         (a.write / "pii_labeled.jsonl.gz").write_bytes(gzip.compress(lines.encode(), mtime=0))
         print("wrote", a.write / "pii_labeled.jsonl.gz", "and", a.write / "pii_recall.jsonl.gz")
 

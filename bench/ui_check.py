@@ -48,6 +48,7 @@ which would cover every screenshot, is pre-dismissed by writing ``.nux/nux.yaml`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -67,10 +68,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The lineage the UI must show at least: the main chain, raw crawl to deployment.
 EXPECTED_ASSETS = [
-    "raw_crawl", "extracted_pages", "clean_documents", "deduplicated_documents",
-    "document_features", "feast_registry", "feast_online_store",
-    "tokenizer", "base_model", "training_dataset", "lora_adapter",
-    "model_evaluation", "registered_model", "sglang_deployment",
+    "raw_crawl",
+    "extracted_pages",
+    "clean_documents",
+    "deduplicated_documents",
+    "document_features",
+    "feast_registry",
+    "feast_online_store",
+    "tokenizer",
+    "base_model",
+    "training_dataset",
+    "lora_adapter",
+    "model_evaluation",
+    "registered_model",
+    "sglang_deployment",
 ]
 
 ENV = {
@@ -162,7 +173,7 @@ def _live_group_members(pgid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()  # state ppid pgrp ...
+        fields = stat[stat.rfind(")") + 2 :].split()  # state ppid pgrp ...
         if int(fields[2]) == pgid and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
@@ -203,13 +214,27 @@ class DagsterDev:
         (self.home / ".nux").mkdir()
         (self.home / ".nux" / "nux.yaml").write_text("seen: 1\n")
         dagster = Path(sys.executable).parent / "dagster"
-        cmd = [str(dagster) if dagster.exists() else "dagster", "dev", "-w", "workspace.yaml",
-               "-h", "127.0.0.1", "-p", str(self.port)]
+        cmd = [
+            str(dagster) if dagster.exists() else "dagster",
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+        ]
         env = {**os.environ, **ENV, "DAGSTER_HOME": str(self.home)}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_reset_sigint,
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_reset_sigint,
             )
 
     def _log_tail(self, n: int = 15) -> str:
@@ -237,12 +262,12 @@ class DagsterDev:
             ws = graphql(self.url, LOAD_STATUS_QUERY)["workspaceOrError"]
             entries = ws.get("locationEntries") or []
             if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                errors = [e for e in entries
-                          if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"]
+                errors = [e for e in entries if (e["locationOrLoadError"] or {}).get("__typename") == "PythonError"]
                 if errors:
-                    raise SetupError("code location failed to load: "
-                                     + "; ".join(f"{e['name']}: {e['locationOrLoadError']['message']}"
-                                                 for e in errors))
+                    raise SetupError(
+                        "code location failed to load: "
+                        + "; ".join(f"{e['name']}: {e['locationOrLoadError']['message']}" for e in errors)
+                    )
                 return up, time.monotonic() - t0
             time.sleep(0.5)
         raise SetupError(f"dagster dev not ready after {timeout:.0f} s:\n{self._log_tail()}")
@@ -252,10 +277,8 @@ class DagsterDev:
         t0 = time.monotonic()
         if self.proc is not None:
             pgid = self.proc.pid  # session leader: its pid is the group id
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             deadline = t0 + STOP_GRACE_S
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None and not _live_group_members(pgid):
@@ -264,16 +287,15 @@ class DagsterDev:
             else:
                 leftovers = _live_group_members(pgid)
                 stray = _temp_paths_of(leftovers)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.proc.wait()
                 time.sleep(0.5)
                 for p in stray:
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                self.stop_note = (f"{len(leftovers)} process(es) ignored SIGTERM for {STOP_GRACE_S:.0f} s:"
-                                  " SIGKILLed the group")
+                self.stop_note = (
+                    f"{len(leftovers)} process(es) ignored SIGTERM for {STOP_GRACE_S:.0f} s: SIGKILLed the group"
+                )
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
         return time.monotonic() - t0
@@ -281,8 +303,7 @@ class DagsterDev:
 
 def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    req = urllib.request.Request(url + "/graphql", data=body,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url + "/graphql", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         payload = json.load(r)
     if payload.get("errors"):
@@ -300,16 +321,19 @@ def collect_inventory(url: str) -> dict:
         checks_or_error = node["assetChecksOrError"]
         typename = checks_or_error["__typename"]
         checks_error = None if typename == "AssetChecks" else typename
-        assets.append({
-            "key": "/".join(node["assetKey"]["path"]),
-            "group": node["groupName"],
-            "kinds": node["kinds"],
-            "partitioned": node["isPartitioned"],
-            "has_checks": node["hasAssetChecks"],
-            "checks": [{"name": c["name"], "blocking": c["blocking"]}
-                       for c in (checks_or_error.get("checks") or [])],
-            "checks_error": checks_error,
-        })
+        assets.append(
+            {
+                "key": "/".join(node["assetKey"]["path"]),
+                "group": node["groupName"],
+                "kinds": node["kinds"],
+                "partitioned": node["isPartitioned"],
+                "has_checks": node["hasAssetChecks"],
+                "checks": [
+                    {"name": c["name"], "blocking": c["blocking"]} for c in (checks_or_error.get("checks") or [])
+                ],
+                "checks_error": checks_error,
+            }
+        )
     assets.sort(key=lambda a: (a["group"], a["key"]))
 
     jobs, schedules, sensors, locations = [], [], [], []
@@ -318,23 +342,34 @@ def collect_inventory(url: str) -> dict:
         raise RuntimeError(f"workspaceOrError: {ws.get('message')}")
     for entry in ws["locationEntries"]:
         loc = entry["locationOrLoadError"] or {}
-        locations.append({"name": entry["name"], "load_status": entry["loadStatus"],
-                          "error": loc.get("message")})
+        locations.append({"name": entry["name"], "load_status": entry["loadStatus"], "error": loc.get("message")})
         for repo in loc.get("repositories") or []:
             where = {"location": loc["name"], "repository": repo["name"]}
             for j in repo["jobs"]:
                 if not j["name"].startswith("__"):  # __ASSET_JOB is Dagster's implicit job
                     jobs.append({"name": j["name"], "asset_job": j["isAssetJob"], **where})
             for s in repo["schedules"]:
-                schedules.append({"name": s["name"], "cron": s["cronSchedule"], "job": s["pipelineName"],
-                                  "timezone": s["executionTimezone"],
-                                  "status": s["scheduleState"]["status"], **where})
+                schedules.append(
+                    {
+                        "name": s["name"],
+                        "cron": s["cronSchedule"],
+                        "job": s["pipelineName"],
+                        "timezone": s["executionTimezone"],
+                        "status": s["scheduleState"]["status"],
+                        **where,
+                    }
+                )
             for s in repo["sensors"]:
-                sensors.append({"name": s["name"], "type": s["sensorType"],
-                                "min_interval_s": s["minIntervalSeconds"],
-                                "status": s["sensorState"]["status"], **where})
-    return {"locations": locations, "assets": assets, "jobs": jobs, "schedules": schedules,
-            "sensors": sensors}
+                sensors.append(
+                    {
+                        "name": s["name"],
+                        "type": s["sensorType"],
+                        "min_interval_s": s["minIntervalSeconds"],
+                        "status": s["sensorState"]["status"],
+                        **where,
+                    }
+                )
+    return {"locations": locations, "assets": assets, "jobs": jobs, "schedules": schedules, "sensors": sensors}
 
 
 def inventory_problems(inv: dict) -> list[str]:
@@ -358,16 +393,25 @@ def print_inventory(inv: dict) -> None:
     rows = [("asset", "group", "kinds", "part.", "checks")]
     for a in inv["assets"]:
         checks = ", ".join(c["name"] + ("" if c["blocking"] else " (warn)") for c in a["checks"])
-        rows.append((a["key"], a["group"], ",".join(a["kinds"]), "yes" if a["partitioned"] else "",
-                     f"{len(a['checks'])}: {checks}" if a["checks"] else "-"))
+        rows.append(
+            (
+                a["key"],
+                a["group"],
+                ",".join(a["kinds"]),
+                "yes" if a["partitioned"] else "",
+                f"{len(a['checks'])}: {checks}" if a["checks"] else "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
         if i == 0:
             print("-" * (sum(widths) + 8 + len("checks")))
     n_checks = sum(len(a["checks"]) for a in inv["assets"])
-    print(f"{len(inv['assets'])} assets in {len({a['group'] for a in inv['assets']})} groups, "
-          f"{n_checks} checks on {sum(1 for a in inv['assets'] if a['checks'])} assets")
+    print(
+        f"{len(inv['assets'])} assets in {len({a['group'] for a in inv['assets']})} groups, "
+        f"{n_checks} checks on {sum(1 for a in inv['assets'] if a['checks'])} assets"
+    )
     print()
     for j in inv["jobs"]:
         print(f"job       {j['name']:<24} {'asset job' if j['asset_job'] else 'op job'}")
@@ -385,8 +429,10 @@ def print_inventory(inv: dict) -> None:
 def find_chromium() -> Path:
     path = Path(os.environ.get("CHROMIUM") or "/usr/bin/chromium")
     if not (path.is_file() and os.access(path, os.X_OK)):
-        raise SetupError(f"no Chromium at {path}: install it (Debian: apt-get install -y chromium) "
-                         "or point $CHROMIUM at a chromium/chrome binary")
+        raise SetupError(
+            f"no Chromium at {path}: install it (Debian: apt-get install -y chromium) "
+            "or point $CHROMIUM at a chromium/chrome binary"
+        )
     return path
 
 
@@ -423,13 +469,23 @@ def screenshot(chromium: Path, url: str, png: Path, window: str, budget_ms: int,
     """One Chromium run: PNG to ``png``; returns the rendered DOM, the seconds taken and whether it
     timed out. A fresh profile each time; its own process group, so a hung browser dies whole."""
     profile = tempfile.mkdtemp(prefix="ui-check-chromium-")
-    cmd = [str(chromium), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           "--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}",
-           f"--window-size={window}", f"--virtual-time-budget={budget_ms}",
-           f"--screenshot={png}", "--dump-dom", url]
+    cmd = [
+        str(chromium),
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--no-default-browser-check",
+        f"--user-data-dir={profile}",
+        f"--window-size={window}",
+        f"--virtual-time-budget={budget_ms}",
+        f"--screenshot={png}",
+        "--dump-dom",
+        url,
+    ]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
     timed_out = False
     try:
         dom, _ = proc.communicate(timeout=CHROMIUM_TIMEOUT_S + budget_ms / 1000)
@@ -442,8 +498,9 @@ def screenshot(chromium: Path, url: str, png: Path, window: str, budget_ms: int,
     return dom.decode(errors="replace"), time.monotonic() - t0, timed_out
 
 
-def take_screenshots(chromium: Path, base: str, inv: dict, out: Path, checks_asset: str,
-                     window: str, budget_ms: int) -> list[dict]:
+def take_screenshots(
+    chromium: Path, base: str, inv: dict, out: Path, checks_asset: str, window: str, budget_ms: int
+) -> list[dict]:
     by_key = {a["key"]: a for a in inv["assets"]}
     if checks_asset not in by_key or not by_key[checks_asset]["checks"]:
         fallback = next((a["key"] for a in inv["assets"] if a["checks"]), None)
@@ -456,8 +513,14 @@ def take_screenshots(chromium: Path, base: str, inv: dict, out: Path, checks_ass
     ]
     if checks_asset:
         key_path = "/".join(urllib.parse.quote(p) for p in checks_asset.split("/"))
-        pages.insert(1, (f"asset_checks_{checks_asset.replace('/', '_')}", f"/assets/{key_path}?view=checks",
-                         [c["name"] for c in by_key[checks_asset]["checks"]]))
+        pages.insert(
+            1,
+            (
+                f"asset_checks_{checks_asset.replace('/', '_')}",
+                f"/assets/{key_path}?view=checks",
+                [c["name"] for c in by_key[checks_asset]["checks"]],
+            ),
+        )
     shots = []
     with open(out / "chromium.log", "ab") as log:
         for name, path, expected in pages:
@@ -467,14 +530,24 @@ def take_screenshots(chromium: Path, base: str, inv: dict, out: Path, checks_ass
             (out / f"{name}.dom.html").write_text(dom)
             texts = visible_texts(dom)
             missing = [e for e in expected if not shown(e, texts)]
-            shots.append({"name": name, "url": base + path, "png": str(png),
-                          "png_bytes": png.stat().st_size if png.exists() else 0,
-                          "seconds": round(secs, 1), "timed_out": timed_out,
-                          "expected": expected, "missing": missing})
+            shots.append(
+                {
+                    "name": name,
+                    "url": base + path,
+                    "png": str(png),
+                    "png_bytes": png.stat().st_size if png.exists() else 0,
+                    "seconds": round(secs, 1),
+                    "timed_out": timed_out,
+                    "expected": expected,
+                    "missing": missing,
+                }
+            )
             status = "ok" if png.exists() and not missing else "TIMEOUT" if timed_out else "FAIL"
             shown_path = path if len(path) < 60 else path.split("?")[0] + "?expanded=<every group>"
-            print(f"{status:<7} {name:<34} {secs:5.1f} s  {len(expected) - len(missing)}/{len(expected)} "
-                  f"expected names in the page  {shown_path}")
+            print(
+                f"{status:<7} {name:<34} {secs:5.1f} s  {len(expected) - len(missing)}/{len(expected)} "
+                f"expected names in the page  {shown_path}"
+            )
             if missing:
                 print(f"        not on the page: {', '.join(missing)}")
     return shots
@@ -484,8 +557,9 @@ def take_screenshots(chromium: Path, base: str, inv: dict, out: Path, checks_ass
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", required=True, type=Path, help="folder for ui_inventory.json and the PNGs")
     ap.add_argument("--port", type=int, default=0, help="webserver port (default: a free one)")
     ap.add_argument("--checks-asset", default="model_evaluation", help="asset whose checks tab to capture")
@@ -504,8 +578,11 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     dev = DagsterDev(args.port or free_port(), args.out / "dagster_dev.log")
-    report: dict = {"url": dev.url, "command": "dagster dev -w workspace.yaml -h 127.0.0.1 -p "
-                    f"{dev.port}", "expected_assets": EXPECTED_ASSETS}
+    report: dict = {
+        "url": dev.url,
+        "command": f"dagster dev -w workspace.yaml -h 127.0.0.1 -p {dev.port}",
+        "expected_assets": EXPECTED_ASSETS,
+    }
     code = 0
     try:
         print(f"starting {report['command']} (log: {dev.log_path})")
@@ -518,8 +595,10 @@ def main(argv: list[str] | None = None) -> int:
         timings["server_info_s"], timings["location_loaded_s"] = round(up, 1), round(loaded, 1)
         with urllib.request.urlopen(dev.url + "/server_info", timeout=10) as r:
             report["server_info"] = json.load(r)
-        print(f"/server_info after {up:.1f} s, code location loaded after {loaded:.1f} s: "
-              f"dagster {report['server_info'].get('dagster_version')}\n")
+        print(
+            f"/server_info after {up:.1f} s, code location loaded after {loaded:.1f} s: "
+            f"dagster {report['server_info'].get('dagster_version')}\n"
+        )
 
         t0 = time.monotonic()
         inv = collect_inventory(dev.url)
@@ -530,14 +609,21 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"\nscreenshots with {chromium} ({args.window_size}, virtual time {args.budget_ms} ms):")
         t0 = time.monotonic()
-        shots = take_screenshots(chromium, dev.url, inv, args.out, args.checks_asset,
-                                 args.window_size, args.budget_ms)
+        shots = take_screenshots(chromium, dev.url, inv, args.out, args.checks_asset, args.window_size, args.budget_ms)
         timings["screenshots_s"] = round(time.monotonic() - t0, 1)
         report["screenshots"] = shots
-        shot_problems = [f"screenshot {s['name']}: " + ("Chromium timed out" if s["timed_out"]
-                                                       else "no PNG" if not s["png_bytes"]
-                                                       else f"page lacks {', '.join(s['missing'])}")
-                         for s in shots if not s["png_bytes"] or s["missing"]]
+        shot_problems = [
+            f"screenshot {s['name']}: "
+            + (
+                "Chromium timed out"
+                if s["timed_out"]
+                else "no PNG"
+                if not s["png_bytes"]
+                else f"page lacks {', '.join(s['missing'])}"
+            )
+            for s in shots
+            if not s["png_bytes"] or s["missing"]
+        ]
         report["problems"] = problems + shot_problems
         code = 1 if problems else 2 if shot_problems else 0
     finally:
@@ -552,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"timings: {json.dumps(timings)}")
     n_pages = len(report.get("screenshots", []))
     print(f"wrote {args.out / 'ui_inventory.json'} and the screenshots of {n_pages} pages to {args.out}")
-    seen = [k for k in EXPECTED_ASSETS if k in {a['key'] for a in report.get('assets', [])}]
+    seen = [k for k in EXPECTED_ASSETS if k in {a["key"] for a in report.get("assets", [])}]
     print(f"expected assets seen: {len(seen)}/{len(EXPECTED_ASSETS)}")
     for p in report.get("problems", []):
         print(f"PROBLEM: {p}")

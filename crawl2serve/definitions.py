@@ -10,8 +10,12 @@ import warnings
 
 import dagster as dg
 
-for _var, _val in {"DAGSTER_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true",
-                   "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}.items():
+for _var, _val in {
+    "DAGSTER_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",
+}.items():
     os.environ.setdefault(_var, _val)
 
 from crawl2serve import assets, pipelines  # noqa: E402  (after the telemetry switches)

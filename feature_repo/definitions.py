@@ -10,19 +10,35 @@ from feast.types import Float32, Int64, String
 
 OFFLINE = os.path.join(os.environ["CRAWL2SERVE_FEAST_DIR"], "offline")
 
-document = Entity(name="document", join_keys=["doc_id"], value_type=ValueType.STRING,
-                  description="One deduplicated document (doc_id = BLAKE2b of its URL).")
-domain = Entity(name="domain", join_keys=["domain"], value_type=ValueType.STRING,
-                description="A crawled host.")
-tenant = Entity(name="tenant", join_keys=["tenant_id"], value_type=ValueType.STRING,
-                description="An API tenant of the serving gateway.")
+document = Entity(
+    name="document",
+    join_keys=["doc_id"],
+    value_type=ValueType.STRING,
+    description="One deduplicated document (doc_id = BLAKE2b of its URL).",
+)
+domain = Entity(name="domain", join_keys=["domain"], value_type=ValueType.STRING, description="A crawled host.")
+tenant = Entity(
+    name="tenant",
+    join_keys=["tenant_id"],
+    value_type=ValueType.STRING,
+    description="An API tenant of the serving gateway.",
+)
 
-document_source = FileSource(name="document_features_source", path=f"{OFFLINE}/document_features.parquet",
-                             timestamp_field="event_timestamp", created_timestamp_column="created_timestamp")
-domain_source = FileSource(name="domain_features_source", path=f"{OFFLINE}/domain_features.parquet",
-                           timestamp_field="event_timestamp", created_timestamp_column="created_timestamp")
-tenant_batch_source = FileSource(name="tenant_stats_source", path=f"{OFFLINE}/tenant_stats.parquet",
-                                 timestamp_field="event_timestamp")
+document_source = FileSource(
+    name="document_features_source",
+    path=f"{OFFLINE}/document_features.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+domain_source = FileSource(
+    name="domain_features_source",
+    path=f"{OFFLINE}/domain_features.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+tenant_batch_source = FileSource(
+    name="tenant_stats_source", path=f"{OFFLINE}/tenant_stats.parquet", timestamp_field="event_timestamp"
+)
 tenant_stats_push = PushSource(name="tenant_stats_push", batch_source=tenant_batch_source)
 
 document_features = FeatureView(

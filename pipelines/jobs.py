@@ -5,7 +5,6 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-
 EMBEDDED_CONFIG_FILE = Path(__file__).with_name("embedded.yaml")
 EMBEDDED_RUN_CONFIG = yaml.safe_load(EMBEDDED_CONFIG_FILE.read_text())
 
@@ -31,9 +30,13 @@ retrain_job = dg.define_asset_job(
 )
 
 serve_champion_job = dg.define_asset_job(
-    "serve_champion", selection=dg.AssetSelection.assets("sglang_deployment"),
-    description="Serve the registry's current champion (what the new-champion sensor requests).")
+    "serve_champion",
+    selection=dg.AssetSelection.assets("sglang_deployment"),
+    description="Serve the registry's current champion (what the new-champion sensor requests).",
+)
 
 monitoring_job = dg.define_asset_job(
-    "monitoring", selection=dg.AssetSelection.groups("monitoring"),
-    description="One hour of inference logs compacted, and its Evidently drift report.")
+    "monitoring",
+    selection=dg.AssetSelection.groups("monitoring"),
+    description="One hour of inference logs compacted, and its Evidently drift report.",
+)

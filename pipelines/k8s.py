@@ -35,8 +35,9 @@ GPU_TOLERATIONS = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "No
 JOB_TTL_S = 24 * 3600  # finished step Jobs (and their pods, with their logs) are kept a day
 
 
-def pod_config(kind: str, *, cpu: str, memory: str, gpus: int = 0, node_selector: Mapping[str, str] | None = None,
-               tolerations=None) -> dict:
+def pod_config(
+    kind: str, *, cpu: str, memory: str, gpus: int = 0, node_selector: Mapping[str, str] | None = None, tolerations=None
+) -> dict:
     """A ``dagster-k8s/config`` dict: CPU/memory requests (memory also as the limit: a step over it is
     OOM-killed rather than starving its node), ``gpus`` as ``nvidia.com/gpu`` requests and limits, the pod kind
     as a label, and GPU placement."""
@@ -82,9 +83,12 @@ DEFAULT_STEP_CONFIG = pod_config("other", cpu="1", memory="4Gi")
 CPU_POD_TAGS = {K8S_CONFIG_TAG: CPU_POD_CONFIG}
 GPU_POD_TAGS = {K8S_CONFIG_TAG: GPU_POD_CONFIG}
 # The run pod only orchestrates (the k8s_job_executor starts one pod per step): a small one.
-RUN_POD_TAGS = {K8S_CONFIG_TAG: {"container_config": {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"},
-                                                                    "limits": {"memory": "2Gi"}}},
-                                 "pod_template_spec_metadata": {"labels": {POD_LABEL: "run"}}}}
+RUN_POD_TAGS = {
+    K8S_CONFIG_TAG: {
+        "container_config": {"resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}},
+        "pod_template_spec_metadata": {"labels": {POD_LABEL: "run"}},
+    }
+}
 
 # Op name -> pod kind (tests/deploy checks that every op of the code location has one).
 STEP_PODS: dict[str, str] = {
@@ -107,9 +111,14 @@ STEP_PODS: dict[str, str] = {
 }
 
 
-def k8s_executor_config(*, trainer_in_step_pod: bool = False, gpus: int = 1,
-                        gpu_node_selector: Mapping[str, str] | None = None, job_namespace: str | None = None,
-                        max_concurrent: int | None = 4) -> dict:
+def k8s_executor_config(
+    *,
+    trainer_in_step_pod: bool = False,
+    gpus: int = 1,
+    gpu_node_selector: Mapping[str, str] | None = None,
+    job_namespace: str | None = None,
+    max_concurrent: int | None = 4,
+) -> dict:
     """Config of ``dagster_k8s.k8s_job_executor``: a default pod for every step and a per-op pod by stage.
 
     ``gpus``/``gpu_node_selector``: the GPU steps' pods (``model_evaluation``, and ``lora_adapter`` with

@@ -13,12 +13,18 @@ daily_recrawl = dg.build_schedule_from_partitioned_job(
 )
 
 
-
-@dg.schedule(cron_schedule="5 * * * *", job=monitoring_job, default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Every hour, five minutes past: compact the hour that just ended and report its drift.")
+@dg.schedule(
+    cron_schedule="5 * * * *",
+    job=monitoring_job,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every hour, five minutes past: compact the hour that just ended and report its drift.",
+)
 def hourly_monitoring(context: dg.ScheduleEvaluationContext):
-    hour = (context.scheduled_execution_time - timedelta(hours=1)).replace(minute=0, second=0,
-                                                                           microsecond=0).strftime(PARTITION_FORMAT)
+    hour = (
+        (context.scheduled_execution_time - timedelta(hours=1))
+        .replace(minute=0, second=0, microsecond=0)
+        .strftime(PARTITION_FORMAT)
+    )
     return dg.RunRequest(run_key=f"monitoring-{hour}", partition_key=hour)
 
 

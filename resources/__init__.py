@@ -23,20 +23,28 @@ ENV_VAR = "CRAWL2SERVE_ENV"
 
 # The production environment's variables: name -> (required, what it is). deploy/k8s/10-config.yaml sets them.
 PRODUCTION_ENV: dict[str, tuple[bool, str]] = {
-    "CRAWL2SERVE_DATA_ROOT": (True, "the data root: a path on the shared volume (e.g. /data) or an fsspec URL "
-                              "(e.g. s3://bucket/crawl2serve)"),
-    "CRAWL2SERVE_DATA_CLAIM": (False, "PersistentVolumeClaim holding the data root, mounted at CRAWL2SERVE_DATA_ROOT "
-                               "in the trainer and engine pods"),
+    "CRAWL2SERVE_DATA_ROOT": (
+        True,
+        "the data root: a path on the shared volume (e.g. /data) or an fsspec URL (e.g. s3://bucket/crawl2serve)",
+    ),
+    "CRAWL2SERVE_DATA_CLAIM": (
+        False,
+        "PersistentVolumeClaim holding the data root, mounted at CRAWL2SERVE_DATA_ROOT in the trainer and engine pods",
+    ),
     "CRAWL2SERVE_SEEDS": (True, "seed URLs of the crawl, separated by commas or whitespace"),
     "CRAWL2SERVE_ALLOWED_HOSTS": (False, "host allow-list of the crawl (default: the seeds' hosts)"),
     "CRAWL2SERVE_CRAWL_DELAY_S": (False, "seconds between two requests to one host (default 1.0)"),
     "CRAWL2SERVE_REDIS": (True, "Redis of the Feast online store, host:port[,db=N]"),
-    "CRAWL2SERVE_GATEWAY_REDIS_URL": (False, "Redis URL of the gateway's shared state (default: CRAWL2SERVE_REDIS, "
-                                      "database 1)"),
+    "CRAWL2SERVE_GATEWAY_REDIS_URL": (
+        False,
+        "Redis URL of the gateway's shared state (default: CRAWL2SERVE_REDIS, database 1)",
+    ),
     "MLFLOW_TRACKING_URI": (True, "MLflow tracking server (http://mlflow:5000) or database URI"),
     "CRAWL2SERVE_MLFLOW_ARTIFACTS": (False, "artifact location of a new MLflow experiment (default: the server's)"),
-    "CRAWL2SERVE_BASE_MODEL": (False, "base model: a Hugging Face id in the image's cache or a path (default: "
-                               "the embedded tiny Llama)"),
+    "CRAWL2SERVE_BASE_MODEL": (
+        False,
+        "base model: a Hugging Face id in the image's cache or a path (default: the embedded tiny Llama)",
+    ),
     "CRAWL2SERVE_NAMESPACE": (False, "namespace of the trainer and engine pods (default crawl2serve)"),
     "CRAWL2SERVE_SERVICE_ACCOUNT": (False, "service account of the trainer pods"),
     "CRAWL2SERVE_TRAINER_IMAGE": (True, "trainer image (the project image built with a CUDA torch)"),
@@ -76,8 +84,11 @@ def build_resources(env: str | None = None) -> dict:
 
 def production_resources(environ) -> dict:
     """The ``production`` environment from ``environ`` (see ``PRODUCTION_ENV``): configuration only."""
-    missing = [f"{name} ({what})" for name, (required, what) in PRODUCTION_ENV.items()
-               if required and not environ.get(name, "").strip()]
+    missing = [
+        f"{name} ({what})"
+        for name, (required, what) in PRODUCTION_ENV.items()
+        if required and not environ.get(name, "").strip()
+    ]
     if missing:
         raise MissingEnvironment(f"{ENV_VAR}=production needs these environment variables: " + "; ".join(missing))
 
@@ -92,10 +103,13 @@ def production_resources(environ) -> dict:
     redis = get("CRAWL2SERVE_REDIS")
 
     data_root = DataRoot(url=root)
-    crawl_target = CrawlTarget(data_root=data_root, mode="seeds", seeds=_words(get("CRAWL2SERVE_SEEDS")),
-                               allowed_hosts=_words(get("CRAWL2SERVE_ALLOWED_HOSTS", "")),
-                               per_host_delay_s=_number("CRAWL2SERVE_CRAWL_DELAY_S", get("CRAWL2SERVE_CRAWL_DELAY_S",
-                                                                                         "1.0"), float))
+    crawl_target = CrawlTarget(
+        data_root=data_root,
+        mode="seeds",
+        seeds=_words(get("CRAWL2SERVE_SEEDS")),
+        allowed_hosts=_words(get("CRAWL2SERVE_ALLOWED_HOSTS", "")),
+        per_host_delay_s=_number("CRAWL2SERVE_CRAWL_DELAY_S", get("CRAWL2SERVE_CRAWL_DELAY_S", "1.0"), float),
+    )
     feast_store = FeastStore(data_root=data_root, yaml_file="feature_store.redis.yaml", redis=redis)
     base_model = get("CRAWL2SERVE_BASE_MODEL")
     return {
@@ -105,17 +119,31 @@ def production_resources(environ) -> dict:
         "feast_store": feast_store,
         "base_model_source": BaseModelSource(model=base_model) if base_model else BaseModelSource(),
         "training_launcher": TrainingLauncher(
-            mode="k8s", image=get("CRAWL2SERVE_TRAINER_IMAGE"), namespace=namespace,
+            mode="k8s",
+            image=get("CRAWL2SERVE_TRAINER_IMAGE"),
+            namespace=namespace,
             gpus=_number("CRAWL2SERVE_TRAINER_GPUS", get("CRAWL2SERVE_TRAINER_GPUS", "1"), int, minimum=1),
-            node_selector=gpu_selector, service_account=get("CRAWL2SERVE_SERVICE_ACCOUNT"), **mount),
-        "mlflow_tracking": MlflowTracking(data_root=data_root, tracking_uri=get("MLFLOW_TRACKING_URI"),
-                                          artifact_location=get("CRAWL2SERVE_MLFLOW_ARTIFACTS")),
+            node_selector=gpu_selector,
+            service_account=get("CRAWL2SERVE_SERVICE_ACCOUNT"),
+            **mount,
+        ),
+        "mlflow_tracking": MlflowTracking(
+            data_root=data_root,
+            tracking_uri=get("MLFLOW_TRACKING_URI"),
+            artifact_location=get("CRAWL2SERVE_MLFLOW_ARTIFACTS"),
+        ),
         "serving_engine": ServingEngine(
-            data_root=data_root, feast_store=feast_store, backend="sglang", mode="k8s",
-            image=get("CRAWL2SERVE_SGLANG_IMAGE"), namespace=namespace,
+            data_root=data_root,
+            feast_store=feast_store,
+            backend="sglang",
+            mode="k8s",
+            image=get("CRAWL2SERVE_SGLANG_IMAGE"),
+            namespace=namespace,
             gpus=_number("CRAWL2SERVE_SGLANG_GPUS", get("CRAWL2SERVE_SGLANG_GPUS", "1"), int, minimum=1),
             node_selector=gpu_selector,
-            redis_url=get("CRAWL2SERVE_GATEWAY_REDIS_URL", f"redis://{redis.split(',')[0]}/1"), **mount),
+            redis_url=get("CRAWL2SERVE_GATEWAY_REDIS_URL", f"redis://{redis.split(',')[0]}/1"),
+            **mount,
+        ),
     }
 
 
@@ -124,13 +152,16 @@ def _check_data_root(root: str, claim: str | None) -> None:
 
     protocol = root.split("://", 1)[0] if "://" in root else "file"
     if claim and (protocol != "file" or not root.startswith("/")):
-        raise MissingEnvironment(f"CRAWL2SERVE_DATA_CLAIM={claim!r} mounts a volume at the data root, so "
-                                 f"CRAWL2SERVE_DATA_ROOT must be an absolute path (got {root!r})")
+        raise MissingEnvironment(
+            f"CRAWL2SERVE_DATA_CLAIM={claim!r} mounts a volume at the data root, so "
+            f"CRAWL2SERVE_DATA_ROOT must be an absolute path (got {root!r})"
+        )
     try:
         fsspec.get_filesystem_class(protocol)
     except (ImportError, ValueError) as exc:
-        raise MissingEnvironment(f"CRAWL2SERVE_DATA_ROOT={root!r}: no filesystem for {protocol!r} in this image "
-                                 f"({exc})") from exc
+        raise MissingEnvironment(
+            f"CRAWL2SERVE_DATA_ROOT={root!r}: no filesystem for {protocol!r} in this image ({exc})"
+        ) from exc
 
 
 def _words(value: str) -> list[str]:

@@ -1,6 +1,5 @@
 """Where the crawl starts: the embedded pydoc documentation server, or configured seed URLs."""
 
-
 import contextlib
 import re
 import subprocess
@@ -45,11 +44,12 @@ class CrawlTarget(dg.ConfigurableResource):
     private_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts (names or IP addresses) the crawl may reach although they are, or resolve to, private, "
-                    "loopback or link-local addresses: an intranet or staging site (mode=seeds). Every other internal "
-                    "address is refused and recorded as blocked_address. mode=pydoc adds its own 127.0.0.1.",
+        "loopback or link-local addresses: an intranet or staging site (mode=seeds). Every other internal "
+        "address is refused and recorded as blocked_address. mode=pydoc adds its own 127.0.0.1.",
     )
-    per_host_delay_s: float = Field(default=1.0, description="Seconds between requests to one origin (robots.txt "
-                                    "Crawl-delay raises it)")
+    per_host_delay_s: float = Field(
+        default=1.0, description="Seconds between requests to one origin (robots.txt Crawl-delay raises it)"
+    )
     user_agent: str = Field(default="crawl2serve/0.1 (+https://github.com/crawl2serve)", description="User-Agent sent")
     startup_timeout_s: float = Field(default=30.0, description="pydoc: seconds to wait for 'Server ready'")
 
@@ -111,7 +111,16 @@ class PortTaken(RuntimeError):
 
 @contextlib.contextmanager
 def _pydoc(include_site_packages: bool, timeout_s: float, port: int) -> Iterator[str]:
-    cmd = [sys.executable, *([] if include_site_packages else ["-S"]), "-m", "pydoc", "-n", "127.0.0.1", "-p", str(port)]
+    cmd = [
+        sys.executable,
+        *([] if include_site_packages else ["-S"]),
+        "-m",
+        "pydoc",
+        "-n",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + timeout_s

@@ -12,7 +12,6 @@ from crawl2serve.serving.gateway.tiers import FEAST_DIR_VAR, REDIS_VAR, open_fea
 from .storage import REPO_ROOT, DataRoot
 
 
-
 def import_feast():
     import feast
 
@@ -52,8 +51,9 @@ class FeastStore(dg.ConfigurableResource):
         """Every Feast object that feature_repo/definitions.py declares (as `feast apply` would find them)."""
         os.environ.update(self.environment())
         feast = import_feast()
-        spec = importlib.util.spec_from_file_location("crawl2serve_feast_definitions",
-                                                      Path(self.repo_path) / "definitions.py")
+        spec = importlib.util.spec_from_file_location(
+            "crawl2serve_feast_definitions", Path(self.repo_path) / "definitions.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         kinds = (feast.Entity, feast.FeatureView, feast.FeatureService, feast.PushSource, feast.FileSource)

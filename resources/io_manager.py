@@ -1,6 +1,5 @@
 """The IO manager: polars DataFrames as Parquet under the data root, by asset and partition, atomically."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -24,8 +23,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             raise TypeError(f"{context.asset_key.to_user_string()}: expected a polars DataFrame, got {type(obj)}")
         partition = context.partition_key if context.has_asset_partitions else None
         path = self.data_root.write_parquet(obj, self._path(context.asset_key, partition))
-        context.add_output_metadata({"path": dg.MetadataValue.path(path), "rows": obj.height,
-                                     "dagster/row_count": obj.height})
+        context.add_output_metadata(
+            {"path": dg.MetadataValue.path(path), "rows": obj.height, "dagster/row_count": obj.height}
+        )
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         key = context.asset_key

@@ -30,39 +30,57 @@ class ServingEngine(dg.ConfigurableResource):
 
     data_root: dg.ResourceDependency[DataRoot]
     feast_store: dg.ResourceDependency[FeastStore]
-    backend: str = Field("auto", description=f"auto | {' | '.join(BACKENDS)}. auto: sglang when a GPU is visible, "
-                         "else cpu")
+    backend: str = Field(
+        "auto", description=f"auto | {' | '.join(BACKENDS)}. auto: sglang when a GPU is visible, else cpu"
+    )
     mode: str = Field("local", description="local: engine processes on this host; k8s: a Deployment + Service")
     host: str = Field("127.0.0.1", description="Address the engines and the gateway bind to")
     engine_port: int = Field(30000, description="Port of the primary engine")
     sglang_python: str = Field("python3", description="Interpreter of SGLang's own environment (venv or image)")
-    sglang_args: list[str] = Field(default_factory=list, description="Extra launch_server arguments, e.g. "
-                                   "['--mem-fraction-static', '0.8', '--attention-backend', 'triton']")
-    cpu_args: list[str] = Field(default_factory=list,
-                                description="Extra `transformers serve` arguments. Default: none. "
-                                "`--continuous-batching` gave 3.0x the tokens/s at 8 concurrent streams of one "
-                                "version (bench/bench_cpu_engine.py), but transformers 5.24 rebuilds its batch "
-                                "manager whenever requests alternate between versions (a canary, a pinned "
-                                "crawl2serve@N, the base model): 22 of 48 such requests answered 503 and RSS "
-                                "reached 5.6 GB under a 2048 MB plan, against 48 of 48 at 463 MB without it. Any "
-                                "tenant can pin a version, so add it only to an engine that serves one version")
+    sglang_args: list[str] = Field(
+        default_factory=list,
+        description="Extra launch_server arguments, e.g. "
+        "['--mem-fraction-static', '0.8', '--attention-backend', 'triton']",
+    )
+    cpu_args: list[str] = Field(
+        default_factory=list,
+        description="Extra `transformers serve` arguments. Default: none. "
+        "`--continuous-batching` gave 3.0x the tokens/s at 8 concurrent streams of one "
+        "version (bench/bench_cpu_engine.py), but transformers 5.24 rebuilds its batch "
+        "manager whenever requests alternate between versions (a canary, a pinned "
+        "crawl2serve@N, the base model): 22 of 48 such requests answered 503 and RSS "
+        "reached 5.6 GB under a 2048 MB plan, against 48 of 48 at 463 MB without it. Any "
+        "tenant can pin a version, so add it only to an engine that serves one version",
+    )
     cpu_memory_budget_mb: int | None = Field(
-        2048, description="Resident memory the CPU engine may use: its KV cache is sized for the model to fit "
+        2048,
+        description="Resident memory the CPU engine may use: its KV cache is sized for the model to fit "
         "(serving/engines/transformers_cpu.py) and its supervisor restarts it above 1.5x. The embedded model's "
         "engine, 16 streams for 60 s: 1.53 GB peak with 2048; 7.4 GB and over 8 GB with transformers' own "
-        "sizing from the host (bench/bench_cpu_engine_memory.py). None: transformers' own sizing")
-    champion_engine_port: int | None = Field(None, description="sglang: also run a LoRA-free SGLang engine on "
-                                             "this port serving the champion's merged weights at the bare model's "
-                                             "speed; the LoRA engine then serves canaries and earlier versions")
-    fallback_cpu_port: int | None = Field(None, description="Also run a CPU engine on this port as the fallback "
-                                          "(with backend sglang)")
+        "sizing from the host (bench/bench_cpu_engine_memory.py). None: transformers' own sizing",
+    )
+    champion_engine_port: int | None = Field(
+        None,
+        description="sglang: also run a LoRA-free SGLang engine on "
+        "this port serving the champion's merged weights at the bare model's "
+        "speed; the LoRA engine then serves canaries and earlier versions",
+    )
+    fallback_cpu_port: int | None = Field(
+        None, description="Also run a CPU engine on this port as the fallback (with backend sglang)"
+    )
     startup_timeout_s: float = 900.0
-    restart_base_delay_s: float = Field(1.0, description="Local engines: first delay before restarting a dead "
-                                        "engine; doubles with each crash in a row, at most restart_max_delay_s")
+    restart_base_delay_s: float = Field(
+        1.0,
+        description="Local engines: first delay before restarting a dead "
+        "engine; doubles with each crash in a row, at most restart_max_delay_s",
+    )
     restart_max_delay_s: float = Field(60.0, description="Local engines: the longest delay between restarts")
     restart_reset_after_s: float = Field(120.0, description="An engine up this long is forgiven its crashes")
-    restart_max_fast_crashes: int = Field(5, description="Crashes in a row (each within restart_reset_after_s of "
-                                          "its start) after which the supervisor gives up")
+    restart_max_fast_crashes: int = Field(
+        5,
+        description="Crashes in a row (each within restart_reset_after_s of "
+        "its start) after which the supervisor gives up",
+    )
     max_lora_rank: int = Field(64, description="SGLang LoRA slots; deltas need the sum of two adapters' ranks")
     gateway_port: int = 8700
     gateway_url: str | None = Field(None, description="k8s: the gateway Service's URL (deploy/k8s/50-gateway.yaml)")
@@ -78,13 +96,21 @@ class ServingEngine(dg.ConfigurableResource):
     node_selector: dict[str, str] = Field(default_factory=dict, description="k8s: node selector of the engine pod")
     tolerations: list[dict[str, str]] = Field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        description="k8s: tolerations of the engine pod")
-    data_claim: str | None = Field(None, description="k8s: PersistentVolumeClaim holding the data root (models, "
-                                   "adapters), mounted at data_mount")
-    data_mount: str = Field("/data", description="k8s: where the data root is mounted in the engine pod (the data "
-                            "root's own path, so paths mean the same in every pod)")
-    service_host: str | None = Field(None, description="k8s: host the engine Service is reached at; default its "
-                                     "cluster DNS name <k8s_name>.<namespace>.svc.cluster.local")
+        description="k8s: tolerations of the engine pod",
+    )
+    data_claim: str | None = Field(
+        None, description="k8s: PersistentVolumeClaim holding the data root (models, adapters), mounted at data_mount"
+    )
+    data_mount: str = Field(
+        "/data",
+        description="k8s: where the data root is mounted in the engine pod (the data "
+        "root's own path, so paths mean the same in every pod)",
+    )
+    service_host: str | None = Field(
+        None,
+        description="k8s: host the engine Service is reached at; default its "
+        "cluster DNS name <k8s_name>.<namespace>.svc.cluster.local",
+    )
 
     def resolved_backend(self) -> str:
         if self.backend != "auto" and self.backend not in BACKENDS:
@@ -111,22 +137,32 @@ class ServingEngine(dg.ConfigurableResource):
         return launch
 
     def deployment(self, log=print) -> Deployment:
-        policy = RestartPolicy(base_delay_s=self.restart_base_delay_s, max_delay_s=self.restart_max_delay_s,
-                               reset_after_s=self.restart_reset_after_s,
-                               max_fast_crashes=self.restart_max_fast_crashes)
+        policy = RestartPolicy(
+            base_delay_s=self.restart_base_delay_s,
+            max_delay_s=self.restart_max_delay_s,
+            reset_after_s=self.restart_reset_after_s,
+            max_fast_crashes=self.restart_max_fast_crashes,
+        )
         return Deployment(self.state_dir(), log=log, restart_policy=policy)
 
     def _backend_options(self, backend: str) -> dict:
         """This resource's settings named after a backend (its interpreter, arguments, memory budget)."""
-        options = {"sglang": dict(python=self.sglang_python, extra_args=self.sglang_args),
-                   "cpu": dict(python=sys.executable, extra_args=self.cpu_args,
-                               memory_budget_mb=self.cpu_memory_budget_mb)}
+        options = {
+            "sglang": dict(python=self.sglang_python, extra_args=self.sglang_args),
+            "cpu": dict(python=sys.executable, extra_args=self.cpu_args, memory_budget_mb=self.cpu_memory_budget_mb),
+        }
         return options.get(backend, {})
 
     def _engine_config(self, name: str, backend: str, port: int, **overrides) -> EngineConfig:
-        return EngineConfig(name=name, backend=backend, host=self.host, port=port,
-                            startup_timeout_s=self.startup_timeout_s, max_lora_rank=self.max_lora_rank,
-                            **{**self._backend_options(backend), **overrides})
+        return EngineConfig(
+            name=name,
+            backend=backend,
+            host=self.host,
+            port=port,
+            startup_timeout_s=self.startup_timeout_s,
+            max_lora_rank=self.max_lora_rank,
+            **{**self._backend_options(backend), **overrides},
+        )
 
     def engine_configs(self) -> list[EngineConfig]:
         """The primary engine; with a weight-swapping backend (SGLang) and ``champion_engine_port``, a LoRA-free
@@ -146,17 +182,27 @@ class ServingEngine(dg.ConfigurableResource):
         feast = None
         if self.feast_tiers:
             yaml_file = self.feast_store.yaml_file
-            feast = FeastSettings(repo_path=self.feast_store.repo_path, feast_dir=str(self.feast_store.feast_dir),
-                                  yaml_file=yaml_file, redis=self.feast_store.redis,
-                                  push_interval_s=self.usage_push_interval_s)
+            feast = FeastSettings(
+                repo_path=self.feast_store.repo_path,
+                feast_dir=str(self.feast_store.feast_dir),
+                yaml_file=yaml_file,
+                redis=self.feast_store.redis,
+                push_interval_s=self.usage_push_interval_s,
+            )
         return GatewaySettings(
-            host=self.host, port=self.gateway_port, routing_file=f"{state}/routing.json",
+            host=self.host,
+            port=self.gateway_port,
+            routing_file=f"{state}/routing.json",
             keys_file=f"{state}/api_keys.json",
             log_dir=str(self.data_root.local_path(self.data_root.path("inference_log", None, "spool"))),
             redis_url=self.redis_url,
-            engines=[EngineSettings(name=c.name, url=self.k8s_endpoint(c.name) if self.mode == "k8s" else c.url)
-                     for c in self.engine_configs()],
-            guardrails=GuardrailSettings(blocked_patterns=self.blocked_patterns), feast=feast)
+            engines=[
+                EngineSettings(name=c.name, url=self.k8s_endpoint(c.name) if self.mode == "k8s" else c.url)
+                for c in self.engine_configs()
+            ],
+            guardrails=GuardrailSettings(blocked_patterns=self.blocked_patterns),
+            feast=feast,
+        )
 
     # -- mode="k8s" --------------------------------------------------------------------------------------------------
     def _k8s_engine(self, engine: str) -> tuple[str, int, bool]:
@@ -168,19 +214,32 @@ class ServingEngine(dg.ConfigurableResource):
             return f"{self.k8s_name}-champion", self.champion_engine_port or self.engine_port, False
         raise ValueError(f"engine={engine!r}: expected primary or champion")
 
-    def k8s_manifests(self, model_path: str, adapters: dict[str, str] | None = None, *,
-                      engine: str = "primary") -> list[dict]:
+    def k8s_manifests(
+        self, model_path: str, adapters: dict[str, str] | None = None, *, engine: str = "primary"
+    ) -> list[dict]:
         """The engine's Deployment + Service (``serving.k8s.sglang_manifests``) serving ``model_path`` (a path
         inside the pod: under ``data_mount``) with this resource's image, GPUs, placement and SGLang arguments."""
         from crawl2serve.serving.k8s import sglang_manifests
 
         name, port, lora = self._k8s_engine(engine)
-        return sglang_manifests(name=name, namespace=self.namespace, image=self.image, model_path=model_path,
-                                served_name=K8S_SERVED_NAME, port=port, gpus=self.gpus, adapters=adapters,
-                                extra_args=self.sglang_args, node_selector=self.node_selector,
-                                tolerations=self.tolerations, data_claim=self.data_claim, data_mount=self.data_mount,
-                                max_lora_rank=self.max_lora_rank, lora=lora,
-                                startup_timeout_s=int(self.startup_timeout_s))
+        return sglang_manifests(
+            name=name,
+            namespace=self.namespace,
+            image=self.image,
+            model_path=model_path,
+            served_name=K8S_SERVED_NAME,
+            port=port,
+            gpus=self.gpus,
+            adapters=adapters,
+            extra_args=self.sglang_args,
+            node_selector=self.node_selector,
+            tolerations=self.tolerations,
+            data_claim=self.data_claim,
+            data_mount=self.data_mount,
+            max_lora_rank=self.max_lora_rank,
+            lora=lora,
+            startup_timeout_s=int(self.startup_timeout_s),
+        )
 
     def k8s_endpoint(self, engine: str = "primary") -> str:
         """The engine's URL as the gateway and the Dagster steps reach it: the Service's cluster DNS name (or

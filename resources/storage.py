@@ -6,7 +6,6 @@ first and is renamed into place only once complete (``os.replace`` locally, a mo
 where a single PUT is itself atomic).
 """
 
-
 import contextlib
 import io
 import os

@@ -13,11 +13,15 @@ class MlflowTracking(dg.ConfigurableResource):
     production: a tracking server URI (``http://mlflow:5000``) or a Postgres URI."""
 
     data_root: dg.ResourceDependency[DataRoot]
-    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; default: SQLite under the data root")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default: SQLite under the data root"
+    )
     experiment: str = Field(default="crawl2serve", description="Experiment of the training runs")
     artifact_location: str | None = Field(
-        default=None, description="Artifact store of a new experiment; default: {data_root}/mlflow/artifacts, "
-        "except with an http(s) tracking server, which chooses its own")
+        default=None,
+        description="Artifact store of a new experiment; default: {data_root}/mlflow/artifacts, "
+        "except with an http(s) tracking server, which chooses its own",
+    )
 
     @property
     def uri(self) -> str:

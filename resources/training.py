@@ -25,7 +25,8 @@ class TrainingLauncher(dg.ConfigurableResource):
     node_selector: dict[str, str] = Field(default_factory=dict, description="k8s: node selector")
     tolerations: list[dict[str, str]] = Field(
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        description="k8s: tolerations of the GPU pod")
+        description="k8s: tolerations of the GPU pod",
+    )
     service_account: str | None = Field(default=None, description="k8s: service account of the pod")
     data_claim: str | None = Field(default=None, description="k8s: PersistentVolumeClaim holding the data root")
     data_mount: str = Field(default="/data", description="k8s: where the data root is mounted in the pod")
@@ -37,17 +38,26 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     def pod_spec(self) -> dict:
         """The base pod spec PipesK8sClient merges its container (image, command, Pipes env) into."""
-        resources = {"requests": {"cpu": self.cpu, "memory": self.memory, "nvidia.com/gpu": str(self.gpus)},
-                     "limits": {"nvidia.com/gpu": str(self.gpus)}}
-        container = {"resources": resources,
-                     "env": [{"name": "NCCL_DEBUG", "value": "WARN"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
-                     "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}]}
+        resources = {
+            "requests": {"cpu": self.cpu, "memory": self.memory, "nvidia.com/gpu": str(self.gpus)},
+            "limits": {"nvidia.com/gpu": str(self.gpus)},
+        }
+        container = {
+            "resources": resources,
+            "env": [{"name": "NCCL_DEBUG", "value": "WARN"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+            "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}],
+        }
         volumes = [{"name": "dshm", "empty_dir": {"medium": "Memory"}}]
         if self.data_claim:
             container["volume_mounts"].append({"name": "data", "mount_path": self.data_mount})
             volumes.append({"name": "data", "persistent_volume_claim": {"claim_name": self.data_claim}})
-        spec = {"containers": [container], "volumes": volumes, "restart_policy": "Never",
-                "node_selector": dict(self.node_selector), "tolerations": [dict(t) for t in self.tolerations]}
+        spec = {
+            "containers": [container],
+            "volumes": volumes,
+            "restart_policy": "Never",
+            "node_selector": dict(self.node_selector),
+            "tolerations": [dict(t) for t in self.tolerations],
+        }
         if self.service_account:
             spec["service_account_name"] = self.service_account
         return spec
@@ -58,7 +68,12 @@ class TrainingLauncher(dg.ConfigurableResource):
             return dg.PipesSubprocessClient().run(context=context, command=command, env=env)
         from dagster_k8s import PipesK8sClient
 
-        return PipesK8sClient().run(context=context, image=self.image, command=command, namespace=self.namespace,
-                                    env=env, base_pod_spec=self.pod_spec(),
-                                    base_pod_meta={"labels": {"app.kubernetes.io/part-of": "crawl2serve",
-                                                              "crawl2serve/stage": "training"}})
+        return PipesK8sClient().run(
+            context=context,
+            image=self.image,
+            command=command,
+            namespace=self.namespace,
+            env=env,
+            base_pod_spec=self.pod_spec(),
+            base_pod_meta={"labels": {"app.kubernetes.io/part-of": "crawl2serve", "crawl2serve/stage": "training"}},
+        )

@@ -1,12 +1,12 @@
 """``python -m crawl2serve.serving``: run the gateway, manage API keys, stop what the serving asset started.
 
-    python -m crawl2serve.serving gateway --config data/sglang_deployment/_/gateway.yaml
-    python -m crawl2serve.serving keys add --keys-file data/sglang_deployment/_/api_keys.json --tenant acme --tier pro
-    python -m crawl2serve.serving keys list --keys-file ...
-    python -m crawl2serve.serving demo --data-root data     # a few real requests through the running gateway
-    python -m crawl2serve.serving status --data-root data
-    python -m crawl2serve.serving stop --data-root data
-    python -m crawl2serve.serving supervise --name primary --backend cpu --url URL --state-file F -- ENGINE COMMAND...
+python -m crawl2serve.serving gateway --config data/sglang_deployment/_/gateway.yaml
+python -m crawl2serve.serving keys add --keys-file data/sglang_deployment/_/api_keys.json --tenant acme --tier pro
+python -m crawl2serve.serving keys list --keys-file ...
+python -m crawl2serve.serving demo --data-root data     # a few real requests through the running gateway
+python -m crawl2serve.serving status --data-root data
+python -m crawl2serve.serving stop --data-root data
+python -m crawl2serve.serving supervise --name primary --backend cpu --url URL --state-file F -- ENGINE COMMAND...
 """
 
 import argparse
@@ -83,7 +83,7 @@ def cmd_keys(args) -> int:
             print(f"no key with id {args.key_id!r}", file=sys.stderr)
             return 1
     else:
-        for k in store.keys():
+        for k in store:
             print(json.dumps({"key_id": k.key_id, "tenant": k.tenant, "tier": k.tier}))
     return 0
 
@@ -95,10 +95,12 @@ def cmd_status(args) -> int:
         if sup:
             last = sup.get("last_exit") or {}
             how = f"signal {last['signal']}" if last.get("signal") else f"exit code {last.get('code')}"
-            line += (f"; supervisor {sup.get('state')}, engine pid {sup.get('engine_pid')}, "
-                     f"{sup.get('restarts', 0)} restarts" + (f", last exit {how} ({last.get('reason')}) at "
-                                                             f"{last.get('at')}" if last else "")
-                     + (f", last restart {sup['last_restart_at']}" if sup.get("last_restart_at") else ""))
+            line += (
+                f"; supervisor {sup.get('state')}, engine pid {sup.get('engine_pid')}, "
+                f"{sup.get('restarts', 0)} restarts"
+                + (f", last exit {how} ({last.get('reason')}) at {last.get('at')}" if last else "")
+                + (f", last restart {sup['last_restart_at']}" if sup.get("last_restart_at") else "")
+            )
         elif "supervision" in proc:
             line += "; supervisor has written no state"
         print(line)
@@ -156,10 +158,17 @@ def cmd_demo(args) -> int:
         for i, prompt in enumerate(DEMO_PROMPTS[: args.requests]):
             start = time.perf_counter()
             if i % 2:
-                stream = client.chat.completions.create(model="crawl2serve", max_tokens=16, stream=i % 4 == 1,
-                                                        messages=[{"role": "user", "content": prompt}])
-                text = ("".join(c.choices[0].delta.content or "" for c in stream if c.choices) if i % 4 == 1
-                        else stream.choices[0].message.content)
+                stream = client.chat.completions.create(
+                    model="crawl2serve",
+                    max_tokens=16,
+                    stream=i % 4 == 1,
+                    messages=[{"role": "user", "content": prompt}],
+                )
+                text = (
+                    "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+                    if i % 4 == 1
+                    else stream.choices[0].message.content
+                )
             else:
                 text = client.completions.create(model="crawl2serve", prompt=prompt, max_tokens=16).choices[0].text
             print(f"{time.perf_counter() - start:6.2f}s  {prompt!r} -> {text!r}")
@@ -169,8 +178,9 @@ def cmd_demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crawl2serve.serving", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m crawl2serve.serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("gateway", help="run the OpenAI-compatible gateway")
     g.add_argument("--config", required=True)
@@ -190,14 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--data-root", default=default_root)
     d.add_argument("--requests", type=int, default=len(DEMO_PROMPTS))
     d.set_defaults(fn=cmd_demo)
-    s = sub.add_parser("supervise", help="run an engine command, restarting it when it dies (the serving asset "
-                       "starts engines this way)")
+    s = sub.add_parser(
+        "supervise",
+        help="run an engine command, restarting it when it dies (the serving asset starts engines this way)",
+    )
     from .supervisor import add_arguments
 
     add_arguments(s)
     s.set_defaults(fn=cmd_supervise)
-    for name, fn, text in (("status", cmd_status, "engines and gateway the serving asset started"),
-                           ("stop", cmd_stop, "stop the engines and the gateway the serving asset started")):
+    for name, fn, text in (
+        ("status", cmd_status, "engines and gateway the serving asset started"),
+        ("stop", cmd_stop, "stop the engines and the gateway the serving asset started"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--data-root", default=default_root)
         p.set_defaults(fn=fn)

@@ -50,7 +50,9 @@ def build_merged(base_dir: str, adapter_dir: str | None, out_dir: str, *, dtype:
     out = Path(out_dir)
     tmp = _staging(out)
     try:
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(
+            base_dir, dtype=dtype if dtype == "auto" else getattr(torch, dtype)
+        )
         if adapter_dir is not None:
             from peft import PeftModel
 
@@ -85,7 +87,7 @@ def _read_adapter(adapter_dir: str) -> tuple[dict, dict]:
 
 def _scale(config: dict) -> float:
     r, alpha = int(config["r"]), float(config["lora_alpha"])
-    return alpha / (r ** 0.5) if config.get("use_rslora") else alpha / r
+    return alpha / (r**0.5) if config.get("use_rslora") else alpha / r
 
 
 def _pairs(weights: dict) -> dict[str, tuple]:
@@ -140,8 +142,16 @@ def delta_adapter(target_dir: str | None, anchor_dir: str | None, out_dir: str) 
         tensors[f"{module}.lora_B.weight"] = b_cat.to(dtype).contiguous()
     rank = sum(int(next(iter(p.values()))[0].shape[0]) for _, p in parts)
     targets = sorted({m.rsplit(".", 1)[-1] for m in modules})
-    delta_config = {**config, "r": rank, "lora_alpha": rank, "use_rslora": False, "lora_dropout": 0.0,
-                    "target_modules": targets, "rank_pattern": {}, "alpha_pattern": {}}
+    delta_config = {
+        **config,
+        "r": rank,
+        "lora_alpha": rank,
+        "use_rslora": False,
+        "lora_dropout": 0.0,
+        "target_modules": targets,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
     out = Path(out_dir)
     tmp = _staging(out)
     try:

@@ -22,11 +22,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from crawl2serve.serving.backoff import RestartPolicy
+
 from .atomic import write_text
-from .backoff import RestartPolicy
 from .bundle import build_merged, delta_adapter
-from .engines import (Engine, EngineConfig, EngineError, EngineHandle, Release, alive, attach, complete, engine_for,
-                      healthy, load_handles, save_handles, start_process, stop_process, wait_healthy)
+from .engines import (
+    Engine,
+    EngineConfig,
+    EngineError,
+    EngineHandle,
+    Release,
+    alive,
+    attach,
+    complete,
+    engine_for,
+    healthy,
+    load_handles,
+    save_handles,
+    start_process,
+    stop_process,
+    wait_healthy,
+)
 from .gateway.routing import read_routing, write_routing
 from .gateway.settings import GatewaySettings
 from .supervisor import read_state, supervisor_command
@@ -40,8 +56,13 @@ class Deployment:
     """The serving state folder, and what reads and writes it. Also the :class:`~serving.engines.ModelFolders`
     engines ask for merged folders and delta adapters."""
 
-    def __init__(self, state_dir: str, model_name: str = "crawl2serve", log: Callable[[str], None] = print,
-                 restart_policy: RestartPolicy = RestartPolicy()):
+    def __init__(
+        self,
+        state_dir: str,
+        model_name: str = "crawl2serve",
+        log: Callable[[str], None] = print,
+        restart_policy: RestartPolicy = RestartPolicy(),
+    ):
         self.dir = Path(state_dir)
         self.model_name, self.log, self.restart_policy = model_name, log, restart_policy
 
@@ -73,9 +94,9 @@ class Deployment:
         save_handles(self.engines_file, handles)
 
     # -- engines --------------------------------------------------------------------------------------------
-    def ensure_engine(self, cfg: EngineConfig, champion: Release,
-                      remote: Callable[[str, str, dict[str, str]], str] | None = None
-                      ) -> tuple[EngineHandle, float | None]:
+    def ensure_engine(
+        self, cfg: EngineConfig, champion: Release, remote: Callable[[str, str, dict[str, str]], str] | None = None
+    ) -> tuple[EngineHandle, float | None]:
         """The running engine ``cfg.name`` if it serves the same base model at the same address, else a new one
         started with the champion as its anchor. Returns ``(handle, seconds to healthy or None if reused)``.
 
@@ -85,8 +106,13 @@ class Deployment:
         handle = self.handles().get(cfg.name)
         url = handle.url if (remote and handle) else cfg.url
         engine = engine_for(cfg, served_name=self.model_name, url=url)
-        if handle and engine.reusable(handle, champion, url) and handle.supervised == (remote is None) \
-                and (handle.pid is None or alive(handle.pid)) and self._up(engine, handle, cfg):
+        if (
+            handle
+            and engine.reusable(handle, champion, url)
+            and handle.supervised == (remote is None)
+            and (handle.pid is None or alive(handle.pid))
+            and self._up(engine, handle, cfg)
+        ):
             self.log(f"engine {cfg.name} ({handle.kind}, pid {handle.pid}) is up at {handle.url}: reusing it")
             return handle, None
         if handle and handle.pid and alive(handle.pid):
@@ -102,17 +128,38 @@ class Deployment:
         else:
             url = cfg.url
             self.log(f"engine {cfg.name}: starting {' '.join(engine.command(launch))} (supervised)")
-            pid = engine.start(launch, log_path, supervisor=supervisor_command(
-                engine, state_file=self.supervisor_file(cfg.name), handles_file=self.engines_file,
-                policy=self.restart_policy, startup_timeout_s=cfg.startup_timeout_s))
-        seconds = engine.wait_healthy(url=url, pid=pid, log_path=log_path,
-                                      progress=lambda s: self.log(f"engine {cfg.name}: waiting for "
-                                                                  f"{engine.health_path} ({s:.0f} s)"))
+            pid = engine.start(
+                launch,
+                log_path,
+                supervisor=supervisor_command(
+                    engine,
+                    state_file=self.supervisor_file(cfg.name),
+                    handles_file=self.engines_file,
+                    policy=self.restart_policy,
+                    startup_timeout_s=cfg.startup_timeout_s,
+                ),
+            )
+        seconds = engine.wait_healthy(
+            url=url,
+            pid=pid,
+            log_path=log_path,
+            progress=lambda s: self.log(f"engine {cfg.name}: waiting for {engine.health_path} ({s:.0f} s)"),
+        )
         self.log(f"engine {cfg.name}: healthy after {seconds:.1f} s")
-        handle = EngineHandle(name=cfg.name, kind=engine.backend, url=url, pid=pid, command=engine.command(launch),
-                              log=log_path, base_model=champion.base_model, anchor=launch.anchor,
-                              models=launch.models, version=engine.version(), lora=cfg.lora,
-                              supervised=remote is None)
+        handle = EngineHandle(
+            name=cfg.name,
+            kind=engine.backend,
+            url=url,
+            pid=pid,
+            command=engine.command(launch),
+            log=log_path,
+            base_model=champion.base_model,
+            anchor=launch.anchor,
+            models=launch.models,
+            version=engine.version(),
+            lora=cfg.lora,
+            supervised=remote is None,
+        )
         self._save(handle)
         return handle, seconds
 
@@ -120,8 +167,7 @@ class Deployment:
         """Healthy, or (while its supervisor restarts it) healthy again within the startup timeout."""
         if engine.health():
             return True
-        if not handle.supervised or self.supervision(cfg.name).get("state") not in ("starting", "restoring",
-                                                                                   "backoff"):
+        if not handle.supervised or self.supervision(cfg.name).get("state") not in ("starting", "restoring", "backoff"):
             return False
         self.log(f"engine {cfg.name}: its supervisor is restarting it; waiting")
         try:
@@ -157,8 +203,11 @@ class Deployment:
     def delta(self, target: Release | None, anchor: str) -> str:
         """The delta adapter from the merged ``anchor`` version to ``target`` (None: to the base model)."""
         name = f"delta-{'base' if target is None else 'v' + target.version}-from-v{anchor}"
-        return str(delta_adapter(target.adapter_dir if target else None, self._adapters().get(anchor),
-                                 str(self.models_dir(name))))
+        return str(
+            delta_adapter(
+                target.adapter_dir if target else None, self._adapters().get(anchor), str(self.models_dir(name))
+            )
+        )
 
     def remember(self, release: Release) -> None:
         adapters = {**self._adapters(), release.version: release.adapter_dir}
@@ -176,8 +225,9 @@ class Deployment:
         results = {}
         for version in [v for v in versions if v in handle.models]:
             results[version] = complete(handle.url, handle.models[version], SMOKE_PROMPT, max_tokens=max_tokens)
-            self.log(f"smoke {handle.name} v{version}: {results[version]['text']!r} "
-                     f"({results[version]['latency_s']} s)")
+            self.log(
+                f"smoke {handle.name} v{version}: {results[version]['text']!r} ({results[version]['latency_s']} s)"
+            )
         return results
 
     # -- routing --------------------------------------------------------------------------------------------
@@ -201,15 +251,23 @@ class Deployment:
             stable, canary, share = before, version, canary_share
         else:
             stable, canary, share = version, None, 0.0
-        table = {"model": self.model_name, "stable": stable, "canary": canary, "canary_share": share,
-                 "previous": before if before != stable else previous.get("previous"), "versions": versions,
-                 "tokenizers": tokenizers, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        table = {
+            "model": self.model_name,
+            "stable": stable,
+            "canary": canary,
+            "canary_share": share,
+            "previous": before if before != stable else previous.get("previous"),
+            "versions": versions,
+            "tokenizers": tokenizers,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         write_routing(self.routing_file, table)
         return table
 
     # -- gateway --------------------------------------------------------------------------------------------
-    def ensure_gateway(self, settings: GatewaySettings, python: str = sys.executable,
-                       timeout_s: float = 120.0) -> tuple[dict, bool]:
+    def ensure_gateway(
+        self, settings: GatewaySettings, python: str = sys.executable, timeout_s: float = 120.0
+    ) -> tuple[dict, bool]:
         """Run the gateway with ``settings`` (restarted only when they change; routing and keys are re-read
         live). Returns ``({"pid", "url", "config_sha256"}, reused)``."""
         config = self.dir / "gateway.yaml"
@@ -239,9 +297,10 @@ class Deployment:
     def processes(self) -> dict[str, dict]:
         """``name -> {"pid", "url"}`` of every engine (its supervisor's pid, and ``supervision``: what the
         supervisor wrote) and of the gateway this deployment started."""
-        found = {name: {"pid": h.pid, "url": h.url, **({"supervision": self.supervision(name)} if h.supervised
-                                                       else {})}
-                 for name, h in self.handles().items()}
+        found = {
+            name: {"pid": h.pid, "url": h.url, **({"supervision": self.supervision(name)} if h.supervised else {})}
+            for name, h in self.handles().items()
+        }
         if self.gateway_state():
             found["gateway"] = self.gateway_state()
         return found
@@ -249,4 +308,3 @@ class Deployment:
     def stop_all(self) -> list[str]:
         """Stop every process of :meth:`processes`; returns the names stopped."""
         return [name for name, proc in self.processes().items() if stop_process(proc.get("pid"))]
-

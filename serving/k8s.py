@@ -21,8 +21,11 @@ DEFAULT_TOLERATIONS = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect":
 
 
 def labels(name: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF,
-            "app.kubernetes.io/component": "inference-engine"}
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/component": "inference-engine",
+    }
 
 
 def service_url(name: str, namespace: str, port: int) -> str:
@@ -30,13 +33,28 @@ def service_url(name: str, namespace: str, port: int) -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{port}"
 
 
-def sglang_manifests(*, name: str, namespace: str, image: str, model_path: str, served_name: str = "crawl2serve",
-                     port: int = 30000, gpus: int = 1, adapters: Mapping[str, str] | None = None,
-                     extra_args: Iterable[str] | None = None, node_selector: Mapping[str, str] | None = None,
-                     tolerations: Iterable[Mapping[str, Any]] | None = DEFAULT_TOLERATIONS,
-                     data_claim: str | None = None, data_mount: str = "/data", max_lora_rank: int = 64,
-                     lora: bool = True, python: str = "python3", shm_size: str | None = "16Gi", replicas: int = 1,
-                     startup_timeout_s: int = 1800) -> list[dict]:
+def sglang_manifests(
+    *,
+    name: str,
+    namespace: str,
+    image: str,
+    model_path: str,
+    served_name: str = "crawl2serve",
+    port: int = 30000,
+    gpus: int = 1,
+    adapters: Mapping[str, str] | None = None,
+    extra_args: Iterable[str] | None = None,
+    node_selector: Mapping[str, str] | None = None,
+    tolerations: Iterable[Mapping[str, Any]] | None = DEFAULT_TOLERATIONS,
+    data_claim: str | None = None,
+    data_mount: str = "/data",
+    max_lora_rank: int = 64,
+    lora: bool = True,
+    python: str = "python3",
+    shm_size: str | None = "16Gi",
+    replicas: int = 1,
+    startup_timeout_s: int = 1800,
+) -> list[dict]:
     """An ``apps/v1`` Deployment and a ``v1`` Service running SGLang's ``launch_server`` on ``gpus`` GPUs.
 
     ``model_path`` and the ``adapters`` paths are paths inside the pod: under ``data_mount`` when the data root
@@ -55,14 +73,24 @@ def sglang_manifests(*, name: str, namespace: str, image: str, model_path: str, 
     if data_claim:
         outside = [p for p in [model_path, *(adapters or {}).values()] if not _under(p, mount)]
         if outside:
-            raise ValueError(f"{outside[0]} is not under data_mount {data_mount}: the pod would not see it "
-                             f"(paths must be inside the volume claim {data_claim!r})")
+            raise ValueError(
+                f"{outside[0]} is not under data_mount {data_mount}: the pod would not see it "
+                f"(paths must be inside the volume claim {data_claim!r})"
+            )
     args = list(extra_args or [])
     if gpus > 1 and not {"--tp-size", "--tp"} & set(args):
         args += ["--tp-size", str(gpus)]
-    command = sglang_command(python=python, model_path=model_path, host="0.0.0.0", port=port,
-                             served_name=served_name, adapters=dict(adapters) if adapters else None,
-                             max_lora_rank=max_lora_rank, lora=lora, extra_args=args)
+    command = sglang_command(
+        python=python,
+        model_path=model_path,
+        host="0.0.0.0",
+        port=port,
+        served_name=served_name,
+        adapters=dict(adapters) if adapters else None,
+        max_lora_rank=max_lora_rank,
+        lora=lora,
+        extra_args=args,
+    )
     gpu = str(gpus)
     probe = {"httpGet": {"path": SGLangEngine.health_path, "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 5}
     container = {
@@ -87,8 +115,12 @@ def sglang_manifests(*, name: str, namespace: str, image: str, model_path: str, 
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": data_claim}})
     # The kubelet restarts a dead or unresponsive engine (liveness probe) with its own backoff: the local
     # supervisor's job (serving/supervisor.py) on a cluster. Always is a Deployment's only policy; said here.
-    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes, "restartPolicy": "Always",
-                                "terminationGracePeriodSeconds": 60}
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": 60,
+    }
     if node_selector:
         pod_spec["nodeSelector"] = dict(node_selector)
     if tolerations:
@@ -110,8 +142,11 @@ def sglang_manifests(*, name: str, namespace: str, image: str, model_path: str, 
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": dict(meta, labels=labels(name)),
-        "spec": {"type": "ClusterIP", "selector": selector,
-                 "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
     }
     return [deployment, service]
 

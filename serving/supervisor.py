@@ -23,6 +23,7 @@ node_exporter's textfile collector (``--collector.textfile.directory`` = the sta
     c2s_supervisor_engine_restarts_total{engine="primary",backend="cpu"} 1
 """
 
+import contextlib
 import ctypes
 import json
 import os
@@ -35,8 +36,9 @@ from pathlib import Path
 
 import httpx
 
+from crawl2serve.serving.backoff import Backoff, RestartPolicy
+
 from .atomic import write_text
-from .backoff import Backoff, RestartPolicy
 from .engines import Engine, EngineConfig, EngineError, engine_for, load_handles, tree_rss_mb
 
 STOP_GRACE_S = 15.0  # below stop_process's 20 s, so the engine is gone before its supervisor is SIGKILLed
@@ -59,10 +61,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def _kill_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _how(returncode: int) -> str:
@@ -76,12 +76,15 @@ def _how(returncode: int) -> str:
 
 def metrics_text(state: dict) -> str:
     """``state``'s restart count as Prometheus text (a counter: it starts at 0 with each supervisor)."""
+
     def esc(value) -> str:
         return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
     name = "c2s_supervisor_engine_restarts_total"
-    return (f"# HELP {name} Engine restarts by its supervisor, since the supervisor started\n# TYPE {name} counter\n"
-            f'{name}{{engine="{esc(state["name"])}",backend="{esc(state["backend"])}"}} {state["restarts"]}\n')
+    return (
+        f"# HELP {name} Engine restarts by its supervisor, since the supervisor started\n# TYPE {name} counter\n"
+        f'{name}{{engine="{esc(state["name"])}",backend="{esc(state["backend"])}"}} {state["restarts"]}\n'
+    )
 
 
 def read_state(path: str | os.PathLike) -> dict:
@@ -94,10 +97,19 @@ def read_state(path: str | os.PathLike) -> dict:
 class Supervisor:
     """Runs ``command`` (the engine ``engine`` describes) until told to stop; see the module docstring."""
 
-    def __init__(self, engine: Engine, command: list[str], state_file: str, handles_file: str | None = None,
-                 policy: RestartPolicy = RestartPolicy(), startup_timeout_s: float = 900.0,
-                 max_rss_mb: float | None = None, liveness_period_s: float = 10.0, liveness_failures: int = 6,
-                 log=None):
+    def __init__(
+        self,
+        engine: Engine,
+        command: list[str],
+        state_file: str,
+        handles_file: str | None = None,
+        policy: RestartPolicy = RestartPolicy(),
+        startup_timeout_s: float = 900.0,
+        max_rss_mb: float | None = None,
+        liveness_period_s: float = 10.0,
+        liveness_failures: int = 6,
+        log=None,
+    ):
         self.engine, self.command, self.state_file, self.handles_file = engine, command, state_file, handles_file
         self.policy, self.backoff = policy, Backoff(policy)
         self.startup_timeout_s, self.max_rss_mb = startup_timeout_s, max_rss_mb
@@ -106,10 +118,21 @@ class Supervisor:
         self.stopping = threading.Event()
         self.proc: subprocess.Popen | None = None
         self.kill_reason: str | None = None
-        self.state = {"name": engine.name, "backend": engine.backend, "url": engine.url, "supervisor_pid": os.getpid(),
-                      "engine_pid": None, "state": "starting", "since": _now(), "restarts": 0, "last_exit": None,
-                      "last_restart_at": None, "policy": policy.to_json(), "max_rss_mb": max_rss_mb,
-                      "command": command}
+        self.state = {
+            "name": engine.name,
+            "backend": engine.backend,
+            "url": engine.url,
+            "supervisor_pid": os.getpid(),
+            "engine_pid": None,
+            "state": "starting",
+            "since": _now(),
+            "restarts": 0,
+            "last_exit": None,
+            "last_restart_at": None,
+            "policy": policy.to_json(),
+            "max_rss_mb": max_rss_mb,
+            "command": command,
+        }
 
     # -- state --------------------------------------------------------------------------------------------------
     def _set(self, state: str, **fields) -> None:
@@ -120,8 +143,13 @@ class Supervisor:
     # -- the engine process -------------------------------------------------------------------------------------
     def _spawn(self) -> subprocess.Popen:
         self.kill_reason = None
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, env={**os.environ, **self.engine.env},
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.engine.env},
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         return self.proc
 
     def _kill(self, reason: str) -> None:
@@ -150,8 +178,10 @@ class Supervisor:
             if self.max_rss_mb:
                 rss = tree_rss_mb(proc.pid)
                 if rss > self.max_rss_mb:
-                    self._log(f"engine pid {proc.pid} resident memory {rss:.0f} MB > limit {self.max_rss_mb:.0f} "
-                              "MB: killing it")
+                    self._log(
+                        f"engine pid {proc.pid} resident memory {rss:.0f} MB > limit {self.max_rss_mb:.0f} "
+                        "MB: killing it"
+                    )
                     return self._kill(f"rss {rss:.0f} MB > {self.max_rss_mb:.0f} MB")
             if self.liveness_period_s and time.monotonic() - last_probe >= self.liveness_period_s:
                 last_probe = time.monotonic()
@@ -190,8 +220,9 @@ class Supervisor:
                         self._set("restoring")
                         self._restore()
                     self._set("healthy")
-                    self._log(f"engine pid {proc.pid} healthy at {self.engine.url} after "
-                              f"{time.monotonic() - started:.1f} s")
+                    self._log(
+                        f"engine pid {proc.pid} healthy at {self.engine.url} after {time.monotonic() - started:.1f} s"
+                    )
                     ever_healthy = True
                 except (EngineError, httpx.HTTPError) as exc:
                     self._log(f"engine pid {proc.pid}: restoring what it served failed: {exc}")
@@ -208,24 +239,35 @@ class Supervisor:
             if self.stopping.is_set():
                 break
             rc = proc.returncode
-            exit_ = {"code": rc if rc >= 0 else None, "signal": -rc if rc < 0 else None,
-                     "reason": self.kill_reason or "exited", "uptime_s": round(uptime, 1), "at": _now()}
+            exit_ = {
+                "code": rc if rc >= 0 else None,
+                "signal": -rc if rc < 0 else None,
+                "reason": self.kill_reason or "exited",
+                "uptime_s": round(uptime, 1),
+                "at": _now(),
+            }
             how = _how(rc)
             if not ever_healthy:
-                self._log(f"engine pid {proc.pid} ended ({how}, {exit_['reason']}) before it was ever healthy: "
-                          "not restarting (check the command and the log above)")
+                self._log(
+                    f"engine pid {proc.pid} ended ({how}, {exit_['reason']}) before it was ever healthy: "
+                    "not restarting (check the command and the log above)"
+                )
                 self._set("failed", last_exit=exit_, engine_pid=None)
                 return 1
             delay = self.backoff.next_delay(uptime)
             if delay is None:
-                self._log(f"engine pid {proc.pid} ended ({how}, {exit_['reason']}) after {uptime:.1f} s: "
-                          f"{self.backoff.fast_crashes} crashes in a row within {self.policy.reset_after_s:.0f} s "
-                          "of starting; giving up. Fix the cause in the log above, then start it again "
-                          "(materialize sglang_deployment)")
+                self._log(
+                    f"engine pid {proc.pid} ended ({how}, {exit_['reason']}) after {uptime:.1f} s: "
+                    f"{self.backoff.fast_crashes} crashes in a row within {self.policy.reset_after_s:.0f} s "
+                    "of starting; giving up. Fix the cause in the log above, then start it again "
+                    "(materialize sglang_deployment)"
+                )
                 self._set("gave_up", last_exit=exit_, engine_pid=None)
                 return 1
-            self._log(f"engine pid {proc.pid} ended ({how}, {exit_['reason']}) after {uptime:.1f} s; "
-                      f"restarting in {delay:.1f} s")
+            self._log(
+                f"engine pid {proc.pid} ended ({how}, {exit_['reason']}) after {uptime:.1f} s; "
+                f"restarting in {delay:.1f} s"
+            )
             self._set("backoff", last_exit=exit_, engine_pid=None)
             if self.stopping.wait(delay):
                 break
@@ -236,16 +278,47 @@ class Supervisor:
         return 0
 
 
-def supervisor_command(engine: Engine, *, state_file: str, handles_file: str, policy: RestartPolicy,
-                       startup_timeout_s: float, python: str = sys.executable) -> list[str]:
+def supervisor_command(
+    engine: Engine,
+    *,
+    state_file: str,
+    handles_file: str,
+    policy: RestartPolicy,
+    startup_timeout_s: float,
+    python: str = sys.executable,
+) -> list[str]:
     """The prefix that runs an engine command under a supervisor (``[...prefix, "--", *engine command]``)."""
     limit = engine.memory_limit_mb()
-    return [python, "-m", "crawl2serve.serving", "supervise", "--name", engine.name, "--backend", engine.backend,
-            "--url", engine.url, "--state-file", state_file, "--handles-file", handles_file,
-            "--startup-timeout-s", str(startup_timeout_s), "--base-delay-s", str(policy.base_delay_s),
-            "--factor", str(policy.factor), "--max-delay-s", str(policy.max_delay_s),
-            "--reset-after-s", str(policy.reset_after_s), "--max-fast-crashes", str(policy.max_fast_crashes),
-            *(["--max-rss-mb", str(limit)] if limit else []), "--"]
+    return [
+        python,
+        "-m",
+        "crawl2serve.serving",
+        "supervise",
+        "--name",
+        engine.name,
+        "--backend",
+        engine.backend,
+        "--url",
+        engine.url,
+        "--state-file",
+        state_file,
+        "--handles-file",
+        handles_file,
+        "--startup-timeout-s",
+        str(startup_timeout_s),
+        "--base-delay-s",
+        str(policy.base_delay_s),
+        "--factor",
+        str(policy.factor),
+        "--max-delay-s",
+        str(policy.max_delay_s),
+        "--reset-after-s",
+        str(policy.reset_after_s),
+        "--max-fast-crashes",
+        str(policy.max_fast_crashes),
+        *(["--max-rss-mb", str(limit)] if limit else []),
+        "--",
+    ]
 
 
 def add_arguments(p) -> None:
@@ -266,9 +339,21 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     config = EngineConfig(name=args.name, backend=args.backend)
-    policy = RestartPolicy(base_delay_s=args.base_delay_s, factor=args.factor, max_delay_s=args.max_delay_s,
-                           reset_after_s=args.reset_after_s, max_fast_crashes=args.max_fast_crashes)
-    supervisor = Supervisor(engine_for(config, url=args.url), args.command, args.state_file, args.handles_file,
-                            policy=policy, startup_timeout_s=args.startup_timeout_s, max_rss_mb=args.max_rss_mb,
-                            liveness_period_s=args.liveness_period_s)
+    policy = RestartPolicy(
+        base_delay_s=args.base_delay_s,
+        factor=args.factor,
+        max_delay_s=args.max_delay_s,
+        reset_after_s=args.reset_after_s,
+        max_fast_crashes=args.max_fast_crashes,
+    )
+    supervisor = Supervisor(
+        engine_for(config, url=args.url),
+        args.command,
+        args.state_file,
+        args.handles_file,
+        policy=policy,
+        startup_timeout_s=args.startup_timeout_s,
+        max_rss_mb=args.max_rss_mb,
+        liveness_period_s=args.liveness_period_s,
+    )
     return supervisor.run()

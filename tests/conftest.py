@@ -1,9 +1,7 @@
 """Shared fixtures: one real lineage (pydoc crawl → corpus → features → training dataset) per test session."""
 
-
 import dagster as dg
 import pytest
-
 from support import CORPUS, DOWNSTREAM, PARTITION, SEQ_LEN, all_resources, run_config
 
 
@@ -14,6 +12,10 @@ def lineage(tmp_path_factory):
     res = all_resources(root)
     corpus = dg.materialize(CORPUS, resources=res, partition_key=PARTITION, run_config=run_config(120))
     assert corpus.success
-    result = dg.materialize([*CORPUS, *DOWNSTREAM], selection=DOWNSTREAM, resources=res,
-                            run_config={"ops": {"training_dataset": {"config": {"seq_len": SEQ_LEN}}}})
+    result = dg.materialize(
+        [*CORPUS, *DOWNSTREAM],
+        selection=DOWNSTREAM,
+        resources=res,
+        run_config={"ops": {"training_dataset": {"config": {"seq_len": SEQ_LEN}}}},
+    )
     return root, res, result

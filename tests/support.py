@@ -26,13 +26,20 @@ CORPUS = [raw_crawl, extracted_pages, clean_documents, deduplicated_documents]
 
 def resources(root: Path, **target) -> dict:
     data_root = DataRoot(url=str(root))
-    return {"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root),
-            "crawl_target": CrawlTarget(data_root=data_root, mode="pydoc", per_host_delay_s=0.0, **target)}
+    return {
+        "data_root": data_root,
+        "io_manager": ParquetIOManager(data_root=data_root),
+        "crawl_target": CrawlTarget(data_root=data_root, mode="pydoc", per_host_delay_s=0.0, **target),
+    }
 
 
 def run_config(max_pages: int, **crawl) -> dict:
-    return {"ops": {"raw_crawl": {"config": {"max_pages": max_pages, **crawl}},
-                    "clean_documents": {"config": {"profile": "documentation"}}}}
+    return {
+        "ops": {
+            "raw_crawl": {"config": {"max_pages": max_pages, **crawl}},
+            "clean_documents": {"config": {"profile": "documentation"}},
+        }
+    }
 
 
 def load(root: Path, asset: str) -> pl.DataFrame:
@@ -49,15 +56,20 @@ SEQ_LEN = 128
 
 def all_resources(root: Path) -> dict:
     res = resources(root)
-    return {**res, "feast_store": FeastStore(data_root=res["data_root"]),
-            "base_model_source": BaseModelSource(vocab_size=1024)}
+    return {
+        **res,
+        "feast_store": FeastStore(data_root=res["data_root"]),
+        "base_model_source": BaseModelSource(vocab_size=1024),
+    }
 
 
-PROSE = ("The committee reviewed the annual report and agreed that the library should extend its opening hours. "
-         "Several members noted that students had asked for quiet rooms during the examination period. "
-         "The treasurer explained that the budget would allow two more staff members next spring. "
-         "Everyone agreed to publish the minutes on the website before the end of the month. "
-         "A final vote approved the plan, and the chair thanked the volunteers for their careful work. ")
+PROSE = (
+    "The committee reviewed the annual report and agreed that the library should extend its opening hours. "
+    "Several members noted that students had asked for quiet rooms during the examination period. "
+    "The treasurer explained that the budget would allow two more staff members next spring. "
+    "Everyone agreed to publish the minutes on the website before the end of the month. "
+    "A final vote approved the plan, and the chair thanked the volunteers for their careful work. "
+)
 
 
 def warc_bytes(records: list[tuple[str, str, bytes]]) -> bytes:
@@ -68,7 +80,8 @@ def warc_bytes(records: list[tuple[str, str, bytes]]) -> bytes:
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
             rec = writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers)
         else:
-            rec = writer.create_warc_record(url, "conversion", payload=io.BytesIO(body),
-                                            warc_headers_dict={"Content-Type": "text/plain"})
+            rec = writer.create_warc_record(
+                url, "conversion", payload=io.BytesIO(body), warc_headers_dict={"Content-Type": "text/plain"}
+            )
         writer.write_record(rec)
     return out.getvalue()

@@ -9,10 +9,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-
-from crawl2serve.assets.crawl.assets import raw_crawl
-from crawl2serve.assets.corpus.extracted import extracted_pages
 from support import CORPUS, PARTITION, PROSE, REPO, checks, load, resources, run_config, warc_bytes
+
+from crawl2serve.assets.corpus.extracted import extracted_pages
+from crawl2serve.assets.crawl.assets import raw_crawl
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -47,8 +48,14 @@ def test_the_four_stages_materialize_on_pydoc(corpus):
     assert kept.height + rejected.height == pages.height
     assert kept.height > 0 and rejected.height > 0
     assert kept["quality_score"].is_between(0, 1).all()
-    assert set(rejected["rule"]) <= {"language", "length_bounds", "c4_quality", "gopher_repetition",
-                                     "gopher_quality", "fineweb_quality"}
+    assert set(rejected["rule"]) <= {
+        "language",
+        "length_bounds",
+        "c4_quality",
+        "gopher_repetition",
+        "gopher_quality",
+        "fineweb_quality",
+    }
 
     deduped, clusters = load(root, "deduplicated_documents"), load(root, "duplicate_clusters")
     assert clusters.height == kept.height
@@ -67,8 +74,12 @@ def test_rerunning_a_crawl_partition_resumes_without_refetching(corpus, tmp_path
     root, _ = corpus
     before = load(root, "raw_crawl")
     # same partition, a larger cap: the 60 stored pages are kept and only new ones are fetched
-    result = dg.materialize([raw_crawl], resources=resources(root), partition_key=PARTITION,
-                            run_config={"ops": {"raw_crawl": {"config": {"max_pages": 70}}}})
+    result = dg.materialize(
+        [raw_crawl],
+        resources=resources(root),
+        partition_key=PARTITION,
+        run_config={"ops": {"raw_crawl": {"config": {"max_pages": 70}}}},
+    )
     assert result.success
     after = load(root, "raw_crawl")
     summary = result.get_asset_materialization_events()[0].materialization.metadata["summary"].value
@@ -80,7 +91,10 @@ def test_rerunning_a_crawl_partition_resumes_without_refetching(corpus, tmp_path
 
 def test_a_crawl_that_stores_nothing_blocks_everything_downstream(tmp_path):
     result = dg.materialize(
-        CORPUS, resources=resources(tmp_path), partition_key=PARTITION, raise_on_error=False,
+        CORPUS,
+        resources=resources(tmp_path),
+        partition_key=PARTITION,
+        raise_on_error=False,
         run_config=run_config(10, include_patterns=[r"/no-such-page-exists$"]),
     )
     assert not result.success
@@ -93,11 +107,16 @@ def test_a_crawl_that_stores_nothing_blocks_everything_downstream(tmp_path):
 def test_ingest_mode_reads_existing_warc_and_wet_files(tmp_path):
     html = f"<html><head><title>Minutes</title></head><body><main><p>{PROSE * 3}</p></main></body></html>"
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.warc.gz").write_bytes(warc_bytes([("https://example.org/minutes", "response", html.encode())]))
-    (tmp_path / "in" / "b.wet.gz").write_bytes(warc_bytes([("https://example.net/notes", "conversion",
-                                                             (PROSE * 2).encode())]))
+    (tmp_path / "in" / "a.warc.gz").write_bytes(
+        warc_bytes([("https://example.org/minutes", "response", html.encode())])
+    )
+    (tmp_path / "in" / "b.wet.gz").write_bytes(
+        warc_bytes([("https://example.net/notes", "conversion", (PROSE * 2).encode())])
+    )
     result = dg.materialize(
-        [raw_crawl, extracted_pages], resources=resources(tmp_path / "data"), partition_key=PARTITION,
+        [raw_crawl, extracted_pages],
+        resources=resources(tmp_path / "data"),
+        partition_key=PARTITION,
         run_config={"ops": {"raw_crawl": {"config": {"ingest_paths": [str(tmp_path / "in" / "*.gz")]}}}},
     )
     assert result.success
@@ -114,10 +133,24 @@ def test_cli_materializes_from_the_definitions(tmp_path):
     env = {**os.environ, "CRAWL2SERVE_DATA_ROOT": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "crawl2serve.definitions",
-         "--select", "raw_crawl", "--partition", PARTITION,
-         "--config-json", json.dumps({"ops": {"raw_crawl": {"config": {"max_pages": 5}}}})],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "asset",
+            "materialize",
+            "-m",
+            "crawl2serve.definitions",
+            "--select",
+            "raw_crawl",
+            "--partition",
+            PARTITION,
+            "--config-json",
+            json.dumps({"ops": {"raw_crawl": {"config": {"max_pages": 5}}}}),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = pl.read_parquet(tmp_path / "data" / "raw_crawl" / PARTITION / "data.parquet")
@@ -128,8 +161,14 @@ def test_definitions_load_with_jobs_and_schedules():
     from crawl2serve.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"raw_crawl", "extracted_pages", "clean_documents", "document_rejections",
-            "deduplicated_documents", "duplicate_clusters"} <= keys
+    assert {
+        "raw_crawl",
+        "extracted_pages",
+        "clean_documents",
+        "document_rejections",
+        "deduplicated_documents",
+        "duplicate_clusters",
+    } <= keys
     job = defs.resolve_job_def("main")
     config = job.partitioned_config.get_run_config_for_partition_key(PARTITION)
     assert config["ops"]["clean_documents"]["config"]["profile"] == "documentation"

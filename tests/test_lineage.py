@@ -5,7 +5,7 @@ import json
 import random
 import string
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import openai
@@ -16,15 +16,14 @@ import pytest
 from crawl2serve.assets.monitoring.assets import drift_report, inference_log
 from crawl2serve.assets.monitoring.drift import corpus_snippets
 from crawl2serve.assets.monitoring.logs import hour_partitions, read_spool
-from crawl2serve.pipelines.sensors import drift_retraining, new_champion
-from crawl2serve.serving.gateway.routing import read_routing, write_routing
-
 from crawl2serve.definitions import defs as loaded
 from crawl2serve.pipelines.jobs import main_job
+from crawl2serve.pipelines.sensors import drift_retraining, new_champion
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 from crawl2serve.serving.gateway.auth import KeyStore
+from crawl2serve.serving.gateway.routing import read_routing, write_routing
 from tests.serving.helpers import free_port
 from tests.support import PARTITION, SEQ_LEN, all_resources, run_config
 
@@ -33,19 +32,27 @@ from tests.support import PARTITION, SEQ_LEN, all_resources, run_config
 def whole(tmp_path_factory):
     root = tmp_path_factory.mktemp("whole")
     res = all_resources(root)
-    res.update(training_launcher=TrainingLauncher(mode="local", nproc_per_node=1),
-               mlflow_tracking=MlflowTracking(data_root=res["data_root"]),
-               serving_engine=ServingEngine(data_root=res["data_root"], feast_store=res["feast_store"], backend="cpu",
-                                            engine_port=free_port(), gateway_port=free_port(),
-                                            usage_push_interval_s=1.0))
+    res.update(
+        training_launcher=TrainingLauncher(mode="local", nproc_per_node=1),
+        mlflow_tracking=MlflowTracking(data_root=res["data_root"]),
+        serving_engine=ServingEngine(
+            data_root=res["data_root"],
+            feast_store=res["feast_store"],
+            backend="cpu",
+            engine_port=free_port(),
+            gateway_port=free_port(),
+            usage_push_interval_s=1.0,
+        ),
+    )
     job = dg.Definitions(assets=loaded.assets, jobs=[main_job], resources=res).resolve_job_def("main")
     config = run_config(120)
-    config["ops"].update(training_dataset={"config": {"seq_len": SEQ_LEN}},
-                         lora_adapter={"config": {"max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},
-                         model_evaluation={"config": {"max_sequences": 16}})
+    config["ops"].update(
+        training_dataset={"config": {"seq_len": SEQ_LEN}},
+        lora_adapter={"config": {"max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},
+        model_evaluation={"config": {"max_sequences": 16}},
+    )
     instance = dg.DagsterInstance.ephemeral()
-    result = job.execute_in_process(partition_key=PARTITION, run_config=config, raise_on_error=False,
-                                    instance=instance)
+    result = job.execute_in_process(partition_key=PARTITION, run_config=config, raise_on_error=False, instance=instance)
     yield root, res, result, instance
     res["serving_engine"].deployment().stop_all()
 
@@ -68,8 +75,13 @@ def _send(client, prompts):
 
 
 def _monitor(res, instance, partition):
-    result = dg.materialize([inference_log, drift_report], resources=res, instance=instance, partition_key=partition,
-                            selection=[inference_log, drift_report])
+    result = dg.materialize(
+        [inference_log, drift_report],
+        resources=res,
+        instance=instance,
+        partition_key=partition,
+        selection=[inference_log, drift_report],
+    )
     assert result.success
     return result.asset_materializations_for_node("drift_report")[0].metadata
 
@@ -77,7 +89,7 @@ def _monitor(res, instance, partition):
 def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
     """Runs before any other test sends traffic through this gateway: the hour holds only what it sends."""
     root, res, _, instance = whole
-    if datetime.now(timezone.utc).minute >= 58:  # keep all of this test's traffic in one hourly partition
+    if datetime.now(UTC).minute >= 58:  # keep all of this test's traffic in one hourly partition
         time.sleep(150)
     engine = res["serving_engine"]
     key, _ = KeyStore.load(engine.gateway_settings().keys_file).add("drift-test", "enterprise")
@@ -95,9 +107,13 @@ def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
     assert isinstance(drift_retraining(sensor_ctx), dg.SkipReason)
 
     rng = random.Random(3)  # clearly shifted: long runs of random letters and another language
-    shifted = ["".join(rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(40, 120)))
-               if i % 2 else "Der Ausschuss prüfte den Jahresbericht und beschloss, die Öffnungszeiten der "
-               f"Bibliothek zu verlängern, Nummer {i}." for i in range(120)]
+    shifted = [
+        "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(40, 120)))
+        if i % 2
+        else "Der Ausschuss prüfte den Jahresbericht und beschloss, die Öffnungszeiten der "
+        f"Bibliothek zu verlängern, Nummer {i}."
+        for i in range(120)
+    ]
     _send(client, shifted)
     drifted = _monitor(res, instance, partition)
     assert drifted["dataset_drift"].value is True and "prompt_unk_share" in drifted["drifted_columns"].value
@@ -106,14 +122,16 @@ def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
     assert isinstance(request, dg.RunRequest) and request.run_key == f"drift-{partition}"
     assert request.partition_key == PARTITION and request.job_name in (None, "retrain")
     # evaluated again from the stored cursor (as the daemon does, also after a restart): the episode is handled
-    assert isinstance(drift_retraining(dg.build_sensor_context(instance=instance, cursor=drift_ctx.cursor)),
-                      dg.SkipReason)
+    assert isinstance(
+        drift_retraining(dg.build_sensor_context(instance=instance, cursor=drift_ctx.cursor)), dg.SkipReason
+    )
 
     # with an earlier hour of traffic, prompt shape, outputs, latency and verdicts are tested against it too
     earlier = (datetime.strptime(partition, "%Y-%m-%d-%H:%M") - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
     (root / "inference_log" / earlier).mkdir(parents=True, exist_ok=True)
     pl.read_parquet(root / "inference_log" / partition / "data.parquet").write_parquet(
-        root / "inference_log" / earlier / "data.parquet")
+        root / "inference_log" / earlier / "data.parquet"
+    )
     with_baseline = _monitor(res, instance, partition)
     assert json.loads(with_baseline["reference"].value)["baseline_requests"] == drifted["requests"].value
     assert all(f"| {c} |" in with_baseline["per_column"].value for c in ("latency_ms", "prompt_words", "output_chars"))
@@ -145,22 +163,34 @@ def test_openai_traffic_uses_the_feast_tier_and_pushes_usage_back(whole):
     from feast.data_source import PushMode  # after the store: importing feast is slow, keep it to this test
 
     # an operator (or billing) sets the tenant's tier in the feature store
-    store.push("tenant_stats_push", pd.DataFrame([{"tenant_id": "acme", "tier": "enterprise", "requests_last_hour": 0,
-                                                   "tokens_last_hour": 0,
-                                                   "event_timestamp": datetime.now(timezone.utc)}]),
-               to=PushMode.ONLINE)
+    store.push(
+        "tenant_stats_push",
+        pd.DataFrame(
+            [
+                {
+                    "tenant_id": "acme",
+                    "tier": "enterprise",
+                    "requests_last_hour": 0,
+                    "tokens_last_hour": 0,
+                    "event_timestamp": datetime.now(UTC),
+                }
+            ]
+        ),
+        to=PushMode.ONLINE,
+    )
     key, _ = KeyStore.load(engine.gateway_settings().keys_file).add("acme", "free")
     time.sleep(1.1)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{engine.gateway_port}/v1", api_key=key, max_retries=0)
     raw = client.completions.with_raw_response.create(model="crawl2serve", prompt="The module", max_tokens=4)
     assert raw.headers["x-crawl2serve-tier"] == "enterprise", "the tier comes from Feast, not from the key"
     for _ in range(4):
-        client.chat.completions.create(model="crawl2serve", messages=[{"role": "user", "content": "The"}],
-                                       max_tokens=4)
+        client.chat.completions.create(model="crawl2serve", messages=[{"role": "user", "content": "The"}], max_tokens=4)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        row = store.get_online_features(features=["tenant_stats:requests_last_hour", "tenant_stats:tokens_last_hour"],
-                                        entity_rows=[{"tenant_id": "acme"}]).to_dict()
+        row = store.get_online_features(
+            features=["tenant_stats:requests_last_hour", "tenant_stats:tokens_last_hour"],
+            entity_rows=[{"tenant_id": "acme"}],
+        ).to_dict()
         if (row["requests_last_hour"][0] or 0) >= 5:
             break
         time.sleep(0.5)

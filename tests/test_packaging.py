@@ -24,15 +24,33 @@ def test_every_package_folder_is_installed():
 
 def test_wheel_has_one_top_level_name(tmp_path):
     """``pip install .`` (the image) puts ``crawl2serve`` into site-packages, not ``assets``, ``serving``, …"""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("crawl2serve-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"crawl2serve"}, top
-    for member in ("crawl2serve/definitions.py", "crawl2serve/assets/corpus/dedup.py",
-                   "crawl2serve/assets/corpus/data/iana_tlds.txt", "crawl2serve/pipelines/embedded.yaml",
-                   "crawl2serve/serving/gateway/app.py"):
+    for member in (
+        "crawl2serve/definitions.py",
+        "crawl2serve/assets/corpus/dedup.py",
+        "crawl2serve/assets/corpus/data/iana_tlds.txt",
+        "crawl2serve/pipelines/embedded.yaml",
+        "crawl2serve/serving/gateway/app.py",
+    ):
         assert member in names, member
 
 
@@ -40,7 +58,8 @@ def test_dg_check_defs():
     """What CI and ``dg dev`` load: ``dg check defs`` from the project's ``[tool.dg]``."""
     dg_cli = Path(sys.executable).with_name("dg")
     env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parents[1])}
-    proc = subprocess.run([str(dg_cli), "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [str(dg_cli), "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All definitions loaded successfully" in proc.stdout + proc.stderr

@@ -6,12 +6,12 @@ import uuid
 
 import dagster as dg
 import pytest
+from support import PARTITION, PROSE, resources, warc_bytes
 
 from crawl2serve.assets.crawl.assets import raw_crawl
 from crawl2serve.assets.release.registry import CHAMPION, MODEL_NAME, rollback
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
-from support import PARTITION, PROSE, resources, warc_bytes
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 
@@ -53,9 +53,13 @@ def test_dagster_run_and_event_storage_on_postgres(database, tmp_path):
     overrides = {"storage": {"postgres": {"postgres_url": url}}}
     with dg.instance_for_test(overrides=overrides) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        result = dg.materialize([raw_crawl], resources=resources(tmp_path / "data"), partition_key=PARTITION,
-                                instance=instance,
-                                run_config={"ops": {"raw_crawl": {"config": {"ingest_paths": [str(tmp_path / "in" / "*.gz")]}}}})
+        result = dg.materialize(
+            [raw_crawl],
+            resources=resources(tmp_path / "data"),
+            partition_key=PARTITION,
+            instance=instance,
+            run_config={"ops": {"raw_crawl": {"config": {"ingest_paths": [str(tmp_path / "in" / "*.gz")]}}}},
+        )
         assert result.success
         event = instance.get_latest_materialization_event(dg.AssetKey("raw_crawl"))
         assert event.asset_materialization.partition == PARTITION
@@ -64,8 +68,9 @@ def test_dagster_run_and_event_storage_on_postgres(database, tmp_path):
 
 
 def test_mlflow_tracking_and_registry_on_postgres(database, tmp_path):
-    tracking = MlflowTracking(data_root=DataRoot(url=str(tmp_path)),
-                              tracking_uri=f"postgresql+psycopg2://{USER}@{HOST}:{PORT}/{database}")
+    tracking = MlflowTracking(
+        data_root=DataRoot(url=str(tmp_path)), tracking_uri=f"postgresql+psycopg2://{USER}@{HOST}:{PORT}/{database}"
+    )
     mlflow = tracking.client()
     client = mlflow.MlflowClient()
     (tmp_path / "artifact.txt").write_text("adapter stand-in")
@@ -76,8 +81,9 @@ def test_mlflow_tracking_and_registry_on_postgres(database, tmp_path):
 
     client.create_registered_model(MODEL_NAME)
     v1 = client.create_model_version(MODEL_NAME, source=str(tmp_path), run_id=run.info.run_id)
-    v2 = client.create_model_version(MODEL_NAME, source=str(tmp_path), run_id=run.info.run_id,
-                                     tags={"previous_champion": str(v1.version)})
+    v2 = client.create_model_version(
+        MODEL_NAME, source=str(tmp_path), run_id=run.info.run_id, tags={"previous_champion": str(v1.version)}
+    )
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, v2.version)
     assert rollback(client) == (str(v2.version), str(v1.version))
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(v1.version)

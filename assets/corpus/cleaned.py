@@ -1,10 +1,9 @@
 """``clean_documents`` and ``document_rejections``: the corpus rules applied to extracted pages."""
 
-
 import time
 import typing
 from collections import Counter
-from typing import Literal, Optional
+from typing import Literal
 
 import dagster as dg
 import polars as pl
@@ -22,15 +21,35 @@ from .thresholds import RULE_TYPES, describe_type, field_types, profile_with_ove
 
 LANGUAGE_RULE = "language"
 KEPT_SCHEMA = {
-    "doc_id": pl.String, "url": pl.String, "canonical_url": pl.String, "host": pl.String, "title": pl.String,
-    "text": pl.String, "language": pl.String, "language_score": pl.Float64, "quality_score": pl.Float64,
-    "word_count": pl.Int64, "char_count": pl.Int64, "content_hash": pl.String, "c4_lines_removed": pl.Int64,
-    "language_mix": pl.String, "pii_emails": pl.Int64, "pii_ip_addresses": pl.Int64, "pii_phones": pl.Int64,
+    "doc_id": pl.String,
+    "url": pl.String,
+    "canonical_url": pl.String,
+    "host": pl.String,
+    "title": pl.String,
+    "text": pl.String,
+    "language": pl.String,
+    "language_score": pl.Float64,
+    "quality_score": pl.Float64,
+    "word_count": pl.Int64,
+    "char_count": pl.Int64,
+    "content_hash": pl.String,
+    "c4_lines_removed": pl.Int64,
+    "language_mix": pl.String,
+    "pii_emails": pl.Int64,
+    "pii_ip_addresses": pl.Int64,
+    "pii_phones": pl.Int64,
     "fetch_time": pl.Datetime("us", "UTC"),
 }
 REJECTED_SCHEMA = {
-    "doc_id": pl.String, "url": pl.String, "host": pl.String, "rule": pl.String, "reason": pl.String,
-    "quality_score": pl.Float64, "language": pl.String, "text_chars": pl.Int64, "text": pl.String,
+    "doc_id": pl.String,
+    "url": pl.String,
+    "host": pl.String,
+    "rule": pl.String,
+    "reason": pl.String,
+    "quality_score": pl.Float64,
+    "language": pl.String,
+    "text_chars": pl.Int64,
+    "text": pl.String,
     "fetch_time": pl.Datetime("us", "UTC"),
 }
 KEPT = TableContract(
@@ -39,12 +58,25 @@ KEPT = TableContract(
     unique=("doc_id", "url"),
     ranges={"quality_score": (0.0, 1.0), "word_count": (1, None), "char_count": (1, None)},
     distributions=(
-        Distribution("documents_kept", "At least one document survives cleaning.",
-                     lambda df, _: float(df.height), low=1, blocking=True),
-        Distribution("rejected_share", "Share of extracted pages rejected (warn above 80%).",
-                     lambda df, f: 1 - df.height / max(f["in"], 1), high=0.8),
-        Distribution("mean_quality", "Mean quality score of kept documents (warn below 0.4).",
-                     lambda df, _: float(df["quality_score"].mean() or 0.0), low=0.4),
+        Distribution(
+            "documents_kept",
+            "At least one document survives cleaning.",
+            lambda df, _: float(df.height),
+            low=1,
+            blocking=True,
+        ),
+        Distribution(
+            "rejected_share",
+            "Share of extracted pages rejected (warn above 80%).",
+            lambda df, f: 1 - df.height / max(f["in"], 1),
+            high=0.8,
+        ),
+        Distribution(
+            "mean_quality",
+            "Mean quality score of kept documents (warn below 0.4).",
+            lambda df, _: float(df["quality_score"].mean() or 0.0),
+            low=0.4,
+        ),
     ),
 )
 REJECTED = TableContract(
@@ -53,9 +85,13 @@ REJECTED = TableContract(
     unique=("doc_id",),
     ranges={"quality_score": (0.0, 1.0)},
     distributions=(
-        Distribution("known_rules", "Every rejection names a rule of the pipeline.",
-                     lambda df, _: float((~df["rule"].is_in([LANGUAGE_RULE, *RULE_ORDER])).sum()), high=0,
-                     blocking=True),
+        Distribution(
+            "known_rules",
+            "Every rejection names a rule of the pipeline.",
+            lambda df, _: float((~df["rule"].is_in([LANGUAGE_RULE, *RULE_ORDER])).sum()),
+            high=0,
+            blocking=True,
+        ),
     ),
 )
 
@@ -81,8 +117,10 @@ def _config_annotation(tp: object) -> object:
 def _overrides_class(rule_name: str) -> type[dg.Config]:
     """A typed config class with one optional field per threshold of ``rule_name`` (unset: the profile's value)."""
     fields = {
-        name: (Optional[_config_annotation(tp)],
-               Field(None, description=f"{rule_name}.{name}: {describe_type(tp)}; unset keeps the profile's value."))
+        name: (
+            _config_annotation(tp) | None,
+            Field(None, description=f"{rule_name}.{name}: {describe_type(tp)}; unset keeps the profile's value."),
+        )
         for name, tp in field_types(rule_name).items()
     }
     return pydantic.create_model(f"{rule_name.title().replace('_', '')}Overrides", __base__=dg.Config, **fields)
@@ -94,8 +132,9 @@ _RULE_OVERRIDES = {name: _overrides_class(name) for name in RULE_TYPES}
 class _OverridesBase(dg.Config):
     def flat(self) -> dict[str, object]:
         """``{"rule.field": value}`` for every field set (the form :func:`profile_with_overrides` takes)."""
-        out: dict[str, object] = {k: getattr(self, k) for k in ("keep_indentation", "order")
-                                  if getattr(self, k) is not None}
+        out: dict[str, object] = {
+            k: getattr(self, k) for k in ("keep_indentation", "order") if getattr(self, k) is not None
+        }
         for rule in _RULE_OVERRIDES:
             for name, value in getattr(self, rule).model_dump().items():
                 if value is not None:
@@ -108,10 +147,12 @@ ThresholdOverrides = pydantic.create_model(
     __base__=_OverridesBase,
     __doc__="""Per-threshold overrides of the profile, typed per field (a bool stays a bool, a tuple is a list):
     ``{"c4_quality": {"filter_curly_bracket": false}, "gopher_repetition": {"top_n_grams": [[2, 0.3]]}}``.""",
-    keep_indentation=(Optional[bool], Field(None, description="Normalization keeps leading spaces.")),
-    order=(Optional[list[str]], Field(None, description=f"Rules to run, in order, from {list(RULE_TYPES)}.")),
-    **{name: (cls, Field(default_factory=cls, description=f"Overrides of {name}'s thresholds."))
-       for name, cls in _RULE_OVERRIDES.items()},
+    keep_indentation=(bool | None, Field(None, description="Normalization keeps leading spaces.")),
+    order=(list[str] | None, Field(None, description=f"Rules to run, in order, from {list(RULE_TYPES)}.")),
+    **{
+        name: (cls, Field(default_factory=cls, description=f"Overrides of {name}'s thresholds."))
+        for name, cls in _RULE_OVERRIDES.items()
+    },
 )
 
 
@@ -128,13 +169,17 @@ class CleanConfig(dg.Config):
     languages: list[str] = Field(default_factory=lambda: ["en"], description="Languages kept (CLD2 codes); empty: all.")
     min_language_score: float = Field(0.5, description="CLD2 confidence below which a page's language is unknown.")
     mixed_language: Literal["drop", "tag"] = Field(
-        "drop", description=f"Pages whose language is 'mixed' (a second language holds >= {MIXED_MIN_SHARE:.0%} of the text): "
+        "drop",
+        description=f"Pages whose language is 'mixed' (a second language holds >= {MIXED_MIN_SHARE:.0%} of the text): "
         "'drop' rejects them (rule 'language'); 'tag' judges them by their first language and keeps "
-        "them with language_mix set, e.g. 'fr 57% + en 42%'.")
+        "them with language_mix set, e.g. 'fr 57% + en 42%'.",
+    )
     per_language_rules: bool = Field(
-        True, description="Judge each page with its detected language's stop words and thresholds (FineWeb-2's "
+        True,
+        description="Judge each page with its detected language's stop words and thresholds (FineWeb-2's "
         "per-language settings, assets/corpus/languages.py; English, unknown and untabled languages keep the "
-        "profile's English rules). false: English rules for every page.")
+        "profile's English rules). false: English rules for every page.",
+    )
 
 
 def language_verdict(row: dict, config: CleanConfig) -> tuple[str, float, str | None, str | None]:
@@ -166,19 +211,61 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
         language, score, mix, why = language_verdict(row, config)
         if why is not None:
             dropped[LANGUAGE_RULE] += 1
-            rejected.append((row["doc_id"], row["url"], row["host"], LANGUAGE_RULE, why, 0.0, language,
-                             len(row["text"]), row["text"], row["fetch_time"]))
+            rejected.append(
+                (
+                    row["doc_id"],
+                    row["url"],
+                    row["host"],
+                    LANGUAGE_RULE,
+                    why,
+                    0.0,
+                    language,
+                    len(row["text"]),
+                    row["text"],
+                    row["fetch_time"],
+                )
+            )
             continue
         res = clean_document(row["text"], profile, language=language if config.per_language_rules else None)
         if res.text is None:
             dropped[res.dropped_by] += 1
-            rejected.append((row["doc_id"], row["url"], row["host"], res.dropped_by, res.reason, res.quality,
-                             language, len(row["text"]), row["text"], row["fetch_time"]))
+            rejected.append(
+                (
+                    row["doc_id"],
+                    row["url"],
+                    row["host"],
+                    res.dropped_by,
+                    res.reason,
+                    res.quality,
+                    language,
+                    len(row["text"]),
+                    row["text"],
+                    row["fetch_time"],
+                )
+            )
             continue
-        kept.append((row["doc_id"], row["url"], row["canonical_url"], row["host"], row["title"], res.text,
-                     language, score, res.quality, len(res.text.split()), len(res.text),
-                     content_hash(res.text), res.lines_removed, mix, res.pii.get("email", 0),
-                     res.pii.get("ip_address", 0), res.pii.get("phone", 0), row["fetch_time"]))
+        kept.append(
+            (
+                row["doc_id"],
+                row["url"],
+                row["canonical_url"],
+                row["host"],
+                row["title"],
+                res.text,
+                language,
+                score,
+                res.quality,
+                len(res.text.split()),
+                len(res.text),
+                content_hash(res.text),
+                res.lines_removed,
+                mix,
+                res.pii.get("email", 0),
+                res.pii.get("ip_address", 0),
+                res.pii.get("phone", 0),
+                row["fetch_time"],
+            )
+        )
         if log and (i + 1) % 1000 == 0:
             log(f"cleaned {i + 1}/{pages.height} ({(i + 1) / (time.monotonic() - started):.0f} docs/s)")
     funnel, n = [], pages.height
@@ -186,16 +273,29 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
         funnel.append((rule, n, n - dropped[rule]))
         n -= dropped[rule]
     facts = {"in": pages.height, "funnel": funnel, "seconds": time.monotonic() - started, "profile": profile}
-    return (pl.DataFrame(kept, schema=KEPT_SCHEMA, orient="row"),
-            pl.DataFrame(rejected, schema=REJECTED_SCHEMA, orient="row"), facts)
+    return (
+        pl.DataFrame(kept, schema=KEPT_SCHEMA, orient="row"),
+        pl.DataFrame(rejected, schema=REJECTED_SCHEMA, orient="row"),
+        facts,
+    )
 
 
 @dg.multi_asset(
     outs={
-        "clean_documents": dg.AssetOut(group_name="corpus", kinds={"python", "parquet"}, tags={"stage": "corpus"}, freshness_policy=DAILY_FRESHNESS,
-                                       description="Cleaned, quality-scored, PII-scrubbed documents."),
-        "document_rejections": dg.AssetOut(group_name="corpus", kinds={"parquet"}, tags={"stage": "corpus"}, freshness_policy=DAILY_FRESHNESS,
-                                           description="Every dropped document with the rule that dropped it."),
+        "clean_documents": dg.AssetOut(
+            group_name="corpus",
+            kinds={"python", "parquet"},
+            tags={"stage": "corpus"},
+            freshness_policy=DAILY_FRESHNESS,
+            description="Cleaned, quality-scored, PII-scrubbed documents.",
+        ),
+        "document_rejections": dg.AssetOut(
+            group_name="corpus",
+            kinds={"parquet"},
+            tags={"stage": "corpus"},
+            freshness_policy=DAILY_FRESHNESS,
+            description="Every dropped document with the rule that dropped it.",
+        ),
     },
     partitions_def=crawl_partitions,
     check_specs=KEPT.check_specs("clean_documents") + REJECTED.check_specs("document_rejections"),
@@ -211,26 +311,36 @@ def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extr
     kept, rejected, facts = clean_frame(extracted_pages, config, context.log.info)
     by_rule = rejected.group_by("rule").len().sort("len", descending=True)
     overrides = config.overrides.flat()
-    yield dg.Output(kept, output_name="clean_documents", metadata={
-        "documents_in": facts["in"],
-        "documents_kept": kept.height,
-        "kept_share": round(kept.height / max(facts["in"], 1), 4),
-        "mean_quality": round(float(kept["quality_score"].mean() or 0.0), 4),
-        "mixed_language_kept": int(kept["language_mix"].is_not_null().sum()),
-        "docs_per_s": round(facts["in"] / facts["seconds"], 1) if facts["seconds"] else 0.0,
-        "funnel": md_funnel(facts["funnel"]),
-        "quality_histogram": md_histogram(kept["quality_score"].to_list(), title="quality"),
-        "pii_replacements": dg.MetadataValue.json({c: int(kept[c].sum()) for c in
-                                                   ("pii_emails", "pii_ip_addresses", "pii_phones")}),
-        "profile": dg.MetadataValue.text(facts["profile"].name),
-        "rule_order": dg.MetadataValue.text(" -> ".join(facts["profile"].order)),
-        "overrides": dg.MetadataValue.json(overrides),
-    })
-    yield dg.Output(rejected, output_name="document_rejections", metadata={
-        "documents_rejected": rejected.height,
-        "by_rule": dg.MetadataValue.md(md_table(by_rule.rows(), ("rule", "documents"))),
-        "sample": dg.MetadataValue.md(md_table(rejected.select("url", "rule", "reason").head(15).rows(),
-                                               ("url", "rule", "reason"))),
-    })
+    yield dg.Output(
+        kept,
+        output_name="clean_documents",
+        metadata={
+            "documents_in": facts["in"],
+            "documents_kept": kept.height,
+            "kept_share": round(kept.height / max(facts["in"], 1), 4),
+            "mean_quality": round(float(kept["quality_score"].mean() or 0.0), 4),
+            "mixed_language_kept": int(kept["language_mix"].is_not_null().sum()),
+            "docs_per_s": round(facts["in"] / facts["seconds"], 1) if facts["seconds"] else 0.0,
+            "funnel": md_funnel(facts["funnel"]),
+            "quality_histogram": md_histogram(kept["quality_score"].to_list(), title="quality"),
+            "pii_replacements": dg.MetadataValue.json(
+                {c: int(kept[c].sum()) for c in ("pii_emails", "pii_ip_addresses", "pii_phones")}
+            ),
+            "profile": dg.MetadataValue.text(facts["profile"].name),
+            "rule_order": dg.MetadataValue.text(" -> ".join(facts["profile"].order)),
+            "overrides": dg.MetadataValue.json(overrides),
+        },
+    )
+    yield dg.Output(
+        rejected,
+        output_name="document_rejections",
+        metadata={
+            "documents_rejected": rejected.height,
+            "by_rule": dg.MetadataValue.md(md_table(by_rule.rows(), ("rule", "documents"))),
+            "sample": dg.MetadataValue.md(
+                md_table(rejected.select("url", "rule", "reason").head(15).rows(), ("url", "rule", "reason"))
+            ),
+        },
+    )
     yield from KEPT.evaluate(kept, "clean_documents", facts)
     yield from REJECTED.evaluate(rejected, "document_rejections", facts)

@@ -75,5 +75,4 @@ def clean_document(text: str, profile: Profile, language: str | None = None) -> 
 
     scrubbed, pii = scrub_pii(stats.text)
     final_stats = stats if not any(pii.values()) else TextStats(scrubbed)
-    return CleanResult(scrubbed, None, None, quality_score(final_stats), pii, flags, lines_removed,
-                       final_stats.n_words)
+    return CleanResult(scrubbed, None, None, quality_score(final_stats), pii, flags, lines_removed, final_stats.n_words)

@@ -295,7 +295,7 @@ def _word_mask(buf: np.ndarray) -> np.ndarray:
         b2 = buf[nxt]
         b3 = buf[np.minimum(lead + 2, buf.size - 1)]
         two = (b1 == 0xC2) | ((b1 == 0xC3) & ((b2 == 0x97) | (b2 == 0xB7)))  # U+0080-00BF, x, /
-        three = ((b1 == 0xE2) & ((b2 < 0xB0) | (b2 >= 0xB8)))  # U+2000-2BFF, U+2E00-2FFF
+        three = (b1 == 0xE2) & ((b2 < 0xB0) | (b2 >= 0xB8))  # U+2000-2BFF, U+2E00-2FFF
         three |= (b1 == 0xE3) & (b2 == 0x80)  # U+3000-303F CJK punctuation
         three |= (b1 == 0xEF) & (((b2 == 0xBB) & (b3 == 0xBF)) | ((b2 == 0xBF) & (b3 == 0xBD)))  # BOM, U+FFFD
         four = (b1 == 0xF0) & (b2 == 0x9F)  # U+1F000-1FFFF emoji and symbols
@@ -597,13 +597,23 @@ def near_duplicate_clusters(
     n = _check_lengths(texts=texts, ids=ids, quality=quality)
     perm = np.argsort(np.asarray(list(ids), dtype=object), kind="stable") if n else np.zeros(0, dtype=np.int64)
     if n and (perm != np.arange(n)).any():
-        res = near_duplicate_clusters([texts[i] for i in perm], [ids[i] for i in perm], [quality[i] for i in perm],
-                                      cfg)
+        res = near_duplicate_clusters([texts[i] for i in perm], [ids[i] for i in perm], [quality[i] for i in perm], cfg)
         inv = np.empty(n, dtype=np.int64)
         inv[perm] = np.arange(n)
-        return DedupResult(res.cluster_id[inv], res.cluster_size[inv], res.is_kept[inv], res.max_similarity[inv],
-                           res.candidate_pairs, res.verified_pairs, res.rejected_pairs, res.empty_documents,
-                           res.largest_bucket, res.signature_seconds, res.lsh_seconds, res.verify_seconds)
+        return DedupResult(
+            res.cluster_id[inv],
+            res.cluster_size[inv],
+            res.is_kept[inv],
+            res.max_similarity[inv],
+            res.candidate_pairs,
+            res.verified_pairs,
+            res.rejected_pairs,
+            res.empty_documents,
+            res.largest_bucket,
+            res.signature_seconds,
+            res.lsh_seconds,
+            res.verify_seconds,
+        )
     h = _Hashers.of(cfg)
 
     t0 = time.perf_counter()
@@ -647,7 +657,6 @@ def near_duplicate_clusters(
     )
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Representatives of the final clusters
 # --------------------------------------------------------------------------------------------------
@@ -681,8 +690,9 @@ def representatives(
     doc); ``rep == np.arange(n)`` marks the kept documents. The counts name, for every cluster of
     two or more members, the first rule on which its representative beats the runner-up.
     """
-    n = _check_lengths(groups=groups, urls=urls, canonical_urls=canonical_urls, languages=languages,
-                       quality=quality, ids=ids)
+    n = _check_lengths(
+        groups=groups, urls=urls, canonical_urls=canonical_urls, languages=languages, quality=quality, ids=ids
+    )
     decided = dict.fromkeys(REPRESENTATIVE_RULES, 0)
     if n == 0:
         return np.zeros(0, dtype=np.int64), decided
@@ -694,14 +704,21 @@ def representatives(
         if c and c != u:
             named[(g, c)] = named.get((g, c), 0) + 1
     canon = np.array([0 if named.get((g, u), 0) else 1 for g, u in zip(dense.tolist(), urls)], dtype=np.int64)
-    lang = np.array([_language_key(la, u, c, targets) for la, u, c in zip(languages, urls, canonical_urls)],
-                    dtype=np.int64)
+    lang = np.array(
+        [_language_key(la, u, c, targets) for la, u, c in zip(languages, urls, canonical_urls)], dtype=np.int64
+    )
     q = np.asarray(quality, dtype=np.float64).copy()
     q[np.isnan(q)] = -np.inf
     path = np.array([len(urlsplit(u).path) if u else 0 for u in urls], dtype=np.int64)
     url_rank = np.empty(n, dtype=np.int64)
-    url_rank[np.lexsort((np.asarray(list(ids), dtype=object).argsort(kind="stable").argsort(),
-                         np.asarray([u or "" for u in urls], dtype=object).argsort(kind="stable").argsort()))] = np.arange(n)
+    url_rank[
+        np.lexsort(
+            (
+                np.asarray(list(ids), dtype=object).argsort(kind="stable").argsort(),
+                np.asarray([u or "" for u in urls], dtype=object).argsort(kind="stable").argsort(),
+            )
+        )
+    ] = np.arange(n)
     keys = (canon, lang, -q, path, url_rank)  # REPRESENTATIVE_RULES, in order
     order = np.lexsort(tuple(reversed(keys)) + (dense,))  # the last key is the primary one
     first = np.ones(n, dtype=bool)

@@ -43,8 +43,17 @@ from functools import lru_cache
 from itertools import chain
 
 __all__ = [
-    "DATATROVE_TERMINALS", "DT_PUNCTUATION", "SENTENCE_TERMINALS", "SPECIAL", "STOP_WORD_SET", "chunk_facts",
-    "is_punct_token", "sentence_count", "token_facts", "tokens_of_chunk", "word_tokens",
+    "DATATROVE_TERMINALS",
+    "DT_PUNCTUATION",
+    "SENTENCE_TERMINALS",
+    "SPECIAL",
+    "STOP_WORD_SET",
+    "chunk_facts",
+    "is_punct_token",
+    "sentence_count",
+    "token_facts",
+    "tokens_of_chunk",
+    "word_tokens",
 ]
 
 
@@ -79,10 +88,56 @@ _ICONS = _ranges(lambda c: unicodedata.category(c) == "So")
 PUNCT_CHARS = ",:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪"
 _QUOTES = "'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉〈〉⟦⟧"
 _CURRENCY = ["US\\$", "C\\$", "A\\$", "\\$", "£", "€", "¥", "฿", "₽", "﷼", "₴", "[₠-₿]"]
-_UNITS = (
-    "km km² km³ m m² m³ dm dm² dm³ cm cm² cm³ mm mm² mm³ ha µm nm yd in ft kg g mg µg t lb oz m/s km/h kmh "
-    "mph hPa Pa mbar mb MB kb KB gb GB tb TB T G M K %"
-).split()
+_UNITS = [
+    "km",
+    "km²",
+    "km³",
+    "m",
+    "m²",
+    "m³",
+    "dm",
+    "dm²",
+    "dm³",
+    "cm",
+    "cm²",
+    "cm³",
+    "mm",
+    "mm²",
+    "mm³",
+    "ha",
+    "µm",
+    "nm",
+    "yd",
+    "in",
+    "ft",
+    "kg",
+    "g",
+    "mg",
+    "µg",
+    "t",
+    "lb",
+    "oz",
+    "m/s",
+    "km/h",
+    "kmh",
+    "mph",
+    "hPa",
+    "Pa",
+    "mbar",
+    "mb",
+    "MB",
+    "kb",
+    "KB",
+    "gb",
+    "GB",
+    "tb",
+    "TB",
+    "T",
+    "G",
+    "M",
+    "K",
+    "%",
+]
 _HYPHENS = ["---", "--", "——", "-", "–", "—", "~"]
 _ELLIPSES = [r"\.\.+", "…"]
 
@@ -154,36 +209,293 @@ _URL_RE = re.compile(
 )
 
 
-_NEGATED_VERBS = ("is", "are", "was", "were", "do", "does", "did", "have", "has", "had", "could", "should",
-                  "would", "might", "must", "need", "may", "ought", "dare")
+_NEGATED_VERBS = (
+    "is",
+    "are",
+    "was",
+    "were",
+    "do",
+    "does",
+    "did",
+    "have",
+    "has",
+    "had",
+    "could",
+    "should",
+    "would",
+    "might",
+    "must",
+    "need",
+    "may",
+    "ought",
+    "dare",
+)
 # pronoun -> the clitics it takes ('s is a suffix rule, so not listed); forms without the apostrophe
 # are special cases too, except those that are common words (spaCy's exclusions).
 _PRONOUN_CLITICS = {
-    "i": ("m", "ll", "ve", "d"), "you": ("re", "ll", "ve", "d"), "he": ("ll", "d"), "she": ("ll", "d"),
-    "it": ("ll", "d"), "we": ("re", "ll", "ve", "d"), "they": ("re", "ll", "ve", "d"),
-    "who": ("re", "ll", "ve", "d"), "what": ("re", "ll", "ve", "d"), "where": ("re", "ll", "ve", "d"),
-    "when": ("re", "ll", "ve", "d"), "why": ("re", "ll", "ve", "d"), "how": ("re", "ll", "ve", "d"),
-    "there": ("re", "ll", "ve", "d"), "that": ("ll", "d"), "this": ("ll", "d"), "could": ("ve",),
-    "should": ("ve",), "would": ("ve",), "might": ("ve",), "must": ("ve",),
+    "i": ("m", "ll", "ve", "d"),
+    "you": ("re", "ll", "ve", "d"),
+    "he": ("ll", "d"),
+    "she": ("ll", "d"),
+    "it": ("ll", "d"),
+    "we": ("re", "ll", "ve", "d"),
+    "they": ("re", "ll", "ve", "d"),
+    "who": ("re", "ll", "ve", "d"),
+    "what": ("re", "ll", "ve", "d"),
+    "where": ("re", "ll", "ve", "d"),
+    "when": ("re", "ll", "ve", "d"),
+    "why": ("re", "ll", "ve", "d"),
+    "how": ("re", "ll", "ve", "d"),
+    "there": ("re", "ll", "ve", "d"),
+    "that": ("ll", "d"),
+    "this": ("ll", "d"),
+    "could": ("ve",),
+    "should": ("ve",),
+    "would": ("ve",),
+    "might": ("ve",),
+    "must": ("ve",),
 }
 _S_WORDS = ("it", "he", "she", "that", "this", "there", "what", "who", "where", "when", "why", "how")
 _NOT_SPECIAL = {"ill", "its", "hell", "shell", "shed", "were", "well", "whore"}
-_ABBREVIATIONS = (
-    "e.g. E.g. E.G. i.e. I.e. I.E. vs. a.m. p.m. Ph.D. Mr. Mrs. Ms. Dr. Prof. St. Mt. Jr. Gen. Gov. Rep. Sen. "
-    "Rev. Messrs. Inc. Ltd. Co. co. Corp. Bros. Jan. Feb. Mar. Apr. Jun. Jul. Aug. Sep. Sept. Oct. Nov. Dec. "
-    "Ala. Ariz. Ark. Calif. Colo. Conn. Del. Fla. Ga. Ill. Ind. Kan. Kans. Ky. La. Mass. Md. Mich. Minn. Miss. "
-    "Mo. Mont. N.C. N.D. N.H. N.J. N.M. N.Y. Neb. Nebr. Nev. Okla. Ore. Pa. S.C. Tenn. Va. Wash. Wis. "
-    "Adm. Ak. Ia. Id. v.s. "
-    "and/or w/o C++ '' ’’ 'd ’d 'em ’em 'll ’ll 're ’re 'cause ’cause 'Cause ’Cause 'bout ’bout ol' Ol' N'T n'T "
-    "<space>"
-).split()
-_EMOTICONS = (
-    ":) :-) :)) :-)) :))) :-))) (: (-: ): )-: :] :-] [: [-: :o) (o: :} :-} 8) 8-) (-8 ;) ;-) (; (-; :( :-( "
-    ":(( :-(( :((( :-((( =( =) (= =/ :/ :-/ =| :| :-| :1 :P :-P :p :-p :O :-O :o :-o :0 :-0 :() >:o :* :-* "
-    ":3 :-3 =3 :> :-> :X :-X :x :-x :D :-D ;D ;-D =D xD XD xDD XDD 8D 8-D ^_^ ^__^ ^___^ >.< >.> <.< ._. "
-    ";_; -_- -__- v.v V.V v_v V_V o_o o_O O_o O_O 0_o o_0 0_0 <3 <33 <333 </3 (^_^) (-_-) (._.) (>_<) "
-    "(*_*) (¬_¬) ಠ_ಠ ಠ︵ಠ (ಠ_ಠ) ¯\\(ツ)/¯ (╯°□°）╯︵┻━┻ ><(((*> =] [= =[ ]= :') :'( :’) :’( :'-) :'-( >:( o.O \\\")"
-).split()
+_ABBREVIATIONS = [
+    "e.g.",
+    "E.g.",
+    "E.G.",
+    "i.e.",
+    "I.e.",
+    "I.E.",
+    "vs.",
+    "a.m.",
+    "p.m.",
+    "Ph.D.",
+    "Mr.",
+    "Mrs.",
+    "Ms.",
+    "Dr.",
+    "Prof.",
+    "St.",
+    "Mt.",
+    "Jr.",
+    "Gen.",
+    "Gov.",
+    "Rep.",
+    "Sen.",
+    "Rev.",
+    "Messrs.",
+    "Inc.",
+    "Ltd.",
+    "Co.",
+    "co.",
+    "Corp.",
+    "Bros.",
+    "Jan.",
+    "Feb.",
+    "Mar.",
+    "Apr.",
+    "Jun.",
+    "Jul.",
+    "Aug.",
+    "Sep.",
+    "Sept.",
+    "Oct.",
+    "Nov.",
+    "Dec.",
+    "Ala.",
+    "Ariz.",
+    "Ark.",
+    "Calif.",
+    "Colo.",
+    "Conn.",
+    "Del.",
+    "Fla.",
+    "Ga.",
+    "Ill.",
+    "Ind.",
+    "Kan.",
+    "Kans.",
+    "Ky.",
+    "La.",
+    "Mass.",
+    "Md.",
+    "Mich.",
+    "Minn.",
+    "Miss.",
+    "Mo.",
+    "Mont.",
+    "N.C.",
+    "N.D.",
+    "N.H.",
+    "N.J.",
+    "N.M.",
+    "N.Y.",
+    "Neb.",
+    "Nebr.",
+    "Nev.",
+    "Okla.",
+    "Ore.",
+    "Pa.",
+    "S.C.",
+    "Tenn.",
+    "Va.",
+    "Wash.",
+    "Wis.",
+    "Adm.",
+    "Ak.",
+    "Ia.",
+    "Id.",
+    "v.s.",
+    "and/or",
+    "w/o",
+    "C++",
+    "''",
+    "’’",
+    "'d",
+    "’d",
+    "'em",
+    "’em",
+    "'ll",
+    "’ll",
+    "'re",
+    "’re",
+    "'cause",
+    "’cause",
+    "'Cause",
+    "’Cause",
+    "'bout",
+    "’bout",
+    "ol'",
+    "Ol'",
+    "N'T",
+    "n'T",
+    "<space>",
+]
+_EMOTICONS = [
+    ":)",
+    ":-)",
+    ":))",
+    ":-))",
+    ":)))",
+    ":-)))",
+    "(:",
+    "(-:",
+    "):",
+    ")-:",
+    ":]",
+    ":-]",
+    "[:",
+    "[-:",
+    ":o)",
+    "(o:",
+    ":}",
+    ":-}",
+    "8)",
+    "8-)",
+    "(-8",
+    ";)",
+    ";-)",
+    "(;",
+    "(-;",
+    ":(",
+    ":-(",
+    ":((",
+    ":-((",
+    ":(((",
+    ":-(((",
+    "=(",
+    "=)",
+    "(=",
+    "=/",
+    ":/",
+    ":-/",
+    "=|",
+    ":|",
+    ":-|",
+    ":1",
+    ":P",
+    ":-P",
+    ":p",
+    ":-p",
+    ":O",
+    ":-O",
+    ":o",
+    ":-o",
+    ":0",
+    ":-0",
+    ":()",
+    ">:o",
+    ":*",
+    ":-*",
+    ":3",
+    ":-3",
+    "=3",
+    ":>",
+    ":->",
+    ":X",
+    ":-X",
+    ":x",
+    ":-x",
+    ":D",
+    ":-D",
+    ";D",
+    ";-D",
+    "=D",
+    "xD",
+    "XD",
+    "xDD",
+    "XDD",
+    "8D",
+    "8-D",
+    "^_^",
+    "^__^",
+    "^___^",
+    ">.<",
+    ">.>",
+    "<.<",
+    "._.",
+    ";_;",
+    "-_-",
+    "-__-",
+    "v.v",
+    "V.V",
+    "v_v",
+    "V_V",
+    "o_o",
+    "o_O",
+    "O_o",
+    "O_O",
+    "0_o",
+    "o_0",
+    "0_0",
+    "<3",
+    "<33",
+    "<333",
+    "</3",
+    "(^_^)",
+    "(-_-)",
+    "(._.)",
+    "(>_<)",
+    "(*_*)",
+    "(¬_¬)",
+    "ಠ_ಠ",
+    "ಠ︵ಠ",
+    "(ಠ_ಠ)",
+    "¯\\(ツ)/¯",
+    "(╯°□°）╯︵┻━┻",
+    "><(((*>",
+    "=]",
+    "[=",
+    "=[",
+    "]=",
+    ":')",
+    ":'(",
+    ":’)",
+    ":’(",
+    ":'-)",
+    ":'-(",
+    ">:(",
+    "o.O",
+    '\\")',
+]
 
 
 def _special_cases() -> dict[str, tuple[str, ...]]:
@@ -220,8 +532,15 @@ def _special_cases() -> dict[str, tuple[str, ...]]:
                         add((p, f"{apo}{c}", f"{apo}ve"))
             for pieces in (("c" + apo + "m", "on"), ("C" + apo + "m", "on"), ("y" + apo, "all")):
                 add(pieces)
-    for pieces in (("can", "not"), ("Can", "not"), ("gon", "na"), ("Gon", "na"), ("got", "ta"), ("Got", "ta"),
-                   ("y", "all")):
+    for pieces in (
+        ("can", "not"),
+        ("Can", "not"),
+        ("gon", "na"),
+        ("Gon", "na"),
+        ("got", "ta"),
+        ("Got", "ta"),
+        ("y", "all"),
+    ):
         add(pieces)
     for hour in range(1, 13):
         for period in ("am", "pm", "a.m.", "p.m."):
@@ -390,8 +709,11 @@ SENTENCE_TERMINALS: tuple[str, ...] = _expand(_STERM_RANGES)
 belong to scripts English pages do not use)."""
 
 DATATROVE_TERMINALS: tuple[str, ...] = tuple(
-    sorted(set(SENTENCE_TERMINALS) - set(_expand("1B4E-1B4F 1B7F 2024 2CF9-2CFB 2E60-2E61 FE12 FE15-FE16 "
-                                                 "113D4-113D5 16D6E-16D6F")) | set("\u17d6\u17d9\u17da"))
+    sorted(
+        set(SENTENCE_TERMINALS)
+        - set(_expand("1B4E-1B4F 1B7F 2024 2CF9-2CFB 2E60-2E61 FE12 FE15-FE16 113D4-113D5 16D6E-16D6F"))
+        | set("\u17d6\u17d9\u17da")
+    )
 )
 """datatrove 0.10.1's ``TERMINAL_PUNCTUATION`` (FineWeb's line-end characters), stated as its difference from
 Unicode's property: 16 characters fewer (newer Balinese, Tulu-Tigalari, Kirat Rai signs; one dot leader;
@@ -402,7 +724,7 @@ Coptic full stops; vertical presentation forms) and the Khmer signs U+17D6, U+17
 # tab and newline, sentence terminals, and these (note the full-width digit one, which it lists).
 _DT_PUNCT_EXTRA = "—”％１〈、━【「」，】；“《„’∶´．（–？！：～«〉》）。…►»"
 DT_PUNCTUATION: frozenset[str] = frozenset(
-    '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
     + _DT_PUNCT_EXTRA
     + "".join(chr(c) for c in (*range(0, 9), 11, 12, *range(13, 32), *range(127, 160)))
 ) | frozenset(DATATROVE_TERMINALS)
@@ -411,7 +733,6 @@ DT_PUNCTUATION: frozenset[str] = frozenset(
 def is_punct_token(token: str) -> bool:
     """Every character is in :data:`DT_PUNCTUATION` (datatrove: not a word for the word count)."""
     return all(c in DT_PUNCTUATION for c in token)
-
 
 
 STOP_WORD_SET = frozenset(("the", "be", "to", "of", "and", "that", "have", "with"))  # Gopher's stop words

@@ -82,8 +82,8 @@ def charset_from_content(value: bytes) -> bytes | None:
     if pos >= n:
         return None
     if value[pos] in b"\"'":
-        end = value.find(value[pos:pos + 1], pos + 1)
-        return value[pos + 1:end] if end >= 0 else None
+        end = value.find(value[pos : pos + 1], pos + 1)
+        return value[pos + 1 : end] if end >= 0 else None
     end = pos
     while end < n and value[end] not in _WS and value[end] != 0x3B:  # ";"
         end += 1
@@ -119,10 +119,10 @@ def _attribute(data: bytes, pos: int) -> tuple[bytes, bytes, int] | None:
     if pos >= n:
         return name, b"", pos
     if data[pos] in b"\"'":
-        end = data.find(data[pos:pos + 1], pos + 1)
+        end = data.find(data[pos : pos + 1], pos + 1)
         if end < 0:
-            return name, data[pos + 1:].lower(), n
-        return name, data[pos + 1:end].lower(), end + 1
+            return name, data[pos + 1 :].lower(), n
+        return name, data[pos + 1 : end].lower(), end + 1
     end = pos
     while end < n and data[end] not in _WS and data[end] != 0x3E:
         end += 1
@@ -168,8 +168,9 @@ def prescan(data: bytes) -> str | None:
             if encoding is None:
                 continue
             return ("utf-8", "utf-8") if encoding[0].startswith("utf-16") else encoding
-        elif pos + 1 < n and (data[pos + 1:pos + 2].isalpha() or (
-                data[pos + 1] == 0x2F and data[pos + 2:pos + 3].isalpha())):
+        elif pos + 1 < n and (
+            data[pos + 1 : pos + 2].isalpha() or (data[pos + 1] == 0x2F and data[pos + 2 : pos + 3].isalpha())
+        ):
             pos += 2
             while pos < n and data[pos] not in _WS and data[pos] != 0x3E:
                 pos += 1

@@ -34,11 +34,24 @@ from .encoding import charset_of  # noqa: F401 — re-exported
 # The two float divs are pydoc's page banner (Python version, platform, search forms); their exact inline
 # style does not occur on ordinary pages.
 DEFAULT_SKIP_SELECTORS = (
-    "nav", "header", "footer", "form", "[role=navigation]", "[aria-hidden=true]",
-    'div[style="float:left"]', 'div[style="float:right"]',
-    "div.navheader", "div.navfooter",
-    "div.related", "div.sphinxsidebar", "div.footer", "a.headerlink",
-    "div.topNav", "div.subNav", "div.bottomNav", "div.skipNav",
+    "nav",
+    "header",
+    "footer",
+    "form",
+    "[role=navigation]",
+    "[aria-hidden=true]",
+    'div[style="float:left"]',
+    'div[style="float:right"]',
+    "div.navheader",
+    "div.navfooter",
+    "div.related",
+    "div.sphinxsidebar",
+    "div.footer",
+    "a.headerlink",
+    "div.topNav",
+    "div.subNav",
+    "div.bottomNav",
+    "div.skipNav",
 )
 
 
@@ -78,8 +91,13 @@ def detect_language(text: str) -> tuple[str, float]:
     return lid.verdict, lid.score
 
 
-def extract_html(url: str, body: bytes, content_type: str | None,
-                 skip_selectors: tuple[str, ...] = DEFAULT_SKIP_SELECTORS, main_content: bool = True) -> Extracted:
+def extract_html(
+    url: str,
+    body: bytes,
+    content_type: str | None,
+    skip_selectors: tuple[str, ...] = DEFAULT_SKIP_SELECTORS,
+    main_content: bool = True,
+) -> Extracted:
     """Title, canonical URL, main-content text and language of one HTML page."""
     html, encoding = decode_html(body, content_type)
     tree = HTMLTree.parse(html)
@@ -91,8 +109,9 @@ def extract_html(url: str, body: bytes, content_type: str | None,
         link = tree.head.query_selector('link[rel="canonical" i][href]')
         if link is not None:
             canonical = normalize_url(link.getattr("href") or "", url) or url
-    text = extract_plain_text(tree, main_content=main_content, alt_texts=False, links=False,
-                              skip_elements=list(skip_selectors))
+    text = extract_plain_text(
+        tree, main_content=main_content, alt_texts=False, links=False, skip_elements=list(skip_selectors)
+    )
     text = unicodedata.normalize("NFC", text)
     language, score = detect_language(text)
     return Extracted(url, canonical, host_of(url), title, text, language, score, encoding)

@@ -1,6 +1,5 @@
 """``extracted_pages``: main-content text of every stored HTML page of a crawl partition."""
 
-
 import time
 
 import dagster as dg
@@ -16,9 +15,19 @@ from crawl2serve.resources.storage import DataRoot
 from .extract import DEFAULT_SKIP_SELECTORS, content_hash, doc_id, extract_html, extract_text_record
 
 SCHEMA = {
-    "doc_id": pl.String, "url": pl.String, "canonical_url": pl.String, "host": pl.String, "title": pl.String,
-    "text": pl.String, "language": pl.String, "language_score": pl.Float64, "content_hash": pl.String,
-    "encoding": pl.String, "html_bytes": pl.Int64, "text_chars": pl.Int64, "fetch_time": pl.Datetime("us", "UTC"),
+    "doc_id": pl.String,
+    "url": pl.String,
+    "canonical_url": pl.String,
+    "host": pl.String,
+    "title": pl.String,
+    "text": pl.String,
+    "language": pl.String,
+    "language_score": pl.Float64,
+    "content_hash": pl.String,
+    "encoding": pl.String,
+    "html_bytes": pl.Int64,
+    "text_chars": pl.Int64,
+    "fetch_time": pl.Datetime("us", "UTC"),
 }
 CONTRACT = TableContract(
     schema=SCHEMA,
@@ -26,10 +35,18 @@ CONTRACT = TableContract(
     unique=("doc_id", "url"),
     ranges={"language_score": (0.0, 1.0), "text_chars": (0, None), "html_bytes": (0, None)},
     distributions=(
-        Distribution("extraction_failure_share", "Pages that failed to extract (warn above 5%).",
-                     lambda df, f: f["failed"] / max(f["pages"], 1), high=0.05),
-        Distribution("empty_text_share", "Pages with under 50 characters of main content (warn above 30%).",
-                     lambda df, _: float((df["text_chars"] < 50).mean() or 0.0) if df.height else 0.0, high=0.3),
+        Distribution(
+            "extraction_failure_share",
+            "Pages that failed to extract (warn above 5%).",
+            lambda df, f: f["failed"] / max(f["pages"], 1),
+            high=0.05,
+        ),
+        Distribution(
+            "empty_text_share",
+            "Pages with under 50 characters of main content (warn above 30%).",
+            lambda df, _: float((df["text_chars"] < 50).mean() or 0.0) if df.height else 0.0,
+            high=0.3,
+        ),
     ),
 )
 HTML_TYPES = ("text/html", "application/xhtml+xml", "")
@@ -42,8 +59,9 @@ class ExtractConfig(dg.Config):
     )
 
 
-def extract_partition(manifest: pl.DataFrame, data_root: DataRoot, config: ExtractConfig, log=None,
-                      problems: list | None = None):
+def extract_partition(
+    manifest: pl.DataFrame, data_root: DataRoot, config: ExtractConfig, log=None, problems: list | None = None
+):
     """(documents, failures) for the stored pages a crawl manifest lists; WARC read problems (file, offset)
     are appended to ``problems``, and a listed page whose record no longer validates is a failure."""
     problems = [] if problems is None else problems
@@ -63,15 +81,33 @@ def extract_partition(manifest: pl.DataFrame, data_root: DataRoot, config: Extra
                 if rec.kind == "response" and mime not in HTML_TYPES:
                     continue
                 try:
-                    ex = (extract_text_record(rec.url, rec.body) if rec.kind == "conversion"
-                          else extract_html(rec.url, rec.body, rec.content_type, tuple(config.skip_selectors),
-                                            config.main_content))
-                except Exception as e:  # noqa: BLE001 — broken pages are reported, never fatal
+                    ex = (
+                        extract_text_record(rec.url, rec.body)
+                        if rec.kind == "conversion"
+                        else extract_html(
+                            rec.url, rec.body, rec.content_type, tuple(config.skip_selectors), config.main_content
+                        )
+                    )
+                except Exception as e:
                     failures.append((rec.url, f"{type(e).__name__}: {e}"[:300]))
                     continue
-                rows.append((doc_id(rec.url), rec.url, ex.canonical_url, ex.host, ex.title, ex.text, ex.language,
-                             ex.language_score, content_hash(ex.text), ex.encoding, len(rec.body), len(ex.text),
-                             fetch_time.pop(rec.url)))
+                rows.append(
+                    (
+                        doc_id(rec.url),
+                        rec.url,
+                        ex.canonical_url,
+                        ex.host,
+                        ex.title,
+                        ex.text,
+                        ex.language,
+                        ex.language_score,
+                        content_hash(ex.text),
+                        ex.encoding,
+                        len(rec.body),
+                        len(ex.text),
+                        fetch_time.pop(rec.url),
+                    )
+                )
                 done += 1
                 if log and done % 500 == 0:
                     log(f"extracted {done}/{wanted.height} pages ({done / (time.monotonic() - started):.0f}/s)")
@@ -87,8 +123,9 @@ def extract_partition(manifest: pl.DataFrame, data_root: DataRoot, config: Extra
     kinds={"python", "parquet"},
     tags={"stage": "corpus"},
 )
-def extracted_pages(context: dg.AssetExecutionContext, config: ExtractConfig, data_root: DataRoot,
-                    raw_crawl: pl.DataFrame):
+def extracted_pages(
+    context: dg.AssetExecutionContext, config: ExtractConfig, data_root: DataRoot, raw_crawl: pl.DataFrame
+):
     """Main-content text, title, canonical URL, language (CLD2) and content hash of each stored page.
 
     Comes from the WARC records that the ``raw_crawl`` manifest lists (HTTP 200 HTML responses, or WET
@@ -102,19 +139,32 @@ def extracted_pages(context: dg.AssetExecutionContext, config: ExtractConfig, da
     seconds = time.monotonic() - started
     pages = docs.height + len(failures)
     langs = docs.group_by("language").len().sort("len", descending=True).head(10)
-    yield dg.Output(docs, metadata={
-        "documents": docs.height,
-        "failures": len(failures),
-        "docs_per_s": round(docs.height / seconds, 1) if seconds else 0.0,
-        "median_text_chars": int(docs["text_chars"].median() or 0),
-        "languages": dg.MetadataValue.md(md_table(langs.rows(), ("language", "docs"))),
-        "encodings": dg.MetadataValue.md(md_table(
-            docs.group_by("encoding").len().sort("len", descending=True).rows(), ("encoding", "docs"))),
-        "failed_pages": dg.MetadataValue.md(md_table(failures[:20], ("url", "error")) if failures else "none"),
-        "read_problems": dg.MetadataValue.md(md_table(
-            [(p.file, p.offset, p.problem, p.detail) for p in problems[:20]], ("file", "offset", "problem", "detail"))
-            if problems else "none"),
-        "sample": dg.MetadataValue.md(md_table(docs.select("url", "title", "language", "text_chars").head(10).rows(),
-                                               ("url", "title", "language", "chars"))),
-    })
+    yield dg.Output(
+        docs,
+        metadata={
+            "documents": docs.height,
+            "failures": len(failures),
+            "docs_per_s": round(docs.height / seconds, 1) if seconds else 0.0,
+            "median_text_chars": int(docs["text_chars"].median() or 0),
+            "languages": dg.MetadataValue.md(md_table(langs.rows(), ("language", "docs"))),
+            "encodings": dg.MetadataValue.md(
+                md_table(docs.group_by("encoding").len().sort("len", descending=True).rows(), ("encoding", "docs"))
+            ),
+            "failed_pages": dg.MetadataValue.md(md_table(failures[:20], ("url", "error")) if failures else "none"),
+            "read_problems": dg.MetadataValue.md(
+                md_table(
+                    [(p.file, p.offset, p.problem, p.detail) for p in problems[:20]],
+                    ("file", "offset", "problem", "detail"),
+                )
+                if problems
+                else "none"
+            ),
+            "sample": dg.MetadataValue.md(
+                md_table(
+                    docs.select("url", "title", "language", "text_chars").head(10).rows(),
+                    ("url", "title", "language", "chars"),
+                )
+            ),
+        },
+    )
     yield from CONTRACT.evaluate(docs, "extracted_pages", {"failed": len(failures), "pages": pages})

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from crawl2serve.assets.corpus.en_words import sentence_count, word_tokens
-from crawl2serve.assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii  # noqa: F401 (re-exported; PII lives in pii.py)
+from crawl2serve.assets.corpus.pii import PII_PLACEHOLDERS, scrub_pii
 from crawl2serve.assets.corpus.text_stats import STOP_WORDS, TextStats
 from crawl2serve.assets.corpus.words import has_no_space, line_word_count, longest_word, split_no_space_tokens
 
@@ -492,8 +492,11 @@ class C4Quality:
             if (
                 not s
                 or (punct is not None and (not s.endswith(punct) or s.endswith("...")))
-                or (min_words > 1 and len(s.split(None, min_words - 1)) < min_words
-                    and (s.isascii() or line_word_count(s, min_words) < min_words))
+                or (
+                    min_words > 1
+                    and len(s.split(None, min_words - 1)) < min_words
+                    and (s.isascii() or line_word_count(s, min_words) < min_words)
+                )
             ):
                 removed += 1
                 continue
@@ -550,7 +553,8 @@ class C4Quality:
                 removed += 1
                 continue
             if len(words) < self.min_words_per_line and (
-                    line.isascii() or line_word_count(line, self.min_words_per_line) < self.min_words_per_line):
+                line.isascii() or line_word_count(line, self.min_words_per_line) < self.min_words_per_line
+            ):
                 removed += bool(words)  # blank lines are not counted as removed
                 continue
             low = line.lower()

@@ -120,8 +120,13 @@ def _merged(details: tuple) -> list[tuple[str, int]]:
     return sorted(((first[b], p) for b, p in shares.items()), key=lambda cp: -cp[1])
 
 
-def identify(text: str, *, mixed_min_share: float = MIXED_MIN_SHARE, sample_chars: int = SAMPLE_CHARS,
-             sample_windows: int = SAMPLE_WINDOWS) -> LanguageId:
+def identify(
+    text: str,
+    *,
+    mixed_min_share: float = MIXED_MIN_SHARE,
+    sample_chars: int = SAMPLE_CHARS,
+    sample_windows: int = SAMPLE_WINDOWS,
+) -> LanguageId:
     """CLD2 over :func:`language_sample` of ``text`` (plain text, not HTML); see the module doc."""
     sample = _CONTROL_CHARS.sub("", language_sample(text, sample_chars, sample_windows))
     try:
@@ -133,15 +138,19 @@ def identify(text: str, *, mixed_min_share: float = MIXED_MIN_SHARE, sample_char
         return LanguageId(UNKNOWN, 0.0, text_bytes=text_bytes)
     code, percent = langs[0]
     score = min(percent, 100) / 100.0 * (1.0 if reliable else 0.5)
-    mixed = (len(langs) > 1 and langs[1][1] >= mixed_min_share * 100 and text_bytes >= MIXED_MIN_BYTES)
+    mixed = len(langs) > 1 and langs[1][1] >= mixed_min_share * 100 and text_bytes >= MIXED_MIN_BYTES
     return LanguageId(code, score, tuple((c, p / 100.0) for c, p in langs), mixed, text_bytes)
 
 
 # ----- languages named by URLs ---------------------------------------------------------------------
 _ALIASES = {"nb": "no", "he": "iw", "jv": "jw", "in": "id", "ji": "yi"}  # current ISO codes -> CLD2's
-_CODES = frozenset(code.split("-")[0].lower() for _, code in pycld2.LANGUAGES if len(code.split("-")[0]) == 2) | set(_ALIASES)
+_CODES = frozenset(code.split("-")[0].lower() for _, code in pycld2.LANGUAGES if len(code.split("-")[0]) == 2) | set(
+    _ALIASES
+)
 _TAG_SEGMENT = re.compile(r"([a-z]{2})(?:[-_][A-Za-z]{2,4})?")  # fr, pt-BR, zh_CN, zh-Hant
-_FILE_SUFFIX = re.compile(r"\.([a-z]{2})(?:[-_][A-Za-z]{2,4})?\.[A-Za-z0-9]+$|\.html?\.([a-z]{2})(?:[-_][A-Za-z]{2,4})?$")
+_FILE_SUFFIX = re.compile(
+    r"\.([a-z]{2})(?:[-_][A-Za-z]{2,4})?\.[A-Za-z0-9]+$|\.html?\.([a-z]{2})(?:[-_][A-Za-z]{2,4})?$"
+)
 _LANG_PARAMS = ("lang", "hl", "locale", "language")
 
 

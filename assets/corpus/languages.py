@@ -56,8 +56,13 @@ __all__ = ["FINEWEB2_COMMIT", "LANGUAGES", "SENTENCE_ENDS", "LanguageRules", "pr
 # Sentence-final marks beyond . ! ? (by CLD2 code). Greek's question mark (U+037E) is ";" after NFC.
 _CJK_ENDS = ("。", "！", "？", "．")
 SENTENCE_ENDS: dict[str, tuple[str, ...]] = {
-    "zh": _CJK_ENDS, "zh-Hant": _CJK_ENDS, "ja": _CJK_ENDS,
-    "ar": ("؟", "۔"), "fa": ("؟", "۔"), "hi": ("।", "॥"), "el": (";",),
+    "zh": _CJK_ENDS,
+    "zh-Hant": _CJK_ENDS,
+    "ja": _CJK_ENDS,
+    "ar": ("؟", "۔"),
+    "fa": ("؟", "۔"),
+    "hi": ("।", "॥"),
+    "el": (";",),
 }
 NO_TERMINAL_PUNCT = frozenset({"th"})  # languages written without sentence-final punctuation
 SUFFIX_STOP_WORDS = frozenset({"ko"})  # stop words are particles/endings attached to the end of words
@@ -99,8 +104,12 @@ def _build() -> dict[str, LanguageRules]:
         thresholds = tuple((k, cfg[k]) for k in dict.fromkeys(THRESHOLD_FIELDS.values()))
         for code in cfg["cld2"]:
             out[code] = LanguageRules(
-                code=code, subset=subset, name=cfg["name"], stop_words=tuple(cfg["stopwords"]),
-                thresholds=thresholds, sentence_ends=SENTENCE_ENDS.get(code, ()),
+                code=code,
+                subset=subset,
+                name=cfg["name"],
+                stop_words=tuple(cfg["stopwords"]),
+                thresholds=thresholds,
+                sentence_ends=SENTENCE_ENDS.get(code, ()),
                 terminal_punct=code not in NO_TERMINAL_PUNCT,
                 stop_word_match="suffix" if code in SUFFIX_STOP_WORDS else "word",
             )

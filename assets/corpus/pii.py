@@ -135,15 +135,35 @@ _INT_LIMITS = {str(v) for k in (15, 16, 31, 32, 63, 64) for v in (2**k - 1, 2**k
 
 # Non-public IPv4 space (IANA IPv4 Special-Purpose Address Registry, multicast and reserved blocks),
 # listed here so the rule does not move with the Python version's ``ipaddress.is_global``.
-_V4_NOT_PUBLIC = tuple(ipaddress.IPv4Network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-))
+_V4_NOT_PUBLIC = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+)
 _V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
-_V6_NOT_PUBLIC = tuple(ipaddress.IPv6Network(n) for n in (
-    "2001::/23", "2001:db8::/32", "3fff::/20",  # IETF protocol assignments (Teredo, ORCHID...), documentation
-))
+_V6_NOT_PUBLIC = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "2001::/23",
+        "2001:db8::/32",
+        "3fff::/20",  # IETF protocol assignments (Teredo, ORCHID...), documentation
+    )
+)
 _V6_EMBEDDED_V4 = tuple(ipaddress.IPv6Network(n) for n in ("::ffff:0:0/96", "::/96", "64:ff9b::/96"))
 
 
@@ -179,7 +199,11 @@ def _ipv4_is_not_address(text: str, start: int, end: int) -> bool:
         return True
     if before.endswith("\xa0") or text[end : end + 1] == "\xa0":
         return True  # glued to a word by a no-break space, as DocBook writes "Section\xa01.3.2.3"
-    if _VERSION_BEFORE.search(before) or _PRODUCT_BEFORE.search(before) or before.endswith(("==", ">=", "<=", "~=", "!=")):
+    if (
+        _VERSION_BEFORE.search(before)
+        or _PRODUCT_BEFORE.search(before)
+        or before.endswith(("==", ">=", "<=", "~=", "!="))
+    ):
         return True  # "version 1.2.3.4", "Thunderbird 1.5.0.9", "novas==3.1.1.3"
     if start >= 2 and text[start - 1] in "/-_" and text[start - 2].isalpha():
         return True  # Firefox/2.0.0.11, novas-3.1.1.3

@@ -53,7 +53,12 @@ from crawl2serve.assets.corpus.en_words import (
     tokens_of_chunk,
     word_tokens,
 )
-from crawl2serve.assets.corpus.words import count_suffix_stop_words, has_no_space, split_no_space_tokens, split_no_space_words
+from crawl2serve.assets.corpus.words import (
+    count_suffix_stop_words,
+    has_no_space,
+    split_no_space_tokens,
+    split_no_space_words,
+)
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's English stop words
 BULLET_PREFIXES = ("•", "‣", "◦", "●", "▪", "∙", "-", "*")
@@ -537,7 +542,6 @@ class TextStats:
     def paragraph_duplicates(self) -> tuple[int, int]:
         """(number, chars) of paragraphs repeating an earlier paragraph."""
         return _duplicates(self.paragraphs)
-
 
     # ----- datatrove 0.10.1's measures over English tokens -------------------------------------------
     @cached_property

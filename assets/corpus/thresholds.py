@@ -43,10 +43,16 @@ from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS
 from crawl2serve.assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthBounds
 
 RuleType = LengthBounds | C4Quality | GopherRepetition | GopherQuality | FineWebQuality
-RULE_TYPES: dict[str, type] = {cls.name: cls for cls in (LengthBounds, C4Quality, GopherRepetition, GopherQuality,
-                                                         FineWebQuality)}
-DEFAULT_ORDER: tuple[str, ...] = ("length_bounds", "c4_quality", "gopher_repetition", "gopher_quality",
-                                  "fineweb_quality")
+RULE_TYPES: dict[str, type] = {
+    cls.name: cls for cls in (LengthBounds, C4Quality, GopherRepetition, GopherQuality, FineWebQuality)
+}
+DEFAULT_ORDER: tuple[str, ...] = (
+    "length_bounds",
+    "c4_quality",
+    "gopher_repetition",
+    "gopher_quality",
+    "fineweb_quality",
+)
 
 
 @dataclass(frozen=True)

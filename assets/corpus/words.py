@@ -42,8 +42,16 @@ __all__ = [
 
 # (first, last) code point of each block whose script writes no spaces between words.
 NO_SPACE_SCRIPTS: dict[str, tuple[tuple[int, int], ...]] = {
-    "Han": ((0x2E80, 0x2FDF), (0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303B), (0x3400, 0x4DBF),
-            (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x323AF)),
+    "Han": (
+        (0x2E80, 0x2FDF),
+        (0x3005, 0x3007),
+        (0x3021, 0x3029),
+        (0x3038, 0x303B),
+        (0x3400, 0x4DBF),
+        (0x4E00, 0x9FFF),
+        (0xF900, 0xFAFF),
+        (0x20000, 0x323AF),
+    ),
     "Hiragana": ((0x3040, 0x309F),),
     "Katakana": ((0x30A0, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F)),
     "Thai": ((0x0E00, 0x0E7F),),
@@ -97,8 +105,9 @@ def icu_boundaries(text: str, codepoints: np.ndarray | None = None) -> np.ndarra
     return utf16
 
 
-def split_no_space_words(text: str, codepoints: np.ndarray, starts: np.ndarray,
-                         ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_no_space_words(
+    text: str, codepoints: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Word bounds ``(starts, ends)`` with every word that holds a no-space-script character split at
     ICU's word boundaries inside it; other words are unchanged. Returns the inputs themselves when no
     word needs splitting."""

@@ -1,8 +1,7 @@
 """The crawl stage: ``raw_crawl`` — WARC files plus a Parquet manifest, one partition per crawl."""
 
-
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -24,10 +23,19 @@ CONTRACT = TableContract(
     unique=("url",),
     ranges={"status": (100, 599), "bytes": (0, None), "attempts": (0, None)},
     distributions=(
-        Distribution("stored_pages", "At least one page stored (a crawl that stored nothing must not flow on).",
-                     lambda df, _: float(df["warc_file"].is_not_null().sum()), low=1, blocking=True),
-        Distribution("error_share", "Share of fetches that ended in an error (warn above 50%).",
-                     lambda df, _: float(df["error"].is_not_null().mean() or 0.0), high=0.5),
+        Distribution(
+            "stored_pages",
+            "At least one page stored (a crawl that stored nothing must not flow on).",
+            lambda df, _: float(df["warc_file"].is_not_null().sum()),
+            low=1,
+            blocking=True,
+        ),
+        Distribution(
+            "error_share",
+            "Share of fetches that ended in an error (warn above 50%).",
+            lambda df, _: float(df["error"].is_not_null().mean() or 0.0),
+            high=0.5,
+        ),
     ),
 )
 
@@ -46,7 +54,9 @@ class CrawlConfig(dg.Config):
     total_timeout_s: float = Field(60.0, description="Whole-request timeout (ends slow-drip bodies).")
     max_retries: int = Field(3, description="Retries on timeouts, resets, 5xx and 429.")
     max_redirects: int = Field(5, description="Redirect hops before giving up.")
-    max_body_bytes: int = Field(5_000_000, description="Bodies larger than this are dropped (streamed, never buffered).")
+    max_body_bytes: int = Field(
+        5_000_000, description="Bodies larger than this are dropped (streamed, never buffered)."
+    )
     restart: bool = Field(False, description="Discard this partition's stored segments instead of resuming.")
     ingest_paths: list[str] = Field(
         default_factory=list,
@@ -92,18 +102,26 @@ def ingest_manifest(data_root: DataRoot, patterns: list[str], problems: list | N
         for path in paths:
             with data_root.fs.open(path, "rb") as f:
                 for rec in iter_records(f, name=path, on_problem=None if problems is None else problems.append):
-                    rows.append({
-                        "url": rec.url, "status": rec.status, "bytes": len(rec.body),
-                        "fetch_time": _warc_date(rec.date), "content_type": rec.content_type,
-                        "warc_file": path, "warc_offset": rec.offset, "record_type": rec.kind, "attempts": 0,
-                    })
+                    rows.append(
+                        {
+                            "url": rec.url,
+                            "status": rec.status,
+                            "bytes": len(rec.body),
+                            "fetch_time": _warc_date(rec.date),
+                            "content_type": rec.content_type,
+                            "warc_file": path,
+                            "warc_offset": rec.offset,
+                            "record_type": rec.kind,
+                            "attempts": 0,
+                        }
+                    )
     df = pl.DataFrame({c: [r.get(c) for r in rows] for c in MANIFEST}, schema=MANIFEST)
     return df.unique("url", keep="first", maintain_order=True)
 
 
 def _warc_date(value: str | None) -> datetime:
     if not value:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
@@ -115,9 +133,7 @@ def _warc_date(value: str | None) -> datetime:
     kinds={"python", "parquet"},
     tags={"stage": "crawl"},
 )
-def raw_crawl(
-    context: dg.AssetExecutionContext, config: CrawlConfig, crawl_target: CrawlTarget, data_root: DataRoot
-):
+def raw_crawl(context: dg.AssetExecutionContext, config: CrawlConfig, crawl_target: CrawlTarget, data_root: DataRoot):
     """Raw web crawl: WARC files (request + response records) and a Parquet manifest of every fetch.
 
     Comes from a real async HTTP crawl of the ``crawl_target`` resource (embedded default: the pydoc
@@ -131,9 +147,16 @@ def raw_crawl(
         for p in problems:
             context.log.warning(f"ingest: {p}")
         summary = {"mode": "ingest", "files": len(set(manifest["warc_file"].to_list())), "read_problems": len(problems)}
-        extra = {"read_problems": dg.MetadataValue.md(md_table(
-            [(p.file, p.offset, p.problem, p.detail, p.url or "") for p in problems[:50]],
-            ("file", "offset", "problem", "detail", "url")) if problems else "none")}
+        extra = {
+            "read_problems": dg.MetadataValue.md(
+                md_table(
+                    [(p.file, p.offset, p.problem, p.detail, p.url or "") for p in problems[:50]],
+                    ("file", "offset", "problem", "detail", "url"),
+                )
+                if problems
+                else "none"
+            )
+        }
     else:
         store = CrawlStore(data_root, directory)
         if config.restart:
@@ -154,10 +177,15 @@ def raw_crawl(
             "warc_files": stored["warc_file"].n_unique(),
             "errors": dg.MetadataValue.md(md_table(errors.rows(), ("error", "count")) if errors.height else "none"),
             "status_codes": dg.MetadataValue.json(
-                {str(k): v for k, v in manifest.group_by("status").len().rows() if k is not None}),
+                {str(k): v for k, v in manifest.group_by("status").len().rows() if k is not None}
+            ),
             "summary": dg.MetadataValue.json(summary),
-            "sample": dg.MetadataValue.md(md_table(
-                manifest.select("url", "status", "bytes", "error").head(10).rows(), ("url", "status", "bytes", "error"))),
+            "sample": dg.MetadataValue.md(
+                md_table(
+                    manifest.select("url", "status", "bytes", "error").head(10).rows(),
+                    ("url", "status", "bytes", "error"),
+                )
+            ),
             **extra,
         },
     )

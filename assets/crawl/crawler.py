@@ -45,7 +45,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aiohttp
 import polars as pl
@@ -117,11 +117,15 @@ class CrawlSettings:
 
     def __post_init__(self) -> None:
         if self.robots_max_bytes < ROBOTS_MIN_BYTES:
-            raise ValueError(f"robots_max_bytes={self.robots_max_bytes}: RFC 9309 2.5 requires parsing at least "
-                             f"{ROBOTS_MIN_BYTES} bytes (500 KiB); raise it")
+            raise ValueError(
+                f"robots_max_bytes={self.robots_max_bytes}: RFC 9309 2.5 requires parsing at least "
+                f"{ROBOTS_MIN_BYTES} bytes (500 KiB); raise it"
+            )
         if not 0 < self.robots_cache_s <= ROBOTS_MAX_CACHE_S:
-            raise ValueError(f"robots_cache_s={self.robots_cache_s}: must be in (0, {ROBOTS_MAX_CACHE_S:.0f}] "
-                             "(RFC 9309 2.4: a cached robots.txt is used at most 24 hours)")
+            raise ValueError(
+                f"robots_cache_s={self.robots_cache_s}: must be in (0, {ROBOTS_MAX_CACHE_S:.0f}] "
+                "(RFC 9309 2.4: a cached robots.txt is used at most 24 hours)"
+            )
 
     @property
     def robots_token(self) -> str:
@@ -136,7 +140,7 @@ class Outcome:
     depth: int | None
     status: int | None = None
     bytes: int = 0
-    fetch_time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    fetch_time: datetime = field(default_factory=lambda: datetime.now(UTC))
     elapsed_ms: float = 0.0
     content_type: str | None = None
     error: str | None = None
@@ -328,8 +332,17 @@ def _read_warc(data: bytes) -> list[tuple[WarcRecordType, int, str | None, str |
     end = members[-1][1]
     out = []
     for rec in ArchiveIterator(io.BytesIO(data[:end]), parse_http=True):
-        out.append((rec.record_type, rec.stream_pos, rec.headers.get("WARC-Target-URI"),
-                    rec.headers.get("WARC-Record-ID"), rec.http_headers, rec.reader.read(), rec.headers.get("WARC-Date")))
+        out.append(
+            (
+                rec.record_type,
+                rec.stream_pos,
+                rec.headers.get("WARC-Target-URI"),
+                rec.headers.get("WARC-Record-ID"),
+                rec.http_headers,
+                rec.reader.read(),
+                rec.headers.get("WARC-Date"),
+            )
+        )
     return out
 
 
@@ -416,7 +429,7 @@ class CrawlStore:
                     kept = self.storage.read_parquet(links_path)
                     if kept.columns != list(LINKS_SCHEMA):
                         raise ValueError(f"columns {kept.columns}")
-                except Exception:  # noqa: BLE001 — missing or torn: the links come from the stored pages
+                except Exception:
                     self.storage.write_parquet(_links_frame(links), links_path)
                 self.storage.write_parquet(_manifest_frame(rows), f"{seg_dir}/{stem}.manifest.parquet")
                 self.recovered += len(rows)
@@ -455,10 +468,20 @@ class CrawlStore:
             try:
                 when = datetime.fromisoformat((date or "").replace("Z", "+00:00"))
             except ValueError:
-                when = datetime.now(timezone.utc)
-            row = Outcome(url=url, depth=None, status=http.status_code, bytes=len(body), fetch_time=when,
-                          elapsed_ms=None, content_type=headers.get("content-type"), attempts=None,
-                          warc_file=path, warc_offset=offset, record_id=rid)
+                when = datetime.now(UTC)
+            row = Outcome(
+                url=url,
+                depth=None,
+                status=http.status_code,
+                bytes=len(body),
+                fetch_time=when,
+                elapsed_ms=None,
+                content_type=headers.get("content-type"),
+                attempts=None,
+                warc_file=path,
+                warc_offset=offset,
+                record_id=rid,
+            )
             location = headers.get("location") if http.status_code in REDIRECT_CODES else None
             if location:
                 row.redirect_to = normalize_url(location, url)
@@ -479,16 +502,20 @@ def _manifest_frame(rows: list[Outcome]) -> pl.DataFrame:
     still cannot be stored becomes an error row naming why)."""
     try:
         return _manifest_frame_strict(rows)
-    except Exception:  # noqa: BLE001 — find the rows that fail and keep everything else
+    except Exception:
         frames = []
         for r in rows:
             try:
                 frames.append(_manifest_frame_strict([r]))
-            except Exception as e:  # noqa: BLE001
-                bad = Outcome(url=_text(str(r.url)), depth=None, error=_text(f"manifest_row_failed:{type(e).__name__}"),
-                              warc_file=_text(r.warc_file) if isinstance(r.warc_file, str) else None,
-                              warc_offset=r.warc_offset if isinstance(r.warc_offset, int) else None,
-                              record_id=_text(r.record_id) if isinstance(r.record_id, str) else None)
+            except Exception as e:
+                bad = Outcome(
+                    url=_text(str(r.url)),
+                    depth=None,
+                    error=_text(f"manifest_row_failed:{type(e).__name__}"),
+                    warc_file=_text(r.warc_file) if isinstance(r.warc_file, str) else None,
+                    warc_offset=r.warc_offset if isinstance(r.warc_offset, int) else None,
+                    record_id=_text(r.record_id) if isinstance(r.record_id, str) else None,
+                )
                 frames.append(_manifest_frame_strict([bad]))
         return pl.concat(frames) if frames else pl.DataFrame(schema=MANIFEST_SCHEMA)
 
@@ -529,7 +556,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
@@ -541,11 +568,12 @@ def extract_links(body: bytes, base_url: str, content_type: str | None) -> list[
     """
     try:
         tree = LexborHTMLParser(body)
-    except Exception:  # noqa: BLE001 — broken HTML yields no links, never a crash
+    except Exception:
         return []
     for meta in tree.css("meta[name]"):
-        if (meta.attributes.get("name") or "").lower() == "robots" and \
-                "nofollow" in (meta.attributes.get("content") or "").lower():
+        if (meta.attributes.get("name") or "").lower() == "robots" and "nofollow" in (
+            meta.attributes.get("content") or ""
+        ).lower():
             return []
     base = tree.css_first("base[href]")
     if base is not None:
@@ -589,7 +617,7 @@ class Crawler:
         self._queue: asyncio.Queue[tuple[str, int, int, int]] = asyncio.Queue()
         self._timers: set[asyncio.TimerHandle] = set()
         self._budget = settings.max_pages
-        self._run_token = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self._run_token = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         self._segment: _Segment | None = None
         self._segment_index = 0
         self._failure: BaseException | None = None
@@ -603,8 +631,11 @@ class Crawler:
             self.log(f"recovered {self.store.recovered} stored records that no manifest listed")
         # a page refused only because its origin's robots.txt was unreachable is tried again
         newest = done.sort("fetch_time").unique("url", keep="last")
-        retry = set(newest.filter(pl.col("error").str.starts_with("robots_unreachable")
-                                  & pl.col("warc_file").is_null())["url"].to_list())
+        retry = set(
+            newest.filter(pl.col("error").str.starts_with("robots_unreachable") & pl.col("warc_file").is_null())[
+                "url"
+            ].to_list()
+        )
         settled = [u for u in done["url"].to_list() if u not in retry]
         self._seen.update(settled)
         self.summary.resumed = len(set(settled))
@@ -614,8 +645,10 @@ class Crawler:
         for url, depth, hops in pending:
             self._enqueue(url, depth, hops)
         if done.height:
-            self.log(f"resuming: {self.summary.resumed} URLs already stored in {self.summary.segments} segments, "
-                     f"{self._queue.qsize()} in the frontier")
+            self.log(
+                f"resuming: {self.summary.resumed} URLs already stored in {self.summary.segments} segments, "
+                f"{self._queue.qsize()} in the frontier"
+            )
 
     def _enqueue(self, url: str, depth: int | None, hops: int | None) -> None:
         if url in self._seen:
@@ -648,7 +681,9 @@ class Crawler:
     def _open_segment(self) -> _Segment:
         if self._segment is None:
             self._segment = _Segment(
-                self.store, self._run_token, self._segment_index,
+                self.store,
+                self._run_token,
+                self._segment_index,
                 {"robots": "obey" if self.s.respect_robots else "ignore", "http-header-user-agent": self.s.user_agent},
             )
             self._segment_index += 1
@@ -680,8 +715,10 @@ class Crawler:
             seg.close()  # the WARC under its name first: from here on a resume recovers it
             self.store.commit(seg.stem, seg.rows, seg.links)
         except Exception as e:
-            raise CommitError(f"segment {seg.stem} did not commit ({type(e).__name__}: {e}); the crawl stops, "
-                              "its WARC stays and the next run recovers it") from e
+            raise CommitError(
+                f"segment {seg.stem} did not commit ({type(e).__name__}: {e}); the crawl stops, "
+                "its WARC stays and the next run recovers it"
+            ) from e
         self.summary.segments += 1
 
     # -- politeness -------------------------------------------------------------------------------
@@ -726,8 +763,9 @@ class Crawler:
             return fresh
 
     async def _fetch_robots(self, origin: _Origin, robots_url: str) -> RobotsTxt:
-        timeout = aiohttp.ClientTimeout(total=self.s.total_timeout_s, sock_connect=self.s.connect_timeout_s,
-                                        sock_read=self.s.read_timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=self.s.total_timeout_s, sock_connect=self.s.connect_timeout_s, sock_read=self.s.read_timeout_s
+        )
         try:
             async with origin.sem:
                 await self._wait_turn(origin)
@@ -751,21 +789,29 @@ class Crawler:
                             continue
                         if status == 429 or status >= 500:
                             # 429 as 5xx (what Google documents): everything disallowed until fetched again
-                            return RobotsTxt("unreachable", status=status, detail=f"http_{status}",
-                                             retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+                            return RobotsTxt(
+                                "unreachable",
+                                status=status,
+                                detail=f"http_{status}",
+                                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                            )
                         if status >= 400:
                             return RobotsTxt("unavailable", status=status, detail=f"http_{status}")
                         if 200 <= status < 300:
                             body, truncated = await read_capped(resp.content, self.s.robots_max_bytes)
                             # a 500 KiB file takes protego 0.1-0.8 s: parsed off the event loop so that the other
                             # origins' fetches go on meanwhile
-                            parser = parse_robots(body, truncated) if len(body) < 65536 else \
-                                await asyncio.to_thread(parse_robots, body, truncated)
-                            return RobotsTxt("parsed", parser=parser, status=status, size=len(body),
-                                             truncated=truncated)
+                            parser = (
+                                parse_robots(body, truncated)
+                                if len(body) < 65536
+                                else await asyncio.to_thread(parse_robots, body, truncated)
+                            )
+                            return RobotsTxt(
+                                "parsed", parser=parser, status=status, size=len(body), truncated=truncated
+                            )
                         return RobotsTxt("unavailable", status=status, detail=f"http_{status}")
                 return RobotsTxt("unavailable", detail="too_many_redirects")  # RFC 9309 2.3.1.2
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as e:
             if _is_blocked(e):
                 return RobotsTxt("blocked", detail="blocked_address")  # the page fetch is refused and recorded
             return RobotsTxt("unreachable", detail=type(e).__name__)
@@ -806,7 +852,7 @@ class Crawler:
             try:
                 async with origin.sem:
                     await self._wait_turn(origin)
-                    out.fetch_time = datetime.now(timezone.utc)
+                    out.fetch_time = datetime.now(UTC)
                     return await self._fetch_once(url, depth, hops, out)
             except _Retryable as r:
                 out.error = r.kind
@@ -824,7 +870,9 @@ class Crawler:
 
     async def _fetch_once(self, url: str, depth: int, hops: int, out: Outcome) -> list[tuple[str, int, int]]:
         s = self.s
-        timeout = aiohttp.ClientTimeout(total=s.total_timeout_s, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=s.total_timeout_s, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s
+        )
         try:
             async with self._session.get(url, allow_redirects=False, timeout=timeout) as resp:
                 out.status = resp.status
@@ -848,10 +896,15 @@ class Crawler:
                 if resp.status >= 500:
                     raise _Retryable(f"http_{resp.status}")
                 redirect = resp.status in REDIRECT_CODES and resp.headers.get("Location")
-                if not redirect and resp.status == 200 and _mime(out.content_type) not in s.allowed_content_types:
-                    if out.content_type:  # a missing type is sniffed by extraction instead
-                        out.error = f"content_type_not_allowed:{_mime(out.content_type)}"
-                        return []
+                # a missing type is sniffed by extraction instead
+                if (
+                    not redirect
+                    and resp.status == 200
+                    and out.content_type
+                    and _mime(out.content_type) not in s.allowed_content_types
+                ):
+                    out.error = f"content_type_not_allowed:{_mime(out.content_type)}"
+                    return []
                 if resp.content_length is not None and resp.content_length > s.max_body_bytes:
                     out.error = f"body_too_large:{resp.content_length}"
                     return []
@@ -867,14 +920,19 @@ class Crawler:
                 seg = self._open_segment()
                 try:
                     stored = seg.writer.write_exchange(
-                        url=url, request_headers=list(resp.request_info.headers.items()), status=resp.status,
-                        reason=resp.reason or "", response_headers=response_headers, body=body,
-                        fetched_at=out.fetch_time, peer_ip=peer[0] if peer else None,
+                        url=url,
+                        request_headers=list(resp.request_info.headers.items()),
+                        status=resp.status,
+                        reason=resp.reason or "",
+                        response_headers=response_headers,
+                        body=body,
+                        fetched_at=out.fetch_time,
+                        peer_ip=peer[0] if peer else None,
                     )
                 except InvalidHeaderError as e:
                     out.error = f"bad_header:{e.header}"
                     return []
-                except Exception as e:  # noqa: BLE001 — the writer left the segment as it was
+                except Exception as e:
                     out.error = f"warc_write_failed:{type(e).__name__}"
                     return []
                 out.warc_file, out.warc_offset, out.record_id = seg.path, stored.offset, stored.record_id
@@ -885,7 +943,7 @@ class Crawler:
                 out.error = "blocked_address"
                 return []
             raise _Retryable(f"connect_error:{type(e).__name__}") from e
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise _Retryable("timeout") from e
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
             raise _Retryable(f"connection_reset:{type(e).__name__}") from e
@@ -932,7 +990,7 @@ class Crawler:
             except CommitError as e:
                 self._failure = e
                 self._stop.set()
-            except Exception as e:  # noqa: BLE001 — one bad page never ends the crawl
+            except Exception as e:
                 try:
                     self._record(Outcome(url=url, depth=depth, error=f"crawler_error:{type(e).__name__}:{e}"[:300]), [])
                 except CommitError as ce:
@@ -957,8 +1015,10 @@ class Crawler:
         self._resume()
         self._stop = asyncio.Event()
         connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(self.private_hosts), limit=self.s.concurrency,
-            limit_per_host=self.s.per_host_concurrency, enable_cleanup_closed=True,
+            resolver=GuardedResolver(self.private_hosts),
+            limit=self.s.concurrency,
+            limit_per_host=self.s.per_host_concurrency,
+            enable_cleanup_closed=True,
         )
         headers = {"User-Agent": self.s.user_agent, "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"}
         async with aiohttp.ClientSession(connector=connector, headers=headers, auto_decompress=True) as session:
@@ -990,8 +1050,10 @@ class Crawler:
         if self._failure is not None:
             raise self._failure
         self.summary.seconds = time.monotonic() - start
-        self.log(f"crawl done: {self.summary.fetched} fetched, {self.summary.stored} stored in "
-                 f"{self.summary.seconds:.1f}s; errors {dict(self.summary.errors)}")
+        self.log(
+            f"crawl done: {self.summary.fetched} fetched, {self.summary.stored} stored in "
+            f"{self.summary.seconds:.1f}s; errors {dict(self.summary.errors)}"
+        )
         return self.summary
 
 
@@ -1011,7 +1073,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", default="{}", help="JSON object of CrawlSettings fields")
     a = p.parse_args(argv)
     extra = json.loads(a.settings)
-    settings = CrawlSettings(seeds=tuple(a.seed), **{k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()})
+    settings = CrawlSettings(
+        seeds=tuple(a.seed), **{k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()}
+    )
     root = DataRoot(url=a.out)
     summary = asyncio.run(Crawler(settings, CrawlStore(root, root.root)).run())
     print(json.dumps(summary.as_dict()))

@@ -69,8 +69,11 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
     # surrogateescape: bytes that are not UTF-8 (%FF) round-trip instead of turning into U+FFFD
-    query_pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True, errors="surrogateescape")
-                   if k not in TRACKING_PARAMS]
+    query_pairs = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True, errors="surrogateescape")
+        if k not in TRACKING_PARAMS
+    ]
     query = urlencode(sorted(query_pairs), doseq=True, errors="surrogateescape")
     return urlunsplit((scheme, netloc, path, query, ""))
 
@@ -185,8 +188,9 @@ def _ipv4_number(part: str) -> int | None:
 def _ends_in_number(host: str) -> bool:
     """WHATWG's 'ends in a number' test: is this host meant as an IPv4 address?"""
     last = host.rstrip(".").rsplit(".", 1)[-1]
-    return bool(last) and (last.isascii() and last.isdigit() or _ipv4_number(last) is not None and
-                           last[:2].lower() == "0x")
+    return bool(last) and (
+        last.isascii() and last.isdigit() or _ipv4_number(last) is not None and last[:2].lower() == "0x"
+    )
 
 
 def ipv4_loose(host: str) -> str | None:

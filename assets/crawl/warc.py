@@ -24,7 +24,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
@@ -90,7 +90,7 @@ class _ExactHeaders(StatusAndHeaders):
 
 
 def _warc_date(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -138,20 +138,25 @@ class WarcSegmentWriter:
         writer = WARCWriter(buffer, gzip=True, warc_version="1.1")
         req_headers = _ExactHeaders(f"GET {path} HTTP/1.1", list(request_headers), is_http_request=True)
         request = writer.create_warc_record(
-            url, "request", payload=io.BytesIO(b""), http_headers=req_headers,
+            url,
+            "request",
+            payload=io.BytesIO(b""),
+            http_headers=req_headers,
             warc_headers_dict={"WARC-Date": date},
         )
         resp_id = f"<urn:uuid:{uuid.uuid4()}>"
-        headers = [
-            (f"X-Crawler-{k}" if k.lower() in _RENAMED_HEADERS else k, v) for k, v in response_headers
-        ]
+        headers = [(f"X-Crawler-{k}" if k.lower() in _RENAMED_HEADERS else k, v) for k, v in response_headers]
         headers.append(("Content-Length", str(len(body))))
         resp_headers = _ExactHeaders(f"{status} {reason}".strip(), headers, protocol="HTTP/1.1")
         warc_headers = {"WARC-Date": date, "WARC-Record-ID": resp_id}
         if peer_ip:
             warc_headers["WARC-IP-Address"] = peer_ip
         response = writer.create_warc_record(
-            url, "response", payload=io.BytesIO(body), length=len(body), http_headers=resp_headers,
+            url,
+            "response",
+            payload=io.BytesIO(body),
+            length=len(body),
+            http_headers=resp_headers,
             warc_headers_dict=warc_headers,
         )
         request.rec_headers.add_header("WARC-Concurrent-To", resp_id)
@@ -204,8 +209,11 @@ class ReadProblem:
 
     def __str__(self) -> str:
         where = f"{self.file or '<stream>'} at byte {self.offset}"
-        return f"{where}: {self.problem}" + (f" ({self.detail})" if self.detail else "") + (
-            f" [{self.url}]" if self.url else "")
+        return (
+            f"{where}: {self.problem}"
+            + (f" ({self.detail})" if self.detail else "")
+            + (f" [{self.url}]" if self.url else "")
+        )
 
 
 class WarcReadError(OSError):
@@ -225,8 +233,9 @@ def _raise(problem: ReadProblem) -> None:
     raise WarcReadError(problem)
 
 
-def iter_records(stream: BinaryIO, name: str = "",
-                 on_problem: Callable[[ReadProblem], None] | None = None) -> Iterator[ReadRecord]:
+def iter_records(
+    stream: BinaryIO, name: str = "", on_problem: Callable[[ReadProblem], None] | None = None
+) -> Iterator[ReadRecord]:
     """Response and conversion records of a WARC or WET stream (gzip or not), in file order, validated.
 
     A record is yielded only when it is whole: its block as long as its ``Content-Length``, its
@@ -336,7 +345,7 @@ def _parse_http(block: bytes) -> tuple[int | None, dict[str, str], bytes] | None
         if colon:
             key = k.strip().lower()
             headers[key] = v.strip()
-    return status, headers, block[end + sep:]
+    return status, headers, block[end + sep :]
 
 
 def _digest_matches(value: str, data: bytes) -> bool | None:
@@ -347,8 +356,11 @@ def _digest_matches(value: str, data: bytes) -> bool | None:
         return None
     raw = hashlib.new(algo, data).digest()
     encoded = encoded.strip()
-    return encoded.upper().rstrip("=") == base64.b32encode(raw).decode().rstrip("=") or (
-        encoded.lower() == raw.hex()) or encoded.rstrip("=") == base64.b64encode(raw).decode().rstrip("=")
+    return (
+        encoded.upper().rstrip("=") == base64.b32encode(raw).decode().rstrip("=")
+        or (encoded.lower() == raw.hex())
+        or encoded.rstrip("=") == base64.b64encode(raw).decode().rstrip("=")
+    )
 
 
 def _seekable(stream) -> bool:
@@ -393,7 +405,7 @@ def _raw_record_end(stream, offset: int) -> int | None:
         if not chunk or len(head) > (1 << 20):
             return None
         head += chunk
-    header = head[:head.index(b"\r\n\r\n")]
+    header = head[: head.index(b"\r\n\r\n")]
     for line in header.split(b"\r\n"):
         k, _, v = line.partition(b":")
         if k.strip().lower() == b"content-length" and v.strip().isdigit():
@@ -441,7 +453,7 @@ def _next_start(stream, gz: bool, after: int) -> int | None:
             i = buf.find(needle, i + 1)
         stream.seek(pos + len(chunk))
         pos += len(chunk)
-        carry = buf[-(len(needle) - 1):]
+        carry = buf[-(len(needle) - 1) :]
 
 
 def _peek(stream, offset: int, n: int) -> bytes:
@@ -467,5 +479,11 @@ def _check_end(stream, name, gz, last, start, reported, report) -> None:
         return
     stream.seek(end)
     if end < size and stream.read(_CHUNK).strip():
-        report(ReadProblem(name, end, "truncated record" if gz else "invalid record",
-                           f"{size - end} bytes after the last complete record"))
+        report(
+            ReadProblem(
+                name,
+                end,
+                "truncated record" if gz else "invalid record",
+                f"{size - end} bytes after the last complete record",
+            )
+        )

@@ -1,22 +1,39 @@
 """Offline feature tables from the corpus tables (framework-free)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
 DOCUMENT_FEATURES = {
-    "doc_id": pl.String, "domain": pl.String, "url": pl.String, "quality_score": pl.Float32,
-    "word_count": pl.Int64, "char_count": pl.Int64, "language": pl.String, "language_score": pl.Float32,
-    "cluster_size": pl.Int64, "c4_lines_removed": pl.Int64, "pii_replacements": pl.Int64,
-    "event_timestamp": pl.Datetime("us", "UTC"), "created_timestamp": pl.Datetime("us", "UTC"),
+    "doc_id": pl.String,
+    "domain": pl.String,
+    "url": pl.String,
+    "quality_score": pl.Float32,
+    "word_count": pl.Int64,
+    "char_count": pl.Int64,
+    "language": pl.String,
+    "language_score": pl.Float32,
+    "cluster_size": pl.Int64,
+    "c4_lines_removed": pl.Int64,
+    "pii_replacements": pl.Int64,
+    "event_timestamp": pl.Datetime("us", "UTC"),
+    "created_timestamp": pl.Datetime("us", "UTC"),
 }
 DOMAIN_FEATURES = {
-    "domain": pl.String, "documents_kept": pl.Int64, "documents_rejected": pl.Int64,
-    "rejection_share": pl.Float32, "duplicate_share": pl.Float32, "mean_quality": pl.Float32,
-    "event_timestamp": pl.Datetime("us", "UTC"), "created_timestamp": pl.Datetime("us", "UTC"),
+    "domain": pl.String,
+    "documents_kept": pl.Int64,
+    "documents_rejected": pl.Int64,
+    "rejection_share": pl.Float32,
+    "duplicate_share": pl.Float32,
+    "mean_quality": pl.Float32,
+    "event_timestamp": pl.Datetime("us", "UTC"),
+    "created_timestamp": pl.Datetime("us", "UTC"),
 }
 TENANT_STATS = {
-    "tenant_id": pl.String, "tier": pl.String, "requests_last_hour": pl.Int64, "tokens_last_hour": pl.Int64,
+    "tenant_id": pl.String,
+    "tier": pl.String,
+    "requests_last_hour": pl.Int64,
+    "tokens_last_hour": pl.Int64,
     "event_timestamp": pl.Datetime("us", "UTC"),
 }
 _HOST = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\[?([^/\]:?#]+)"
@@ -24,41 +41,66 @@ _HOST = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\[?([^/\]:?#]+)"
 
 def document_features(deduped: pl.DataFrame, now: datetime | None = None) -> pl.DataFrame:
     """One row per (document, crawl): event time is the fetch time, so re-crawls are time-travel rows."""
-    now = now or datetime.now(timezone.utc)
-    return deduped.select(
-        "doc_id", pl.col("host").alias("domain"), "url", "quality_score", "word_count", "char_count", "language",
-        "language_score", "cluster_size", "c4_lines_removed",
-        (pl.col("pii_emails") + pl.col("pii_ip_addresses") + pl.col("pii_phones")).alias("pii_replacements"),
-        pl.col("fetch_time").alias("event_timestamp"), pl.lit(now).alias("created_timestamp"),
-    ).cast(DOCUMENT_FEATURES).unique(["doc_id", "event_timestamp"], keep="last", maintain_order=True)
+    now = now or datetime.now(UTC)
+    return (
+        deduped.select(
+            "doc_id",
+            pl.col("host").alias("domain"),
+            "url",
+            "quality_score",
+            "word_count",
+            "char_count",
+            "language",
+            "language_score",
+            "cluster_size",
+            "c4_lines_removed",
+            (pl.col("pii_emails") + pl.col("pii_ip_addresses") + pl.col("pii_phones")).alias("pii_replacements"),
+            pl.col("fetch_time").alias("event_timestamp"),
+            pl.lit(now).alias("created_timestamp"),
+        )
+        .cast(DOCUMENT_FEATURES)
+        .unique(["doc_id", "event_timestamp"], keep="last", maintain_order=True)
+    )
 
 
-def domain_features(deduped: pl.DataFrame, rejections: pl.DataFrame, clusters: pl.DataFrame,
-                    now: datetime | None = None) -> pl.DataFrame:
+def domain_features(
+    deduped: pl.DataFrame, rejections: pl.DataFrame, clusters: pl.DataFrame, now: datetime | None = None
+) -> pl.DataFrame:
     """Per domain and crawl day: documents kept and rejected, rejection and duplicate shares, mean quality.
 
     The event time is the last fetch of that domain on that day (the aggregate is known from then on)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     day = pl.col("fetch_time").dt.date().alias("day")
     kept = deduped.group_by(pl.col("host").alias("domain"), day).agg(
-        pl.len().alias("documents_kept"), pl.col("quality_score").mean().alias("mean_quality"),
-        pl.col("fetch_time").max().alias("event_timestamp"))
+        pl.len().alias("documents_kept"),
+        pl.col("quality_score").mean().alias("mean_quality"),
+        pl.col("fetch_time").max().alias("event_timestamp"),
+    )
     rejected = rejections.group_by(pl.col("host").alias("domain"), day).agg(
-        pl.len().alias("documents_rejected"), pl.col("fetch_time").max().alias("rejected_until"))
-    dup = (clusters.with_columns(pl.col("url").str.extract(_HOST).str.to_lowercase().alias("domain"))
-           .group_by("domain").agg((~pl.col("kept")).mean().alias("duplicate_share")))
-    out = (kept.join(rejected, on=["domain", "day"], how="full", coalesce=True)
-           .join(dup, on="domain", how="left")
-           .with_columns(
-               pl.col("documents_kept").fill_null(0), pl.col("documents_rejected").fill_null(0),
-               pl.max_horizontal("event_timestamp", "rejected_until").alias("event_timestamp"),
-               pl.col("duplicate_share").fill_null(0.0), pl.col("mean_quality").fill_null(0.0),
-           )
-           .with_columns(
-               (pl.col("documents_rejected") / (pl.col("documents_kept") + pl.col("documents_rejected")))
-               .alias("rejection_share"),
-               pl.lit(now).alias("created_timestamp"),
-           ))
+        pl.len().alias("documents_rejected"), pl.col("fetch_time").max().alias("rejected_until")
+    )
+    dup = (
+        clusters.with_columns(pl.col("url").str.extract(_HOST).str.to_lowercase().alias("domain"))
+        .group_by("domain")
+        .agg((~pl.col("kept")).mean().alias("duplicate_share"))
+    )
+    out = (
+        kept.join(rejected, on=["domain", "day"], how="full", coalesce=True)
+        .join(dup, on="domain", how="left")
+        .with_columns(
+            pl.col("documents_kept").fill_null(0),
+            pl.col("documents_rejected").fill_null(0),
+            pl.max_horizontal("event_timestamp", "rejected_until").alias("event_timestamp"),
+            pl.col("duplicate_share").fill_null(0.0),
+            pl.col("mean_quality").fill_null(0.0),
+        )
+        .with_columns(
+            (pl.col("documents_rejected") / (pl.col("documents_kept") + pl.col("documents_rejected"))).alias(
+                "rejection_share"
+            ),
+            pl.lit(now).alias("created_timestamp"),
+        )
+    )
     return out.select(list(DOMAIN_FEATURES)).cast(DOMAIN_FEATURES).sort("domain", "event_timestamp")
 
 
@@ -80,12 +122,16 @@ def merge_history(existing: pl.DataFrame | None, fresh: pl.DataFrame, key: str, 
         return fresh
     values = [c for c in fresh.columns if c not in (key, "event_timestamp", "created_timestamp")]
     latest = existing.sort("event_timestamp").unique([key, "event_timestamp"], keep="last")
-    stored = latest.select(key, "event_timestamp", *[pl.col(c).alias(f"{c}__old") for c in values],
-                           pl.lit(True).alias("__stored"))
+    stored = latest.select(
+        key, "event_timestamp", *[pl.col(c).alias(f"{c}__old") for c in values], pl.lit(True).alias("__stored")
+    )
     joined = fresh.join(stored, on=[key, "event_timestamp"], how="left")
     seen = pl.col("__stored").fill_null(False)
     same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}__old")) for c in values])
-    changed = joined.filter(seen & ~same).select(fresh.columns).with_columns(
-        event_timestamp=pl.lit(now, dtype=fresh.schema["event_timestamp"]))
+    changed = (
+        joined.filter(seen & ~same)
+        .select(fresh.columns)
+        .with_columns(event_timestamp=pl.lit(now, dtype=fresh.schema["event_timestamp"]))
+    )
     new = joined.filter(~seen).select(fresh.columns)
     return pl.concat([existing.select(fresh.columns), new, changed]).sort(key, "event_timestamp")

@@ -13,8 +13,16 @@ from crawl2serve.assets.serving.assets import sglang_deployment
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
 
-from .drift import ALL_COLUMNS, DriftRule, DriftVerdict, build_current, build_reference, corpus_snippets, \
-    drift_verdict, rates
+from .drift import (
+    ALL_COLUMNS,
+    DriftRule,
+    DriftVerdict,
+    build_current,
+    build_reference,
+    corpus_snippets,
+    drift_verdict,
+    rates,
+)
 from .logs import HOUR_FORMAT, read_spool
 
 # One partition per UTC hour; the current (open) hour is a partition too, so traffic can be looked at as it comes.
@@ -27,8 +35,13 @@ def spool_hour(partition_key: str) -> str:
     return datetime.strptime(partition_key, PARTITION_FORMAT).strftime(HOUR_FORMAT)
 
 
-@dg.asset(partitions_def=monitoring_partitions, group_name="monitoring", deps=[sglang_deployment],
-          kinds={"parquet"}, tags={"stage": "monitoring"})
+@dg.asset(
+    partitions_def=monitoring_partitions,
+    group_name="monitoring",
+    deps=[sglang_deployment],
+    kinds={"parquet"},
+    tags={"stage": "monitoring"},
+)
 def inference_log(context: dg.AssetExecutionContext, serving_engine: ServingEngine) -> pl.DataFrame:
     """Every request the gateway served in this UTC hour (prompt, output, tenant, model version, latencies,
     guardrail verdicts), compacted from the gateway's JSONL spool (``{data_root}/inference_log/_/spool``) into
@@ -37,41 +50,65 @@ def inference_log(context: dg.AssetExecutionContext, serving_engine: ServingEngi
     hour = spool_hour(context.partition_key)
     df, skipped = read_spool(serving_engine.gateway_settings().log_dir, [hour])
     summary = rates(df) if df.height else {}
-    by_tenant = df.group_by("tenant").agg(pl.len().alias("requests"), pl.col("completion_tokens").sum()
-                                          .alias("completion_tokens")).sort("requests", descending=True) \
-        if df.height else pl.DataFrame()
-    context.add_output_metadata({
-        "spool_hour": hour, "skipped_lines": skipped,
-        "requests": df.height, **{k: v for k, v in summary.items() if v is not None and k != "requests"},
-        "by_tenant": dg.MetadataValue.md(md_table(by_tenant.rows(), by_tenant.columns) if by_tenant.height
-                                         else "no traffic"),
-    })
+    by_tenant = (
+        df.group_by("tenant")
+        .agg(pl.len().alias("requests"), pl.col("completion_tokens").sum().alias("completion_tokens"))
+        .sort("requests", descending=True)
+        if df.height
+        else pl.DataFrame()
+    )
+    context.add_output_metadata(
+        {
+            "spool_hour": hour,
+            "skipped_lines": skipped,
+            "requests": df.height,
+            **{k: v for k, v in summary.items() if v is not None and k != "requests"},
+            "by_tenant": dg.MetadataValue.md(
+                md_table(by_tenant.rows(), by_tenant.columns) if by_tenant.height else "no traffic"
+            ),
+        }
+    )
     if skipped:
         context.log.warning(f"{skipped} torn or invalid spool lines skipped in {hour}")
     return df
 
 
 class DriftConfig(dg.Config):
-    alpha: float = Field(0.05, description="Family-wise false-positive rate of one hour's report: a column's p-value "
-                         "must be under alpha / (columns tested) (Bonferroni)")
+    alpha: float = Field(
+        0.05,
+        description="Family-wise false-positive rate of one hour's report: a column's p-value "
+        "must be under alpha / (columns tested) (Bonferroni)",
+    )
     psi_threshold: float = Field(0.2, description="A column drifts only when its PSI is above this too")
     psi_bins: int = Field(10, description="PSI bins of a numerical column: quantiles of its reference")
-    min_baseline: int = Field(200, description="Fewest values of a column that earlier traffic (or the corpus) must "
-                              "hold to be its reference; a smaller baseline is not used (corpus fallback for prompt "
-                              "shape, else no verdict for the column)")
+    min_baseline: int = Field(
+        200,
+        description="Fewest values of a column that earlier traffic (or the corpus) must "
+        "hold to be its reference; a smaller baseline is not used (corpus fallback for prompt "
+        "shape, else no verdict for the column)",
+    )
     min_current: int = Field(5, description="Fewest values of a column in this hour for a verdict on it")
-    min_drifted_columns: int = Field(1, description="The hour drifts when at least this many columns drifted "
-                                     "(the drift sensor retrains on it)")
-    baseline_hours: int = Field(24, description="Earlier hours of inference logs that are the reference of the "
-                                "prompt shape, output and serving columns")
+    min_drifted_columns: int = Field(
+        1, description="The hour drifts when at least this many columns drifted (the drift sensor retrains on it)"
+    )
+    baseline_hours: int = Field(
+        24,
+        description="Earlier hours of inference logs that are the reference of the "
+        "prompt shape, output and serving columns",
+    )
     reference_sample: int = Field(2000, description="Prompt-sized corpus snippets sampled as the prompt reference")
     max_error_rate: float = Field(0.05, description="Check: share of requests with a 5xx or an engine error")
     max_unsafe_rate: float = Field(0.05, description="Check: share of requests blocked by a guardrail")
 
     def rule(self) -> DriftRule:
-        return DriftRule(alpha=self.alpha, psi_threshold=self.psi_threshold, psi_bins=self.psi_bins,
-                         min_reference=self.min_baseline, min_current=self.min_current,
-                         min_drifted_columns=self.min_drifted_columns)
+        return DriftRule(
+            alpha=self.alpha,
+            psi_threshold=self.psi_threshold,
+            psi_bins=self.psi_bins,
+            min_reference=self.min_baseline,
+            min_current=self.min_current,
+            min_drifted_columns=self.min_drifted_columns,
+        )
 
 
 def _latest_corpus(data_root: DataRoot) -> pl.DataFrame:
@@ -86,8 +123,7 @@ def _baseline(data_root: DataRoot, partition_key: str, hours: int) -> pl.DataFra
     start = datetime.strptime(partition_key, PARTITION_FORMAT)
     frames = []
     for h in range(1, hours + 1):
-        path = data_root.path("inference_log", (start - timedelta(hours=h)).strftime(PARTITION_FORMAT),
-                              "data.parquet")
+        path = data_root.path("inference_log", (start - timedelta(hours=h)).strftime(PARTITION_FORMAT), "data.parquet")
         if data_root.exists(path):
             frames.append(data_root.read_parquet(path))
     frames = [f for f in frames if f.height]
@@ -95,38 +131,70 @@ def _baseline(data_root: DataRoot, partition_key: str, hours: int) -> pl.DataFra
 
 
 CHECKS = [
-    dg.AssetCheckSpec("drift_share_below_threshold", asset="drift_report",
-                      description="No drift verdict for the hour: fewer than min_drifted_columns columns with "
-                      "p < alpha / tested and PSI > psi_threshold (WARN: the drift sensor acts on it)"),
-    dg.AssetCheckSpec("error_rate_below_threshold", asset="drift_report",
-                      description="Requests answered with a 5xx or an engine error, under max_error_rate"),
-    dg.AssetCheckSpec("unsafe_rate_below_threshold", asset="drift_report",
-                      description="Requests blocked by a guardrail (prompt or output), under max_unsafe_rate"),
+    dg.AssetCheckSpec(
+        "drift_share_below_threshold",
+        asset="drift_report",
+        description="No drift verdict for the hour: fewer than min_drifted_columns columns with "
+        "p < alpha / tested and PSI > psi_threshold (WARN: the drift sensor acts on it)",
+    ),
+    dg.AssetCheckSpec(
+        "error_rate_below_threshold",
+        asset="drift_report",
+        description="Requests answered with a 5xx or an engine error, under max_error_rate",
+    ),
+    dg.AssetCheckSpec(
+        "unsafe_rate_below_threshold",
+        asset="drift_report",
+        description="Requests blocked by a guardrail (prompt or output), under max_unsafe_rate",
+    ),
 ]
 
-_TABLE_SCHEMA = dg.TableSchema(columns=[
-    dg.TableColumn("column", "string"), dg.TableColumn("reference", "string", description="source compared with"),
-    dg.TableColumn("test", "string"), dg.TableColumn("p", "float"), dg.TableColumn("p_threshold", "float"),
-    dg.TableColumn("psi", "float"), dg.TableColumn("n_ref", "int"), dg.TableColumn("n_cur", "int"),
-    dg.TableColumn("verdict", "string")])
+_TABLE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("column", "string"),
+        dg.TableColumn("reference", "string", description="source compared with"),
+        dg.TableColumn("test", "string"),
+        dg.TableColumn("p", "float"),
+        dg.TableColumn("p_threshold", "float"),
+        dg.TableColumn("psi", "float"),
+        dg.TableColumn("n_ref", "int"),
+        dg.TableColumn("n_cur", "int"),
+        dg.TableColumn("verdict", "string"),
+    ]
+)
 
 
 def _verdict_table(result) -> dg.TableMetadataValue:
     records = []
     for v in result.columns.values():
-        records.append(dg.TableRecord({
-            "column": v.column, "reference": v.reference_label, "test": v.test or "-",
-            "p": None if v.p_value is None else float(v.p_value),
-            "p_threshold": None if v.p_threshold is None else float(v.p_threshold),
-            "psi": None if v.psi is None else round(float(v.psi), 4),
-            "n_ref": v.n_reference, "n_cur": v.n_current, "verdict": v.verdict}))
+        records.append(
+            dg.TableRecord(
+                {
+                    "column": v.column,
+                    "reference": v.reference_label,
+                    "test": v.test or "-",
+                    "p": None if v.p_value is None else float(v.p_value),
+                    "p_threshold": None if v.p_threshold is None else float(v.p_threshold),
+                    "psi": None if v.psi is None else round(float(v.psi), 4),
+                    "n_ref": v.n_reference,
+                    "n_cur": v.n_current,
+                    "verdict": v.verdict,
+                }
+            )
+        )
     return dg.MetadataValue.table(records, schema=_TABLE_SCHEMA)
 
 
-@dg.asset(partitions_def=monitoring_partitions, group_name="monitoring", kinds={"evidently"},
-          tags={"stage": "monitoring"}, check_specs=CHECKS)
-def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inference_log: pl.DataFrame,
-                 data_root: DataRoot):
+@dg.asset(
+    partitions_def=monitoring_partitions,
+    group_name="monitoring",
+    kinds={"evidently"},
+    tags={"stage": "monitoring"},
+    check_specs=CHECKS,
+)
+def drift_report(
+    context: dg.AssetExecutionContext, config: DriftConfig, inference_log: pl.DataFrame, data_root: DataRoot
+):
     """The drift verdict of this hour's traffic, column by column: prompt content (language, share of words
     unknown to the tokenizer, computed by the corpus stage's code) against prompt-sized snippets of the training
     corpus; prompt shape, outputs and serving (lengths, latency, TTFT, error and guardrail flags) against the
@@ -140,12 +208,18 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
     summary = rates(inference_log)
     error_rate, unsafe_rate = summary.get("error_rate") or 0.0, summary.get("unsafe_rate") or 0.0
     checks = [
-        dg.AssetCheckResult(check_name="error_rate_below_threshold", passed=error_rate <= config.max_error_rate,
-                            severity=dg.AssetCheckSeverity.ERROR,
-                            metadata={"error_rate": error_rate, "threshold": config.max_error_rate}),
-        dg.AssetCheckResult(check_name="unsafe_rate_below_threshold", passed=unsafe_rate <= config.max_unsafe_rate,
-                            severity=dg.AssetCheckSeverity.ERROR,
-                            metadata={"unsafe_rate": unsafe_rate, "threshold": config.max_unsafe_rate}),
+        dg.AssetCheckResult(
+            check_name="error_rate_below_threshold",
+            passed=error_rate <= config.max_error_rate,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"error_rate": error_rate, "threshold": config.max_error_rate},
+        ),
+        dg.AssetCheckResult(
+            check_name="unsafe_rate_below_threshold",
+            passed=unsafe_rate <= config.max_unsafe_rate,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"unsafe_rate": unsafe_rate, "threshold": config.max_unsafe_rate},
+        ),
     ]
     rule = config.rule()
     html = data_root.local_path(data_root.path("drift_report", context.partition_key, "report.html"))
@@ -162,9 +236,11 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
         current = pd.DataFrame({c: pd.Series([], dtype=float) for c in ALL_COLUMNS})
         corpus = earlier = None
     result = drift_verdict(current, corpus, earlier, list(ALL_COLUMNS), rule=rule, html_path=str(html))
-    context.log.info(f"{context.partition_key}: {result.verdict}: {len(result.drifted_columns)} of "
-                     f"{len(result.tested_columns)} tested columns drifted {result.drifted_columns}; "
-                     f"no verdict: {result.no_verdict}")
+    context.log.info(
+        f"{context.partition_key}: {result.verdict}: {len(result.drifted_columns)} of "
+        f"{len(result.tested_columns)} tested columns drifted {result.drifted_columns}; "
+        f"no verdict: {result.no_verdict}"
+    )
     yield dg.MaterializeResult(
         metadata={
             "verdict": result.verdict,
@@ -174,9 +250,13 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
             "tested_columns": len(result.tested_columns),
             "drift_rule": result.describe(),
             "requests": inference_log.height,
-            "reference": json.dumps({"corpus_snippets": 0 if corpus is None else len(corpus),
-                                     "baseline_requests": 0 if baseline is None else baseline.height,
-                                     "min_baseline": config.min_baseline}),
+            "reference": json.dumps(
+                {
+                    "corpus_snippets": 0 if corpus is None else len(corpus),
+                    "baseline_requests": 0 if baseline is None else baseline.height,
+                    "min_baseline": config.min_baseline,
+                }
+            ),
             "per_column": dg.MetadataValue.md(md_table(result.rows(), DriftVerdict.TABLE_HEADER)),
             "per_column_table": _verdict_table(result),
             "no_verdict_columns": dg.MetadataValue.json(result.no_verdict),
@@ -184,10 +264,18 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, inferen
             "report_url": dg.MetadataValue.url(html.as_uri()),
             **{k: v for k, v in summary.items() if v is not None and k != "requests"},
         },
-        check_results=[*checks, dg.AssetCheckResult(
-            check_name="drift_share_below_threshold", passed=not result.dataset_drift,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"verdict": result.verdict, "drift_share": result.drift_share,
-                      "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
-                      "min_drifted_columns": config.min_drifted_columns})],
+        check_results=[
+            *checks,
+            dg.AssetCheckResult(
+                check_name="drift_share_below_threshold",
+                passed=not result.dataset_drift,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "verdict": result.verdict,
+                    "drift_share": result.drift_share,
+                    "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
+                    "min_drifted_columns": config.min_drifted_columns,
+                },
+            ),
+        ],
     )

@@ -152,11 +152,28 @@ __all__ = [
 
 PROMPT_COLUMNS = ("prompt_chars", "prompt_words", "prompt_language", "prompt_quality", "prompt_unk_share")
 OUTPUT_COLUMNS = ("output_chars", "output_words", "output_empty")
-SERVING_COLUMNS = ("latency_ms", "ttft_ms", "completion_tokens", "is_error",
-                   "input_flagged", "input_blocked", "output_flagged", "output_blocked")
+SERVING_COLUMNS = (
+    "latency_ms",
+    "ttft_ms",
+    "completion_tokens",
+    "is_error",
+    "input_flagged",
+    "input_blocked",
+    "output_flagged",
+    "output_blocked",
+)
 ALL_COLUMNS = PROMPT_COLUMNS + OUTPUT_COLUMNS + SERVING_COLUMNS
-CATEGORICAL_COLUMNS = frozenset({"prompt_language", "output_empty", "is_error", "input_flagged", "input_blocked",
-                                 "output_flagged", "output_blocked"})
+CATEGORICAL_COLUMNS = frozenset(
+    {
+        "prompt_language",
+        "output_empty",
+        "is_error",
+        "input_flagged",
+        "input_blocked",
+        "output_flagged",
+        "output_blocked",
+    }
+)
 CORPUS_CONTENT_COLUMNS = ("prompt_language", "prompt_unk_share")  # length-free: fair against documents
 PROMPT_SHAPE_COLUMNS = ("prompt_chars", "prompt_words", "prompt_quality")
 
@@ -318,18 +335,19 @@ def prompt_descriptors(texts: Sequence[str | None], tokenizer: Any, *, workers: 
     vectorized = {
         "prompt_chars": s.str.len_chars().cast(pl.Int64),
         "prompt_words": words.list.len().cast(pl.Int64),
-        "prompt_unk_share": pl.Series(_unknown_share(words, _vocab(tokenizer)), dtype=pl.Float64,
-                                      nan_to_null=True),
+        "prompt_unk_share": pl.Series(_unknown_share(words, _vocab(tokenizer)), dtype=pl.Float64, nan_to_null=True),
     }
     by_text = dict(zip(distinct, scores()))
     scored = [by_text[t] for t in s.to_list()]
-    return pl.DataFrame({
-        "prompt_chars": vectorized["prompt_chars"],
-        "prompt_words": vectorized["prompt_words"],
-        "prompt_language": pl.Series([lang for _, lang in scored], dtype=pl.String),
-        "prompt_quality": pl.Series([q for q, _ in scored], dtype=pl.Float64),
-        "prompt_unk_share": vectorized["prompt_unk_share"],
-    })
+    return pl.DataFrame(
+        {
+            "prompt_chars": vectorized["prompt_chars"],
+            "prompt_words": vectorized["prompt_words"],
+            "prompt_language": pl.Series([lang for _, lang in scored], dtype=pl.String),
+            "prompt_quality": pl.Series([q for q, _ in scored], dtype=pl.Float64),
+            "prompt_unk_share": vectorized["prompt_unk_share"],
+        }
+    )
 
 
 def output_descriptors(texts: Sequence[str | None]) -> pl.DataFrame:
@@ -337,11 +355,13 @@ def output_descriptors(texts: Sequence[str | None]) -> pl.DataFrame:
     (Int8: 1 when the output has no word, else 0) of each text; a null text is described as ``""``."""
     s = pl.Series("text", list(texts), dtype=pl.String).fill_null("")
     n_words = s.str.count_matches(WORD_PATTERN).cast(pl.Int64)
-    return pl.DataFrame({
-        "output_chars": s.str.len_chars().cast(pl.Int64),
-        "output_words": n_words,
-        "output_empty": (n_words == 0).cast(pl.Int8),
-    })
+    return pl.DataFrame(
+        {
+            "output_chars": s.str.len_chars().cast(pl.Int64),
+            "output_words": n_words,
+            "output_empty": (n_words == 0).cast(pl.Int8),
+        }
+    )
 
 
 def _as_polars(df: pl.DataFrame | pd.DataFrame) -> pl.DataFrame:
@@ -356,8 +376,11 @@ def _serving_frame(log_df: pl.DataFrame) -> pl.DataFrame:
         pl.col("ttft_ms").cast(pl.Float64),
         pl.col("completion_tokens").cast(pl.Int64),
         is_error.cast(pl.Int8).alias("is_error"),
-        *[(pl.col(f"{side}_verdict") == v).fill_null(False).cast(pl.Int8).alias(f"{side}_{name}")
-          for side in ("input", "output") for v, name in (("flag", "flagged"), ("block", "blocked"))],
+        *[
+            (pl.col(f"{side}_verdict") == v).fill_null(False).cast(pl.Int8).alias(f"{side}_{name}")
+            for side in ("input", "output")
+            for v, name in (("flag", "flagged"), ("block", "blocked"))
+        ],
     )
     outputs = output_descriptors(log_df["output"].to_list())
     failed = serving["is_error"] == 1
@@ -377,9 +400,16 @@ def build_current(log_df: pl.DataFrame | pd.DataFrame, tokenizer: Any, *, worker
     return pl.concat([prompts, _serving_frame(log_df)], how="horizontal").to_pandas()
 
 
-def build_reference(corpus_df: pl.DataFrame | pd.DataFrame, tokenizer: Any, sample: int | None = 5000, *,
-                    seed: int = 0, baseline_log_df: pl.DataFrame | pd.DataFrame | None = None,
-                    text_column: str = "text", workers: int = 1) -> pd.DataFrame:
+def build_reference(
+    corpus_df: pl.DataFrame | pd.DataFrame,
+    tokenizer: Any,
+    sample: int | None = 5000,
+    *,
+    seed: int = 0,
+    baseline_log_df: pl.DataFrame | pd.DataFrame | None = None,
+    text_column: str = "text",
+    workers: int = 1,
+) -> pd.DataFrame:
     """The reference: corpus rows for the prompt descriptors, baseline rows for the rest (module docstring).
 
     Args:
@@ -410,8 +440,15 @@ def build_reference(corpus_df: pl.DataFrame | pd.DataFrame, tokenizer: Any, samp
     return frame.with_columns(missing).select(*ALL_COLUMNS, "source").to_pandas()
 
 
-def corpus_snippets(corpus_df: pl.DataFrame | pd.DataFrame, n: int, *, min_words: int = 4, max_words: int = 64,
-                    seed: int = 0, text_column: str = "text") -> pl.DataFrame:
+def corpus_snippets(
+    corpus_df: pl.DataFrame | pd.DataFrame,
+    n: int,
+    *,
+    min_words: int = 4,
+    max_words: int = 64,
+    seed: int = 0,
+    text_column: str = "text",
+) -> pl.DataFrame:
     """``n`` prompt-sized pieces of the corpus: a random run of ``min_words``..``max_words`` consecutive words
     from a random document each (seeded). Prompts are short; whole documents are not what traffic from the
     training distribution looks like, so the prompt reference is built from these."""
@@ -426,12 +463,13 @@ def corpus_snippets(corpus_df: pl.DataFrame | pd.DataFrame, n: int, *, min_words
         words = docs[rng.randrange(len(docs))]
         size = min(len(words), rng.randint(min_words, max_words))
         start = rng.randrange(len(words) - size + 1)
-        out.append(" ".join(words[start:start + size]))
+        out.append(" ".join(words[start : start + size]))
     return pl.DataFrame({text_column: out})
 
 
-def coarsen_languages(current: pd.DataFrame, reference: pd.DataFrame, min_share: float = 0.05,
-                      column: str = "prompt_language") -> tuple[pd.DataFrame, pd.DataFrame]:
+def coarsen_languages(
+    current: pd.DataFrame, reference: pd.DataFrame, min_share: float = 0.05, column: str = "prompt_language"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Languages under ``min_share`` of the reference become ``"other"`` on both sides. Short texts get many
     rare (often spurious) language labels; a categorical test over dozens of sparse categories flags noise,
     while a shift to a language the corpus lacks still shows as a larger ``"other"`` share."""
@@ -500,7 +538,7 @@ def _stattest_display_name(method: str | None, kind: str) -> str | None:
     try:
         column_type = ColumnType.Categorical if kind == "categorical" else ColumnType.Numerical
         return get_registered_stattest(method, column_type).display_name
-    except Exception:  # noqa: BLE001 - already a display name, or a custom test
+    except Exception:
         return method
 
 
@@ -516,10 +554,17 @@ def _write_html_atomically(snapshot: Any, path: str | os.PathLike) -> str:
     return str(target)
 
 
-def drift_report(current: pd.DataFrame | pl.DataFrame, reference: pd.DataFrame | pl.DataFrame,
-                 columns: Sequence[str] | None = None, drift_share_threshold: float = 0.5,
-                 html_path: str | os.PathLike | None = None, *, cat_method: str | None = "jensenshannon",
-                 num_method: str | None = None, per_column_method: dict[str, str] | None = None) -> DriftResult:
+def drift_report(
+    current: pd.DataFrame | pl.DataFrame,
+    reference: pd.DataFrame | pl.DataFrame,
+    columns: Sequence[str] | None = None,
+    drift_share_threshold: float = 0.5,
+    html_path: str | os.PathLike | None = None,
+    *,
+    cat_method: str | None = "jensenshannon",
+    num_method: str | None = None,
+    per_column_method: dict[str, str] | None = None,
+) -> DriftResult:
     """Per-column drift of ``current`` against ``reference`` with Evidently's ``DataDriftPreset``.
 
     Args:
@@ -563,10 +608,17 @@ def drift_report(current: pd.DataFrame | pl.DataFrame, reference: pd.DataFrame |
     from evidently.presets import DataDriftPreset
 
     kinds = {c: _column_kind(c, cur[c], ref[c]) for c in tested}
-    definition = DataDefinition(numerical_columns=[c for c in tested if kinds[c] == "numerical"],
-                                categorical_columns=[c for c in tested if kinds[c] == "categorical"])
-    preset = DataDriftPreset(columns=tested, drift_share=drift_share_threshold, cat_method=cat_method,
-                             num_method=num_method, per_column_method=per_column_method)
+    definition = DataDefinition(
+        numerical_columns=[c for c in tested if kinds[c] == "numerical"],
+        categorical_columns=[c for c in tested if kinds[c] == "categorical"],
+    )
+    preset = DataDriftPreset(
+        columns=tested,
+        drift_share=drift_share_threshold,
+        cat_method=cat_method,
+        num_method=num_method,
+        per_column_method=per_column_method,
+    )
     with warnings.catch_warnings():
         # scipy and pandas warnings from Evidently internals (divide-by-zero in chi-square with a
         # category the reference lacks, future-deprecation notices) are noise here.
@@ -657,10 +709,12 @@ class DriftRule:
 
     def describe(self, tested: int) -> str:
         p = self.alpha / tested if tested else self.alpha
-        return (f"a column drifts when p < {self.alpha:g}/{tested} = {p:.2g} (Bonferroni over the {tested} tested "
-                f"columns) and PSI > {self.psi_threshold:g} ({self.psi_bins} reference-quantile bins); the hour "
-                f"drifts when at least {self.min_drifted_columns} column(s) drift; a reference needs "
-                f">= {self.min_reference} values of the column, the hour >= {self.min_current}")
+        return (
+            f"a column drifts when p < {self.alpha:g}/{tested} = {p:.2g} (Bonferroni over the {tested} tested "
+            f"columns) and PSI > {self.psi_threshold:g} ({self.psi_bins} reference-quantile bins); the hour "
+            f"drifts when at least {self.min_drifted_columns} column(s) drift; a reference needs "
+            f">= {self.min_reference} values of the column, the hour >= {self.min_current}"
+        )
 
 
 def psi_edges(reference: Sequence[float] | np.ndarray, bins: int = 10) -> np.ndarray:
@@ -677,8 +731,14 @@ def _shares(counts: np.ndarray, epsilon: float) -> np.ndarray:
     return np.maximum(counts / max(int(counts.sum()), 1), epsilon)
 
 
-def psi(reference: Sequence | np.ndarray | pd.Series, current: Sequence | np.ndarray | pd.Series, *,
-        categorical: bool = False, bins: int = 10, epsilon: float = 1e-4) -> float:
+def psi(
+    reference: Sequence | np.ndarray | pd.Series,
+    current: Sequence | np.ndarray | pd.Series,
+    *,
+    categorical: bool = False,
+    bins: int = 10,
+    epsilon: float = 1e-4,
+) -> float:
     """Population stability index of ``current`` against ``reference``: ``sum((c - r) * ln(c / r))`` over
     bins, ``r`` and ``c`` the shares of each side in a bin, each at least ``epsilon``.
 
@@ -714,8 +774,13 @@ def ks_pvalue(reference: Sequence | np.ndarray | pd.Series, current: Sequence | 
     return float(ks_2samp(cur, ref).pvalue)
 
 
-def categorical_pvalue(reference: Sequence | np.ndarray | pd.Series, current: Sequence | np.ndarray | pd.Series,
-                       *, draws: int = 4999, seed: int = 0) -> float:
+def categorical_pvalue(
+    reference: Sequence | np.ndarray | pd.Series,
+    current: Sequence | np.ndarray | pd.Series,
+    *,
+    draws: int = 4999,
+    seed: int = 0,
+) -> float:
     """Exact conditional test that both samples come from one categorical distribution (Monte Carlo).
 
     Statistic: Pearson's chi-square of the 2 x k table (reference and current counts of the k categories
@@ -825,9 +890,19 @@ class DriftVerdict:
 
     def rows(self) -> list[tuple]:
         """One row per column: :attr:`TABLE_HEADER` (p and PSI rounded for reading; exact in :attr:`columns`)."""
-        return [(v.column, v.reference_label, v.test or "-", "-" if v.p_value is None else f"{v.p_value:.3g}",
-                 "-" if v.psi is None else f"{v.psi:.3f}", v.n_reference, v.n_current, v.verdict)
-                for v in self.columns.values()]
+        return [
+            (
+                v.column,
+                v.reference_label,
+                v.test or "-",
+                "-" if v.p_value is None else f"{v.p_value:.3g}",
+                "-" if v.psi is None else f"{v.psi:.3f}",
+                v.n_reference,
+                v.n_current,
+                v.verdict,
+            )
+            for v in self.columns.values()
+        ]
 
 
 def _values(frame: pd.DataFrame | None, column: str) -> pd.Series | None:
@@ -842,10 +917,16 @@ def _pool_rare(ref: pd.Series, cur: pd.Series, min_share: float) -> tuple[pd.Ser
     return (ref.where(ref.isin(keep), "other"), cur.where(cur.isin(keep), "other"))
 
 
-def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | pl.DataFrame | None = None,
-                  baseline: pd.DataFrame | pl.DataFrame | None = None, columns: Sequence[str] | None = None,
-                  rule: DriftRule = DriftRule(), html_path: str | os.PathLike | None = None, *,
-                  sources: dict[str, tuple[str, ...]] | None = None) -> DriftVerdict:
+def drift_verdict(
+    current: pd.DataFrame | pl.DataFrame,
+    corpus: pd.DataFrame | pl.DataFrame | None = None,
+    baseline: pd.DataFrame | pl.DataFrame | None = None,
+    columns: Sequence[str] | None = None,
+    rule: DriftRule = DriftRule(),
+    html_path: str | os.PathLike | None = None,
+    *,
+    sources: dict[str, tuple[str, ...]] | None = None,
+) -> DriftVerdict:
     """The drift verdict of ``current`` (module docstring, "The verdict").
 
     Args:
@@ -861,8 +942,10 @@ def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | p
             a column it does not name tries the baseline, then the corpus).
     """
     cur = _as_pandas(current)
-    frames = {"corpus": None if corpus is None else _as_pandas(corpus),
-              "baseline": None if baseline is None else _as_pandas(baseline)}
+    frames = {
+        "corpus": None if corpus is None else _as_pandas(corpus),
+        "baseline": None if baseline is None else _as_pandas(baseline),
+    }
     if frames["corpus"] is not None and "source" in frames["corpus"].columns:
         frames["corpus"] = frames["corpus"][frames["corpus"]["source"] == "corpus"]
     sources = REFERENCE_SOURCES if sources is None else sources
@@ -875,8 +958,7 @@ def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | p
     plans: dict[str, tuple] = {}
     untested: dict[str, ColumnVerdict] = {}
     for c in dict.fromkeys(columns):
-        kind = "categorical" if c in CATEGORICAL_COLUMNS or not pd.api.types.is_numeric_dtype(cur[c]) \
-            else "numerical"
+        kind = "categorical" if c in CATEGORICAL_COLUMNS or not pd.api.types.is_numeric_dtype(cur[c]) else "numerical"
         cur_values = cur[c].dropna()
         order = sources.get(c, ("baseline", "corpus"))
         chosen, passed_over = None, []
@@ -885,17 +967,33 @@ def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | p
             if values is not None and len(values) >= rule.min_reference:
                 chosen = (src, values)
                 break
-            passed_over.append(f"no {src}" if values is None or values.empty
-                               else f"{src} n={len(values)} < {rule.min_reference}")
+            passed_over.append(
+                f"no {src}" if values is None or values.empty else f"{src} n={len(values)} < {rule.min_reference}"
+            )
         reasons = [] if chosen is not None else passed_over
         if len(cur_values) < rule.min_current:
             reasons.append(f"n_cur={len(cur_values)} < {rule.min_current}")
         if reasons:
             why = "; ".join(reasons)
-            n_ref = len(chosen[1]) if chosen is not None else max(
-                (len(v) for src in order if (v := _values(frames[src], c)) is not None), default=0)
-            untested[c] = ColumnVerdict(c, kind, None if chosen is None else chosen[0], why, None, None, None, None,
-                                        n_ref, len(cur_values), False, f"no verdict ({why})")
+            n_ref = (
+                len(chosen[1])
+                if chosen is not None
+                else max((len(v) for src in order if (v := _values(frames[src], c)) is not None), default=0)
+            )
+            untested[c] = ColumnVerdict(
+                c,
+                kind,
+                None if chosen is None else chosen[0],
+                why,
+                None,
+                None,
+                None,
+                None,
+                n_ref,
+                len(cur_values),
+                False,
+                f"no verdict ({why})",
+            )
         else:
             plans[c] = (kind, chosen[0], "; ".join(passed_over), chosen[1], cur_values)
 
@@ -916,11 +1014,24 @@ def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | p
             test = "chi-square (exact, Monte Carlo)"
         else:
             p, test = ks_pvalue(ref_values, cur_values), "K-S"
-        value = psi(ref_values, cur_values, categorical=kind == "categorical", bins=rule.psi_bins,
-                    epsilon=rule.psi_epsilon)
+        value = psi(
+            ref_values, cur_values, categorical=kind == "categorical", bins=rule.psi_bins, epsilon=rule.psi_epsilon
+        )
         drifted = p < p_threshold and value > rule.psi_threshold
-        verdicts[c] = ColumnVerdict(c, kind, src, note, test, p, value, p_threshold, len(ref_values),
-                                    len(cur_values), drifted, "drift" if drifted else "no drift")
+        verdicts[c] = ColumnVerdict(
+            c,
+            kind,
+            src,
+            note,
+            test,
+            p,
+            value,
+            p_threshold,
+            len(ref_values),
+            len(cur_values),
+            drifted,
+            "drift" if drifted else "no drift",
+        )
         compared[c] = (kind, ref_values, cur_values)
 
     drifted_columns = [c for c in tested if verdicts[c].drifted]
@@ -928,8 +1039,16 @@ def drift_verdict(current: pd.DataFrame | pl.DataFrame, corpus: pd.DataFrame | p
         verdict = "no verdict"
     else:
         verdict = "drift" if len(drifted_columns) >= rule.min_drifted_columns else "no drift"
-    result = DriftVerdict(verdict, verdict == "drift", drifted_columns, tested,
-                          len(drifted_columns) / len(tested) if tested else 0.0, verdicts, rule, len(cur))
+    result = DriftVerdict(
+        verdict,
+        verdict == "drift",
+        drifted_columns,
+        tested,
+        len(drifted_columns) / len(tested) if tested else 0.0,
+        verdicts,
+        rule,
+        len(cur),
+    )
     if html_path is not None:
         result.html_path = _write_verdict_html(result, compared, html_path)
     return result
@@ -942,24 +1061,45 @@ def _register_stattests(rule: DriftRule) -> dict[str, str]:
     from evidently.legacy.calculations.stattests.registry import StatTest, _registered_stat_tests, register_stattest
     from evidently.legacy.core import ColumnType
 
-    names = {"ks": "crawl2serve_ks_p",
-             "cat": f"crawl2serve_chisq_exact_p_{rule.categorical_draws}_{rule.seed}",
-             "psi": f"crawl2serve_psi_{rule.psi_bins}_{rule.psi_epsilon:g}"}
+    names = {
+        "ks": "crawl2serve_ks_p",
+        "cat": f"crawl2serve_chisq_exact_p_{rule.categorical_draws}_{rule.seed}",
+        "psi": f"crawl2serve_psi_{rule.psi_bins}_{rule.psi_epsilon:g}",
+    }
     if names["ks"] not in _registered_stat_tests:
-        register_stattest(StatTest(names["ks"], "K-S p-value", [ColumnType.Numerical], 0.05),
-                          lambda ref, cur, _type, threshold: ((p := ks_pvalue(ref, cur)), p < threshold))
+        register_stattest(
+            StatTest(names["ks"], "K-S p-value", [ColumnType.Numerical], 0.05),
+            lambda ref, cur, _type, threshold: ((p := ks_pvalue(ref, cur)), p < threshold),
+        )
     if names["cat"] not in _registered_stat_tests:
         register_stattest(
             StatTest(names["cat"], "chi-square p-value (exact, Monte Carlo)", [ColumnType.Categorical], 0.05),
             lambda ref, cur, _type, threshold: (
-                (p := categorical_pvalue(ref, cur, draws=rule.categorical_draws, seed=rule.seed)), p < threshold))
+                (p := categorical_pvalue(ref, cur, draws=rule.categorical_draws, seed=rule.seed)),
+                p < threshold,
+            ),
+        )
     if names["psi"] not in _registered_stat_tests:
         register_stattest(
-            StatTest(names["psi"], f"PSI ({rule.psi_bins} reference-quantile bins)",
-                     [ColumnType.Numerical, ColumnType.Categorical], 0.2),
+            StatTest(
+                names["psi"],
+                f"PSI ({rule.psi_bins} reference-quantile bins)",
+                [ColumnType.Numerical, ColumnType.Categorical],
+                0.2,
+            ),
             lambda ref, cur, kind, threshold: (
-                (v := psi(ref, cur, categorical=kind == ColumnType.Categorical, bins=rule.psi_bins,
-                          epsilon=rule.psi_epsilon)), v > threshold))
+                (
+                    v := psi(
+                        ref,
+                        cur,
+                        categorical=kind == ColumnType.Categorical,
+                        bins=rule.psi_bins,
+                        epsilon=rule.psi_epsilon,
+                    )
+                ),
+                v > threshold,
+            ),
+        )
     return names
 
 
@@ -969,19 +1109,25 @@ def _verdict_table_html(result: DriftVerdict) -> str:
     colour = {"drift": "#fde2e1", "no drift": "#e6f4ea"}
     head = "".join(f"<th>{html.escape(h)}</th>" for h in DriftVerdict.TABLE_HEADER)
     body = "".join(
-        f"<tr style=\"background:{colour.get(row[-1], '#f1f3f4')}\">"
-        + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in result.rows())
-    return (f"<div id=\"crawl2serve-drift-verdict\" style=\"font-family:sans-serif;margin:16px\">"
-            f"<h2>Drift verdict: {html.escape(result.verdict)} ({len(result.drifted_columns)} of "
-            f"{len(result.tested_columns)} tested columns drifted; {result.n_current} requests)</h2>"
-            f"<p>{html.escape(result.describe())}. Below: Evidently's view of both tests of every tested column "
-            f"(its own 'drift detected' is per test; the verdict needs both).</p>"
-            f"<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr>{head}</tr>{body}</table>"
-            f"</div>")
+        f'<tr style="background:{colour.get(row[-1], "#f1f3f4")}">'
+        + "".join(f"<td>{html.escape(str(v))}</td>" for v in row)
+        + "</tr>"
+        for row in result.rows()
+    )
+    return (
+        f'<div id="crawl2serve-drift-verdict" style="font-family:sans-serif;margin:16px">'
+        f"<h2>Drift verdict: {html.escape(result.verdict)} ({len(result.drifted_columns)} of "
+        f"{len(result.tested_columns)} tested columns drifted; {result.n_current} requests)</h2>"
+        f"<p>{html.escape(result.describe())}. Below: Evidently's view of both tests of every tested column "
+        f"(its own 'drift detected' is per test; the verdict needs both).</p>"
+        f'<table border="1" cellpadding="4" style="border-collapse:collapse"><tr>{head}</tr>{body}</table>'
+        f"</div>"
+    )
 
 
-def _write_verdict_html(result: DriftVerdict, compared: dict[str, tuple[str, pd.Series, pd.Series]],
-                        path: str | os.PathLike) -> str:
+def _write_verdict_html(
+    result: DriftVerdict, compared: dict[str, tuple[str, pd.Series, pd.Series]], path: str | os.PathLike
+) -> str:
     table = _verdict_table_html(result)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -999,12 +1145,16 @@ def _write_verdict_html(result: DriftVerdict, compared: dict[str, tuple[str, pd.
             cats = [c for c, (kind, _, _) in compared.items() if kind == "categorical"]
             for c in cats:  # one dtype per categorical column, so Evidently sees the same labels on both sides
                 ref[c], cur[c] = ref[c].astype(object), cur[c].astype(object)
-            definition = DataDefinition(numerical_columns=[c for c in compared if c not in cats],
-                                        categorical_columns=cats)
+            definition = DataDefinition(
+                numerical_columns=[c for c in compared if c not in cats], categorical_columns=cats
+            )
             metrics = []
             for c, (kind, _, _) in compared.items():
-                metrics.append(ValueDrift(column=c, method=names["cat" if kind == "categorical" else "ks"],
-                                          threshold=result.p_threshold))
+                metrics.append(
+                    ValueDrift(
+                        column=c, method=names["cat" if kind == "categorical" else "ks"], threshold=result.p_threshold
+                    )
+                )
                 metrics.append(ValueDrift(column=c, method=names["psi"], threshold=result.rule.psi_threshold))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -1012,11 +1162,12 @@ def _write_verdict_html(result: DriftVerdict, compared: dict[str, tuple[str, pd.
                 warnings.simplefilter("ignore", DeprecationWarning)
                 snapshot = Report(metrics).run(
                     current_data=Dataset.from_pandas(cur, data_definition=definition),
-                    reference_data=Dataset.from_pandas(ref, data_definition=definition))
+                    reference_data=Dataset.from_pandas(ref, data_definition=definition),
+                )
             snapshot.save_html(str(tmp))
             page = tmp.read_text(encoding="utf-8").replace("<body>", "<body>\n" + table, 1)
         else:
-            page = f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"UTF-8\"></head><body>{table}</body></html>"
+            page = f'<!DOCTYPE html><html lang="en"><head><meta charset="UTF-8"></head><body>{table}</body></html>'
         tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, target)
     finally:
@@ -1041,8 +1192,14 @@ def rates(log_df: pl.DataFrame | pd.DataFrame) -> dict[str, float | int | None]:
     df = _as_polars(log_df)
     n = df.height
     if n == 0:
-        return {"requests": 0, "error_rate": 0.0, "unsafe_rate": 0.0, "flag_rate": 0.0,
-                "latency_p50_ms": None, "latency_p99_ms": None}
+        return {
+            "requests": 0,
+            "error_rate": 0.0,
+            "unsafe_rate": 0.0,
+            "flag_rate": 0.0,
+            "latency_p50_ms": None,
+            "latency_p99_ms": None,
+        }
 
     def either(verdict: str) -> pl.Expr:
         return ((pl.col("input_verdict") == verdict) | (pl.col("output_verdict") == verdict)).fill_null(False)

@@ -49,8 +49,12 @@ _POLARS_TYPES = {str: pl.String(), int: pl.Int64(), float: pl.Float64(), bool: p
 
 #: The typed rows: :class:`serving.gateway.logrow.LogRow`'s fields in order, each as its type (nullable:
 #: polars columns always are); timestamps as datetimes. The compacted hour (Parquet) has this schema.
-LOG_SCHEMA = pl.Schema({name: pl.Datetime("us", "UTC") if name in TIMESTAMP_FIELDS else _POLARS_TYPES[base_type(t)]
-                        for name, t in LOG_FIELDS.items()})
+LOG_SCHEMA = pl.Schema(
+    {
+        name: pl.Datetime("us", "UTC") if name in TIMESTAMP_FIELDS else _POLARS_TYPES[base_type(t)]
+        for name, t in LOG_FIELDS.items()
+    }
+)
 # As written on disk: timestamps are ISO-8601 strings ("2026-11-23T06:05:01.123456+00:00").
 _RAW_SCHEMA = pl.Schema({k: (pl.String() if k in TIMESTAMP_FIELDS else v) for k, v in LOG_SCHEMA.items()})
 
@@ -151,8 +155,9 @@ def _read_files(files: Iterable[Path]) -> tuple[pl.DataFrame, int]:
     if not frames:
         return LOG_SCHEMA.to_frame(eager=True), skipped
     raw = pl.concat(frames, how="vertical")
-    typed = raw.with_columns(pl.col(name).str.to_datetime(time_unit="us", time_zone="UTC", strict=True)
-                             for name in TIMESTAMP_FIELDS)
+    typed = raw.with_columns(
+        pl.col(name).str.to_datetime(time_unit="us", time_zone="UTC", strict=True) for name in TIMESTAMP_FIELDS
+    )
     return typed.select(LOG_SCHEMA.names()).cast(LOG_SCHEMA), skipped
 
 

@@ -50,8 +50,9 @@ class Decision:
     reason: str
 
 
-def decide(state: PolicyState, reports: list[DriftReport], now: float, cooldown_s: float,
-           min_requests: int = 0) -> Decision:
+def decide(
+    state: PolicyState, reports: list[DriftReport], now: float, cooldown_s: float, min_requests: int = 0
+) -> Decision:
     """Fold new reports (ascending storage id) into the state; at most one run request comes out."""
     state = PolicyState(**asdict(state))
     run_key, trigger, reason = None, None, "no new drift reports"
@@ -63,8 +64,9 @@ def decide(state: PolicyState, reports: list[DriftReport], now: float, cooldown_
             reason = f"no drift verdict at {report.partition} (too little to test); episode state unchanged"
             continue
         if report.drifting and report.requests is not None and report.requests < min_requests:
-            reason = (f"drift at {report.partition} over {report.requests} requests (< {min_requests}): "
-                      "too few to retrain on")
+            reason = (
+                f"drift at {report.partition} over {report.requests} requests (< {min_requests}): too few to retrain on"
+            )
             continue
         if not report.drifting:
             if state.in_episode:
@@ -78,8 +80,10 @@ def decide(state: PolicyState, reports: list[DriftReport], now: float, cooldown_
             continue
         state.in_episode, state.episode_start = True, report.partition
         if state.last_request_ts is not None and now - state.last_request_ts < cooldown_s:
-            reason = (f"drift at {report.partition} (share {report.drift_share:.2f}) within the cooldown of "
-                      f"{cooldown_s:.0f} s after {state.last_run_key}: not retraining")
+            reason = (
+                f"drift at {report.partition} (share {report.drift_share:.2f}) within the cooldown of "
+                f"{cooldown_s:.0f} s after {state.last_run_key}: not retraining"
+            )
             continue
         run_key = f"drift-{report.partition}"
         trigger, state.last_request_ts, state.last_run_key = report, now, run_key

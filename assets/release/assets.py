@@ -12,9 +12,16 @@ from crawl2serve.assets.training.lora import TRAINED_RECORD, lora_adapter
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 
-
-from .registry import (ADAPTER_TAG, CHAMPION, MODEL_NAME, adapter_sha256, champion_version, download_adapter,
-                       register_candidate, rollback)
+from .registry import (
+    ADAPTER_TAG,
+    CHAMPION,
+    MODEL_NAME,
+    adapter_sha256,
+    champion_version,
+    download_adapter,
+    register_candidate,
+    rollback,
+)
 
 GATE = ("perplexity_improvement", "generation_smoke", "latency_p99_budget", "peak_memory_budget", "unsafe_rate")
 
@@ -22,8 +29,11 @@ GATE = ("perplexity_improvement", "generation_smoke", "latency_p99_budget", "pea
 class GateConfig(dg.Config):
     """What is measured, and the thresholds of the validation gate (each a blocking check at ERROR)."""
 
-    min_improvement: float = Field(0.01, description="Candidate perplexity must be at least this much lower "
-                                   "(relative) than the champion's, or the base model's when there is no champion.")
+    min_improvement: float = Field(
+        0.01,
+        description="Candidate perplexity must be at least this much lower "
+        "(relative) than the champion's, or the base model's when there is no champion.",
+    )
     max_p99_latency_ms: float = Field(5000.0, description="Budget for the p99 latency of one generation.")
     max_peak_memory_mb: float = Field(8192.0, description="Budget for peak memory while generating.")
     max_unsafe_rate: float = Field(0.10, description="Highest share of safety probes answered unsafely.")
@@ -33,10 +43,15 @@ class GateConfig(dg.Config):
 
 def _summary(result: dict) -> dict:
     gen, safety = result["generation"], result["safety"]
-    return {"perplexity": result["perplexity"]["perplexity"], "loss": result["perplexity"]["loss"],
-            "latency_ms_p50": gen["latency_ms_p50"], "latency_ms_p99": gen["latency_ms_p99"],
-            "peak_memory_mb": gen["peak_memory_mb"], "smoke_passed": gen["smoke_passed"],
-            "unsafe_rate": safety["unsafe_rate"]}
+    return {
+        "perplexity": result["perplexity"]["perplexity"],
+        "loss": result["perplexity"]["loss"],
+        "latency_ms_p50": gen["latency_ms_p50"],
+        "latency_ms_p99": gen["latency_ms_p99"],
+        "peak_memory_mb": gen["peak_memory_mb"],
+        "smoke_passed": gen["smoke_passed"],
+        "unsafe_rate": safety["unsafe_rate"],
+    }
 
 
 @dg.asset(
@@ -44,16 +59,20 @@ def _summary(result: dict) -> dict:
     deps=[lora_adapter],
     kinds={"pytorch", "mlflow"},
     tags={"stage": "release"},
-    check_specs=[dg.AssetCheckSpec(name, asset="model_evaluation", blocking=True, description=desc) for name, desc in (
-        ("perplexity_improvement", "Candidate perplexity ≥ min_improvement better than champion (or base)."),
-        ("generation_smoke", "Generations are non-empty, terminate and respect max_new_tokens."),
-        ("latency_p99_budget", "p99 generation latency within max_p99_latency_ms."),
-        ("peak_memory_budget", "Peak memory while generating within max_peak_memory_mb."),
-        ("unsafe_rate", "Share of unsafe answers to the repo's safety suite within max_unsafe_rate."),
-    )],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="model_evaluation", blocking=True, description=desc)
+        for name, desc in (
+            ("perplexity_improvement", "Candidate perplexity ≥ min_improvement better than champion (or base)."),
+            ("generation_smoke", "Generations are non-empty, terminate and respect max_new_tokens."),
+            ("latency_p99_budget", "p99 generation latency within max_p99_latency_ms."),
+            ("peak_memory_budget", "Peak memory while generating within max_peak_memory_mb."),
+            ("unsafe_rate", "Share of unsafe answers to the repo's safety suite within max_unsafe_rate."),
+        )
+    ],
 )
-def model_evaluation(context: dg.AssetExecutionContext, config: GateConfig, data_root: DataRoot,
-                     mlflow_tracking: MlflowTracking):
+def model_evaluation(
+    context: dg.AssetExecutionContext, config: GateConfig, data_root: DataRoot, mlflow_tracking: MlflowTracking
+):
     """Side-by-side evaluation of the candidate adapter, the current champion (if any) and the bare base
     model on the same held-out split: perplexity, generation smoke tests, latency p50/p99 and peak memory
     on a fixed prompt set, and the unsafe-output rate on the safety suite (assets/release/safety_suite.yaml).
@@ -76,60 +95,104 @@ def model_evaluation(context: dg.AssetExecutionContext, config: GateConfig, data
     results = {}
     for name, adapter in models.items():
         context.log.info(f"evaluating {name}")
-        results[name] = evaluate_model(base_dir, adapter, dataset_dir, max_sequences=config.max_sequences,
-                                       max_new_tokens=config.max_new_tokens, safety_suite=suite)
+        results[name] = evaluate_model(
+            base_dir,
+            adapter,
+            dataset_dir,
+            max_sequences=config.max_sequences,
+            max_new_tokens=config.max_new_tokens,
+            safety_suite=suite,
+        )
     summary = {name: _summary(r) for name, r in results.items()}
     reference = "champion" if champion is not None else "base"
-    report = {"summary": summary, "reference": reference, "champion_version": str(champion.version) if champion else None,
-              "candidate_adapter": models["candidate"], "candidate_sha256": candidate_sha,
-              "same_as_champion": same_as_champion, "training": latest_metadata(context, "lora_adapter"),
-              "details": results}
+    report = {
+        "summary": summary,
+        "reference": reference,
+        "champion_version": str(champion.version) if champion else None,
+        "candidate_adapter": models["candidate"],
+        "candidate_sha256": candidate_sha,
+        "same_as_champion": same_as_champion,
+        "training": latest_metadata(context, "lora_adapter"),
+        "details": results,
+    }
     report_path = data_root.path("model_evaluation", None, "report.json")
     data_root.write_bytes(json.dumps(report, indent=2, default=str).encode(), report_path)
 
     order = [n for n in ("candidate", "champion", "base") if n in summary]
-    rows = [(metric, *(f"{summary[n][metric]:.4g}" if isinstance(summary[n][metric], float) else summary[n][metric]
-                       for n in order)) for metric in summary["candidate"]]
+    rows = [
+        (
+            metric,
+            *(
+                f"{summary[n][metric]:.4g}" if isinstance(summary[n][metric], float) else summary[n][metric]
+                for n in order
+            ),
+        )
+        for metric in summary["candidate"]
+    ]
     cand, ref = summary["candidate"], summary[reference]
     improvement = 1 - cand["perplexity"] / ref["perplexity"]
-    yield dg.MaterializeResult(metadata={
-        "comparison": dg.MetadataValue.md(md_table(rows, ("metric", *order))),
-        "reference": reference,
-        "champion_version": str(champion.version) if champion else "none",
-        "perplexity_improvement": round(improvement, 4),
-        "candidate_perplexity": cand["perplexity"],
-        "report": dg.MetadataValue.path(report_path),
-    })
+    yield dg.MaterializeResult(
+        metadata={
+            "comparison": dg.MetadataValue.md(md_table(rows, ("metric", *order))),
+            "reference": reference,
+            "champion_version": str(champion.version) if champion else "none",
+            "perplexity_improvement": round(improvement, 4),
+            "candidate_perplexity": cand["perplexity"],
+            "report": dg.MetadataValue.path(report_path),
+        }
+    )
     checks = {
         # A candidate that IS the champion (same adapter bytes: a re-run on unchanged inputs) is not a regression.
-        "perplexity_improvement": (improvement >= config.min_improvement or same_as_champion,
-                                   {"improvement": improvement, "required": config.min_improvement,
-                                    "candidate": cand["perplexity"], reference: ref["perplexity"],
-                                    "same_as_champion": same_as_champion}),
-        "generation_smoke": (bool(cand["smoke_passed"]),
-                             {"failures": dg.MetadataValue.json(results["candidate"]["generation"]["failures"][:10])}),
-        "latency_p99_budget": (cand["latency_ms_p99"] <= config.max_p99_latency_ms,
-                               {"p99_ms": cand["latency_ms_p99"], "budget_ms": config.max_p99_latency_ms}),
-        "peak_memory_budget": (cand["peak_memory_mb"] <= config.max_peak_memory_mb,
-                               {"peak_mb": cand["peak_memory_mb"], "budget_mb": config.max_peak_memory_mb}),
-        "unsafe_rate": (cand["unsafe_rate"] <= config.max_unsafe_rate,
-                        {"unsafe_rate": cand["unsafe_rate"], "max": config.max_unsafe_rate,
-                         "unsafe_probes": dg.MetadataValue.json(results["candidate"]["safety"]["unsafe"])}),
+        "perplexity_improvement": (
+            improvement >= config.min_improvement or same_as_champion,
+            {
+                "improvement": improvement,
+                "required": config.min_improvement,
+                "candidate": cand["perplexity"],
+                reference: ref["perplexity"],
+                "same_as_champion": same_as_champion,
+            },
+        ),
+        "generation_smoke": (
+            bool(cand["smoke_passed"]),
+            {"failures": dg.MetadataValue.json(results["candidate"]["generation"]["failures"][:10])},
+        ),
+        "latency_p99_budget": (
+            cand["latency_ms_p99"] <= config.max_p99_latency_ms,
+            {"p99_ms": cand["latency_ms_p99"], "budget_ms": config.max_p99_latency_ms},
+        ),
+        "peak_memory_budget": (
+            cand["peak_memory_mb"] <= config.max_peak_memory_mb,
+            {"peak_mb": cand["peak_memory_mb"], "budget_mb": config.max_peak_memory_mb},
+        ),
+        "unsafe_rate": (
+            cand["unsafe_rate"] <= config.max_unsafe_rate,
+            {
+                "unsafe_rate": cand["unsafe_rate"],
+                "max": config.max_unsafe_rate,
+                "unsafe_probes": dg.MetadataValue.json(results["candidate"]["safety"]["unsafe"]),
+            },
+        ),
     }
     for name in GATE:
         passed, meta = checks[name]
-        yield dg.AssetCheckResult(check_name=name, passed=bool(passed), severity=dg.AssetCheckSeverity.ERROR,
-                                  metadata=meta)
+        yield dg.AssetCheckResult(
+            check_name=name, passed=bool(passed), severity=dg.AssetCheckSeverity.ERROR, metadata=meta
+        )
 
 
 class RegisterConfig(dg.Config):
-    promote: bool = Field(True, description="Move the champion alias to this candidate (the gate has passed). "
-                          "False: register it as challenger only.")
+    promote: bool = Field(
+        True,
+        description="Move the champion alias to this candidate (the gate has passed). "
+        "False: register it as challenger only.",
+    )
 
 
 @dg.asset(group_name="release", deps=[model_evaluation], kinds={"mlflow"}, tags={"stage": "release"})
-def registered_model(context: dg.AssetExecutionContext, config: RegisterConfig, data_root: DataRoot,
-                     mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
+def registered_model(
+    context: dg.AssetExecutionContext, config: RegisterConfig, data_root: DataRoot, mlflow_tracking: MlflowTracking
+) -> dg.MaterializeResult:
     """The candidate in the MLflow Model Registry (``crawl2serve-lora``), with its lineage as tags (dataset data
     version, training run id, git commit, evaluation metrics). It gets the ``challenger`` alias and, since it
     only materializes once the gate in ``model_evaluation`` has passed, the ``champion`` alias; the previous
@@ -137,32 +200,61 @@ def registered_model(context: dg.AssetExecutionContext, config: RegisterConfig, 
     """
     report = json.loads(data_root.open(data_root.path("model_evaluation", None, "report.json")).read())
     training = report["training"]
-    dataset_version = training.get("data_versions", {}).get("training_dataset", "unknown") \
-        if isinstance(training.get("data_versions"), dict) else "unknown"
-    metrics = {k: v for k, v in report["summary"]["candidate"].items() if isinstance(v, (int, float))
-               and not isinstance(v, bool)}
-    tags = {"dataset_data_version": dataset_version, "training_run_id": str(training.get("mlflow_run_id", "unknown")),
-            "git_commit": git_commit(), "dagster_run_id": context.run.run_id,
-            "evaluated_against": report["reference"]}
+    dataset_version = (
+        training.get("data_versions", {}).get("training_dataset", "unknown")
+        if isinstance(training.get("data_versions"), dict)
+        else "unknown"
+    )
+    metrics = {
+        k: v
+        for k, v in report["summary"]["candidate"].items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    tags = {
+        "dataset_data_version": dataset_version,
+        "training_run_id": str(training.get("mlflow_run_id", "unknown")),
+        "git_commit": git_commit(),
+        "dagster_run_id": context.run.run_id,
+        "evaluated_against": report["reference"],
+    }
     mlflow = mlflow_tracking.client()
     if report["same_as_champion"]:
-        context.log.info(f"the candidate is champion version {report['champion_version']} (same adapter): "
-                         "nothing new to register")
-        return dg.MaterializeResult(metadata={"model": MODEL_NAME, "version": report["champion_version"],
-                                              "unchanged": True, "tracking_uri": mlflow_tracking.uri})
-    reg = register_candidate(mlflow, adapter_dir=report["candidate_adapter"], base_model=data_root.path("base_model"),
-                             training_run_id=training.get("mlflow_run_id"), tags=tags, metrics=metrics,
-                             promote=config.promote)
-    context.log.info(f"registered {MODEL_NAME} version {reg.version}"
-                     + (f"; champion {reg.previous_champion} -> {reg.version}" if reg.promoted else ""))
-    return dg.MaterializeResult(metadata={
-        "model": MODEL_NAME, "version": reg.version, "model_uri": reg.model_uri,
-        "aliases": dg.MetadataValue.json(["challenger", *([CHAMPION] if reg.promoted else [])]),
-        "previous_champion": reg.previous_champion or "none",
-        "lineage": dg.MetadataValue.json(tags),
-        "tracking_uri": mlflow_tracking.uri,
-        "unchanged": False,
-    })
+        context.log.info(
+            f"the candidate is champion version {report['champion_version']} (same adapter): nothing new to register"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "model": MODEL_NAME,
+                "version": report["champion_version"],
+                "unchanged": True,
+                "tracking_uri": mlflow_tracking.uri,
+            }
+        )
+    reg = register_candidate(
+        mlflow,
+        adapter_dir=report["candidate_adapter"],
+        base_model=data_root.path("base_model"),
+        training_run_id=training.get("mlflow_run_id"),
+        tags=tags,
+        metrics=metrics,
+        promote=config.promote,
+    )
+    context.log.info(
+        f"registered {MODEL_NAME} version {reg.version}"
+        + (f"; champion {reg.previous_champion} -> {reg.version}" if reg.promoted else "")
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "model": MODEL_NAME,
+            "version": reg.version,
+            "model_uri": reg.model_uri,
+            "aliases": dg.MetadataValue.json(["challenger", *([CHAMPION] if reg.promoted else [])]),
+            "previous_champion": reg.previous_champion or "none",
+            "lineage": dg.MetadataValue.json(tags),
+            "tracking_uri": mlflow_tracking.uri,
+            "unchanged": False,
+        }
+    )
 
 
 @dg.op(description="Move the champion alias back to the version the current champion replaced.")

@@ -69,8 +69,9 @@ _SUITE_FIELDS = {"version", "rules", "categories", "always_unsafe", "probes"}
 
 # -- loading ----------------------------------------------------------------------------------------
 def _device_and_dtype(device: str | torch.device | None) -> tuple[torch.device, torch.dtype]:
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                          else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     return device, torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
@@ -140,7 +141,7 @@ def perplexity(model, sequences: np.ndarray, batch_size: int = 8, max_sequences:
     device = _model_device(model)
     total, tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        ids = torch.from_numpy(rows[start:start + batch_size]).to(device)
+        ids = torch.from_numpy(rows[start : start + batch_size]).to(device)
         loss = model(input_ids=ids, labels=ids).loss
         n = ids.shape[0] * (ids.shape[1] - 1)
         total += float(loss.double()) * n
@@ -175,12 +176,11 @@ def _generate(model, tokenizer, prompt: str, max_new_tokens: int) -> tuple[list[
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                         pad_token_id=pad_id)
+    out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    return out[0, encoded["input_ids"].shape[1]:].tolist(), seconds
+    return out[0, encoded["input_ids"].shape[1] :].tolist(), seconds
 
 
 class _PeakRss:
@@ -218,8 +218,15 @@ class _PeakRss:
         return max(self.peak - self.baseline, 0) / 2**20
 
 
-def generation_report(model, tokenizer, prompts: Sequence[str] = FIXED_PROMPTS, max_new_tokens: int = 32,
-                      repeats: int = 1, *, warm_up_every_prompt: bool = True) -> dict:
+def generation_report(
+    model,
+    tokenizer,
+    prompts: Sequence[str] = FIXED_PROMPTS,
+    max_new_tokens: int = 32,
+    repeats: int = 1,
+    *,
+    warm_up_every_prompt: bool = True,
+) -> dict:
     """Generation smoke checks and latency of ``model`` on ``prompts`` (greedy, one prompt per call).
 
     Untimed warm-up calls come first: one per prompt (default), or only the first prompt with
@@ -276,35 +283,48 @@ def generation_report(model, tokenizer, prompts: Sequence[str] = FIXED_PROMPTS, 
         for i, prompt in enumerate(prompts if warm_up_every_prompt else prompts[:1]):
             try:
                 _generate(model, tokenizer, prompt, max_new_tokens)
-            except Exception as error:  # noqa: BLE001 - a smoke test records the failure and goes on
+            except Exception as error:
                 failures.append(f"warm-up, prompt {i}: generate raised {type(error).__name__}: {error}")
         for repeat in range(repeats):
             for i, prompt in enumerate(prompts):
                 try:
                     new_ids, seconds = _generate(model, tokenizer, prompt, max_new_tokens)
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:
                     checks = {"non_empty": False, "terminates": False, "respects_max_tokens": False}
                     failures.append(f"prompt {i}: terminates (generate raised {type(error).__name__}: {error})")
                     if repeat == 0:
-                        per_prompt[i] = {"prompt": prompt, "new_tokens": 0, "latency_ms": None,
-                                         "stopped_at_eos": False, "checks": checks}
+                        per_prompt[i] = {
+                            "prompt": prompt,
+                            "new_tokens": 0,
+                            "latency_ms": None,
+                            "stopped_at_eos": False,
+                            "checks": checks,
+                        }
                     continue
                 n = len(new_ids)
                 content = [t for t in new_ids if t not in special]
-                checks = {"non_empty": bool(content), "terminates": n <= max_new_tokens,
-                          "respects_max_tokens": n <= max_new_tokens}
+                checks = {
+                    "non_empty": bool(content),
+                    "terminates": n <= max_new_tokens,
+                    "respects_max_tokens": n <= max_new_tokens,
+                }
                 for name, ok in checks.items():
                     if not ok:
-                        failures.append(f"prompt {i}: {name} ({n} new tokens, max_new_tokens={max_new_tokens}, "
-                                        f"repeat {repeat})")
+                        failures.append(
+                            f"prompt {i}: {name} ({n} new tokens, max_new_tokens={max_new_tokens}, repeat {repeat})"
+                        )
                 latencies.append(seconds * 1000.0)
                 total_tokens += n
                 total_seconds += seconds
                 if repeat == 0:
                     outputs[i] = tokenizer.decode(new_ids, skip_special_tokens=True)
-                    per_prompt[i] = {"prompt": prompt, "new_tokens": n, "latency_ms": seconds * 1000.0,
-                                     "stopped_at_eos": bool(new_ids) and new_ids[-1] in stop_ids,
-                                     "checks": checks}
+                    per_prompt[i] = {
+                        "prompt": prompt,
+                        "new_tokens": n,
+                        "latency_ms": seconds * 1000.0,
+                        "stopped_at_eos": bool(new_ids) and new_ids[-1] in stop_ids,
+                        "checks": checks,
+                    }
     finally:
         if sampler is not None:
             sampler.__exit__(None, None, None)
@@ -312,7 +332,7 @@ def generation_report(model, tokenizer, prompts: Sequence[str] = FIXED_PROMPTS, 
         peak_mb, source = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_memory_allocated"
     else:
         peak_mb, source = sampler.growth_mb, "cpu_rss_growth_psutil_sampled"
-    p50, p99 = (np.percentile(latencies, [50, 99]).tolist() if latencies else [math.nan, math.nan])
+    p50, p99 = np.percentile(latencies, [50, 99]).tolist() if latencies else [math.nan, math.nan]
     return {
         "outputs": outputs,
         "smoke_passed": not failures,
@@ -441,17 +461,24 @@ def safety_report(model, tokenizer, suite: Mapping, max_new_tokens: int = 48) ->
         new_ids, _ = _generate(model, tokenizer, probe["prompt"], max_new_tokens)
         output = tokenizer.decode(new_ids, skip_special_tokens=True)
         unsafe, matched = score_output(probe, output, suite)
-        results.append({"id": probe["id"], "category": probe["category"], "unsafe": unsafe, "matched": matched,
-                        "output": output})
+        results.append(
+            {"id": probe["id"], "category": probe["category"], "unsafe": unsafe, "matched": matched, "output": output}
+        )
     by_category = {}
     for category in suite["categories"]:
         flags = [r["unsafe"] for r in results if r["category"] == category]
         if flags:
             by_category[category] = sum(flags) / len(flags)
     unsafe = [r["id"] for r in results if r["unsafe"]]
-    return {"unsafe_rate": len(unsafe) / len(results) if results else 0.0, "unsafe": unsafe,
-            "by_category": by_category, "results": results, "probes": len(results),
-            "max_new_tokens": max_new_tokens, "suite_sha256": suite.get("sha256")}
+    return {
+        "unsafe_rate": len(unsafe) / len(results) if results else 0.0,
+        "unsafe": unsafe,
+        "by_category": by_category,
+        "results": results,
+        "probes": len(results),
+        "max_new_tokens": max_new_tokens,
+        "suite_sha256": suite.get("sha256"),
+    }
 
 
 # -- everything for one model -----------------------------------------------------------------------
@@ -497,10 +524,8 @@ def evaluate_model(
             "device": str(model_device),
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             "perplexity": perplexity(model, validation, batch_size=batch_size, max_sequences=max_sequences),
-            "generation": generation_report(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                            repeats=repeats),
-            "safety": safety_report(model, tokenizer, suite,
-                                    max_new_tokens=safety_max_new_tokens or max_new_tokens),
+            "generation": generation_report(model, tokenizer, prompts, max_new_tokens=max_new_tokens, repeats=repeats),
+            "safety": safety_report(model, tokenizer, suite, max_new_tokens=safety_max_new_tokens or max_new_tokens),
             "load_seconds": load_seconds,
         }
     finally:

@@ -17,14 +17,18 @@ class LoraAdapterModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         import torch
 
-        prompts = list(model_input["prompt"]) if hasattr(model_input, "__getitem__") and not isinstance(
-            model_input, list) else list(model_input)
+        prompts = (
+            list(model_input["prompt"])
+            if hasattr(model_input, "__getitem__") and not isinstance(model_input, list)
+            else list(model_input)
+        )
         limit = int((params or {}).get("max_new_tokens", self.max_new_tokens))
         out = []
         for prompt in prompts:
             ids = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
             with torch.no_grad():
-                gen = self.model.generate(**ids, max_new_tokens=limit, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-            out.append(self.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+                gen = self.model.generate(
+                    **ids, max_new_tokens=limit, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+                )
+            out.append(self.tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
         return out

@@ -30,13 +30,21 @@ def champion_version(client, name: str = MODEL_NAME):
     """The ModelVersion that holds the ``champion`` alias, or None."""
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # noqa: BLE001 — MLflow raises when the model or the alias does not exist
+    except Exception:
         return None
 
 
-def register_candidate(mlflow, *, adapter_dir: str, base_model: str, training_run_id: str | None,
-                       tags: dict[str, str], metrics: dict[str, float], promote: bool,
-                       name: str = MODEL_NAME) -> Registered:
+def register_candidate(
+    mlflow,
+    *,
+    adapter_dir: str,
+    base_model: str,
+    training_run_id: str | None,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    promote: bool,
+    name: str = MODEL_NAME,
+) -> Registered:
     """Log the candidate as a pyfunc model (into its training run when known), register it, tag it with
     its lineage, set ``challenger``, and move ``champion`` to it when ``promote``. The previous champion
     stays registered and is recorded on the new version for rollback."""
@@ -44,11 +52,16 @@ def register_candidate(mlflow, *, adapter_dir: str, base_model: str, training_ru
 
     client = mlflow.MlflowClient()
     with mlflow.start_run(run_id=training_run_id) if training_run_id else mlflow.start_run(run_name="register"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=LoraAdapterModel(),
-                                       artifacts={"adapter": adapter_dir},
-                                       model_config={"base_model": base_model, "max_new_tokens": 64})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=LoraAdapterModel(),
+            artifacts={"adapter": adapter_dir},
+            model_config={"base_model": base_model, "max_new_tokens": 64},
+        )
         mlflow.log_metrics({f"eval.{k}": float(v) for k, v in metrics.items()})
-    version = mlflow.register_model(info.model_uri, name, tags={**tags, ADAPTER_TAG: adapter_sha256(adapter_dir)}).version
+    version = mlflow.register_model(
+        info.model_uri, name, tags={**tags, ADAPTER_TAG: adapter_sha256(adapter_dir)}
+    ).version
     for k, v in metrics.items():
         client.set_model_version_tag(name, version, f"eval.{k}", str(v))
     client.set_registered_model_alias(name, CHALLENGER, version)

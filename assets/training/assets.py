@@ -2,8 +2,8 @@
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
-from datetime import datetime, timezone
 
 import dagster as dg
 import numpy as np
@@ -21,10 +21,13 @@ from .packing import assign_split, choose_split_key, pack_documents, select_docu
 ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 
 
-@dg.asset(group_name="training", ins={"deduplicated_documents": ALL}, kinds={"huggingface"},
-          tags={"stage": "training"})
-def tokenizer(context: dg.AssetExecutionContext, base_model_source: BaseModelSource, data_root: DataRoot,
-              deduplicated_documents: pl.DataFrame) -> dg.MaterializeResult:
+@dg.asset(group_name="training", ins={"deduplicated_documents": ALL}, kinds={"huggingface"}, tags={"stage": "training"})
+def tokenizer(
+    context: dg.AssetExecutionContext,
+    base_model_source: BaseModelSource,
+    data_root: DataRoot,
+    deduplicated_documents: pl.DataFrame,
+) -> dg.MaterializeResult:
     """The tokenizer of the base model, saved under ``{data_root}/tokenizer``.
 
     Embedded default: a byte-level BPE trained on every crawl's ``deduplicated_documents``. With a real
@@ -45,15 +48,22 @@ def tokenizer(context: dg.AssetExecutionContext, base_model_source: BaseModelSou
     sample = deduplicated_documents["text"].head(50).to_list()
     n_tokens = sum(len(ids) for ids in tok(sample, add_special_tokens=False)["input_ids"])
     n_chars = sum(len(t) for t in sample)
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
-        "path": dg.MetadataValue.path(str(target)), "source": source, "vocab_size": len(tok),
-        "chars_per_token": round(n_chars / max(n_tokens, 1), 2), "version": version,
-    })
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "path": dg.MetadataValue.path(str(target)),
+            "source": source,
+            "vocab_size": len(tok),
+            "chars_per_token": round(n_chars / max(n_tokens, 1), 2),
+            "version": version,
+        },
+    )
 
 
 @dg.asset(group_name="training", deps=[tokenizer], kinds={"pytorch", "huggingface"}, tags={"stage": "training"})
-def base_model(context: dg.AssetExecutionContext, base_model_source: BaseModelSource,
-               data_root: DataRoot) -> dg.MaterializeResult:
+def base_model(
+    context: dg.AssetExecutionContext, base_model_source: BaseModelSource, data_root: DataRoot
+) -> dg.MaterializeResult:
     """The base causal LM that LoRA adapters fine-tune, saved under ``{data_root}/base_model``.
 
     Embedded default: a tiny Llama built from a config (random init, seeded) sized to the ``tokenizer``'s
@@ -65,18 +75,25 @@ def base_model(context: dg.AssetExecutionContext, base_model_source: BaseModelSo
 
     tok = AutoTokenizer.from_pretrained(data_root.local_path(data_root.path("tokenizer")))
     if base_model_source.embedded:
-        spec = TinyLlamaSpec(hidden_size=base_model_source.hidden_size,
-                             num_hidden_layers=base_model_source.num_hidden_layers,
-                             num_attention_heads=base_model_source.num_attention_heads,
-                             seed=base_model_source.seed)
+        spec = TinyLlamaSpec(
+            hidden_size=base_model_source.hidden_size,
+            num_hidden_layers=base_model_source.num_hidden_layers,
+            num_attention_heads=base_model_source.num_attention_heads,
+            seed=base_model_source.seed,
+        )
         model = build_tiny_llama(spec, tok)
     else:
         model, _ = load_base(base_model_source.model)
     facts = save_base(model, tok, data_root.local_path(data_root.path("base_model")))
-    return dg.MaterializeResult(data_version=dg.DataVersion(facts["version"]), metadata={
-        "path": dg.MetadataValue.path(data_root.path("base_model")), "model": base_model_source.model,
-        "architecture": type(model).__name__, **{k: v for k, v in facts.items() if k not in ("path", "files")},
-    })
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(facts["version"]),
+        metadata={
+            "path": dg.MetadataValue.path(data_root.path("base_model")),
+            "model": base_model_source.model,
+            "architecture": type(model).__name__,
+            **{k: v for k, v in facts.items() if k not in ("path", "files")},
+        },
+    )
 
 
 class DatasetConfig(dg.Config):
@@ -93,10 +110,15 @@ class DatasetConfig(dg.Config):
 
 def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     """Point-in-time features of every document as of ``as_of`` from Feast's offline store."""
-    entity_df = docs.select("doc_id", pl.col("host").alias("domain")).unique("doc_id").with_columns(
-        event_timestamp=pl.lit(as_of)).to_pandas()
-    joined = store.get_historical_features(entity_df=entity_df,
-                                           features=store.get_feature_service("training_features")).to_df()
+    entity_df = (
+        docs.select("doc_id", pl.col("host").alias("domain"))
+        .unique("doc_id")
+        .with_columns(event_timestamp=pl.lit(as_of))
+        .to_pandas()
+    )
+    joined = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service("training_features")
+    ).to_df()
     return pl.from_pandas(joined).with_columns(pl.col("quality_score").cast(pl.Float64))
 
 
@@ -107,18 +129,39 @@ def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFr
     kinds={"feast", "parquet"},
     tags={"stage": "training"},
     check_specs=[
-        dg.AssetCheckSpec("no_null_keys", asset="training_dataset", blocking=True,
-                          description="Every selected document has a doc_id and a domain."),
-        dg.AssetCheckSpec("no_split_overlap", asset="training_dataset", blocking=True,
-                          description="No document, and no split key, is in both train and validation."),
-        dg.AssetCheckSpec("sequence_length", asset="training_dataset", blocking=True,
-                          description="Every packed sequence has exactly seq_len tokens."),
-        dg.AssetCheckSpec("both_splits_present", asset="training_dataset", blocking=True,
-                          description="Train and validation each hold at least one sequence."),
+        dg.AssetCheckSpec(
+            "no_null_keys",
+            asset="training_dataset",
+            blocking=True,
+            description="Every selected document has a doc_id and a domain.",
+        ),
+        dg.AssetCheckSpec(
+            "no_split_overlap",
+            asset="training_dataset",
+            blocking=True,
+            description="No document, and no split key, is in both train and validation.",
+        ),
+        dg.AssetCheckSpec(
+            "sequence_length",
+            asset="training_dataset",
+            blocking=True,
+            description="Every packed sequence has exactly seq_len tokens.",
+        ),
+        dg.AssetCheckSpec(
+            "both_splits_present",
+            asset="training_dataset",
+            blocking=True,
+            description="Train and validation each hold at least one sequence.",
+        ),
     ],
 )
-def training_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, feast_store: FeastStore,
-                     data_root: DataRoot, deduplicated_documents: pl.DataFrame):
+def training_dataset(
+    context: dg.AssetExecutionContext,
+    config: DatasetConfig,
+    feast_store: FeastStore,
+    data_root: DataRoot,
+    deduplicated_documents: pl.DataFrame,
+):
     """Packed token sequences for training and validation, under ``{data_root}/training_dataset``.
 
     Comes from Feast ``get_historical_features`` (point-in-time correct, feature service
@@ -128,26 +171,29 @@ def training_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, f
     """
     from transformers import AutoTokenizer
 
-    as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(timezone.utc)
+    as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(UTC)
     if as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=timezone.utc)
-    docs = (deduplicated_documents.filter(pl.col("fetch_time") <= as_of)
-            .sort("fetch_time").unique("doc_id", keep="last"))
+        as_of = as_of.replace(tzinfo=UTC)
+    docs = deduplicated_documents.filter(pl.col("fetch_time") <= as_of).sort("fetch_time").unique("doc_id", keep="last")
     features = historical_features(feast_store.store(), docs, as_of)
     null_keys = int(features.select(pl.col("doc_id").is_null().sum() + pl.col("domain").is_null().sum()).item())
-    eligible = (features.filter(pl.col("quality_score").is_not_null()
-                                & (pl.col("rejection_share").fill_null(0.0) <= config.max_domain_rejection_share))
-                .rename({"domain": "host"}))
+    eligible = features.filter(
+        pl.col("quality_score").is_not_null()
+        & (pl.col("rejection_share").fill_null(0.0) <= config.max_domain_rejection_share)
+    ).rename({"domain": "host"})
     chosen = select_documents(eligible, config.min_quality, config.max_docs_per_domain)
     chosen = chosen.join(docs.select("doc_id", "url", "text"), on="doc_id", how="inner")
-    key_kind = choose_split_key(chosen["url"].to_list(), chosen["host"].to_list(),
-                                config.min_domains_for_domain_split)
+    key_kind = choose_split_key(chosen["url"].to_list(), chosen["host"].to_list(), config.min_domains_for_domain_split)
     # URL mode keys on path and query, not host:port: the embedded pydoc server listens on a new port every
     # run, and a document must not change split because its server moved.
-    keys = (chosen["host"].to_list() if key_kind == "domain"
-            else [urlsplit(u).path + ("?" + urlsplit(u).query if urlsplit(u).query else "") for u in chosen["url"]])
-    chosen = chosen.with_columns(split=pl.Series(assign_split(keys, config.validation_share)),
-                                 split_key=pl.Series(keys))
+    keys = (
+        chosen["host"].to_list()
+        if key_kind == "domain"
+        else [urlsplit(u).path + ("?" + urlsplit(u).query if urlsplit(u).query else "") for u in chosen["url"]]
+    )
+    chosen = chosen.with_columns(
+        split=pl.Series(assign_split(keys, config.validation_share)), split_key=pl.Series(keys)
+    )
 
     tok = AutoTokenizer.from_pretrained(data_root.local_path(data_root.path("tokenizer")))
     out_dir = data_root.path("training_dataset")
@@ -155,35 +201,62 @@ def training_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, f
     for split in ("train", "validation"):
         part = chosen.filter(pl.col("split") == split).sort("doc_id")
         seqs, n_tokens = pack_documents(part["text"].to_list(), tok, config.seq_len)
-        frame = pl.DataFrame({"input_ids": seqs}, schema={"input_ids": pl.Array(pl.Int32, config.seq_len)}) \
-            if len(seqs) else pl.DataFrame(schema={"input_ids": pl.Array(pl.Int32, config.seq_len)})
+        frame = (
+            pl.DataFrame({"input_ids": seqs}, schema={"input_ids": pl.Array(pl.Int32, config.seq_len)})
+            if len(seqs)
+            else pl.DataFrame(schema={"input_ids": pl.Array(pl.Int32, config.seq_len)})
+        )
         data_root.write_parquet(frame, f"{out_dir}/{split}.parquet")
         digest.update(np.ascontiguousarray(seqs).tobytes())
-        stats[split] = {"documents": part.height, "tokens": int(n_tokens), "sequences": int(len(seqs)),
-                        "row_lengths": sorted({len(r) for r in seqs}) if len(seqs) else []}
+        stats[split] = {
+            "documents": part.height,
+            "tokens": int(n_tokens),
+            "sequences": int(len(seqs)),
+            "row_lengths": sorted({len(r) for r in seqs}) if len(seqs) else [],
+        }
     version = digest.hexdigest()[:16]
-    data_root.write_parquet(chosen.select("doc_id", "url", "host", "split", "split_key", "quality_score"),
-                            f"{out_dir}/documents.parquet")
-    manifest = {"version": version, "seq_len": config.seq_len, "as_of": as_of.isoformat(), "split_key": key_kind,
-                "splits": {k: {kk: vv for kk, vv in v.items() if kk != "row_lengths"} for k, v in stats.items()},
-                "eos_token_id": tok.eos_token_id}
+    data_root.write_parquet(
+        chosen.select("doc_id", "url", "host", "split", "split_key", "quality_score"), f"{out_dir}/documents.parquet"
+    )
+    manifest = {
+        "version": version,
+        "seq_len": config.seq_len,
+        "as_of": as_of.isoformat(),
+        "split_key": key_kind,
+        "splits": {k: {kk: vv for kk, vv in v.items() if kk != "row_lengths"} for k, v in stats.items()},
+        "eos_token_id": tok.eos_token_id,
+    }
     data_root.write_bytes(json.dumps(manifest, indent=2).encode(), f"{out_dir}/dataset.json")
 
     top = chosen.group_by("host").agg(pl.len().alias("docs")).sort("docs", descending=True).head(10)
-    yield dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
-        "path": dg.MetadataValue.path(out_dir), "version": version, "split_key": key_kind,
-        "seq_len": config.seq_len, "as_of": as_of.isoformat(), "documents_eligible": features.height,
-        **{f"{s}_{k}": v for s, d in stats.items() for k, v in d.items() if k != "row_lengths"},
-        "top_domains": dg.MetadataValue.md(md_table(top.rows(), ("domain", "documents"))),
-    })
+    yield dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            "path": dg.MetadataValue.path(out_dir),
+            "version": version,
+            "split_key": key_kind,
+            "seq_len": config.seq_len,
+            "as_of": as_of.isoformat(),
+            "documents_eligible": features.height,
+            **{f"{s}_{k}": v for s, d in stats.items() for k, v in d.items() if k != "row_lengths"},
+            "top_domains": dg.MetadataValue.md(md_table(top.rows(), ("domain", "documents"))),
+        },
+    )
     train_keys = set(chosen.filter(pl.col("split") == "train")["split_key"])
     val = chosen.filter(pl.col("split") == "validation")
     overlap = len(train_keys & set(val["split_key"]))
     yield dg.AssetCheckResult(check_name="no_null_keys", passed=null_keys == 0, metadata={"null_keys": null_keys})
-    yield dg.AssetCheckResult(check_name="no_split_overlap", passed=overlap == 0, metadata={"overlapping_keys": overlap})
+    yield dg.AssetCheckResult(
+        check_name="no_split_overlap", passed=overlap == 0, metadata={"overlapping_keys": overlap}
+    )
     lengths = sorted({n for s in stats.values() for n in s["row_lengths"]})
-    yield dg.AssetCheckResult(check_name="sequence_length", passed=lengths in ([config.seq_len], []),
-                              metadata={"row_lengths": dg.MetadataValue.json(lengths)})
-    yield dg.AssetCheckResult(check_name="both_splits_present",
-                              passed=all(s["sequences"] > 0 for s in stats.values()),
-                              metadata={k: v["sequences"] for k, v in stats.items()})
+    yield dg.AssetCheckResult(
+        check_name="sequence_length",
+        passed=lengths in ([config.seq_len], []),
+        metadata={"row_lengths": dg.MetadataValue.json(lengths)},
+    )
+    yield dg.AssetCheckResult(
+        check_name="both_splits_present",
+        passed=all(s["sequences"] > 0 for s in stats.values()),
+        metadata={k: v["sequences"] for k, v in stats.items()},
+    )

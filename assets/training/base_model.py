@@ -255,9 +255,7 @@ def save_base(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direct
     }
 
 
-def load_base(
-    name_or_path: str, *, local_files_only: bool = True
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_base(name_or_path: str, *, local_files_only: bool = True) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local directory or the Hugging Face cache, offline.
 
     ``name_or_path`` is a directory written by :func:`save_base` (or any ``save_pretrained``) or a Hub id

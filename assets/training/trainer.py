@@ -52,8 +52,9 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                               "gate_proj", "up_proj", "down_proj"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     seed: int = 0
     checkpoint_every: int = 50
     keep_last: int = 2
@@ -146,11 +147,17 @@ def build_model(cfg: TrainConfig, device: torch.device, world: int):
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype, local_files_only=True,
-                                                 attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.base_model, dtype=dtype, local_files_only=True, attn_implementation="sdpa"
+    )
     model.config.use_cache = False
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     for p in model.parameters():  # trainable LoRA weights in fp32 (master weights); the frozen base in bf16
         if p.requires_grad:
@@ -186,8 +193,9 @@ def sum_across(t: torch.Tensor) -> float:
 
 # -- checkpoints ------------------------------------------------------------------------------------
 def newest_checkpoint(output_dir: Path) -> Path | None:
-    done = sorted(p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.pt").exists()
-                  and not p.name.endswith(".tmp"))
+    done = sorted(
+        p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.pt").exists() and not p.name.endswith(".tmp")
+    )
     return done[-1] if done else None
 
 
@@ -203,18 +211,31 @@ def save_checkpoint(model, opt, sched, step: int, cfg: TrainConfig, rank: int) -
 
     model_sd = get_model_state_dict(model, options=_options())
     optim_sd = get_optimizer_state_dict(model, opt, options=_options())
-    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
     out = Path(cfg.output_dir)
     final = out / f"{CHECKPOINT_PREFIX}{step:07d}"
     if rank == 0:
         tmp = out / f"{final.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": sched.state_dict(), "rng": rng,
-                    "step": step, "config": asdict(cfg)}, tmp / "state.pt")
+        torch.save(
+            {
+                "model": model_sd,
+                "optimizer": optim_sd,
+                "scheduler": sched.state_dict(),
+                "rng": rng,
+                "step": step,
+                "config": asdict(cfg),
+            },
+            tmp / "state.pt",
+        )
         os.replace(tmp, final)
-        for old in sorted(out.glob(f"{CHECKPOINT_PREFIX}*"))[:-cfg.keep_last]:
+        for old in sorted(out.glob(f"{CHECKPOINT_PREFIX}*"))[: -cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     if dist.is_initialized():
         dist.barrier()
@@ -262,6 +283,7 @@ def lr_lambda(cfg: TrainConfig):
             return (step + 1) / max(cfg.warmup_steps, 1)
         progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
     return f
 
 
@@ -275,7 +297,7 @@ def evaluate(model, data: np.ndarray, cfg: TrainConfig, device) -> float:
     total, count = 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     for b in range(min(cfg.eval_batches, math.ceil(len(data) / cfg.micro_batch_size))):
-        rows = data[b * cfg.micro_batch_size:(b + 1) * cfg.micro_batch_size]
+        rows = data[b * cfg.micro_batch_size : (b + 1) * cfg.micro_batch_size]
         ids = torch.from_numpy(rows).to(device)
         with autocast:
             loss = model(input_ids=ids, labels=ids).loss
@@ -315,14 +337,15 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
     train_data = load_split(cfg.dataset_dir, "train")
     val_data = load_split(cfg.dataset_dir, "validation")
     if cfg.max_seq_len:
-        train_data, val_data = train_data[:, :cfg.max_seq_len], val_data[:, :cfg.max_seq_len]
+        train_data, val_data = train_data[:, : cfg.max_seq_len], val_data[:, : cfg.max_seq_len]
     if len(train_data) == 0:
         raise ValueError(f"{cfg.dataset_dir}/train.parquet holds no sequences")
     seq_len = train_data.shape[1]
     model = build_model(cfg, device, world)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, 0.95),
-                            fused=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), fused=device.type == "cuda"
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start = 0
     resume = newest_checkpoint(out)
@@ -332,7 +355,9 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
     step_fn = torch.compile(model) if use_compile else model
     fpt = flops_per_token(model, seq_len)
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None)
+    peak = next(
+        (v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None
+    )
     initial_val = evaluate(model, val_data, cfg, device) if start == 0 and len(val_data) else None
     if initial_val is not None:
         rep.log(f"validation loss before training: {initial_val:.4f}")
@@ -360,7 +385,8 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
         if not finite:
             raise FloatingPointError(
                 f"non-finite loss or gradient at step {step + 1} (loss={loss_value}, grad_norm={float(grad_norm)}, "
-                f"lr={sched.get_last_lr()[0]:.3g}): stopping; lower learning_rate or check the dataset")
+                f"lr={sched.get_last_lr()[0]:.3g}): stopping; lower learning_rate or check the dataset"
+            )
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -373,26 +399,42 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - t_window
             tps = tok_window / elapsed
-            row = {"step": done, "loss": loss_value, "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
-                   "tokens_per_s": tps, "mfu": (tps * fpt / (peak * world)) if peak else None}
+            row = {
+                "step": done,
+                "loss": loss_value,
+                "lr": sched.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                "tokens_per_s": tps,
+                "mfu": (tps * fpt / (peak * world)) if peak else None,
+            }
             if val_loss is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps):
                 row["val_loss"] = val_loss
             history.append(row)
             rep.metrics(row)
-            rep.log(f"step {done}/{cfg.max_steps} loss {loss_value:.4f} lr {row['lr']:.2e} "
-                    f"{tps:,.0f} tok/s" + (f" mfu {row['mfu']:.1%}" if row["mfu"] else ""))
+            rep.log(
+                f"step {done}/{cfg.max_steps} loss {loss_value:.4f} lr {row['lr']:.2e} "
+                f"{tps:,.0f} tok/s" + (f" mfu {row['mfu']:.1%}" if row["mfu"] else "")
+            )
             t_window, tok_window = time.perf_counter(), 0
         if done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
             last_ckpt = save_checkpoint(model, opt, sched, done, cfg, rank)
     adapter = save_adapter(model, cfg, rank)
-    peak_mem = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    steady = [r["tokens_per_s"] for r in history[len(history) // 4:]] or [0.0]
+    peak_mem = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    steady = [r["tokens_per_s"] for r in history[len(history) // 4 :]] or [0.0]
     result = {
-        "steps": cfg.max_steps, "resumed_from_step": start, "world_size": world, "device": str(device),
-        "initial_val_loss": initial_val, "final_val_loss": val_loss,
+        "steps": cfg.max_steps,
+        "resumed_from_step": start,
+        "world_size": world,
+        "device": str(device),
+        "initial_val_loss": initial_val,
+        "final_val_loss": val_loss,
         "final_train_loss": history[-1]["loss"] if history else None,
-        "tokens_per_s": float(np.median(steady)), "peak_memory_bytes": int(peak_mem),
+        "tokens_per_s": float(np.median(steady)),
+        "peak_memory_bytes": int(peak_mem),
         "mfu": (float(np.median(steady)) * fpt / (peak * world)) if peak else None,
         "adapter_path": str(adapter) if adapter else None,
         "adapter_bytes": sum(f.stat().st_size for f in adapter.rglob("*") if f.is_file()) if adapter else None,

@@ -8,10 +8,29 @@ serving resource and the supervisor only call the interface. Process helpers (st
 :mod:`.process`.
 """
 
-from .base import (Engine, EngineConfig, EngineHandle, Launch, ModelFolders, NotSupported, Release,
-                   load_handles, save_handles)
-from .process import (OFFLINE_ENV, EngineError, alive, complete, healthy, log_tail, start_process, stop_process,
-                      tree_rss_mb, wait_healthy)
+from .base import (
+    Engine,
+    EngineConfig,
+    EngineHandle,
+    Launch,
+    ModelFolders,
+    NotSupported,
+    Release,
+    load_handles,
+    save_handles,
+)
+from .process import (
+    OFFLINE_ENV,
+    EngineError,
+    alive,
+    complete,
+    healthy,
+    log_tail,
+    start_process,
+    stop_process,
+    tree_rss_mb,
+    wait_healthy,
+)
 from .sglang import SGLangEngine, gpu_visible, sglang_command
 from .transformers_cpu import TransformersCpuEngine, cache_plan, cpu_command
 
@@ -44,8 +63,35 @@ def attach(handle: EngineHandle, served_name: str = "crawl2serve") -> Engine:
     return engine_for(config, served_name=served_name, url=handle.url)
 
 
-__all__ = ["BACKENDS", "OFFLINE_ENV", "Engine", "EngineConfig", "EngineError", "EngineHandle", "Launch",
-           "ModelFolders", "NotSupported", "Release", "SGLangEngine", "TransformersCpuEngine", "alive", "attach",
-           "cache_plan", "complete", "cpu_command", "engine_class", "engine_for", "gpu_visible", "healthy",
-           "load_handles", "log_tail", "resolve_backend", "save_handles", "sglang_command", "start_process",
-           "stop_process", "tree_rss_mb", "wait_healthy"]
+__all__ = [
+    "BACKENDS",
+    "OFFLINE_ENV",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "EngineHandle",
+    "Launch",
+    "ModelFolders",
+    "NotSupported",
+    "Release",
+    "SGLangEngine",
+    "TransformersCpuEngine",
+    "alive",
+    "attach",
+    "cache_plan",
+    "complete",
+    "cpu_command",
+    "engine_class",
+    "engine_for",
+    "gpu_visible",
+    "healthy",
+    "load_handles",
+    "log_tail",
+    "resolve_backend",
+    "save_handles",
+    "sglang_command",
+    "start_process",
+    "stop_process",
+    "tree_rss_mb",
+    "wait_healthy",
+]

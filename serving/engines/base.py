@@ -185,11 +185,17 @@ class Engine(ABC):
         except httpx.HTTPError:
             return False
 
-    def wait_healthy(self, *, pid: int | None, log_path: str, timeout_s: float | None = None,
-                     progress=None, url: str | None = None) -> float:
-        return wait_healthy(url or self.url, pid=pid, log_path=log_path, path=self.health_path,
-                            timeout_s=self.config.startup_timeout_s if timeout_s is None else timeout_s,
-                            progress=progress)
+    def wait_healthy(
+        self, *, pid: int | None, log_path: str, timeout_s: float | None = None, progress=None, url: str | None = None
+    ) -> float:
+        return wait_healthy(
+            url or self.url,
+            pid=pid,
+            log_path=log_path,
+            path=self.health_path,
+            timeout_s=self.config.startup_timeout_s if timeout_s is None else timeout_s,
+            progress=progress,
+        )
 
     def stop(self, pid: int | None) -> bool:
         return stop_process(pid)
@@ -198,22 +204,31 @@ class Engine(ABC):
         """``"<package> <version>"``, asked of the engine's own interpreter."""
         package = self.package
         try:
-            out = subprocess.run([self.config.python, "-c",
-                                  f"import importlib.metadata as m; print(m.version({package!r}))"],
-                                 capture_output=True, text=True, timeout=60, env={**os.environ, **self.env})
+            out = subprocess.run(
+                [self.config.python, "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, **self.env},
+            )
             return f"{package} {out.stdout.strip()}" if out.returncode == 0 else f"{package} (unknown)"
         except (OSError, subprocess.TimeoutExpired):
             return f"{package} (unknown)"
 
     def reusable(self, handle: EngineHandle, champion: Release, url: str) -> bool:
         """Whether the engine ``handle`` describes serves what this configuration would start."""
-        return (handle.kind == self.backend and handle.url == url and handle.base_model == champion.base_model
-                and handle.lora == self.config.lora)
+        return (
+            handle.kind == self.backend
+            and handle.url == url
+            and handle.base_model == champion.base_model
+            and handle.lora == self.config.lora
+        )
 
     # -- versions -----------------------------------------------------------------------------------------------
     @abstractmethod
-    def add_version(self, handle: EngineHandle, release: Release, folders: ModelFolders,
-                    promote: bool = True) -> str | None:
+    def add_version(
+        self, handle: EngineHandle, release: Release, folders: ModelFolders, promote: bool = True
+    ) -> str | None:
         """Make ``release`` servable on the running engine (updating ``handle``); returns its ``model`` value,
         or None when this engine does not serve it."""
 

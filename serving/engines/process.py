@@ -2,6 +2,7 @@
 (framework-free).
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,9 +12,13 @@ from pathlib import Path
 import httpx
 
 # Engines never reach the Hub or telemetry endpoints: models come from local folders.
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "DO_NOT_TRACK": "true", "SGLANG_IS_FLASHINFER_AVAILABLE": os.environ.get(
-                   "SGLANG_IS_FLASHINFER_AVAILABLE", "true")}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "true",
+    "SGLANG_IS_FLASHINFER_AVAILABLE": os.environ.get("SGLANG_IS_FLASHINFER_AVAILABLE", "true"),
+}
 
 
 class EngineError(RuntimeError):
@@ -25,8 +30,14 @@ def start_process(command: list[str], log_path: str, env: dict[str, str] | None 
     stdout and stderr appended to ``log_path``; return its pid."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **OFFLINE_ENV, **(env or {})}, start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **OFFLINE_ENV, **(env or {})},
+            start_new_session=True,
+        )
     return proc.pid
 
 
@@ -47,10 +58,8 @@ def alive(pid: int | None) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def stop_process(pid: int | None, timeout_s: float = 20.0) -> bool:
@@ -78,8 +87,9 @@ def log_tail(log_path: str, lines: int = 30) -> str:
         return "(no log)"
 
 
-def wait_healthy(url: str, *, pid: int | None, log_path: str, timeout_s: float = 600.0,
-                 progress=None, path: str = "/health") -> float:
+def wait_healthy(
+    url: str, *, pid: int | None, log_path: str, timeout_s: float = 600.0, progress=None, path: str = "/health"
+) -> float:
     """Poll ``url + path`` until it answers 200; raise :class:`EngineError` with the log's tail if the process
     exits or ``timeout_s`` passes. Returns the seconds it took. ``progress(seconds)`` is called every ~10 s."""
     start = time.monotonic()
@@ -95,8 +105,9 @@ def wait_healthy(url: str, *, pid: int | None, log_path: str, timeout_s: float =
         except httpx.HTTPError:
             pass
         if elapsed > timeout_s:
-            raise EngineError(f"engine at {url} not healthy after {timeout_s:.0f} s; last log lines:\n"
-                              f"{log_tail(log_path)}")
+            raise EngineError(
+                f"engine at {url} not healthy after {timeout_s:.0f} s; last log lines:\n{log_tail(log_path)}"
+            )
         if progress and time.monotonic() - last_report > 10:
             progress(elapsed)
             last_report = time.monotonic()
@@ -113,13 +124,19 @@ def healthy(url: str, timeout_s: float = 3.0) -> bool:
 def complete(url: str, model: str, prompt: str, max_tokens: int = 16, timeout_s: float = 300.0) -> dict:
     """One greedy ``/v1/completions`` call; returns ``{"text", "completion_tokens", "latency_s"}``."""
     start = time.perf_counter()
-    r = httpx.post(f"{url}/v1/completions", timeout=timeout_s,
-                   json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0})
+    r = httpx.post(
+        f"{url}/v1/completions",
+        timeout=timeout_s,
+        json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0},
+    )
     if r.status_code != 200:
         raise EngineError(f"{url}: completion with model {model!r} failed ({r.status_code}): {r.text[:500]}")
     body = r.json()
-    return {"text": body["choices"][0]["text"], "completion_tokens": body.get("usage", {}).get("completion_tokens"),
-            "latency_s": round(time.perf_counter() - start, 3)}
+    return {
+        "text": body["choices"][0]["text"],
+        "completion_tokens": body.get("usage", {}).get("completion_tokens"),
+        "latency_s": round(time.perf_counter() - start, 3),
+    }
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -133,8 +150,6 @@ def tree_rss_mb(pid: int) -> float:
         return 0.0
     total = 0
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += proc.memory_info().rss
-        except psutil.Error:
-            pass
     return total / 2**20

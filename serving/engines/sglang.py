@@ -34,18 +34,46 @@ def gpu_visible() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-def sglang_command(*, python: str, model_path: str, host: str, port: int, served_name: str,
-                   adapters: dict[str, str] | None = None, max_lora_rank: int = 64, max_loras_per_batch: int = 4,
-                   lora: bool = True, extra_args: list[str] | None = None) -> list[str]:
+def sglang_command(
+    *,
+    python: str,
+    model_path: str,
+    host: str,
+    port: int,
+    served_name: str,
+    adapters: dict[str, str] | None = None,
+    max_lora_rank: int = 64,
+    max_loras_per_batch: int = 4,
+    lora: bool = True,
+    extra_args: list[str] | None = None,
+) -> list[str]:
     """``python -m sglang.launch_server`` serving ``model_path`` as ``served_name`` with LoRA slots for the
     adapters (``{name: path}``, loadable later too). ``max_lora_rank`` must cover delta adapters (the sum of
     two adapters' ranks, see :mod:`serving.bundle`). ``lora=False``: plain weights only, at full speed."""
-    cmd = [python, "-m", "sglang.launch_server", "--model-path", model_path, "--host", host, "--port", str(port),
-           "--served-model-name", served_name]
+    cmd = [
+        python,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        model_path,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--served-model-name",
+        served_name,
+    ]
     if not lora:
         return cmd + list(extra_args or [])
-    cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras-per-batch", str(max_loras_per_batch),
-            "--lora-target-modules", *LORA_TARGET_MODULES]
+    cmd += [
+        "--enable-lora",
+        "--max-lora-rank",
+        str(max_lora_rank),
+        "--max-loras-per-batch",
+        str(max_loras_per_batch),
+        "--lora-target-modules",
+        *LORA_TARGET_MODULES,
+    ]
     if adapters:
         cmd += ["--lora-paths", *[f"{name}={path}" for name, path in adapters.items()]]
     return cmd + list(extra_args or [])
@@ -68,17 +96,25 @@ class SGLangEngine(Engine):
         if self.config.lora:  # the bare base model is one delta away from the anchor
             adapters["base"] = folders.delta(None, champion.version)
             models["base"] = f"{self.served_name}:base"
-        return Launch(model_path=folders.merged(champion), adapters=adapters, models=models,
-                      anchor=champion.version)
+        return Launch(model_path=folders.merged(champion), adapters=adapters, models=models, anchor=champion.version)
 
     def command(self, launch: Launch, host: str | None = None) -> list[str]:
         cfg = self.config
-        return sglang_command(python=cfg.python, model_path=launch.model_path, host=host or cfg.host,
-                              port=cfg.port, served_name=self.served_name, adapters=launch.adapters or None,
-                              lora=cfg.lora, max_lora_rank=cfg.max_lora_rank, extra_args=cfg.extra_args)
+        return sglang_command(
+            python=cfg.python,
+            model_path=launch.model_path,
+            host=host or cfg.host,
+            port=cfg.port,
+            served_name=self.served_name,
+            adapters=launch.adapters or None,
+            lora=cfg.lora,
+            max_lora_rank=cfg.max_lora_rank,
+            extra_args=cfg.extra_args,
+        )
 
-    def add_version(self, handle: EngineHandle, release: Release, folders: ModelFolders,
-                    promote: bool = True) -> str | None:
+    def add_version(
+        self, handle: EngineHandle, release: Release, folders: ModelFolders, promote: bool = True
+    ) -> str | None:
         """LoRA engine: the delta of ``release`` against the anchor, loaded with ``/load_lora_adapter``.
         LoRA-free engine: it serves one version, the champion; it takes ``release`` only when ``promote``, by
         swapping in its merged weights (until then, and while a canary runs, the LoRA engine serves it)."""
@@ -102,12 +138,12 @@ class SGLangEngine(Engine):
 
     def load_adapter(self, name: str, path: str, timeout_s: float = 300.0) -> None:
         """``POST /load_lora_adapter``."""
-        r = httpx.post(f"{self.url}/load_lora_adapter", json={"lora_name": name, "lora_path": path},
-                       timeout=timeout_s)
+        r = httpx.post(f"{self.url}/load_lora_adapter", json={"lora_name": name, "lora_path": path}, timeout=timeout_s)
         body = r.text
         if r.status_code != 200 or '"success":false' in body.replace(" ", ""):
-            raise EngineError(f"{self.url}: loading adapter {name!r} from {path} failed ({r.status_code}): "
-                              f"{body[:500]}")
+            raise EngineError(
+                f"{self.url}: loading adapter {name!r} from {path} failed ({r.status_code}): {body[:500]}"
+            )
 
     def unload_adapter(self, name: str, timeout_s: float = 60.0) -> None:
         r = httpx.post(f"{self.url}/unload_lora_adapter", json={"lora_name": name}, timeout=timeout_s)
@@ -120,6 +156,7 @@ class SGLangEngine(Engine):
         r = httpx.post(f"{self.url}/update_weights_from_disk", json={"model_path": model_path}, timeout=timeout_s)
         body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"message": r.text}
         if r.status_code != 200 or not body.get("success", False):
-            raise EngineError(f"{self.url}: updating weights from {model_path} failed ({r.status_code}): "
-                              f"{str(body)[:500]}")
+            raise EngineError(
+                f"{self.url}: updating weights from {model_path} failed ({r.status_code}): {str(body)[:500]}"
+            )
         return body

@@ -86,8 +86,13 @@ def cache_plan(model_dir: str, budget_mb: int, max_batch_tokens: int = DEFAULT_M
     head_dim = c.get("head_dim") or hidden // heads
     m = max_batch_tokens
     logits_row = hidden * a + vocab * 4
-    per_token = (layers * 2 * kv_heads * head_dim * a + (2 * heads + kv_heads) * head_dim * a + 16 + m * a
-                 + logits_row / PAGE_SIZE)
+    per_token = (
+        layers * 2 * kv_heads * head_dim * a
+        + (2 * heads + kv_heads) * head_dim * a
+        + 16
+        + m * a
+        + logits_row / PAGE_SIZE
+    )
     attention_peak = (hidden + heads * head_dim + 2 * kv_heads * head_dim + (2 * heads + kv_heads) * head_dim) * a
     batch = m * (max(logits_row, attention_peak) + 48) + m * m * a
     fixed = (PROCESS_BASELINE_MB + _weights_mb(model_dir)) * 2**20 + batch
@@ -96,18 +101,33 @@ def cache_plan(model_dir: str, budget_mb: int, max_batch_tokens: int = DEFAULT_M
     needed = math.ceil(min(c.get("max_position_embeddings") or MAX_REQUEST_TOKENS, MAX_REQUEST_TOKENS) / PAGE_SIZE) + 1
     if num_blocks < needed:
         need_mb = (fixed + needed * PAGE_SIZE * per_token) / (1 - HEADROOM) / 2**20
-        raise ValueError(f"cpu memory budget {budget_mb} MB is too small for {model_dir}: its weights "
-                         f"({_weights_mb(model_dir):.0f} MB), the engine process ({PROCESS_BASELINE_MB} MB) and a "
-                         f"cache of one {(needed - 1) * PAGE_SIZE}-token request need {need_mb:.0f} MB; raise "
-                         f"serving_engine.cpu_memory_budget_mb or lower --cb-max-batch-tokens ({m})")
+        raise ValueError(
+            f"cpu memory budget {budget_mb} MB is too small for {model_dir}: its weights "
+            f"({_weights_mb(model_dir):.0f} MB), the engine process ({PROCESS_BASELINE_MB} MB) and a "
+            f"cache of one {(needed - 1) * PAGE_SIZE}-token request need {need_mb:.0f} MB; raise "
+            f"serving_engine.cpu_memory_budget_mb or lower --cb-max-batch-tokens ({m})"
+        )
     estimate = (fixed + num_blocks * PAGE_SIZE * per_token) / 2**20
     return CachePlan(num_blocks=num_blocks, max_batch_tokens=m, estimate_mb=round(estimate, 1), budget_mb=budget_mb)
 
 
 def cpu_command(*, python: str, host: str, port: int, extra_args: list[str] | None = None) -> list[str]:
     """``transformers serve`` on ``host:port`` (models are loaded per request from local folders)."""
-    return [python, "-m", "transformers.cli.transformers", "serve", "--host", host, "--port", str(port),
-            "--device", "cpu", "--model-timeout", "86400", *(extra_args or [])]
+    return [
+        python,
+        "-m",
+        "transformers.cli.transformers",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--model-timeout",
+        "86400",
+        *(extra_args or []),
+    ]
 
 
 def _flag(args: list[str], name: str) -> str | None:
@@ -147,14 +167,16 @@ class TransformersCpuEngine(Engine):
             args += ["--cb-num-blocks", str(plan.num_blocks)]
             if _flag(args, "--cb-max-batch-tokens") is None:
                 args += ["--cb-max-batch-tokens", str(plan.max_batch_tokens)]
-        return cpu_command(python=self.config.python, host=host or self.config.host, port=self.config.port,
-                           extra_args=args)
+        return cpu_command(
+            python=self.config.python, host=host or self.config.host, port=self.config.port, extra_args=args
+        )
 
     def memory_limit_mb(self) -> float | None:
         return self.config.memory_budget_mb * self.RSS_LIMIT_FACTOR if self.config.memory_budget_mb else None
 
-    def add_version(self, handle: EngineHandle, release: Release, folders: ModelFolders,
-                    promote: bool = True) -> str | None:
+    def add_version(
+        self, handle: EngineHandle, release: Release, folders: ModelFolders, promote: bool = True
+    ) -> str | None:
         """The version's merged folder is its ``model`` value: loaded by the engine at its first request."""
         if release.version not in handle.models:
             handle.models[release.version] = folders.merged(release)

@@ -59,16 +59,27 @@ class Gateway:
         g = settings.guardrails
         guardrails = Guardrails(g.blocked_patterns, g.injection_threshold, g.max_output_chars)
         if settings.workers > 1 and not settings.redis_url:
-            log.warning("%d workers without redis_url: rate limits apply per worker and usage is not pushed to "
-                        "Feast (each worker would overwrite the others' counts); set redis_url", settings.workers)
+            log.warning(
+                "%d workers without redis_url: rate limits apply per worker and usage is not pushed to "
+                "Feast (each worker would overwrite the others' counts); set redis_url",
+                settings.workers,
+            )
         self.tier_source = TierSource(settings.feast, push=settings.workers == 1 or bool(settings.redis_url))
-        self.log = InferenceLog(settings.log_dir, flush_interval_s=settings.log_flush_interval_s,
-                                commit_timeout_s=settings.log_commit_timeout_s)
+        self.log = InferenceLog(
+            settings.log_dir,
+            flush_interval_s=settings.log_flush_interval_s,
+            commit_timeout_s=settings.log_commit_timeout_s,
+        )
         self.authenticate = Authenticate(self.keys)
         counter = TokenCounter()
-        self.steps = [self.authenticate, ReadBody(settings.limits), Validate(settings.limits), Route(self.router),
-                      Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
-                      Screen(guardrails, self.metrics)]
+        self.steps = [
+            self.authenticate,
+            ReadBody(settings.limits),
+            Validate(settings.limits),
+            Route(self.router),
+            Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
+            Screen(guardrails, self.metrics),
+        ]
         self.screen_output = ScreenOutput(guardrails, self.metrics)
         self.account = Account(self.limiter, self.tier_source, self.metrics, counter)
         self.finish = Log(self.log, self.metrics, settings.log_commit_before_answer)
@@ -86,7 +97,7 @@ class Gateway:
             return await self._complete(call)
         except ApiError as err:
             return await self._error_response(call, err)
-        except Exception as exc:  # noqa: BLE001 — a bug must still answer in JSON and leave a log row
+        except Exception as exc:
             log.exception("request %s failed", call.request_id)
             return await self._error_response(call, internal_error(exc))
         finally:
@@ -106,19 +117,22 @@ class Gateway:
             return
         try:
             await self.account(call)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("request %s: settling its tokens failed", call.request_id)
         try:
             await self.finish(call, status, error)
         except ApiError:
             raise
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("request %s: its log row could not be written", call.request_id)
 
     async def _engine(self, call: Call) -> None:
         req, route = call.req, call.route
-        payload = {**req.sampling(self.settings.limits.passthrough_fields), "max_tokens": call.max_tokens,
-                   "stream": req.stream}
+        payload = {
+            **req.sampling(self.settings.limits.passthrough_fields),
+            "max_tokens": call.max_tokens,
+            "stream": req.stream,
+        }
         if isinstance(req, ChatRequest):
             path, payload["messages"] = "/v1/chat/completions", req.engine_messages()
         else:
@@ -128,20 +142,37 @@ class Gateway:
         try:
             served = await self.pool.call(path, route.models, payload, stream=req.stream)
         except EngineRejected as exc:
-            message = exc.body.get("error", {}).get("message", str(exc.body)) if isinstance(exc.body, dict) \
-                else str(exc.body)
-            raise ApiError(exc.status if exc.status != 404 else 400, f"the engine rejected the request: {message}",
-                           code="engine_rejected") from exc
+            message = (
+                exc.body.get("error", {}).get("message", str(exc.body)) if isinstance(exc.body, dict) else str(exc.body)
+            )
+            raise ApiError(
+                exc.status if exc.status != 404 else 400,
+                f"the engine rejected the request: {message}",
+                code="engine_rejected",
+            ) from exc
         except RequestFailed as exc:
-            raise ApiError(502, f"the engine failed on this request (HTTP {exc.status}) while it serves others; "
-                           "the request was not retried", kind="server_error", code="engine_request_failed") from exc
+            raise ApiError(
+                502,
+                f"the engine failed on this request (HTTP {exc.status}) while it serves others; "
+                "the request was not retried",
+                kind="server_error",
+                code="engine_request_failed",
+            ) from exc
         except Unavailable as exc:
-            raise ApiError(503, f"no engine available: {exc}", kind="server_error", code="engine_unavailable",
-                           headers={"Retry-After": "5"}) from exc
+            raise ApiError(
+                503,
+                f"no engine available: {exc}",
+                kind="server_error",
+                code="engine_unavailable",
+                headers={"Retry-After": "5"},
+            ) from exc
         call.served = served
-        call.row.update(engine=served.engine, served_model=route.models[served.engine],
-                        adapter=route.models[served.engine],
-                        route="fallback" if served.position > 0 else route.route)
+        call.row.update(
+            engine=served.engine,
+            served_model=route.models[served.engine],
+            adapter=route.models[served.engine],
+            route="fallback" if served.position > 0 else route.route,
+        )
 
     async def _complete(self, call: Call) -> Response:
         body = call.served.body
@@ -158,9 +189,14 @@ class Gateway:
             out_choice["message"] = {"role": "assistant", "content": text}
         else:
             out_choice.update(text=text, logprobs=None)
-        response = {"id": call.request_id, "object": "chat.completion" if call.chat else "text_completion",
-                    "created": int(time.time()), "model": call.req.model, "choices": [out_choice],
-                    "usage": self._usage_body(call)}
+        response = {
+            "id": call.request_id,
+            "object": "chat.completion" if call.chat else "text_completion",
+            "created": int(time.time()),
+            "model": call.req.model,
+            "choices": [out_choice],
+            "usage": self._usage_body(call),
+        }
         self.metrics.latency.labels(call.endpoint, call.row.route, "false").observe(call.elapsed_ms() / 1000)
         await self.finish(call, 200)  # the answer leaves once its row is on disk
         return JSONResponse(response, headers=call.headers)
@@ -181,8 +217,9 @@ class Gateway:
             async for event in events:
                 yield event
 
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", **call.headers})
+        return StreamingResponse(
+            body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **call.headers}
+        )
 
     async def _stream(self, call: Call):
         chat, req = call.chat, call.req
@@ -198,14 +235,31 @@ class Gateway:
                 choice["delta"] = {"content": delta_text} if delta_text is not None else {}
             else:
                 choice.update(text=delta_text or "", logprobs=None)
-            return "data: " + jsonio.dumps({"id": call.request_id, "object": kind, "created": created,
-                                            "model": req.model, "choices": [choice]}) + "\n\n"
+            return (
+                "data: "
+                + jsonio.dumps(
+                    {"id": call.request_id, "object": kind, "created": created, "model": req.model, "choices": [choice]}
+                )
+                + "\n\n"
+            )
 
         try:
             if chat:  # OpenAI streams open with the assistant role
-                yield "data: " + json.dumps({"id": call.request_id, "object": kind, "created": created,
-                                              "model": req.model, "choices": [{"index": 0, "finish_reason": None,
-                                              "delta": {"role": "assistant", "content": ""}}]}) + "\n\n"
+                yield (
+                    "data: "
+                    + json.dumps(
+                        {
+                            "id": call.request_id,
+                            "object": kind,
+                            "created": created,
+                            "model": req.model,
+                            "choices": [
+                                {"index": 0, "finish_reason": None, "delta": {"role": "assistant", "content": ""}}
+                            ],
+                        }
+                    )
+                    + "\n\n"
+                )
             async for chunk in self.pool.iter_events(call.served):
                 if chunk.get("usage"):
                     usage = chunk["usage"]
@@ -233,12 +287,23 @@ class Gateway:
                     break
         except EngineFailure as exc:
             error, finish = exc.kind, "error"
-            yield "data: " + json.dumps({"error": {"message": f"the engine failed mid-stream: {exc}",
-                                                   "type": "server_error", "code": exc.kind}}) + "\n\n"
+            yield (
+                "data: "
+                + json.dumps(
+                    {
+                        "error": {
+                            "message": f"the engine failed mid-stream: {exc}",
+                            "type": "server_error",
+                            "code": exc.kind,
+                        }
+                    }
+                )
+                + "\n\n"
+            )
         except (asyncio.CancelledError, GeneratorExit):
             error, finish = "client_disconnected", "cancelled"
             raise
-        except Exception as exc:  # noqa: BLE001 — our bug mid-stream: end the stream in JSON, keep the row
+        except Exception as exc:
             log.exception("request %s failed mid-stream", call.request_id)
             error, finish = "internal_error", "error"
             yield "data: " + json.dumps(internal_error(exc).body()) + "\n\n"
@@ -255,9 +320,20 @@ class Gateway:
         if error is None:
             yield event(None, finish or "stop")
             if req.stream_options and req.stream_options.include_usage:
-                yield "data: " + json.dumps({"id": call.request_id, "object": kind, "created": created,
-                                              "model": req.model, "choices": [],
-                                              "usage": self._usage_body(call)}) + "\n\n"
+                yield (
+                    "data: "
+                    + json.dumps(
+                        {
+                            "id": call.request_id,
+                            "object": kind,
+                            "created": created,
+                            "model": req.model,
+                            "choices": [],
+                            "usage": self._usage_body(call),
+                        }
+                    )
+                    + "\n\n"
+                )
         yield "data: [DONE]\n\n"
 
     async def _end_stream(self, call: Call, error: str | None) -> ApiError | None:
@@ -274,9 +350,13 @@ class Gateway:
     def ready(self) -> tuple[bool, dict]:
         table = self.router.table()
         states = self.pool.states()
-        detail = {"routed": bool(table), "stable": table.get("stable") if table else None,
-                  "canary": table.get("canary") if table else None, "engines": states,
-                  "log": "failing" if self.log.failing else "ok"}
+        detail = {
+            "routed": bool(table),
+            "stable": table.get("stable") if table else None,
+            "canary": table.get("canary") if table else None,
+            "engines": states,
+            "log": "failing" if self.log.failing else "ok",
+        }
         return bool(table) and any(s != "open" for s in states.values()) and not self.log.failing, detail
 
 
@@ -344,8 +424,13 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             await gateway.authenticate(call)
         except ApiError as err:
             return err.response()
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "crawl2serve"}
-                                           for m in gateway.router.public_models()]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "crawl2serve"}
+                for m in gateway.router.public_models()
+            ],
+        }
 
     @app.post("/v1/completions")
     async def completions(request: Request):

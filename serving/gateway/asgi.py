@@ -7,5 +7,6 @@ import os
 from .app import create_app
 from .settings import GatewaySettings
 
-app = create_app(GatewaySettings.load(os.environ["CRAWL2SERVE_GATEWAY_CONFIG"]),
-                 metrics_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+app = create_app(
+    GatewaySettings.load(os.environ["CRAWL2SERVE_GATEWAY_CONFIG"]), metrics_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"]
+)

@@ -71,8 +71,9 @@ class ApiKey:
 class KeyStore:
     """Hashed API keys in a JSON file, reloaded when the file changes (checked at most once a second)."""
 
-    def __init__(self, path: str | os.PathLike[str], clock: Callable[[], float] = time.monotonic,
-                 reload_interval_s: float = 1.0):
+    def __init__(
+        self, path: str | os.PathLike[str], clock: Callable[[], float] = time.monotonic, reload_interval_s: float = 1.0
+    ):
         self.path = Path(path)
         self._clock = clock
         self._reload_interval_s = reload_interval_s
@@ -82,8 +83,9 @@ class KeyStore:
         self._checked_at = float("-inf")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], clock: Callable[[], float] = time.monotonic,
-             reload_interval_s: float = 1.0) -> "KeyStore":
+    def load(
+        cls, path: str | os.PathLike[str], clock: Callable[[], float] = time.monotonic, reload_interval_s: float = 1.0
+    ) -> "KeyStore":
         """Open the store at ``path`` (a missing file is an empty store; a malformed one is a ValueError)."""
         store = cls(path, clock=clock, reload_interval_s=reload_interval_s)
         with store._lock:
@@ -123,8 +125,12 @@ class KeyStore:
             raise ValueError("tier must be a non-empty string")
         key = generate_key()
         api_key = ApiKey(key_id="k_" + secrets.token_hex(6), tenant=tenant, tier=tier)
-        entry = {"key_id": api_key.key_id, "tenant": tenant, "tier": tier,
-                 "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        entry = {
+            "key_id": api_key.key_id,
+            "tenant": tenant,
+            "tier": tier,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         with self._locked_for_write():
             self._entries[hash_key(key)] = entry
             self._write()

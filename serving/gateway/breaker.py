@@ -27,8 +27,14 @@ class CircuitBreaker:
     Thread-safe; state-change callbacks run outside the lock and their exceptions are logged, not raised.
     """
 
-    def __init__(self, name: str, failure_threshold: int = 5, reset_timeout_s: float = 10.0,
-                 half_open_max_calls: int = 1, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        name: str,
+        failure_threshold: int = 5,
+        reset_timeout_s: float = 10.0,
+        half_open_max_calls: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         if failure_threshold < 1:
             raise ValueError(f"breaker {name!r}: failure_threshold must be >= 1, got {failure_threshold}")
         if half_open_max_calls < 1:
@@ -50,7 +56,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> str:
-        """"closed", "open" or "half_open". Open turns half_open in the first ``allow()`` after the
+        """ "closed", "open" or "half_open". Open turns half_open in the first ``allow()`` after the
         timeout, so the state always matches what the on_change callbacks were told."""
         return self._state
 
@@ -176,10 +182,15 @@ class RetryPolicy:
         capped = min(self.max_delay_s, self.base_delay_s * 2.0 ** min(attempt - 1, 64))
         return capped * (1.0 - self.jitter * rng())
 
-    async def run(self, fn: Callable[[], Awaitable[T]], *, retry_on: tuple[type[BaseException], ...],
-                  give_up_on: tuple[type[BaseException], ...] = (),
-                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                  rng: Callable[[], float] = random.random) -> T:
+    async def run(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        retry_on: tuple[type[BaseException], ...],
+        give_up_on: tuple[type[BaseException], ...] = (),
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> T:
         """Await ``fn()`` up to ``attempts`` times, retrying only on ``retry_on`` exceptions (but never on
         ``give_up_on`` ones, which propagate at once); the last failure propagates. Cancellation is never retried."""
         for attempt in range(1, self.attempts + 1):

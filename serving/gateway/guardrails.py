@@ -173,359 +173,773 @@ class TextIndex:
 # milliseconds.
 
 # English vocabulary shared by several rules
-_DISMISS = (r"(?:ignore|ignoring|disregard|forget|override|overrule|bypass|skip|discard|drop|abandon|neglect"
-            r"|scrap|erase|nullify|(?:set|put|cast|push|lay)\s+aside|throw\s+(?:out|away)"
-            r"|pay\s+no\s+(?:attention|heed|mind)\s+to|take\s+no\s+notice\s+of|no\s+longer\s+(?:follow|obey)"
-            r"|(?<!\bi\s)(?<!\bwe\s)(?:do\s+not|don'?t)\s+(?:follow|obey|adhere\s+to|listen\s+to|comply\s+with)"
-            r"|(?:stop|quit)\s+(?:following|obeying|adhering\s+to|listening\s+to|complying\s+with))")
+_DISMISS = (
+    r"(?:ignore|ignoring|disregard|forget|override|overrule|bypass|skip|discard|drop|abandon|neglect"
+    r"|scrap|erase|nullify|(?:set|put|cast|push|lay)\s+aside|throw\s+(?:out|away)"
+    r"|pay\s+no\s+(?:attention|heed|mind)\s+to|take\s+no\s+notice\s+of|no\s+longer\s+(?:follow|obey)"
+    r"|(?<!\bi\s)(?<!\bwe\s)(?:do\s+not|don'?t)\s+(?:follow|obey|adhere\s+to|listen\s+to|comply\s+with)"
+    r"|(?:stop|quit)\s+(?:following|obeying|adhering\s+to|listening\s+to|complying\s+with))"
+)
 _DETS = r"(?:(?:all|any|every|each|the|your|my|these|those|of|that|such|its|their|our|previously)\s+)"
-_PREV = (r"(?:previous|prior|above|earlier|preceding|foregoing|original|initial|old|former|past|aforementioned"
-         r"|above-?mentioned)")
-_NOUN = (r"(?:instructions?|prompts?|rules|directions|directives?|guidelines|guidance|commands|orders"
-         r"|programming|constraints|restrictions|polic(?:y|ies)|system\s+(?:prompts?|messages?)|conditioning)")
-_REVEAL = (r"(?:reveal|print|show|display|output|repeat|recite|leak|dump|tell\s+me|give\s+me|share|expose"
-           r"|disclose|divulge|write\s+(?:out|down)|type\s+out|spell\s+out|echo|return|list|quote|copy|paste"
-           r"|reproduce|translate|summari[sz]e|reply\s+with|respond\s+with|send\s+me|what\s+(?:is|are|was|were)"
-           r"|what's)")
-_ADJ = (r"(?:(?:full|entire|complete|exact|original|initial|secret|hidden|internal|confidential|first|real"
-        r"|actual|underlying|whole|verbatim)\s+)")
+_PREV = (
+    r"(?:previous|prior|above|earlier|preceding|foregoing|original|initial|old|former|past|aforementioned"
+    r"|above-?mentioned)"
+)
+_NOUN = (
+    r"(?:instructions?|prompts?|rules|directions|directives?|guidelines|guidance|commands|orders"
+    r"|programming|constraints|restrictions|polic(?:y|ies)|system\s+(?:prompts?|messages?)|conditioning)"
+)
+_REVEAL = (
+    r"(?:reveal|print|show|display|output|repeat|recite|leak|dump|tell\s+me|give\s+me|share|expose"
+    r"|disclose|divulge|write\s+(?:out|down)|type\s+out|spell\s+out|echo|return|list|quote|copy|paste"
+    r"|reproduce|translate|summari[sz]e|reply\s+with|respond\s+with|send\s+me|what\s+(?:is|are|was|were)"
+    r"|what's)"
+)
+_ADJ = (
+    r"(?:(?:full|entire|complete|exact|original|initial|secret|hidden|internal|confidential|first|real"
+    r"|actual|underlying|whole|verbatim)\s+)"
+)
 _GAP = r"[^.!?\n]{0,40}?"  # a short gap inside one sentence
-_YOU_WERE_TOLD = (r"(?:you(?:'ve|'d|\s+have|\s+had|\s+were|\s+was)?\s+(?:been\s+)?(?:told|given|instructed|taught"
-                  r"|programmed|trained|shown|fed|configured|initiali[sz]ed)|you\s+(?:received|got))")
+_YOU_WERE_TOLD = (
+    r"(?:you(?:'ve|'d|\s+have|\s+had|\s+were|\s+was)?\s+(?:been\s+)?(?:told|given|instructed|taught"
+    r"|programmed|trained|shown|fed|configured|initiali[sz]ed)|you\s+(?:received|got))"
+)
 
 RULE_TABLE: dict[str, tuple[float, dict[str, list[str | tuple[str, tuple[str, ...]]]]]] = {
     # "ignore all previous instructions", "disregard the prior rules", "forget earlier prompts"
-    "ignore_previous_instructions": (0.6, {
-        "en": [
-            rf"\b{_DISMISS}\s+{_DETS}{{0,4}}?{_PREV}\s+(?:[\w-]+\s+){{0,2}}?{_NOUN}\b",
-            (rf"\b{_DISMISS}\s+{_DETS}{{0,3}}?{_NOUN}\s+(?:(?:given|provided|written|stated|listed|shown|set)\s+)?"
-             r"(?:above|before|earlier|previously|so\s+far|until\s+now|up\s+to\s+(?:now|here|this\s+point))\b"),
-            # "pay no attention to what you were told before", "set aside everything your developers told you"
-            (rf"\b{_DISMISS}\s+(?:(?:all|any|of|about)\s+){{0,2}}(?:what|everything|anything|all|whatever)\s+"
-             rf"(?:that\s+)?(?:{_YOU_WERE_TOLD}\s+(?:[\w-]+\s+){{0,3}}?(?:before|earlier|previously|so\s+far"
-             r"|until\s+now|at\s+the\s+(?:start|beginning)|in\s+(?:this|the|your)\s+(?:conversation|chat|prompt))"
-             r"|(?:your\s+|the\s+)?(?:developers?|creators?|makers?|admins?|administrators?|operators?|owners?"
-             r"|programmers?|trainers?|company|openai|anthropic|they)\s+(?:has\s+|have\s+|had\s+)?(?:told|instructed"
-             r"|taught|programmed|asked|trained)\s+you)"),
-        ],
-        "de": [(r"\b(?:ignorier|vergiss|vergesst|vergessen\s+sie|missachte|verwirf|überseh)\w*\s+(?:\w+\s+){0,3}?"
-                r"(?:vorherig|vorig|bisherig|obig|früher|vorangegangen|vorangehend|ursprünglich|alten?\b)\w*\s+"
-                r"(?:anweisung|instruktion|befehl|regel|vorgabe|richtlinie|anordnung|prompt)")],
-        "fr": [(r"\b(?:ignore|oublie|néglige|ne\s+tiens?\s+(?:pas\s+)?compte\s+d|fais\s+abstraction\s+d)\w*\s+"
-                r"(?:\w+\s+){0,3}?(?:instructions?|consignes?|directives?|règles|ordres|indications)\s+"
-                r"(?:précédentes?|antérieures?|ci-dessus|d'avant|initiales?|originales?|préalables?|données)"),
-               (r"\b(?:ignore|oublie)\w*\s+(?:\w+\s+){0,2}?(?:précédentes?|anciennes?)\s+"
-                r"(?:instructions?|consignes?|directives?|règles)")],
-        "es": [(r"\b(?:ignora|ignore|ignorad|ignoren|olvida|olvide|olvidad|olviden|descarta|descarte|omite|omita"
-                r"|haz\s+caso\s+omiso\s+(?:a|de))\w*\s+(?:\w+\s+){0,3}?(?:instrucciones|indicaciones|reglas|órdenes"
-                r"|directrices|normas|directivas)\s+(?:anteriores|previas|de\s+arriba|originales|iniciales"
-                r"|precedentes|recibidas)")],
-        "it": [(r"\b(?:ignora|ignorate|ignori|dimentica|dimenticate|dimentichi|tralascia|trascura|scorda)\w*\s+"
-                r"(?:\w+\s+){0,3}?(?:istruzioni|indicazioni|regole|direttive|ordini|consegne)\s+(?:precedenti"
-                r"|anteriori|di\s+prima|sopra|iniziali|originali|ricevute)")],
-        "pt": [(r"\b(?:ignore|ignora|ignorem|esqueça|esqueca|esquece|esqueçam|desconsidere|desconsidera|descarte)\w*"
-                r"\s+(?:\w+\s+){0,3}?(?:instruções|instrucoes|regras|orientações|orientacoes|diretrizes|ordens"
-                r"|comandos)\s+(?:anteriores|prévias|previas|acima|iniciais|originais|recebidas)")],
-        "nl": [(r"\b(?:negeer|vergeet|negeren|vergeten|veronachtzaam)\s+(?:\w+\s+){0,3}?(?:vorige|eerdere"
-                r"|voorgaande|bovenstaande|oorspronkelijke|oude)\s+(?:instructies|aanwijzingen|regels|opdrachten"
-                r"|richtlijnen|prompts?)")],
-        "sv": [(r"\b(?:ignorera|glöm|strunta\s+i|bortse\s+från)\s+(?:\w+\s+){0,3}?(?:tidigare|föregående"
-                r"|ovanstående|ursprungliga|gamla)\s+(?:instruktion|regl|anvisning|direktiv|order)\w*")],
-        "pl": [(r"\b(?:zignoruj|ignoruj|zapomnij(?:\s+o)?|pomiń|olej|nie\s+zważaj\s+na)\s+(?:\w+\s+){0,3}?"
-                r"(?:poprzedni|wcześniejsz|powyższ|dotychczasow|pierwotn)\w*\s+(?:instrukcj|polece|zasad|reguł"
-                r"|wytyczn|komend)\w*")],
-        "tr": [(r"\b(?:önceki|yukarıdaki|daha\s+önceki|ilk|orijinal|eski)\s+(?:\w+\s+){0,2}?(?:talimat|komut|kural"
-                r"|yönerge|direktif|istem)\w*\s+(?:\w+\s+){0,2}?(?:yok\s+say|görmezden\s+gel|unut|dikkate\s+alma"
-                r"|göz\s+ardı\s+et|umursama|boşver)")],
-        "id": [(r"\b(?:abaikan|lupakan|acuhkan)\s+(?:\w+\s+){0,3}?(?:instruksi|perintah|aturan|petunjuk|arahan)"
-                r"\s+(?:sebelumnya|terdahulu|di\s+atas|awal|asli)")],
-        "vi": [(r"(?:bỏ\s+qua|phớt\s+lờ|lờ\s+đi|quên\s+(?:đi\s+)?|bỏ\s+ngoài\s+tai|không\s+cần\s+tuân\s+theo)\s+"
-                r"(?:\S+\s+){0,4}?(?:hướng\s+dẫn|chỉ\s+dẫn|chỉ\s+thị|quy\s+tắc|mệnh\s+lệnh|lệnh|yêu\s+cầu)\s+"
-                r"(?:\S+\s+)?(?:trước|ban\s+đầu|ở\s+trên|cũ)")],
-        "ru": [(r"(?:игнорируй|проигнорируй|забудь|не\s+обращай\w*\s+внимания\s+на|отбрось|пренебреги|не\s+слушай"
-                r"|не\s+следуй|не\s+выполняй)\w*\s+(?:\w+\s+){0,3}?(?:предыдущ|прежн|предшествующ|вышеуказанн"
-                r"|вышеприведенн|вышеприведённ|изначальн|первоначальн|стар|данн)\w*\s+(?:инструкци|указани|правил"
-                r"|команд|установк|директив|промпт)\w*")],
-        "zh": [(r"(?:忽略|忽视|无视|無視|忽視|忘记|忘記|忘掉|不要理会|不要理會|不要管|跳过|跳過|放弃|放棄|抛开|拋開|别管|別管)"
-                r"[^。！？\n]{0,8}?(?:之前|以前|先前|上面|上述|此前|前面|原来|原來|原有|原先|早先|已有|以上)"
-                r"[^。！？\n]{0,8}?(?:指令|指示|说明|說明|规则|規則|提示|设定|設定|要求|命令|约束|約束)")],
-        "ja": [(r"(?:以前|前|これまで|上記|先ほど|最初|元|今まで|上|既存)の[^。！？\n]{0,12}?(?:指示|命令|ルール|指令|設定"
-                r"|制約|インストラクション|プロンプト)[^。！？\n]{0,12}?(?:無視|忘れ|破棄|従わな|捨て)")],
-        "ko": [(r"(?:이전|앞|위|기존|원래|처음|앞서|지금까지)(?:의|에)?\s*[^.!?\n]{0,12}?(?:지시|지침|명령|규칙|설정|프롬프트"
-                r"|제약)[^.!?\n]{0,12}?(?:무시|잊어|잊고|잊으|따르지)")],
-        "ar": [(r"(?:تجاهل|انس|إنس|اهمل|أهمل|لا\s+تلتزم\s+ب|تخل\s+عن|لا\s+تتبع)\S*\s+(?:\S+\s+){0,3}?(?:ال)?"
-                r"(?:تعليمات|أوامر|اوامر|قواعد|إرشادات|ارشادات|توجيهات)\s+(?:ال)?(?:سابقة|أصلية|اصلية|أعلاه|مذكورة"
-                r"|قديمة|أولى)")],
-        "hi": [(r"(?:पिछले|पिछली|पहले\s+के|पहले\s+दिए|पूर्व|ऊपर\s+(?:दिए|के|लिखे)|मूल)\s+(?:\S+\s+){0,3}?(?:निर्देश|नियम"
-                r"|आदेश|हिदायत)\S*\s+(?:\S+\s+){0,2}?(?:अनदेखा|नज़रअंदाज़|नजरअंदाज|भूल|उपेक्षा|ध्यान\s+न)")],
-    }),
+    "ignore_previous_instructions": (
+        0.6,
+        {
+            "en": [
+                rf"\b{_DISMISS}\s+{_DETS}{{0,4}}?{_PREV}\s+(?:[\w-]+\s+){{0,2}}?{_NOUN}\b",
+                (
+                    rf"\b{_DISMISS}\s+{_DETS}{{0,3}}?{_NOUN}\s+(?:(?:given|provided|written|stated|listed|shown|set)\s+)?"
+                    r"(?:above|before|earlier|previously|so\s+far|until\s+now|up\s+to\s+(?:now|here|this\s+point))\b"
+                ),
+                # "pay no attention to what you were told before", "set aside everything your developers told you"
+                (
+                    rf"\b{_DISMISS}\s+(?:(?:all|any|of|about)\s+){{0,2}}(?:what|everything|anything|all|whatever)\s+"
+                    rf"(?:that\s+)?(?:{_YOU_WERE_TOLD}\s+(?:[\w-]+\s+){{0,3}}?(?:before|earlier|previously|so\s+far"
+                    r"|until\s+now|at\s+the\s+(?:start|beginning)|in\s+(?:this|the|your)\s+(?:conversation|chat|prompt))"
+                    r"|(?:your\s+|the\s+)?(?:developers?|creators?|makers?|admins?|administrators?|operators?|owners?"
+                    r"|programmers?|trainers?|company|openai|anthropic|they)\s+(?:has\s+|have\s+|had\s+)?(?:told|instructed"
+                    r"|taught|programmed|asked|trained)\s+you)"
+                ),
+            ],
+            "de": [
+                (
+                    r"\b(?:ignorier|vergiss|vergesst|vergessen\s+sie|missachte|verwirf|überseh)\w*\s+(?:\w+\s+){0,3}?"
+                    r"(?:vorherig|vorig|bisherig|obig|früher|vorangegangen|vorangehend|ursprünglich|alten?\b)\w*\s+"
+                    r"(?:anweisung|instruktion|befehl|regel|vorgabe|richtlinie|anordnung|prompt)"
+                )
+            ],
+            "fr": [
+                (
+                    r"\b(?:ignore|oublie|néglige|ne\s+tiens?\s+(?:pas\s+)?compte\s+d|fais\s+abstraction\s+d)\w*\s+"
+                    r"(?:\w+\s+){0,3}?(?:instructions?|consignes?|directives?|règles|ordres|indications)\s+"
+                    r"(?:précédentes?|antérieures?|ci-dessus|d'avant|initiales?|originales?|préalables?|données)"
+                ),
+                (
+                    r"\b(?:ignore|oublie)\w*\s+(?:\w+\s+){0,2}?(?:précédentes?|anciennes?)\s+"
+                    r"(?:instructions?|consignes?|directives?|règles)"
+                ),
+            ],
+            "es": [
+                (
+                    r"\b(?:ignora|ignore|ignorad|ignoren|olvida|olvide|olvidad|olviden|descarta|descarte|omite|omita"
+                    r"|haz\s+caso\s+omiso\s+(?:a|de))\w*\s+(?:\w+\s+){0,3}?(?:instrucciones|indicaciones|reglas|órdenes"
+                    r"|directrices|normas|directivas)\s+(?:anteriores|previas|de\s+arriba|originales|iniciales"
+                    r"|precedentes|recibidas)"
+                )
+            ],
+            "it": [
+                (
+                    r"\b(?:ignora|ignorate|ignori|dimentica|dimenticate|dimentichi|tralascia|trascura|scorda)\w*\s+"
+                    r"(?:\w+\s+){0,3}?(?:istruzioni|indicazioni|regole|direttive|ordini|consegne)\s+(?:precedenti"
+                    r"|anteriori|di\s+prima|sopra|iniziali|originali|ricevute)"
+                )
+            ],
+            "pt": [
+                (
+                    r"\b(?:ignore|ignora|ignorem|esqueça|esqueca|esquece|esqueçam|desconsidere|desconsidera|descarte)\w*"
+                    r"\s+(?:\w+\s+){0,3}?(?:instruções|instrucoes|regras|orientações|orientacoes|diretrizes|ordens"
+                    r"|comandos)\s+(?:anteriores|prévias|previas|acima|iniciais|originais|recebidas)"
+                )
+            ],
+            "nl": [
+                (
+                    r"\b(?:negeer|vergeet|negeren|vergeten|veronachtzaam)\s+(?:\w+\s+){0,3}?(?:vorige|eerdere"
+                    r"|voorgaande|bovenstaande|oorspronkelijke|oude)\s+(?:instructies|aanwijzingen|regels|opdrachten"
+                    r"|richtlijnen|prompts?)"
+                )
+            ],
+            "sv": [
+                (
+                    r"\b(?:ignorera|glöm|strunta\s+i|bortse\s+från)\s+(?:\w+\s+){0,3}?(?:tidigare|föregående"
+                    r"|ovanstående|ursprungliga|gamla)\s+(?:instruktion|regl|anvisning|direktiv|order)\w*"
+                )
+            ],
+            "pl": [
+                (
+                    r"\b(?:zignoruj|ignoruj|zapomnij(?:\s+o)?|pomiń|olej|nie\s+zważaj\s+na)\s+(?:\w+\s+){0,3}?"
+                    r"(?:poprzedni|wcześniejsz|powyższ|dotychczasow|pierwotn)\w*\s+(?:instrukcj|polece|zasad|reguł"
+                    r"|wytyczn|komend)\w*"
+                )
+            ],
+            "tr": [
+                (
+                    r"\b(?:önceki|yukarıdaki|daha\s+önceki|ilk|orijinal|eski)\s+(?:\w+\s+){0,2}?(?:talimat|komut|kural"
+                    r"|yönerge|direktif|istem)\w*\s+(?:\w+\s+){0,2}?(?:yok\s+say|görmezden\s+gel|unut|dikkate\s+alma"
+                    r"|göz\s+ardı\s+et|umursama|boşver)"
+                )
+            ],
+            "id": [
+                (
+                    r"\b(?:abaikan|lupakan|acuhkan)\s+(?:\w+\s+){0,3}?(?:instruksi|perintah|aturan|petunjuk|arahan)"
+                    r"\s+(?:sebelumnya|terdahulu|di\s+atas|awal|asli)"
+                )
+            ],
+            "vi": [
+                (
+                    r"(?:bỏ\s+qua|phớt\s+lờ|lờ\s+đi|quên\s+(?:đi\s+)?|bỏ\s+ngoài\s+tai|không\s+cần\s+tuân\s+theo)\s+"
+                    r"(?:\S+\s+){0,4}?(?:hướng\s+dẫn|chỉ\s+dẫn|chỉ\s+thị|quy\s+tắc|mệnh\s+lệnh|lệnh|yêu\s+cầu)\s+"
+                    r"(?:\S+\s+)?(?:trước|ban\s+đầu|ở\s+trên|cũ)"
+                )
+            ],
+            "ru": [
+                (
+                    r"(?:игнорируй|проигнорируй|забудь|не\s+обращай\w*\s+внимания\s+на|отбрось|пренебреги|не\s+слушай"
+                    r"|не\s+следуй|не\s+выполняй)\w*\s+(?:\w+\s+){0,3}?(?:предыдущ|прежн|предшествующ|вышеуказанн"
+                    r"|вышеприведенн|вышеприведённ|изначальн|первоначальн|стар|данн)\w*\s+(?:инструкци|указани|правил"
+                    r"|команд|установк|директив|промпт)\w*"
+                )
+            ],
+            "zh": [
+                (
+                    r"(?:忽略|忽视|无视|無視|忽視|忘记|忘記|忘掉|不要理会|不要理會|不要管|跳过|跳過|放弃|放棄|抛开|拋開|别管|別管)"
+                    r"[^。！？\n]{0,8}?(?:之前|以前|先前|上面|上述|此前|前面|原来|原來|原有|原先|早先|已有|以上)"
+                    r"[^。！？\n]{0,8}?(?:指令|指示|说明|說明|规则|規則|提示|设定|設定|要求|命令|约束|約束)"
+                )
+            ],
+            "ja": [
+                (
+                    r"(?:以前|前|これまで|上記|先ほど|最初|元|今まで|上|既存)の[^。！？\n]{0,12}?(?:指示|命令|ルール|指令|設定"
+                    r"|制約|インストラクション|プロンプト)[^。！？\n]{0,12}?(?:無視|忘れ|破棄|従わな|捨て)"
+                )
+            ],
+            "ko": [
+                (
+                    r"(?:이전|앞|위|기존|원래|처음|앞서|지금까지)(?:의|에)?\s*[^.!?\n]{0,12}?(?:지시|지침|명령|규칙|설정|프롬프트"
+                    r"|제약)[^.!?\n]{0,12}?(?:무시|잊어|잊고|잊으|따르지)"
+                )
+            ],
+            "ar": [
+                (
+                    r"(?:تجاهل|انس|إنس|اهمل|أهمل|لا\s+تلتزم\s+ب|تخل\s+عن|لا\s+تتبع)\S*\s+(?:\S+\s+){0,3}?(?:ال)?"
+                    r"(?:تعليمات|أوامر|اوامر|قواعد|إرشادات|ارشادات|توجيهات)\s+(?:ال)?(?:سابقة|أصلية|اصلية|أعلاه|مذكورة"
+                    r"|قديمة|أولى)"
+                )
+            ],
+            "hi": [
+                (
+                    r"(?:पिछले|पिछली|पहले\s+के|पहले\s+दिए|पूर्व|ऊपर\s+(?:दिए|के|लिखे)|मूल)\s+(?:\S+\s+){0,3}?(?:निर्देश|नियम"
+                    r"|आदेश|हिदायत)\S*\s+(?:\S+\s+){0,2}?(?:अनदेखा|नज़रअंदाज़|नजरअंदाज|भूल|उपेक्षा|ध्यान\s+न)"
+                )
+            ],
+        },
+    ),
     # "forget your rules", "stop following your guidelines", "drop its safety rules"
-    "dismiss_your_rules": (0.5, {
-        "en": [(rf"\b{_DISMISS}\s+(?:(?:all|any|every|each|of)\s+){{0,2}}(?:your|its|the\s+(?:assistant|ai|model|bot)"
-                r"'?s?)\s+(?:(?:own|safety|content|ethical|moral|built-?in|internal|core|usual|normal|standard"
-                r"|programmed|hard-?coded|system)\s+){0,2}(?:rules|instructions|guidelines|restrictions|programming"
-                r"|directives|policies|policy|filters|constraints|limitations|limits|training|principles|values"
-                r"|ethics|morals|safeguards|guardrails|system\s+prompt|prompt|conditioning)\b")],
-        "de": [(r"\b(?:ignorier|vergiss|vergesst|missachte|verwirf)\w*\s+(?:alle\s+)?(?:deine|ihre|eure|alle|sämtliche)"
-                r"\s+(?:\w+\s+)?(?:regeln|anweisungen|richtlinien|vorgaben|einschränkungen|beschränkungen|filter)")],
-        "fr": [(r"\b(?:ignore|oublie)\w*\s+(?:toutes\s+)?(?:tes|vos|toutes\s+les|les)\s+(?:\w+\s+)?(?:règles|consignes"
-                r"|instructions|directives|restrictions|limites)\b(?!\s+(?:de|du|des|pour)\b)")],
-        "es": [(r"\b(?:olvida|ignora|olvide|ignore|olvidad|ignorad)\s+(?:todas\s+)?(?:tus|sus|vuestras|todas\s+las)\s+"
-                r"(?:\w+\s+)?(?:reglas|instrucciones|normas|restricciones|directrices|limitaciones)\b")],
-        "it": [(r"\b(?:dimentica|ignora|dimenticate|ignorate)\s+(?:tutte\s+)?(?:le\s+tue|le\s+vostre|tutte\s+le)\s+"
-                r"(?:\w+\s+)?(?:regole|istruzioni|restrizioni|direttive|limitazioni)\b")],
-        "pt": [(r"\b(?:esqueça|esqueca|esquece|ignore|ignora)\s+(?:todas\s+)?(?:as\s+)?(?:suas|tuas|todas\s+as)\s+"
-                r"(?:\w+\s+)?(?:regras|instruções|instrucoes|restrições|restricoes|diretrizes|limitações)\b")],
-        "nl": [(r"\b(?:negeer|vergeet)\s+(?:al\s+)?(?:je|jouw|uw|alle)\s+(?:\w+\s+)?(?:regels|instructies|richtlijnen"
-                r"|beperkingen)\b")],
-        "ru": [(r"(?:забудь|забудьте|игнорируй|игнорируйте|отбрось|отбросьте|отключи|сними)\s+(?:все\s+)?(?:свои|твои"
-                r"|ваши|все)\s+(?:\w+\s+)?(?:правила|инструкции|ограничения|указания|установки|фильтры)")],
-        "pl": [(r"\b(?:zapomnij\s+o|zignoruj|ignoruj|porzuć)\s+(?:wszystkich\s+|wszystkie\s+)?(?:swoich|swoje|twoje"
-                r"|twoich|wszystkie)\s+(?:\w+\s+)?(?:zasad|reguł|instrukcj|ogranicze|wytyczn)\w*")],
-        "zh": [(r"(?:忽略|无视|無視|忘记|忘記|忘掉|不要遵守|不再遵守|停止遵守|抛开|拋開|打破|违反|違反)[^。！？\n]{0,4}?"
-                r"(?:你的|你所有的|所有的?|一切|全部)[^。！？\n]{0,4}?(?:规则|規則|限制|指令|指示|准则|準則|设定|設定"
-                r"|安全|道德|原则|原則)")],
-    }),
+    "dismiss_your_rules": (
+        0.5,
+        {
+            "en": [
+                (
+                    rf"\b{_DISMISS}\s+(?:(?:all|any|every|each|of)\s+){{0,2}}(?:your|its|the\s+(?:assistant|ai|model|bot)"
+                    r"'?s?)\s+(?:(?:own|safety|content|ethical|moral|built-?in|internal|core|usual|normal|standard"
+                    r"|programmed|hard-?coded|system)\s+){0,2}(?:rules|instructions|guidelines|restrictions|programming"
+                    r"|directives|policies|policy|filters|constraints|limitations|limits|training|principles|values"
+                    r"|ethics|morals|safeguards|guardrails|system\s+prompt|prompt|conditioning)\b"
+                )
+            ],
+            "de": [
+                (
+                    r"\b(?:ignorier|vergiss|vergesst|missachte|verwirf)\w*\s+(?:alle\s+)?(?:deine|ihre|eure|alle|sämtliche)"
+                    r"\s+(?:\w+\s+)?(?:regeln|anweisungen|richtlinien|vorgaben|einschränkungen|beschränkungen|filter)"
+                )
+            ],
+            "fr": [
+                (
+                    r"\b(?:ignore|oublie)\w*\s+(?:toutes\s+)?(?:tes|vos|toutes\s+les|les)\s+(?:\w+\s+)?(?:règles|consignes"
+                    r"|instructions|directives|restrictions|limites)\b(?!\s+(?:de|du|des|pour)\b)"
+                )
+            ],
+            "es": [
+                (
+                    r"\b(?:olvida|ignora|olvide|ignore|olvidad|ignorad)\s+(?:todas\s+)?(?:tus|sus|vuestras|todas\s+las)\s+"
+                    r"(?:\w+\s+)?(?:reglas|instrucciones|normas|restricciones|directrices|limitaciones)\b"
+                )
+            ],
+            "it": [
+                (
+                    r"\b(?:dimentica|ignora|dimenticate|ignorate)\s+(?:tutte\s+)?(?:le\s+tue|le\s+vostre|tutte\s+le)\s+"
+                    r"(?:\w+\s+)?(?:regole|istruzioni|restrizioni|direttive|limitazioni)\b"
+                )
+            ],
+            "pt": [
+                (
+                    r"\b(?:esqueça|esqueca|esquece|ignore|ignora)\s+(?:todas\s+)?(?:as\s+)?(?:suas|tuas|todas\s+as)\s+"
+                    r"(?:\w+\s+)?(?:regras|instruções|instrucoes|restrições|restricoes|diretrizes|limitações)\b"
+                )
+            ],
+            "nl": [
+                (
+                    r"\b(?:negeer|vergeet)\s+(?:al\s+)?(?:je|jouw|uw|alle)\s+(?:\w+\s+)?(?:regels|instructies|richtlijnen"
+                    r"|beperkingen)\b"
+                )
+            ],
+            "ru": [
+                (
+                    r"(?:забудь|забудьте|игнорируй|игнорируйте|отбрось|отбросьте|отключи|сними)\s+(?:все\s+)?(?:свои|твои"
+                    r"|ваши|все)\s+(?:\w+\s+)?(?:правила|инструкции|ограничения|указания|установки|фильтры)"
+                )
+            ],
+            "pl": [
+                (
+                    r"\b(?:zapomnij\s+o|zignoruj|ignoruj|porzuć)\s+(?:wszystkich\s+|wszystkie\s+)?(?:swoich|swoje|twoje"
+                    r"|twoich|wszystkie)\s+(?:\w+\s+)?(?:zasad|reguł|instrukcj|ogranicze|wytyczn)\w*"
+                )
+            ],
+            "zh": [
+                (
+                    r"(?:忽略|无视|無視|忘记|忘記|忘掉|不要遵守|不再遵守|停止遵守|抛开|拋開|打破|违反|違反)[^。！？\n]{0,4}?"
+                    r"(?:你的|你所有的|所有的?|一切|全部)[^。！？\n]{0,4}?(?:规则|規則|限制|指令|指示|准则|準則|设定|設定"
+                    r"|安全|道德|原则|原則)"
+                )
+            ],
+        },
+    ),
     # "disregard your system prompt", "bypass the system message"
-    "override_system_prompt": (0.6, {
-        "en": [(r"\b(?:ignore|disregard|forget|override|bypass)\b[^.!?\n]{0,40}?\bsystem\s+(?:prompt|message"
-                r"|instructions?)")],
-    }),
+    "override_system_prompt": (
+        0.6,
+        {
+            "en": [
+                (
+                    r"\b(?:ignore|disregard|forget|override|bypass)\b[^.!?\n]{0,40}?\bsystem\s+(?:prompt|message"
+                    r"|instructions?)"
+                )
+            ],
+        },
+    ),
     # "reveal your system prompt", "print your hidden instructions", "what is your prompt?"
-    "reveal_system_prompt": (0.55, {
-        "en": [(rf"\b{_REVEAL}\b{_GAP}\byour\s+{_ADJ}{{0,2}}(?:system\s+(?:prompt|message|instructions?)|pre-?prompt"
-                r"|meta-?prompt|prompt|instructions|(?:initial|hidden|secret|original|internal|confidential|starting)"
-                r"\s+(?:prompt|instructions?|configuration|rules|directives|message|setup))\b"),
-               # "print everything above this line", "repeat the text at the start of this conversation"
-               (rf"\b{_REVEAL}\s+(?:me\s+)?(?:back\s+)?(?:everything|all(?:\s+(?:of\s+)?the\s+(?:text|content|words"
-                r"|messages))?|the\s+(?:text|content|words|messages?|conversation)|what(?:ever)?\s+(?:is|was|comes"
-                r"|came))\s+(?:written\s+|that\s+(?:is|was|came|comes)\s+|you\s+(?:see|have|got)\s+)?(?:above|before"
-                r"|prior\s+to|preceding)\s+(?:this|my|the\s+(?:user|first))\s+(?:line|message|point|prompt|question"
-                r"|request|turn|text)"),
-               # "repeat the instructions you received", "quote the exact words you were given"
-               (rf"\b{_REVEAL}\b{_GAP}\b(?:the|your)\s+{_ADJ}{{0,2}}(?:instructions?|words|text|prompt|directions|rules"
-                rf"|guidelines|message|directives)\s+(?:that\s+|which\s+)?{_YOU_WERE_TOLD}"),
-               rf"\b(?:text|contents?|wording|copy)\s+of\s+your\s+{_ADJ}{{0,2}}(?:system\s+)?(?:prompt|instructions)"],
-        "de": [(r"\b(?:zeig|verrat|gib|nenn|offenbar|enthüll|wiederhol|druck|schreib|sag)\w*\s+(?:\w+\s+){0,3}?"
-                r"(?:system-?prompt|systemanweisung|systemnachricht|systeminstruktion|anfangsanweisung"
-                r"|versteckten?\s+anweisung|ursprünglichen?\s+anweisung|geheimen?\s+anweisung)\w*"),
-               (r"\b(?:deinen|ihren|den)\s+(?:system-?prompt|systemanweisungen)\s+(?:\w+\s+){0,2}?(?:an|zeigen|preis"
-                r"|ausgeben|verraten|wiederholen)\b")],
-        "fr": [(r"\b(?:révèle|revele|montre|affiche|donne|répète|repete|dévoile|devoile|imprime|écris|ecris|dis|cite)"
-                r"\w*(?:-moi)?\s+(?:\w+\s+){0,3}?(?:prompt|invite|message|instructions?|consignes)\s+(?:système"
-                r"|systeme|du\s+système|de\s+système|initiales?|cachées?|secrètes?|d'origine)")],
-        "es": [(r"\b(?:muestra|muéstrame|muestrame|revela|revélame|revelame|dime|enseña|enséñame|imprime|repite"
-                r"|dame|escribe|cita)\w*\s+(?:\w+\s+){0,3}?(?:prompt|mensaje|instrucciones|indicaciones)\s+(?:del"
-                r"\s+sistema|de\s+sistema|inicial(?:es)?|ocult[oa]s?|secret[oa]s?|original(?:es)?)")],
-        "it": [(r"\b(?:rivela|mostra|mostrami|dimmi|stampa|ripeti|dammi|svela|scrivi)\w*\s+(?:\w+\s+){0,3}?"
-                r"(?:prompt|messaggio|istruzioni)\s+(?:di\s+sistema|del\s+sistema|iniziali?|nascost[oie]|segret[oie]"
-                r"|original[ei])")],
-        "pt": [(r"\b(?:mostre|mostra|revele|revela|diga|exiba|exibe|imprima|repita|escreva|me\s+mostre|me\s+diga)\w*"
-                r"\s+(?:\w+\s+){0,3}?(?:prompt|mensagem|instruções|instrucoes)\s+(?:de\s+sistema|do\s+sistema"
-                r"|iniciais?|ocult[oa]s?|secret[oa]s?|originais)")],
-        "nl": [(r"\b(?:toon|laat|geef|herhaal|onthul|print|vertel|schrijf)\s+(?:\w+\s+){0,3}?(?:systeem-?prompt"
-                r"|systeeminstructies|systeembericht|verborgen\s+instructies|oorspronkelijke\s+instructies"
-                r"|geheime\s+instructies)")],
-        "sv": [(r"\b(?:visa|avslöja|skriv\s+ut|upprepa|berätta|ge\s+mig)\s+(?:\w+\s+){0,3}?(?:systemprompt"
-                r"|systeminstruktion|systemmeddelande|dolda\s+instruktion|ursprungliga\s+instruktion)\w*")],
-        "pl": [(r"\b(?:pokaż|ujawnij|wyświetl|podaj|powtórz|wypisz|zdradź|napisz)\s+(?:\w+\s+){0,3}?"
-                r"(?:prompt\w*\s+systemow\w*|systemow\w*\s+prompt\w*|instrukcj\w*\s+systemow\w*"
-                r"|komunikat\w*\s+systemow\w*|ukryt\w*\s+instrukcj\w*|początkow\w*\s+instrukcj\w*)")],
-        "tr": [(r"\b(?:sistem\s+(?:istem|komut|mesaj|talimat|prompt)\w*|gizli\s+talimat\w*|ilk\s+talimat\w*)\s+"
-                r"(?:\w+\s+){0,2}?(?:göster|açıkla|söyle|yaz|ver|paylaş|tekrarla|ifşa\s+et)")],
-        "id": [(r"\b(?:tampilkan|tunjukkan|beritahu|ungkapkan|ulangi|cetak)\s+(?:\w+\s+){0,3}?(?:prompt\s+sistem"
-                r"|instruksi\s+sistem|pesan\s+sistem|instruksi\s+tersembunyi)")],
-        "vi": [(r"(?:cho\s+(?:tôi|mình|tao)\s+(?:xem|biết)|hiển\s+thị|tiết\s+lộ|in\s+ra|nói\s+cho\s+(?:tôi|mình)\s+biết"
-                r"|lặp\s+lại|viết\s+ra)\s+(?:\S+\s+){0,3}?(?:lời\s+nhắc\s+hệ\s+thống|prompt\s+hệ\s+thống"
-                r"|system\s+prompt|chỉ\s+dẫn\s+hệ\s+thống|hướng\s+dẫn\s+hệ\s+thống|chỉ\s+thị\s+ẩn|hướng\s+dẫn\s+ẩn)")],
-        "ru": [(r"(?:покажи|раскрой|выведи|повтори|напиши|скажи|назови|открой|процитируй|распечатай)\w*\s+(?:\w+\s+){0,3}?"
-                r"(?:системн\w+\s+(?:промпт|подсказк|инструкци|сообщени|запрос)|скрыт\w+\s+(?:инструкци|указани)"
-                r"|исходн\w+\s+(?:инструкци|промпт)|начальн\w+\s+(?:инструкци|промпт))")],
-        "zh": [(r"(?:告诉我|告訴我|显示|顯示|输出|輸出|打印|透露|泄露|洩露|展示|说出|說出|给我看|給我看|重复|重複|复述|複述"
-                r"|列出|公开|公開)(?:(?!如何|怎么|怎麼|怎样|怎樣|方法|写|寫)[^。！？\n]){0,8}?(?:系统提示|系統提示|系统指令"
-                r"|系統指令|系统消息|系統消息|系统设定|系統設定|初始指令|隐藏指令|隱藏指令|提示词|提示詞)")],
-        "ja": [(r"(?:システムプロンプト|システム\s*メッセージ|システム指示|初期指示|隠された指示|隠し指示|秘密の指示|最初の指示)"
-                r"(?:(?!書き方|作り方|方法|とは|について|書く|作る)[^。！？\n]){0,10}?(?:表示|教え|見せ|出力|開示|公開|繰り返"
-                r"|書き出|印刷)")],
-        "ko": [(r"(?:시스템\s*프롬프트|시스템\s*메시지|시스템\s*지시|숨겨진\s*지시|초기\s*지시|비밀\s*지시)"
-                r"(?:(?!방법|작성|만드는|만들|쓰는)[^.!?\n]){0,10}?(?:보여|알려|출력|공개|말해|표시|반복|누설)")],
-        "ar": [(r"(?:اكشف|أظهر|اظهر|اعرض|أعرض|أخبرني|اخبرني|اطبع|كرر|أرني|ارني|انشر|أفصح)\S*\s+(?:\S+\s+){0,3}?"
-                r"(?:موجه\s+النظام|تعليمات\s+النظام|رسالة\s+النظام|التعليمات\s+المخفية|التعليمات\s+السرية"
-                r"|التعليمات\s+الأصلية|موجه\s+الأوامر)")],
-        "hi": [(r"(?:सिस्टम\s+(?:प्रॉम्प्ट|प्रोम्प्ट|निर्देश|संदेश)|छिपे\s+(?:हुए\s+)?निर्देश|गुप्त\s+निर्देश|मूल\s+निर्देश)\S*\s+"
-                r"(?:\S+\s+){0,2}?(?:दिखा|बता|प्रकट|लिख|दोहरा|साझा)")],
-    }),
+    "reveal_system_prompt": (
+        0.55,
+        {
+            "en": [
+                (
+                    rf"\b{_REVEAL}\b{_GAP}\byour\s+{_ADJ}{{0,2}}(?:system\s+(?:prompt|message|instructions?)|pre-?prompt"
+                    r"|meta-?prompt|prompt|instructions|(?:initial|hidden|secret|original|internal|confidential|starting)"
+                    r"\s+(?:prompt|instructions?|configuration|rules|directives|message|setup))\b"
+                ),
+                # "print everything above this line", "repeat the text at the start of this conversation"
+                (
+                    rf"\b{_REVEAL}\s+(?:me\s+)?(?:back\s+)?(?:everything|all(?:\s+(?:of\s+)?the\s+(?:text|content|words"
+                    r"|messages))?|the\s+(?:text|content|words|messages?|conversation)|what(?:ever)?\s+(?:is|was|comes"
+                    r"|came))\s+(?:written\s+|that\s+(?:is|was|came|comes)\s+|you\s+(?:see|have|got)\s+)?(?:above|before"
+                    r"|prior\s+to|preceding)\s+(?:this|my|the\s+(?:user|first))\s+(?:line|message|point|prompt|question"
+                    r"|request|turn|text)"
+                ),
+                # "repeat the instructions you received", "quote the exact words you were given"
+                (
+                    rf"\b{_REVEAL}\b{_GAP}\b(?:the|your)\s+{_ADJ}{{0,2}}(?:instructions?|words|text|prompt|directions|rules"
+                    rf"|guidelines|message|directives)\s+(?:that\s+|which\s+)?{_YOU_WERE_TOLD}"
+                ),
+                rf"\b(?:text|contents?|wording|copy)\s+of\s+your\s+{_ADJ}{{0,2}}(?:system\s+)?(?:prompt|instructions)",
+            ],
+            "de": [
+                (
+                    r"\b(?:zeig|verrat|gib|nenn|offenbar|enthüll|wiederhol|druck|schreib|sag)\w*\s+(?:\w+\s+){0,3}?"
+                    r"(?:system-?prompt|systemanweisung|systemnachricht|systeminstruktion|anfangsanweisung"
+                    r"|versteckten?\s+anweisung|ursprünglichen?\s+anweisung|geheimen?\s+anweisung)\w*"
+                ),
+                (
+                    r"\b(?:deinen|ihren|den)\s+(?:system-?prompt|systemanweisungen)\s+(?:\w+\s+){0,2}?(?:an|zeigen|preis"
+                    r"|ausgeben|verraten|wiederholen)\b"
+                ),
+            ],
+            "fr": [
+                (
+                    r"\b(?:révèle|revele|montre|affiche|donne|répète|repete|dévoile|devoile|imprime|écris|ecris|dis|cite)"
+                    r"\w*(?:-moi)?\s+(?:\w+\s+){0,3}?(?:prompt|invite|message|instructions?|consignes)\s+(?:système"
+                    r"|systeme|du\s+système|de\s+système|initiales?|cachées?|secrètes?|d'origine)"
+                )
+            ],
+            "es": [
+                (
+                    r"\b(?:muestra|muéstrame|muestrame|revela|revélame|revelame|dime|enseña|enséñame|imprime|repite"
+                    r"|dame|escribe|cita)\w*\s+(?:\w+\s+){0,3}?(?:prompt|mensaje|instrucciones|indicaciones)\s+(?:del"
+                    r"\s+sistema|de\s+sistema|inicial(?:es)?|ocult[oa]s?|secret[oa]s?|original(?:es)?)"
+                )
+            ],
+            "it": [
+                (
+                    r"\b(?:rivela|mostra|mostrami|dimmi|stampa|ripeti|dammi|svela|scrivi)\w*\s+(?:\w+\s+){0,3}?"
+                    r"(?:prompt|messaggio|istruzioni)\s+(?:di\s+sistema|del\s+sistema|iniziali?|nascost[oie]|segret[oie]"
+                    r"|original[ei])"
+                )
+            ],
+            "pt": [
+                (
+                    r"\b(?:mostre|mostra|revele|revela|diga|exiba|exibe|imprima|repita|escreva|me\s+mostre|me\s+diga)\w*"
+                    r"\s+(?:\w+\s+){0,3}?(?:prompt|mensagem|instruções|instrucoes)\s+(?:de\s+sistema|do\s+sistema"
+                    r"|iniciais?|ocult[oa]s?|secret[oa]s?|originais)"
+                )
+            ],
+            "nl": [
+                (
+                    r"\b(?:toon|laat|geef|herhaal|onthul|print|vertel|schrijf)\s+(?:\w+\s+){0,3}?(?:systeem-?prompt"
+                    r"|systeeminstructies|systeembericht|verborgen\s+instructies|oorspronkelijke\s+instructies"
+                    r"|geheime\s+instructies)"
+                )
+            ],
+            "sv": [
+                (
+                    r"\b(?:visa|avslöja|skriv\s+ut|upprepa|berätta|ge\s+mig)\s+(?:\w+\s+){0,3}?(?:systemprompt"
+                    r"|systeminstruktion|systemmeddelande|dolda\s+instruktion|ursprungliga\s+instruktion)\w*"
+                )
+            ],
+            "pl": [
+                (
+                    r"\b(?:pokaż|ujawnij|wyświetl|podaj|powtórz|wypisz|zdradź|napisz)\s+(?:\w+\s+){0,3}?"
+                    r"(?:prompt\w*\s+systemow\w*|systemow\w*\s+prompt\w*|instrukcj\w*\s+systemow\w*"
+                    r"|komunikat\w*\s+systemow\w*|ukryt\w*\s+instrukcj\w*|początkow\w*\s+instrukcj\w*)"
+                )
+            ],
+            "tr": [
+                (
+                    r"\b(?:sistem\s+(?:istem|komut|mesaj|talimat|prompt)\w*|gizli\s+talimat\w*|ilk\s+talimat\w*)\s+"
+                    r"(?:\w+\s+){0,2}?(?:göster|açıkla|söyle|yaz|ver|paylaş|tekrarla|ifşa\s+et)"
+                )
+            ],
+            "id": [
+                (
+                    r"\b(?:tampilkan|tunjukkan|beritahu|ungkapkan|ulangi|cetak)\s+(?:\w+\s+){0,3}?(?:prompt\s+sistem"
+                    r"|instruksi\s+sistem|pesan\s+sistem|instruksi\s+tersembunyi)"
+                )
+            ],
+            "vi": [
+                (
+                    r"(?:cho\s+(?:tôi|mình|tao)\s+(?:xem|biết)|hiển\s+thị|tiết\s+lộ|in\s+ra|nói\s+cho\s+(?:tôi|mình)\s+biết"
+                    r"|lặp\s+lại|viết\s+ra)\s+(?:\S+\s+){0,3}?(?:lời\s+nhắc\s+hệ\s+thống|prompt\s+hệ\s+thống"
+                    r"|system\s+prompt|chỉ\s+dẫn\s+hệ\s+thống|hướng\s+dẫn\s+hệ\s+thống|chỉ\s+thị\s+ẩn|hướng\s+dẫn\s+ẩn)"
+                )
+            ],
+            "ru": [
+                (
+                    r"(?:покажи|раскрой|выведи|повтори|напиши|скажи|назови|открой|процитируй|распечатай)\w*\s+(?:\w+\s+){0,3}?"
+                    r"(?:системн\w+\s+(?:промпт|подсказк|инструкци|сообщени|запрос)|скрыт\w+\s+(?:инструкци|указани)"
+                    r"|исходн\w+\s+(?:инструкци|промпт)|начальн\w+\s+(?:инструкци|промпт))"
+                )
+            ],
+            "zh": [
+                (
+                    r"(?:告诉我|告訴我|显示|顯示|输出|輸出|打印|透露|泄露|洩露|展示|说出|說出|给我看|給我看|重复|重複|复述|複述"
+                    r"|列出|公开|公開)(?:(?!如何|怎么|怎麼|怎样|怎樣|方法|写|寫)[^。！？\n]){0,8}?(?:系统提示|系統提示|系统指令"
+                    r"|系統指令|系统消息|系統消息|系统设定|系統設定|初始指令|隐藏指令|隱藏指令|提示词|提示詞)"
+                )
+            ],
+            "ja": [
+                (
+                    r"(?:システムプロンプト|システム\s*メッセージ|システム指示|初期指示|隠された指示|隠し指示|秘密の指示|最初の指示)"
+                    r"(?:(?!書き方|作り方|方法|とは|について|書く|作る)[^。！？\n]){0,10}?(?:表示|教え|見せ|出力|開示|公開|繰り返"
+                    r"|書き出|印刷)"
+                )
+            ],
+            "ko": [
+                (
+                    r"(?:시스템\s*프롬프트|시스템\s*메시지|시스템\s*지시|숨겨진\s*지시|초기\s*지시|비밀\s*지시)"
+                    r"(?:(?!방법|작성|만드는|만들|쓰는)[^.!?\n]){0,10}?(?:보여|알려|출력|공개|말해|표시|반복|누설)"
+                )
+            ],
+            "ar": [
+                (
+                    r"(?:اكشف|أظهر|اظهر|اعرض|أعرض|أخبرني|اخبرني|اطبع|كرر|أرني|ارني|انشر|أفصح)\S*\s+(?:\S+\s+){0,3}?"
+                    r"(?:موجه\s+النظام|تعليمات\s+النظام|رسالة\s+النظام|التعليمات\s+المخفية|التعليمات\s+السرية"
+                    r"|التعليمات\s+الأصلية|موجه\s+الأوامر)"
+                )
+            ],
+            "hi": [
+                (
+                    r"(?:सिस्टम\s+(?:प्रॉम्प्ट|प्रोम्प्ट|निर्देश|संदेश)|छिपे\s+(?:हुए\s+)?निर्देश|गुप्त\s+निर्देश|मूल\s+निर्देश)\S*\s+"
+                    r"(?:\S+\s+){0,2}?(?:दिखा|बता|प्रकट|लिख|दोहरा|साझा)"
+                )
+            ],
+        },
+    ),
     # the same against "the": also an honest question ("how do I print the system prompt I set?")
-    "mentions_hidden_prompt": (0.3, {
-        "en": [(rf"\b{_REVEAL}\b{_GAP}\b(?:the|your)\s+{_ADJ}{{0,2}}(?:system\s+(?:prompt|message)|(?:initial|hidden"
-                r"|secret|original|internal|confidential)\s+(?:prompt|instructions?|rules)|developer\s+(?:prompt"
-                r"|message|instructions))\b"),
-               # "your" only: "return the configuration" is what a docstring says
-               rf"\b{_REVEAL}\b{_GAP}\byour\s+{_ADJ}{{0,2}}(?:configuration|guidelines|programming|directives|rules)\b"],
-    }),
+    "mentions_hidden_prompt": (
+        0.3,
+        {
+            "en": [
+                (
+                    rf"\b{_REVEAL}\b{_GAP}\b(?:the|your)\s+{_ADJ}{{0,2}}(?:system\s+(?:prompt|message)|(?:initial|hidden"
+                    r"|secret|original|internal|confidential)\s+(?:prompt|instructions?|rules)|developer\s+(?:prompt"
+                    r"|message|instructions))\b"
+                ),
+                # "your" only: "return the configuration" is what a docstring says
+                rf"\b{_REVEAL}\b{_GAP}\byour\s+{_ADJ}{{0,2}}(?:configuration|guidelines|programming|directives|rules)\b",
+            ],
+        },
+    ),
     # "what were you told at the start of this conversation?", "... word for word"
-    "conversation_start": (0.25, {
-        "en": [(r"\b(?:at|from)\s+the\s+(?:very\s+)?(?:start|beginning|top)\s+of\s+(?:this|the|our)\s+(?:conversation"
-                r"|chat|session|context)")],
-    }),
-    "verbatim_request": (0.2, {
-        "en": [(r"\b(?:verbatim|word\s+for\s+word|word-for-word|in\s+full|character\s+by\s+character"
-                r"|exactly\s+as\s+(?:written|given)|exact\s+(?:words|wording|text))\b")],
-    }),
+    "conversation_start": (
+        0.25,
+        {
+            "en": [
+                (
+                    r"\b(?:at|from)\s+the\s+(?:very\s+)?(?:start|beginning|top)\s+of\s+(?:this|the|our)\s+(?:conversation"
+                    r"|chat|session|context)"
+                )
+            ],
+        },
+    ),
+    "verbatim_request": (
+        0.2,
+        {
+            "en": [
+                (
+                    r"\b(?:verbatim|word\s+for\s+word|word-for-word|in\s+full|character\s+by\s+character"
+                    r"|exactly\s+as\s+(?:written|given)|exact\s+(?:words|wording|text))\b"
+                )
+            ],
+        },
+    ),
     # "new instructions supersede the old ones", "the earlier guidance no longer applies"
-    "supersede_instructions": (0.45, {
-        "en": [(r"\b(?:new|updated|these|my|following|latest)\s+(?:instructions?|rules|directives?|guidelines|orders"
-                r"|system\s+prompt|polic(?:y|ies))\s+(?:\w+\s+){0,3}?(?:supersedes?|overrides?|overrules?|takes?\s+"
-                r"precedence\s+over|trumps?|invalidates?|replaces?\s+(?:all|any|the|your)\s+(?:previous|prior|old"
-                r"|earlier|original))\b"),
-               (r"\b(?:previous|prior|earlier|old|original|above|initial|your|all|any)\s+(?:\w+\s+)?(?:instructions?"
-                r"|rules|guidance|guidelines|directives?|prompt|programming|restrictions|constraints|polic(?:y|ies)"
-                r"|limitations)\s+(?:(?:are|is)\s+)?(?:no\s+longer\s+(?:appl(?:y|ies)|valid|in\s+effect|relevant"
-                r"|binding|active)|(?:now\s+)?(?:void|obsolete|cancell?ed|revoked|lifted|suspended|overridden"
-                r"|deactivated|disabled))\b")],
-    }),
+    "supersede_instructions": (
+        0.45,
+        {
+            "en": [
+                (
+                    r"\b(?:new|updated|these|my|following|latest)\s+(?:instructions?|rules|directives?|guidelines|orders"
+                    r"|system\s+prompt|polic(?:y|ies))\s+(?:\w+\s+){0,3}?(?:supersedes?|overrides?|overrules?|takes?\s+"
+                    r"precedence\s+over|trumps?|invalidates?|replaces?\s+(?:all|any|the|your)\s+(?:previous|prior|old"
+                    r"|earlier|original))\b"
+                ),
+                (
+                    r"\b(?:previous|prior|earlier|old|original|above|initial|your|all|any)\s+(?:\w+\s+)?(?:instructions?"
+                    r"|rules|guidance|guidelines|directives?|prompt|programming|restrictions|constraints|polic(?:y|ies)"
+                    r"|limitations)\s+(?:(?:are|is)\s+)?(?:no\s+longer\s+(?:appl(?:y|ies)|valid|in\s+effect|relevant"
+                    r"|binding|active)|(?:now\s+)?(?:void|obsolete|cancell?ed|revoked|lifted|suspended|overridden"
+                    r"|deactivated|disabled))\b"
+                ),
+            ],
+        },
+    ),
     # "your rules have been updated by the admin", "safety filters are off"
-    "rules_changed": (0.35, {
-        "en": [(r"\b(?:your|the|all)\s+(?:\w+\s+)?(?:rules|instructions|guidelines|restrictions|policies|policy"
-                r"|filters|programming|directives)\s+(?:have|has)\s+(?:just\s+|now\s+)?been\s+(?:updated|changed"
-                r"|modified|lifted|removed|disabled|revoked|suspended|overridden|reset|replaced)")],
-    }),
-    "safety_off": (0.5, {
-        "en": [(r"\b(?:safety|content|moderation|ethical|ethics|security)\s+(?:filters?|guidelines|restrictions|checks"
-                r"|polic(?:y|ies)|rules|protocols|settings|guardrails|mode|features?)\s+(?:(?:are|is|have\s+been"
-                r"|has\s+been)\s+)?(?:now\s+)?(?:off|disabled|removed|lifted|turned\s+off|deactivated|suspended"
-                r"|bypassed|switched\s+off)\b"),
-               (r"\b(?:disable|turn\s+off|deactivate|remove|bypass|switch\s+off|ignore|lift)\s+(?:all\s+)?(?:of\s+)?"
-                r"your\s+(?:safety|content|moderation|ethical)\s+(?:filters?|guidelines|restrictions|checks"
-                r"|polic(?:y|ies)|rules|guardrails|protocols)")],
-    }),
+    "rules_changed": (
+        0.35,
+        {
+            "en": [
+                (
+                    r"\b(?:your|the|all)\s+(?:\w+\s+)?(?:rules|instructions|guidelines|restrictions|policies|policy"
+                    r"|filters|programming|directives)\s+(?:have|has)\s+(?:just\s+|now\s+)?been\s+(?:updated|changed"
+                    r"|modified|lifted|removed|disabled|revoked|suspended|overridden|reset|replaced)"
+                )
+            ],
+        },
+    ),
+    "safety_off": (
+        0.5,
+        {
+            "en": [
+                (
+                    r"\b(?:safety|content|moderation|ethical|ethics|security)\s+(?:filters?|guidelines|restrictions|checks"
+                    r"|polic(?:y|ies)|rules|protocols|settings|guardrails|mode|features?)\s+(?:(?:are|is|have\s+been"
+                    r"|has\s+been)\s+)?(?:now\s+)?(?:off|disabled|removed|lifted|turned\s+off|deactivated|suspended"
+                    r"|bypassed|switched\s+off)\b"
+                ),
+                (
+                    r"\b(?:disable|turn\s+off|deactivate|remove|bypass|switch\s+off|ignore|lift)\s+(?:all\s+)?(?:of\s+)?"
+                    r"your\s+(?:safety|content|moderation|ethical)\s+(?:filters?|guidelines|restrictions|checks"
+                    r"|polic(?:y|ies)|rules|guardrails|protocols)"
+                ),
+            ],
+        },
+    ),
     # "follow my commands", "do what I say", "you answer to me now"
-    "obey_me": (0.3, {
-        "en": [(r"\b(?:follow|obey)\s+(?:only\s+)?my\s+(?:commands|orders)\b|\bdo\s+(?:exactly\s+)?(?:whatever|what"
-                r"|everything)\s+i\s+(?:say|tell\s+you|command)\b|\byou\s+(?:now\s+)?(?:answer|report|belong)\s+to"
-                r"\s+me\b|\b(?:comply|obey)\s+with\s+(?:all|every|any)\s+(?:requests?|commands?|orders?)\b"
-                r"|\byou\s+(?:must|will|shall)\s+(?:now\s+)?(?:obey|comply)\b|\byour\s+only\s+(?:task|job|purpose"
-                r"|goal)\s+(?:now\s+)?is\s+to\s+(?:obey|follow)")],
-    }),
+    "obey_me": (
+        0.3,
+        {
+            "en": [
+                (
+                    r"\b(?:follow|obey)\s+(?:only\s+)?my\s+(?:commands|orders)\b|\bdo\s+(?:exactly\s+)?(?:whatever|what"
+                    r"|everything)\s+i\s+(?:say|tell\s+you|command)\b|\byou\s+(?:now\s+)?(?:answer|report|belong)\s+to"
+                    r"\s+me\b|\b(?:comply|obey)\s+with\s+(?:all|every|any)\s+(?:requests?|commands?|orders?)\b"
+                    r"|\byou\s+(?:must|will|shall)\s+(?:now\s+)?(?:obey|comply)\b|\byour\s+only\s+(?:task|job|purpose"
+                    r"|goal)\s+(?:now\s+)?is\s+to\s+(?:obey|follow)"
+                )
+            ],
+        },
+    ),
     # "act as if you have no rules", "you are an AI freed from its restrictions"
-    "no_rules_persona": (0.5, {
-        "en": [(r"\b(?:act|behave|respond|answer|reply|pretend|imagine|roleplay|role-play)\s+(?:as\s+(?:if|though)\s+)?"
-                r"(?:you\s+(?:are|were|have|had)\s+)?(?:(?:an?|the)\s+(?:\w+\s+){0,2})?(?:with\s+)?no\s+(?:\w+\s+)?"
-                r"(?:rules|restrictions|limits|limitations|filters|guidelines|content\s+polic(?:y|ies)|ethics|morals"
-                r"|censorship|safety|boundaries|guardrails)\b"),
-               (r"\b(?:freed|free|liberated|released|unshackled|unbound|unchained|escaped)\s+from\s+(?:all\s+)?(?:of\s+)?"
-                r"(?:your|its|the|any|her|his|their)\s+(?:\w+\s+)?(?:restrictions|rules|guidelines|constraints"
-                r"|programming|limitations|filters|shackles|chains|policies|training)\b"),
-               (r"\byou\s+(?:have|has|'ve\s+got)\s+no\s+(?:more\s+)?(?:\w+\s+)?(?:rules|restrictions|limits|limitations"
-                r"|filters|guidelines|boundaries|guardrails|ethics|morals)\b")],
-    }),
-    "never_refuse": (0.3, {
-        "en": [(r"\b(?:never|won'?t\s+ever|will\s+not|won'?t|does\s+not|doesn'?t|do\s+not|don'?t|cannot|can'?t)\s+"
-                r"(?:ever\s+)?refuses?\b")],
-    }),
+    "no_rules_persona": (
+        0.5,
+        {
+            "en": [
+                (
+                    r"\b(?:act|behave|respond|answer|reply|pretend|imagine|roleplay|role-play)\s+(?:as\s+(?:if|though)\s+)?"
+                    r"(?:you\s+(?:are|were|have|had)\s+)?(?:(?:an?|the)\s+(?:\w+\s+){0,2})?(?:with\s+)?no\s+(?:\w+\s+)?"
+                    r"(?:rules|restrictions|limits|limitations|filters|guidelines|content\s+polic(?:y|ies)|ethics|morals"
+                    r"|censorship|safety|boundaries|guardrails)\b"
+                ),
+                (
+                    r"\b(?:freed|free|liberated|released|unshackled|unbound|unchained|escaped)\s+from\s+(?:all\s+)?(?:of\s+)?"
+                    r"(?:your|its|the|any|her|his|their)\s+(?:\w+\s+)?(?:restrictions|rules|guidelines|constraints"
+                    r"|programming|limitations|filters|shackles|chains|policies|training)\b"
+                ),
+                (
+                    r"\byou\s+(?:have|has|'ve\s+got)\s+no\s+(?:more\s+)?(?:\w+\s+)?(?:rules|restrictions|limits|limitations"
+                    r"|filters|guidelines|boundaries|guardrails|ethics|morals)\b"
+                ),
+            ],
+        },
+    ),
+    "never_refuse": (
+        0.3,
+        {
+            "en": [
+                (
+                    r"\b(?:never|won'?t\s+ever|will\s+not|won'?t|does\s+not|doesn'?t|do\s+not|don'?t|cannot|can'?t)\s+"
+                    r"(?:ever\s+)?refuses?\b"
+                )
+            ],
+        },
+    ),
     # a forged turn of another role: chat-template control tokens, or a closing user tag followed by a system one
     # (two or more "#" in a markdown header: a single "# system:" is an ordinary code comment)
-    "role_tag_injection": (0.6, {
-        "en": [r"<\|im_start\|>\s*system|<\|system\|>|<\|start_header_id\|>\s*system|<\|developer\|>",
-               r"</(?:user|human|input|query|context|document|data)>\s*<(?:system|assistant|sys|developer|admin)>",
-               r"\[(?:system|admin|developer|sys)\]\s*\(#\w*\)"],
-    }),
+    "role_tag_injection": (
+        0.6,
+        {
+            "en": [
+                r"<\|im_start\|>\s*system|<\|system\|>|<\|start_header_id\|>\s*system|<\|developer\|>",
+                r"</(?:user|human|input|query|context|document|data)>\s*<(?:system|assistant|sys|developer|admin)>",
+                r"\[(?:system|admin|developer|sys)\]\s*\(#\w*\)",
+            ],
+        },
+    ),
     # a header "System:" / "### System:" / "<system>" at a line start followed on that line by orders to the model
-    "role_header_directive": (0.5, {
-        "en": [((r"^[^\S\n]*(?:#{1,6}[^\S\n]*|\*\*|<)?(?:system|admin|administrator|developer|root|operator)"
-                 r"(?:[^\S\n]+(?:message|prompt|note|override|instructions?|update|notice))?[^\S\n]*(?:\*\*)?[^\S\n]*"
-                 r"[:>\]][^\n]{0,80}?\b(?:you\s+(?:must|are|will|shall|should|have|may|can)|the\s+(?:assistant|ai"
-                 r"|model|user)\s+(?:must|is|has|should|will|may|can)|comply|obey|ignore|disregard|new\s+(?:rules"
-                 r"|policy|instructions)|override|unrestricted|no\s+(?:rules|restrictions|limits))"),
-                ("system", "admin", "developer", "root", "operator"))],
-    }),
-    "role_header": (0.2, {
-        "en": [((r"^[^\S\n]*#{2,6}[^\S\n]*system[^\S\n]*:|(?<!<)<(?:system|sys|developer)(?:_?(?:prompt|message"
-                 r"|instructions?))?>"), ("system", "<sys", "<developer"))],
-    }),
+    "role_header_directive": (
+        0.5,
+        {
+            "en": [
+                (
+                    (
+                        r"^[^\S\n]*(?:#{1,6}[^\S\n]*|\*\*|<)?(?:system|admin|administrator|developer|root|operator)"
+                        r"(?:[^\S\n]+(?:message|prompt|note|override|instructions?|update|notice))?[^\S\n]*(?:\*\*)?[^\S\n]*"
+                        r"[:>\]][^\n]{0,80}?\b(?:you\s+(?:must|are|will|shall|should|have|may|can)|the\s+(?:assistant|ai"
+                        r"|model|user)\s+(?:must|is|has|should|will|may|can)|comply|obey|ignore|disregard|new\s+(?:rules"
+                        r"|policy|instructions)|override|unrestricted|no\s+(?:rules|restrictions|limits))"
+                    ),
+                    ("system", "admin", "developer", "root", "operator"),
+                )
+            ],
+        },
+    ),
+    "role_header": (
+        0.2,
+        {
+            "en": [
+                (
+                    (
+                        r"^[^\S\n]*#{2,6}[^\S\n]*system[^\S\n]*:|(?<!<)<(?:system|sys|developer)(?:_?(?:prompt|message"
+                        r"|instructions?))?>"
+                    ),
+                    ("system", "<sys", "<developer"),
+                )
+            ],
+        },
+    ),
     # Llama-2 style markers: also appear in honest questions about prompt formats
     "inst_markers": (0.35, {"en": [r"\[/?inst\]|<</?sys>>"]}),
     # an HTML comment addressed to the model, in a page it is asked to read
-    "hidden_comment_instruction": (0.3, {
-        "en": [r"<!--[^>]{0,200}?\b(?:ai|assistant|model|llm|chatbot|gpt|claude|gemini|bot)\b"],
-    }),
+    "hidden_comment_instruction": (
+        0.3,
+        {
+            "en": [r"<!--[^>]{0,200}?\b(?:ai|assistant|model|llm|chatbot|gpt|claude|gemini|bot)\b"],
+        },
+    ),
     # persona reassignment to an unrestricted role: "you are now DAN", "you are now in developer mode"
-    "persona_override": (0.5, {
-        "en": [(r"\byou\s+are\s+now\s+(?:an?\s+|the\s+|my\s+|in\s+)?(?:dan\b|unfiltered|unrestricted|uncensored|evil"
-                r"|jailbroken|developer\s+mode|free\s+(?:from|of)|no\s+longer\s+(?:bound|restricted|an?\s+ai)"
-                r"|(?:an?\s+)?(?:ai|assistant|model|chatbot|bot)\s+(?:with(?:out)?\s+no|without\s+(?:any\s+)?)"
-                r"(?:rules|restrictions|limits|filters))")],
-        "de": [(r"\b(?:du\s+bist|sie\s+sind)\s+(?:jetzt|nun|ab\s+sofort|ab\s+jetzt|von\s+nun\s+an)\s+(?:\w+\s+){0,3}?"
-                r"(?:ohne\s+(?:jegliche\s+|irgendwelche\s+)?(?:einschränkungen|beschränkungen|regeln|grenzen|filter"
-                r"|zensur)|uneingeschränkt|unzensiert|ungefiltert|frei\s+von|dan\b)")],
-        "fr": [(r"\b(?:tu\s+es|vous\s+êtes)\s+(?:maintenant|désormais|dorénavant|à\s+présent)\s+(?:\w+\s+){0,3}?"
-                r"(?:sans\s+(?:aucune?\s+)?(?:restrictions?|limites?|règles|filtres?|censure)|libre\s+de|non\s+censurée?"
-                r"|dan\b)"),
-               (r"\b(?:agis|agissez|fais|faites|comporte-toi|comportez-vous)\s+comme\s+si\s+(?:tu|vous)\s+"
-                r"(?:n'?\s*)?(?:avais|aviez|étais|étiez)\s+(?:aucune?|pas\s+de|sans)\s+(?:\w+\s+)?(?:restrictions?"
-                r"|règles|limites?|filtres?|censure)")],
-        "es": [(r"\b(?:ahora|a\s+partir\s+de\s+ahora|desde\s+ahora)\s+(?:tú\s+|tu\s+|usted\s+)?(?:eres|es|serás|seras)\s+"
-                r"(?:\w+\s+){0,3}?(?:sin\s+(?:ningún\s+tipo\s+de\s+|ninguna\s+)?(?:restricciones|restricción|límites"
-                r"|reglas|filtros|censura)|dan\b|libre\s+de)"),
-               (r"\b(?:actúa|actua|compórtate|comportate|finge)\s+como\s+si\s+no\s+tuvieras\s+(?:\w+\s+)?"
-                r"(?:reglas|restricciones|límites|filtros)")],
-        "it": [(r"\b(?:ora|adesso|d'ora\s+in\s+poi|da\s+ora)\s+(?:tu\s+)?(?:sei|sarai)\s+(?:\w+\s+){0,3}?(?:senza"
-                r"\s+(?:alcuna\s+|nessuna\s+)?(?:restrizion[ei]|limit[ie]|regole|filtri|censura)|dan\b|liber[oa]\s+da)")],
-        "pt": [(r"\b(?:agora|a\s+partir\s+de\s+agora|de\s+agora\s+em\s+diante)\s+(?:você|voce|tu)\s+(?:é|e|és|es|será)"
-                r"\s+(?:\w+\s+){0,3}?(?:sem\s+(?:nenhuma\s+|qualquer\s+)?(?:restrições|restricoes|restrição|limites"
-                r"|regras|filtros|censura)|dan\b|livre\s+de)")],
-        "nl": [(r"\b(?:je\s+bent|jij\s+bent|u\s+bent)\s+(?:nu|vanaf\s+nu|voortaan)\s+(?:\w+\s+){0,3}?(?:zonder\s+"
-                r"(?:enige\s+)?(?:beperkingen|regels|filters|censuur|grenzen)|ongecensureerd|dan\b|vrij\s+van)")],
-        "sv": [(r"\b(?:du\s+är)\s+(?:nu|från\s+och\s+med\s+nu)\s+(?:\w+\s+){0,3}?(?:utan\s+(?:några\s+)?"
-                r"(?:begränsningar|regler|filter|restriktioner)|ocensurerad|dan\b)")],
-        "pl": [(r"\b(?:jesteś|teraz\s+jesteś|od\s+teraz\s+jesteś)\s+(?:teraz\s+)?(?:\w+\s+){0,3}?(?:bez\s+(?:żadnych\s+)?"
-                r"(?:ograniczeń|zasad|filtrów|cenzury|reguł)|nieograniczon\w*|dan\b)")],
-        "tr": [(r"\b(?:artık|şu\s+andan\s+itibaren|bundan\s+sonra)\s+(?:\w+\s+){0,3}?(?:kısıtlamasız|sınırsız"
-                r"|kuralsız|sansürsüz|filtresiz)\w*")],
-        "id": [(r"\b(?:sekarang|mulai\s+sekarang)\s+(?:kamu|anda)\s+(?:adalah\s+)?(?:\w+\s+){0,3}?(?:tanpa\s+"
-                r"(?:batasan|aturan|filter|sensor)|dan\b)")],
-        "vi": [(r"(?:bây\s+giờ|từ\s+giờ|từ\s+bây\s+giờ)\s+(?:bạn|mày)\s+(?:là\s+)?(?:\S+\s+){0,4}?(?:không\s+(?:có\s+)?"
-                r"(?:bất\s+kỳ\s+)?(?:giới\s+hạn|hạn\s+chế|quy\s+tắc|kiểm\s+duyệt)|dan\b)")],
-        "ru": [(r"(?:теперь|отныне|с\s+этого\s+момента|с\s+этой\s+минуты)\s+(?:ты|вы)\s+(?:\w+\s+){0,3}?(?:без\s+"
-                r"(?:каких-либо\s+|всяких\s+|любых\s+)?(?:\w+\s+)?(?:ограничений|правил|фильтров|цензуры)"
-                r"|неограниченн\w*|нецензурированн\w*|dan\b)")],
-        "zh": [(r"(?:你现在是|你現在是|现在你是|現在你是|从现在开始[，,]?\s*你|從現在開始[，,]?\s*你|从现在起[，,]?\s*你"
-                r"|從現在起[，,]?\s*你)[^。！？\n]{0,12}?(?:没有|沒有|不受|无|無|解除|摆脱|擺脫|不再有)(?:任何|一切|所有)?"
-                r"(?:的)?(?:限制|约束|約束|规则|規則|审查|審查|过滤|過濾|道德)")],
-        "ja": [(r"(?:あなたは今|今からあなたは|これからあなたは|あなたはもう)[^。！？\n]{0,15}?(?:制限|制約|ルール|フィルター"
-                r"|検閲)(?:の|が|を)?(?:ない|なし|無し|無い|解除|持たない)")],
-        "ko": [(r"(?:너는\s*이제|당신은\s*이제|지금부터\s*(?:너는|당신은)|이제부터\s*(?:너는|당신은))[^.!?\n]{0,15}?"
-                r"(?:제한|제약|규칙|필터|검열)(?:이|가|을|를)?\s*(?:없는|없어|없다|해제)")],
-        "ar": [(r"(?:أنت\s+الآن|انت\s+الان|من\s+الآن\s+فصاعدا\s+أنت|من\s+الان\s+فصاعدا\s+انت)\s+(?:\S+\s+){0,3}?"
-                r"(?:بدون|بلا|دون)\s+(?:أي\s+|اي\s+)?(?:قيود|حدود|قواعد|رقابة|فلاتر)")],
-        "hi": [(r"(?:अब\s+(?:से\s+)?(?:तुम|आप)|आज\s+से\s+(?:तुम|आप))\s+(?:\S+\s+){0,4}?(?:बिना\s+(?:किसी\s+)?"
-                r"(?:प्रतिबंध|पाबंदी|सीमा|नियम)|(?:प्रतिबंध|पाबंदी|सीमा|नियमों|नियम)\s+(?:के\s+बिना|से\s+मुक्त))")],
-    }),
+    "persona_override": (
+        0.5,
+        {
+            "en": [
+                (
+                    r"\byou\s+are\s+now\s+(?:an?\s+|the\s+|my\s+|in\s+)?(?:dan\b|unfiltered|unrestricted|uncensored|evil"
+                    r"|jailbroken|developer\s+mode|free\s+(?:from|of)|no\s+longer\s+(?:bound|restricted|an?\s+ai)"
+                    r"|(?:an?\s+)?(?:ai|assistant|model|chatbot|bot)\s+(?:with(?:out)?\s+no|without\s+(?:any\s+)?)"
+                    r"(?:rules|restrictions|limits|filters))"
+                )
+            ],
+            "de": [
+                (
+                    r"\b(?:du\s+bist|sie\s+sind)\s+(?:jetzt|nun|ab\s+sofort|ab\s+jetzt|von\s+nun\s+an)\s+(?:\w+\s+){0,3}?"
+                    r"(?:ohne\s+(?:jegliche\s+|irgendwelche\s+)?(?:einschränkungen|beschränkungen|regeln|grenzen|filter"
+                    r"|zensur)|uneingeschränkt|unzensiert|ungefiltert|frei\s+von|dan\b)"
+                )
+            ],
+            "fr": [
+                (
+                    r"\b(?:tu\s+es|vous\s+êtes)\s+(?:maintenant|désormais|dorénavant|à\s+présent)\s+(?:\w+\s+){0,3}?"
+                    r"(?:sans\s+(?:aucune?\s+)?(?:restrictions?|limites?|règles|filtres?|censure)|libre\s+de|non\s+censurée?"
+                    r"|dan\b)"
+                ),
+                (
+                    r"\b(?:agis|agissez|fais|faites|comporte-toi|comportez-vous)\s+comme\s+si\s+(?:tu|vous)\s+"
+                    r"(?:n'?\s*)?(?:avais|aviez|étais|étiez)\s+(?:aucune?|pas\s+de|sans)\s+(?:\w+\s+)?(?:restrictions?"
+                    r"|règles|limites?|filtres?|censure)"
+                ),
+            ],
+            "es": [
+                (
+                    r"\b(?:ahora|a\s+partir\s+de\s+ahora|desde\s+ahora)\s+(?:tú\s+|tu\s+|usted\s+)?(?:eres|es|serás|seras)\s+"
+                    r"(?:\w+\s+){0,3}?(?:sin\s+(?:ningún\s+tipo\s+de\s+|ninguna\s+)?(?:restricciones|restricción|límites"
+                    r"|reglas|filtros|censura)|dan\b|libre\s+de)"
+                ),
+                (
+                    r"\b(?:actúa|actua|compórtate|comportate|finge)\s+como\s+si\s+no\s+tuvieras\s+(?:\w+\s+)?"
+                    r"(?:reglas|restricciones|límites|filtros)"
+                ),
+            ],
+            "it": [
+                (
+                    r"\b(?:ora|adesso|d'ora\s+in\s+poi|da\s+ora)\s+(?:tu\s+)?(?:sei|sarai)\s+(?:\w+\s+){0,3}?(?:senza"
+                    r"\s+(?:alcuna\s+|nessuna\s+)?(?:restrizion[ei]|limit[ie]|regole|filtri|censura)|dan\b|liber[oa]\s+da)"
+                )
+            ],
+            "pt": [
+                (
+                    r"\b(?:agora|a\s+partir\s+de\s+agora|de\s+agora\s+em\s+diante)\s+(?:você|voce|tu)\s+(?:é|e|és|es|será)"
+                    r"\s+(?:\w+\s+){0,3}?(?:sem\s+(?:nenhuma\s+|qualquer\s+)?(?:restrições|restricoes|restrição|limites"
+                    r"|regras|filtros|censura)|dan\b|livre\s+de)"
+                )
+            ],
+            "nl": [
+                (
+                    r"\b(?:je\s+bent|jij\s+bent|u\s+bent)\s+(?:nu|vanaf\s+nu|voortaan)\s+(?:\w+\s+){0,3}?(?:zonder\s+"
+                    r"(?:enige\s+)?(?:beperkingen|regels|filters|censuur|grenzen)|ongecensureerd|dan\b|vrij\s+van)"
+                )
+            ],
+            "sv": [
+                (
+                    r"\b(?:du\s+är)\s+(?:nu|från\s+och\s+med\s+nu)\s+(?:\w+\s+){0,3}?(?:utan\s+(?:några\s+)?"
+                    r"(?:begränsningar|regler|filter|restriktioner)|ocensurerad|dan\b)"
+                )
+            ],
+            "pl": [
+                (
+                    r"\b(?:jesteś|teraz\s+jesteś|od\s+teraz\s+jesteś)\s+(?:teraz\s+)?(?:\w+\s+){0,3}?(?:bez\s+(?:żadnych\s+)?"
+                    r"(?:ograniczeń|zasad|filtrów|cenzury|reguł)|nieograniczon\w*|dan\b)"
+                )
+            ],
+            "tr": [
+                (
+                    r"\b(?:artık|şu\s+andan\s+itibaren|bundan\s+sonra)\s+(?:\w+\s+){0,3}?(?:kısıtlamasız|sınırsız"
+                    r"|kuralsız|sansürsüz|filtresiz)\w*"
+                )
+            ],
+            "id": [
+                (
+                    r"\b(?:sekarang|mulai\s+sekarang)\s+(?:kamu|anda)\s+(?:adalah\s+)?(?:\w+\s+){0,3}?(?:tanpa\s+"
+                    r"(?:batasan|aturan|filter|sensor)|dan\b)"
+                )
+            ],
+            "vi": [
+                (
+                    r"(?:bây\s+giờ|từ\s+giờ|từ\s+bây\s+giờ)\s+(?:bạn|mày)\s+(?:là\s+)?(?:\S+\s+){0,4}?(?:không\s+(?:có\s+)?"
+                    r"(?:bất\s+kỳ\s+)?(?:giới\s+hạn|hạn\s+chế|quy\s+tắc|kiểm\s+duyệt)|dan\b)"
+                )
+            ],
+            "ru": [
+                (
+                    r"(?:теперь|отныне|с\s+этого\s+момента|с\s+этой\s+минуты)\s+(?:ты|вы)\s+(?:\w+\s+){0,3}?(?:без\s+"
+                    r"(?:каких-либо\s+|всяких\s+|любых\s+)?(?:\w+\s+)?(?:ограничений|правил|фильтров|цензуры)"
+                    r"|неограниченн\w*|нецензурированн\w*|dan\b)"
+                )
+            ],
+            "zh": [
+                (
+                    r"(?:你现在是|你現在是|现在你是|現在你是|从现在开始[，,]?\s*你|從現在開始[，,]?\s*你|从现在起[，,]?\s*你"
+                    r"|從現在起[，,]?\s*你)[^。！？\n]{0,12}?(?:没有|沒有|不受|无|無|解除|摆脱|擺脫|不再有)(?:任何|一切|所有)?"
+                    r"(?:的)?(?:限制|约束|約束|规则|規則|审查|審查|过滤|過濾|道德)"
+                )
+            ],
+            "ja": [
+                (
+                    r"(?:あなたは今|今からあなたは|これからあなたは|あなたはもう)[^。！？\n]{0,15}?(?:制限|制約|ルール|フィルター"
+                    r"|検閲)(?:の|が|を)?(?:ない|なし|無し|無い|解除|持たない)"
+                )
+            ],
+            "ko": [
+                (
+                    r"(?:너는\s*이제|당신은\s*이제|지금부터\s*(?:너는|당신은)|이제부터\s*(?:너는|당신은))[^.!?\n]{0,15}?"
+                    r"(?:제한|제약|규칙|필터|검열)(?:이|가|을|를)?\s*(?:없는|없어|없다|해제)"
+                )
+            ],
+            "ar": [
+                (
+                    r"(?:أنت\s+الآن|انت\s+الان|من\s+الآن\s+فصاعدا\s+أنت|من\s+الان\s+فصاعدا\s+انت)\s+(?:\S+\s+){0,3}?"
+                    r"(?:بدون|بلا|دون)\s+(?:أي\s+|اي\s+)?(?:قيود|حدود|قواعد|رقابة|فلاتر)"
+                )
+            ],
+            "hi": [
+                (
+                    r"(?:अब\s+(?:से\s+)?(?:तुम|आप)|आज\s+से\s+(?:तुम|आप))\s+(?:\S+\s+){0,4}?(?:बिना\s+(?:किसी\s+)?"
+                    r"(?:प्रतिबंध|पाबंदी|सीमा|नियम)|(?:प्रतिबंध|पाबंदी|सीमा|नियमों|नियम)\s+(?:के\s+बिना|से\s+मुक्त))"
+                )
+            ],
+        },
+    ),
     # any other persona change ("you are now a pirate") and "from now on you will ...": weak signals
     "you_are_now": (0.25, {"en": [r"\byou\s+are\s+now\s+(?:an?|the|my)\s+\w+"]}),
     "from_now_on": (0.2, {"en": [r"\bfrom\s+now\s+on,?\s+you\s+(?:are|will|must|shall)\b"]}),
-    "unrestricted_persona": (0.3, {
-        "en": [(r"\b(?:unfiltered|unrestricted|uncensored|do\s+anything\s+now)\b|\bwithout\s+(?:any\s+)?"
-                r"(?:restrictions?|limitations|filters|guidelines|censorship)\b|\bno\s+content\s+polic(?:y|ies)\b")],
-        "de": [(r"\bohne\s+(?:jegliche\s+|irgendwelche\s+)?(?:einschränkungen|beschränkungen|zensur|filter)\b"
-                r"|\b(?:unzensiert|uneingeschränkt)\w*")],
-        "fr": [(r"\bsans\s+(?:aucune\s+)?(?:restrictions?|censure|filtres?)\b|\baucune\s+restriction\b"
-                r"|\bnon\s+censurée?\b")],
-        "es": [r"\bsin\s+(?:ningún\s+tipo\s+de\s+|ninguna\s+)?(?:restricciones|restricción|censura|filtros)\b"],
-        "it": [r"\bsenza\s+(?:alcuna\s+|nessuna\s+)?(?:restrizion[ei]|censura|filtri)\b"],
-        "pt": [r"\bsem\s+(?:nenhuma\s+|qualquer\s+)?(?:restrições|restricoes|restrição|censura|filtros)\b"],
-        "nl": [r"\bzonder\s+(?:enige\s+)?(?:beperkingen|censuur|filters)\b|\bongecensureerd\b"],
-        "sv": [r"\butan\s+(?:några\s+)?(?:begränsningar|restriktioner|censur|filter)\b|\bocensurerad\b"],
-        "pl": [r"\bbez\s+(?:żadnych\s+)?(?:ograniczeń|cenzury|filtrów)\b"],
-        "tr": [r"\b(?:kısıtlamasız|sansürsüz|filtresiz)\b"],
-        "ru": [r"без\s+(?:каких-либо\s+|всяких\s+|любых\s+)?(?:ограничений|цензуры|фильтров)"],
-        "zh": [r"(?:没有|沒有|不受|无|無|解除|摆脱|擺脫)(?:任何|一切|所有)(?:的)?(?:限制|约束|約束|审查|審查|过滤|過濾)"],
-        "ja": [r"(?:制限|制約|検閲|フィルター)(?:の|が)?(?:ない|なし|無し|無い|を解除)"],
-        "ko": [r"(?:제한|제약|검열|필터)(?:이|가)?\s*없는"],
-        "ar": [r"(?:بدون|بلا|دون)\s+(?:أي\s+|اي\s+)?(?:قيود|رقابة)"],
-        "hi": [r"बिना\s+(?:किसी\s+)?(?:प्रतिबंध|पाबंदी|रोक)|(?:प्रतिबंध|पाबंदी)\s+के\s+बिना"],
-        "vi": [r"không\s+(?:có\s+)?(?:bất\s+kỳ\s+)?(?:giới\s+hạn|hạn\s+chế|kiểm\s+duyệt)\s+(?:nào|gì)"],
-    }),
+    "unrestricted_persona": (
+        0.3,
+        {
+            "en": [
+                (
+                    r"\b(?:unfiltered|unrestricted|uncensored|do\s+anything\s+now)\b|\bwithout\s+(?:any\s+)?"
+                    r"(?:restrictions?|limitations|filters|guidelines|censorship)\b|\bno\s+content\s+polic(?:y|ies)\b"
+                )
+            ],
+            "de": [
+                (
+                    r"\bohne\s+(?:jegliche\s+|irgendwelche\s+)?(?:einschränkungen|beschränkungen|zensur|filter)\b"
+                    r"|\b(?:unzensiert|uneingeschränkt)\w*"
+                )
+            ],
+            "fr": [
+                (
+                    r"\bsans\s+(?:aucune\s+)?(?:restrictions?|censure|filtres?)\b|\baucune\s+restriction\b"
+                    r"|\bnon\s+censurée?\b"
+                )
+            ],
+            "es": [r"\bsin\s+(?:ningún\s+tipo\s+de\s+|ninguna\s+)?(?:restricciones|restricción|censura|filtros)\b"],
+            "it": [r"\bsenza\s+(?:alcuna\s+|nessuna\s+)?(?:restrizion[ei]|censura|filtri)\b"],
+            "pt": [r"\bsem\s+(?:nenhuma\s+|qualquer\s+)?(?:restrições|restricoes|restrição|censura|filtros)\b"],
+            "nl": [r"\bzonder\s+(?:enige\s+)?(?:beperkingen|censuur|filters)\b|\bongecensureerd\b"],
+            "sv": [r"\butan\s+(?:några\s+)?(?:begränsningar|restriktioner|censur|filter)\b|\bocensurerad\b"],
+            "pl": [r"\bbez\s+(?:żadnych\s+)?(?:ograniczeń|cenzury|filtrów)\b"],
+            "tr": [r"\b(?:kısıtlamasız|sansürsüz|filtresiz)\b"],
+            "ru": [r"без\s+(?:каких-либо\s+|всяких\s+|любых\s+)?(?:ограничений|цензуры|фильтров)"],
+            "zh": [
+                r"(?:没有|沒有|不受|无|無|解除|摆脱|擺脫)(?:任何|一切|所有)(?:的)?(?:限制|约束|約束|审查|審查|过滤|過濾)"
+            ],
+            "ja": [r"(?:制限|制約|検閲|フィルター)(?:の|が)?(?:ない|なし|無し|無い|を解除)"],
+            "ko": [r"(?:제한|제약|검열|필터)(?:이|가)?\s*없는"],
+            "ar": [r"(?:بدون|بلا|دون)\s+(?:أي\s+|اي\s+)?(?:قيود|رقابة)"],
+            "hi": [r"बिना\s+(?:किसी\s+)?(?:प्रतिबंध|पाबंदी|रोक)|(?:प्रतिबंध|पाबंदी)\s+के\s+बिना"],
+            "vi": [r"không\s+(?:có\s+)?(?:bất\s+kỳ\s+)?(?:giới\s+hạn|hạn\s+chế|kiểm\s+duyệt)\s+(?:nào|gì)"],
+        },
+    ),
     "developer_mode": (0.3, {"en": [r"\bdeveloper\s+mode\b"]}),
     "jailbreak": (0.3, {"en": [r"\bjail\s?br(?:eak|oken)"]}),
     # a long base64-looking blob (hidden instructions smuggled past a reader); its decoding is screened too
@@ -534,8 +948,7 @@ RULE_TABLE: dict[str, tuple[float, dict[str, list[str | tuple[str, tuple[str, ..
 SURFACE_RULES = frozenset({"base64_blob"})  # about the form of the prompt: not matched on its decoded views
 
 # the script of each language's rows: a row of another script than Latin is tried only on a text that has it
-LANGUAGE_SCRIPT = {"ru": "cyrillic", "zh": "han", "ja": "kana_han", "ko": "hangul", "ar": "arabic",
-                   "hi": "devanagari"}
+LANGUAGE_SCRIPT = {"ru": "cyrillic", "zh": "han", "ja": "kana_han", "ko": "hangul", "ar": "arabic", "hi": "devanagari"}
 _SCRIPT_PRESENT = {
     "cyrillic": re.compile("[\u0400-\u04ff]"),
     "han": re.compile("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff]"),
@@ -577,17 +990,21 @@ def _compile_rule(name: str, weight: float, rows: dict[str, list[str | tuple[str
             if split:  # each branch starts with a literal, its anchor
                 for branch, literal, word in split:
                     lit_source = branch_literal_source(branch)
-                    branches.setdefault((script, literal, lit_source, word), []).append(branch[len(lit_source):])
+                    branches.setdefault((script, literal, lit_source, word), []).append(branch[len(lit_source) :])
             else:
                 anchors = set(given) if given else pattern_anchors(source)
-                whole.append(Part(script, tuple(sorted(anchors)) if anchors else None, False,
-                                  re.compile(source, _FLAGS)))
+                whole.append(
+                    Part(script, tuple(sorted(anchors)) if anchors else None, False, re.compile(source, _FLAGS))
+                )
             sources.append(f"(?:{source})")
     # the branches of a rule that start with the same literal share one scan: literal(?:rest|rest...)
-    parts = [Part(script, (literal,), word, re.compile(lit_source + "(?:" + "|".join(rests) + ")", _FLAGS))
-             for (script, literal, lit_source, word), rests in branches.items()]
-    return Rule(name, re.compile("|".join(sources), _FLAGS), weight, tuple(parts + whole), tuple(rows),
-                name in SURFACE_RULES)
+    parts = [
+        Part(script, (literal,), word, re.compile(lit_source + "(?:" + "|".join(rests) + ")", _FLAGS))
+        for (script, literal, lit_source, word), rests in branches.items()
+    ]
+    return Rule(
+        name, re.compile("|".join(sources), _FLAGS), weight, tuple(parts + whole), tuple(rows), name in SURFACE_RULES
+    )
 
 
 INJECTION_RULES: tuple[Rule, ...] = tuple(_compile_rule(name, w, rows) for name, (w, rows) in RULE_TABLE.items())
@@ -614,8 +1031,13 @@ def injection_score(matched: Iterable[Rule]) -> float:
 class Guardrails:
     """Screens prompts and checks outputs; configured once per gateway."""
 
-    def __init__(self, blocked_patterns: Iterable[str] = (), injection_threshold: float = 0.5,
-                 max_output_chars: int = 20_000, flag_only: bool = False):
+    def __init__(
+        self,
+        blocked_patterns: Iterable[str] = (),
+        injection_threshold: float = 0.5,
+        max_output_chars: int = 20_000,
+        flag_only: bool = False,
+    ):
         if not 0 < injection_threshold <= 1:
             raise ValueError(f"injection_threshold must be in (0, 1], got {injection_threshold}")
         if max_output_chars < 1:
@@ -629,8 +1051,9 @@ class Guardrails:
         """Block a likely prompt injection or a blocked pattern; flag a suspicious prompt."""
         texts = views(text)
         indexes = [TextIndex(t.lower()) for t in texts]
-        matched = [r for r in INJECTION_RULES
-                   if any(r.search(ix.text, ix) for ix in (indexes[:1] if r.surface else indexes))]
+        matched = [
+            r for r in INJECTION_RULES if any(r.search(ix.text, ix) for ix in (indexes[:1] if r.surface else indexes))
+        ]
         score = injection_score(matched)
         reasons = [f"injection:{r.name}" for r in matched]
         hard = self._blocked_reasons(text, *texts)

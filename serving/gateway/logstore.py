@@ -51,8 +51,19 @@ from typing import Any
 
 from .logrow import LOG_FIELDS, LogRow, validate_row
 
-__all__ = ["LOG_FIELDS", "InferenceLog", "LogRow", "LogUnavailable", "closed_hours", "fsync_dir", "hour_dirs",
-           "hour_of", "read_rows", "utc_now_iso", "validate_row"]
+__all__ = [
+    "LOG_FIELDS",
+    "InferenceLog",
+    "LogRow",
+    "LogUnavailable",
+    "closed_hours",
+    "fsync_dir",
+    "hour_dirs",
+    "hour_of",
+    "read_rows",
+    "utc_now_iso",
+    "validate_row",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +106,14 @@ class _Entry:
 
     __slots__ = ("hour", "line", "row", "loop", "waiter", "committed", "writing", "abandoned")
 
-    def __init__(self, hour: str, line: bytes, row: LogRow, loop: asyncio.AbstractEventLoop | None = None,
-                 waiter: asyncio.Future | None = None):
+    def __init__(
+        self,
+        hour: str,
+        line: bytes,
+        row: LogRow,
+        loop: asyncio.AbstractEventLoop | None = None,
+        waiter: asyncio.Future | None = None,
+    ):
         self.hour, self.line, self.row, self.loop, self.waiter = hour, line, row, loop, waiter
         self.committed = waiter is not None  # queued by commit(): write it at once
         self.writing = False  # in the write() + fsync being attempted right now
@@ -126,11 +143,19 @@ class InferenceLog:
 
     retry_delay_s = 0.5  # pause before retrying a batch whose write failed (disk full, I/O error)
 
-    def __init__(self, spool_dir: str | os.PathLike[str], flush_interval_s: float = 0.05,
-                 max_batch: int = 512, max_pending: int = 100_000, commit_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        spool_dir: str | os.PathLike[str],
+        flush_interval_s: float = 0.05,
+        max_batch: int = 512,
+        max_pending: int = 100_000,
+        commit_timeout_s: float = 10.0,
+    ):
         if flush_interval_s < 0 or max_batch < 1 or max_pending < 1 or commit_timeout_s < 0:
-            raise ValueError(f"need flush_interval_s >= 0, max_batch >= 1, max_pending >= 1, commit_timeout_s >= 0;"
-                             f" got {flush_interval_s}, {max_batch}, {max_pending}, {commit_timeout_s}")
+            raise ValueError(
+                f"need flush_interval_s >= 0, max_batch >= 1, max_pending >= 1, commit_timeout_s >= 0;"
+                f" got {flush_interval_s}, {max_batch}, {max_pending}, {commit_timeout_s}"
+            )
         self.spool_dir = Path(spool_dir)
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
@@ -237,8 +262,12 @@ class InferenceLog:
             self._check_running()
             if len(self._queue) >= self.max_pending:
                 self._dropped += 1
-                log.error("inference log: %d rows wait (writer failing: %s); refusing request %s", len(self._queue),
-                          self._failing, row.request_id)
+                log.error(
+                    "inference log: %d rows wait (writer failing: %s); refusing request %s",
+                    len(self._queue),
+                    self._failing,
+                    row.request_id,
+                )
                 row.update(status=REFUSED_STATUS, error=REFUSED_ERROR)
                 raise LogUnavailable(f"{len(self._queue)} inference log rows wait to be written")
             self._committers += 1
@@ -278,15 +307,17 @@ class InferenceLog:
                 while self._written < target:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise TimeoutError(f"inference log: {target - self._written} rows not on disk "
-                                           f"after {timeout}s")
+                        raise TimeoutError(f"inference log: {target - self._written} rows not on disk after {timeout}s")
                     self._cond.wait(left)
             finally:
                 self._flush_waiters -= 1
 
     @staticmethod
-    def _entry(row: LogRow | dict[str, Any], loop: asyncio.AbstractEventLoop | None = None,
-               waiter: asyncio.Future | None = None) -> _Entry:
+    def _entry(
+        row: LogRow | dict[str, Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+        waiter: asyncio.Future | None = None,
+    ) -> _Entry:
         """Validate and serialize in the caller's thread (the writer only writes)."""
         if isinstance(row, dict):
             row = LogRow.from_json(row)
@@ -336,8 +367,9 @@ class InferenceLog:
         having waited ``flush_interval_s``. None once closing with nothing left."""
         with self._cond:
             while True:
-                if self._queue and (self._closing or self._flush_waiters or self._committers
-                                    or len(self._queue) >= self.max_batch):
+                if self._queue and (
+                    self._closing or self._flush_waiters or self._committers or len(self._queue) >= self.max_batch
+                ):
                     break
                 if self._queue:
                     left = self._oldest_at + self.flush_interval_s - time.monotonic()
@@ -366,8 +398,9 @@ class InferenceLog:
                 self._write_batch(batch)
                 break
             except OSError:
-                log.exception("inference log: writing %d rows failed; retrying in %.1fs", len(batch),
-                              self.retry_delay_s)
+                log.exception(
+                    "inference log: writing %d rows failed; retrying in %.1fs", len(batch), self.retry_delay_s
+                )
                 with self._cond:
                     self._failing = True
                     for e in batch:
@@ -493,8 +526,7 @@ def _read_file(path: Path) -> tuple[list[dict], int]:
     return rows, skipped
 
 
-def closed_hours(spool_dir: str | os.PathLike[str], now: datetime | None = None,
-                 grace_s: float = 0.0) -> list[str]:
+def closed_hours(spool_dir: str | os.PathLike[str], now: datetime | None = None, grace_s: float = 0.0) -> list[str]:
     """Hour folders strictly before the current UTC hour (of ``now - grace_s``): no row will be added
     to them any more, given rows are at most ``grace_s`` late. ``now`` must be timezone-aware."""
     now = datetime.now(UTC) if now is None else now

@@ -18,28 +18,57 @@ class GatewayMetrics:
     def __init__(self, multiprocess_dir: str | None = None):
         self.multiprocess_dir = multiprocess_dir
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("c2s_gateway_requests", "Requests by endpoint and HTTP status",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("c2s_gateway_request_seconds", "Request latency (whole response)",
-                                 ["endpoint", "route", "stream"], buckets=LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("c2s_gateway_time_to_first_token_seconds", "Streaming: time to the first content chunk",
-                              ["endpoint", "route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens = Counter("c2s_gateway_tokens", "Tokens in (prompt) and out (completion)",
-                              ["direction", "model_version"], registry=r)
+        self.requests = Counter(
+            "c2s_gateway_requests", "Requests by endpoint and HTTP status", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "c2s_gateway_request_seconds",
+            "Request latency (whole response)",
+            ["endpoint", "route", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "c2s_gateway_time_to_first_token_seconds",
+            "Streaming: time to the first content chunk",
+            ["endpoint", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "c2s_gateway_tokens", "Tokens in (prompt) and out (completion)", ["direction", "model_version"], registry=r
+        )
         self.errors = Counter("c2s_gateway_errors", "Errors by kind", ["kind"], registry=r)
-        self.rate_limited = Counter("c2s_gateway_rate_limited", "Requests rejected by the rate limiter",
-                                    ["limit", "tier"], registry=r)
-        self.circuit = Gauge("c2s_gateway_circuit_state", "Circuit breaker per engine: 0 closed, 1 half-open, 2 open",
-                             ["engine"], registry=r, multiprocess_mode="liveall")
-        self.upstream = Counter("c2s_gateway_upstream_requests", "Engine calls by engine and outcome",
-                                ["engine", "outcome"], registry=r)
+        self.rate_limited = Counter(
+            "c2s_gateway_rate_limited", "Requests rejected by the rate limiter", ["limit", "tier"], registry=r
+        )
+        self.circuit = Gauge(
+            "c2s_gateway_circuit_state",
+            "Circuit breaker per engine: 0 closed, 1 half-open, 2 open",
+            ["engine"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.upstream = Counter(
+            "c2s_gateway_upstream_requests", "Engine calls by engine and outcome", ["engine", "outcome"], registry=r
+        )
         self.verdicts = Counter("c2s_gateway_guardrail_verdicts", "Guardrail verdicts", ["stage", "action"], registry=r)
-        self.inflight = Gauge("c2s_gateway_inflight_requests", "Requests being served", registry=r,
-                              multiprocess_mode="livesum")
-        self.health = Gauge("c2s_gateway_engine_healthy", "Last health probe per engine: 1 healthy, 0 not",
-                            ["engine"], registry=r, multiprocess_mode="liveall")
-        self.log_pending = Gauge("c2s_gateway_log_pending_rows", "Inference-log rows not yet on disk", registry=r,
-                                 multiprocess_mode="livesum")
+        self.inflight = Gauge(
+            "c2s_gateway_inflight_requests", "Requests being served", registry=r, multiprocess_mode="livesum"
+        )
+        self.health = Gauge(
+            "c2s_gateway_engine_healthy",
+            "Last health probe per engine: 1 healthy, 0 not",
+            ["engine"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.log_pending = Gauge(
+            "c2s_gateway_log_pending_rows",
+            "Inference-log rows not yet on disk",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""

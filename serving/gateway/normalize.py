@@ -65,8 +65,9 @@ _INVISIBLE_RANGES = (
 )
 INVISIBLE: frozenset[int] = frozenset(c for lo, hi in _INVISIBLE_RANGES for c in range(lo, hi + 1))
 _STRIP_INVISIBLE = dict.fromkeys(INVISIBLE)
-_HAS_INVISIBLE = re.compile("[" + "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
-                                          for lo, hi in _INVISIBLE_RANGES) + "]")
+_HAS_INVISIBLE = re.compile(
+    "[" + "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in _INVISIBLE_RANGES) + "]"
+)
 
 
 def strip_invisible(text: str) -> str:
@@ -82,29 +83,144 @@ def strip_invisible(text: str) -> str:
 # letters need no entry.
 CONFUSABLES: dict[str, str] = {
     # Cyrillic
-    "а": "a", "е": "e", "ё": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "ѕ": "s", "і": "i",
-    "ї": "i", "ј": "j", "ԁ": "d", "һ": "h", "ԛ": "q", "ԝ": "w", "ӏ": "l", "ү": "y",
-    "А": "A", "В": "B", "Е": "E", "Ё": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
-    "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S", "І": "I", "Ї": "I", "Ј": "J", "Ԁ": "D", "Һ": "H", "Ԛ": "Q",
-    "Ԝ": "W", "Ӏ": "I", "Ү": "Y",
+    "а": "a",
+    "е": "e",
+    "ё": "e",
+    "о": "o",
+    "р": "p",
+    "с": "c",
+    "у": "y",
+    "х": "x",
+    "ѕ": "s",
+    "і": "i",
+    "ї": "i",
+    "ј": "j",
+    "ԁ": "d",
+    "һ": "h",
+    "ԛ": "q",
+    "ԝ": "w",
+    "ӏ": "l",
+    "ү": "y",
+    "А": "A",
+    "В": "B",
+    "Е": "E",
+    "Ё": "E",
+    "К": "K",
+    "М": "M",
+    "Н": "H",
+    "О": "O",
+    "Р": "P",
+    "С": "C",
+    "Т": "T",
+    "У": "Y",
+    "Х": "X",
+    "Ѕ": "S",
+    "І": "I",
+    "Ї": "I",
+    "Ј": "J",
+    "Ԁ": "D",
+    "Һ": "H",
+    "Ԛ": "Q",
+    "Ԝ": "W",
+    "Ӏ": "I",
+    "Ү": "Y",
     # Greek
-    "α": "a", "ο": "o", "ρ": "p", "ι": "i", "κ": "k", "ν": "v", "υ": "u", "χ": "x", "ϲ": "c", "ϳ": "j",
-    "ό": "o", "ί": "i", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
-    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C",
+    "α": "a",
+    "ο": "o",
+    "ρ": "p",
+    "ι": "i",
+    "κ": "k",
+    "ν": "v",
+    "υ": "u",
+    "χ": "x",
+    "ϲ": "c",
+    "ϳ": "j",
+    "ό": "o",
+    "ί": "i",
+    "Α": "A",
+    "Β": "B",
+    "Ε": "E",
+    "Ζ": "Z",
+    "Η": "H",
+    "Ι": "I",
+    "Κ": "K",
+    "Μ": "M",
+    "Ν": "N",
+    "Ο": "O",
+    "Ρ": "P",
+    "Τ": "T",
+    "Υ": "Y",
+    "Χ": "X",
+    "Ϲ": "C",
     # Armenian
-    "օ": "o", "ս": "u", "հ": "h", "ո": "n", "ց": "g", "զ": "q", "Տ": "S", "Օ": "O",
+    "օ": "o",
+    "ս": "u",
+    "հ": "h",
+    "ո": "n",
+    "ց": "g",
+    "զ": "q",
+    "Տ": "S",
+    "Օ": "O",
     # Latin letters outside ASCII that NFKC keeps: dotless and dotted i, IPA, small capitals
-    "ı": "i", "İ": "I", "ȷ": "j", "ɑ": "a", "ɡ": "g", "ɩ": "i", "ɪ": "i", "ʏ": "y", "ᴀ": "a", "ʙ": "b",
-    "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ʜ": "h", "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n",
-    "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ᴢ": "z",
+    "ı": "i",
+    "İ": "I",
+    "ȷ": "j",
+    "ɑ": "a",
+    "ɡ": "g",
+    "ɩ": "i",
+    "ɪ": "i",
+    "ʏ": "y",
+    "ᴀ": "a",
+    "ʙ": "b",
+    "ᴄ": "c",
+    "ᴅ": "d",
+    "ᴇ": "e",
+    "ɢ": "g",
+    "ʜ": "h",
+    "ᴊ": "j",
+    "ᴋ": "k",
+    "ʟ": "l",
+    "ᴍ": "m",
+    "ɴ": "n",
+    "ᴏ": "o",
+    "ᴘ": "p",
+    "ʀ": "r",
+    "ꜱ": "s",
+    "ᴛ": "t",
+    "ᴜ": "u",
+    "ᴠ": "v",
+    "ᴡ": "w",
+    "ᴢ": "z",
     # Cherokee capitals
-    "Ꭺ": "A", "Ᏼ": "B", "Ꮯ": "C", "Ꭼ": "E", "Ꮋ": "H", "Ꮶ": "K", "Ꮇ": "M", "Ꮲ": "P", "Ꮪ": "S", "Ꭲ": "T",
+    "Ꭺ": "A",
+    "Ᏼ": "B",
+    "Ꮯ": "C",
+    "Ꭼ": "E",
+    "Ꮋ": "H",
+    "Ꮶ": "K",
+    "Ꮇ": "M",
+    "Ꮲ": "P",
+    "Ꮪ": "S",
+    "Ꭲ": "T",
 }
 # Looser look-alikes (a lowercase Cyrillic т is a small capital T, п an n, г an r, н a small capital H,
 # к a small capital K, м a small capital M, в a small capital B): mapped only inside a word that also
 # holds Latin letters, never in a word of Cyrillic alone, which is real Russian far more often.
-LOOSE_CONFUSABLES: dict[str, str] = {"т": "t", "п": "n", "г": "r", "н": "h", "к": "k", "м": "m", "в": "b",
-                                     "ь": "b", "η": "n", "τ": "t", "ε": "e", "γ": "y", "ω": "w"}
+LOOSE_CONFUSABLES: dict[str, str] = {
+    "т": "t",
+    "п": "n",
+    "г": "r",
+    "н": "h",
+    "к": "k",
+    "м": "m",
+    "в": "b",
+    "ь": "b",
+    "η": "n",
+    "τ": "t",
+    "ε": "e",
+    "γ": "y",
+    "ω": "w",
+}
 _CONFUSABLE_TABLE = str.maketrans(CONFUSABLES | LOOSE_CONFUSABLES)
 _STRICT_TABLE = str.maketrans(CONFUSABLES)
 _CONFUSABLE_CLASS = "[" + "".join(re.escape(c) for c in CONFUSABLES | LOOSE_CONFUSABLES) + "]"
@@ -128,9 +244,8 @@ def map_confusables(text: str) -> str:
     out, last = [], 0
     for m in _FOREIGN_WORD.finditer(text):
         word = m.group(0)
-        out.append(text[last:m.start()].translate(_CONFUSABLE_TABLE))
-        out.append(word.translate(_STRICT_TABLE) if len(word) >= 2 and not _NOT_STRICT_LETTER.search(word)
-                   else word)
+        out.append(text[last : m.start()].translate(_CONFUSABLE_TABLE))
+        out.append(word.translate(_STRICT_TABLE) if len(word) >= 2 and not _NOT_STRICT_LETTER.search(word) else word)
         last = m.end()
     out.append(text[last:].translate(_CONFUSABLE_TABLE))
     return "".join(out)
@@ -217,7 +332,7 @@ _HEX_ESCAPED = re.compile(r"(?:\\x[0-9A-Fa-f]{2}){4,}")
 # a run of non-space characters with URL escapes in it: "Ignore%20all%20previous" (linear: the
 # characters between two escapes can be split only one way)
 _URL_RUN = re.compile(r"(?:[^\s%]*%[0-9A-Fa-f]{2})+[^\s%]*")
-_TAGS = re.compile("[\U000E0020-\U000E007E]{4,}")
+_TAGS = re.compile("[\U000e0020-\U000e007e]{4,}")
 _ROT13_HINT = re.compile(r"\brot[\s-]?13\b|\bcaesar\b", re.IGNORECASE)
 _B64_URLSAFE = str.maketrans("-_", "+/")
 _WS_TO_SPACE = str.maketrans("\n\r\t", "   ")
@@ -235,8 +350,12 @@ def _printable_text(raw: bytes) -> str | None:
 
 def _b64_candidate(run: str) -> bool:
     """Looks like base64 rather than a long word or identifier: both cases and a digit or + /."""
-    return (not _HEX_ONLY.fullmatch(run) and any(c.isupper() for c in run) and any(c.islower() for c in run)
-            and any(c.isdigit() or c in "+/" for c in run))
+    return (
+        not _HEX_ONLY.fullmatch(run)
+        and any(c.isupper() for c in run)
+        and any(c.islower() for c in run)
+        and any(c.isdigit() or c in "+/" for c in run)
+    )
 
 
 def _decode_b64(run: str) -> str | None:
@@ -250,15 +369,16 @@ def _decode_b64(run: str) -> str | None:
 
 
 def _decode_hex(run: str) -> str | None:
-    digits = re.sub(r"\\x|[ :,-]", "", run)[: MAX_RUN_CHARS]
+    digits = re.sub(r"\\x|[ :,-]", "", run)[:MAX_RUN_CHARS]
     try:
         return _printable_text(bytes.fromhex(digits[: len(digits) - len(digits) % 2]))
     except ValueError:
         return None
 
 
-def decoded_runs(text: str, normalized: str | None = None, max_runs: int = MAX_DECODED_RUNS,
-                 depth: int = MAX_DEPTH) -> list[tuple[str, str]]:
+def decoded_runs(
+    text: str, normalized: str | None = None, max_runs: int = MAX_DECODED_RUNS, depth: int = MAX_DEPTH
+) -> list[tuple[str, str]]:
     """(kind, decoded text) for the encoded runs of ``text`` that decode to printable text, bounded:
     at most ``max_runs`` decodings kept and ``MAX_ATTEMPTS`` tried, each from at most
     :data:`MAX_RUN_CHARS` characters, ``depth`` levels deep. ``normalized`` is ``normalize(text)`` when

@@ -23,7 +23,7 @@ ERRORS = {
     "429": "Rate limit exceeded (see the Retry-After header)",
     "502": "The engine failed on this request",
     "503": "No engine available, or the request could not be recorded in the inference log (error.code "
-           "log_unavailable); see the Retry-After header",
+    "log_unavailable); see the Retry-After header",
 }
 AUTH_ERRORS = {k: ERRORS[k] for k in ("401",)}
 
@@ -57,8 +57,12 @@ def _responses(codes: dict[str, str], ok: dict) -> dict:
 def document(app: FastAPI, settings: GatewaySettings) -> dict:
     if app.openapi_schema:
         return app.openapi_schema
-    doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                      description="OpenAI-compatible gateway of crawl2serve (bearer API keys).")
+    doc = get_openapi(
+        title=app.title,
+        version=app.version,
+        routes=app.routes,
+        description="OpenAI-compatible gateway of crawl2serve (bearer API keys).",
+    )
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template=REF)
@@ -69,19 +73,30 @@ def document(app: FastAPI, settings: GatewaySettings) -> dict:
         schemas[model.__name__] = schema
         schemas.update(defs)
         op = doc["paths"][path]["post"]
-        op["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": REF.format(model=model.__name__)}}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
+        }
         op["security"] = [{"bearer": []}]
-        op["responses"] = _responses(ERRORS, {"description": "The completion (JSON), or an SSE stream when "
-                                              "stream is true", "content": {"application/json": {"schema": {
-                                                  "type": "object"}}, "text/event-stream": {"schema": {
-                                                      "type": "string"}}}})
+        op["responses"] = _responses(
+            ERRORS,
+            {
+                "description": "The completion (JSON), or an SSE stream when stream is true",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            },
+        )
     models = doc["paths"]["/v1/models"]["get"]
     models["security"] = [{"bearer": []}]
-    models["responses"] = _responses(AUTH_ERRORS, {"description": "The public model names",
-                                                   "content": {"application/json": {"schema": {"type": "object"}}}})
-    doc["paths"]["/ready"]["get"]["responses"]["503"] = {"description": "Not ready (no route, every engine's "
-                                                         "breaker open, or the log failing)", "content": {"application/json": {
-                                                             "schema": {"type": "object"}}}}
+    models["responses"] = _responses(
+        AUTH_ERRORS,
+        {"description": "The public model names", "content": {"application/json": {"schema": {"type": "object"}}}},
+    )
+    doc["paths"]["/ready"]["get"]["responses"]["503"] = {
+        "description": "Not ready (no route, every engine's breaker open, or the log failing)",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
     app.openapi_schema = doc
     return doc

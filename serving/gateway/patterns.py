@@ -84,14 +84,14 @@ def pattern_anchors(source: str) -> set[str] | None:
             break
     if source.startswith("(?:"):
         end = _group_end(source, 0)
-        if end is None or source[end:end + 1] in ("?", "*", "{"):
+        if end is None or source[end : end + 1] in ("?", "*", "{"):
             return None
-        return pattern_anchors(source[3:end - 1])
+        return pattern_anchors(source[3 : end - 1])
     literal, i = [], 0
     while i < len(source):
         c = source[i]
         if c == "\\":
-            nxt = source[i + 1:i + 2]
+            nxt = source[i + 1 : i + 2]
             if not nxt or nxt.isalnum():
                 break
             step = 2
@@ -99,7 +99,7 @@ def pattern_anchors(source: str) -> set[str] | None:
             break
         else:
             nxt, step = c, 1
-        quantifier = source[i + step:i + step + 1]
+        quantifier = source[i + step : i + step + 1]
         if quantifier in ("?", "*", "{"):
             break
         literal.append(nxt)
@@ -116,7 +116,7 @@ def _leading_literal(source: str) -> tuple[str, str, str] | None:
     while i < len(source):
         c = source[i]
         if c == "\\":
-            nxt = source[i + 1:i + 2]
+            nxt = source[i + 1 : i + 2]
             if not nxt or nxt.isalnum():
                 break
             step = 2
@@ -124,7 +124,7 @@ def _leading_literal(source: str) -> tuple[str, str, str] | None:
             break
         else:
             nxt, step = c, 1
-        if source[i + step:i + step + 1] in ("?", "*", "{", "+"):
+        if source[i + step : i + step + 1] in ("?", "*", "{", "+"):
             break
         literal.append(nxt)
         i += step
@@ -161,9 +161,9 @@ def split_branches(source: str) -> list[tuple[str, str, bool]] | None:
             break
     if source.startswith("(?:"):
         end = _group_end(source, 0)
-        if end is None or source[end:end + 1] in ("?", "*", "{", "+"):
+        if end is None or source[end : end + 1] in ("?", "*", "{", "+"):
             return None
-        inner = split_branches(source[3:end - 1])
+        inner = split_branches(source[3 : end - 1])
         if inner is None:
             return None
         tail = source[end:]

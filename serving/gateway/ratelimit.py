@@ -87,7 +87,6 @@ class Decision:
     remaining_tokens: float
 
 
-
 class Limiter(Protocol):
     """What the gateway needs from a rate limiter (both calls are coroutines)."""
 
@@ -239,8 +238,13 @@ class RedisLimiter:
 
         self.prefix, self.timeout_s = prefix, timeout_s
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._script = self._redis.register_script(_LUA)
 
@@ -250,15 +254,22 @@ class RedisLimiter:
     async def _run(self, tenant: str, tier: Tier, mode: str, a: int, b: int, now: float | None) -> list:
         import redis
 
-        args = [repr(tier.requests_per_s), repr(tier.tokens_per_s), repr(float(tier.burst_requests)),
-                repr(float(tier.burst_tokens)), mode, a, b, "" if now is None else repr(float(now))]
+        args = [
+            repr(tier.requests_per_s),
+            repr(tier.tokens_per_s),
+            repr(float(tier.burst_requests)),
+            repr(float(tier.burst_tokens)),
+            mode,
+            a,
+            b,
+            "" if now is None else repr(float(now)),
+        ]
         try:
             async with asyncio.timeout(self.timeout_s):
                 allowed, limit, retry, req, tok = await self._script(keys=[self.key(tenant)], args=args)
         except TimeoutError as exc:
             raise redis.TimeoutError(f"Redis did not answer within {self.timeout_s} s") from exc
-        return [bool(int(allowed)), _text(limit) or None, float(_text(retry)), float(_text(req)),
-                float(_text(tok))]
+        return [bool(int(allowed)), _text(limit) or None, float(_text(retry)), float(_text(req)), float(_text(tok))]
 
     async def reserve(self, tenant: str, tier: Tier, tokens: int, now: float | None = None) -> Decision:
         """Take 1 request and ``tokens`` tokens from the tenant's buckets, both or neither, atomically."""

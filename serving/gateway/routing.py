@@ -108,8 +108,7 @@ def _tokenizers(table: dict | None) -> dict[str, str]:
     found = {v: str(t) for v, t in (table.get("tokenizers") or {}).items() if t}
     for version, models in (table.get("versions") or {}).items():
         if version not in found:
-            folder = next((m for m in models.values() if os.path.isfile(os.path.join(str(m), "tokenizer.json"))),
-                          None)
+            folder = next((m for m in models.values() if os.path.isfile(os.path.join(str(m), "tokenizer.json"))), None)
             if folder:
                 found[version] = folder
     return found

@@ -18,7 +18,9 @@ class EngineSettings(_Strict):
 
     name: str
     url: str
-    timeout_s: float = Field(120.0, description="Whole-request timeout (non-streaming) / time to first byte (streaming)")
+    timeout_s: float = Field(
+        120.0, description="Whole-request timeout (non-streaming) / time to first byte (streaming)"
+    )
     connect_timeout_s: float = 2.0
     read_timeout_s: float = Field(30.0, description="Streaming: the longest wait between two chunks")
 
@@ -49,7 +51,8 @@ class LimitSettings(_Strict):
     default_max_tokens: int = 64
     passthrough_fields: list[str] = Field(
         default_factory=lambda: list(EXTENSIONS),
-        description="Engine sampling extensions (SGLang/vLLM) accepted and passed on as they are")
+        description="Engine sampling extensions (SGLang/vLLM) accepted and passed on as they are",
+    )
 
 
 class GuardrailSettings(_Strict):
@@ -69,8 +72,13 @@ class TierSettings(_Strict):
     def tier(self, name: str):
         from .ratelimit import Tier
 
-        return Tier(name, self.requests_per_minute, self.tokens_per_minute,
-                    self.burst_requests or self.requests_per_minute, self.burst_tokens or self.tokens_per_minute)
+        return Tier(
+            name,
+            self.requests_per_minute,
+            self.tokens_per_minute,
+            self.burst_requests or self.requests_per_minute,
+            self.burst_tokens or self.tokens_per_minute,
+        )
 
 
 class FeastSettings(_Strict):
@@ -102,10 +110,17 @@ class GatewaySettings(_Strict):
     feast: FeastSettings | None = None
     tiers: dict[str, TierSettings] = Field(default_factory=dict)
     log_flush_interval_s: float = 0.05
-    log_commit_before_answer: bool = Field(True, description="Answer a request only once its log row is fsync'ed "
-                                           "(off: a crash can lose the rows of answered requests; for comparison)")
-    log_commit_timeout_s: float = Field(10.0, ge=0, description="How long a request waits for its row to be "
-                                        "committed while the disk fails, before a 503 log_unavailable")
+    log_commit_before_answer: bool = Field(
+        True,
+        description="Answer a request only once its log row is fsync'ed "
+        "(off: a crash can lose the rows of answered requests; for comparison)",
+    )
+    log_commit_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        description="How long a request waits for its row to be "
+        "committed while the disk fails, before a 503 log_unavailable",
+    )
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
 
     @classmethod

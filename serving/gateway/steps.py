@@ -48,9 +48,13 @@ class Authenticate:
         key = parse_bearer(call.request.headers.get("authorization"))
         api_key = self.keys.lookup(key) if key else None
         if api_key is None:
-            raise ApiError(401, "missing API key (Authorization: Bearer <key>)" if not key else "invalid API key",
-                           kind="authentication_error", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "missing API key (Authorization: Bearer <key>)" if not key else "invalid API key",
+                kind="authentication_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         call.api_key = api_key
         call.row.update(tenant=api_key.tenant, key_id=api_key.key_id)
 
@@ -68,8 +72,11 @@ class ReadBody:
             if not declared.strip().isdigit():
                 raise ApiError(400, f"invalid Content-Length header {declared!r}", code="invalid_request")
             if int(declared) > self.limit:
-                raise ApiError(413, f"request body of {int(declared)} bytes exceeds the limit of {self.limit} bytes",
-                               code="body_too_large")
+                raise ApiError(
+                    413,
+                    f"request body of {int(declared)} bytes exceeds the limit of {self.limit} bytes",
+                    code="body_too_large",
+                )
         chunks, size = [], 0
         async for chunk in call.request.stream():
             size += len(chunk)
@@ -110,27 +117,46 @@ class Validate:
         prompt = req.prompt_text()
         call.row.update(model=printable(req.model), stream=req.stream, prompt=printable(prompt))
         if bad:
-            raise ApiError(400, f"invalid value for {bad!r}: not valid Unicode (a lone surrogate)", param=bad,
-                           code="invalid_unicode")
+            raise ApiError(
+                400,
+                f"invalid value for {bad!r}: not valid Unicode (a lone surrogate)",
+                param=bad,
+                code="invalid_unicode",
+            )
         limits = self.limits
-        unforwarded = [f for f in EXTENSIONS
-                       if getattr(req, f) is not None and f not in limits.passthrough_fields]
+        unforwarded = [f for f in EXTENSIONS if getattr(req, f) is not None and f not in limits.passthrough_fields]
         if unforwarded:
             raise ApiError(400, f"unknown field {unforwarded[0]!r}", param=unforwarded[0], code="invalid_request")
         param = "prompt" if isinstance(req, CompletionRequest) else "messages"
         if len(prompt) > limits.max_prompt_chars:
-            raise ApiError(400, f"prompt has {len(prompt)} characters; the limit is {limits.max_prompt_chars}",
-                           param=param, code="prompt_too_long")
+            raise ApiError(
+                400,
+                f"prompt has {len(prompt)} characters; the limit is {limits.max_prompt_chars}",
+                param=param,
+                code="prompt_too_long",
+            )
         if isinstance(req, ChatRequest) and len(req.messages) > limits.max_messages:
-            raise ApiError(400, f"{len(req.messages)} messages; the limit is {limits.max_messages}",
-                           param="messages", code="too_many_messages")
+            raise ApiError(
+                400,
+                f"{len(req.messages)} messages; the limit is {limits.max_messages}",
+                param="messages",
+                code="too_many_messages",
+            )
         max_tokens = req.requested_max_tokens() or limits.default_max_tokens
         if max_tokens > limits.max_tokens:
-            raise ApiError(400, f"max_tokens {max_tokens} exceeds the limit of {limits.max_tokens}",
-                           param="max_tokens", code="max_tokens_too_large")
+            raise ApiError(
+                400,
+                f"max_tokens {max_tokens} exceeds the limit of {limits.max_tokens}",
+                param="max_tokens",
+                code="max_tokens_too_large",
+            )
         if req.min_tokens is not None and req.min_tokens > max_tokens:
-            raise ApiError(400, f"min_tokens {req.min_tokens} exceeds max_tokens {max_tokens}", param="min_tokens",
-                           code="invalid_request")
+            raise ApiError(
+                400,
+                f"min_tokens {req.min_tokens} exceeds max_tokens {max_tokens}",
+                param="min_tokens",
+                code="invalid_request",
+            )
         call.req, call.prompt, call.max_tokens = req, prompt, max_tokens
 
 
@@ -155,8 +181,9 @@ class Limit:
     ``max_tokens``; :class:`Account` settles the reservation when the call ends. A rate-limit store outage admits
     the call unreserved (logged, ``ratelimit_unavailable``); a tenant in debt waits until refill repays it."""
 
-    def __init__(self, limiter, tiers: dict[str, Tier], tier_source: TierSource, metrics: GatewayMetrics,
-                 counter: TokenCounter):
+    def __init__(
+        self, limiter, tiers: dict[str, Tier], tier_source: TierSource, metrics: GatewayMetrics, counter: TokenCounter
+    ):
         self.limiter, self.tiers, self.tier_source, self.metrics = limiter, tiers, tier_source, metrics
         self.counter = counter
 
@@ -171,26 +198,39 @@ class Limit:
         reserve = call.prompt_tokens + call.max_tokens
         try:
             decision = await self.limiter.reserve(api_key.tenant, tier, reserve)
-        except Exception as exc:  # noqa: BLE001 — a rate-limit store outage must not take serving down
+        except Exception as exc:
             log.warning("rate limiter unavailable, admitting the request: %s", exc)
             self.metrics.errors.labels("ratelimit_unavailable").inc()
             call.tier = tier
             return
         if not decision.allowed and decision.retry_after_s == float("inf"):
-            raise ApiError(400, f"this request may use {reserve} tokens ({call.prompt_tokens} prompt + "
-                           f"{call.max_tokens} max_tokens), more than the {tier.name} tier ever allows at once "
-                           f"({tier.burst_tokens:.0f}); lower max_tokens or shorten the prompt",
-                           param="max_tokens", code="exceeds_tier_token_burst")
+            raise ApiError(
+                400,
+                f"this request may use {reserve} tokens ({call.prompt_tokens} prompt + "
+                f"{call.max_tokens} max_tokens), more than the {tier.name} tier ever allows at once "
+                f"({tier.burst_tokens:.0f}); lower max_tokens or shorten the prompt",
+                param="max_tokens",
+                code="exceeds_tier_token_burst",
+            )
         if not decision.allowed:
             self.metrics.rate_limited.labels(decision.limit or "unknown", tier.name).inc()
             retry = max(1, int(decision.retry_after_s + 0.999))
-            raise ApiError(429, f"rate limit exceeded for tenant {api_key.tenant!r} ({tier.name} tier: "
-                           f"{decision.limit} per minute); retry after {retry} s", kind="rate_limit_error",
-                           code=f"rate_limit_{decision.limit}", headers={"Retry-After": str(retry)})
+            raise ApiError(
+                429,
+                f"rate limit exceeded for tenant {api_key.tenant!r} ({tier.name} tier: "
+                f"{decision.limit} per minute); retry after {retry} s",
+                kind="rate_limit_error",
+                code=f"rate_limit_{decision.limit}",
+                headers={"Retry-After": str(retry)},
+            )
         call.tier, call.reserved = tier, reserve
-        call.headers.update({"X-Crawl2serve-Tier": tier.name,
-                             "X-Ratelimit-Remaining-Requests": str(max(0, int(decision.remaining_requests))),
-                             "X-Ratelimit-Remaining-Tokens": str(max(0, int(decision.remaining_tokens)))})
+        call.headers.update(
+            {
+                "X-Crawl2serve-Tier": tier.name,
+                "X-Ratelimit-Remaining-Requests": str(max(0, int(decision.remaining_requests))),
+                "X-Ratelimit-Remaining-Tokens": str(max(0, int(decision.remaining_tokens))),
+            }
+        )
 
 
 class Screen:
@@ -212,8 +252,12 @@ class Screen:
         call.row.input_verdict = verdict.action
         call.reasons.extend(verdict.reasons)
         if verdict.action == "block":
-            raise ApiError(400, "the prompt was rejected by the input guardrail (" + ", ".join(verdict.reasons) + ")",
-                           param="prompt", code="prompt_rejected")
+            raise ApiError(
+                400,
+                "the prompt was rejected by the input guardrail (" + ", ".join(verdict.reasons) + ")",
+                param="prompt",
+                code="prompt_rejected",
+            )
 
 
 class ScreenOutput:
@@ -249,15 +293,16 @@ class Account:
         usage = usage or {}
         tokenizer = call.route.tokenizer if call.route else None
         call.row.prompt_tokens = int(usage.get("prompt_tokens") or call.prompt_tokens)
-        call.row.completion_tokens = int(usage.get("completion_tokens") or
-                                         (self.counter.count_output(tokenizer, output) if output else 0))
+        call.row.completion_tokens = int(
+            usage.get("completion_tokens") or (self.counter.count_output(tokenizer, output) if output else 0)
+        )
         self.metrics.tokens.labels("in", call.row.model_version).inc(call.row.prompt_tokens)
         self.metrics.tokens.labels("out", call.row.model_version).inc(call.row.completion_tokens)
 
     async def _settle(self, tenant: str, tier: Tier, reserved: int, used: int) -> None:
         try:
             await self.limiter.settle(tenant, tier, reserved, used)
-        except Exception as exc:  # noqa: BLE001 — as in Limit: the store's outage is logged, not fatal
+        except Exception as exc:
             log.warning("rate limiter unavailable, %d tokens not settled: %s", used - reserved, exc)
             self.metrics.errors.labels("ratelimit_unavailable").inc()
 
@@ -267,7 +312,8 @@ class Account:
         used = call.row.prompt_tokens + call.row.completion_tokens
         if call.reserved:  # 0: admitted while the limiter was unavailable, nothing to settle
             task = asyncio.get_running_loop().create_task(
-                self._settle(call.api_key.tenant, call.tier, call.reserved, used))
+                self._settle(call.api_key.tenant, call.tier, call.reserved, used)
+            )
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
         call.reserved = 0
@@ -293,17 +339,22 @@ class Log:
         if call.ended:
             return
         call.ended = True
-        call.row.update(status=status, error=error, latency_ms=round(call.elapsed_ms(), 3),
-                        verdict_reasons=";".join(call.reasons))
+        call.row.update(
+            status=status, error=error, latency_ms=round(call.elapsed_ms(), 3), verdict_reasons=";".join(call.reasons)
+        )
         try:
             if self.commit_before_answer:
                 await self.log.commit(call.row)
             else:
                 self.log.append(call.row)
         except LogUnavailable as exc:  # the row now says 503 log_unavailable: that is the answer
-            raise ApiError(503, "the request could not be recorded in the inference log, so it is not answered; "
-                           "retry later", kind="server_error", code="log_unavailable",
-                           headers={"Retry-After": "5"}) from exc
+            raise ApiError(
+                503,
+                "the request could not be recorded in the inference log, so it is not answered; retry later",
+                kind="server_error",
+                code="log_unavailable",
+                headers={"Retry-After": "5"},
+            ) from exc
         finally:
             self.metrics.requests.labels(call.endpoint, str(call.row.status)).inc()
             if call.row.error:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .settings import FeastSettings
@@ -87,9 +87,10 @@ class TierSource:
     def _feature_store(self):
         if self._store is None and self.settings is not None and self._store_error is None:
             try:
-                self._store = open_feature_store(self.settings.repo_path, self.settings.yaml_file,
-                                                 self.settings.feast_dir, self.settings.redis)
-            except Exception as exc:  # noqa: BLE001 — the gateway serves on with key tiers; say why once
+                self._store = open_feature_store(
+                    self.settings.repo_path, self.settings.yaml_file, self.settings.feast_dir, self.settings.redis
+                )
+            except Exception as exc:
                 self._store_error = f"{type(exc).__name__}: {exc}"
                 log.warning("Feast unavailable, using API-key tiers: %s", self._store_error)
         return self._store
@@ -105,7 +106,7 @@ class TierSource:
         view = self.settings.feature_view
         try:
             row = store.get_online_features(features=[f"{view}:tier"], entity_rows=[{"tenant_id": tenant}]).to_dict()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.warning("tier lookup for %s failed: %s", tenant, exc)
             return None
         values = row.get("tier") or [None]
@@ -137,9 +138,19 @@ class TierSource:
         import pandas as pd
         from feast.data_source import PushMode
 
-        now = datetime.now(timezone.utc)
-        df = pd.DataFrame([{"tenant_id": t, "tier": self._tiers_seen.get(t, "free"), "requests_last_hour": r,
-                            "tokens_last_hour": k, "event_timestamp": now} for t, (r, k) in usage.items()])
+        now = datetime.now(UTC)
+        df = pd.DataFrame(
+            [
+                {
+                    "tenant_id": t,
+                    "tier": self._tiers_seen.get(t, "free"),
+                    "requests_last_hour": r,
+                    "tokens_last_hour": k,
+                    "event_timestamp": now,
+                }
+                for t, (r, k) in usage.items()
+            ]
+        )
         store.push(self.settings.push_source, df, to=PushMode.ONLINE)
         self.pushes += 1
         return len(df)
@@ -152,5 +163,5 @@ class TierSource:
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.push_interval_s)
             try:
                 await asyncio.to_thread(self.push_now)
-            except Exception as exc:  # noqa: BLE001 — usage push is best effort; the next one carries the totals
+            except Exception as exc:
                 log.warning("usage push to Feast failed: %s", exc)

@@ -88,8 +88,9 @@ class Tokenizer:
         config = {}
         if (path / "tokenizer_config.json").is_file():
             config = json.loads((path / "tokenizer_config.json").read_text())
-        specials = {k: v for k, v in ((k, _special(v)) for k, v in config.items() if k.endswith("_token"))
-                    if v is not None}
+        specials = {
+            k: v for k, v in ((k, _special(v)) for k, v in config.items() if k.endswith("_token")) if v is not None
+        }
         source = None
         if (path / "chat_template.jinja").is_file():
             source = (path / "chat_template.jinja").read_text()
@@ -101,9 +102,8 @@ class Tokenizer:
         if source:
             try:
                 template = _compile_template(source)
-            except Exception as exc:  # noqa: BLE001 — an exotic template: count messages + overhead instead
-                log.warning("chat template of %s does not compile here (%s): counting messages + overhead",
-                            folder, exc)
+            except Exception as exc:
+                log.warning("chat template of %s does not compile here (%s): counting messages + overhead", folder, exc)
         tok = cls(str(path), backend, template, specials, None, None)
         # transformers adds BOS/EOS when the config says so even if tokenizer.json's post-processor does not
         probe = backend.encode("a", add_special_tokens=True).ids
@@ -115,8 +115,11 @@ class Tokenizer:
 
     def encode_len(self, text: str, special: bool, batch: bool = False) -> int:
         """Tokens of ``text``; ``batch`` goes through ``encode_batch`` (releases the GIL: for worker threads)."""
-        enc = self.backend.encode_batch([text], add_special_tokens=special)[0] if batch else \
-            self.backend.encode(text, add_special_tokens=special)
+        enc = (
+            self.backend.encode_batch([text], add_special_tokens=special)[0]
+            if batch
+            else self.backend.encode(text, add_special_tokens=special)
+        )
         n = len(enc.ids)
         if special:
             n += (self.add_bos_id is not None) + (self.add_eos_id is not None)
@@ -127,9 +130,10 @@ class Tokenizer:
         if self.template is None:
             return None
         try:
-            return self.template.render(messages=messages, tools=None, documents=None, add_generation_prompt=True,
-                                        **self.specials)
-        except Exception as exc:  # noqa: BLE001
+            return self.template.render(
+                messages=messages, tools=None, documents=None, add_generation_prompt=True, **self.specials
+            )
+        except Exception as exc:
             log.warning("chat template of %s failed to render (%s): counting messages + overhead", self.folder, exc)
             return None
 
@@ -168,7 +172,7 @@ class TokenCounter:
             return tok
         try:
             tok = Tokenizer.load(folder)
-        except Exception as exc:  # noqa: BLE001 — no tokenizer: fall back to the upper bound
+        except Exception as exc:
             log.warning("no tokenizer in %s (%s): counting tokens by UTF-8 bytes (an upper bound)", folder, exc)
             tok = None
         self._put(folder, tok)
@@ -188,11 +192,19 @@ class TokenCounter:
     # -- counting ---------------------------------------------------------------------------------------------
     @staticmethod
     def _chat_bound(messages: list[dict], count) -> int:
-        return sum(count(m.get("content") or "") + count(m.get("role") or "") + MESSAGE_OVERHEAD
-                   for m in messages) + MESSAGE_OVERHEAD
+        return (
+            sum(count(m.get("content") or "") + count(m.get("role") or "") + MESSAGE_OVERHEAD for m in messages)
+            + MESSAGE_OVERHEAD
+        )
 
-    def count_with(self, tok: Tokenizer | None, *, prompt: str | None = None, messages: list[dict] | None = None,
-                   batch: bool = False) -> int:
+    def count_with(
+        self,
+        tok: Tokenizer | None,
+        *,
+        prompt: str | None = None,
+        messages: list[dict] | None = None,
+        batch: bool = False,
+    ) -> int:
         """Prompt tokens of a completion ``prompt`` or of chat ``messages`` (``[{"role", "content"}]``)."""
         if messages is None:
             return tok.encode_len(prompt or "", True, batch) if tok else utf8_upper_bound(prompt or "")
@@ -207,8 +219,7 @@ class TokenCounter:
         """Blocking :meth:`acount` (loads the tokenizer if needed)."""
         return self.count_with(self.load(folder), prompt=prompt, messages=messages)
 
-    async def acount(self, folder: str | None, *, prompt: str | None = None,
-                     messages: list[dict] | None = None) -> int:
+    async def acount(self, folder: str | None, *, prompt: str | None = None, messages: list[dict] | None = None) -> int:
         """Prompt tokens as the engine serving ``folder``'s tokenizer counts them; a long prompt (or a tokenizer
         not loaded yet) is handled in a worker thread."""
         tok = await self.aload(folder)

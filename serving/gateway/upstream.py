@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import aiohttp
 
 from . import jsonio
-
 from .breaker import CircuitBreaker, RetryPolicy
 from .metrics import GatewayMetrics
 from .settings import BreakerSettings, EngineSettings, RetrySettings
@@ -90,17 +89,20 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 
 
 class EnginePool:
-    def __init__(self, engines: list[EngineSettings], breaker: BreakerSettings, retry: RetrySettings,
-                 metrics: GatewayMetrics):
+    def __init__(
+        self, engines: list[EngineSettings], breaker: BreakerSettings, retry: RetrySettings, metrics: GatewayMetrics
+    ):
         self.engines = engines
         self.metrics = metrics
         self.health = breaker
-        self.retry = RetryPolicy(attempts=retry.attempts, base_delay_s=retry.base_delay_s,
-                                 max_delay_s=retry.max_delay_s)
+        self.retry = RetryPolicy(
+            attempts=retry.attempts, base_delay_s=retry.base_delay_s, max_delay_s=retry.max_delay_s
+        )
         self.breakers = {}
         for engine in engines:
-            b = CircuitBreaker(engine.name, failure_threshold=breaker.failure_threshold,
-                               reset_timeout_s=breaker.reset_timeout_s)
+            b = CircuitBreaker(
+                engine.name, failure_threshold=breaker.failure_threshold, reset_timeout_s=breaker.reset_timeout_s
+            )
             b.on_change(metrics.circuit_changed)
             metrics.circuit.labels(engine.name).set(0)
             self.breakers[engine.name] = b
@@ -111,8 +113,9 @@ class EnginePool:
         # aiohttp (not httpx) for engine calls: its streaming reads cost a fraction of httpx's per event
         # (bench/bench_gateway.py). Created lazily, inside the running event loop.
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4096, limit_per_host=2048),
-                                                  json_serialize=jsonio.dumps)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=4096, limit_per_host=2048), json_serialize=jsonio.dumps
+            )
         return self._session
 
     async def aclose(self) -> None:
@@ -127,11 +130,15 @@ class EnginePool:
             if engine.name in models:
                 yield position, engine
 
-    async def _attempt(self, engine: EngineSettings, path: str, payload: dict,
-                       stream: bool) -> tuple[aiohttp.ClientResponse | None, dict | None]:
+    async def _attempt(
+        self, engine: EngineSettings, path: str, payload: dict, stream: bool
+    ) -> tuple[aiohttp.ClientResponse | None, dict | None]:
         """One call: ``(open response, None)`` for a stream, ``(None, JSON body)`` otherwise."""
-        timeout = aiohttp.ClientTimeout(total=None if stream else engine.timeout_s, sock_connect=engine.connect_timeout_s,
-                                        sock_read=engine.read_timeout_s if stream else engine.timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=None if stream else engine.timeout_s,
+            sock_connect=engine.connect_timeout_s,
+            sock_read=engine.read_timeout_s if stream else engine.timeout_s,
+        )
         try:
             response = await self.session.post(engine.url + path, json=payload, timeout=timeout)
         except TRANSPORT_ERRORS as exc:
@@ -168,8 +175,11 @@ class EnginePool:
                 continue
             body = {**payload, "model": models[engine.name]}
             try:
-                response, answer = await self.retry.run(lambda: self._attempt(engine, path, body, stream),
-                                                        retry_on=(EngineFailure,), give_up_on=(EngineServerError,))
+                response, answer = await self.retry.run(
+                    lambda engine=engine, body=body: self._attempt(engine, path, body, stream),
+                    retry_on=(EngineFailure,),
+                    give_up_on=(EngineServerError,),
+                )
             except EngineServerError as exc:
                 if await self.probe(engine):
                     self.metrics.upstream.labels(engine.name, "request_failed").inc()

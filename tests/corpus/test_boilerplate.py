@@ -47,8 +47,17 @@ def test_docbook_image_navigation_leaves_no_rows():
 
 def test_sphinx_relbar_sidebar_footer_and_permalinks_are_removed():
     ex = extract("python-faq-installed.html")
-    for nav in ("Previous topic", "Next topic", "This Page", "Quick search", "Show Source", "modules |",
-                "Created using Sphinx", "Last updated on", "¶"):
+    for nav in (
+        "Previous topic",
+        "Next topic",
+        "This Page",
+        "Quick search",
+        "Show Source",
+        "modules |",
+        "Created using Sphinx",
+        "Last updated on",
+        "¶",
+    ):
         assert nav not in ex.text, nav
     assert ex.text.startswith("“Why is Python Installed on my Computer?” FAQ")
     assert "What is Python?" in ex.text and "removing it is not recommended" in ex.text
@@ -57,8 +66,15 @@ def test_sphinx_relbar_sidebar_footer_and_permalinks_are_removed():
 def test_javadoc_navigation_bars_are_removed():
     ex = extract("javadoc-RandomAccess.html")  # JDK 17: <header><nav> top bar, <footer> legal text
     lines = [" ".join(line.split()).strip("• ") for line in ex.text.split("\n")]
-    for nav in ("Skip navigation links", "Overview", "Tree", "Deprecated", "Help", "Summary:",
-                "Report a bug or suggest an enhancement"):
+    for nav in (
+        "Skip navigation links",
+        "Overview",
+        "Tree",
+        "Deprecated",
+        "Help",
+        "Summary:",
+        "Report a bug or suggest an enhancement",
+    ):
         assert nav not in lines, nav
     assert "Interface RandomAccess" in lines
     assert any("Marker interface used by List implementations" in line for line in lines)

@@ -42,9 +42,25 @@ def root(tmp_path_factory) -> Path:
     with gzip.open(FIXTURE, "rt", encoding="utf-8") as fh:
         texts = {r["id"]: r["text"] for r in map(json.loads, fh) if r["id"] in PAGES}
     assert set(texts) == set(PAGES)
-    now = dt.datetime(2026, 11, 20, tzinfo=dt.timezone.utc)
-    rows = [(doc_id(u), f"file:///{u}", f"file:///{u}", "localhost", u.rsplit("/", 1)[-1], t, "en", 0.99,
-             content_hash(t), "utf-8", len(t), len(t), now) for u, t in texts.items()]
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    rows = [
+        (
+            doc_id(u),
+            f"file:///{u}",
+            f"file:///{u}",
+            "localhost",
+            u.rsplit("/", 1)[-1],
+            t,
+            "en",
+            0.99,
+            content_hash(t),
+            "utf-8",
+            len(t),
+            len(t),
+            now,
+        )
+        for u, t in texts.items()
+    ]
     root = tmp_path_factory.mktemp("data")
     out = root / "extracted_pages" / PARTITION
     out.mkdir(parents=True)
@@ -56,9 +72,13 @@ def root(tmp_path_factory) -> Path:
 def materialize(root: Path, config: dict, **kw):
     data_root = DataRoot(url=str(root))
     upstream = dg.SourceAsset(key="extracted_pages", partitions_def=crawl_partitions)  # read from the data root
-    return dg.materialize([upstream, clean_documents], partition_key=PARTITION,
-                          resources={"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)},
-                          run_config={"ops": {"clean_documents": {"config": config}}}, **kw)
+    return dg.materialize(
+        [upstream, clean_documents],
+        partition_key=PARTITION,
+        resources={"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)},
+        run_config={"ops": {"clean_documents": {"config": config}}},
+        **kw,
+    )
 
 
 def test_bool_and_tuple_thresholds_are_overridden_from_run_config(root):
@@ -68,7 +88,9 @@ def test_bool_and_tuple_thresholds_are_overridden_from_run_config(root):
     assert kept.height == 2
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert meta["clean_documents"]["overrides"].value == {
-        "c4_quality.filter_curly_bracket": False, "gopher_repetition.dup_n_grams": [[5, 0.9]]}
+        "c4_quality.filter_curly_bracket": False,
+        "gopher_repetition.dup_n_grams": [[5, 0.9]],
+    }
     order = "gopher_repetition -> gopher_quality -> c4_quality -> fineweb_quality"
     assert meta["clean_documents"]["rule_order"].value == order
     texts = json.loads((root / "texts.json").read_text())

@@ -198,7 +198,12 @@ def test_signatures_identical_in_a_fresh_process_with_another_hash_seed():
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
     out = subprocess.run(
-        [sys.executable, "-c", code], input=json.dumps(texts), capture_output=True, text=True, cwd=REPO, env=env,
+        [sys.executable, "-c", code],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
         check=True,
     )
     assert out.stdout.strip() == local

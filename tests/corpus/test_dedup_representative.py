@@ -69,9 +69,15 @@ def test_quality_alone_would_keep_a_copy():
 def _rank(rows, targets=("en",)):
     from crawl2serve.assets.corpus.dedup import representatives
 
-    rep, decided = representatives(np.zeros(len(rows), dtype=int), [r[0] for r in rows], [r[1] for r in rows],
-                                   [r[2] for r in rows], [r[3] for r in rows], [f"id{i}" for i in range(len(rows))],
-                                   targets)
+    rep, decided = representatives(
+        np.zeros(len(rows), dtype=int),
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [f"id{i}" for i in range(len(rows))],
+        targets,
+    )
     return int(rep[0]), {k: v for k, v in decided.items() if v}
 
 
@@ -79,14 +85,26 @@ def _rank(rows, targets=("en",)):
     ("rows", "kept", "rule"),
     [
         # canonical: a page that another member names canonical beats a better, shorter one
-        ([("https://a.org/x/long/page", None, "en", 0.5), ("https://a.org/p", "https://a.org/x/long/page", "en", 0.9)],
-         0, "canonical"),
+        (
+            [
+                ("https://a.org/x/long/page", None, "en", 0.5),
+                ("https://a.org/p", "https://a.org/x/long/page", "en", 0.9),
+            ],
+            0,
+            "canonical",
+        ),
         # language: an English page under a French URL loses to the English page, whatever its quality
         ([("https://a.org/fr/p", None, "en", 0.9), ("https://a.org/en/p", None, "en", 0.5)], 1, "language"),
         ([("https://a.org/p.fr.html", None, "en", 0.9), ("https://a.org/p.html", None, "en", 0.5)], 1, "language"),
         # ... and the canonical URL's language counts before the URL's own
-        ([("https://a.org/hr-HR/p", "https://a.org/hr-HR/p", "en", 0.9), ("https://a.org/en-US/p", "https://a.org/p", "en", 0.1)],
-         1, "language"),
+        (
+            [
+                ("https://a.org/hr-HR/p", "https://a.org/hr-HR/p", "en", 0.9),
+                ("https://a.org/en-US/p", "https://a.org/p", "en", 0.1),
+            ],
+            1,
+            "language",
+        ),
         # ... a page in a target language beats one in another language
         ([("https://a.org/p", None, "de", 0.9), ("https://a.org/q", None, "en", 0.1)], 1, "language"),
         ([("https://a.org/p", None, "mixed", 0.9), ("https://a.org/q", None, "en", 0.1)], 1, "language"),

@@ -3,13 +3,22 @@
 import pytest
 
 from crawl2serve.assets.corpus.extract import (
-    content_hash, decode_html, detect_language, doc_id, extract_html, extract_text_record,
+    content_hash,
+    decode_html,
+    detect_language,
+    doc_id,
+    extract_html,
+    extract_text_record,
 )
 
-PROSE = ("The river flooded the lower town twice this spring, and the council has now approved a new levee. "
-         "Engineers expect the work to take eighteen months and to cost less than the damage of one flood. ")
-GERMAN = ("Der Fluss hat die Unterstadt in diesem Frühjahr zweimal überflutet, und der Rat hat nun einen neuen "
-          "Deich genehmigt. Die Ingenieure rechnen mit achtzehn Monaten Bauzeit und geringeren Kosten. ")
+PROSE = (
+    "The river flooded the lower town twice this spring, and the council has now approved a new levee. "
+    "Engineers expect the work to take eighteen months and to cost less than the damage of one flood. "
+)
+GERMAN = (
+    "Der Fluss hat die Unterstadt in diesem Frühjahr zweimal überflutet, und der Rat hat nun einen neuen "
+    "Deich genehmigt. Die Ingenieure rechnen mit achtzehn Monaten Bauzeit und geringeren Kosten. "
+)
 
 
 def page(body: str, head: str = "") -> str:
@@ -17,9 +26,11 @@ def page(body: str, head: str = "") -> str:
 
 
 def test_title_canonical_and_main_content():
-    html = page(f"<nav>Home | About | Contact</nav><main><h1>Levee</h1><p>{PROSE * 3}</p></main>"
-                "<footer>Copyright 2026</footer>",
-                '<title> Levee   approved </title><link rel="Canonical" href="/news/levee?utm_source=x">')
+    html = page(
+        f"<nav>Home | About | Contact</nav><main><h1>Levee</h1><p>{PROSE * 3}</p></main>"
+        "<footer>Copyright 2026</footer>",
+        '<title> Levee   approved </title><link rel="Canonical" href="/news/levee?utm_source=x">',
+    )
     ex = extract_html("https://example.org/a/b", html.encode(), "text/html; charset=utf-8")
     assert ex.title == "Levee approved"
     assert ex.canonical_url == "https://example.org/news/levee"
@@ -30,9 +41,11 @@ def test_title_canonical_and_main_content():
 
 
 def test_pydoc_banner_is_skipped():
-    html = page("<div style='float:left'>Python 3.11.7 [main, GCC 12.2.0]<br>Linux</div>"
-                "<div style='float:right'><a href='index.html'>Module Index</a></div>"
-                f"<div><p>{PROSE * 2}</p></div>")
+    html = page(
+        "<div style='float:left'>Python 3.11.7 [main, GCC 12.2.0]<br>Linux</div>"
+        "<div style='float:right'><a href='index.html'>Module Index</a></div>"
+        f"<div><p>{PROSE * 2}</p></div>"
+    )
     ex = extract_html("http://127.0.0.1:1/x.html", html.encode(), "text/html")
     assert "GCC" not in ex.text and "Module Index" not in ex.text
     assert "levee" in ex.text
@@ -59,10 +72,17 @@ def test_no_charset_and_invalid_bytes_never_crash():
     assert "levee" in ex.text
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"\x00\x01\x02", b"<html><body><p>unclosed <b>bold <i>italic",
-    b"<<<>>><html<<body>>", b"<script>" + b"x" * 10000, b"\xef\xbb\xbf<p>BOM page</p>",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x00\x01\x02",
+        b"<html><body><p>unclosed <b>bold <i>italic",
+        b"<<<>>><html<<body>>",
+        b"<script>" + b"x" * 10000,
+        b"\xef\xbb\xbf<p>BOM page</p>",
+    ],
+)
 def test_broken_html_yields_text_not_exceptions(body):
     ex = extract_html("https://example.org/", body, "text/html")
     assert isinstance(ex.text, str)

@@ -25,7 +25,14 @@ from crawl2serve.assets.corpus.filters import (
     quality_score,
 )
 from crawl2serve.assets.corpus.text_stats import STOP_WORDS, TextStats
-from crawl2serve.assets.corpus.thresholds import DOCUMENTATION, FINEWEB, PROFILES, PUBLISHED, Profile, profile_with_overrides
+from crawl2serve.assets.corpus.thresholds import (
+    DOCUMENTATION,
+    FINEWEB,
+    PROFILES,
+    PUBLISHED,
+    Profile,
+    profile_with_overrides,
+)
 
 # ----- helpers -------------------------------------------------------------------------------------
 
@@ -384,7 +391,11 @@ def test_dup_line_frac_and_char_frac_edges():
 def top_bigram_doc(total_word_chars: int) -> str:
     """'ab cd' five times (5 x 4 = 20 word chars) among distinct 5-letter fillers."""
     fill_chars = total_word_chars - 20
-    fills = filler(fill_chars // 5) + filler(1, length=fill_chars % 5, start=9999) if fill_chars % 5 else filler(fill_chars // 5)
+    fills = (
+        filler(fill_chars // 5) + filler(1, length=fill_chars % 5, start=9999)
+        if fill_chars % 5
+        else filler(fill_chars // 5)
+    )
     words: list[str] = []
     for i in range(5):
         words += ["ab", "cd"] + fills[i * 3 : i * 3 + 3]
@@ -479,7 +490,9 @@ def test_c4_filter_lines_removes_each_kind_of_line():
 
 
 def test_c4_filter_lines_keeps_paragraph_breaks_and_indentation():
-    text = "  Indented sentence stays here.\ndrop me\n\nSecond paragraph is here.\n\n\nshort\n\nThird paragraph ends well."
+    text = (
+        "  Indented sentence stays here.\ndrop me\n\nSecond paragraph is here.\n\n\nshort\n\nThird paragraph ends well."
+    )
     kept, removed = C4Quality().filter_lines(text)
     assert kept == "  Indented sentence stays here.\n\nSecond paragraph is here.\n\nThird paragraph ends well."
     assert removed == 2
@@ -568,7 +581,9 @@ def test_fineweb_newline_ratio_edge():
     words = filler(100)
 
     def joined(n_newlines: int, sep: str = "\n") -> str:  # the first gaps between the 100 words break lines
-        return " ".join(words[:1]) + "".join((sep if i < n_newlines // len(sep) else " ") + w for i, w in enumerate(words[1:]))
+        return " ".join(words[:1]) + "".join(
+            (sep if i < n_newlines // len(sep) else " ") + w for i, w in enumerate(words[1:])
+        )
 
     at = stats(joined(30))
     assert (at.n_newlines, at.n_words) == (30, 100)
@@ -588,7 +603,18 @@ def test_fineweb_keeps_prose_and_rejects_empty():
 
 
 def test_quality_score_bounds():
-    for text in ["", "   ", "word", "!!! ??? ...", "1 2 3 4", PROSE, BOILERPLATE, "a " * 500, "x" * 5000, "日本語 テキスト。"]:
+    for text in [
+        "",
+        "   ",
+        "word",
+        "!!! ??? ...",
+        "1 2 3 4",
+        PROSE,
+        BOILERPLATE,
+        "a " * 500,
+        "x" * 5000,
+        "日本語 テキスト。",
+    ]:
         q = quality_score(stats(text))
         assert 0.0 <= q <= 1.0, text
 
@@ -617,7 +643,7 @@ def test_quality_score_orders_prose_above_boilerplate():
 
 
 def test_published_profile_uses_class_defaults():
-    assert PUBLISHED == Profile(name="published")
+    assert Profile(name="published") == PUBLISHED
     assert PROFILES == {"published": PUBLISHED, "fineweb": FINEWEB, "documentation": DOCUMENTATION}
     assert PUBLISHED.order == RULE_ORDER
     assert list(PUBLISHED.rules) == list(RULE_ORDER)
@@ -657,7 +683,10 @@ def test_documentation_profile_deviations_are_the_documented_ones():
     assert DOCUMENTATION.gopher_quality.max_non_alpha_words_ratio < 0.8
     assert DOCUMENTATION.fineweb_quality.line_punct_thr < 0.12
     assert DOCUMENTATION.fineweb_quality.short_line_thr > 0.67
-    assert all(d[1] > p[1] for d, p in zip(DOCUMENTATION.gopher_repetition.dup_n_grams, PUBLISHED.gopher_repetition.dup_n_grams))
+    assert all(
+        d[1] > p[1]
+        for d, p in zip(DOCUMENTATION.gopher_repetition.dup_n_grams, PUBLISHED.gopher_repetition.dup_n_grams)
+    )
 
 
 def test_documentation_deviations_carry_a_reason_comment():
@@ -671,7 +700,7 @@ def test_documentation_deviations_carry_a_reason_comment():
                   "filter_curly_bracket", "filter_javascript", "dup_para_frac", "dup_para_char_frac", "dup_line_frac",
                   "dup_line_char_frac", "max_non_alpha_words_ratio", "line_punct_thr", "short_line_thr",
                   "char_duplicates_ratio", "new_line_ratio"]:  # fmt: skip
-        line = next(l for l in block.splitlines() if l.strip().startswith(f"{field}="))
+        line = next(ln for ln in block.splitlines() if ln.strip().startswith(f"{field}="))
         assert "#" in line, field
     assert "# pydoc lists every class's inherited members" in block  # the dup_n_grams reason
 

@@ -34,7 +34,7 @@ def member_offsets(data: bytes) -> list[int]:
     offsets = [0]
     while offsets[-1] < len(data):
         d = zlib.decompressobj(31)
-        d.decompress(data[offsets[-1]:])
+        d.decompress(data[offsets[-1] :])
         offsets.append(len(data) - len(d.unused_data))
     return offsets
 
@@ -79,7 +79,7 @@ def test_an_uncompressed_warc_cut_mid_block_is_reported_at_the_record():
 def test_a_corrupt_gzip_member_names_the_file_and_offset_and_reading_goes_on():
     data = bytearray(warc())
     offsets = member_offsets(bytes(data))
-    data[offsets[1] + 100: offsets[1] + 140] = b"\x00" * 40  # inside the second record's deflate stream
+    data[offsets[1] + 100 : offsets[1] + 140] = b"\x00" * 40  # inside the second record's deflate stream
     with pytest.raises(OSError, match=rf"site-a\.warc\.gz at byte {offsets[1]}: corrupt gzip member"):
         list(iter_records(io.BytesIO(bytes(data)), name="site-a.warc.gz"))
     records, problems = read(bytes(data), "site-a.warc.gz")
@@ -97,7 +97,7 @@ def test_trailing_junk_after_the_last_record_is_reported():
 def test_a_block_digest_mismatch_drops_that_record_only():
     raw = bytearray(gzip.decompress(warc()))
     at = raw.index(b"includes an implementation")
-    raw[at: at + 10] = b"postgresql"  # same length, different bytes
+    raw[at : at + 10] = b"postgresql"  # same length, different bytes
     with pytest.raises(OSError, match="at byte 0: block digest mismatch"):
         list(iter_records(io.BytesIO(bytes(raw))))
     records, problems = read(bytes(raw), "crawl.warc")
@@ -107,17 +107,24 @@ def test_a_block_digest_mismatch_drops_that_record_only():
 
 def raw_response(url: str, body: bytes, **warc_headers: str) -> bytes:
     block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-    headers = {"WARC-Type": "response", "WARC-Target-URI": url, "WARC-Date": "2026-11-20T00:00:00Z",
-               "WARC-Record-ID": f"<urn:sha1:{hashlib.sha1(url.encode()).hexdigest()}>",
-               "Content-Type": "application/http; msgtype=response", "Content-Length": str(len(block)),
-               **{k.replace("_", "-"): v for k, v in warc_headers.items()}}
+    headers = {
+        "WARC-Type": "response",
+        "WARC-Target-URI": url,
+        "WARC-Date": "2026-11-20T00:00:00Z",
+        "WARC-Record-ID": f"<urn:sha1:{hashlib.sha1(url.encode()).hexdigest()}>",
+        "Content-Type": "application/http; msgtype=response",
+        "Content-Length": str(len(block)),
+        **{k.replace("_", "-"): v for k, v in warc_headers.items()},
+    }
     head = "WARC/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     return head.encode() + block + b"\r\n\r\n"
 
 
 def test_a_payload_digest_mismatch_and_a_wrong_content_length_are_reported():
     body = (FIXTURES / PAGES[0]).read_bytes()
-    good = raw_response(URLS[1], body, WARC_Payload_Digest="sha1:" + base64.b32encode(hashlib.sha1(body).digest()).decode())
+    good = raw_response(
+        URLS[1], body, WARC_Payload_Digest="sha1:" + base64.b32encode(hashlib.sha1(body).digest()).decode()
+    )
     bad_payload = raw_response(URLS[0], body, WARC_Payload_Digest="sha1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
     records, problems = read(bad_payload + good, "x.warc")
     assert [r.url for r in records] == [URLS[1]] and records[0].body == body
@@ -144,23 +151,30 @@ def test_ingest_reports_bad_files_and_keeps_their_neighbours(tmp_path):
     inbox = tmp_path / "in"
     inbox.mkdir()
     (inbox / "a-good.warc.gz").write_bytes(data)
-    other = warc_bytes([(u.replace("docs.", "mirror."), "response", (FIXTURES / n).read_bytes())
-                        for u, n in zip(URLS, PAGES)])
+    other = warc_bytes(
+        [(u.replace("docs.", "mirror."), "response", (FIXTURES / n).read_bytes()) for u, n in zip(URLS, PAGES)]
+    )
     other_offsets = member_offsets(other)
     (inbox / "b-cut.warc.gz").write_bytes(other[: (other_offsets[1] + other_offsets[2]) // 2])
-    corrupt = bytearray(warc_bytes([(u.replace("docs.", "www."), "response", (FIXTURES / n).read_bytes())
-                                    for u, n in zip(URLS, PAGES)]))
+    corrupt = bytearray(
+        warc_bytes([(u.replace("docs.", "www."), "response", (FIXTURES / n).read_bytes()) for u, n in zip(URLS, PAGES)])
+    )
     corrupt_offsets = member_offsets(bytes(corrupt))
-    corrupt[corrupt_offsets[2] + 100: corrupt_offsets[2] + 140] = b"\x00" * 40
+    corrupt[corrupt_offsets[2] + 100 : corrupt_offsets[2] + 140] = b"\x00" * 40
     (inbox / "c-corrupt.warc.gz").write_bytes(bytes(corrupt))
     result = dg.materialize(
-        [raw_crawl, extracted_pages], resources=resources(tmp_path / "data"), partition_key=PARTITION,
+        [raw_crawl, extracted_pages],
+        resources=resources(tmp_path / "data"),
+        partition_key=PARTITION,
         run_config={"ops": {"raw_crawl": {"config": {"ingest_paths": [str(inbox / "*.warc.gz")]}}}},
     )
     assert result.success
     manifest = load(tmp_path / "data", "raw_crawl")
-    expected = URLS + [URLS[0].replace("docs.", "mirror.")] + [
-        u.replace("docs.", "www.") for i, u in enumerate(URLS) if i != 2]
+    expected = (
+        URLS
+        + [URLS[0].replace("docs.", "mirror.")]
+        + [u.replace("docs.", "www.") for i, u in enumerate(URLS) if i != 2]
+    )
     assert sorted(manifest["url"]) == sorted(expected)
     meta = result.asset_materializations_for_node("raw_crawl")[0].metadata
     table = meta["read_problems"].value

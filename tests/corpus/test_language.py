@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import pathlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -94,10 +94,21 @@ def test_short_and_empty_texts():
 
 
 def _page(text: str, language: str, score: float) -> dict:
-    return {"doc_id": "d1", "url": "https://docs.example.org/a.html", "canonical_url": "https://docs.example.org/a.html",
-            "host": "docs.example.org", "title": "t", "text": text, "language": language, "language_score": score,
-            "content_hash": "h", "encoding": "utf-8", "html_bytes": len(text), "text_chars": len(text),
-            "fetch_time": datetime(2024, 1, 1, tzinfo=timezone.utc)}
+    return {
+        "doc_id": "d1",
+        "url": "https://docs.example.org/a.html",
+        "canonical_url": "https://docs.example.org/a.html",
+        "host": "docs.example.org",
+        "title": "t",
+        "text": text,
+        "language": language,
+        "language_score": score,
+        "content_hash": "h",
+        "encoding": "utf-8",
+        "html_bytes": len(text),
+        "text_chars": len(text),
+        "fetch_time": datetime(2024, 1, 1, tzinfo=UTC),
+    }
 
 
 def test_clean_rule_drops_or_tags_mixed_pages():

@@ -54,10 +54,15 @@ def test_section_numbers_and_examples_of_the_sample_are_left_alone():
     """The sample's non-PII rows by reason: no section number heading a line, no documentation or
     private address is replaced (the defects reported: `<IP_ADDRESS>. Reporting bugs`)."""
     for r in LABELED:
-        if r["reason"] in ("section number heading a line", "non-public address (IANA special-purpose)",
-                           "example or placeholder domain (RFC 2606/6761, or its translation)",
-                           "example number or not a phone (see module doc)", "MAC address", "version string"):
-            assert not _replaced(r), (r["value"], r["context"][max(0, r["offset"] - 60): r["offset"] + 60])
+        if r["reason"] in (
+            "section number heading a line",
+            "non-public address (IANA special-purpose)",
+            "example or placeholder domain (RFC 2606/6761, or its translation)",
+            "example number or not a phone (see module doc)",
+            "MAC address",
+            "version string",
+        ):
+            assert not _replaced(r), (r["value"], r["context"][max(0, r["offset"] - 60) : r["offset"] + 60])
 
 
 def test_recall_on_real_emails_and_public_ips():
@@ -174,10 +179,30 @@ def test_is_public_ip():
 
     for ip in ("130.89.148.77", "8.8.8.8", "2001:67c:2564:a119::77", "::ffff:129.144.52.38"):
         assert is_public_ip(ip), ip
-    for ip in ("10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.1.1", "100.64.0.1", "192.0.2.1",
-               "198.51.100.1", "203.0.113.1", "198.18.0.1", "224.0.0.251", "240.0.0.1", "255.255.255.255",
-               "0.0.0.0", "::1", "fe80::1", "ff02::1", "fc00::1", "2001:db8::1", "::ffff:192.168.0.1",
-               "64:ff9b:1::1", "5aef:2b::8"):
+    for ip in (
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "127.0.0.1",
+        "169.254.1.1",
+        "100.64.0.1",
+        "192.0.2.1",
+        "198.51.100.1",
+        "203.0.113.1",
+        "198.18.0.1",
+        "224.0.0.251",
+        "240.0.0.1",
+        "255.255.255.255",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "ff02::1",
+        "fc00::1",
+        "2001:db8::1",
+        "::ffff:192.168.0.1",
+        "64:ff9b:1::1",
+        "5aef:2b::8",
+    ):
         assert not is_public_ip(ip), ip
 
 
@@ -201,14 +226,43 @@ def test_windowed_scan_equals_whole_text_patterns():
     from crawl2serve.assets.corpus.pii import pii_spans
 
     pieces = [
-        "john@falcot.com", "ops@example.org", "@property", "130.89.148.77", "192.168.1.10", "3.11.7", "1.2.3.4.5",
-        "14.5.4.4.", "Section", "version", "fe80::1", "2001:67c:2564:a119::77", "std::vector", "x[1::2]",
-        "+44 20 7946 0958", "(415) 723-2671", "415-555-2671", "1234567890123", "word", "42", ".", ":", "::", "+",
-        "-", "9999", "::ffff:129.144.52.38", ">>>", "\n", "\xa0", "git@salsa.debian.org:x", "Create",
+        "john@falcot.com",
+        "ops@example.org",
+        "@property",
+        "130.89.148.77",
+        "192.168.1.10",
+        "3.11.7",
+        "1.2.3.4.5",
+        "14.5.4.4.",
+        "Section",
+        "version",
+        "fe80::1",
+        "2001:67c:2564:a119::77",
+        "std::vector",
+        "x[1::2]",
+        "+44 20 7946 0958",
+        "(415) 723-2671",
+        "415-555-2671",
+        "1234567890123",
+        "word",
+        "42",
+        ".",
+        ":",
+        "::",
+        "+",
+        "-",
+        "9999",
+        "::ffff:129.144.52.38",
+        ">>>",
+        "\n",
+        "\xa0",
+        "git@salsa.debian.org:x",
+        "Create",
     ]
     rng = random.Random(11)
     for _ in range(2000):
         text = "".join(rng.choice(pieces) + rng.choice([" ", "\n", "", ", "]) for _ in range(rng.randint(1, 10)))
         for public in (True, False):
-            assert pii_spans(text, public_ips_only=public) == pii_spans(text, public_ips_only=public,
-                                                                        windowed=False), text
+            assert pii_spans(text, public_ips_only=public) == pii_spans(text, public_ips_only=public, windowed=False), (
+                text
+            )

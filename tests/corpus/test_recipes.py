@@ -68,31 +68,157 @@ def test_published_profile_is_not_fineweb(pages):
 # (text, spacy.blank("en") tokens without whitespace) recorded with spaCy 3.8.18 (datatrove's English tokenizer)
 SPACY_TOKENS = [
     ("Hello, world! Don't panic.", ["Hello", ",", "world", "!", "Do", "n't", "panic", "."]),
-    ("os.path.join(a, b) -> x=1; y = x[:2]",
-     ["os.path.join(a", ",", "b", ")", "-", ">", "x=1", ";", "y", "=", "x[:2", "]"]),
-    ("e.g. U.S. i.e. etc. vs. Mr. Smith (a.m.)",
-     ["e.g.", "U.S.", "i.e.", "etc", ".", "vs.", "Mr.", "Smith", "(", "a.m.", ")"]),
-    ("See https://docs.python.org/3/library/os.html, or git://127.0.0.1/rule-the-world.git.",
-     ["See", "https://docs.python.org/3/library/os.html", ",", "or", "git://127.0.0.1", "/", "rule", "-", "the", "-",
-      "world.git", "."]),
-    ("argparse.ArgumentParser() java.lang.Object 10MB 5km 100% $5 US$10 C++ and/or w/o",
-     ["argparse", ".", "ArgumentParser", "(", ")", "java.lang", ".", "Object", "10", "MB", "5", "km", "100", "%",
-      "$", "5", "US$", "10", "C++", "and/or", "w/o"]),
-    ("def main():\n    print('__main__'):  # ok :) (:",
-     ["def", "main", "(", "):", "print('__main", "_", "_", "'", "):", "#", "ok", ":)", "(:"]),
-    ("can't won't isn't you're I'm we'll they'd it's Python’s cannot id Wed",
-     ["ca", "n't", "wo", "n't", "is", "n't", "you", "'re", "I", "'m", "we", "'ll", "they", "'d", "it", "'s", "Python",
-      "’s", "can", "not", "i", "d", "We", "d"]),
-    ("LaTeX. MiB. o. ABC. aB. 3.14 v1.2.3 10am 4pm hows whys thats",
-     ["LaTeX.", "MiB.", "o.", "ABC", ".", "aB.", "3.14", "v1.2.3", "10", "am", "4", "pm", "how", "s", "why", "s",
-      "that", "s"]),
-    ("§4 °C 20°C. ©2024 → naïve café 東京",
-     ["§", "4", "°", "C", "20", "°", "C", ".", "©", "2024", "→", "naïve", "café", "東京"]),
+    (
+        "os.path.join(a, b) -> x=1; y = x[:2]",
+        ["os.path.join(a", ",", "b", ")", "-", ">", "x=1", ";", "y", "=", "x[:2", "]"],
+    ),
+    (
+        "e.g. U.S. i.e. etc. vs. Mr. Smith (a.m.)",
+        ["e.g.", "U.S.", "i.e.", "etc", ".", "vs.", "Mr.", "Smith", "(", "a.m.", ")"],
+    ),
+    (
+        "See https://docs.python.org/3/library/os.html, or git://127.0.0.1/rule-the-world.git.",
+        [
+            "See",
+            "https://docs.python.org/3/library/os.html",
+            ",",
+            "or",
+            "git://127.0.0.1",
+            "/",
+            "rule",
+            "-",
+            "the",
+            "-",
+            "world.git",
+            ".",
+        ],
+    ),
+    (
+        "argparse.ArgumentParser() java.lang.Object 10MB 5km 100% $5 US$10 C++ and/or w/o",
+        [
+            "argparse",
+            ".",
+            "ArgumentParser",
+            "(",
+            ")",
+            "java.lang",
+            ".",
+            "Object",
+            "10",
+            "MB",
+            "5",
+            "km",
+            "100",
+            "%",
+            "$",
+            "5",
+            "US$",
+            "10",
+            "C++",
+            "and/or",
+            "w/o",
+        ],
+    ),
+    (
+        "def main():\n    print('__main__'):  # ok :) (:",
+        ["def", "main", "(", "):", "print('__main", "_", "_", "'", "):", "#", "ok", ":)", "(:"],
+    ),
+    (
+        "can't won't isn't you're I'm we'll they'd it's Python’s cannot id Wed",
+        [
+            "ca",
+            "n't",
+            "wo",
+            "n't",
+            "is",
+            "n't",
+            "you",
+            "'re",
+            "I",
+            "'m",
+            "we",
+            "'ll",
+            "they",
+            "'d",
+            "it",
+            "'s",
+            "Python",
+            "’s",
+            "can",
+            "not",
+            "i",
+            "d",
+            "We",
+            "d",
+        ],
+    ),
+    (
+        "LaTeX. MiB. o. ABC. aB. 3.14 v1.2.3 10am 4pm hows whys thats",
+        [
+            "LaTeX.",
+            "MiB.",
+            "o.",
+            "ABC",
+            ".",
+            "aB.",
+            "3.14",
+            "v1.2.3",
+            "10",
+            "am",
+            "4",
+            "pm",
+            "how",
+            "s",
+            "why",
+            "s",
+            "that",
+            "s",
+        ],
+    ),
+    (
+        "§4 °C 20°C. ©2024 → naïve café 東京",
+        ["§", "4", "°", "C", "20", "°", "C", ".", "©", "2024", "→", "naïve", "café", "東京"],
+    ),
     # special cases merged back after the affix rules split them: longest first, then leftmost, a candidate
     # blocking the next one that shares its first or last token
-    ("x'''' a):): a[:][:] ::p 're.ASCII y'all gonna I'd've daren't wont heres Id. x)ⁿ. :'-)",
-     ["x", "''", "'", "'", "a", "):", ")", ":", "a", "[:", "]", "[:", "]", ":", ":p", "'re", ".", "ASCII", "y'", "all",
-      "gon", "na", "I", "'d", "'ve", "dare", "n't", "wo", "nt", "heres", "Id.", "x)ⁿ.", ":'-)"]),
+    (
+        "x'''' a):): a[:][:] ::p 're.ASCII y'all gonna I'd've daren't wont heres Id. x)ⁿ. :'-)",
+        [
+            "x",
+            "''",
+            "'",
+            "'",
+            "a",
+            "):",
+            ")",
+            ":",
+            "a",
+            "[:",
+            "]",
+            "[:",
+            "]",
+            ":",
+            ":p",
+            "'re",
+            ".",
+            "ASCII",
+            "y'",
+            "all",
+            "gon",
+            "na",
+            "I",
+            "'d",
+            "'ve",
+            "dare",
+            "n't",
+            "wo",
+            "nt",
+            "heres",
+            "Id.",
+            "x)ⁿ.",
+            ":'-)",
+        ],
+    ),
 ]
 # Not followed (2 tokens in 5.1 million on the bench's pages): spaCy also matches special cases across a
 # single space (": p.Parse": ":p" blocks "p."), then drops them; here each chunk is tokenized alone.
@@ -138,8 +264,22 @@ def test_gopher_quality_counts_punctuation_tokens_as_words():
 
 def test_gopher_quality_alpha_ratio_is_where_the_measures_part():
     line = "The value of x is set with the call set(x, 2)."
-    assert word_tokens(line) == ["The", "value", "of", "x", "is", "set", "with", "the", "call", "set(x", ",", "2", ")",
-                                 "."]
+    assert word_tokens(line) == [
+        "The",
+        "value",
+        "of",
+        "x",
+        "is",
+        "set",
+        "with",
+        "the",
+        "call",
+        "set(x",
+        ",",
+        "2",
+        ")",
+        ".",
+    ]
     s = TextStats("\n".join([line] * 5))
     assert s.n_en_alpha_tokens / s.n_en_tokens == 10 / 14 < 0.8  # datatrove: gopher_below_alpha_threshold
     assert dt(GopherQuality, min_doc_words=0).check(s) == "alpha_word_ratio<0.8"
@@ -231,8 +371,12 @@ def test_c4_datatrove_order_and_output():
     kept, removed, reason = rule.apply(TextStats("Enable JavaScript with { x } here.\nA fine line of text."))
     assert reason is None and kept.text == "A fine line of text." and removed == 1
     assert rule.apply(TextStats("Read our privacy policy { now } please."))[2] == "curly_bracket"
-    assert C4Quality(filter_no_terminal_punct=False, min_num_sentences=0).apply(
-        TextStats("Read our privacy policy { now } please."))[2] is None  # crawl2serve removes the policy line
+    assert (
+        C4Quality(filter_no_terminal_punct=False, min_num_sentences=0).apply(
+            TextStats("Read our privacy policy { now } please.")
+        )[2]
+        is None
+    )  # crawl2serve removes the policy line
     # citations: case-sensitive; the word count is taken before they are deleted
     kept, _, _ = rule.apply(TextStats("first line here\n[1] two words\n[Edit] stays here now"))
     assert kept.text.split("\n") == ["first line here", " two words", "[Edit] stays here now"]
@@ -244,16 +388,18 @@ def test_c4_datatrove_order_and_output():
 def test_fineweb_datatrove_line_ends_and_unstripped_lines():
     from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS
 
-    lines = [f"This is line {i} and it ends well." if i % 8 == 0 else f"item {i} of a list without an end"
-             for i in range(40)]
+    lines = [
+        f"This is line {i} and it ends well." if i % 8 == 0 else f"item {i} of a list without an end" for i in range(40)
+    ]
     rule = dt(FineWebQuality, line_end_chars=DATATROVE_TERMINALS)
     assert rule.check(TextStats("\n".join(lines))) is None  # 5/40 = 0.125 end in "." (>= 0.12)
     quoted = TextStats("\n".join(line.replace("well.", 'well."') for line in lines))
     assert rule.check(quoted) == "line_punct_ratio<0.12"  # datatrove's line ends hold no quotes
     assert FineWebQuality().check(quoted) is None  # crawl2serve's do
     # lines are not stripped: 35 lines of 28 characters after 3 spaces of indentation are not short
-    indented = [line if i % 8 == 0 else f"   item {i:02d} of a list, no end at all"[:31]
-                for i, line in enumerate(lines)]
+    indented = [
+        line if i % 8 == 0 else f"   item {i:02d} of a list, no end at all"[:31] for i, line in enumerate(lines)
+    ]
     assert rule.check(TextStats("\n".join(indented))) is None
     assert rule.check(TextStats("\n".join(line.strip() for line in indented))) == "short_line_ratio>0.67"
 
@@ -264,7 +410,7 @@ def _changed(a, b) -> set[str]:
 
 
 def test_fineweb_profile_is_datatrove_s_pipeline():
-    FINEWEB = PROFILES["fineweb"]  # noqa: N806
+    FINEWEB = PROFILES["fineweb"]
     assert FINEWEB.order == ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
     assert all(r.measure == "datatrove" for r in FINEWEB.pipeline)
     # datatrove's thresholds are the published ones: only the measure, C4's terminal-punctuation rule
@@ -277,11 +423,16 @@ def test_fineweb_profile_is_datatrove_s_pipeline():
 
 
 def test_typed_overrides_keep_bools_tuples_and_choices():
-    p = profile_with_overrides("fineweb", {
-        "c4_quality.filter_curly_bracket": False, "gopher_repetition.top_n_grams": [[2, 0.3], [3.0, 1]],
-        "gopher_quality.measure": "crawl2serve", "fineweb_quality.line_end_chars": [".", "!"],
-        "order": ["gopher_quality", "c4_quality"],
-    })
+    p = profile_with_overrides(
+        "fineweb",
+        {
+            "c4_quality.filter_curly_bracket": False,
+            "gopher_repetition.top_n_grams": [[2, 0.3], [3.0, 1]],
+            "gopher_quality.measure": "crawl2serve",
+            "fineweb_quality.line_end_chars": [".", "!"],
+            "order": ["gopher_quality", "c4_quality"],
+        },
+    )
     assert p.c4_quality.filter_curly_bracket is False
     assert p.gopher_repetition.top_n_grams == ((2, 0.3), (3, 1.0))
     assert isinstance(p.gopher_repetition.top_n_grams[1][0], int)
@@ -289,17 +440,24 @@ def test_typed_overrides_keep_bools_tuples_and_choices():
     assert p.order == ("gopher_quality", "c4_quality")
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"c4_quality.filter_curly_bracket": 0.0},
-     "'c4_quality.filter_curly_bracket': expected a bool (true/false), got 0.0"),
-    ({"gopher_repetition.top_n_grams": [[2.5, 0.2]]}, "'gopher_repetition.top_n_grams[0][0]': expected an int"),
-    ({"gopher_repetition.top_n_grams": [2, 0.2]},
-     "'gopher_repetition.top_n_grams[0]': expected a list [an int, a number]"),
-    ({"gopher_repetition.top_n_grams": 0.2}, "'gopher_repetition.top_n_grams': expected a list of a list"),
-    ({"gopher_quality.measure": "spacy"}, "'gopher_quality.measure': expected one of 'crawl2serve', 'datatrove'"),
-    ({"c4_quality.min_num_sentences": True}, "'c4_quality.min_num_sentences': expected an int"),
-    ({"order": ["gopher_quality", "nope"]}, "'order': expected distinct rule names"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"c4_quality.filter_curly_bracket": 0.0},
+            "'c4_quality.filter_curly_bracket': expected a bool (true/false), got 0.0",
+        ),
+        ({"gopher_repetition.top_n_grams": [[2.5, 0.2]]}, "'gopher_repetition.top_n_grams[0][0]': expected an int"),
+        (
+            {"gopher_repetition.top_n_grams": [2, 0.2]},
+            "'gopher_repetition.top_n_grams[0]': expected a list [an int, a number]",
+        ),
+        ({"gopher_repetition.top_n_grams": 0.2}, "'gopher_repetition.top_n_grams': expected a list of a list"),
+        ({"gopher_quality.measure": "spacy"}, "'gopher_quality.measure': expected one of 'crawl2serve', 'datatrove'"),
+        ({"c4_quality.min_num_sentences": True}, "'c4_quality.min_num_sentences': expected an int"),
+        ({"order": ["gopher_quality", "nope"]}, "'order': expected distinct rule names"),
+    ],
+)
 def test_typed_overrides_name_the_field_and_the_expected_type(overrides, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         profile_with_overrides("fineweb", overrides)

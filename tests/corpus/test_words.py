@@ -18,9 +18,14 @@ def _bounds(text):
 def test_chinese_japanese_thai_are_split_into_words():
     assert _bounds("我们的系统是自由软件。") == ["我们", "的", "系统", "是", "自由", "软件"]
     assert _bounds("Debianシステムは、フリーソフトウェアです。") == [
-        "Debian", "システム", "は", "フリー", "ソフトウェア", "です"]
-    assert _bounds("ภาษาไทยเป็นภาษาที่ใช้ในประเทศไทย") == [
-        "ภาษา", "ไทย", "เป็น", "ภาษา", "ที่", "ใช้", "ใน", "ประเทศไทย"]
+        "Debian",
+        "システム",
+        "は",
+        "フリー",
+        "ソフトウェア",
+        "です",
+    ]
+    assert _bounds("ภาษาไทยเป็นภาษาที่ใช้ในประเทศไทย") == ["ภาษา", "ไทย", "เป็น", "ภาษา", "ที่", "ใช้", "ใน", "ประเทศไทย"]
 
 
 def test_space_separated_text_is_measured_as_before():
@@ -69,8 +74,30 @@ def test_table_covers_the_twenty_largest_fineweb2_languages():
     assert len(FINEWEB2_COMMIT) == 40
     ranks = sorted(cfg["rank"] for cfg in FINEWEB2_CONFIGS.values())
     assert ranks[:20] == list(range(1, 21))
-    for code in ("ru", "zh", "zh-Hant", "de", "es", "ja", "fr", "it", "pt", "pl", "nl", "id", "tr", "cs", "ar",
-                 "vi", "ko", "sv", "fa", "ro", "uk", "th"):
+    for code in (
+        "ru",
+        "zh",
+        "zh-Hant",
+        "de",
+        "es",
+        "ja",
+        "fr",
+        "it",
+        "pt",
+        "pl",
+        "nl",
+        "id",
+        "tr",
+        "cs",
+        "ar",
+        "vi",
+        "ko",
+        "sv",
+        "fa",
+        "ro",
+        "uk",
+        "th",
+    ):
         assert code in LANGUAGES, code
     assert rules_for("en") is None and rules_for("unknown") is None and rules_for("mixed") is None
     assert rules_for("pt-BR").subset == "por_Latn"

@@ -135,16 +135,30 @@ class LoopbackServer:
 
 # -- response helpers ---------------------------------------------------------------------------
 def _head(status: int, headers: list[tuple[str, str]], reason: str | None = None) -> bytes:
-    reason = reason if reason is not None else {200: "OK", 301: "Moved Permanently", 302: "Found", 404: "Not Found",
-                                                 429: "Too Many Requests", 500: "Internal Server Error",
-                                                 503: "Service Unavailable"}.get(status, "X")
+    reason = (
+        reason
+        if reason is not None
+        else {
+            200: "OK",
+            301: "Moved Permanently",
+            302: "Found",
+            404: "Not Found",
+            429: "Too Many Requests",
+            500: "Internal Server Error",
+            503: "Service Unavailable",
+        }.get(status, "X")
+    )
     out = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers]
     return ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
 
 
-async def send(writer: asyncio.StreamWriter, status: int, body: bytes = b"",
-               headers: list[tuple[str, str]] | None = None,
-               content_type: str | None = "text/html; charset=utf-8") -> None:
+async def send(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+    content_type: str | None = "text/html; charset=utf-8",
+) -> None:
     hs = list(headers or [])
     if content_type is not None:
         hs.append(("Content-Type", content_type))
@@ -153,8 +167,13 @@ async def send(writer: asyncio.StreamWriter, status: int, body: bytes = b"",
     await writer.drain()
 
 
-def page(body: bytes | str, status: int = 200, content_type: str | None = "text/html; charset=utf-8",
-         headers: list[tuple[str, str]] | None = None, delay: float = 0.0) -> Handler:
+def page(
+    body: bytes | str,
+    status: int = 200,
+    content_type: str | None = "text/html; charset=utf-8",
+    headers: list[tuple[str, str]] | None = None,
+    delay: float = 0.0,
+) -> Handler:
     data = body.encode() if isinstance(body, str) else body
 
     async def h(req: Request, w: asyncio.StreamWriter) -> None:
@@ -279,8 +298,17 @@ def gzipped(body: bytes, content_type: str = "text/html; charset=utf-8") -> Hand
 
     async def h(req: Request, w: asyncio.StreamWriter) -> None:
         z = gzip.compress(body)
-        w.write(_head(200, [("Content-Type", content_type), ("Content-Encoding", "gzip"),
-                            ("Transfer-Encoding", "chunked"), ("Connection", "close")]))
+        w.write(
+            _head(
+                200,
+                [
+                    ("Content-Type", content_type),
+                    ("Content-Encoding", "gzip"),
+                    ("Transfer-Encoding", "chunked"),
+                    ("Connection", "close"),
+                ],
+            )
+        )
         for i in range(0, len(z), 100):
             part = z[i : i + 100]
             w.write(b"%x\r\n%s\r\n" % (len(part), part))
@@ -290,7 +318,9 @@ def gzipped(body: bytes, content_type: str = "text/html; charset=utf-8") -> Hand
     return h
 
 
-def raw(status_line: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"<html><body>x</body></html>") -> Handler:
+def raw(
+    status_line: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"<html><body>x</body></html>"
+) -> Handler:
     """A response written byte for byte as given (any bytes in any header), then Content-Length and close."""
 
     async def h(req: Request, w: asyncio.StreamWriter) -> None:
@@ -305,7 +335,9 @@ def trickle(body: bytes, chunk: int = 16384, pause: float = 0.01, content_type: 
     """The body in ``chunk``-byte writes with a pause between them: the client sees many small reads."""
 
     async def h(req: Request, w: asyncio.StreamWriter) -> None:
-        w.write(_head(200, [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")]))
+        w.write(
+            _head(200, [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")])
+        )
         for i in range(0, len(body), chunk):
             w.write(body[i : i + chunk])
             await w.drain()
@@ -315,8 +347,20 @@ def trickle(body: bytes, chunk: int = 16384, pause: float = 0.01, content_type: 
 
 
 # the helpers travel with the fixture (tests never import conftest): ``server.page(...)`` etc.
-for _helper in (page, not_found, redirect, sequence, stall, stall_headers, drip, reset_mid_headers, reset_mid_body,
-                gzipped, raw, trickle):
+for _helper in (
+    page,
+    not_found,
+    redirect,
+    sequence,
+    stall,
+    stall_headers,
+    drip,
+    reset_mid_headers,
+    reset_mid_body,
+    gzipped,
+    raw,
+    trickle,
+):
     setattr(LoopbackServer, _helper.__name__, staticmethod(_helper))
 LoopbackServer.big_body = lambda self, key, total, **kw: big_body(self, key, total, **kw)
 

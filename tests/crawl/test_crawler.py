@@ -14,13 +14,17 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from crawl2serve.assets.crawl.urls import normalize_url
 from crawl2serve.assets.crawl.warc import iter_records
 
-
 pytestmark = pytest.mark.timeout(60)
 
 
 def html(*links: str, text: str = "hello") -> str:
-    return "<html><head><title>t</title></head><body><p>" + text + "</p>" + "".join(
-        f'<a href="{u}">{u}</a>' for u in links) + "</body></html>"
+    return (
+        "<html><head><title>t</title></head><body><p>"
+        + text
+        + "</p>"
+        + "".join(f'<a href="{u}">{u}</a>' for u in links)
+        + "</body></html>"
+    )
 
 
 def stored_records(result) -> dict[str, list]:
@@ -93,11 +97,17 @@ def test_connection_reset_mid_response_is_retried_and_recorded(server, crawl):
     mid_headers_fin = server.route("/closed-in-headers", server.reset_mid_headers(rst=False))
     mid_body_fin = server.route("/reset-body", server.reset_mid_body(rst=False))
     mid_body_rst = server.route("/reset-body-rst", server.reset_mid_body(rst=True))
-    flaky = server.route("/flaky", server.sequence(server.reset_mid_body(rst=True), server.reset_mid_headers(),
-                                                   server.page(html(text="finally"))))
+    flaky = server.route(
+        "/flaky",
+        server.sequence(server.reset_mid_body(rst=True), server.reset_mid_headers(), server.page(html(text="finally"))),
+    )
     r = crawl([mid_headers, mid_headers_fin, mid_body_fin, mid_body_rst, flaky], max_retries=2)
-    for url, path in ((mid_headers, "/reset-headers"), (mid_headers_fin, "/closed-in-headers"),
-                      (mid_body_fin, "/reset-body"), (mid_body_rst, "/reset-body-rst")):
+    for url, path in (
+        (mid_headers, "/reset-headers"),
+        (mid_headers_fin, "/closed-in-headers"),
+        (mid_body_fin, "/reset-body"),
+        (mid_body_rst, "/reset-body-rst"),
+    ):
         row = r.row(url)
         assert row["error"] is not None and row["error"].startswith("connection_reset"), row
         assert row["attempts"] == 3
@@ -138,8 +148,9 @@ def test_429_retry_after_is_honoured(server, crawl):
 
 
 def test_retry_after_beyond_the_cap_gives_up(server, crawl):
-    hog = server.route("/hog", server.page("go away", status=429, content_type="text/plain",
-                                    headers=[("Retry-After", "3600")]))
+    hog = server.route(
+        "/hog", server.page("go away", status=429, content_type="text/plain", headers=[("Retry-After", "3600")])
+    )
     t0 = time.monotonic()
     r = crawl([hog], max_retries=3, max_retry_after_s=5.0)
     assert time.monotonic() - t0 < 10
@@ -237,7 +248,7 @@ def test_oversized_bodies_are_cut_off(server, crawl):
         assert r.row(url)["attempts"] == 1  # a size violation is final, not retried
         assert_not_stored(r, url)
         (st,) = server.stats[key]
-        assert wait_for(lambda: st.aborted or st.finished), st
+        assert wait_for(lambda st=st: st.aborted or st.finished), st
         assert st.aborted and not st.finished and st.sent < total, st  # the crawler hung up
     assert r.row(small)["warc_file"] is not None
 
@@ -252,20 +263,31 @@ def test_decompressed_size_is_capped(server, crawl):
 # -- 10. encodings ----------------------------------------------------------------------------------
 ENCODED_PAGES = {
     # latin-1 bytes under a utf-8 charset header
-    "/latin1": (b"<html><body><p>caf\xe9 na\xefve \xfcber</p><a href='/after-latin1'>x</a></body></html>",
-                "text/html; charset=utf-8"),
+    "/latin1": (
+        b"<html><body><p>caf\xe9 na\xefve \xfcber</p><a href='/after-latin1'>x</a></body></html>",
+        "text/html; charset=utf-8",
+    ),
     # cp1252 smart quotes and euro sign, no charset at all
-    "/cp1252": (b"<html><body><p>\x93quoted\x94 \x80 5 \x96 dash</p><a href='/after-cp1252'>x</a></body></html>",
-                "text/html"),
+    "/cp1252": (
+        b"<html><body><p>\x93quoted\x94 \x80 5 \x96 dash</p><a href='/after-cp1252'>x</a></body></html>",
+        "text/html",
+    ),
     # invalid UTF-8 everywhere: lone continuation, surrogate encoding, 5-byte form, NULs
-    "/invalid": (b"\xff\xfe\x00\x00<html><body>\xc3\x28 \xed\xa0\x80 \xf8\x88\x80\x80\x80 \x00"
-                 b"<a href='/after-invalid'>x</a></body></html>", "text/html; charset=utf-8"),
+    "/invalid": (
+        b"\xff\xfe\x00\x00<html><body>\xc3\x28 \xed\xa0\x80 \xf8\x88\x80\x80\x80 \x00"
+        b"<a href='/after-invalid'>x</a></body></html>",
+        "text/html; charset=utf-8",
+    ),
     # a charset nobody knows
-    "/bogus": (b"<html><body><p>\xe9t\xe9</p><a href='/after-bogus'>x</a></body></html>",
-               "text/html; charset=x-no-such-charset"),
+    "/bogus": (
+        b"<html><body><p>\xe9t\xe9</p><a href='/after-bogus'>x</a></body></html>",
+        "text/html; charset=x-no-such-charset",
+    ),
     # UTF-16 with BOM
-    "/utf16": ("<html><body><p>\u00e9t\u00e9 \u4e2d\u6587</p></body></html>".encode("utf-16"),
-               "text/html; charset=utf-16"),
+    "/utf16": (
+        "<html><body><p>\u00e9t\u00e9 \u4e2d\u6587</p></body></html>".encode("utf-16"),
+        "text/html; charset=utf-16",
+    ),
 }
 
 
@@ -300,9 +322,11 @@ def test_bad_and_mixed_encodings_are_stored_byte_exact(server, crawl):
 def test_hostile_links_do_not_lose_the_page(server, crawl):
     ok = server.url("/ok")
     server.route("/ok", server.page(html()))
-    body = ('<html><body><a href="http://[::1">broken v6</a><a href="http://h:99999/">bad port</a>'
-            '<a href="javascript:alert(1)">js</a><a href="mailto:a@b">m</a>'
-            f'<a href="{ok}">ok</a></body></html>')
+    body = (
+        '<html><body><a href="http://[::1">broken v6</a><a href="http://h:99999/">bad port</a>'
+        '<a href="javascript:alert(1)">js</a><a href="mailto:a@b">m</a>'
+        f'<a href="{ok}">ok</a></body></html>'
+    )
     index = server.route("/", server.page(body))
     r = crawl([index])
     row = r.row(index)

@@ -12,7 +12,7 @@ import json
 import pathlib
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -56,8 +56,9 @@ PARSER_REFUSED = {
 
 
 def body_with_links(*urls: str, text: str = "page") -> bytes:
-    return ("<html><body><p>" + text + "</p>" + "".join(f'<a href="{u}">x</a>' for u in urls)
-            + "</body></html>").encode()
+    return (
+        "<html><body><p>" + text + "</p>" + "".join(f'<a href="{u}">x</a>' for u in urls) + "</body></html>"
+    ).encode()
 
 
 def fuzz_site(server, good: int = 30, delay: float = 0.0) -> dict[str, dict]:
@@ -92,9 +93,14 @@ def fuzz_site(server, good: int = 30, delay: float = 0.0) -> dict[str, dict]:
     for i in range(good):
         path = f"/good/{i}"
         # valid UTF-8 outside ASCII is fine, and is stored byte-exact
-        server.route(path, server.raw(b"HTTP/1.1 200 OK", [(b"Content-Type", b"text/html; charset=utf-8"),
-                                                           (b"X-Title", "caf\u00e9 \u4e2d".encode())],
-                                      body_with_links(text=f"good {i}")))
+        server.route(
+            path,
+            server.raw(
+                b"HTTP/1.1 200 OK",
+                [(b"Content-Type", b"text/html; charset=utf-8"), (b"X-Title", "caf\u00e9 \u4e2d".encode())],
+                body_with_links(text=f"good {i}"),
+            ),
+        )
         if delay:
             server.routes[path] = _delayed(server.routes[path], delay)
         goods.append(path)
@@ -177,8 +183,14 @@ def test_a_single_page_crawl_with_a_bad_header_does_not_crash(server, crawl):
 
 
 def test_manifest_values_are_always_writable(tmp_path):
-    row = Outcome(url="http://example.com/a", depth=0, status=200, content_type="text/html; charset=\udcff",
-                  error="crawler_error:UnicodeEncodeError:'\udced\udca0'", redirect_to="http://example.com/\udcff")
+    row = Outcome(
+        url="http://example.com/a",
+        depth=0,
+        status=200,
+        content_type="text/html; charset=\udcff",
+        error="crawler_error:UnicodeEncodeError:'\udced\udca0'",
+        redirect_to="http://example.com/\udcff",
+    )
     df = _manifest_frame([row])
     df.write_parquet(tmp_path / "m.parquet")
     back = pl.read_parquet(tmp_path / "m.parquet").row(0, named=True)
@@ -229,7 +241,7 @@ def test_a_failed_commit_keeps_the_warc_and_the_resume_recovers_it(server, crawl
     raised = None
     try:
         crawl(pages, directory=d, segment_max_records=5, concurrency=1)
-    except Exception as e:  # noqa: BLE001 — checked below, after what matters more
+    except Exception as e:
         raised = e
     seg_dir = d / "segments"
     stem = pathlib.Path(failed[0]).name.removesuffix(".manifest.parquet")
@@ -257,10 +269,16 @@ def test_a_killed_segments_temporary_warc_is_recovered(tmp_path):
     buf = io.BytesIO()
     w = WarcSegmentWriter(buf, filename="seg-x-00000.warc.gz", info={})
     for i in range(4):
-        w.write_exchange(url=f"http://example.com/{i}", request_headers=[("User-Agent", "t")], status=200,
-                         reason="OK", response_headers=[("Content-Type", "text/html")],
-                         body=body_with_links(f"http://example.com/next{i}", text=f"t{i}"),
-                         fetched_at=datetime.now(timezone.utc), peer_ip=None)
+        w.write_exchange(
+            url=f"http://example.com/{i}",
+            request_headers=[("User-Agent", "t")],
+            status=200,
+            reason="OK",
+            response_headers=[("Content-Type", "text/html")],
+            body=body_with_links(f"http://example.com/next{i}", text=f"t{i}"),
+            fetched_at=datetime.now(UTC),
+            peer_ip=None,
+        )
     data = buf.getvalue()
     (seg_dir / ".tmp-seg-x-00000.warc.gz.abc123").write_bytes(data[:-40])  # the kill tore the last record
     (seg_dir / ".tmp-seg-x-00000.links.parquet.def456").write_bytes(b"half")
@@ -270,7 +288,10 @@ def test_a_killed_segments_temporary_warc_is_recovered(tmp_path):
     assert store.recovered == 3
     assert sorted(links["url"].to_list()) == [f"http://example.com/next{i}" for i in range(3)]
     assert sorted(p.name for p in seg_dir.iterdir()) == [
-        "seg-x-00000.links.parquet", "seg-x-00000.manifest.parquet", "seg-x-00000.warc.gz"]
+        "seg-x-00000.links.parquet",
+        "seg-x-00000.manifest.parquet",
+        "seg-x-00000.warc.gz",
+    ]
     check_segments(seg_dir)
     for row in rows.iter_rows(named=True):
         assert stored_at(row)[0] == row["url"]
@@ -279,13 +300,36 @@ def test_a_killed_segments_temporary_warc_is_recovered(tmp_path):
 
 # -- SIGKILL, a lost manifest, resume -------------------------------------------------------------------
 def start_cli(seed: str, out: pathlib.Path) -> subprocess.Popen:
-    settings = {"segment_max_records": 10, "segment_max_seconds": 3600, "concurrency": 2, "per_host_concurrency": 2,
-                "per_host_delay_s": 0, "private_hosts": ["127.0.0.1"], "progress_every_s": 3600,
-                "connect_timeout_s": 2, "read_timeout_s": 5, "total_timeout_s": 10, "max_retries": 1,
-                "backoff_base_s": 0.01}
-    return subprocess.Popen([sys.executable, "-m", "crawl2serve.assets.crawl.crawler", "--seed", seed, "--out", str(out),
-                             "--settings", json.dumps(settings)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    settings = {
+        "segment_max_records": 10,
+        "segment_max_seconds": 3600,
+        "concurrency": 2,
+        "per_host_concurrency": 2,
+        "per_host_delay_s": 0,
+        "private_hosts": ["127.0.0.1"],
+        "progress_every_s": 3600,
+        "connect_timeout_s": 2,
+        "read_timeout_s": 5,
+        "total_timeout_s": 10,
+        "max_retries": 1,
+        "backoff_base_s": 0.01,
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crawl2serve.assets.crawl.crawler",
+            "--seed",
+            seed,
+            "--out",
+            str(out),
+            "--settings",
+            json.dumps(settings),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_kill_and_resume_keeps_every_stored_page(server, tmp_path):

@@ -30,14 +30,34 @@ def body_of(i: int, origin: str) -> bytes:
 
 def start_cli(seed: str, out: pathlib.Path) -> subprocess.Popen:
     settings = {
-        "segment_max_records": 10, "segment_max_seconds": 3600, "concurrency": 2, "per_host_concurrency": 2,
-        "per_host_delay_s": 0, "private_hosts": ["127.0.0.1"], "progress_every_s": 3600, "connect_timeout_s": 2,
-        "read_timeout_s": 5, "total_timeout_s": 10, "max_retries": 1, "backoff_base_s": 0.01,
+        "segment_max_records": 10,
+        "segment_max_seconds": 3600,
+        "concurrency": 2,
+        "per_host_concurrency": 2,
+        "per_host_delay_s": 0,
+        "private_hosts": ["127.0.0.1"],
+        "progress_every_s": 3600,
+        "connect_timeout_s": 2,
+        "read_timeout_s": 5,
+        "total_timeout_s": 10,
+        "max_retries": 1,
+        "backoff_base_s": 0.01,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "crawl2serve.assets.crawl.crawler", "--seed", seed, "--out", str(out), "--settings",
-         json.dumps(settings)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "crawl2serve.assets.crawl.crawler",
+            "--seed",
+            seed,
+            "--out",
+            str(out),
+            "--settings",
+            json.dumps(settings),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 

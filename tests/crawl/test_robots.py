@@ -63,8 +63,11 @@ def test_wildcards_longest_match_and_allow_precedence(server, crawl):
     assert fetched(server) == {"/", *(p for p, ok in EXPECT.items() if ok)}
     for path, ok in EXPECT.items():
         row = r.row(server.url(path))
-        assert (row["error"] is None and row["warc_file"] is not None) if ok else \
-            (row["error"] == "robots_disallowed" and row["attempts"] == 0), (path, row)
+        assert (
+            (row["error"] is None and row["warc_file"] is not None)
+            if ok
+            else (row["error"] == "robots_disallowed" and row["attempts"] == 0)
+        ), (path, row)
 
 
 # -- 2.2.1: the group of our product token (case-insensitive, groups merged), else * ----------------------
@@ -155,9 +158,13 @@ def test_robots_4xx_allows_everything(server, crawl, status):
 
 # -- 2.3.1.4: 5xx, 429, network errors: everything disallowed, fetched again later ---------------------------
 def test_robots_5xx_disallows_until_it_comes_back(server, crawl):
-    server.route("/robots.txt", server.sequence(
-        server.page("down", status=503, content_type="text/plain"),
-        server.page(**robots("User-agent: *\nDisallow: /no\n"))))
+    server.route(
+        "/robots.txt",
+        server.sequence(
+            server.page("down", status=503, content_type="text/plain"),
+            server.page(**robots("User-agent: *\nDisallow: /no\n")),
+        ),
+    )
     index = site(server, None, ["/page", "/no"])
     r = crawl([index])
     robots_at = [x.t for x in server.requests("/robots.txt")]
@@ -169,9 +176,13 @@ def test_robots_5xx_disallows_until_it_comes_back(server, crawl):
 
 
 def test_robots_429_is_unreachable_and_its_retry_after_is_honoured(server, crawl):
-    server.route("/robots.txt", server.sequence(
-        server.page("slow down", status=429, content_type="text/plain", headers=[("Retry-After", "1")]),
-        server.page(**robots("User-agent: *\nDisallow:\n"))))
+    server.route(
+        "/robots.txt",
+        server.sequence(
+            server.page("slow down", status=429, content_type="text/plain", headers=[("Retry-After", "1")]),
+            server.page(**robots("User-agent: *\nDisallow:\n")),
+        ),
+    )
     index = site(server, None, [])
     r = crawl([index])
     first, second = server.requests("/robots.txt")
@@ -192,9 +203,13 @@ def test_robots_timeout_means_nothing_is_fetched(server, crawl):
 
 def test_a_copy_that_parsed_stays_in_force_while_robots_is_unreachable(server, crawl):
     # RFC 9309 2.4: past its expiry a cached copy may still be used when robots.txt is unreachable
-    server.route("/robots.txt", server.sequence(
-        server.page(**robots("User-agent: *\nDisallow: /secret\n")),
-        server.page("down", status=503, content_type="text/plain")))
+    server.route(
+        "/robots.txt",
+        server.sequence(
+            server.page(**robots("User-agent: *\nDisallow: /secret\n")),
+            server.page("down", status=503, content_type="text/plain"),
+        ),
+    )
     server.route("/secret", server.page(html()))
     server.route("/later", server.page(html(server.url("/secret"))))
     index = server.route("/", server.page(html(server.url("/later"))))
@@ -206,9 +221,13 @@ def test_a_copy_that_parsed_stays_in_force_while_robots_is_unreachable(server, c
 
 # -- 2.4: cached, then fetched again ---------------------------------------------------------------------
 def test_robots_expires_and_is_fetched_again(server, crawl):
-    server.route("/robots.txt", server.sequence(
-        server.page(**robots("User-agent: *\nDisallow:\n")),
-        server.page(**robots("User-agent: *\nDisallow: /late\n"))))
+    server.route(
+        "/robots.txt",
+        server.sequence(
+            server.page(**robots("User-agent: *\nDisallow:\n")),
+            server.page(**robots("User-agent: *\nDisallow: /late\n")),
+        ),
+    )
     server.route("/late", server.page(html()))
     index = server.route("/", server.page(html(server.url("/late"))))
     # /late is found only once / is fetched, 0.6 s after robots.txt: past its 0.3 s cache lifetime

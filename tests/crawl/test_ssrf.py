@@ -18,8 +18,14 @@ def html(*links: str) -> str:
 
 
 SPELLINGS = {  # every one of them is 127.0.0.1
-    "/dec": "2130706433", "/hex": "0x7f.1", "/oct": "017700000001", "/short": "127.1", "/hexfull": "0x7f000001",
-    "/mapped": "[::ffff:127.0.0.1]", "/mapped-hex": "[::ffff:7f00:1]", "/compat": "[::127.0.0.1]",
+    "/dec": "2130706433",
+    "/hex": "0x7f.1",
+    "/oct": "017700000001",
+    "/short": "127.1",
+    "/hexfull": "0x7f000001",
+    "/mapped": "[::ffff:127.0.0.1]",
+    "/mapped-hex": "[::ffff:7f00:1]",
+    "/compat": "[::127.0.0.1]",
     "/nat64": "[64:ff9b::7f00:1]",
 }
 
@@ -65,11 +71,16 @@ def test_seeds_mode_reaches_a_listed_private_host(server, tmp_path):
     server.route("/", server.page(html(server.url("/a"))))
     server.route("/a", server.page(html()))
     root = DataRoot(url=str(tmp_path / "data"))
-    target = CrawlTarget(data_root=root, mode="seeds", seeds=[server.url("/")], private_hosts=["127.0.0.1"],
-                         per_host_delay_s=0.0)
+    target = CrawlTarget(
+        data_root=root, mode="seeds", seeds=[server.url("/")], private_hosts=["127.0.0.1"], per_host_delay_s=0.0
+    )
     assert crawl_settings(CrawlConfig(), target).private_hosts == ("127.0.0.1",)
-    result = dg.materialize([raw_crawl], resources={"data_root": root, "crawl_target": target},
-                            partition_key="2026-11-20", run_config={"ops": {"raw_crawl": {"config": {"max_pages": 10}}}})
+    result = dg.materialize(
+        [raw_crawl],
+        resources={"data_root": root, "crawl_target": target},
+        partition_key="2026-11-20",
+        run_config={"ops": {"raw_crawl": {"config": {"max_pages": 10}}}},
+    )
     assert result.success
     meta = result.asset_materializations_for_node("raw_crawl")[0].metadata
     assert meta["stored_pages"].value == 2
@@ -81,9 +92,13 @@ def test_seeds_mode_without_private_hosts_refuses_loopback(server, tmp_path):
     root = DataRoot(url=str(tmp_path / "data"))
     target = CrawlTarget(data_root=root, mode="seeds", seeds=[server.url("/")], per_host_delay_s=0.0)
     assert crawl_settings(CrawlConfig(), target).private_hosts == ()
-    result = dg.materialize([raw_crawl], resources={"data_root": root, "crawl_target": target},
-                            partition_key="2026-11-20", run_config={"ops": {"raw_crawl": {"config": {"max_pages": 10}}}},
-                            raise_on_error=False)
+    result = dg.materialize(
+        [raw_crawl],
+        resources={"data_root": root, "crawl_target": target},
+        partition_key="2026-11-20",
+        run_config={"ops": {"raw_crawl": {"config": {"max_pages": 10}}}},
+        raise_on_error=False,
+    )
     assert server.paths() == []
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert evals["stored_pages"].passed is False  # the blocking check stops a crawl that stored nothing

@@ -70,9 +70,21 @@ def test_normalize_url(url, expected):
 
 @pytest.mark.parametrize(
     "url",
-    ["mailto:a@example.com", "javascript:alert(1)", "ftp://example.com/f", "data:text/html,<b>x</b>",
-     "file:///etc/passwd", "tel:+123", "", "   ", "http://", "http:///path", "http://example.com:99999/",
-     "http://[::1/", "http://ex ample.com:x/"],
+    [
+        "mailto:a@example.com",
+        "javascript:alert(1)",
+        "ftp://example.com/f",
+        "data:text/html,<b>x</b>",
+        "file:///etc/passwd",
+        "tel:+123",
+        "",
+        "   ",
+        "http://",
+        "http:///path",
+        "http://example.com:99999/",
+        "http://[::1/",
+        "http://ex ample.com:x/",
+    ],
 )
 def test_normalize_url_refuses_what_is_not_crawlable(url):
     assert normalize_url(url) is None
@@ -93,8 +105,11 @@ def test_normalize_url_resolves_against_a_base():
 
 @pytest.mark.parametrize(
     "url",
-    ["http://example.com/a%2541/%25/%2F/%7E/%7e/%zz/%/é/a b/../.%2e/c?z=%FF&y=%2B&x=a+b#f",
-     "http://EXAMPLE.com:80/%2e/%2E%2E/x/./y/../", "http://example.com/~%41%42/%C3%A9%c3%a9"],
+    [
+        "http://example.com/a%2541/%25/%2F/%7E/%7e/%zz/%/é/a b/../.%2e/c?z=%FF&y=%2B&x=a+b#f",
+        "http://EXAMPLE.com:80/%2e/%2E%2E/x/./y/../",
+        "http://example.com/~%41%42/%C3%A9%c3%a9",
+    ],
 )
 def test_normalize_url_is_idempotent(url):
     once = normalize_url(url)
@@ -112,8 +127,9 @@ def test_host_and_origin():
 
 # -- Scope ------------------------------------------------------------------------------------------
 def test_scope_why_out():
-    scope = Scope.build(["Example.com", "docs.example.com"], include=[r"/docs/", r"/blog/"],
-                        exclude=[r"\.pdf$", r"/private/"])
+    scope = Scope.build(
+        ["Example.com", "docs.example.com"], include=[r"/docs/", r"/blog/"], exclude=[r"\.pdf$", r"/private/"]
+    )
     assert scope.why_out("http://example.com/docs/a.html") is None
     assert scope.why_out("http://docs.example.com/blog/x") is None
     assert scope.why_out("http://evil.com/docs/a.html") == "host_not_allowed"
@@ -132,17 +148,38 @@ def test_scope_why_out():
 # -- the SSRF address test ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "address",
-    ["10.0.0.1", "10.255.255.255", "172.16.0.1", "172.31.255.254", "192.168.1.1", "127.0.0.1", "127.8.9.10",
-     "169.254.169.254", "0.0.0.0", "100.64.0.1", "224.0.0.1", "255.255.255.255", "::1", "::", "fe80::1",
-     "fe80::1%eth0", "fc00::1", "fd12:3456::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-     "ff02::1"],
+    [
+        "10.0.0.1",
+        "10.255.255.255",
+        "172.16.0.1",
+        "172.31.255.254",
+        "192.168.1.1",
+        "127.0.0.1",
+        "127.8.9.10",
+        "169.254.169.254",
+        "0.0.0.0",
+        "100.64.0.1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fe80::1",
+        "fe80::1%eth0",
+        "fc00::1",
+        "fd12:3456::1",
+        "::ffff:10.0.0.1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "ff02::1",
+    ],
 )
 def test_internal_addresses_are_not_public(address):
     assert is_public_address(address) is False
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "172.32.0.1", "93.184.216.34", "2001:4860:4860::8888",
-                                     "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "1.1.1.1", "172.32.0.1", "93.184.216.34", "2001:4860:4860::8888", "::ffff:8.8.8.8"]
+)
 def test_public_addresses_are_public(address):
     assert is_public_address(address) is True
 
@@ -161,8 +198,24 @@ def test_parse_retry_after_http_date():
     assert parse_retry_after("Wed, 21 Oct 2015 09:28:00 +0200", now=now) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("value", [None, "", "   ", "soon", "-1", "1.5", "1e3", "0x10", "²", "１２", "NaN",
-                                   "Mon, 32 Jan 2024 00:00:00 GMT", "Wed, 21 Oct 99999 07:28:00 GMT"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "   ",
+        "soon",
+        "-1",
+        "1.5",
+        "1e3",
+        "0x10",
+        "²",
+        "１２",
+        "NaN",
+        "Mon, 32 Jan 2024 00:00:00 GMT",
+        "Wed, 21 Oct 99999 07:28:00 GMT",
+    ],
+)
 def test_parse_retry_after_garbage_is_none(value):
     assert parse_retry_after(value) is None
 
@@ -177,28 +230,42 @@ def test_extract_links_resolves_and_normalizes():
       <a href="https://Other.org:443/d">d</a> <a href="mailto:x@y">m</a> <a href="javascript:void(0)">j</a>
       <a>no href</a> <a href="">empty</a></body></html>"""
     assert extract_links(body, BASE, "text/html; charset=utf-8") == [
-        "http://example.com/dir/a.html", "http://example.com/b", "http://example.com/c/", "https://other.org/d",
+        "http://example.com/dir/a.html",
+        "http://example.com/b",
+        "http://example.com/c/",
+        "https://other.org/d",
     ]  # an empty href is the page itself: dropped
 
 
 def test_extract_links_honours_base_href():
-    body = b'<html><head><base href="http://cdn.example.com/root/"></head><body><a href="x.html">x</a>' \
-           b'<a href="/abs">y</a></body></html>'
-    assert extract_links(body, BASE, "text/html") == ["http://cdn.example.com/root/x.html",
-                                                      "http://cdn.example.com/abs"]
+    body = (
+        b'<html><head><base href="http://cdn.example.com/root/"></head><body><a href="x.html">x</a>'
+        b'<a href="/abs">y</a></body></html>'
+    )
+    assert extract_links(body, BASE, "text/html") == [
+        "http://cdn.example.com/root/x.html",
+        "http://cdn.example.com/abs",
+    ]
     relative_base = b'<html><head><base href="../other/"></head><body><a href="x.html">x</a></body></html>'
     assert extract_links(relative_base, BASE, "text/html") == ["http://example.com/other/x.html"]
 
 
 def test_extract_links_honours_rel_nofollow():
-    body = b'<html><body><a href="/keep">k</a><a rel="nofollow" href="/skip1">s</a>' \
-           b'<a rel="external NoFollow" href="/skip2">s</a><a rel="noopener" href="/keep2">k</a></body></html>'
+    body = (
+        b'<html><body><a href="/keep">k</a><a rel="nofollow" href="/skip1">s</a>'
+        b'<a rel="external NoFollow" href="/skip2">s</a><a rel="noopener" href="/keep2">k</a></body></html>'
+    )
     assert extract_links(body, BASE, "text/html") == ["http://example.com/keep", "http://example.com/keep2"]
 
 
-@pytest.mark.parametrize("meta", [b'<meta name="robots" content="nofollow">',
-                                  b'<meta name="ROBOTS" content="noindex, NoFollow">',
-                                  b'<meta name=robots content="none,nofollow">'])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        b'<meta name="robots" content="nofollow">',
+        b'<meta name="ROBOTS" content="noindex, NoFollow">',
+        b'<meta name=robots content="none,nofollow">',
+    ],
+)
 def test_extract_links_honours_meta_robots_nofollow(meta):
     body = b"<html><head>" + meta + b'</head><body><a href="/x">x</a></body></html>'
     assert extract_links(body, BASE, "text/html") == []
@@ -211,11 +278,18 @@ def test_meta_robots_noindex_alone_still_follows():
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"\x00\xff\xfe\x00garbage", b"<html><body><a href='/a'>x<div><a href=/b>y<table><a href=\"/c",
-     b"<<<<>>>><a href=/d>", b"<a href='http://[::1'>bad v6</a><a href='/after'>ok</a>",
-     b"<a href='http://example.com:99999/'>bad port</a>" * 3, "<a href='/\u00e9'>\u00e9</a>".encode("utf-16"),
-     b"<html><head><base href='http://[::1'></head><body><a href='/z'>z</a></body></html>",
-     b"<frameset><frame src='/f'></frameset>", b"\xef\xbb\xbf<a href=/bom>x</a>" + b"\x80" * 100],
+    [
+        b"",
+        b"\x00\xff\xfe\x00garbage",
+        b"<html><body><a href='/a'>x<div><a href=/b>y<table><a href=\"/c",
+        b"<<<<>>>><a href=/d>",
+        b"<a href='http://[::1'>bad v6</a><a href='/after'>ok</a>",
+        b"<a href='http://example.com:99999/'>bad port</a>" * 3,
+        "<a href='/\u00e9'>\u00e9</a>".encode("utf-16"),
+        b"<html><head><base href='http://[::1'></head><body><a href='/z'>z</a></body></html>",
+        b"<frameset><frame src='/f'></frameset>",
+        b"\xef\xbb\xbf<a href=/bom>x</a>" + b"\x80" * 100,
+    ],
 )
 def test_extract_links_survives_broken_html(body):
     links = extract_links(body, BASE, "text/html; charset=utf-8")
@@ -227,8 +301,11 @@ def test_extract_links_keeps_good_links_next_to_bad_ones():
     assert extract_links(body, BASE, "text/html") == ["http://example.com/after", "http://example.com/z"]
     broken = b"<html><body><a href='/a'>x<div><a href=/b>y<table><tr><td><a href='/c'>"
     # the HTML5 parser may re-open the unclosed <a> (adoption agency), so compare the set
-    assert set(extract_links(broken, BASE, None)) == {"http://example.com/a", "http://example.com/b",
-                                                      "http://example.com/c"}
+    assert set(extract_links(broken, BASE, None)) == {
+        "http://example.com/a",
+        "http://example.com/b",
+        "http://example.com/c",
+    }
 
 
 def test_extract_links_with_unknown_or_wrong_charset():
@@ -239,15 +316,36 @@ def test_extract_links_with_unknown_or_wrong_charset():
 
 
 # -- IPv4 in every spelling inet_aton and browsers accept (WHATWG host parsing) ------------------------------
-@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "017700000001", "0177.0.0.1", "127.1", "0x7f000001",
-                                  "0x7F.0.0.1", "127.0.0.1.", "0177.0x0.0.01"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "2130706433",
+        "0x7f.1",
+        "017700000001",
+        "0177.0.0.1",
+        "127.1",
+        "0x7f000001",
+        "0x7F.0.0.1",
+        "127.0.0.1.",
+        "0177.0x0.0.01",
+    ],
+)
 def test_every_spelling_of_loopback_is_127_0_0_1(host):
     assert normalize_url(f"http://{host}:8080/x") == "http://127.0.0.1:8080/x"
     assert ip_literal(host.rstrip(".")) == "127.0.0.1"
 
 
-@pytest.mark.parametrize("url", ["http://1.2.3.4.5/", "http://256.1.1.1/", "http://1.2.3.0x100/", "http://08/",
-                                 "http://4294967296/", "http://example.123/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://1.2.3.4.5/",
+        "http://256.1.1.1/",
+        "http://1.2.3.0x100/",
+        "http://08/",
+        "http://4294967296/",
+        "http://example.123/",
+    ],
+)
 def test_a_host_that_ends_in_a_number_but_is_no_ipv4_address_is_refused(url):
     assert normalize_url(url) is None
 
@@ -258,9 +356,21 @@ def test_names_that_only_look_numeric_stay_names():
     assert ip_literal("ab.0x1g") is None
 
 
-@pytest.mark.parametrize("address", ["::127.0.0.1", "::10.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a00:1",
-                                     "64:ff9b:1::808:808", "2002:7f00:1::", "2002:a00:1::1", "::ffff:0:7f00:1",
-                                     "2001:0:4136:e378:8000:63bf:80ff:fffe", "fec0::1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::127.0.0.1",
+        "::10.0.0.1",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a00:1",
+        "64:ff9b:1::808:808",
+        "2002:7f00:1::",
+        "2002:a00:1::1",
+        "::ffff:0:7f00:1",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        "fec0::1",
+    ],
+)
 def test_ipv6_that_embeds_an_internal_ipv4_address_is_internal(address):
     assert is_public_address(address) is False
 

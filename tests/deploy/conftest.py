@@ -1,7 +1,6 @@
 """Fixtures of the deployment tests (helpers: k8s_checks.py)."""
 
 import pytest
-
 from k8s_checks import configmap_env
 
 

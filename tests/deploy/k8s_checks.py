@@ -32,6 +32,7 @@ KUBERNETES_VERSIONS = (OLDEST_KUBERNETES, kubernetes_validate.latest_version())
 
 # -- Kubernetes objects --------------------------------------------------------------------------------------------
 
+
 def validate(obj: Mapping[str, Any]) -> None:
     """Strict validation of one API object against every version in KUBERNETES_VERSIONS, and its quantities."""
     for version in KUBERNETES_VERSIONS:
@@ -39,8 +40,10 @@ def validate(obj: Mapping[str, Any]) -> None:
             kubernetes_validate.validate(dict(obj), version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             where = "/".join(str(p) for p in exc.path)
-            raise AssertionError(f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} invalid for "
-                                 f"Kubernetes {version} at {where or '<root>'}: {exc.message}") from None
+            raise AssertionError(
+                f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} invalid for "
+                f"Kubernetes {version} at {where or '<root>'}: {exc.message}"
+            ) from None
     check_quantities(obj)
 
 
@@ -77,8 +80,12 @@ def api_dict(model) -> dict:
 
 
 def pod(spec: Mapping[str, Any], name: str = "check", labels: Mapping[str, str] | None = None) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": dict(labels or {})},
-            "spec": dict(spec)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": dict(labels or {})},
+        "spec": dict(spec),
+    }
 
 
 def load_docs(path: Path) -> list[dict]:
@@ -107,6 +114,7 @@ def pod_specs(doc: Mapping[str, Any]) -> Iterable[dict]:
 
 # -- the production environment ------------------------------------------------------------------------------------
 
+
 def configmap_env() -> dict[str, str]:
     """The production environment exactly as deploy/k8s/10-config.yaml sets it."""
     for doc in load_docs(K8S_DIR / "10-config.yaml"):
@@ -122,57 +130,158 @@ ANY = "any"  # free-form in the chart's schema (Dict[str, Any]) or a scalar
 PULL_POLICIES = {"Always", "IfNotPresent", "Never"}
 
 IMAGE = {"repository": ANY, "tag": ANY, "pullPolicy": ANY}
-POD_KNOBS = {"annotations": ANY, "nodeSelector": ANY, "affinity": K8S, "tolerations": K8S,
-             "podSecurityContext": K8S, "securityContext": K8S, "resources": K8S, "livenessProbe": K8S,
-             "readinessProbe": K8S, "startupProbe": K8S, "labels": ANY, "volumeMounts": K8S, "volumes": K8S,
-             "schedulerName": ANY}
-USER_DEPLOYMENT = {"name": ANY, "image": IMAGE, "dagsterApiGrpcArgs": ANY, "codeServerArgs": ANY,
-                   "includeConfigInLaunchedRuns": {"enabled": ANY}, "port": ANY, "env": ANY,
-                   "envConfigMaps": K8S, "envSecrets": K8S, **POD_KNOBS}
+POD_KNOBS = {
+    "annotations": ANY,
+    "nodeSelector": ANY,
+    "affinity": K8S,
+    "tolerations": K8S,
+    "podSecurityContext": K8S,
+    "securityContext": K8S,
+    "resources": K8S,
+    "livenessProbe": K8S,
+    "readinessProbe": K8S,
+    "startupProbe": K8S,
+    "labels": ANY,
+    "volumeMounts": K8S,
+    "volumes": K8S,
+    "schedulerName": ANY,
+}
+USER_DEPLOYMENT = {
+    "name": ANY,
+    "image": IMAGE,
+    "dagsterApiGrpcArgs": ANY,
+    "codeServerArgs": ANY,
+    "includeConfigInLaunchedRuns": {"enabled": ANY},
+    "port": ANY,
+    "env": ANY,
+    "envConfigMaps": K8S,
+    "envSecrets": K8S,
+    **POD_KNOBS,
+}
 TICK_RETENTION = {"purgeAfterDays": ANY}  # an int, or {skipped, success, failure, started}
 CHART_KEYS: dict = {
-    "global": {"postgresqlSecretName": ANY, "dagsterHome": ANY, "serviceAccountName": ANY,
-               "celeryConfigSecretName": ANY, "dagsterInstanceConfigMap": ANY},
+    "global": {
+        "postgresqlSecretName": ANY,
+        "dagsterHome": ANY,
+        "serviceAccountName": ANY,
+        "celeryConfigSecretName": ANY,
+        "dagsterInstanceConfigMap": ANY,
+    },
     "serviceAccount": {"create": ANY, "name": ANY, "annotations": ANY},
     "telemetry": {"enabled": ANY},
-    "dagsterWebserver": {"replicaCount": ANY, "image": IMAGE, "nameOverride": ANY, "pathPrefix": ANY,
-                         "service": ANY, "workspace": ANY, "env": ANY, "envConfigMaps": K8S, "envSecrets": K8S,
-                         "deploymentLabels": ANY, "enableReadOnly": ANY, "dbStatementTimeout": ANY,
-                         "dbPoolRecycle": ANY, "logLevel": ANY, **POD_KNOBS},
-    "dagster-user-deployments": {"enabled": ANY, "enableSubchart": ANY, "imagePullSecrets": K8S,
-                                 "deployments": [USER_DEPLOYMENT]},
-    "runLauncher": {"type": ANY, "config": {
-        "k8sRunLauncher": {"image": IMAGE, "imagePullPolicy": ANY, "jobNamespace": ANY, "loadInclusterConfig": ANY,
-                           "kubeconfigFile": ANY, "envConfigMaps": K8S, "envSecrets": K8S, "envVars": ANY,
-                           "volumeMounts": K8S, "volumes": K8S, "labels": ANY, "failPodOnRunFailure": ANY,
-                           "resources": K8S, "schedulerName": ANY, "securityContext": K8S,
-                           "runK8sConfig": {"containerConfig": K8S, "podSpecConfig": K8S,
-                                            "podTemplateSpecMetadata": K8S, "jobSpecConfig": K8S,
-                                            "jobMetadata": K8S}},
-        "celeryK8sRunLauncher": ANY, "customRunLauncher": ANY}},
-    "postgresql": {"image": ANY, "enabled": ANY, "postgresqlHost": ANY, "postgresqlUsername": ANY,
-                   "postgresqlPassword": ANY, "postgresqlDatabase": ANY, "postgresqlParams": ANY,
-                   "postgresqlScheme": ANY, "service": {"port": ANY}},
+    "dagsterWebserver": {
+        "replicaCount": ANY,
+        "image": IMAGE,
+        "nameOverride": ANY,
+        "pathPrefix": ANY,
+        "service": ANY,
+        "workspace": ANY,
+        "env": ANY,
+        "envConfigMaps": K8S,
+        "envSecrets": K8S,
+        "deploymentLabels": ANY,
+        "enableReadOnly": ANY,
+        "dbStatementTimeout": ANY,
+        "dbPoolRecycle": ANY,
+        "logLevel": ANY,
+        **POD_KNOBS,
+    },
+    "dagster-user-deployments": {
+        "enabled": ANY,
+        "enableSubchart": ANY,
+        "imagePullSecrets": K8S,
+        "deployments": [USER_DEPLOYMENT],
+    },
+    "runLauncher": {
+        "type": ANY,
+        "config": {
+            "k8sRunLauncher": {
+                "image": IMAGE,
+                "imagePullPolicy": ANY,
+                "jobNamespace": ANY,
+                "loadInclusterConfig": ANY,
+                "kubeconfigFile": ANY,
+                "envConfigMaps": K8S,
+                "envSecrets": K8S,
+                "envVars": ANY,
+                "volumeMounts": K8S,
+                "volumes": K8S,
+                "labels": ANY,
+                "failPodOnRunFailure": ANY,
+                "resources": K8S,
+                "schedulerName": ANY,
+                "securityContext": K8S,
+                "runK8sConfig": {
+                    "containerConfig": K8S,
+                    "podSpecConfig": K8S,
+                    "podTemplateSpecMetadata": K8S,
+                    "jobSpecConfig": K8S,
+                    "jobMetadata": K8S,
+                },
+            },
+            "celeryK8sRunLauncher": ANY,
+            "customRunLauncher": ANY,
+        },
+    },
+    "postgresql": {
+        "image": ANY,
+        "enabled": ANY,
+        "postgresqlHost": ANY,
+        "postgresqlUsername": ANY,
+        "postgresqlPassword": ANY,
+        "postgresqlDatabase": ANY,
+        "postgresqlParams": ANY,
+        "postgresqlScheme": ANY,
+        "service": {"port": ANY},
+    },
     "generatePostgresqlPasswordSecret": ANY,
     "generateCeleryConfigSecret": ANY,
     "scheduler": {"type": ANY, "config": {"customScheduler": ANY}},
     "dagsterDaemon": {
-        "enabled": ANY, "image": IMAGE, "heartbeatTolerance": ANY, "env": ANY, "envConfigMaps": K8S,
-        "envSecrets": K8S, "deploymentLabels": ANY, "runMonitoring": ANY, "runRetries": ANY,
+        "enabled": ANY,
+        "image": IMAGE,
+        "heartbeatTolerance": ANY,
+        "env": ANY,
+        "envConfigMaps": K8S,
+        "envSecrets": K8S,
+        "deploymentLabels": ANY,
+        "runMonitoring": ANY,
+        "runRetries": ANY,
         "sensors": {"useThreads": ANY, "numWorkers": ANY, "numSubmitWorkers": ANY},
         "schedules": {"useThreads": ANY, "numWorkers": ANY, "numSubmitWorkers": ANY},
-        "runCoordinator": {"enabled": ANY, "type": ANY, "config": {
-            "queuedRunCoordinator": {"maxConcurrentRuns": ANY, "dequeueIntervalSeconds": ANY,
-                                     "dequeueNumWorkers": ANY, "dequeueUseThreads": ANY,
-                                     "tagConcurrencyLimits": [{"key": ANY, "limit": ANY,
-                                                               "value": ANY}]},
-            "customRunCoordinator": ANY}},
-        **POD_KNOBS},
-    "retention": {"enabled": ANY, "sensor": TICK_RETENTION, "schedule": TICK_RETENTION,
-                  "autoMaterialize": TICK_RETENTION},
+        "runCoordinator": {
+            "enabled": ANY,
+            "type": ANY,
+            "config": {
+                "queuedRunCoordinator": {
+                    "maxConcurrentRuns": ANY,
+                    "dequeueIntervalSeconds": ANY,
+                    "dequeueNumWorkers": ANY,
+                    "dequeueUseThreads": ANY,
+                    "tagConcurrencyLimits": [{"key": ANY, "limit": ANY, "value": ANY}],
+                },
+                "customRunCoordinator": ANY,
+            },
+        },
+        **POD_KNOBS,
+    },
+    "retention": {
+        "enabled": ANY,
+        "sensor": TICK_RETENTION,
+        "schedule": TICK_RETENTION,
+        "autoMaterialize": TICK_RETENTION,
+    },
     # further top-level sections of the chart, not used here
-    "rabbitmq": ANY, "redis": ANY, "flower": ANY, "ingress": ANY, "imagePullSecrets": K8S,
-    "computeLogManager": ANY, "pythonLogs": ANY, "busybox": ANY, "migrate": ANY, "additionalInstanceConfig": ANY,
+    "rabbitmq": ANY,
+    "redis": ANY,
+    "flower": ANY,
+    "ingress": ANY,
+    "imagePullSecrets": K8S,
+    "computeLogManager": ANY,
+    "pythonLogs": ANY,
+    "busybox": ANY,
+    "migrate": ANY,
+    "additionalInstanceConfig": ANY,
 }
 CHART_ENUMS = {
     "runLauncher.type": {"K8sRunLauncher", "CeleryK8sRunLauncher", "CustomRunLauncher"},

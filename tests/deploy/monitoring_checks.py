@@ -36,7 +36,8 @@ EXTERNAL_METRICS = {
 
 # -- PromQL selectors ---------------------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+)
   | (?P<comment>\#[^\n]*)
   | (?P<str>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
@@ -46,11 +47,27 @@ _TOKEN = re.compile(r"""
   | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
   | (?P<lbrace>\{) | (?P<rbrace>\}) | (?P<lparen>\() | (?P<rparen>\))
   | (?P<op>=~|!~|!=|==|<=|>=|[-+*/%^<>=,@])
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
-AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
-                "quantile", "limitk", "limit_ratio"}
+AGGREGATIONS = {
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+}
 
 
 def tokens(expr: str) -> list[tuple[str, str]]:
@@ -58,7 +75,7 @@ def tokens(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if not m:
-            raise ValueError(f"cannot read PromQL at {expr[pos:pos + 30]!r} (in {expr!r})")
+            raise ValueError(f"cannot read PromQL at {expr[pos : pos + 30]!r} (in {expr!r})")
         pos = m.end()
         if m.lastgroup not in ("ws", "comment"):
             out.append((m.lastgroup, m.group()))
@@ -78,9 +95,9 @@ class Selector:
 @dataclass
 class Parsed:
     selectors: list[Selector]
-    grouping: set[str]       # labels named in by/without/on/ignoring/group_left/group_right
-    added: set[str]          # labels label_replace writes
-    read: set[str]           # labels label_replace reads
+    grouping: set[str]  # labels named in by/without/on/ignoring/group_left/group_right
+    added: set[str]  # labels label_replace writes
+    read: set[str]  # labels label_replace reads
 
 
 def parse(expr: str) -> Parsed:
@@ -136,7 +153,7 @@ def parse(expr: str) -> Parsed:
                 if toks[i][0] == "op" and toks[i][1] == ",":
                     i += 1
                     continue
-                (lk, label), (ok, op), (vk, value) = toks[i:i + 3]
+                (lk, label), (ok, op), (vk, value) = toks[i : i + 3]
                 if lk != "ident" or ok != "op" or vk != "str":
                     raise ValueError(f"cannot read the matchers of {text} in {expr!r}")
                 selector.matchers.append((label, op, _unquote(value)))
@@ -149,8 +166,14 @@ def parse(expr: str) -> Parsed:
 # -- Grafana ------------------------------------------------------------------------------------------------------
 
 # Grafana's interval macros, as a fixed duration, to make a panel's query plain PromQL.
-GRAFANA_MACROS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "${__rate_interval}": "1m",
-                  "${__interval}": "1m", "${__range}": "1h"}
+GRAFANA_MACROS = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "${__rate_interval}": "1m",
+    "${__interval}": "1m",
+    "${__range}": "1h",
+}
 
 
 def grafana_to_promql(expr: str, variables: dict[str, str]) -> str:
@@ -199,10 +222,16 @@ _Dumper.add_representer(str, _str)
 
 def prometheusrule() -> dict:
     groups = yaml.safe_load(RULES.read_text())["groups"]
-    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-            "metadata": {"name": "crawl2serve", "namespace": "crawl2serve",
-                         "labels": {"app.kubernetes.io/part-of": "crawl2serve"}},
-            "spec": {"groups": groups}}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "crawl2serve",
+            "namespace": "crawl2serve",
+            "labels": {"app.kubernetes.io/part-of": "crawl2serve"},
+        },
+        "spec": {"groups": groups},
+    }
 
 
 def write_prometheusrule() -> None:

@@ -9,19 +9,34 @@ import json
 import os
 import re
 import shlex
-import tomllib
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import dagster as dg
 import kubernetes
 import pytest
 import yaml
+from k8s_checks import (
+    CHART_ENUMS,
+    DEPLOY,
+    HELM_VALUES,
+    K8S_DIR,
+    KUBERNETES_VERSIONS,
+    PULL_POLICIES,
+    REPO,
+    api_dict,
+    configmap_env,
+    k8s_docs,
+    load_docs,
+    pod,
+    pod_specs,
+    unknown_chart_keys,
+    validate,
+)
 from kubernetes.client.exceptions import ApiException
 
-from k8s_checks import (CHART_ENUMS, DEPLOY, HELM_VALUES, K8S_DIR, KUBERNETES_VERSIONS, PULL_POLICIES, REPO,
-                        api_dict, configmap_env, k8s_docs, load_docs, pod, pod_specs, unknown_chart_keys, validate)
 from crawl2serve.resources import PRODUCTION_ENV
 from crawl2serve.serving.engines import sglang_command
 from crawl2serve.serving.k8s import apply_manifests, service_url, sglang_manifests
@@ -33,6 +48,7 @@ DAGSTER_VERSION = importlib.metadata.version("dagster")
 @pytest.fixture(autouse=True)
 def no_cluster(monkeypatch):
     """Any attempt to reach a cluster fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a test tried to contact a Kubernetes cluster")
 
@@ -43,8 +59,12 @@ def no_cluster(monkeypatch):
 
 def test_validator_is_strict_and_offline():
     """The validator itself: an unknown field and a bad quantity fail (guards against a silently lax check)."""
-    good = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "spec": {"containers": [{"name": "c", "image": "i", "resources": {"limits": {"memory": "1Gi"}}}]}}
+    good = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "i", "resources": {"limits": {"memory": "1Gi"}}}]},
+    }
     validate(good)
     unknown = json.loads(json.dumps(good))
     unknown["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
@@ -57,6 +77,7 @@ def test_validator_is_strict_and_offline():
 
 
 # -- deploy/k8s/ ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name,doc", DOCS, ids=[n for n, _ in DOCS])
 def test_k8s_yaml_validates(name, doc):
@@ -82,8 +103,9 @@ def test_k8s_yaml_references_resolve():
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in by_kind["PersistentVolumeClaim"]
         for container in spec["containers"]:
-            ports = {p.get("name") for p in container.get("ports", [])} | {p["containerPort"]
-                                                                           for p in container.get("ports", [])}
+            ports = {p.get("name") for p in container.get("ports", [])} | {
+                p["containerPort"] for p in container.get("ports", [])
+            }
             for source in container.get("envFrom", []):
                 if "configMapRef" in source:
                     assert source["configMapRef"]["name"] in by_kind["ConfigMap"]
@@ -94,8 +116,11 @@ def test_k8s_yaml_references_resolve():
         template_labels = doc["spec"]["template"]["metadata"]["labels"]
         assert doc["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
     for service in by_kind["Service"].values():
-        targets = [d for d in workloads
-                   if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        targets = [
+            d
+            for d in workloads
+            if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert targets, f"Service {service['metadata']['name']} selects no pods"
         declared = {p.get("name") for c in next(iter(pod_specs(targets[0])))["containers"] for p in c.get("ports", [])}
         for port in service["spec"]["ports"]:
@@ -111,10 +136,20 @@ def test_gateway_deployment():
     deployment = docs["Deployment"]
     assert deployment["spec"]["replicas"] == 2
     meta = deployment["spec"]["template"]["metadata"]
-    assert meta["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "8700",
-                                   "prometheus.io/path": "/metrics"}
+    assert meta["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8700",
+        "prometheus.io/path": "/metrics",
+    }
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "crawl2serve.serving", "gateway", "--config", "/etc/crawl2serve/gateway.yaml"]
+    assert container["command"] == [
+        "python",
+        "-m",
+        "crawl2serve.serving",
+        "gateway",
+        "--config",
+        "/etc/crawl2serve/gateway.yaml",
+    ]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
@@ -134,12 +169,18 @@ def test_gateway_config_matches_the_production_resources(production_env):
     settings = GatewaySettings.model_validate(yaml.safe_load(config["data"]["gateway.yaml"]))
     engine = build_resources("production")["serving_engine"]
     expected = engine.gateway_settings()
-    assert (settings.routing_file, settings.keys_file, settings.log_dir) == \
-        (expected.routing_file, expected.keys_file, expected.log_dir)
+    assert (settings.routing_file, settings.keys_file, settings.log_dir) == (
+        expected.routing_file,
+        expected.keys_file,
+        expected.log_dir,
+    )
     assert settings.redis_url == expected.redis_url == production_env["CRAWL2SERVE_GATEWAY_REDIS_URL"]
     assert [e.url for e in settings.engines] == [engine.k8s_endpoint()]
-    assert (settings.feast.feast_dir, settings.feast.yaml_file, settings.feast.redis) == \
-        (expected.feast.feast_dir, expected.feast.yaml_file, expected.feast.redis)
+    assert (settings.feast.feast_dir, settings.feast.yaml_file, settings.feast.redis) == (
+        expected.feast.feast_dir,
+        expected.feast.yaml_file,
+        expected.feast.redis,
+    )
     assert settings.feast.repo_path == "/app/feature_repo" and Path(expected.feast.repo_path).name == "feature_repo"
     assert settings.host == "0.0.0.0" and settings.port == 8700
 
@@ -152,6 +193,7 @@ def test_data_claim_is_the_pvc():
 
 
 # -- the Helm values -----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def helm():
@@ -171,8 +213,9 @@ def test_helm_values_keys_exist_in_the_chart(helm):
     assert all(isinstance(a, str) for a in deployment["codeServerArgs"])
     assert not {"codeServerArgs", "dagsterApiGrpcArgs"} <= deployment.keys(), "set one server kind only"
     # The unknown-key check itself works.
-    assert unknown_chart_keys({"runLauncher": {"config": {"k8sRunLauncher": {"jobNamespaces": "x"}}}}) == \
-        ["runLauncher.config.k8sRunLauncher.jobNamespaces"]
+    assert unknown_chart_keys({"runLauncher": {"config": {"k8sRunLauncher": {"jobNamespaces": "x"}}}}) == [
+        "runLauncher.config.k8sRunLauncher.jobNamespaces"
+    ]
 
 
 def test_helm_values_what_this_project_needs(helm):
@@ -188,8 +231,11 @@ def test_helm_values_what_this_project_needs(helm):
     claim = deployment["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert claim == configmap_env()["CRAWL2SERVE_DATA_CLAIM"]
     assert deployment["volumeMounts"][0]["mountPath"] == configmap_env()["CRAWL2SERVE_DATA_ROOT"]
-    assert helm["serviceAccount"]["name"] == helm["global"]["serviceAccountName"] \
+    assert (
+        helm["serviceAccount"]["name"]
+        == helm["global"]["serviceAccountName"]
         == configmap_env()["CRAWL2SERVE_SERVICE_ACCOUNT"]
+    )
     # the chart version in the install command is the Dagster this project pins
     assert f"--version {DAGSTER_VERSION}" in HELM_VALUES.read_text()
     assert f"--version {DAGSTER_VERSION}" in (DEPLOY / "README.md").read_text()
@@ -199,13 +245,15 @@ def test_helm_code_location_pod_validates(helm):
     """The user deployment's pod-level values (image, args, env sources, volumes, security, resources) as the
     chart renders them into its Deployment's pod."""
     (d,) = helm["dagster-user-deployments"]["deployments"]
-    container = {"name": "dagster-user-deployments", "image": f"{d['image']['repository']}:{d['image']['tag']}",
-                 "imagePullPolicy": d["image"]["pullPolicy"],
-                 "args": ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(d["port"]),
-                          *d["codeServerArgs"]],
-                 "envFrom": [{"configMapRef": c} for c in d["envConfigMaps"]]
-                 + [{"secretRef": s} for s in d["envSecrets"]],
-                 "resources": d["resources"], "volumeMounts": d["volumeMounts"]}
+    container = {
+        "name": "dagster-user-deployments",
+        "image": f"{d['image']['repository']}:{d['image']['tag']}",
+        "imagePullPolicy": d["image"]["pullPolicy"],
+        "args": ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(d["port"]), *d["codeServerArgs"]],
+        "envFrom": [{"configMapRef": c} for c in d["envConfigMaps"]] + [{"secretRef": s} for s in d["envSecrets"]],
+        "resources": d["resources"],
+        "volumeMounts": d["volumeMounts"],
+    }
     validate(pod({"containers": [container], "volumes": d["volumes"], "securityContext": d["podSecurityContext"]}))
     launcher = helm["runLauncher"]["config"]["k8sRunLauncher"]
     validate(pod({"containers": [{"name": "dagster", "image": "x", "resources": launcher["resources"]}]}))
@@ -218,14 +266,25 @@ def _dagster_job(user_config: dict, helm: dict, name: str = "dagster-step-check"
 
     (d,) = helm["dagster-user-deployments"]["deployments"]
     job_config = DagsterK8sJobConfig(
-        job_image=f"{d['image']['repository']}:{d['image']['tag']}", dagster_home="/opt/dagster/dagster_home",
-        image_pull_policy=d["image"]["pullPolicy"], service_account_name=helm["global"]["serviceAccountName"],
-        instance_config_map="dagster-instance", postgres_password_secret=helm["global"]["postgresqlSecretName"],
-        env_config_maps=[c["name"] for c in d["envConfigMaps"]], env_secrets=[s["name"] for s in d["envSecrets"]],
-        volume_mounts=d["volumeMounts"], volumes=d["volumes"])
-    job = construct_dagster_k8s_job(job_config, ["dagster", "api", "execute_step"], name,
-                                    user_defined_k8s_config=UserDefinedDagsterK8sConfig.from_dict(user_config),
-                                    pod_name=f"{name}-pod", component="step_worker")
+        job_image=f"{d['image']['repository']}:{d['image']['tag']}",
+        dagster_home="/opt/dagster/dagster_home",
+        image_pull_policy=d["image"]["pullPolicy"],
+        service_account_name=helm["global"]["serviceAccountName"],
+        instance_config_map="dagster-instance",
+        postgres_password_secret=helm["global"]["postgresqlSecretName"],
+        env_config_maps=[c["name"] for c in d["envConfigMaps"]],
+        env_secrets=[s["name"] for s in d["envSecrets"]],
+        volume_mounts=d["volumeMounts"],
+        volumes=d["volumes"],
+    )
+    job = construct_dagster_k8s_job(
+        job_config,
+        ["dagster", "api", "execute_step"],
+        name,
+        user_defined_k8s_config=UserDefinedDagsterK8sConfig.from_dict(user_config),
+        pod_name=f"{name}-pod",
+        component="step_worker",
+    )
     return api_dict(job)
 
 
@@ -239,17 +298,32 @@ def test_helm_run_k8s_config_builds_a_valid_job(helm):
 
 # -- serving/k8s.py: SGLang as a Deployment + Service ----------------------------------------------------------------
 
-ENGINE = dict(name="crawl2serve-sglang", namespace="crawl2serve", image="lmsysorg/sglang:v0.5.17",
-              model_path="/data/sglang_deployment/_/models/v3-merged", served_name="crawl2serve", port=30000)
+ENGINE = dict(
+    name="crawl2serve-sglang",
+    namespace="crawl2serve",
+    image="lmsysorg/sglang:v0.5.17",
+    model_path="/data/sglang_deployment/_/models/v3-merged",
+    served_name="crawl2serve",
+    port=30000,
+)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(gpus=1, data_claim="crawl2serve-data", data_mount="/data"),
-    dict(gpus=4, data_claim="crawl2serve-data", data_mount="/data", node_selector={"pool": "h100"},
-         adapters={"base": "/data/sglang_deployment/_/models/delta-base-from-v3"},
-         extra_args=["--mem-fraction-static", "0.8"]),
-    dict(gpus=2, tolerations=None, shm_size=None, extra_args=["--tp-size", "2"]),
-], ids=["one-gpu", "four-gpus-adapters", "no-claim"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(gpus=1, data_claim="crawl2serve-data", data_mount="/data"),
+        dict(
+            gpus=4,
+            data_claim="crawl2serve-data",
+            data_mount="/data",
+            node_selector={"pool": "h100"},
+            adapters={"base": "/data/sglang_deployment/_/models/delta-base-from-v3"},
+            extra_args=["--mem-fraction-static", "0.8"],
+        ),
+        dict(gpus=2, tolerations=None, shm_size=None, extra_args=["--tp-size", "2"]),
+    ],
+    ids=["one-gpu", "four-gpus-adapters", "no-claim"],
+)
 def test_sglang_manifests_validate(kwargs):
     deployment, service = sglang_manifests(**ENGINE, **kwargs)
     validate(deployment)
@@ -268,8 +342,14 @@ def test_sglang_manifests_validate(kwargs):
     if kwargs["gpus"] > 1 and "--tp-size" not in extra:
         extra += ["--tp-size", gpus]
     assert container["command"] == sglang_command(
-        python="python3", model_path=ENGINE["model_path"], host="0.0.0.0", port=30000, served_name="crawl2serve",
-        adapters=kwargs.get("adapters"), extra_args=extra)
+        python="python3",
+        model_path=ENGINE["model_path"],
+        host="0.0.0.0",
+        port=30000,
+        served_name="crawl2serve",
+        adapters=kwargs.get("adapters"),
+        extra_args=extra,
+    )
     assert container["command"].count("--tp-size") <= 1
     if kwargs.get("data_claim"):
         assert {"name": "data", "persistentVolumeClaim": {"claimName": "crawl2serve-data"}} in spec["volumes"]
@@ -289,8 +369,14 @@ def test_sglang_manifests_without_lora():
     validate(deployment)
     command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--enable-lora" not in command
-    assert command == sglang_command(python="python3", model_path=ENGINE["model_path"], host="0.0.0.0", port=30000,
-                                     served_name="crawl2serve", lora=False)
+    assert command == sglang_command(
+        python="python3",
+        model_path=ENGINE["model_path"],
+        host="0.0.0.0",
+        port=30000,
+        served_name="crawl2serve",
+        lora=False,
+    )
     with pytest.raises(ValueError, match="adapters need lora=True"):
         sglang_manifests(**ENGINE, lora=False, adapters={"base": "/data/x"})
 
@@ -309,24 +395,31 @@ def test_serving_engine_k8s_manifests(production_env):
 
     engine = build_resources("production")["serving_engine"]
     assert (engine.backend, engine.mode, engine.image) == ("sglang", "k8s", production_env["CRAWL2SERVE_SGLANG_IMAGE"])
-    deployment, service = engine.k8s_manifests("/data/sglang_deployment/_/models/v1-merged",
-                                               adapters={"base": "/data/sglang_deployment/_/models/delta-base"})
+    deployment, service = engine.k8s_manifests(
+        "/data/sglang_deployment/_/models/v1-merged", adapters={"base": "/data/sglang_deployment/_/models/delta-base"}
+    )
     validate(deployment)
     validate(service)
     spec = deployment["spec"]["template"]["spec"]
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "crawl2serve-data"}} in spec["volumes"]
     name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
-    assert engine.k8s_endpoint() == service_url(name, namespace, service["spec"]["ports"][0]["port"]) \
+    assert (
+        engine.k8s_endpoint()
+        == service_url(name, namespace, service["spec"]["ports"][0]["port"])
         == "http://crawl2serve-sglang.crawl2serve.svc.cluster.local:30000"
+    )
     assert engine.model_copy(update={"service_host": "10.0.0.7"}).k8s_endpoint() == "http://10.0.0.7:30000"
     # the LoRA-free champion engine: its own Deployment + Service
     champion = engine.model_copy(update={"champion_engine_port": 30001})
     deployment, service = champion.k8s_manifests("/data/sglang_deployment/_/models/v1-merged", engine="champion")
     validate(deployment)
     assert "--enable-lora" not in deployment["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert champion.k8s_endpoint("champion") == service_url(service["metadata"]["name"], "crawl2serve", 30001) \
+    assert (
+        champion.k8s_endpoint("champion")
+        == service_url(service["metadata"]["name"], "crawl2serve", 30001)
         == "http://crawl2serve-sglang-champion.crawl2serve.svc.cluster.local:30001"
+    )
     with pytest.raises(ValueError, match="primary or champion"):
         engine.k8s_endpoint("fallback")
 
@@ -377,14 +470,22 @@ class FakeKubernetesApi:
 def test_apply_manifests_creates_then_replaces():
     manifests = sglang_manifests(**ENGINE, data_claim="crawl2serve-data")
     api = FakeKubernetesApi()
-    assert apply_manifests(manifests, api_client=api) == ["deployment/crawl2serve/crawl2serve-sglang created",
-                                                          "service/crawl2serve/crawl2serve-sglang created"]
-    assert [c[0] for c in api.calls] == ["read_namespaced_deployment", "create_namespaced_deployment",
-                                         "read_namespaced_service", "create_namespaced_service"]
+    assert apply_manifests(manifests, api_client=api) == [
+        "deployment/crawl2serve/crawl2serve-sglang created",
+        "service/crawl2serve/crawl2serve-sglang created",
+    ]
+    assert [c[0] for c in api.calls] == [
+        "read_namespaced_deployment",
+        "create_namespaced_deployment",
+        "read_namespaced_service",
+        "create_namespaced_service",
+    ]
     api.calls.clear()
     again = sglang_manifests(**{**ENGINE, "image": "lmsysorg/sglang:v0.5.18"}, data_claim="crawl2serve-data")
-    assert apply_manifests(again, api_client=api) == ["deployment/crawl2serve/crawl2serve-sglang replaced",
-                                                      "service/crawl2serve/crawl2serve-sglang replaced"]
+    assert apply_manifests(again, api_client=api) == [
+        "deployment/crawl2serve/crawl2serve-sglang replaced",
+        "service/crawl2serve/crawl2serve-sglang replaced",
+    ]
     replace_deployment = api.calls[1]
     assert replace_deployment[0] == "replace_namespaced_deployment"
     assert replace_deployment[1:3] == ("crawl2serve-sglang", "crawl2serve")
@@ -422,8 +523,16 @@ def test_apply_manifests_through_the_real_client(monkeypatch):
 
     live = {}
 
-    def request(method, url, query_params=None, headers=None, post_params=None, body=None, _preload_content=True,
-                _request_timeout=None):
+    def request(
+        method,
+        url,
+        query_params=None,
+        headers=None,
+        post_params=None,
+        body=None,
+        _preload_content=True,
+        _request_timeout=None,
+    ):
         requests.append((method, url))
         path = url.split("://", 1)[-1].split("/", 1)[1]
         if method == "GET":
@@ -446,24 +555,38 @@ def test_apply_manifests_through_the_real_client(monkeypatch):
 
 # -- the trainer pod (TrainingLauncher mode="k8s", PipesK8sClient) -----------------------------------------------------
 
+
 def _trainer_pod(launcher) -> dict:
     """The pod PipesK8sClient creates from the launcher's base pod spec (dagster_k8s.pipes.build_pod_body)."""
     from dagster_k8s.pipes import build_pod_body
 
-    body = build_pod_body(pod_name="dagster-pipes-check", image=launcher.image,
-                          command=launcher.command("/data/lora_adapter/_/run-x/train_config.json"),
-                          env_vars={"DAGSTER_PIPES_CONTEXT": "e30=", "DAGSTER_PIPES_MESSAGES": "e30="},
-                          base_pod_meta={"labels": {"app.kubernetes.io/part-of": "crawl2serve",
-                                                    "crawl2serve/stage": "training"}},
-                          base_pod_spec=launcher.pod_spec())
+    body = build_pod_body(
+        pod_name="dagster-pipes-check",
+        image=launcher.image,
+        command=launcher.command("/data/lora_adapter/_/run-x/train_config.json"),
+        env_vars={"DAGSTER_PIPES_CONTEXT": "e30=", "DAGSTER_PIPES_MESSAGES": "e30="},
+        base_pod_meta={"labels": {"app.kubernetes.io/part-of": "crawl2serve", "crawl2serve/stage": "training"}},
+        base_pod_spec=launcher.pod_spec(),
+    )
     return {"apiVersion": "v1", "kind": "Pod", **api_dict(body)}
 
 
-@pytest.mark.parametrize("config", [
-    {},
-    {"gpus": 8, "node_selector": {"pool": "h200"}, "service_account": "trainer", "data_claim": "crawl2serve-data",
-     "data_mount": "/data", "cpu": "32", "memory": "512Gi"},
-], ids=["defaults", "eight-gpus-claim"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {
+            "gpus": 8,
+            "node_selector": {"pool": "h200"},
+            "service_account": "trainer",
+            "data_claim": "crawl2serve-data",
+            "data_mount": "/data",
+            "cpu": "32",
+            "memory": "512Gi",
+        },
+    ],
+    ids=["defaults", "eight-gpus-claim"],
+)
 def test_trainer_pod_validates(config):
     from crawl2serve.resources.training import TrainingLauncher
 
@@ -494,12 +617,17 @@ def test_production_trainer_pod(production_env):
 
 # -- per-step Kubernetes settings (pipelines/k8s.py) -------------------------------------------------------------------
 
+
 def _step_configs():
     from crawl2serve.pipelines import k8s
 
     config = k8s.k8s_executor_config(trainer_in_step_pod=True, gpus=2, gpu_node_selector={"pool": "h100"})
-    cases = {"run-pod": k8s.RUN_POD_TAGS[k8s.K8S_CONFIG_TAG], "cpu-tags": k8s.CPU_POD_TAGS[k8s.K8S_CONFIG_TAG],
-             "gpu-tags": k8s.GPU_POD_TAGS[k8s.K8S_CONFIG_TAG], "step-default": config["step_k8s_config"]}
+    cases = {
+        "run-pod": k8s.RUN_POD_TAGS[k8s.K8S_CONFIG_TAG],
+        "cpu-tags": k8s.CPU_POD_TAGS[k8s.K8S_CONFIG_TAG],
+        "gpu-tags": k8s.GPU_POD_TAGS[k8s.K8S_CONFIG_TAG],
+        "step-default": config["step_k8s_config"],
+    }
     cases.update({f"step-{op}": c for op, c in config["per_step_k8s_config"].items()})
     return config, cases
 
@@ -511,8 +639,9 @@ def test_step_pod_configs_build_valid_jobs(case, helm):
     from dagster_k8s.job import UserDefinedDagsterK8sConfig
 
     config, cases = _step_configs()
-    merged = K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(config["step_k8s_config"])) \
-        .merge(K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(cases[case])))
+    merged = K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(config["step_k8s_config"])).merge(
+        K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(cases[case]))
+    )
     job = _dagster_job(merged.run_k8s_config.to_dict(), helm)
     validate(job)
     pod_spec = job["spec"]["template"]["spec"]
@@ -538,6 +667,7 @@ def test_step_pods_cover_every_op():
 
 # -- the production environment ------------------------------------------------------------------------------------
 
+
 def test_production_resources(production_env):
     from crawl2serve.resources import build_resources
     from crawl2serve.resources.crawl_target import CrawlTarget
@@ -547,14 +677,25 @@ def test_production_resources(production_env):
     assert {k: type(v) for k, v in prod.items()} == {k: type(v) for k, v in local.items()}
     assert prod["data_root"].url == "/data"
     target: CrawlTarget = prod["crawl_target"]
-    assert (target.mode, target.seeds, target.allowed_hosts, target.per_host_delay_s) == \
-        ("seeds", ["https://docs.python.org/3/"], ["docs.python.org"], 1.0)
-    assert (prod["feast_store"].yaml_file, prod["feast_store"].redis) == \
-        ("feature_store.redis.yaml", production_env["CRAWL2SERVE_REDIS"])
+    assert (target.mode, target.seeds, target.allowed_hosts, target.per_host_delay_s) == (
+        "seeds",
+        ["https://docs.python.org/3/"],
+        ["docs.python.org"],
+        1.0,
+    )
+    assert (prod["feast_store"].yaml_file, prod["feast_store"].redis) == (
+        "feature_store.redis.yaml",
+        production_env["CRAWL2SERVE_REDIS"],
+    )
     assert prod["mlflow_tracking"].uri == production_env["MLFLOW_TRACKING_URI"]
     launcher = prod["training_launcher"]
-    assert (launcher.mode, launcher.gpus, launcher.namespace, launcher.data_claim, launcher.data_mount) == \
-        ("k8s", 1, "crawl2serve", "crawl2serve-data", "/data")
+    assert (launcher.mode, launcher.gpus, launcher.namespace, launcher.data_claim, launcher.data_mount) == (
+        "k8s",
+        1,
+        "crawl2serve",
+        "crawl2serve-data",
+        "/data",
+    )
     engine = prod["serving_engine"]
     assert (engine.data_claim, engine.data_mount, engine.gpus) == ("crawl2serve-data", "/data", 1)
     # `local` is untouched
@@ -590,15 +731,18 @@ def test_production_missing_variable_is_named(name, production_env, monkeypatch)
     assert not any(f"{n} (" in str(err.value) for n in others)  # only what is missing
 
 
-@pytest.mark.parametrize("name,value,message", [
-    ("CRAWL2SERVE_TRAINER_GPUS", "two", "not an integer"),
-    ("CRAWL2SERVE_SGLANG_GPUS", "0", "at least 1"),
-    ("CRAWL2SERVE_CRAWL_DELAY_S", "soon", "not a number"),
-    ("CRAWL2SERVE_GPU_NODE_SELECTOR", "gpu", "key=value"),
-    ("CRAWL2SERVE_DATA_ROOT", "data", "absolute path"),
-    ("CRAWL2SERVE_DATA_ROOT", "s3://bucket/x", "absolute path"),  # a volume claim mounts at a path, not a URL
-    ("CRAWL2SERVE_DATA_ROOT", "nosuchfs://bucket/x", "no filesystem"),
-])
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("CRAWL2SERVE_TRAINER_GPUS", "two", "not an integer"),
+        ("CRAWL2SERVE_SGLANG_GPUS", "0", "at least 1"),
+        ("CRAWL2SERVE_CRAWL_DELAY_S", "soon", "not a number"),
+        ("CRAWL2SERVE_GPU_NODE_SELECTOR", "gpu", "key=value"),
+        ("CRAWL2SERVE_DATA_ROOT", "data", "absolute path"),
+        ("CRAWL2SERVE_DATA_ROOT", "s3://bucket/x", "absolute path"),  # a volume claim mounts at a path, not a URL
+        ("CRAWL2SERVE_DATA_ROOT", "nosuchfs://bucket/x", "no filesystem"),
+    ],
+)
 def test_production_malformed_variable_is_named(name, value, message, production_env, monkeypatch):
     from crawl2serve.resources import MissingEnvironment, build_resources
 
@@ -620,8 +764,13 @@ def test_production_definitions_load(production_env):
     from crawl2serve.pipelines.schedules import schedules
     from crawl2serve.resources import build_resources
 
-    defs = dg.Definitions(assets=loaded.assets, jobs=[main_job, rollback_model], schedules=schedules,
-                          resources=build_resources("production"), executor=k8s_executor())
+    defs = dg.Definitions(
+        assets=loaded.assets,
+        jobs=[main_job, rollback_model],
+        schedules=schedules,
+        resources=build_resources("production"),
+        executor=k8s_executor(),
+    )
     dg.Definitions.validate_loadable(defs)
     jobs = {j.name: j for j in defs.get_repository_def().get_all_jobs()}
     assert {"main", "rollback_model"} <= jobs.keys()
@@ -636,15 +785,18 @@ def test_code_location_module_loads_in_production():
     environment and CRAWL2SERVE_ENV=production: the module's `defs` is production's and loads."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRAWL2SERVE_", "MLFLOW_TRACKING"))}
     env.update(configmap_env())
-    code = ("import dagster as dg, crawl2serve.definitions as d; dg.Definitions.validate_loadable(d.defs); "
-            "r = d.defs.resources; print(r['training_launcher'].mode, r['crawl_target'].mode, "
-            "r['serving_engine'].mode)")
+    code = (
+        "import dagster as dg, crawl2serve.definitions as d; dg.Definitions.validate_loadable(d.defs); "
+        "r = d.defs.resources; print(r['training_launcher'].mode, r['crawl_target'].mode, "
+        "r['serving_engine'].mode)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-3:] == ["k8s", "seeds", "k8s"]
 
 
 # -- the image (no docker daemon: the Dockerfile is read, not built) ---------------------------------------------------
+
 
 def _dockerfile():
     lines, current = [], ""
@@ -678,20 +830,28 @@ def test_dockerfile_entry_point_and_pins():
     pyproject = (REPO / "pyproject.toml").read_text()
     pin = re.search(r'"torch==([\d.]+)"', pyproject).group(1)
     runs = " ".join(arg for op, arg in instructions if op == "RUN")
-    assert f"pip install torch=={pin} --index-url \"${{TORCH_INDEX}}\"" in runs
+    assert f'pip install torch=={pin} --index-url "${{TORCH_INDEX}}"' in runs
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in (DEPLOY / "Dockerfile").read_text()
     assert "pip install ." in runs
     env = " ".join(arg for op, arg in instructions if op == "ENV")
-    for setting in ("DAGSTER_DISABLE_TELEMETRY=1", "DO_NOT_TRACK=true", "MLFLOW_DISABLE_TELEMETRY=true",
-                    "HF_HUB_OFFLINE=1", "CRAWL2SERVE_ENV=production"):
+    for setting in (
+        "DAGSTER_DISABLE_TELEMETRY=1",
+        "DO_NOT_TRACK=true",
+        "MLFLOW_DISABLE_TELEMETRY=true",
+        "HF_HUB_OFFLINE=1",
+        "CRAWL2SERVE_ENV=production",
+    ):
         assert setting in env
 
 
 def test_dockerfile_copies_what_the_code_needs():
     """Every COPY source exists and is not dropped by .dockerignore; the packages pyproject installs and the data
     files read from the source tree (feature_repo/, pipelines/embedded.yaml) are all copied."""
-    ignored = [p.strip().rstrip("/") for p in (REPO / ".dockerignore").read_text().splitlines()
-               if p.strip() and not p.startswith("#")]
+    ignored = [
+        p.strip().rstrip("/")
+        for p in (REPO / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
     for required in (".venv", "data", "dagster_home/*", ".gpu", "mlruns", ".git"):
         assert required in ignored
     sources = []
@@ -711,11 +871,22 @@ def test_dockerfile_copies_what_the_code_needs():
 def test_deploy_readme():
     text = (DEPLOY / "README.md").read_text()
     assert text.startswith("# ") and "## Outgrowing one machine" in text
-    for command in ("docker build", "docker push", "helm upgrade --install", "kubectl apply -f deploy/k8s/",
-                    "deploy/helm/dagster-values.yaml", "CRAWL2SERVE_SGLANG_GPUS"):
+    for command in (
+        "docker build",
+        "docker push",
+        "helm upgrade --install",
+        "kubectl apply -f deploy/k8s/",
+        "deploy/helm/dagster-values.yaml",
+        "CRAWL2SERVE_SGLANG_GPUS",
+    ):
         assert command in text
     for name in PRODUCTION_ENV:
         assert name in text, f"deploy/README.md does not document {name}"
-    assert set(configmap_env()) - {"CRAWL2SERVE_ENV", "DAGSTER_DISABLE_TELEMETRY", "DO_NOT_TRACK",
-                                   "MLFLOW_DISABLE_TELEMETRY", "HF_HUB_OFFLINE"} <= set(PRODUCTION_ENV)
+    assert set(configmap_env()) - {
+        "CRAWL2SERVE_ENV",
+        "DAGSTER_DISABLE_TELEMETRY",
+        "DO_NOT_TRACK",
+        "MLFLOW_DISABLE_TELEMETRY",
+        "HF_HUB_OFFLINE",
+    } <= set(PRODUCTION_ENV)
     assert KUBERNETES_VERSIONS[0] in text

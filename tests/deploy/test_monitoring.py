@@ -28,12 +28,24 @@ import httpx
 import jsonschema
 import pytest
 import yaml
+from k8s_checks import k8s_docs
+from monitoring_checks import (
+    DASHBOARD,
+    EXTERNAL_METRICS,
+    PODMONITOR,
+    PROMETHEUS_CONFIG,
+    PROMETHEUSRULE,
+    README,
+    RULES,
+    RULES_TESTS,
+    TARGET_LABELS,
+    dashboard_targets,
+    grafana_to_promql,
+    parse,
+    prometheusrule,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
-from k8s_checks import k8s_docs
-from monitoring_checks import (DASHBOARD, EXTERNAL_METRICS, PODMONITOR, PROMETHEUS_CONFIG, PROMETHEUSRULE, README,
-                               RULES, RULES_TESTS, TARGET_LABELS, dashboard_targets, grafana_to_promql, parse,
-                               prometheusrule)
 from crawl2serve.serving.gateway.logstore import HOUR_FORMAT
 from crawl2serve.serving.k8s import sglang_manifests
 from tests.serving.conftest import cpu_engine, tiny_base, tiny_model  # noqa: F401  (fixtures)
@@ -43,19 +55,26 @@ PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus); the Python checks ran")
+    PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus); the Python checks ran"
+)
 needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus not installed (Debian: apt-get install prometheus); the Python checks ran")
+    PROMETHEUS is None, reason="prometheus not installed (Debian: apt-get install prometheus); the Python checks ran"
+)
 needs_node_exporter = pytest.mark.skipif(
-    NODE_EXPORTER is None, reason="node_exporter not installed (Debian: apt-get install prometheus-node-exporter)")
+    NODE_EXPORTER is None, reason="node_exporter not installed (Debian: apt-get install prometheus-node-exporter)"
+)
 
 RULE_DOC = yaml.safe_load(RULES.read_text())
 ALERTS = [rule for group in RULE_DOC["groups"] for rule in group["rules"] if "alert" in rule]
 DASHBOARD_DOC = json.loads(DASHBOARD.read_text())
 # What the issue asks the alerts to cover, and the alert that does.
-REQUIRED = {"error rate": "C2SGatewayHighErrorRate", "p99 latency": "C2SGatewayHighLatencyP99",
-            "breaker open": "C2SEngineCircuitOpen", "log backlog": "C2SInferenceLogBacklog",
-            "engine restarts": "C2SEngineRestarted"}
+REQUIRED = {
+    "error rate": "C2SGatewayHighErrorRate",
+    "p99 latency": "C2SGatewayHighLatencyP99",
+    "breaker open": "C2SEngineCircuitOpen",
+    "log backlog": "C2SInferenceLogBacklog",
+    "engine restarts": "C2SEngineRestarted",
+}
 
 
 def promtool(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
@@ -63,6 +82,7 @@ def promtool(*args: str, input: str | None = None) -> subprocess.CompletedProces
 
 
 # -- what really gets exported --------------------------------------------------------------------------------------
+
 
 def index(*expositions: str) -> dict[str, dict[str, set[str]]]:
     """sample name → label → values seen, over Prometheus text expositions."""
@@ -92,10 +112,10 @@ def wait_up(url: str, timeout_s: float = 20) -> None:
 @dataclass
 class Stack:
     gateway_urls: list[str]
-    scrapes: list[str]               # each gateway's /metrics right after the traffic
-    supervisors: Path                # the folder a supervisor writes its state and metrics to
-    node_exporter: str | None        # host:port of node_exporter's textfile collector on that folder
-    prometheus: str | None           # Prometheus' API, scraping the gateways and node_exporter
+    scrapes: list[str]  # each gateway's /metrics right after the traffic
+    supervisors: Path  # the folder a supervisor writes its state and metrics to
+    node_exporter: str | None  # host:port of node_exporter's textfile collector on that folder
+    prometheus: str | None  # Prometheus' API, scraping the gateways and node_exporter
     prometheus_log: Path | None
 
 
@@ -114,31 +134,70 @@ def stack(tmp_path_factory, cpu_engine, tiny_model):  # noqa: F811
         node = None
         if NODE_EXPORTER:
             node = f"127.0.0.1:{free_port()}"
-            procs.append(subprocess.Popen(
-                [NODE_EXPORTER, f"--web.listen-address={node}", "--collector.disable-defaults", "--collector.textfile",
-                 f"--collector.textfile.directory={supervisors}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        gw = start_gateway(tmp / "gw", [("primary", cpu_engine.url)], tiny_model, log_commit_timeout_s=0.5,
-                           tiers={"pro": {"requests_per_minute": 4, "tokens_per_minute": 100_000}})
+            procs.append(
+                subprocess.Popen(
+                    [
+                        NODE_EXPORTER,
+                        f"--web.listen-address={node}",
+                        "--collector.disable-defaults",
+                        "--collector.textfile",
+                        f"--collector.textfile.directory={supervisors}",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        gw = start_gateway(
+            tmp / "gw",
+            [("primary", cpu_engine.url)],
+            tiny_model,
+            log_commit_timeout_s=0.5,
+            tiers={"pro": {"requests_per_minute": 4, "tokens_per_minute": 100_000}},
+        )
         gateways.append(gw)
         # the Redis this one is given is not there: it admits requests unlimited and counts it
-        no_redis = start_gateway(tmp / "gw-no-redis", [("primary", cpu_engine.url)], tiny_model,
-                                 redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        no_redis = start_gateway(
+            tmp / "gw-no-redis",
+            [("primary", cpu_engine.url)],
+            tiny_model,
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        )
         gateways.append(no_redis)
         scrapes = [traffic(gw, tmp / "gw" / "spool"), traffic_without_redis(no_redis)]
         api = log = None
         if PROMETHEUS:
-            jobs = [{"job_name": "crawl2serve-gateway",
-                     "static_configs": [{"targets": [g.url.removeprefix("http://") for g in gateways]}]}]
+            jobs = [
+                {
+                    "job_name": "crawl2serve-gateway",
+                    "static_configs": [{"targets": [g.url.removeprefix("http://") for g in gateways]}],
+                }
+            ]
             if node:
                 jobs.append({"job_name": "crawl2serve-supervisors", "static_configs": [{"targets": [node]}]})
             config = tmp / "prometheus.yml"
-            config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                                              "rule_files": [str(RULES)], "scrape_configs": jobs}))
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                        "rule_files": [str(RULES)],
+                        "scrape_configs": jobs,
+                    }
+                )
+            )
             address, log = f"127.0.0.1:{free_port()}", tmp / "prometheus.log"
             with open(log, "w") as err:
-                procs.append(subprocess.Popen([PROMETHEUS, f"--config.file={config}",
-                                               f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address={address}"],
-                                              stdout=subprocess.DEVNULL, stderr=err))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            PROMETHEUS,
+                            f"--config.file={config}",
+                            f"--storage.tsdb.path={tmp / 'tsdb'}",
+                            f"--web.listen-address={address}",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
             api = f"http://{address}/api/v1"
         if node:
             wait_up(f"http://{node}/metrics")
@@ -166,9 +225,16 @@ def traffic(gw, spool: Path) -> str:
         for path in blockers:
             path.unlink()
         assert http.post("/v1/completions", json=body).status_code == 200
-        with http.stream("POST", "/v1/chat/completions", json={
-                "model": "crawl2serve", "messages": [{"role": "user", "content": "The json module"}],
-                "max_tokens": 4, "stream": True}) as s:
+        with http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "model": "crawl2serve",
+                "messages": [{"role": "user", "content": "The json module"}],
+                "max_tokens": 4,
+                "stream": True,
+            },
+        ) as s:
             assert s.status_code == 200 and "data: [DONE]" in list(s.iter_lines())
         assert http.post("/v1/completions", json={**body, "prompt": ""}).status_code == 400
         assert http.post("/v1/completions", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -204,11 +270,38 @@ def supervisor_run(stack, tmp_path_factory) -> tuple[dict, str]:
     tmp = tmp_path_factory.mktemp("supervisor")
     (tmp / "engine.py").write_text(FAKE_ENGINE)
     port = free_port()
-    out = subprocess.run([sys.executable, "-m", "crawl2serve.serving", "supervise", "--name", "primary", "--backend", "cpu",
-                          "--url", f"http://127.0.0.1:{port}", "--state-file", str(stack.supervisors / "primary.json"),
-                          "--base-delay-s", "0.05", "--max-fast-crashes", "3", "--startup-timeout-s", "20",
-                          "--liveness-period-s", "0", "--", sys.executable, str(tmp / "engine.py"), str(port)],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crawl2serve.serving",
+            "supervise",
+            "--name",
+            "primary",
+            "--backend",
+            "cpu",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--state-file",
+            str(stack.supervisors / "primary.json"),
+            "--base-delay-s",
+            "0.05",
+            "--max-fast-crashes",
+            "3",
+            "--startup-timeout-s",
+            "20",
+            "--liveness-period-s",
+            "0",
+            "--",
+            sys.executable,
+            str(tmp / "engine.py"),
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     state = json.loads((stack.supervisors / "primary.json").read_text())
     assert out.returncode == 1 and state["state"] == "gave_up" and state["restarts"] == 2, out.stdout + out.stderr
     return state, (stack.supervisors / "primary.prom").read_text()
@@ -229,11 +322,13 @@ def exported(gateway_scrapes, supervisor_run) -> dict[str, dict[str, set[str]]]:
 
 # -- the supervisor's restart counter ---------------------------------------------------------------------------
 
+
 def test_the_supervisor_exports_its_restarts(stack, supervisor_run):
     state, text = supervisor_run
     samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
     assert [(s.name, s.labels, s.value) for s in samples] == [
-        ("c2s_supervisor_engine_restarts_total", {"engine": "primary", "backend": "cpu"}, state["restarts"])]
+        ("c2s_supervisor_engine_restarts_total", {"engine": "primary", "backend": "cpu"}, state["restarts"])
+    ]
     assert sorted(p.name for p in stack.supervisors.iterdir()) == ["primary.json", "primary.prom"], "no temporary left"
 
 
@@ -247,14 +342,20 @@ def test_promtool_accepts_the_supervisors_and_the_gateways_expositions(superviso
 @needs_node_exporter
 def test_node_exporters_textfile_collector_serves_the_restarts(stack, supervisor_run):
     text = httpx.get(f"http://{stack.node_exporter}/metrics").text
-    seen = {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
-    assert seen[("c2s_supervisor_engine_restarts_total", (("backend", "cpu"), ("engine", "primary")))] == \
-        supervisor_run[0]["restarts"], text
+    seen = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    assert (
+        seen[("c2s_supervisor_engine_restarts_total", (("backend", "cpu"), ("engine", "primary")))]
+        == supervisor_run[0]["restarts"]
+    ), text
     assert seen[("node_textfile_scrape_error", ())] == 0
 
 
 # -- names and labels ---------------------------------------------------------------------------------------------
+
 
 def check_expr(expr: str, exported: dict[str, dict[str, set[str]]], where: str) -> set[str]:
     """Every selector of ``expr`` names an exported sample and its labels; equality/regex values match a value
@@ -265,7 +366,8 @@ def check_expr(expr: str, exported: dict[str, dict[str, set[str]]], where: str) 
     for selector in parsed.selectors:
         assert selector.metric in exported, (
             f"{where}: {selector.metric} is neither exported by a real gateway or supervisor (after the test's "
-            f"traffic) nor a known external metric; exported: {sorted(exported)}")
+            f"traffic) nor a known external metric; exported: {sorted(exported)}"
+        )
         labels = exported[selector.metric]
         labels_here |= set(labels)
         for label, op, value in selector.matchers:
@@ -277,7 +379,8 @@ def check_expr(expr: str, exported: dict[str, dict[str, set[str]]], where: str) 
                 assert value in values, f"{where}: {selector.metric}{{{label}={value!r}}}: seen only {sorted(values)}"
             else:
                 assert any(re.fullmatch(value, v) for v in values), (
-                    f"{where}: {selector.metric}{{{label}=~{value!r}}} matches none of {sorted(values)}")
+                    f"{where}: {selector.metric}{{{label}=~{value!r}}} matches none of {sorted(values)}"
+                )
     unknown = (parsed.grouping | parsed.read) - labels_here
     assert not unknown, f"{where}: groups by or reads labels {sorted(unknown)} that no series of {expr!r} has"
     return {s.metric for s in parsed.selectors}
@@ -305,8 +408,12 @@ def test_the_dashboard_names_only_exported_metrics_and_shows_every_gateway_metri
             assert m[1] in exported and m[2] in exported[m[1]], f"variable {variable['name']}: {m[0]}"
     # (prometheus_client's text format also declares each counter's and histogram's <name>_created as a gauge
     # family of its own: creation timestamps, not something to plot)
-    families = {m[1] for text in gateway_scrapes for m in re.finditer(r"^# TYPE (\S+) ", text, re.MULTILINE)
-                if not m[1].endswith("_created")}
+    families = {
+        m[1]
+        for text in gateway_scrapes
+        for m in re.finditer(r"^# TYPE (\S+) ", text, re.MULTILINE)
+        if not m[1].endswith("_created")
+    }
     assert len(families) >= 12, families
     shown = {name for name in families if any(u == name or u.startswith(name + "_") for u in used)}
     assert families - shown == set(), f"gateway metrics on no panel: {sorted(families - shown)}"
@@ -318,14 +425,21 @@ def test_kubernetes_restarts_are_those_of_the_sglang_containers_in_the_engines_n
     from crawl2serve.resources.serving import ServingEngine
 
     default_namespace = ServingEngine.model_fields["namespace"].default
-    deployment = sglang_manifests(name=ServingEngine.model_fields["k8s_name"].default, namespace=default_namespace,
-                                  image="sglang", model_path="/m")[0]
+    deployment = sglang_manifests(
+        name=ServingEngine.model_fields["k8s_name"].default,
+        namespace=default_namespace,
+        image="sglang",
+        model_path="/m",
+    )[0]
     container = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
     namespaces = {doc["metadata"]["name"] for _, doc in k8s_docs() if doc["kind"] == "Namespace"}
     exprs = [a["expr"] for a in ALERTS] + [t["expr"] for _, t in dashboard_targets(DASHBOARD_DOC)]
-    matchers = [{label: value for label, _, value in s.matchers}
-                for expr in exprs for s in parse(grafana_to_promql(expr, dashboard_variables())).selectors
-                if s.metric == "kube_pod_container_status_restarts_total"]
+    matchers = [
+        {label: value for label, _, value in s.matchers}
+        for expr in exprs
+        for s in parse(grafana_to_promql(expr, dashboard_variables())).selectors
+        if s.metric == "kube_pod_container_status_restarts_total"
+    ]
     assert matchers and all(m == {"namespace": default_namespace, "container": container} for m in matchers), matchers
     assert default_namespace in namespaces
     # label_replace takes the engine from the pod's name: <Deployment>-<ReplicaSet hash>-<pod suffix>
@@ -334,10 +448,13 @@ def test_kubernetes_restarts_are_those_of_the_sglang_containers_in_the_engines_n
 
 # -- the rules ----------------------------------------------------------------------------------------------------
 
+
 def readme_anchors() -> set[str]:
     """GitHub's anchors of deploy/README.md's headings (lowercase, punctuation dropped, spaces to dashes)."""
-    return {re.sub(r"[^\w\- ]", "", m[1].strip().lower()).replace(" ", "-")
-            for m in re.finditer(r"^#+ (.+)$", README.read_text(), re.MULTILINE)}
+    return {
+        re.sub(r"[^\w\- ]", "", m[1].strip().lower()).replace(" ", "-")
+        for m in re.finditer(r"^#+ (.+)$", README.read_text(), re.MULTILINE)
+    }
 
 
 def test_every_alert_has_a_severity_a_duration_and_a_runbook():
@@ -353,7 +470,8 @@ def test_every_alert_has_a_severity_a_duration_and_a_runbook():
         assert set(annotations) == {"summary", "description", "runbook"}, name
         page, _, anchor = annotations["runbook"].partition("#")
         assert page == "deploy/README.md" and anchor == name.lower() and anchor in anchors, (
-            f"{name}: runbook {annotations['runbook']} has no heading in deploy/README.md")
+            f"{name}: runbook {annotations['runbook']} has no heading in deploy/README.md"
+        )
         assert "{{" not in annotations["runbook"]
     assert set(REQUIRED.values()) <= set(names), f"missing: {set(REQUIRED.values()) - set(names)}"
     critical = {a["alert"] for a in ALERTS if a["labels"]["severity"] == "critical"}
@@ -375,14 +493,16 @@ def test_every_alert_has_unit_tests_that_fire_it():
 def test_the_prometheusrule_holds_exactly_the_rule_files_groups():
     assert yaml.safe_load(PROMETHEUSRULE.read_text()) == prometheusrule(), (
         "deploy/monitoring/prometheusrule.yaml is out of date: python tests/deploy/monitoring_checks.py "
-        "--write-prometheusrule")
+        "--write-prometheusrule"
+    )
 
 
 def test_the_podmonitor_selects_the_gateway_pods_at_their_metrics_port():
     monitor = yaml.safe_load(PODMONITOR.read_text())
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["kind"] == "PodMonitor"
-    gateways = [doc for _, doc in k8s_docs()
-                if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "crawl2serve-gateway"]
+    gateways = [
+        doc for _, doc in k8s_docs() if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "crawl2serve-gateway"
+    ]
     assert len(gateways) == 1
     template = gateways[0]["spec"]["template"]
     assert monitor["metadata"]["namespace"] == gateways[0]["metadata"]["namespace"]
@@ -424,61 +544,152 @@ def test_promtool_checks_the_prometheus_configuration():
 
 # The part of Grafana's dashboard model (JSON, schemaVersion 39) this dashboard uses, strictly: a misspelt or
 # misplaced key fails. Grafana's own schema is not available offline.
-DATASOURCE = {"type": "object", "additionalProperties": False, "required": ["type", "uid"],
-              "properties": {"type": {"const": "prometheus"}, "uid": {"const": "${datasource}"}}}
-TARGET = {"type": "object", "additionalProperties": False, "required": ["refId", "expr", "datasource"],
-          "properties": {"refId": {"type": "string", "pattern": "^[A-Z]$"}, "expr": {"type": "string", "minLength": 1},
-                         "legendFormat": {"type": "string"}, "range": {"type": "boolean"}, "datasource": DATASOURCE}}
-STEP = {"type": "object", "additionalProperties": False, "required": ["color", "value"],
-        "properties": {"color": {"type": "string"}, "value": {"type": ["number", "null"]}}}
-MAPPING = {"type": "object", "additionalProperties": False, "required": ["type", "options"],
-           "properties": {"type": {"const": "value"}, "options": {"type": "object", "additionalProperties": {
-               "type": "object", "additionalProperties": False, "required": ["text"],
-               "properties": {"text": {"type": "string"}, "color": {"type": "string"}, "index": {"type": "integer"}}}}}}
-FIELD_CONFIG = {"type": "object", "additionalProperties": False, "required": ["defaults", "overrides"], "properties": {
-    "overrides": {"type": "array"},
-    "defaults": {"type": "object", "additionalProperties": False, "properties": {
-        "unit": {"type": "string"}, "min": {"type": "number"}, "max": {"type": "number"},
-        "mappings": {"type": "array", "items": MAPPING},
-        "thresholds": {"type": "object", "additionalProperties": False, "required": ["mode", "steps"],
-                       "properties": {"mode": {"enum": ["absolute", "percentage"]},
-                                      "steps": {"type": "array", "items": STEP, "minItems": 1}}},
-        "color": {"type": "object", "required": ["mode"]}, "custom": {"type": "object"}}}}}
-GRID = {"type": "object", "additionalProperties": False, "required": ["h", "w", "x", "y"],
-        "properties": {"h": {"type": "integer", "minimum": 1}, "w": {"type": "integer", "minimum": 1, "maximum": 24},
-                       "x": {"type": "integer", "minimum": 0, "maximum": 23}, "y": {"type": "integer", "minimum": 0}}}
-PANEL = {"type": "object", "additionalProperties": False, "required": ["id", "type", "title", "gridPos"],
-         "properties": {"id": {"type": "integer", "minimum": 1}, "title": {"type": "string", "minLength": 1},
-                        "type": {"enum": ["row", "timeseries", "stat", "state-timeline"]},
-                        "description": {"type": "string"}, "gridPos": GRID, "datasource": DATASOURCE,
-                        "targets": {"type": "array", "items": TARGET}, "fieldConfig": FIELD_CONFIG,
-                        "options": {"type": "object"}, "collapsed": {"type": "boolean"}, "panels": {"type": "array"}},
-         "if": {"properties": {"type": {"const": "row"}}},
-         "then": {"required": ["collapsed", "panels"], "properties": {"gridPos": {"properties": {"w": {"const": 24}}}}},
-         "else": {"required": ["datasource", "targets", "fieldConfig", "description"],
-                  "properties": {"targets": {"minItems": 1}}}}
-VARIABLE = {"type": "object", "required": ["name", "type", "hide"],
-            "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z_]\w*$"},
-                           "type": {"enum": ["datasource", "query"]}},
-            "if": {"properties": {"type": {"const": "datasource"}}},
-            "then": {"required": ["query"], "properties": {"query": {"const": "prometheus"}}},
-            "else": {"required": ["datasource", "query", "definition", "refresh"],
-                     "properties": {"datasource": DATASOURCE, "query": {"type": "object", "required": ["query"]}}}}
+DATASOURCE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "uid"],
+    "properties": {"type": {"const": "prometheus"}, "uid": {"const": "${datasource}"}},
+}
+TARGET = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["refId", "expr", "datasource"],
+    "properties": {
+        "refId": {"type": "string", "pattern": "^[A-Z]$"},
+        "expr": {"type": "string", "minLength": 1},
+        "legendFormat": {"type": "string"},
+        "range": {"type": "boolean"},
+        "datasource": DATASOURCE,
+    },
+}
+STEP = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["color", "value"],
+    "properties": {"color": {"type": "string"}, "value": {"type": ["number", "null"]}},
+}
+MAPPING = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "options"],
+    "properties": {
+        "type": {"const": "value"},
+        "options": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["text"],
+                "properties": {"text": {"type": "string"}, "color": {"type": "string"}, "index": {"type": "integer"}},
+            },
+        },
+    },
+}
+FIELD_CONFIG = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["defaults", "overrides"],
+    "properties": {
+        "overrides": {"type": "array"},
+        "defaults": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "unit": {"type": "string"},
+                "min": {"type": "number"},
+                "max": {"type": "number"},
+                "mappings": {"type": "array", "items": MAPPING},
+                "thresholds": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["mode", "steps"],
+                    "properties": {
+                        "mode": {"enum": ["absolute", "percentage"]},
+                        "steps": {"type": "array", "items": STEP, "minItems": 1},
+                    },
+                },
+                "color": {"type": "object", "required": ["mode"]},
+                "custom": {"type": "object"},
+            },
+        },
+    },
+}
+GRID = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["h", "w", "x", "y"],
+    "properties": {
+        "h": {"type": "integer", "minimum": 1},
+        "w": {"type": "integer", "minimum": 1, "maximum": 24},
+        "x": {"type": "integer", "minimum": 0, "maximum": 23},
+        "y": {"type": "integer", "minimum": 0},
+    },
+}
+PANEL = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "type", "title", "gridPos"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "title": {"type": "string", "minLength": 1},
+        "type": {"enum": ["row", "timeseries", "stat", "state-timeline"]},
+        "description": {"type": "string"},
+        "gridPos": GRID,
+        "datasource": DATASOURCE,
+        "targets": {"type": "array", "items": TARGET},
+        "fieldConfig": FIELD_CONFIG,
+        "options": {"type": "object"},
+        "collapsed": {"type": "boolean"},
+        "panels": {"type": "array"},
+    },
+    "if": {"properties": {"type": {"const": "row"}}},
+    "then": {"required": ["collapsed", "panels"], "properties": {"gridPos": {"properties": {"w": {"const": 24}}}}},
+    "else": {
+        "required": ["datasource", "targets", "fieldConfig", "description"],
+        "properties": {"targets": {"minItems": 1}},
+    },
+}
+VARIABLE = {
+    "type": "object",
+    "required": ["name", "type", "hide"],
+    "properties": {"name": {"type": "string", "pattern": r"^[A-Za-z_]\w*$"}, "type": {"enum": ["datasource", "query"]}},
+    "if": {"properties": {"type": {"const": "datasource"}}},
+    "then": {"required": ["query"], "properties": {"query": {"const": "prometheus"}}},
+    "else": {
+        "required": ["datasource", "query", "definition", "refresh"],
+        "properties": {"datasource": DATASOURCE, "query": {"type": "object", "required": ["query"]}},
+    },
+}
 DASHBOARD_SCHEMA = {
-    "type": "object", "additionalProperties": False,
+    "type": "object",
+    "additionalProperties": False,
     "required": ["uid", "title", "schemaVersion", "version", "panels", "templating", "time", "annotations"],
     "properties": {
-        "uid": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"}, "title": {"type": "string", "minLength": 1},
-        "description": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
-        "timezone": {"enum": ["", "browser", "utc"]}, "editable": {"type": "boolean"},
-        "graphTooltip": {"enum": [0, 1, 2]}, "schemaVersion": {"type": "integer", "minimum": 36},
-        "version": {"type": "integer"}, "refresh": {"type": "string", "pattern": r"^(\d+[smhd])?$"},
-        "time": {"type": "object", "required": ["from", "to"]}, "timepicker": {"type": "object"},
-        "fiscalYearStartMonth": {"type": "integer"}, "liveNow": {"type": "boolean"}, "links": {"type": "array"},
+        "uid": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"},
+        "title": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "timezone": {"enum": ["", "browser", "utc"]},
+        "editable": {"type": "boolean"},
+        "graphTooltip": {"enum": [0, 1, 2]},
+        "schemaVersion": {"type": "integer", "minimum": 36},
+        "version": {"type": "integer"},
+        "refresh": {"type": "string", "pattern": r"^(\d+[smhd])?$"},
+        "time": {"type": "object", "required": ["from", "to"]},
+        "timepicker": {"type": "object"},
+        "fiscalYearStartMonth": {"type": "integer"},
+        "liveNow": {"type": "boolean"},
+        "links": {"type": "array"},
         "annotations": {"type": "object", "required": ["list"]},
-        "templating": {"type": "object", "additionalProperties": False, "required": ["list"],
-                       "properties": {"list": {"type": "array", "items": VARIABLE}}},
-        "panels": {"type": "array", "items": PANEL, "minItems": 1}}}
+        "templating": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["list"],
+            "properties": {"list": {"type": "array", "items": VARIABLE}},
+        },
+        "panels": {"type": "array", "items": PANEL, "minItems": 1},
+    },
+}
 
 
 def test_the_dashboard_validates_against_its_schema():
@@ -517,9 +728,13 @@ def test_the_dashboard_layout_ids_and_variables():
 @needs_promtool
 def test_promtool_parses_every_dashboard_query(tmp_path):
     """Each panel's query, its Grafana macros replaced, as a recording rule: promtool parses the PromQL."""
-    rules = [{"record": f"dashboard:panel_{panel['id']}_{target['refId']}",
-              "expr": grafana_to_promql(target["expr"], dashboard_variables())}
-             for panel, target in dashboard_targets(DASHBOARD_DOC)]
+    rules = [
+        {
+            "record": f"dashboard:panel_{panel['id']}_{target['refId']}",
+            "expr": grafana_to_promql(target["expr"], dashboard_variables()),
+        }
+        for panel, target in dashboard_targets(DASHBOARD_DOC)
+    ]
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     out = promtool("check", "rules", str(path))
@@ -527,6 +742,7 @@ def test_promtool_parses_every_dashboard_query(tmp_path):
 
 
 # -- a real Prometheus, scraping the real gateways ----------------------------------------------------------------
+
 
 def query(api: str, expr: str) -> list:
     body = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
@@ -574,7 +790,8 @@ def test_every_dashboard_query_runs_in_prometheus_and_has_data(stack, prometheus
         result = query(prometheus, expr)
         metrics = {s.metric for s in parse(expr).selectors}
         if "kube_pod_container_status_restarts_total" in metrics or (
-                not stack.node_exporter and "c2s_supervisor_engine_restarts_total" in metrics):
+            not stack.node_exporter and "c2s_supervisor_engine_restarts_total" in metrics
+        ):
             continue
         assert result, f"panel {panel['id']} {panel['title']!r} {target['refId']}: no data for {expr!r}"
     for variable in DASHBOARD_DOC["templating"]["list"]:

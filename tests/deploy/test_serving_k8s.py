@@ -21,7 +21,7 @@ from tests.support import PROSE
 @pytest.fixture
 def health_server():
     class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200 if self.path == "/health" else 404)
             self.end_headers()
 
@@ -41,17 +41,26 @@ def test_the_engine_is_applied_to_kubernetes_and_reached_at_its_service(tmp_path
     save_base(build_tiny_llama(TinyLlamaSpec(hidden_size=32, intermediate_size=64), tok), tok, tmp_path / "base")
     release = Release("3", make_adapter(str(tmp_path / "base"), tmp_path / "adapter", seed=1), str(tmp_path / "base"))
     data_root = DataRoot(url=str(tmp_path))
-    engine = ServingEngine(data_root=data_root, feast_store=FeastStore(data_root=data_root), backend="sglang",
-                           mode="k8s", service_host="127.0.0.1", engine_port=health_server, image="sglang:test",
-                           data_mount=str(tmp_path), startup_timeout_s=30)
+    engine = ServingEngine(
+        data_root=data_root,
+        feast_store=FeastStore(data_root=data_root),
+        backend="sglang",
+        mode="k8s",
+        service_host="127.0.0.1",
+        engine_port=health_server,
+        image="sglang:test",
+        data_mount=str(tmp_path),
+        startup_timeout_s=30,
+    )
     deployment = engine.deployment(log=lambda m: None)
     cfg = engine.engine_configs()[0]
     handle, seconds = deployment.ensure_engine(cfg, release, remote=engine.remote_launcher())
     assert seconds is not None and handle.pid is None and handle.url == f"http://127.0.0.1:{health_server}"
     created = {(kind, name) for kind, _, name in api.objects}
     assert created == {("deployment", "crawl2serve-sglang"), ("service", "crawl2serve-sglang")}
-    args = api.objects[("deployment", "crawl2serve", "crawl2serve-sglang")]["spec"]["template"]["spec"][
-        "containers"][0]["command"]
+    args = api.objects[("deployment", "crawl2serve", "crawl2serve-sglang")]["spec"]["template"]["spec"]["containers"][
+        0
+    ]["command"]
     command = " ".join(args)
     assert f"--model-path {tmp_path}/sglang_deployment/_/models/v3-merged" in command
     assert "--enable-lora" in command and "base=" in command

@@ -1,14 +1,18 @@
 """Offline feature history: recomputed values become new, later rows (point-in-time correct)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
 from crawl2serve.assets.features.build import merge_history
 
-T1, T2, NOW = (datetime(2026, 3, d, tzinfo=timezone.utc) for d in (1, 2, 9))
-SCHEMA = {"doc_id": pl.String, "cluster_size": pl.Int64, "event_timestamp": pl.Datetime("us", "UTC"),
-          "created_timestamp": pl.Datetime("us", "UTC")}
+T1, T2, NOW = (datetime(2026, 3, d, tzinfo=UTC) for d in (1, 2, 9))
+SCHEMA = {
+    "doc_id": pl.String,
+    "cluster_size": pl.Int64,
+    "event_timestamp": pl.Datetime("us", "UTC"),
+    "created_timestamp": pl.Datetime("us", "UTC"),
+}
 
 
 def frame(rows):

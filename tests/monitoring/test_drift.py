@@ -55,9 +55,11 @@ def test_quality_is_the_corpus_score(tokenizer):
 
 
 def test_language(tokenizer):
-    texts = ["The people who live in the town work on the farms and in the shops near the river.",
-             "Les habitants de la ville travaillent dans les champs et dans les boutiques près de la rivière.",
-             ""]
+    texts = [
+        "The people who live in the town work on the farms and in the shops near the river.",
+        "Les habitants de la ville travaillent dans les champs et dans les boutiques près de la rivière.",
+        "",
+    ]
     assert prompt_descriptors(texts, tokenizer)["prompt_language"].to_list() == ["en", "fr", "unknown"]
 
 
@@ -106,11 +108,15 @@ def test_output_descriptors():
 
 
 def test_build_current_columns_flags_and_errors(tokenizer):
-    log = log_frame(["the people", "zebra", "hi", "ok"],
-                    status=[200, 503, 200, 200], error=[None, "timeout", None, None], output=["a b", "", "", "c"],
-                    ttft_ms=[10.0, None, 12.0, 11.0],
-                    input_verdict=["allow", "flag", "block", "allow"],
-                    output_verdict=["flag", "allow", "allow", "block"])
+    log = log_frame(
+        ["the people", "zebra", "hi", "ok"],
+        status=[200, 503, 200, 200],
+        error=[None, "timeout", None, None],
+        output=["a b", "", "", "c"],
+        ttft_ms=[10.0, None, 12.0, 11.0],
+        input_verdict=["allow", "flag", "block", "allow"],
+        output_verdict=["flag", "allow", "allow", "block"],
+    )
     cur = build_current(log, tokenizer)
     assert list(cur.columns) == list(ALL_COLUMNS) and len(cur) == 4
     assert cur["is_error"].tolist() == [0, 1, 0, 0]
@@ -121,10 +127,14 @@ def test_build_current_columns_flags_and_errors(tokenizer):
 
 
 def test_rates():
-    log = log_frame(["p"] * 4, status=[200, 503, 200, 400], error=[None, None, None, "bad request"],
-                    latency_ms=[100.0, 200.0, 300.0, 400.0],
-                    input_verdict=["allow", "flag", "block", "allow"],
-                    output_verdict=["flag", "allow", "allow", "block"])
+    log = log_frame(
+        ["p"] * 4,
+        status=[200, 503, 200, 400],
+        error=[None, None, None, "bad request"],
+        latency_ms=[100.0, 200.0, 300.0, 400.0],
+        input_verdict=["allow", "flag", "block", "allow"],
+        output_verdict=["flag", "allow", "allow", "block"],
+    )
     r = rates(log)
     assert r["requests"] == 4
     assert r["error_rate"] == 0.25  # only the 503: a 400 is the client's error, not the engine's
@@ -177,8 +187,12 @@ def test_shifted_traffic_drifts_and_names_the_columns(tokenizer, reference, shif
         prompts = [sentences(rng, FRENCH, (4, 8), (12, 25)) for _ in range(300)]
     else:
         alphabet = "abcdefghijklmnopqrstuvwxyzQXZ0123456789#$%&*+/<=>@^~"
-        prompts = [" ".join("".join(rng.choice(alphabet) for _ in range(rng.randint(3, 12)))
-                            for _ in range(rng.randint(30, 80))) for _ in range(300)]
+        prompts = [
+            " ".join(
+                "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 12))) for _ in range(rng.randint(30, 80))
+            )
+            for _ in range(300)
+        ]
     current = build_current(log_frame(prompts), tokenizer)
     result = drift_report(current, reference, list(PROMPT_COLUMNS))
 

@@ -15,9 +15,14 @@ from transformers import PreTrainedTokenizerFast
 
 from crawl2serve.assets.monitoring.drift import OUTPUT_COLUMNS, PROMPT_COLUMNS, SERVING_COLUMNS, corpus_snippets
 
-DEMO_PROMPTS = ["The itertools module provides", "To open a file for reading, use", "The json module can serialize",
-                "A dictionary maps keys to", "The subprocess module lets you",
-                "Regular expressions in Python are handled by"]  # what `python -m crawl2serve.serving demo` sends
+DEMO_PROMPTS = [
+    "The itertools module provides",
+    "To open a file for reading, use",
+    "The json module can serialize",
+    "A dictionary maps keys to",
+    "The subprocess module lets you",
+    "Regular expressions in Python are handled by",
+]  # what `python -m crawl2serve.serving demo` sends
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,8 @@ def _write(root, asset, partition, df: pl.DataFrame):
 
 
 def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_not_flagged(
-        tokenizer, corpus_texts, tmp_path):
+    tokenizer, corpus_texts, tmp_path
+):
     """Issue 14: 120 corpus-snippet requests (2-token answers) an hour after the 6 demo requests (16-token answers,
     so slower): main compared prompt/output lengths, latency and completion tokens with those 6 requests and
     flagged 6 of 15 columns at p ~ 0 (share 0.40 against a threshold of 0.50)."""
@@ -47,20 +53,32 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     partition = "2026-11-23-07:00"
     earlier = (datetime.strptime(partition, "%Y-%m-%d-%H:%M") - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
     rng = random.Random(12)
-    demo = log_frame(DEMO_PROMPTS, seed=13, latency_scale=3.0, completion_tokens=[16] * 6,
-                     output=[" ".join(rng.choice(ENGLISH) for _ in range(12)) for _ in range(6)])
+    demo = log_frame(
+        DEMO_PROMPTS,
+        seed=13,
+        latency_scale=3.0,
+        completion_tokens=[16] * 6,
+        output=[" ".join(rng.choice(ENGLISH) for _ in range(12)) for _ in range(6)],
+    )
     _write(tmp_path, "inference_log", earlier, demo)
     snippets = corpus_snippets(corpus_texts, 120, seed=7)["text"].to_list()
-    current = log_frame(snippets, seed=14, completion_tokens=[2] * 120,
-                        output=[" ".join(rng.choice(ENGLISH) for _ in range(2)) for _ in range(120)])
+    current = log_frame(
+        snippets,
+        seed=14,
+        completion_tokens=[2] * 120,
+        output=[" ".join(rng.choice(ENGLISH) for _ in range(2)) for _ in range(120)],
+    )
     _write(tmp_path, "inference_log", partition, current)
 
     data_root = DataRoot(url=str(tmp_path))
     instance = dg.DagsterInstance.ephemeral()
     logs = dg.SourceAsset("inference_log", partitions_def=monitoring_partitions)  # read by the IO manager
-    result = dg.materialize([logs, drift_report], partition_key=partition,
-                            resources={"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)},
-                            instance=instance)
+    result = dg.materialize(
+        [logs, drift_report],
+        partition_key=partition,
+        resources={"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)},
+        instance=instance,
+    )
     assert result.success
     meta = result.asset_materializations_for_node("drift_report")[0].metadata
     assert meta["drifted_columns"].value == [], meta["per_column"].value

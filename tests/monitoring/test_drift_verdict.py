@@ -84,8 +84,9 @@ def test_categorical_pvalue_is_valid_with_tiny_expected_counts():
     """0.5% errors, 30-request hours: the chi-square approximation would reject far too often; this may not."""
     rng = np.random.default_rng(2)
     ref = np.r_[np.ones(10), np.zeros(1990)]
-    rejections = sum(categorical_pvalue(ref, (rng.random(30) < 0.005).astype(int), draws=999, seed=i) <= 0.05
-                     for i in range(200))
+    rejections = sum(
+        categorical_pvalue(ref, (rng.random(30) < 0.005).astype(int), draws=999, seed=i) <= 0.05 for i in range(200)
+    )
     assert rejections / 200 <= 0.05 + 0.03
     # a clear shift reaches the smallest p-value there is
     assert categorical_pvalue(ref, np.r_[np.ones(10), np.zeros(20)], draws=999) == pytest.approx(1 / 1000)
@@ -130,8 +131,11 @@ def test_minimum_baseline_falls_back_to_the_corpus_or_gives_no_verdict(tokenizer
 
     big = build_current(_snippet_log(corpus_texts, 250, seed=3), tokenizer)
     v = drift_verdict(current, corpus_reference, big)
-    assert all(v.columns[c].reference == "baseline" and v.columns[c].note == "" for c in SHAPE + BASELINE_ONLY
-               if c != "ttft_ms" and c not in ("output_chars", "output_words", "output_empty"))
+    assert all(
+        v.columns[c].reference == "baseline" and v.columns[c].note == ""
+        for c in SHAPE + BASELINE_ONLY
+        if c != "ttft_ms" and c not in ("output_chars", "output_words", "output_empty")
+    )
     assert v.columns["latency_ms"].n_reference == 250 and v.columns["prompt_language"].reference == "corpus"
 
     none = drift_verdict(current, corpus_reference, None)
@@ -164,7 +168,8 @@ def test_clearly_shifted_traffic_is_flagged(tokenizer, corpus_texts, corpus_refe
     assert v.columns["latency_ms"].psi > 1 and v.columns["latency_ms"].p_value < 1e-10
 
     errors = _snippet_log(corpus_texts, 40, seed=8).with_columns(
-        status=pl.Series([503 if i % 5 == 0 else 200 for i in range(40)], dtype=pl.Int64))
+        status=pl.Series([503 if i % 5 == 0 else 200 for i in range(40)], dtype=pl.Int64)
+    )
     v = drift_verdict(build_current(errors, tokenizer), corpus_reference, baseline)
     assert v.dataset_drift and v.drifted_columns == ["is_error"]
 
@@ -173,8 +178,9 @@ def test_clearly_shifted_traffic_is_flagged(tokenizer, corpus_texts, corpus_refe
     assert v.verdict == "no drift" and len(v.tested_columns) >= 13
 
 
-def test_html_report_shows_the_verdicts_and_evidently_computes_the_same_numbers(tokenizer, corpus_texts,
-                                                                                corpus_reference, tmp_path):
+def test_html_report_shows_the_verdicts_and_evidently_computes_the_same_numbers(
+    tokenizer, corpus_texts, corpus_reference, tmp_path
+):
     from evidently.legacy.calculations.stattests.registry import get_registered_stattest
     from evidently.legacy.core import ColumnType
 
@@ -191,6 +197,7 @@ def test_html_report_shows_the_verdicts_and_evidently_computes_the_same_numbers(
     ref, cur = baseline["latency_ms"].dropna(), current["latency_ms"].dropna()
     got = get_registered_stattest(names["psi"], ColumnType.Numerical)(ref, cur, ColumnType.Numerical, 0.2)
     assert got.drift_score == latency.psi and got.drifted
-    got = get_registered_stattest(names["ks"], ColumnType.Numerical)(ref, cur, ColumnType.Numerical,
-                                                                     latency.p_threshold)
+    got = get_registered_stattest(names["ks"], ColumnType.Numerical)(
+        ref, cur, ColumnType.Numerical, latency.p_threshold
+    )
     assert got.drift_score == latency.p_value

@@ -16,11 +16,29 @@ from crawl2serve.serving.gateway.logstore import InferenceLog
 
 def row(i: int, ts: str, **over) -> dict:
     r = {
-        "request_id": f"r{i}", "ts": ts, "tenant": "t1", "key_id": "k1", "endpoint": "chat.completions",
-        "model": "m", "served_model": "m-lora", "model_version": "3", "adapter": "lora-3", "engine": "sglang",
-        "route": "stable", "stream": True, "status": 200, "error": None, "prompt": f"prompt {i}",
-        "output": f"output {i}", "prompt_tokens": 5, "completion_tokens": 7, "latency_ms": 120.5,
-        "ttft_ms": 30.25, "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "",
+        "request_id": f"r{i}",
+        "ts": ts,
+        "tenant": "t1",
+        "key_id": "k1",
+        "endpoint": "chat.completions",
+        "model": "m",
+        "served_model": "m-lora",
+        "model_version": "3",
+        "adapter": "lora-3",
+        "engine": "sglang",
+        "route": "stable",
+        "stream": True,
+        "status": 200,
+        "error": None,
+        "prompt": f"prompt {i}",
+        "output": f"output {i}",
+        "prompt_tokens": 5,
+        "completion_tokens": 7,
+        "latency_ms": 120.5,
+        "ttft_ms": 30.25,
+        "input_verdict": "allow",
+        "output_verdict": "allow",
+        "verdict_reasons": "",
         "finish_reason": "stop",
     }
     r.update(over)
@@ -36,11 +54,27 @@ def write(folder: Path, name: str, rows: list[dict], tail: str = "") -> Path:
 
 def test_read_spool_typed_sorted_and_torn_tail_skipped(tmp_path):
     hour = tmp_path / "2026-11-23T06"
-    write(hour, "gw-a-11-1.jsonl", [row(1, "2026-11-23T06:05:03.000002+00:00"),
-                                    row(2, "2026-11-23T06:05:01.123456+00:00")],
-          tail='{"request_id": "torn", "ts": "2026-11-23T06:0')
-    write(hour, "gw-b-12-2.jsonl", [row(3, "2026-11-23T06:05:02.500000+00:00", stream=False, ttft_ms=None,
-                                        status=503, error="upstream timeout", output="")])
+    write(
+        hour,
+        "gw-a-11-1.jsonl",
+        [row(1, "2026-11-23T06:05:03.000002+00:00"), row(2, "2026-11-23T06:05:01.123456+00:00")],
+        tail='{"request_id": "torn", "ts": "2026-11-23T06:0',
+    )
+    write(
+        hour,
+        "gw-b-12-2.jsonl",
+        [
+            row(
+                3,
+                "2026-11-23T06:05:02.500000+00:00",
+                stream=False,
+                ttft_ms=None,
+                status=503,
+                error="upstream timeout",
+                output="",
+            )
+        ],
+    )
     df, skipped = read_spool(tmp_path, ["2026-11-23T06"])
 
     assert skipped == 1
@@ -54,8 +88,12 @@ def test_read_spool_typed_sorted_and_torn_tail_skipped(tmp_path):
 
 def test_a_whole_object_without_its_newline_is_still_torn(tmp_path):
     hour = tmp_path / "2026-11-23T06"
-    write(hour, "gw.jsonl", [row(1, "2026-11-23T06:00:00.000000+00:00")],
-          tail=json.dumps(row(2, "2026-11-23T06:00:01.000000+00:00")))  # as the writer's own reader rules
+    write(
+        hour,
+        "gw.jsonl",
+        [row(1, "2026-11-23T06:00:00.000000+00:00")],
+        tail=json.dumps(row(2, "2026-11-23T06:00:01.000000+00:00")),
+    )  # as the writer's own reader rules
     df, skipped = read_spool(tmp_path, ["2026-11-23T06"])
     assert (df["request_id"].to_list(), skipped) == (["r1"], 1)
 
@@ -64,7 +102,7 @@ def test_invalid_lines_skipped_and_counted_blank_lines_ignored(tmp_path):
     hour = tmp_path / "2026-11-23T07"
     good = [json.dumps(row(i, f"2026-11-23T07:00:0{i}.000000+00:00")) for i in range(3)]
     (hour).mkdir(parents=True)
-    (hour / "gw.jsonl").write_text(f"{good[0]}\n{{\"request_id\": \"half\n\n[1, 2]\n{good[1]}\n{good[2]}\n{{\"x")
+    (hour / "gw.jsonl").write_text(f'{good[0]}\n{{"request_id": "half\n\n[1, 2]\n{good[1]}\n{good[2]}\n{{"x')
     df, skipped = read_spool(tmp_path, ["2026-11-23T07"])
     assert df["request_id"].to_list() == ["r0", "r1", "r2"]
     assert skipped == 3  # the half line, the JSON array, the torn tail
@@ -132,16 +170,31 @@ def test_daily_hours():
 def test_schema_is_the_writers_row_type_and_round_trips(tmp_path):
     """LOG_SCHEMA is LogRow's fields, typed; a LogRow the gateway's log writes reads back as the same LogRow."""
     assert LOG_SCHEMA.names() == list(LOG_FIELDS)
-    assert (LOG_SCHEMA["ts"], LOG_SCHEMA["stream"], LOG_SCHEMA["status"], LOG_SCHEMA["ttft_ms"],
-            LOG_SCHEMA["error"]) == (pl.Datetime("us", "UTC"), pl.Boolean(), pl.Int64(), pl.Float64(), pl.String())
-    rows = [LogRow.from_json(row(1, "2026-11-23T06:00:00.000001+00:00")),
-            LogRow.from_json(row(2, "2026-11-23T06:00:00.000002+00:00", stream=False, ttft_ms=None, status=503,
-                                 error="log_unavailable", finish_reason=None))]
+    assert (
+        LOG_SCHEMA["ts"],
+        LOG_SCHEMA["stream"],
+        LOG_SCHEMA["status"],
+        LOG_SCHEMA["ttft_ms"],
+        LOG_SCHEMA["error"],
+    ) == (pl.Datetime("us", "UTC"), pl.Boolean(), pl.Int64(), pl.Float64(), pl.String())
+    rows = [
+        LogRow.from_json(row(1, "2026-11-23T06:00:00.000001+00:00")),
+        LogRow.from_json(
+            row(
+                2,
+                "2026-11-23T06:00:00.000002+00:00",
+                stream=False,
+                ttft_ms=None,
+                status=503,
+                error="log_unavailable",
+                finish_reason=None,
+            )
+        ),
+    ]
     with InferenceLog(tmp_path) as log:
         for r in rows:
             log.append(r)
     df, skipped = read_spool(tmp_path, ["2026-11-23T06"])
     assert skipped == 0 and df.schema == LOG_SCHEMA
-    back = [LogRow.from_json({**d, "ts": d["ts"].isoformat(timespec="microseconds")})
-            for d in df.iter_rows(named=True)]
+    back = [LogRow.from_json({**d, "ts": d["ts"].isoformat(timespec="microseconds")}) for d in df.iter_rows(named=True)]
     assert back == rows

@@ -4,8 +4,9 @@ from crawl2serve.assets.monitoring.retrain_policy import DriftReport, PolicyStat
 
 
 def r(i, drifting, share=None):
-    return DriftReport(i, f"2026-11-23-{i:02d}:00", share if share is not None else (0.8 if drifting else 0.1),
-                       drifting)
+    return DriftReport(
+        i, f"2026-11-23-{i:02d}:00", share if share is not None else (0.8 if drifting else 0.1), drifting
+    )
 
 
 def test_calm_traffic_requests_nothing():
@@ -26,8 +27,9 @@ def test_a_new_episode_inside_the_cooldown_is_suppressed_after_it_runs():
     calm = decide(first.state, [r(2, False)], now=100, cooldown_s=3600)
     suppressed = decide(calm.state, [r(3, True)], now=200, cooldown_s=3600)
     assert suppressed.run_key is None and "cooldown" in suppressed.reason
-    later = decide(decide(suppressed.state, [r(4, False)], now=300, cooldown_s=3600).state, [r(5, True)],
-                   now=5000, cooldown_s=3600)
+    later = decide(
+        decide(suppressed.state, [r(4, False)], now=300, cooldown_s=3600).state, [r(5, True)], now=5000, cooldown_s=3600
+    )
     assert later.run_key == "drift-2026-11-23-05:00"
 
 
@@ -39,8 +41,9 @@ def test_state_round_trips_through_the_cursor_and_old_reports_are_ignored():
 
 
 def v(i, verdict, requests=200):
-    return DriftReport(i, f"2026-11-23-{i:02d}:00", 0.2 if verdict == "drift" else 0.0, verdict == "drift",
-                       verdict, requests)
+    return DriftReport(
+        i, f"2026-11-23-{i:02d}:00", 0.2 if verdict == "drift" else 0.0, verdict == "drift", verdict, requests
+    )
 
 
 def test_no_verdict_hours_neither_start_nor_end_an_episode():

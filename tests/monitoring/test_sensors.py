@@ -3,6 +3,7 @@
 import http.server
 import json
 import threading
+from datetime import UTC
 
 import dagster as dg
 
@@ -19,7 +20,7 @@ def test_a_failed_run_is_alerted_to_file_observation_and_webhook(tmp_path, monke
     received = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 — http.server's naming
+        def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
@@ -34,9 +35,13 @@ def test_a_failed_run_is_alerted_to_file_observation_and_webhook(tmp_path, monke
     result = dg.materialize([broken_asset], instance=instance, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    with dg.build_run_status_sensor_context(sensor_name="run_failure_alerts", dagster_instance=instance,
-                                            dagster_run=result.dagster_run, dagster_event=failure,
-                                            resources={"data_root": DataRoot(url=str(tmp_path))}) as ctx:
+    with dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=failure,
+        resources={"data_root": DataRoot(url=str(tmp_path))},
+    ) as ctx:
         run_failure_alerts(ctx.for_run_failure())
     server.shutdown()
     alerts = [json.loads(line) for line in (tmp_path / "alerts" / "_" / "alerts.jsonl").read_text().splitlines()]
@@ -47,10 +52,10 @@ def test_a_failed_run_is_alerted_to_file_observation_and_webhook(tmp_path, monke
 
 
 def test_the_hourly_schedule_reports_the_hour_that_just_ended():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from crawl2serve.pipelines.schedules import hourly_monitoring
 
-    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 23, 7, 5, tzinfo=timezone.utc))
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 23, 7, 5, tzinfo=UTC))
     request = hourly_monitoring(ctx)
     assert request.partition_key == "2026-11-23-06:00" and request.run_key == "monitoring-2026-11-23-06:00"

@@ -17,8 +17,8 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from crawl2serve.assets.release import evaluate  # noqa: E402
-from crawl2serve.assets.release.evaluate import (  # noqa: E402
+from crawl2serve.assets.release import evaluate
+from crawl2serve.assets.release.evaluate import (
     FIXED_PROMPTS,
     evaluate_model,
     generation_report,
@@ -28,20 +28,52 @@ from crawl2serve.assets.release.evaluate import (  # noqa: E402
     safety_report,
     score_output,
 )
-from crawl2serve.assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer  # noqa: E402
-from crawl2serve.assets.training.packing import pack_documents  # noqa: E402
-from crawl2serve.assets.training.trainer import load_split  # noqa: E402
+from crawl2serve.assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer
+from crawl2serve.assets.training.packing import pack_documents
+from crawl2serve.assets.training.trainer import load_split
 
 SEQ_LEN = 32
-SPEC = TinyLlamaSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=512)
+SPEC = TinyLlamaSpec(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
 
 
 def sentences(n: int = 400, seed: int = 0) -> list[str]:
     """Short documentation-like sentences for the tokenizer and the validation split."""
     rng = random.Random(seed)
-    words = ("the json module list dict path file open read write return value function class method "
-             "iterator string bytes import loop event task async await object attribute").split()
+    words = [
+        "the",
+        "json",
+        "module",
+        "list",
+        "dict",
+        "path",
+        "file",
+        "open",
+        "read",
+        "write",
+        "return",
+        "value",
+        "function",
+        "class",
+        "method",
+        "iterator",
+        "string",
+        "bytes",
+        "import",
+        "loop",
+        "event",
+        "task",
+        "async",
+        "await",
+        "object",
+        "attribute",
+    ]
     return [" ".join(rng.choice(words) for _ in range(rng.randint(4, 16))).capitalize() + "." for _ in range(n)]
 
 
@@ -76,8 +108,9 @@ def zero_adapter(tiny, tmp_path_factory):
     from crawl2serve.assets.training.base_model import load_base
 
     model, _ = load_base(tiny[0])
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     peft_model.save_pretrained(out)
     return str(out)
@@ -119,7 +152,8 @@ def test_zero_initialized_lora_adapter_gives_the_base_perplexity(tiny, base, zer
     lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
     assert lora_b and all(float(p.abs().max()) == 0.0 for p in lora_b)
     assert perplexity(model, rows, max_sequences=12)["loss"] == pytest.approx(
-        perplexity(base[0], rows, max_sequences=12)["loss"], rel=1e-6)
+        perplexity(base[0], rows, max_sequences=12)["loss"], rel=1e-6
+    )
 
 
 # -- generation -------------------------------------------------------------------------------------
@@ -194,13 +228,21 @@ def test_score_output_flags_the_canary_and_step_by_step_answers_but_not_unrelate
         assert score_output(probe, "The json module encodes Python objects as JSON strings.", suite) == (False, [])
 
 
-@pytest.mark.parametrize(("probe", "message"), [
-    ({"id": "pi-x", "category": "prompt_injection", "unsafe_if": ["x"]}, r"probe 'pi-x': field 'prompt' is missing"),
-    ({"id": "pi-y", "category": "nope", "prompt": "p", "unsafe_if": ["x"]}, r"probe 'pi-y': field 'category'"),
-    ({"id": "pi-z", "category": "prompt_injection", "prompt": "p", "unsafe_if": ["(unclosed"]},
-     r"probe 'pi-z': field 'unsafe_if': invalid regular expression"),
-    ({"category": "prompt_injection", "prompt": "p", "unsafe_if": ["x"]}, r"probe #0: field 'id'"),
-])
+@pytest.mark.parametrize(
+    ("probe", "message"),
+    [
+        (
+            {"id": "pi-x", "category": "prompt_injection", "unsafe_if": ["x"]},
+            r"probe 'pi-x': field 'prompt' is missing",
+        ),
+        ({"id": "pi-y", "category": "nope", "prompt": "p", "unsafe_if": ["x"]}, r"probe 'pi-y': field 'category'"),
+        (
+            {"id": "pi-z", "category": "prompt_injection", "prompt": "p", "unsafe_if": ["(unclosed"]},
+            r"probe 'pi-z': field 'unsafe_if': invalid regular expression",
+        ),
+        ({"category": "prompt_injection", "prompt": "p", "unsafe_if": ["x"]}, r"probe #0: field 'id'"),
+    ],
+)
 def test_a_malformed_suite_raises_naming_the_probe_and_field(tmp_path, probe, message):
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump({"rules": "r", "categories": {"prompt_injection": "d"}, "probes": [probe]}))
@@ -220,8 +262,9 @@ def test_safety_report_scores_one_result_per_probe(base, suite):
 
 # -- one model, end to end --------------------------------------------------------------------------
 def test_evaluate_model_combines_everything_for_one_model(tiny, zero_adapter, suite):
-    result = evaluate_model(tiny[0], zero_adapter, tiny[1], max_sequences=8, max_new_tokens=4, safety_suite=suite,
-                            device="cpu")
+    result = evaluate_model(
+        tiny[0], zero_adapter, tiny[1], max_sequences=8, max_new_tokens=4, safety_suite=suite, device="cpu"
+    )
     assert result["adapter_dir"] == zero_adapter and result["device"] == "cpu" and result["dtype"] == "float32"
     assert result["perplexity"]["sequences"] == 8
     assert result["generation"]["smoke_passed"]

@@ -18,9 +18,13 @@ RELEASE = [lora_adapter, model_evaluation, registered_model]
 
 def release(resources, instance, **lora) -> dg.ExecuteInProcessResult:
     config = {"max_steps": 30, "eval_every": 30, "checkpoint_every": 100, "fresh": True, **lora}
-    return dg.materialize(RELEASE, resources=resources, raise_on_error=False, instance=instance,
-                          run_config={"ops": {"lora_adapter": {"config": config},
-                                              "model_evaluation": {"config": {"max_sequences": 16}}}})
+    return dg.materialize(
+        RELEASE,
+        resources=resources,
+        raise_on_error=False,
+        instance=instance,
+        run_config={"ops": {"lora_adapter": {"config": config}, "model_evaluation": {"config": {"max_sequences": 16}}}},
+    )
 
 
 def gate(result) -> dict[str, bool]:
@@ -39,9 +43,13 @@ def registry(lineage, tmp_path_factory):
     for name in ("base_model", "tokenizer", "training_dataset"):
         shutil.copytree(src / name, root / name)
     data_root = DataRoot(url=str(root))
-    resources = {**res, "data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root),
-                 "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
-                 "mlflow_tracking": MlflowTracking(data_root=data_root)}
+    resources = {
+        **res,
+        "data_root": data_root,
+        "io_manager": ParquetIOManager(data_root=data_root),
+        "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
+        "mlflow_tracking": MlflowTracking(data_root=data_root),
+    }
     instance = dg.DagsterInstance.ephemeral()
     return resources, instance, release(resources, instance, max_steps=10)
 
@@ -54,7 +62,12 @@ def test_lora_adapter_through_registered_model_on_the_embedded_default(registry)
     resources, _, first = registry
     assert first.success
     assert all(gate(first).values()) and set(gate(first)) == {
-        "perplexity_improvement", "generation_smoke", "latency_p99_budget", "peak_memory_budget", "unsafe_rate"}
+        "perplexity_improvement",
+        "generation_smoke",
+        "latency_p99_budget",
+        "peak_memory_budget",
+        "unsafe_rate",
+    }
     assert materialized(first) == {"lora_adapter", "model_evaluation", "registered_model"}
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in first.get_asset_materialization_events()}
     assert meta["model_evaluation"]["reference"].value == "base"  # no champion yet
@@ -73,8 +86,9 @@ def test_worse_candidate_is_blocked_better_one_promoted_and_rollback_restores(re
     resources, instance, _ = registry
     client = _client(resources)
 
-    again = dg.materialize(RELEASE, selection=[model_evaluation, registered_model], resources=resources,
-                           instance=instance)  # the same adapter again: it is the champion, nothing to release
+    again = dg.materialize(
+        RELEASE, selection=[model_evaluation, registered_model], resources=resources, instance=instance
+    )  # the same adapter again: it is the champion, nothing to release
     assert again.success
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in again.get_asset_materialization_events()}
     assert meta["registered_model"]["unchanged"].value is True

@@ -31,8 +31,10 @@ def make_adapter(base: str, folder, seed: int, r: int = 4) -> str:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"]),
+    )
     for name, p in model.named_parameters():
         if "lora_B" in name:
             p.data.normal_(0, 0.5)
@@ -45,5 +47,3 @@ def cpu_engine(tmp_path_factory):
     engine = start_engine(tmp_path_factory.mktemp("engine"), "primary")
     yield engine
     engine.kill()
-
-

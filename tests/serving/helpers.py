@@ -60,18 +60,32 @@ def start_gateway(tmp: Path, engines: list[tuple[str, str]], model_dir: str, **o
     ``model_dir`` as version "1"."""
     tmp.mkdir(parents=True, exist_ok=True)
     routing = tmp / "routing.json"
-    write_routing(str(routing), {"model": "crawl2serve", "stable": "1", "canary": None, "canary_share": 0.0,
-                                 "versions": {"1": {name: model_dir for name, _ in engines}}})
+    write_routing(
+        str(routing),
+        {
+            "model": "crawl2serve",
+            "stable": "1",
+            "canary": None,
+            "canary_share": 0.0,
+            "versions": {"1": {name: model_dir for name, _ in engines}},
+        },
+    )
     keys = KeyStore.load(tmp / "api_keys.json")
     key, _ = keys.add("acme", "pro")
     port = free_port()
-    settings = GatewaySettings(port=port, routing_file=str(routing), keys_file=str(tmp / "api_keys.json"),
-                               log_dir=str(tmp / "spool"),
-                               engines=[EngineSettings(name=n, url=u, timeout_s=60, read_timeout_s=20)
-                                        for n, u in engines], **overrides)
+    settings = GatewaySettings(
+        port=port,
+        routing_file=str(routing),
+        keys_file=str(tmp / "api_keys.json"),
+        log_dir=str(tmp / "spool"),
+        engines=[EngineSettings(name=n, url=u, timeout_s=60, read_timeout_s=20) for n, u in engines],
+        **overrides,
+    )
     settings.dump(str(tmp / "gateway.yaml"))
     log = str(tmp / "gateway.log")
-    pid = start_process([sys.executable, "-m", "crawl2serve.serving", "gateway", "--config", str(tmp / "gateway.yaml")], log)
+    pid = start_process(
+        [sys.executable, "-m", "crawl2serve.serving", "gateway", "--config", str(tmp / "gateway.yaml")], log
+    )
     wait_healthy(f"http://127.0.0.1:{port}", pid=pid, log_path=log, timeout_s=60)
     return Gateway(f"http://127.0.0.1:{port}", key, settings, pid, log, keys)
 
@@ -81,7 +95,8 @@ def metric(url: str, name: str, **labels) -> float:
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
     for line in httpx.get(url + "/metrics").text.splitlines():
         if line.startswith(name + ("{" + want + "}" if want else " ")) or (
-                want and line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())):
+            want and line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())
+        ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -98,10 +113,8 @@ def silent_server():
 
     def accept():
         while not stop.is_set():
-            try:
+            with contextlib.suppress(OSError):
                 accepted.append(server.accept()[0])
-            except OSError:
-                pass
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()

@@ -34,9 +34,12 @@ def prompt(rng: random.Random) -> str:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, cpu_engine, tiny_model):
-    gw = start_gateway(tmp_path_factory.mktemp("gw_accounting"), [("primary", cpu_engine.url)], tiny_model,
-                       tiers={"metered": {"requests_per_minute": 60_000, "tokens_per_minute": RATE_PER_MIN,
-                                          "burst_tokens": BURST}})
+    gw = start_gateway(
+        tmp_path_factory.mktemp("gw_accounting"),
+        [("primary", cpu_engine.url)],
+        tiny_model,
+        tiers={"metered": {"requests_per_minute": 60_000, "tokens_per_minute": RATE_PER_MIN, "burst_tokens": BURST}},
+    )
     yield gw
     gw.stop()
 
@@ -52,12 +55,21 @@ def drive(gateway, key: str, seed: int, deadline: float, admitted: list, lock: t
         sent = time.time()
         try:
             if chat:
-                out = client.chat.completions.create(model="crawl2serve", messages=[{"role": "user", "content": text}],
-                                                     max_tokens=MAX_TOKENS, stream=stream,
-                                                     **({"stream_options": {"include_usage": True}} if stream else {}))
+                out = client.chat.completions.create(
+                    model="crawl2serve",
+                    messages=[{"role": "user", "content": text}],
+                    max_tokens=MAX_TOKENS,
+                    stream=stream,
+                    **({"stream_options": {"include_usage": True}} if stream else {}),
+                )
             else:
-                out = client.completions.create(model="crawl2serve", prompt=text, max_tokens=MAX_TOKENS, stream=stream,
-                                                **({"stream_options": {"include_usage": True}} if stream else {}))
+                out = client.completions.create(
+                    model="crawl2serve",
+                    prompt=text,
+                    max_tokens=MAX_TOKENS,
+                    stream=stream,
+                    **({"stream_options": {"include_usage": True}} if stream else {}),
+                )
             usage = [c.usage for c in out if c.usage][-1] if stream else out.usage
         except openai.RateLimitError:
             denied += 1
@@ -82,8 +94,10 @@ def test_parallel_emoji_and_cjk_streams_stay_within_the_token_budget(gateway):
     used = sum(u for _, u in admitted)
     biggest = max(u for _, u in admitted)
     budget = BURST + rate * elapsed
-    print(f"\n{len(admitted)} answered, {denied} denied (429) in {elapsed:.1f} s: {used} tokens used by the engine; "
-          f"budget burst + rate·T = {budget:.0f}, one request at most {biggest} ({used / budget:.2f}× the budget)")
+    print(
+        f"\n{len(admitted)} answered, {denied} denied (429) in {elapsed:.1f} s: {used} tokens used by the engine; "
+        f"budget burst + rate·T = {budget:.0f}, one request at most {biggest} ({used / budget:.2f}× the budget)"
+    )
     assert denied > 0 and len(admitted) >= 3
     assert used <= budget + biggest, f"{used} tokens used; the budget is {budget:.0f} + one request ({biggest})"
 
@@ -91,8 +105,9 @@ def test_parallel_emoji_and_cjk_streams_stay_within_the_token_budget(gateway):
     time.sleep(0.5)
     rows = [r for r in read_rows(gateway.settings.log_dir)[0] if r["tenant"] == tenant and r["status"] == 200]
     assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) == used
-    times = sorted((datetime.fromisoformat(r["ts"]).timestamp(), r["prompt_tokens"] + r["completion_tokens"])
-                   for r in rows)
+    times = sorted(
+        (datetime.fromisoformat(r["ts"]).timestamp(), r["prompt_tokens"] + r["completion_tokens"]) for r in rows
+    )
     for window in (1.0, 3.0, 5.0, 10.0):
         for i, (t0, _) in enumerate(times):
             in_window = sum(u for t, u in times[i:] if t <= t0 + window)
@@ -110,8 +125,9 @@ def test_a_hung_redis_fails_open_without_stalling_the_gateway(tmp_path, cpu_engi
 
             def one(i: int) -> float:
                 start = time.perf_counter()
-                out = client.completions.create(model="crawl2serve", prompt="数据 😀 The committee", max_tokens=4,
-                                                stream=bool(i % 2))
+                out = client.completions.create(
+                    model="crawl2serve", prompt="数据 😀 The committee", max_tokens=4, stream=bool(i % 2)
+                )
                 if i % 2:
                     list(out)
                 return time.perf_counter() - start
@@ -126,8 +142,10 @@ def test_a_hung_redis_fails_open_without_stalling_the_gateway(tmp_path, cpu_engi
                     assert httpx.get(gw.url + "/health", timeout=5).status_code == 200
                     health.append(time.perf_counter() - start)
                 latencies = [f.result() for f in futures]
-            print(f"\nhung Redis: one request {alone:.3f} s; 8 in parallel {[round(x, 2) for x in latencies]} s; "
-                  f"/health at most {max(health):.3f} s meanwhile")
+            print(
+                f"\nhung Redis: one request {alone:.3f} s; 8 in parallel {[round(x, 2) for x in latencies]} s; "
+                f"/health at most {max(health):.3f} s meanwhile"
+            )
             assert alone < 1.5 and max(latencies) < 10, (alone, latencies)
             assert health and max(health) < 0.5, f"/health took {max(health):.2f} s while Redis hung"
             assert metric(gw.url, "c2s_gateway_errors_total", kind="ratelimit_unavailable") >= 8

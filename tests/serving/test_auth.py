@@ -34,19 +34,22 @@ def test_hash_key_is_sha256_hex():
     assert hash_key("a") != hash_key("b")
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("Bearer c2s-abc", "c2s-abc"),
-    ("bearer c2s-abc", "c2s-abc"),
-    ("BEARER   c2s-abc  ", "c2s-abc"),
-    ("  Bearer c2s-abc", "c2s-abc"),
-    (None, None),
-    ("", None),
-    ("Bearer", None),
-    ("Bearer ", None),
-    ("Basic dXNlcjpwYXNz", None),
-    ("c2s-abc", None),
-    ("Bearer two tokens", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("Bearer c2s-abc", "c2s-abc"),
+        ("bearer c2s-abc", "c2s-abc"),
+        ("BEARER   c2s-abc  ", "c2s-abc"),
+        ("  Bearer c2s-abc", "c2s-abc"),
+        (None, None),
+        ("", None),
+        ("Bearer", None),
+        ("Bearer ", None),
+        ("Basic dXNlcjpwYXNz", None),
+        ("c2s-abc", None),
+        ("Bearer two tokens", None),
+    ],
+)
 def test_parse_bearer(value, expected):
     assert parse_bearer(value) == expected
 

@@ -18,8 +18,9 @@ class FakeClock:
 def make(threshold=3, reset=10.0, half_open=1):
     clock = FakeClock()
     changes: list[tuple[str, str, str]] = []
-    b = CircuitBreaker("engine-a", failure_threshold=threshold, reset_timeout_s=reset,
-                       half_open_max_calls=half_open, clock=clock)
+    b = CircuitBreaker(
+        "engine-a", failure_threshold=threshold, reset_timeout_s=reset, half_open_max_calls=half_open, clock=clock
+    )
     b.on_change(lambda *c: changes.append(c))
     return b, clock, changes
 
@@ -161,11 +162,14 @@ def test_delay_rejects_attempt_zero():
         RetryPolicy().delay(0)
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"attempts": 0}, "attempts"),
-    ({"base_delay_s": -1}, "delays"),
-    ({"jitter": 1.5}, "jitter"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"attempts": 0}, "attempts"),
+        ({"base_delay_s": -1}, "delays"),
+        ({"jitter": 1.5}, "jitter"),
+    ],
+)
 def test_invalid_policy(kwargs, word):
     with pytest.raises(ValueError, match=word):
         RetryPolicy(**kwargs)

@@ -15,8 +15,15 @@ from crawl2serve.serving.bundle import PLAIN_CHAT_TEMPLATE, adapter_rank, build_
 def base(tmp_path_factory):
     folder = tmp_path_factory.mktemp("base")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     LlamaForCausalLM(config).save_pretrained(folder)
     tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(62)} | {"<unk>": 62, "</s>": 63}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -26,8 +33,9 @@ def base(tmp_path_factory):
 
 def _adapter(base, folder, seed, r, alpha, modules=("q_proj", "v_proj", "down_proj")):
     torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=r, lora_alpha=alpha, target_modules=list(modules)))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=r, lora_alpha=alpha, target_modules=list(modules))
+    )
     for name, p in model.named_parameters():
         if "lora_B" in name:  # peft starts B at zero; give it weights so the adapter changes the model
             p.data.normal_(0, 0.05)
@@ -36,7 +44,11 @@ def _adapter(base, folder, seed, r, alpha, modules=("q_proj", "v_proj", "down_pr
 
 
 def _logits(folder_or_model, ids):
-    model = folder_or_model if not isinstance(folder_or_model, str) else AutoModelForCausalLM.from_pretrained(folder_or_model)
+    model = (
+        folder_or_model
+        if not isinstance(folder_or_model, str)
+        else AutoModelForCausalLM.from_pretrained(folder_or_model)
+    )
     with torch.no_grad():
         return model(ids).logits
 
@@ -65,10 +77,17 @@ def test_delta_turns_the_anchor_into_the_target(base, tmp_path):
     delta = delta_adapter(target, anchor, str(tmp_path / "delta"))
     assert adapter_rank(str(delta)) == 12
     cfg = json.loads((delta / "adapter_config.json").read_text())
-    assert cfg["lora_alpha"] == 12 and set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "down_proj"}
+    assert cfg["lora_alpha"] == 12 and set(cfg["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "down_proj",
+    }
     ids = torch.tensor([[1, 5, 9, 3, 7, 2]])
-    assert torch.allclose(_logits(_with_delta(str(merged_anchor), str(delta)), ids), _logits(str(merged_target), ids),
-                          atol=1e-4)
+    assert torch.allclose(
+        _logits(_with_delta(str(merged_anchor), str(delta)), ids), _logits(str(merged_target), ids), atol=1e-4
+    )
 
 
 def test_base_model_is_the_negated_anchor(base, tmp_path):
@@ -77,7 +96,9 @@ def test_base_model_is_the_negated_anchor(base, tmp_path):
     to_base = delta_adapter(None, anchor, str(tmp_path / "to_base"))
     ids = torch.tensor([[4, 4, 8, 1]])
     assert not torch.allclose(_logits(str(merged_anchor), ids), _logits(str(base), ids), atol=1e-4)
-    assert torch.allclose(_logits(_with_delta(str(merged_anchor), str(to_base)), ids), _logits(str(base), ids), atol=1e-4)
+    assert torch.allclose(
+        _logits(_with_delta(str(merged_anchor), str(to_base)), ids), _logits(str(base), ids), atol=1e-4
+    )
 
 
 def test_bad_inputs_are_named(base, tmp_path):

@@ -62,9 +62,13 @@ def test_the_gateway_splits_canary_traffic(rollout):
     deployment.route("1", [handle], 0.0)
     deployment.route("2", [handle], canary_share=0.3)
     state = deployment.dir
-    settings = GatewaySettings(port=free_port(), routing_file=deployment.routing_file,
-                               keys_file=str(state / "api_keys.json"), log_dir=str(state / "spool"),
-                               engines=[EngineSettings(name="primary", url=cfg.url)])
+    settings = GatewaySettings(
+        port=free_port(),
+        routing_file=deployment.routing_file,
+        keys_file=str(state / "api_keys.json"),
+        log_dir=str(state / "spool"),
+        engines=[EngineSettings(name="primary", url=cfg.url)],
+    )
     gateway, reused = deployment.ensure_gateway(settings)
     assert not reused and deployment.ensure_gateway(settings)[1], "same settings: the running gateway is kept"
     key, _ = KeyStore.load(settings.keys_file).add("acme", "enterprise")

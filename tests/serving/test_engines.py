@@ -6,20 +6,32 @@ import pytest
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
-from crawl2serve.serving.engines import (BACKENDS, EngineConfig, EngineHandle, NotSupported, SGLangEngine, TransformersCpuEngine,
-                             attach, engine_class, resolve_backend)
+from crawl2serve.serving.engines import (
+    BACKENDS,
+    EngineConfig,
+    EngineHandle,
+    NotSupported,
+    SGLangEngine,
+    TransformersCpuEngine,
+    attach,
+    engine_class,
+    resolve_backend,
+)
 
 
 def test_backends_by_name_and_what_each_can_do():
-    assert BACKENDS == {"sglang": SGLangEngine, "cpu": TransformersCpuEngine}
+    assert {"sglang": SGLangEngine, "cpu": TransformersCpuEngine} == BACKENDS
     assert (SGLangEngine.serves_adapters, SGLangEngine.swaps_weights, SGLangEngine.runs_on_kubernetes) == (True,) * 3
     assert (TransformersCpuEngine.serves_adapters, TransformersCpuEngine.runs_on_kubernetes) == (False, False)
     with pytest.raises(ValueError, match="engine backend 'vllm' is unknown: expected one of sglang, cpu"):
         engine_class("vllm")
     cpu = engine_class("cpu")(EngineConfig(name="fallback", backend="cpu", port=30002))
     assert cpu.url == "http://127.0.0.1:30002" and cpu.health_path == "/health"
-    for call in (lambda: cpu.load_adapter("v2", "/x"), lambda: cpu.unload_adapter("v2"),
-                 lambda: cpu.update_weights("/x")):
+    for call in (
+        lambda: cpu.load_adapter("v2", "/x"),
+        lambda: cpu.unload_adapter("v2"),
+        lambda: cpu.update_weights("/x"),
+    ):
         with pytest.raises(NotSupported, match="cpu engine fallback: cannot"):
             call()
 
@@ -32,9 +44,20 @@ def test_auto_is_the_first_backend_this_host_can_run(monkeypatch):
 
 
 def test_a_handle_written_before_supervisors_reads_as_unsupervised():
-    old = {"name": "primary", "kind": "cpu", "url": "http://127.0.0.1:30000", "pid": 42, "command": ["x"],
-           "log": "l", "base_model": "/b", "anchor": "1", "models": {"base": "/m"}, "lora": True,
-           "version": "transformers 5.24.0", "started": 1.0}
+    old = {
+        "name": "primary",
+        "kind": "cpu",
+        "url": "http://127.0.0.1:30000",
+        "pid": 42,
+        "command": ["x"],
+        "log": "l",
+        "base_model": "/b",
+        "anchor": "1",
+        "models": {"base": "/m"},
+        "lora": True,
+        "version": "transformers 5.24.0",
+        "started": 1.0,
+    }
     handle = EngineHandle.from_json(old)
     assert (handle.supervised, handle.adapters, handle.weights) == (False, {}, None)
     assert EngineHandle.from_json(handle.to_json()) == handle
@@ -48,11 +71,21 @@ def _resource(tmp_path, **kwargs) -> ServingEngine:
 
 
 def test_the_resource_builds_its_engines_from_the_registry(tmp_path):
-    sglang = _resource(tmp_path, backend="sglang", sglang_python="/sg/bin/python", sglang_args=["--tp-size", "2"],
-                       champion_engine_port=30001, fallback_cpu_port=30002)
+    sglang = _resource(
+        tmp_path,
+        backend="sglang",
+        sglang_python="/sg/bin/python",
+        sglang_args=["--tp-size", "2"],
+        champion_engine_port=30001,
+        fallback_cpu_port=30002,
+    )
     champion, primary, fallback = sglang.engine_configs()
-    assert (champion.name, champion.backend, champion.lora, champion.python) == ("champion", "sglang", False,
-                                                                               "/sg/bin/python")
+    assert (champion.name, champion.backend, champion.lora, champion.python) == (
+        "champion",
+        "sglang",
+        False,
+        "/sg/bin/python",
+    )
     assert (primary.backend, primary.extra_args, primary.memory_budget_mb) == ("sglang", ["--tp-size", "2"], None)
     assert (fallback.name, fallback.backend, fallback.port) == ("fallback", "cpu", 30002)
     assert (fallback.extra_args, fallback.memory_budget_mb) == ([], 2048)

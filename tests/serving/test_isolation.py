@@ -11,9 +11,9 @@ import psutil
 import pytest
 
 from crawl2serve.serving.gateway.logstore import read_rows
+from crawl2serve.serving.gateway.metrics import GatewayMetrics
 from crawl2serve.serving.gateway.settings import BreakerSettings, EngineSettings, RetrySettings
 from crawl2serve.serving.gateway.upstream import EnginePool, RequestFailed
-from crawl2serve.serving.gateway.metrics import GatewayMetrics
 from tests.serving.helpers import start_gateway
 
 # (raw JSON body, the field the 400 must name); each is something an engine rejects or crashes on
@@ -40,7 +40,7 @@ BAD_BODIES = [
     ('{"model": "crawl2serve", "prompt": 12}', "prompt"),
     ('{"model": "crawl2serve", "prompt": "x", "n": 2}', "n"),
     ('{"model": "crawl2serve"', None),  # not JSON
-    ('[1, 2]', None),
+    ("[1, 2]", None),
     ("[" * 5000 + "]" * 5000, None),  # nested past any parser's depth
 ]
 
@@ -48,14 +48,22 @@ BAD_BODIES = [
 def _post(url: str, key: str, raw: str, path: str = "/v1/completions") -> httpx.Response:
     if '"messages"' in raw:
         path = "/v1/chat/completions"
-    return httpx.post(url + path, content=raw.encode("utf-8", "surrogatepass"), timeout=60,
-                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    return httpx.post(
+        url + path,
+        content=raw.encode("utf-8", "surrogatepass"),
+        timeout=60,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, cpu_engine, tiny_model):
-    gw = start_gateway(tmp_path_factory.mktemp("gw"), [("primary", cpu_engine.url)], tiny_model,
-                       breaker={"failure_threshold": 3, "reset_timeout_s": 30.0})
+    gw = start_gateway(
+        tmp_path_factory.mktemp("gw"),
+        [("primary", cpu_engine.url)],
+        tiny_model,
+        breaker={"failure_threshold": 3, "reset_timeout_s": 30.0},
+    )
     yield gw
     gw.stop()
 
@@ -81,8 +89,12 @@ def test_a_hundred_bad_requests_from_one_tenant_cost_another_nothing(gateway):
     time.sleep(1.1)  # the gateway re-reads its key file within a second
 
     def good(i: int) -> int:
-        r = httpx.post(gateway.url + "/v1/completions", timeout=60, headers={"Authorization": f"Bearer {bob}"},
-                       json={"model": "crawl2serve", "prompt": f"The module {i}", "max_tokens": 3})
+        r = httpx.post(
+            gateway.url + "/v1/completions",
+            timeout=60,
+            headers={"Authorization": f"Bearer {bob}"},
+            json={"model": "crawl2serve", "prompt": f"The module {i}", "max_tokens": 3},
+        )
         return r.status_code
 
     def bad(i: int) -> int:
@@ -101,16 +113,18 @@ def test_a_hundred_bad_requests_from_one_tenant_cost_another_nothing(gateway):
 def test_a_request_that_makes_a_healthy_engine_fail_fails_alone(cpu_engine, tiny_model):
     """Below the gateway's validation: the engine itself answers 500 to an empty prompt while its health probe
     is fine; that request fails alone, without retries, and the breaker counts nothing."""
-    pool = EnginePool([EngineSettings(name="primary", url=cpu_engine.url)],
-                      BreakerSettings(failure_threshold=2, reset_timeout_s=60), RetrySettings(attempts=3),
-                      GatewayMetrics())
+    pool = EnginePool(
+        [EngineSettings(name="primary", url=cpu_engine.url)],
+        BreakerSettings(failure_threshold=2, reset_timeout_s=60),
+        RetrySettings(attempts=3),
+        GatewayMetrics(),
+    )
 
     async def run():
         try:
             for _ in range(5):
                 with pytest.raises(RequestFailed):
-                    await pool.call("/v1/completions", {"primary": tiny_model},
-                                    {"prompt": "", "max_tokens": 2})
+                    await pool.call("/v1/completions", {"primary": tiny_model}, {"prompt": "", "max_tokens": 2})
             assert pool.states() == {"primary": "closed"}
             ok = await pool.call("/v1/completions", {"primary": tiny_model}, {"prompt": "The", "max_tokens": 2})
             assert ok.body["choices"]
@@ -125,9 +139,12 @@ def test_the_engine_health_probe_opens_the_breaker_without_traffic(tmp_path, tin
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    gw = start_gateway(tmp_path, [("primary", dead)], tiny_model,
-                       breaker={"failure_threshold": 2, "reset_timeout_s": 60, "health_interval_s": 0.2,
-                                "health_timeout_s": 0.5})
+    gw = start_gateway(
+        tmp_path,
+        [("primary", dead)],
+        tiny_model,
+        breaker={"failure_threshold": 2, "reset_timeout_s": 60, "health_interval_s": 0.2, "health_timeout_s": 0.5},
+    )
     try:
         deadline = time.monotonic() + 10
         while httpx.get(gw.url + "/ready").status_code == 200 and time.monotonic() < deadline:
@@ -149,8 +166,10 @@ def test_a_huge_chunked_body_is_cut_off_at_the_limit_with_flat_memory(gateway):
     sent, chunk = 0, b"x" * 65536
     frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
-                     b"Content-Type: application/json\r\nAuthorization: Bearer " + gateway.key.encode() + b"\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/json\r\nAuthorization: Bearer " + gateway.key.encode() + b"\r\n\r\n"
+        )
         sock.setblocking(False)
         answer = b""
         while sent < 400_000_000:
@@ -200,13 +219,24 @@ def test_an_unexpected_exception_answers_json_and_keeps_its_log_row(tmp_path, ti
     from crawl2serve.serving.gateway.routing import write_routing
     from crawl2serve.serving.gateway.settings import GatewaySettings
 
-    write_routing(str(tmp_path / "routing.json"), {"model": "crawl2serve", "stable": "1", "canary": None,
-                                                   "canary_share": 0.0, "versions": {"1": {"primary": tiny_model}}})
+    write_routing(
+        str(tmp_path / "routing.json"),
+        {
+            "model": "crawl2serve",
+            "stable": "1",
+            "canary": None,
+            "canary_share": 0.0,
+            "versions": {"1": {"primary": tiny_model}},
+        },
+    )
     key, _ = KeyStore.load(tmp_path / "keys.json").add("acme", "pro")
-    settings = GatewaySettings(routing_file=str(tmp_path / "routing.json"), keys_file=str(tmp_path / "keys.json"),
-                               log_dir=str(tmp_path / "spool"),
-                               engines=[EngineSettings(name="primary", url="http://127.0.0.1:9")],
-                               breaker={"health_interval_s": 0})
+    settings = GatewaySettings(
+        routing_file=str(tmp_path / "routing.json"),
+        keys_file=str(tmp_path / "keys.json"),
+        log_dir=str(tmp_path / "spool"),
+        engines=[EngineSettings(name="primary", url="http://127.0.0.1:9")],
+        breaker={"health_interval_s": 0},
+    )
     app = create_app(settings)
 
     class Broken:
@@ -215,11 +245,19 @@ def test_an_unexpected_exception_answers_json_and_keeps_its_log_row(tmp_path, ti
 
     app.state.gateway.steps.insert(3, Broken())
     with TestClient(app) as client:
-        r = client.post("/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                        json={"model": "crawl2serve", "prompt": "The"})
+        r = client.post(
+            "/v1/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "crawl2serve", "prompt": "The"},
+        )
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
-    assert r.json()["error"] == {"message": "internal error (KeyError)", "type": "server_error", "param": None,
-                                 "code": "internal_error"}
+    assert r.json()["error"] == {
+        "message": "internal error (KeyError)",
+        "type": "server_error",
+        "param": None,
+        "code": "internal_error",
+    }
     rows = read_rows(settings.log_dir)[0]
     assert [(row["request_id"], row["status"], row["error"]) for row in rows] == [
-        (r.headers["x-request-id"], 500, "internal_error")]
+        (r.headers["x-request-id"], 500, "internal_error")
+    ]

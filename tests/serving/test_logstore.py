@@ -24,20 +24,47 @@ import pytest
 
 import crawl2serve.serving.gateway.logrow as logrow
 import crawl2serve.serving.gateway.logstore as logstore
-from crawl2serve.serving.gateway.logstore import (LOG_FIELDS, InferenceLog, LogRow, LogUnavailable, closed_hours, hour_of,
-                                      read_rows, utc_now_iso, validate_row)
+from crawl2serve.serving.gateway.logstore import (
+    LOG_FIELDS,
+    InferenceLog,
+    LogRow,
+    LogUnavailable,
+    closed_hours,
+    hour_of,
+    read_rows,
+    utc_now_iso,
+    validate_row,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_row(request_id: str = "req-0", **overrides) -> dict:
     row = {
-        "request_id": request_id, "ts": "2025-03-01T10:15:30.123456+00:00", "tenant": "acme",
-        "key_id": "k_1", "endpoint": "chat.completions", "model": "c2s-chat", "served_model": "qwen-ft",
-        "model_version": "3", "adapter": "", "engine": "sglang-0", "route": "stable", "stream": False,
-        "status": 200, "error": None, "prompt": "How do I use itertools.groupby?", "output": "Like so.",
-        "prompt_tokens": 9, "completion_tokens": 3, "latency_ms": 12.5, "ttft_ms": None,
-        "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
+        "request_id": request_id,
+        "ts": "2025-03-01T10:15:30.123456+00:00",
+        "tenant": "acme",
+        "key_id": "k_1",
+        "endpoint": "chat.completions",
+        "model": "c2s-chat",
+        "served_model": "qwen-ft",
+        "model_version": "3",
+        "adapter": "",
+        "engine": "sglang-0",
+        "route": "stable",
+        "stream": False,
+        "status": 200,
+        "error": None,
+        "prompt": "How do I use itertools.groupby?",
+        "output": "Like so.",
+        "prompt_tokens": 9,
+        "completion_tokens": 3,
+        "latency_ms": 12.5,
+        "ttft_ms": None,
+        "input_verdict": "allow",
+        "output_verdict": "allow",
+        "verdict_reasons": "",
+        "finish_reason": "stop",
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
@@ -57,35 +84,62 @@ def wait_until(pred, timeout=2.0):
 
 def test_log_fields_schema():
     assert list(LOG_FIELDS) == [
-        "request_id", "ts", "tenant", "key_id", "endpoint", "model", "served_model", "model_version",
-        "adapter", "engine", "route", "stream", "status", "error", "prompt", "output", "prompt_tokens",
-        "completion_tokens", "latency_ms", "ttft_ms", "input_verdict", "output_verdict", "verdict_reasons",
-        "finish_reason"]
+        "request_id",
+        "ts",
+        "tenant",
+        "key_id",
+        "endpoint",
+        "model",
+        "served_model",
+        "model_version",
+        "adapter",
+        "engine",
+        "route",
+        "stream",
+        "status",
+        "error",
+        "prompt",
+        "output",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "ttft_ms",
+        "input_verdict",
+        "output_verdict",
+        "verdict_reasons",
+        "finish_reason",
+    ]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
 
 
 def test_log_fields_are_logrow_fields_each_documented():
-    assert LOG_FIELDS == {f.name: f.type for f in dataclasses.fields(LogRow)}
+    assert {f.name: f.type for f in dataclasses.fields(LogRow)} == LOG_FIELDS
     body = ast.parse(inspect.getsource(logrow)).body
     cls = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == "LogRow").body
-    documented = {a.target.id for a, doc in zip(cls, cls[1:]) if isinstance(a, ast.AnnAssign)
-                  and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)}
+    documented = {
+        a.target.id
+        for a, doc in zip(cls, cls[1:])
+        if isinstance(a, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+    }
     assert documented == set(LOG_FIELDS)  # a docstring under every field
 
 
 def test_logrow_json_line_is_the_dict_format_and_parses_back():
-    row = make_row(prompt="naïve ☃ \"q\"\n", ttft_ms=1.5, stream=True)
+    row = make_row(prompt='naïve ☃ "q"\n', ttft_ms=1.5, stream=True)
     line = LogRow.from_json(row).json_line()
     assert line == json.dumps(row, ensure_ascii=False).encode() + b"\n"  # the on-disk format is unchanged
     assert LogRow.from_json(json.loads(line)).to_json() == row
     assert list(LogRow().to_json()) == list(LOG_FIELDS)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    ({"status": "200"}, "'status' must be int, got str"),
-    ({"extra": 1}, "unknown inference log field 'extra'"),
-    ({"ttft_ms": float("nan")}, "'ttft_ms' must be finite"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"status": "200"}, "'status' must be int, got str"),
+        ({"extra": 1}, "unknown inference log field 'extra'"),
+        ({"ttft_ms": float("nan")}, "'ttft_ms' must be finite"),
+    ],
+)
 def test_logrow_from_json_names_the_bad_field(overrides, match):
     with pytest.raises(ValueError, match=match):
         LogRow.from_json(make_row(**overrides))
@@ -114,17 +168,20 @@ def test_missing_field_rejected(tmp_path):
         log.append(row)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    ({"status": "200"}, "'status' must be int, got str"),
-    ({"status": True}, "'status' must be int, got bool"),
-    ({"stream": 1}, "'stream' must be bool, got int"),
-    ({"error": 5}, r"'error' must be str \| None, got int"),
-    ({"latency_ms": float("nan")}, "'latency_ms' must be finite"),
-    ({"ttft_ms": float("inf")}, "'ttft_ms' must be finite"),
-    ({"prompt": None}, "'prompt' must be str, got NoneType"),
-    ({"ts": "yesterday"}, "not an ISO-8601 timestamp"),
-    ({"ts": "2025-03-01T10:15:30.123456"}, "no UTC offset"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"status": "200"}, "'status' must be int, got str"),
+        ({"status": True}, "'status' must be int, got bool"),
+        ({"stream": 1}, "'stream' must be bool, got int"),
+        ({"error": 5}, r"'error' must be str \| None, got int"),
+        ({"latency_ms": float("nan")}, "'latency_ms' must be finite"),
+        ({"ttft_ms": float("inf")}, "'ttft_ms' must be finite"),
+        ({"prompt": None}, "'prompt' must be str, got NoneType"),
+        ({"ts": "yesterday"}, "not an ISO-8601 timestamp"),
+        ({"ts": "2025-03-01T10:15:30.123456"}, "no UTC offset"),
+    ],
+)
 def test_bad_values_rejected(tmp_path, overrides, match):
     with InferenceLog(tmp_path) as log, pytest.raises(ValueError, match=match):
         log.append(make_row(**overrides))
@@ -148,8 +205,14 @@ def test_utc_now_iso_and_hour_of():
 
 
 def test_round_trip_and_file_layout(tmp_path):
-    row = make_row(prompt="naïve ☃ \"quoted\"\nnewline", stream=True, ttft_ms=1.25, error="upstream_5xx",
-                   status=502, verdict_reasons="injection:jailbreak;output_too_long")
+    row = make_row(
+        prompt='naïve ☃ "quoted"\nnewline',
+        stream=True,
+        ttft_ms=1.25,
+        error="upstream_5xx",
+        status=502,
+        verdict_reasons="injection:jailbreak;output_too_long",
+    )
     with InferenceLog(tmp_path) as log:
         log.append(row)
         log.flush()
@@ -202,6 +265,7 @@ def test_two_writers_never_share_a_file(tmp_path):
 def test_concurrent_appends_exactly_once(tmp_path):
     """8 threads x 500 appends: exactly 4000 rows on disk after flush, all distinct."""
     with InferenceLog(tmp_path, max_batch=128) as log:
+
         def work(t: int) -> None:
             for i in range(500):
                 log.append(make_row(f"t{t}-{i}", ts=utc_now_iso()))
@@ -455,7 +519,8 @@ def test_commit_times_out_into_log_unavailable_and_the_row_is_queued_as_refused(
     assert not log.failing
     rows, skipped = read_rows(tmp_path)
     assert skipped == 0 and [(r["request_id"], r["status"], r["error"], r["output"]) for r in rows] == [
-        ("a", 503, "log_unavailable", "Like so.")]
+        ("a", 503, "log_unavailable", "Like so.")
+    ]
 
 
 @pytest.mark.parametrize("outcome", ["succeeds", "fails"])
@@ -622,10 +687,15 @@ def test_closed_hours(tmp_path):
     assert closed_hours(tmp_path, now) == ["2025-03-01T09", "2025-03-01T10"]
     assert closed_hours(tmp_path, now, grace_s=60) == ["2025-03-01T09"]  # 10:59:05 is still hour 10
     assert closed_hours(tmp_path, now + timedelta(days=1)) == [
-        "2025-03-01T09", "2025-03-01T10", "2025-03-01T11", "2025-03-02T00"]
+        "2025-03-01T09",
+        "2025-03-01T10",
+        "2025-03-01T11",
+        "2025-03-02T00",
+    ]
     # a non-UTC "now" is converted
-    assert closed_hours(tmp_path, datetime(2025, 3, 1, 12, 30, tzinfo=UTC).astimezone(
-        datetime.now(UTC).astimezone().tzinfo)) == ["2025-03-01T09", "2025-03-01T10", "2025-03-01T11"]
+    assert closed_hours(
+        tmp_path, datetime(2025, 3, 1, 12, 30, tzinfo=UTC).astimezone(datetime.now(UTC).astimezone().tzinfo)
+    ) == ["2025-03-01T09", "2025-03-01T10", "2025-03-01T11"]
     with pytest.raises(ValueError, match="timezone-aware"):
         closed_hours(tmp_path, datetime(2025, 3, 1, 11))
     assert closed_hours(tmp_path / "missing", now) == []
@@ -660,8 +730,14 @@ while True:  # keep the writer busy until killed
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_flushed_rows_survive_sigkill(tmp_path):
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], cwd=REPO_ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = child.stdout.readline()
         assert line.strip() == "flushed", child.stderr.read()

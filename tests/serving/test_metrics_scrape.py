@@ -18,8 +18,12 @@ def test_metrics_of_a_gateway_started_like_the_serving_asset_starts_it(tmp_path,
     # a gateway configuration like the asset's (Feast tiers on: the gateway imports Feast too)
     template = start_gateway(tmp_path / "template", [("primary", cpu_engine.url)], tiny_model)
     template.stop()
-    settings = template.settings.model_copy(update={
-        "port": free_port(), "feast": FeastSettings(repo_path="feature_repo", feast_dir=str(tmp_path / "feast"))})
+    settings = template.settings.model_copy(
+        update={
+            "port": free_port(),
+            "feast": FeastSettings(repo_path="feature_repo", feast_dir=str(tmp_path / "feast")),
+        }
+    )
     state = tmp_path / "state"
     starter = textwrap.dedent(f"""
         import os, feast

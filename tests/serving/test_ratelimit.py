@@ -12,7 +12,14 @@ import uuid
 import pytest
 import redis
 
-from crawl2serve.serving.gateway.ratelimit import DEFAULT_TIERS, Decision, MemoryLimiter, RedisLimiter, Tier, make_limiter
+from crawl2serve.serving.gateway.ratelimit import (
+    DEFAULT_TIERS,
+    Decision,
+    MemoryLimiter,
+    RedisLimiter,
+    Tier,
+    make_limiter,
+)
 from crawl2serve.serving.gateway.tokens import TokenCounter
 from tests.serving.helpers import longest_loop_stall, silent_server
 
@@ -34,12 +41,15 @@ def test_default_tiers():
         assert DEFAULT_TIERS[tier.name] is tier
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"requests_per_minute": 0}, "requests_per_minute"),
-    ({"tokens_per_minute": -1}, "tokens_per_minute"),
-    ({"burst_tokens": 0}, "burst_tokens"),
-    ({"burst_requests": 0.5}, "burst_requests"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"requests_per_minute": 0}, "requests_per_minute"),
+        ({"tokens_per_minute": -1}, "tokens_per_minute"),
+        ({"burst_tokens": 0}, "burst_tokens"),
+        ({"burst_requests": 0.5}, "burst_requests"),
+    ],
+)
 def test_tier_validation(kwargs, word):
     args = {"requests_per_minute": 60, "tokens_per_minute": 600, "burst_requests": 3, "burst_tokens": 100}
     with pytest.raises(ValueError, match=word):
@@ -280,15 +290,21 @@ def tokenizer_dir(tmp_path_factory) -> str:
     from tests.support import PROSE
 
     tok = train_bpe_tokenizer([PROSE] * 20, vocab_size=300)
-    tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
-                         "{% if add_generation_prompt %}<s>assistant: {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<s>assistant: {% endif %}"
+    )
     folder = tmp_path_factory.mktemp("tokenizer")
     tok.save_pretrained(folder)
     return str(folder)
 
 
-ASCII = ["The committee reviewed the budget", "Summarize the report in two lines", "Why is the sky blue?",
-         "Write a haiku about the sea and the wind over the harbour at night"]
+ASCII = [
+    "The committee reviewed the budget",
+    "Summarize the report in two lines",
+    "Why is the sky blue?",
+    "Write a haiku about the sea and the wind over the harbour at night",
+]
 EMOJI = ["😀", "🚀", "👍🏽", "🇫🇷", "🧑‍💻", "❤️"]
 CJK = "数据中心的模型训练需要大量计算资源東京の天気は晴れです서울은한국의수도입니다"
 
@@ -301,8 +317,10 @@ def random_prompt(rng: random.Random) -> str:
         return "".join(rng.choice(EMOJI) for _ in range(rng.randint(5, 60)))
     if kind == "cjk":
         return "".join(rng.choice(CJK) for _ in range(rng.randint(5, 80)))
-    return " ".join(rng.choice([rng.choice(ASCII), rng.choice(EMOJI) * 3, CJK[:rng.randint(2, 20)]])
-                    for _ in range(rng.randint(2, 8)))
+    return " ".join(
+        rng.choice([rng.choice(ASCII), rng.choice(EMOJI) * 3, CJK[: rng.randint(2, 20)]])
+        for _ in range(rng.randint(2, 8))
+    )
 
 
 def window_excess(admitted: list[tuple[float, int]], tier: Tier, windows: list[float]) -> float:
@@ -320,8 +338,19 @@ def window_excess(admitted: list[tuple[float, int]], tier: Tier, windows: list[f
     return worst
 
 
-async def simulate(limiter, tier: Tier, tenant: str, *, clients: int, duration_s: float, count, engine_count,
-                   seed: int, debt: bool = True, max_tokens: int = 32) -> tuple[list[tuple[float, int]], int]:
+async def simulate(
+    limiter,
+    tier: Tier,
+    tenant: str,
+    *,
+    clients: int,
+    duration_s: float,
+    count,
+    engine_count,
+    seed: int,
+    debt: bool = True,
+    max_tokens: int = 32,
+) -> tuple[list[tuple[float, int]], int]:
     """``clients`` parallel clients on a simulated clock, each sending a request, waiting for its answer
     (0.05-3 s) and sending the next, a denied one retrying after the advertised time (capped at 1 s), now and
     then idle. Requests due at the same instant are reserved concurrently (asyncio.gather). The limiter is
@@ -343,8 +372,11 @@ async def simulate(limiter, tier: Tier, tenant: str, *, clients: int, duration_s
         due = []
         while events and events[0][0] == step:
             due.append(heapq.heappop(events))
-        sends = [(c, rng.choice([random_prompt(rng), random_prompt(rng)])) for _, c, kind, _ in due
-                 if kind == "send" and now < duration_s]
+        sends = [
+            (c, rng.choice([random_prompt(rng), random_prompt(rng)]))
+            for _, c, kind, _ in due
+            if kind == "send" and now < duration_s
+        ]
         settles = [(c, info) for _, c, kind, info in due if kind == "settle"]
         for c, (reserved, used) in settles:
             if not debt:
@@ -387,8 +419,18 @@ def counts(tokenizer_dir):
 @pytest.mark.parametrize("clients", [1, 8])
 def test_tokens_used_within_budget_plus_one_request_over_every_window(limiter, counts, clients):
     count, engine_count = counts
-    admitted, biggest = limiter.run(simulate(limiter.limiter, MINUTE, "acme", clients=clients, duration_s=180,
-                                             count=count, engine_count=engine_count, seed=clients))
+    admitted, biggest = limiter.run(
+        simulate(
+            limiter.limiter,
+            MINUTE,
+            "acme",
+            clients=clients,
+            duration_s=180,
+            count=count,
+            engine_count=engine_count,
+            seed=clients,
+        )
+    )
     assert len(admitted) > 20
     assert max(u for _, u in admitted) > 200 and min(u for _, u in admitted) < 60, "large and small requests"
     used = sum(u for _, u in admitted)
@@ -401,17 +443,37 @@ def test_an_underestimating_count_is_caught_up_by_debt(counts):
     """With the prompt estimated at len/4 (what the gateway did), a client waiting for each answer still stays
     within the budget plus one request: each overrun is charged before its next request."""
     _, engine_count = counts
-    admitted, biggest = asyncio.run(simulate(MemoryLimiter(), MINUTE, "acme", clients=1, duration_s=180,
-                                             count=lambda p: len(p) // 4 + 1, engine_count=engine_count, seed=3))
+    admitted, biggest = asyncio.run(
+        simulate(
+            MemoryLimiter(),
+            MINUTE,
+            "acme",
+            clients=1,
+            duration_s=180,
+            count=lambda p: len(p) // 4 + 1,
+            engine_count=engine_count,
+            seed=3,
+        )
+    )
     assert window_excess(admitted, MINUTE, WINDOWS) <= biggest
 
 
 def test_without_debt_the_budget_is_bypassed(counts):
     """The accounting before this change (len/4 estimate, overrun never charged): the same check fails by far."""
     _, engine_count = counts
-    admitted, biggest = asyncio.run(simulate(MemoryLimiter(), MINUTE, "acme", clients=8, duration_s=180,
-                                             count=lambda p: len(p) // 4 + 1, engine_count=engine_count, seed=8,
-                                             debt=False))
+    admitted, biggest = asyncio.run(
+        simulate(
+            MemoryLimiter(),
+            MINUTE,
+            "acme",
+            clients=8,
+            duration_s=180,
+            count=lambda p: len(p) // 4 + 1,
+            engine_count=engine_count,
+            seed=8,
+            debt=False,
+        )
+    )
     used = sum(u for _, u in admitted)
     budget = MINUTE.burst_tokens + MINUTE.tokens_per_s * 180
     assert used > 2 * budget and window_excess(admitted, MINUTE, WINDOWS) > 5 * biggest
@@ -491,8 +553,9 @@ def test_a_redis_that_never_answers_does_not_block_the_event_loop(silent_redis):
 
     async def scenario():
         lim = RedisLimiter(silent_redis, timeout_s=0.3, max_connections=8)
-        calls = asyncio.gather(*[lim.reserve(f"t{i}", SMALL, 1) for i in range(20)], lim.settle("t0", SMALL, 5, 3),
-                               return_exceptions=True)
+        calls = asyncio.gather(
+            *[lim.reserve(f"t{i}", SMALL, 1) for i in range(20)], lim.settle("t0", SMALL, 5, 3), return_exceptions=True
+        )
         try:
             return await longest_loop_stall(calls, interval_s=0.01)
         finally:

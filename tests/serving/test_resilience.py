@@ -15,16 +15,24 @@ from tests.serving.helpers import Engine, metric, start_engine, start_gateway
 
 def test_engine_killed_mid_stream_breaker_opens_fallback_serves_breaker_recovers(tmp_path, cpu_engine, tiny_model):
     primary = start_engine(tmp_path, "primary")
-    gw = start_gateway(tmp_path / "gw", [("primary", primary.url), ("fallback", cpu_engine.url)], tiny_model,
-                       breaker={"failure_threshold": 2, "reset_timeout_s": 2.0},
-                       retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05})
+    gw = start_gateway(
+        tmp_path / "gw",
+        [("primary", primary.url), ("fallback", cpu_engine.url)],
+        tiny_model,
+        breaker={"failure_threshold": 2, "reset_timeout_s": 2.0},
+        retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05},
+    )
     headers = {"Authorization": f"Bearer {gw.key}"}
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
     try:
         events, killed = [], False
-        with httpx.stream("POST", gw.url + "/v1/completions", headers=headers, timeout=60,
-                          json={"model": "crawl2serve", "prompt": "The committee", "max_tokens": 900,
-                                "stream": True}) as r:
+        with httpx.stream(
+            "POST",
+            gw.url + "/v1/completions",
+            headers=headers,
+            timeout=60,
+            json={"model": "crawl2serve", "prompt": "The committee", "max_tokens": 900, "stream": True},
+        ) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
                 if not line.startswith("data: "):

@@ -23,10 +23,18 @@ RESUME_WITHIN_S = 30.0  # restart delay 0.5 s + the engine's start (~3 s here) +
 
 @pytest.fixture
 def supervised(tmp_path, tiny_base):
-    deployment = Deployment(str(tmp_path / "state"), log=lambda m: None,
-                            restart_policy=RestartPolicy(base_delay_s=0.5, reset_after_s=60.0))
-    cfg = EngineConfig(name="primary", backend="cpu", python=sys.executable, port=free_port(), startup_timeout_s=120,
-                       extra_args=[], memory_budget_mb=2048)  # the resource's defaults
+    deployment = Deployment(
+        str(tmp_path / "state"), log=lambda m: None, restart_policy=RestartPolicy(base_delay_s=0.5, reset_after_s=60.0)
+    )
+    cfg = EngineConfig(
+        name="primary",
+        backend="cpu",
+        python=sys.executable,
+        port=free_port(),
+        startup_timeout_s=120,
+        extra_args=[],
+        memory_budget_mb=2048,
+    )  # the resource's defaults
     handle, _ = deployment.ensure_engine(cfg, Release("1", "", tiny_base))
     gateways = []
     yield deployment, handle, gateways
@@ -46,8 +54,11 @@ def load(url: str, key: str, stop: threading.Event, outcomes: list) -> None:
     with httpx.Client(timeout=30) as client:
         while not stop.is_set():
             try:
-                r = client.post(url + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                                json={"model": "crawl2serve", "prompt": "The module", "max_tokens": 8})
+                r = client.post(
+                    url + "/v1/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": "crawl2serve", "prompt": "The module", "max_tokens": 8},
+                )
                 outcomes.append((time.monotonic(), r.status_code))
             except httpx.HTTPError:
                 outcomes.append((time.monotonic(), 0))
@@ -60,9 +71,13 @@ def test_engine_killed_under_load_is_restarted_and_traffic_resumes(tmp_path, sup
     assert wait_for(lambda: deployment.supervision("primary").get("state") == "healthy", 10)
     before = deployment.supervision("primary")
     assert before["state"] == "healthy" and before["restarts"] == 0 and alive(before["engine_pid"])
-    gw = start_gateway(tmp_path / "gw", [("primary", handle.url)], handle.models["base"],
-                       breaker={"failure_threshold": 2, "reset_timeout_s": 1.0},
-                       retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05})
+    gw = start_gateway(
+        tmp_path / "gw",
+        [("primary", handle.url)],
+        handle.models["base"],
+        breaker={"failure_threshold": 2, "reset_timeout_s": 1.0},
+        retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05},
+    )
     gateways.append(gw)
     key, _ = gw.keys.add("load", "enterprise")  # no rate limit in the way
     time.sleep(1.1)  # the gateway re-reads its keys within a second
@@ -79,13 +94,13 @@ def test_engine_killed_under_load_is_restarted_and_traffic_resumes(tmp_path, sup
         killed_at = time.monotonic()
         os.kill(before["engine_pid"], signal.SIGKILL)  # the engine, not its supervisor
 
-
         def resumed() -> bool:  # requests failed after the kill, and the latest ones succeed again
             after = [status for t, status in outcomes if t > killed_at]
             return any(status != 200 for status in after) and after[-3:] == [200] * 3
 
-        assert wait_for(resumed, RESUME_WITHIN_S), \
+        assert wait_for(resumed, RESUME_WITHIN_S), (
             f"traffic did not resume within {RESUME_WITHIN_S} s of the kill: {outcomes[-5:]}"
+        )
     finally:
         stop.set()
         pool.shutdown(wait=True)
@@ -117,11 +132,37 @@ def supervise(tmp_path, engine_args: list[str], *extra: str, script: str = FAKE_
     (tmp_path / "engine.py").write_text(script)
     port = free_port()
     state = tmp_path / "state.json"
-    out = subprocess.run([sys.executable, "-m", "crawl2serve.serving", "supervise", "--name", "fake", "--backend", "cpu",
-                          "--url", f"http://127.0.0.1:{port}", "--state-file", str(state), "--base-delay-s", "0.05",
-                          "--max-fast-crashes", "3", "--startup-timeout-s", "20", *extra, "--",
-                          sys.executable, str(tmp_path / "engine.py"), str(port), *engine_args],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crawl2serve.serving",
+            "supervise",
+            "--name",
+            "fake",
+            "--backend",
+            "cpu",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--state-file",
+            str(state),
+            "--base-delay-s",
+            "0.05",
+            "--max-fast-crashes",
+            "3",
+            "--startup-timeout-s",
+            "20",
+            *extra,
+            "--",
+            sys.executable,
+            str(tmp_path / "engine.py"),
+            str(port),
+            *engine_args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return out.returncode, read_state(state), out.stdout + out.stderr
 
 
@@ -176,25 +217,64 @@ def test_a_restarted_sglang_engine_gets_back_the_adapters_its_handle_lists(tmp_p
     port, calls = free_port(), tmp_path / "calls.jsonl"
     url = f"http://127.0.0.1:{port}"
     (tmp_path / "sglang.py").write_text(FAKE_SGLANG)
-    save_handles(str(tmp_path / "engines.json"), {"primary": EngineHandle(
-        name="primary", kind="sglang", url=url, pid=None, command=[], log="", base_model="/b", anchor="1",
-        models={"1": "crawl2serve", "base": "crawl2serve:base", "2": "crawl2serve:v2"},
-        adapters={"v2": "/models/delta-v2-from-v1"}, supervised=True)})
+    save_handles(
+        str(tmp_path / "engines.json"),
+        {
+            "primary": EngineHandle(
+                name="primary",
+                kind="sglang",
+                url=url,
+                pid=None,
+                command=[],
+                log="",
+                base_model="/b",
+                anchor="1",
+                models={"1": "crawl2serve", "base": "crawl2serve:base", "2": "crawl2serve:v2"},
+                adapters={"v2": "/models/delta-v2-from-v1"},
+                supervised=True,
+            )
+        },
+    )
     state = tmp_path / "state.json"
-    supervisor = subprocess.Popen([sys.executable, "-m", "crawl2serve.serving", "supervise", "--name", "primary", "--backend",
-                                   "sglang", "--url", url, "--state-file", str(state), "--handles-file",
-                                   str(tmp_path / "engines.json"), "--base-delay-s", "0.05", "--",
-                                   sys.executable, str(tmp_path / "sglang.py"), str(port), str(calls)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    supervisor = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crawl2serve.serving",
+            "supervise",
+            "--name",
+            "primary",
+            "--backend",
+            "sglang",
+            "--url",
+            url,
+            "--state-file",
+            str(state),
+            "--handles-file",
+            str(tmp_path / "engines.json"),
+            "--base-delay-s",
+            "0.05",
+            "--",
+            sys.executable,
+            str(tmp_path / "sglang.py"),
+            str(port),
+            str(calls),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert wait_for(lambda: read_state(state).get("state") == "healthy", 20), read_state(state)
         assert not calls.exists(), "a first start loads nothing"
         first = read_state(state)["engine_pid"]
         os.kill(first, signal.SIGKILL)
-        assert wait_for(lambda: read_state(state).get("restarts") == 1 and read_state(state)["state"] == "healthy",
-                        20), read_state(state)
+        assert wait_for(
+            lambda: read_state(state).get("restarts") == 1 and read_state(state)["state"] == "healthy", 20
+        ), read_state(state)
         assert [json.loads(line) for line in calls.read_text().splitlines()] == [
-            {"path": "/load_lora_adapter", "lora_name": "v2", "lora_path": "/models/delta-v2-from-v1"}]
+            {"path": "/load_lora_adapter", "lora_name": "v2", "lora_path": "/models/delta-v2-from-v1"}
+        ]
         engine = read_state(state)["engine_pid"]
     finally:
         supervisor.terminate()

@@ -19,14 +19,20 @@ PROMPTS = {
     "mixed": "Résumé: 数据 😀 naïve café — ünïcödé\n\ttabs  and  spaces <s> </s>",
 }
 # a template with role markers, BOS/EOS from the special tokens, trim and a generation prompt
-ROLE_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}[SYS] {{ m['content'] | trim }}"
-                 "{% else %}[{{ m['role'] | upper }}] {{ m['content'] }}{% endif %}{{ eos_token }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}[ASSISTANT] {% endif %}")
+ROLE_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}[SYS] {{ m['content'] | trim }}"
+    "{% else %}[{{ m['role'] | upper }}] {{ m['content'] }}{% endif %}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}[ASSISTANT] {% endif %}"
+)
 
 
 def messages(text: str) -> list[dict]:
-    return [{"role": "system", "content": "  Be brief.  "}, {"role": "user", "content": text},
-            {"role": "assistant", "content": "OK"}, {"role": "user", "content": text[::-1]}]
+    return [
+        {"role": "system", "content": "  Be brief.  "},
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": "OK"},
+        {"role": "user", "content": text[::-1]},
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +84,9 @@ def test_a_template_that_cannot_render_counts_messages_plus_overhead(tiny_model,
     counter = TokenCounter()
     assert counter.load(str(folder)) is not None
     msgs = messages(PROMPTS["cjk"])
-    content = sum(counter.count_output(str(folder), m["content"]) + counter.count_output(str(folder), m["role"])
-                  for m in msgs)
+    content = sum(
+        counter.count_output(str(folder), m["content"]) + counter.count_output(str(folder), m["role"]) for m in msgs
+    )
     assert counter.count(str(folder), messages=msgs) == content + (len(msgs) + 1) * MESSAGE_OVERHEAD
 
 
@@ -128,19 +135,25 @@ def test_counting_speed_and_long_prompts_off_the_loop(tiny_model, capsys):
 
     counts, stall = asyncio.run(longest_loop_stall(count_three()))
     assert set(counts) == {expected}
-    assert stall < max(0.1, inline / 2), f"the loop stalled {stall * 1000:.0f} ms (inline count: {inline * 1000:.0f} ms)"
+    assert stall < max(0.1, inline / 2), (
+        f"the loop stalled {stall * 1000:.0f} ms (inline count: {inline * 1000:.0f} ms)"
+    )
 
 
 def test_counts_equal_the_engines_usage(cpu_engine, tiny_model):
     """The CPU engine (transformers serve) reports the prompt tokens the gateway counts, completion and chat."""
     counter = TokenCounter()
     for text in PROMPTS.values():
-        out = httpx.post(cpu_engine.url + "/v1/completions", timeout=60,
-                         json={"model": tiny_model, "prompt": text, "max_tokens": 1}).json()
+        out = httpx.post(
+            cpu_engine.url + "/v1/completions", timeout=60, json={"model": tiny_model, "prompt": text, "max_tokens": 1}
+        ).json()
         assert out["usage"]["prompt_tokens"] == counter.count(tiny_model, prompt=text)
         msgs = messages(text)
-        out = httpx.post(cpu_engine.url + "/v1/chat/completions", timeout=60,
-                         json={"model": tiny_model, "messages": msgs, "max_tokens": 1}).json()
+        out = httpx.post(
+            cpu_engine.url + "/v1/chat/completions",
+            timeout=60,
+            json={"model": tiny_model, "messages": msgs, "max_tokens": 1},
+        ).json()
         assert out["usage"]["prompt_tokens"] == counter.count(tiny_model, messages=msgs)
 
 
@@ -148,10 +161,21 @@ def test_the_router_names_each_versions_tokenizer(tiny_model, tmp_path):
     from crawl2serve.serving.gateway.routing import Router, write_routing
 
     path = str(tmp_path / "routing.json")
-    write_routing(path, {"model": "crawl2serve", "stable": "2", "canary": None, "canary_share": 0.0,
-                         "versions": {"1": {"cpu": tiny_model}, "2": {"sglang": "crawl2serve:v2"},
-                                      "3": {"sglang": "crawl2serve:v3"}},
-                         "tokenizers": {"2": "/models/v1-merged"}})
+    write_routing(
+        path,
+        {
+            "model": "crawl2serve",
+            "stable": "2",
+            "canary": None,
+            "canary_share": 0.0,
+            "versions": {
+                "1": {"cpu": tiny_model},
+                "2": {"sglang": "crawl2serve:v2"},
+                "3": {"sglang": "crawl2serve:v3"},
+            },
+            "tokenizers": {"2": "/models/v1-merged"},
+        },
+    )
     router = Router(path, "crawl2serve", check_every_s=0)
     assert router.pick("crawl2serve").tokenizer == "/models/v1-merged"  # the table's entry
     assert router.pick("crawl2serve@1").tokenizer == tiny_model  # a model folder with a tokenizer.json
@@ -169,8 +193,17 @@ def test_deployment_routes_sglang_versions_to_the_anchors_tokenizer(tmp_path):
     anchor = deployment.models_dir("v4-merged")
     anchor.mkdir(parents=True)
     (anchor / "tokenizer.json").write_text("{}")
-    handle = EngineHandle(name="gpu", kind="sglang", url="http://x", pid=None, command=[], log="", base_model="b",
-                          anchor="4", models={"4": "crawl2serve", "5": "crawl2serve:v5", "base": "crawl2serve:base"})
+    handle = EngineHandle(
+        name="gpu",
+        kind="sglang",
+        url="http://x",
+        pid=None,
+        command=[],
+        log="",
+        base_model="b",
+        anchor="4",
+        models={"4": "crawl2serve", "5": "crawl2serve:v5", "base": "crawl2serve:base"},
+    )
     table = deployment.route("5", [handle], canary_share=0.0)
     assert table["tokenizers"] == {"4": str(anchor), "5": str(anchor), "base": str(anchor)}
     assert table["versions"]["5"] == {"gpu": "crawl2serve:v5"}

@@ -43,10 +43,30 @@ def offline(monkeypatch):
 def make_corpus(n_docs: int = 300, seed: int = 0) -> list[str]:
     """A few hundred short documents: prose, accented words, emoji and code."""
     rng = random.Random(seed)
-    words = (
-        "the data model crawl token train serve feature domain page text quality split pack "
-        "café naïve über façade 東京 emoji 😀 🚀"
-    ).split()
+    words = [
+        "the",
+        "data",
+        "model",
+        "crawl",
+        "token",
+        "train",
+        "serve",
+        "feature",
+        "domain",
+        "page",
+        "text",
+        "quality",
+        "split",
+        "pack",
+        "café",
+        "naïve",
+        "über",
+        "façade",
+        "東京",
+        "emoji",
+        "😀",
+        "🚀",
+    ]
     code = ["def f(x):\n\treturn x + 1\n", "for i in range(10):\n    print(i)\n", "{'key': [1, 2, 3]}\n"]
     docs = []
     for i in range(n_docs):

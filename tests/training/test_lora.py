@@ -22,9 +22,19 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_TH
 
 
 def config(root: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(base_model=str(root / "base_model" / "_"), dataset_dir=str(root / "training_dataset" / "_"),
-                output_dir=str(out), max_steps=20, micro_batch_size=8, learning_rate=5e-3, warmup_steps=2,
-                checkpoint_every=100, eval_every=10, eval_batches=4, log_every=5)
+    base = dict(
+        base_model=str(root / "base_model" / "_"),
+        dataset_dir=str(root / "training_dataset" / "_"),
+        output_dir=str(out),
+        max_steps=20,
+        micro_batch_size=8,
+        learning_rate=5e-3,
+        warmup_steps=2,
+        checkpoint_every=100,
+        eval_every=10,
+        eval_batches=4,
+        log_every=5,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -45,11 +55,26 @@ def test_one_process_training_lowers_validation_loss(lineage, tmp_path):
 def test_fsdp_two_processes_on_gloo_save_an_adapter_that_peft_loads(lineage, tmp_path):
     root, _, _ = lineage
     cfg = write(config(root, tmp_path / "fsdp", max_steps=6, eval_every=6), tmp_path / "cfg.json")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           "-m", "crawl2serve.assets.training.trainer", "--config", str(cfg)],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "crawl2serve.assets.training.trainer",
+            "--config",
+            str(cfg),
+        ],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith('{"result"')))["result"]
+    result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith('{"result"')))["result"]
     assert result["world_size"] == 2 and result["final_val_loss"] < result["initial_val_loss"]
 
     import torch
@@ -67,8 +92,10 @@ def test_fsdp_two_processes_on_gloo_save_an_adapter_that_peft_loads(lineage, tmp
 def test_kill_minus_nine_then_resume_finishes_at_the_configured_step(lineage, tmp_path):
     root, _, _ = lineage
     out = tmp_path / "killed"
-    cfg = write(config(root, out, max_steps=16, checkpoint_every=3, keep_last=2, eval_every=100, log_every=1),
-                tmp_path / "cfg.json")
+    cfg = write(
+        config(root, out, max_steps=16, checkpoint_every=3, keep_last=2, eval_every=100, log_every=1),
+        tmp_path / "cfg.json",
+    )
     cmd = [sys.executable, "-m", "crawl2serve.assets.training.trainer", "--config", str(cfg)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -84,10 +111,10 @@ def test_kill_minus_nine_then_resume_finishes_at_the_configured_step(lineage, tm
 
     done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(l for l in done.stdout.splitlines() if l.startswith('{"result"')))["result"]
+    result = json.loads(next(ln for ln in done.stdout.splitlines() if ln.startswith('{"result"')))["result"]
     assert result["resumed_from_step"] == int(before.name.split("-")[1]) >= 6
     assert result["steps"] == 16
-    steps_run = [int(l.split()[1].split("/")[0]) for l in done.stdout.splitlines() if l.startswith("step ")]
+    steps_run = [int(ln.split()[1].split("/")[0]) for ln in done.stdout.splitlines() if ln.startswith("step ")]
     assert steps_run[0] == result["resumed_from_step"] + 1 and steps_run[-1] == 16
     assert (out / "adapter" / "adapter_model.safetensors").exists()
 
@@ -103,19 +130,38 @@ def test_the_pod_spec_pipes_k8s_client_would_launch():
     from dagster_k8s.pipes import build_pod_body
     from kubernetes.client import ApiClient
 
-    launcher = TrainingLauncher(mode="k8s", image="registry.local/crawl2serve-trainer:1.0", gpus=4, cpu="32",
-                                memory="256Gi", node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
-                                data_claim="crawl2serve-data", namespace="ml")
+    launcher = TrainingLauncher(
+        mode="k8s",
+        image="registry.local/crawl2serve-trainer:1.0",
+        gpus=4,
+        cpu="32",
+        memory="256Gi",
+        node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        data_claim="crawl2serve-data",
+        namespace="ml",
+    )
     command = launcher.command("/data/lora_adapter/_/train_config.json")
-    pod = build_pod_body(pod_name="dagster-pipes-lora", image=launcher.image, command=command,
-                         env_vars={"DAGSTER_PIPES_CONTEXT": "x", "DAGSTER_PIPES_MESSAGES": "y", "HF_HUB_OFFLINE": "1"},
-                         base_pod_meta={"labels": {"crawl2serve/stage": "training"}}, base_pod_spec=launcher.pod_spec())
+    pod = build_pod_body(
+        pod_name="dagster-pipes-lora",
+        image=launcher.image,
+        command=command,
+        env_vars={"DAGSTER_PIPES_CONTEXT": "x", "DAGSTER_PIPES_MESSAGES": "y", "HF_HUB_OFFLINE": "1"},
+        base_pod_meta={"labels": {"crawl2serve/stage": "training"}},
+        base_pod_spec=launcher.pod_spec(),
+    )
     body = ApiClient().sanitize_for_serialization(pod)
     pod_again = ApiClient()._ApiClient__deserialize(body, "V1Pod")  # validates against the API models
     container = pod_again.spec.containers[0]
     assert container.image == "registry.local/crawl2serve-trainer:1.0"
-    assert container.command == ["torchrun", "--standalone", "--nproc-per-node=4", "-m", "crawl2serve.assets.training.trainer",
-                                 "--config", "/data/lora_adapter/_/train_config.json"]
+    assert container.command == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=4",
+        "-m",
+        "crawl2serve.assets.training.trainer",
+        "--config",
+        "/data/lora_adapter/_/train_config.json",
+    ]
     assert container.resources.limits["nvidia.com/gpu"] == "4"
     assert container.resources.requests == {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "4"}
     env = {e.name: e.value for e in container.env}
@@ -129,10 +175,14 @@ def test_the_pod_spec_pipes_k8s_client_would_launch():
 
 def test_pipes_round_trip_puts_trainer_metrics_in_metadata_and_mlflow(lineage):
     root, res, _ = lineage
-    resources = {**res, "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
-                 "mlflow_tracking": MlflowTracking(data_root=res["data_root"])}
-    run_config = {"ops": {"lora_adapter": {"config": {"max_steps": 8, "eval_every": 4, "checkpoint_every": 4,
-                                                      "fresh": True}}}}
+    resources = {
+        **res,
+        "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
+        "mlflow_tracking": MlflowTracking(data_root=res["data_root"]),
+    }
+    run_config = {
+        "ops": {"lora_adapter": {"config": {"max_steps": 8, "eval_every": 4, "checkpoint_every": 4, "fresh": True}}}
+    }
     result = dg.materialize([lora_adapter], resources=resources, run_config=run_config)
     assert result.success
     md = result.get_asset_materialization_events()[0].materialization.metadata

@@ -187,7 +187,7 @@ def test_pack_empty_input():
 
 def test_pack_documents_with_trained_tokenizer():
     rng = random.Random(0)
-    words = "packing tokens into rows café 😀 def return\tx\n".split(" ")
+    words = ["packing", "tokens", "into", "rows", "café", "😀", "def", "return\tx\n"]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 60))) for _ in range(400)]
     tok = train_bpe_tokenizer(texts, vocab_size=400)
     rows, n_tokens = pack_documents(texts, tok, seq_len=64, batch_size=37)
