@@ -13,6 +13,7 @@ import os
 from .base_model import BaseModelSource
 from .crawl_target import CrawlTarget
 from .feast_store import FeastStore
+from .folders import FolderIOManager
 from .io_manager import ParquetIOManager
 from .serving import ServingEngine
 from .storage import DEFAULT_DATA_ROOT, DataRoot
@@ -73,6 +74,7 @@ def build_resources(env: str | None = None) -> dict:
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": crawl_target,
         "feast_store": feast_store,
         "base_model_source": BaseModelSource(),
@@ -115,6 +117,7 @@ def production_resources(environ) -> dict:
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": crawl_target,
         "feast_store": feast_store,
         "base_model_source": BaseModelSource(model=base_model) if base_model else BaseModelSource(),

@@ -1,5 +1,7 @@
 """The IO manager: polars DataFrames as Parquet under the data root, by asset and partition, atomically."""
 
+import typing
+
 import dagster as dg
 import polars as pl
 
@@ -9,7 +11,8 @@ FILENAME = "data.parquet"
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """``{data_root}/{asset}/{partition}/data.parquet``; several upstream partitions load concatenated."""
+    """``{data_root}/{asset}/{partition}/data.parquet``; several upstream partitions load concatenated, or, for an
+    input typed ``dict[str, pl.DataFrame]``, as ``{partition: frame}`` of those that exist (maybe none)."""
 
     data_root: dg.ResourceDependency[DataRoot]
 
@@ -27,10 +30,16 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             {"path": dg.MetadataValue.path(path), "rows": obj.height, "dagster/row_count": obj.height}
         )
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame]:
         key = context.asset_key
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         paths = [self._path(key, p) for p in partitions]
+        if typing.get_origin(getattr(context.dagster_type, "typing_type", None)) is dict:
+            return {
+                p: self.data_root.read_parquet(path)
+                for p, path in zip(partitions, paths)
+                if self.data_root.exists(path)
+            }
         missing = [p for p in paths if not self.data_root.exists(p)]
         if missing and len(missing) == len(paths):
             raise FileNotFoundError(f"{key.to_user_string()}: not materialized yet ({missing[0]})")

@@ -13,9 +13,11 @@ from crawl2serve.assets.corpus.extracted import extracted_pages
 from crawl2serve.assets.crawl.assets import raw_crawl
 from crawl2serve.assets.features.assets import document_features, feast_online_store, feast_registry
 from crawl2serve.assets.training.assets import base_model, tokenizer, training_dataset
+from crawl2serve.pipelines.jobs import EMBEDDED_RUN_CONFIG
 from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.folders import FolderIOManager
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
 
@@ -29,6 +31,7 @@ def resources(root: Path, **target) -> dict:
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": CrawlTarget(data_root=data_root, mode="pydoc", per_host_delay_s=0.0, **target),
     }
 
@@ -52,6 +55,8 @@ def checks(result) -> dict[str, bool]:
 
 DOWNSTREAM = [document_features, feast_registry, feast_online_store, tokenizer, base_model, training_dataset]
 SEQ_LEN = 128
+# The embedded run's lora_adapter values (pipelines/embedded.yaml); a test's overrides go on top.
+EMBEDDED_LORA = EMBEDDED_RUN_CONFIG["ops"]["lora_adapter"]["config"]
 
 
 def all_resources(root: Path) -> dict:

@@ -25,7 +25,7 @@ from crawl2serve.resources.training import TrainingLauncher
 from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.routing import read_routing, write_routing
 from tests.serving.helpers import free_port
-from tests.support import PARTITION, SEQ_LEN, all_resources, run_config
+from tests.support import EMBEDDED_LORA, PARTITION, SEQ_LEN, all_resources, run_config
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def whole(tmp_path_factory):
     config = run_config(120)
     config["ops"].update(
         training_dataset={"config": {"seq_len": SEQ_LEN}},
-        lora_adapter={"config": {"max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},
+        lora_adapter={"config": {**EMBEDDED_LORA, "max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},
         model_evaluation={"config": {"max_sequences": 16}},
     )
     instance = dg.DagsterInstance.ephemeral()

@@ -168,7 +168,7 @@ class OnlineStoreConfig(dg.Config):
 
 @dg.asset(
     group_name="features",
-    deps=[feast_registry],
+    deps=[feast_registry, document_features],  # it reads the offline tables itself, besides Feast's registry
     kinds={"feast"},
     tags={"stage": "features"},
     check_specs=[
@@ -182,7 +182,8 @@ class OnlineStoreConfig(dg.Config):
 )
 def feast_online_store(context: dg.AssetExecutionContext, config: OnlineStoreConfig, feast_store: FeastStore):
     """The online store (SQLite by default, Redis in production), materialized incrementally from the
-    offline tables up to now; then a sample of documents is compared online vs offline."""
+    offline tables of ``document_features`` up to now through the ``feast_registry``; then a sample of documents
+    is compared online vs offline."""
     store = feast_store.store()
     now = datetime.now(UTC)
     started = time.monotonic()

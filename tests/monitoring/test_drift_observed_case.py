@@ -1,6 +1,5 @@
 """Issue 14's observed case through the ``drift_report`` asset and the drift sensor: 120 in-distribution requests
-an hour after the 6 requests of the first run's demo must not be flagged. Imports only what main already had,
-so that it runs (and fails) on main's code too."""
+an hour after the 6 requests of the first run's demo must not be flagged."""
 
 from __future__ import annotations
 
@@ -44,11 +43,16 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     so slower): main compared prompt/output lengths, latency and completion tokens with those 6 requests and
     flagged 6 of 15 columns at p ~ 0 (share 0.40 against a threshold of 0.50)."""
     from crawl2serve.assets.monitoring.assets import drift_report, monitoring_partitions
+    from crawl2serve.assets.partitions import crawl_partitions
     from crawl2serve.pipelines.sensors import drift_retraining
+    from crawl2serve.resources.folders import FolderIOManager, TokenizerFolder
     from crawl2serve.resources.io_manager import ParquetIOManager
     from crawl2serve.resources.storage import DataRoot
 
+    data_root = DataRoot(url=str(tmp_path))
+    folders = FolderIOManager(data_root=data_root)
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>").save_pretrained(tmp_path / "tokenizer" / "_")
+    folders.record(dg.AssetKey("tokenizer"), None, TokenizerFolder(path=data_root.path("tokenizer"), version="bpe"))
     _write(tmp_path, "deduplicated_documents", "2026-11-20", corpus_texts)
     partition = "2026-11-23-07:00"
     earlier = (datetime.strptime(partition, "%Y-%m-%d-%H:%M") - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
@@ -70,13 +74,20 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     )
     _write(tmp_path, "inference_log", partition, current)
 
-    data_root = DataRoot(url=str(tmp_path))
     instance = dg.DagsterInstance.ephemeral()
-    logs = dg.SourceAsset("inference_log", partitions_def=monitoring_partitions)  # read by the IO manager
+    inputs = [  # read by the IO managers
+        dg.SourceAsset("inference_log", partitions_def=monitoring_partitions),
+        dg.SourceAsset("deduplicated_documents", partitions_def=crawl_partitions),
+        dg.SourceAsset("tokenizer", io_manager_key="folder_io_manager"),
+    ]
     result = dg.materialize(
-        [logs, drift_report],
+        [*inputs, drift_report],
         partition_key=partition,
-        resources={"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)},
+        resources={
+            "data_root": data_root,
+            "io_manager": ParquetIOManager(data_root=data_root),
+            "folder_io_manager": folders,
+        },
         instance=instance,
     )
     assert result.success

@@ -8,18 +8,22 @@ import pytest
 from crawl2serve.assets.release.assets import model_evaluation, registered_model, rollback_model
 from crawl2serve.assets.release.registry import CHAMPION, MODEL_NAME, PREVIOUS_TAG
 from crawl2serve.assets.training.lora import lora_adapter
+from crawl2serve.resources.folders import FolderIOManager
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
+from tests.support import CORPUS, DOWNSTREAM, EMBEDDED_LORA
 
 RELEASE = [lora_adapter, model_evaluation, registered_model]
+ASSETS = [*CORPUS, *DOWNSTREAM, *RELEASE]  # the release assets with the inputs they load
 
 
 def release(resources, instance, **lora) -> dg.ExecuteInProcessResult:
-    config = {"max_steps": 30, "eval_every": 30, "checkpoint_every": 100, "fresh": True, **lora}
+    config = {**EMBEDDED_LORA, "max_steps": 30, "eval_every": 30, "checkpoint_every": 100, "fresh": True, **lora}
     return dg.materialize(
-        RELEASE,
+        ASSETS,
+        selection=RELEASE,
         resources=resources,
         raise_on_error=False,
         instance=instance,
@@ -47,6 +51,7 @@ def registry(lineage, tmp_path_factory):
         **res,
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),
         "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
         "mlflow_tracking": MlflowTracking(data_root=data_root),
     }
@@ -87,7 +92,7 @@ def test_worse_candidate_is_blocked_better_one_promoted_and_rollback_restores(re
     client = _client(resources)
 
     again = dg.materialize(
-        RELEASE, selection=[model_evaluation, registered_model], resources=resources, instance=instance
+        ASSETS, selection=[model_evaluation, registered_model], resources=resources, instance=instance
     )  # the same adapter again: it is the champion, nothing to release
     assert again.success
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in again.get_asset_materialization_events()}
