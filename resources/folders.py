@@ -60,8 +60,9 @@ KINDS = {kind.__name__: kind for kind in (TokenizerFolder, ModelFolder, DatasetF
 
 
 def asset_folder(data_root: DataRoot, context: dg.AssetExecutionContext) -> str:
-    """The running asset's own folder under the data root (for its partition, if it has one)."""
-    partition = context.partition_key if context.has_partition_key else None
+    """The running asset's own folder under the data root (for its partition, if it has partitions: an unpartitioned
+    asset in a run for one partition still writes its one folder)."""
+    partition = context.partition_key if context.assets_def.partitions_def is not None else None
     return data_root.path("/".join(context.asset_key.path), partition)
 
 

@@ -58,3 +58,15 @@ def test_the_wrong_kind_and_a_missing_folder_name_the_asset(tmp_path):
     dg.materialize([vocab], resources=_resources(tmp_path))
     with pytest.raises(TypeError, match="vocab: input wants a ModelFolder, the record holds a TokenizerFolder"):
         dg.materialize([vocab, wants_model], selection=[wants_model], resources=_resources(tmp_path))
+
+
+@dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01"))
+def daily() -> None:
+    pass
+
+
+def test_an_unpartitioned_folder_in_a_partitioned_run_is_its_one_folder(tmp_path):
+    """The ``main`` job runs for one crawl partition; the tokenizer and the models still have one folder each."""
+    result = dg.materialize([daily, vocab], partition_key="2026-11-20", resources=_resources(tmp_path))
+    assert result.success
+    assert (tmp_path / "vocab" / "_" / "folder.json").exists() and not (tmp_path / "vocab" / "2026-11-20").exists()
