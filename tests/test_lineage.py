@@ -76,7 +76,7 @@ def _send(client, prompts):
 
 def _monitor(res, instance, partition):
     result = dg.materialize(
-        [inference_log, drift_report],
+        loaded.assets,  # with the upstream assets whose outputs drift_report loads (corpus, tokenizer)
         resources=res,
         instance=instance,
         partition_key=partition,
