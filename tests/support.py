@@ -46,6 +46,17 @@ def load(root: Path, asset: str) -> pl.DataFrame:
     return pl.read_parquet(root / asset / PARTITION / "data.parquet")
 
 
+def records(value) -> list[dict]:
+    """The rows of a typed-table metadata value (``dg.MetadataValue.table``) as dicts."""
+    assert value.__class__.__name__ == "TableMetadataValue", f"not a typed table: {value!r}"
+    return [dict(r.data) for r in value.records]
+
+
+def facts(value) -> dict:
+    """A two-column facts table (``assets.metadata.facts_table``) as {fact: value}."""
+    return {r["fact"]: r["value"] for r in records(value)}
+
+
 def checks(result) -> dict[str, bool]:
     return {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
 

@@ -11,7 +11,7 @@ import polars as pl
 from pydantic import Field
 
 from crawl2serve.assets.features.assets import feast_registry
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import frame_table, stage_facts
 from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.storage import DataRoot
@@ -21,7 +21,13 @@ from .packing import assign_split, choose_split_key, pack_documents, select_docu
 ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 
 
-@dg.asset(group_name="training", ins={"deduplicated_documents": ALL}, kinds={"huggingface"}, tags={"stage": "training"})
+@dg.asset(
+    group_name="training",
+    ins={"deduplicated_documents": ALL},
+    kinds={"huggingface"},
+    tags={"stage": "training"},
+    **stage_facts("training"),
+)
 def tokenizer(
     context: dg.AssetExecutionContext,
     base_model_source: BaseModelSource,
@@ -60,7 +66,13 @@ def tokenizer(
     )
 
 
-@dg.asset(group_name="training", deps=[tokenizer], kinds={"pytorch", "huggingface"}, tags={"stage": "training"})
+@dg.asset(
+    group_name="training",
+    deps=[tokenizer],
+    kinds={"pytorch", "huggingface"},
+    tags={"stage": "training"},
+    **stage_facts("training"),
+)
 def base_model(
     context: dg.AssetExecutionContext, base_model_source: BaseModelSource, data_root: DataRoot
 ) -> dg.MaterializeResult:
@@ -128,6 +140,7 @@ def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFr
     ins={"deduplicated_documents": ALL},
     kinds={"feast", "parquet"},
     tags={"stage": "training"},
+    **stage_facts("training"),
     check_specs=[
         dg.AssetCheckSpec(
             "no_null_keys",
@@ -239,7 +252,7 @@ def training_dataset(
             "as_of": as_of.isoformat(),
             "documents_eligible": features.height,
             **{f"{s}_{k}": v for s, d in stats.items() for k, v in d.items() if k != "row_lengths"},
-            "top_domains": dg.MetadataValue.md(md_table(top.rows(), ("domain", "documents"))),
+            "top_domains": frame_table(top.rename({"host": "domain", "docs": "documents"})),
         },
     )
     train_keys = set(chosen.filter(pl.col("split") == "train")["split_key"])
