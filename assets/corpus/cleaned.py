@@ -11,7 +11,7 @@ import pydantic
 from pydantic import Field
 
 from crawl2serve.assets.contracts import Distribution, TableContract
-from crawl2serve.assets.metadata import frame_table, funnel_table, histogram_table, stage_facts
+from crawl2serve.assets.metadata import facts_table, frame_table, funnel_table, histogram_table, stage_facts
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
 from .cleaning import RULE_ORDER, clean_document
@@ -351,8 +351,9 @@ def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extr
             "docs_per_s": round(facts["in"] / facts["seconds"], 1) if facts["seconds"] else 0.0,
             "funnel": funnel_table(facts["funnel"]),
             "quality_histogram": histogram_table(kept["quality_score"].to_list(), title="quality"),
-            "pii_replacements": dg.MetadataValue.json(
-                {c: int(kept[c].sum()) for c in ("pii_emails", "pii_ip_addresses", "pii_phones")}
+            "pii_replacements": facts_table(
+                {c: int(kept[c].sum()) for c in ("pii_emails", "pii_ip_addresses", "pii_phones")},
+                ("column", "replaced"),
             ),
             "profile": dg.MetadataValue.text(facts["profile"].name),
             "rule_order": dg.MetadataValue.text(" -> ".join(facts["profile"].order)),
