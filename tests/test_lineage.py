@@ -26,7 +26,7 @@ from crawl2serve.resources.training import TrainingLauncher
 from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.routing import read_routing, write_routing
 from tests.serving.helpers import free_port
-from tests.support import PARTITION, SEQ_LEN, all_resources, assert_column_schemas, facts, records, run_config
+from tests.support import PARTITION, SEQ_LEN, all_resources, assert_column_schemas, records, run_config
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,8 @@ def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
         root / "inference_log" / earlier / "data.parquet"
     )
     with_baseline = _monitor(res, instance, partition)
-    assert facts(with_baseline["reference"])["baseline_requests"] == drifted["requests"].value
+    reference = {r["source"]: r["values"] for r in records(with_baseline["reference"])}
+    assert reference["baseline_requests"] == drifted["requests"].value
     per_column = {r["column"]: r for r in records(with_baseline["per_column"])}
     assert {"latency_ms", "prompt_words", "output_chars"} <= set(per_column)
     assert all(r["p"] is None or r["p"] == readable(r["p"]) for r in per_column.values()), "p rounded for reading"
