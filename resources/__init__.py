@@ -41,6 +41,10 @@ PRODUCTION_ENV: dict[str, tuple[bool, str]] = {
         "Redis URL of the gateway's shared state (default: CRAWL2SERVE_REDIS, database 1)",
     ),
     "MLFLOW_TRACKING_URI": (True, "MLflow tracking server (http://mlflow:5000) or database URI"),
+    "CRAWL2SERVE_MLFLOW_UI_URL": (
+        False,
+        "MLflow UI that asset metadata links to (default: MLFLOW_TRACKING_URI when it is http(s))",
+    ),
     "CRAWL2SERVE_MLFLOW_ARTIFACTS": (False, "artifact location of a new MLflow experiment (default: the server's)"),
     "CRAWL2SERVE_BASE_MODEL": (
         False,
@@ -114,6 +118,10 @@ def production_resources(environ) -> dict:
     )
     feast_store = FeastStore(data_root=data_root, yaml_file="feature_store.redis.yaml", redis=redis)
     base_model = get("CRAWL2SERVE_BASE_MODEL")
+    tracking_uri = get("MLFLOW_TRACKING_URI")
+    ui_url = get(
+        "CRAWL2SERVE_MLFLOW_UI_URL", tracking_uri if tracking_uri.startswith(("http://", "https://")) else None
+    )
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
@@ -132,8 +140,9 @@ def production_resources(environ) -> dict:
         ),
         "mlflow_tracking": MlflowTracking(
             data_root=data_root,
-            tracking_uri=get("MLFLOW_TRACKING_URI"),
+            tracking_uri=tracking_uri,
             artifact_location=get("CRAWL2SERVE_MLFLOW_ARTIFACTS"),
+            **({"ui_url": ui_url} if ui_url else {}),
         ),
         "serving_engine": ServingEngine(
             data_root=data_root,

@@ -5,6 +5,8 @@ import typing
 import dagster as dg
 import polars as pl
 
+from crawl2serve.assets.metadata import COLUMN_SCHEMA, frame_column_schema
+
 from .storage import DataRoot
 
 FILENAME = "data.parquet"
@@ -27,7 +29,13 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         partition = context.partition_key if context.has_asset_partitions else None
         path = self.data_root.write_parquet(obj, self._path(context.asset_key, partition))
         context.add_output_metadata(
-            {"path": dg.MetadataValue.path(path), "rows": obj.height, "dagster/row_count": obj.height}
+            {
+                "path": dg.MetadataValue.path(path),
+                "rows": obj.height,
+                "dagster/row_count": obj.height,
+                # names and types from the frame written; descriptions from the asset's declared column schema
+                COLUMN_SCHEMA: frame_column_schema(obj.schema, context.definition_metadata.get(COLUMN_SCHEMA)),
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame]:

@@ -1,6 +1,5 @@
 """The monitoring stage: the gateway's inference log, hour by hour, and its drift against training."""
 
-import json
 import warnings
 from datetime import datetime
 
@@ -9,23 +8,32 @@ import pandas as pd
 import polars as pl
 from pydantic import Field
 
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import (
+    COLUMN_SCHEMA,
+    attribute_docs,
+    column_schema,
+    facts_table,
+    frame_table,
+    readable,
+    stage_facts,
+)
 from crawl2serve.assets.serving.assets import sglang_deployment
 from crawl2serve.resources.folders import TokenizerFolder, asset_folder
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.serving.gateway.logrow import LogRow
+from crawl2serve.serving.gateway.reports import drift_report_path
 
 from .drift import (
     ALL_COLUMNS,
     DriftRule,
-    DriftVerdict,
     build_current,
     build_reference,
     corpus_snippets,
     drift_verdict,
     rates,
 )
-from .logs import HOUR_FORMAT, read_spool
+from .logs import HOUR_FORMAT, LOG_SCHEMA, read_spool
 
 # One partition per UTC hour; the current (open) hour is a partition too, so traffic can be looked at as it comes.
 monitoring_partitions = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", end_offset=1)
@@ -49,6 +57,9 @@ def spool_hour(partition_key: str) -> str:
     deps=[sglang_deployment],
     kinds={"parquet"},
     tags={"stage": "monitoring"},
+    # the columns are LogRow's fields, described by the docstrings under them (serving/gateway/logrow.py)
+    metadata={COLUMN_SCHEMA: column_schema(LOG_SCHEMA, attribute_docs(LogRow))},
+    **stage_facts("monitoring"),
 )
 def inference_log(context: dg.AssetExecutionContext, serving_engine: ServingEngine) -> pl.DataFrame:
     """Every request the gateway served in this UTC hour (prompt, output, tenant, model version, latencies,
@@ -70,10 +81,8 @@ def inference_log(context: dg.AssetExecutionContext, serving_engine: ServingEngi
             "spool_hour": hour,
             "skipped_lines": skipped,
             "requests": df.height,
-            **{k: v for k, v in summary.items() if v is not None and k != "requests"},
-            "by_tenant": dg.MetadataValue.md(
-                md_table(by_tenant.rows(), by_tenant.columns) if by_tenant.height else "no traffic"
-            ),
+            **{k: readable(v) for k, v in summary.items() if v is not None and k != "requests"},
+            "by_tenant": frame_table(by_tenant),
         }
     )
     if skipped:
@@ -171,9 +180,9 @@ def _verdict_table(result) -> dg.TableMetadataValue:
                     "column": v.column,
                     "reference": v.reference_label,
                     "test": v.test or "-",
-                    "p": None if v.p_value is None else float(v.p_value),
-                    "p_threshold": None if v.p_threshold is None else float(v.p_threshold),
-                    "psi": None if v.psi is None else round(float(v.psi), 4),
+                    "p": None if v.p_value is None else readable(float(v.p_value)),
+                    "p_threshold": None if v.p_threshold is None else readable(float(v.p_threshold)),
+                    "psi": None if v.psi is None else readable(float(v.psi)),
                     "n_ref": v.n_reference,
                     "n_cur": v.n_current,
                     "verdict": v.verdict,
@@ -194,6 +203,7 @@ def _verdict_table(result) -> dg.TableMetadataValue:
     kinds={"evidently"},
     tags={"stage": "monitoring"},
     check_specs=CHECKS,
+    **stage_facts("monitoring"),
 )
 def drift_report(
     context: dg.AssetExecutionContext,
@@ -202,6 +212,7 @@ def drift_report(
     inference_log: dict[str, pl.DataFrame],
     tokenizer: TokenizerFolder,
     deduplicated_documents: pl.DataFrame,
+    serving_engine: ServingEngine,
 ):
     """The drift verdict of this hour's traffic, column by column: prompt content (language, share of words
     unknown to the tokenizer, computed by the corpus stage's code) against prompt-sized snippets of the training
@@ -256,24 +267,27 @@ def drift_report(
         metadata={
             "verdict": result.verdict,
             "dataset_drift": result.dataset_drift,
-            "drift_share": dg.MetadataValue.float(result.drift_share),
+            "drift_share": dg.MetadataValue.float(readable(result.drift_share)),
             "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
             "tested_columns": len(result.tested_columns),
             "drift_rule": result.describe(),
             "requests": inference_log.height,
-            "reference": json.dumps(
+            "reference": facts_table(
                 {
                     "corpus_snippets": 0 if corpus is None else len(corpus),
                     "baseline_requests": 0 if baseline is None else baseline.height,
                     "min_baseline": config.min_baseline,
-                }
+                },
+                ("source", "values"),
             ),
-            "per_column": dg.MetadataValue.md(md_table(result.rows(), DriftVerdict.TABLE_HEADER)),
-            "per_column_table": _verdict_table(result),
+            "per_column": _verdict_table(result),
             "no_verdict_columns": dg.MetadataValue.json(result.no_verdict),
             "report": dg.MetadataValue.path(str(html)),
-            "report_url": dg.MetadataValue.url(html.as_uri()),
-            **{k: v for k, v in summary.items() if v is not None and k != "requests"},
+            # served by the gateway (serving/gateway/reports.py says why there), not a file:// link
+            "report_url": dg.MetadataValue.url(
+                serving_engine.public_gateway_url() + drift_report_path(context.partition_key)
+            ),
+            **{k: readable(v) for k, v in summary.items() if v is not None and k != "requests"},
         },
         check_results=[
             *checks,

@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from crawl2serve.assets.lineage import git_commit
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import GPU_POOL, facts_table, readable, stage_facts, table
 from crawl2serve.assets.training.assets import FOLDER
 from crawl2serve.resources.folders import AdapterFolder, DatasetFolder, ModelFolder, ReportFolder, asset_folder
 from crawl2serve.resources.storage import DataRoot
@@ -60,6 +60,8 @@ def _summary(result: dict) -> dict:
     io_manager_key=FOLDER,
     kinds={"pytorch", "mlflow"},
     tags={"stage": "release"},
+    pool=GPU_POOL,
+    **stage_facts("release"),
     check_specs=[
         dg.AssetCheckSpec(name, asset="model_evaluation", blocking=True, description=desc)
         for name, desc in (
@@ -126,18 +128,14 @@ def model_evaluation(
     data_root.write_bytes(json.dumps(report, indent=2, default=str).encode(), report_path)
 
     order = [n for n in ("candidate", "champion", "base") if n in summary]
-    rows = [
-        (
-            metric,
-            *(
-                f"{summary[n][metric]:.4g}" if isinstance(summary[n][metric], float) else summary[n][metric]
-                for n in order
-            ),
-        )
-        for metric in summary["candidate"]
-    ]
+    rows = [(metric, *(summary[n][metric] for n in order)) for metric in summary["candidate"]]
     cand, ref = summary["candidate"], summary[reference]
     improvement = 1 - cand["perplexity"] / ref["perplexity"]
+    links = {}
+    if report["training"].get("mlflow_run_id"):
+        links["candidate_run"] = dg.MetadataValue.url(mlflow_tracking.run_url_of(report["training"]["mlflow_run_id"]))
+    if champion is not None:
+        links["champion_model"] = dg.MetadataValue.url(mlflow_tracking.model_version_url(MODEL_NAME, champion.version))
     facts = {k: report[k] for k in ("reference", "champion_version", "candidate_sha256", "same_as_champion")}
     yield dg.Output(
         ReportFolder(
@@ -146,12 +144,14 @@ def model_evaluation(
             facts={**facts, "adapter_version": lora_adapter.version, "candidate": summary["candidate"]},
         ),
         metadata={
-            "comparison": dg.MetadataValue.md(md_table(rows, ("metric", *order))),
+            # the metrics' values differ in kind (a float perplexity, a bool smoke test): text cells, rounded
+            "comparison": table(("metric", *order), [(r[0], *(str(readable(v)) for v in r[1:])) for r in rows]),
             "reference": reference,
             "champion_version": str(champion.version) if champion else "none",
-            "perplexity_improvement": round(improvement, 4),
-            "candidate_perplexity": cand["perplexity"],
+            "perplexity_improvement": readable(improvement),
+            "candidate_perplexity": readable(cand["perplexity"]),
             "report": dg.MetadataValue.path(report_path),
+            **links,
         },
     )
     checks = {
@@ -202,7 +202,7 @@ class RegisterConfig(dg.Config):
     )
 
 
-@dg.asset(group_name="release", kinds={"mlflow"}, tags={"stage": "release"})
+@dg.asset(group_name="release", kinds={"mlflow"}, tags={"stage": "release"}, **stage_facts("release"))
 def registered_model(
     context: dg.AssetExecutionContext,
     config: RegisterConfig,
@@ -240,6 +240,9 @@ def registered_model(
             metadata={
                 "model": MODEL_NAME,
                 "version": report["champion_version"],
+                "model_version": dg.MetadataValue.url(
+                    mlflow_tracking.model_version_url(MODEL_NAME, report["champion_version"])
+                ),
                 "unchanged": True,
                 "tracking_uri": mlflow_tracking.uri,
             }
@@ -262,9 +265,16 @@ def registered_model(
             "model": MODEL_NAME,
             "version": reg.version,
             "model_uri": reg.model_uri,
-            "aliases": dg.MetadataValue.json(["challenger", *([CHAMPION] if reg.promoted else [])]),
+            "model_version": dg.MetadataValue.url(mlflow_tracking.model_version_url(MODEL_NAME, reg.version)),
+            **(
+                {"training_run": dg.MetadataValue.url(mlflow_tracking.run_url_of(tags["training_run_id"]))}
+                if training.get("mlflow_run_id")
+                else {}
+            ),
+            "aliases": dg.MetadataValue.text(", ".join(["challenger", *([CHAMPION] if reg.promoted else [])])),
             "previous_champion": reg.previous_champion or "none",
-            "lineage": dg.MetadataValue.json(tags),
+            "lineage": facts_table(tags, ("tag", "value")),
+            "metrics": facts_table(metrics, ("metric", "value")),
             "tracking_uri": mlflow_tracking.uri,
             "unchanged": False,
         }

@@ -11,7 +11,7 @@ import polars as pl
 from pydantic import Field
 
 from crawl2serve.assets.features.assets import feast_registry
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import frame_table, stage_facts
 from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.folders import DatasetFolder, ModelFolder, TokenizerFolder, asset_folder
@@ -29,6 +29,7 @@ FOLDER = "folder_io_manager"  # folder-shaped outputs: a handle recorded by reso
     io_manager_key=FOLDER,
     kinds={"huggingface"},
     tags={"stage": "training"},
+    **stage_facts("training"),
 )
 def tokenizer(
     context: dg.AssetExecutionContext,
@@ -69,7 +70,13 @@ def tokenizer(
     )
 
 
-@dg.asset(group_name="training", io_manager_key=FOLDER, kinds={"pytorch", "huggingface"}, tags={"stage": "training"})
+@dg.asset(
+    group_name="training",
+    io_manager_key=FOLDER,
+    kinds={"pytorch", "huggingface"},
+    tags={"stage": "training"},
+    **stage_facts("training"),
+)
 def base_model(
     context: dg.AssetExecutionContext,
     base_model_source: BaseModelSource,
@@ -143,6 +150,7 @@ def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFr
     io_manager_key=FOLDER,
     kinds={"feast", "parquet"},
     tags={"stage": "training"},
+    **stage_facts("training"),
     check_specs=[
         dg.AssetCheckSpec(
             "no_null_keys",
@@ -256,7 +264,7 @@ def training_dataset(
             "as_of": as_of.isoformat(),
             "documents_eligible": features.height,
             **{f"{s}_{k}": v for s, d in stats.items() for k, v in d.items() if k != "row_lengths"},
-            "top_domains": dg.MetadataValue.md(md_table(top.rows(), ("domain", "documents"))),
+            "top_domains": frame_table(top.rename({"host": "domain", "docs": "documents"})),
         },
     )
     train_keys = set(chosen.filter(pl.col("split") == "train")["split_key"])

@@ -15,6 +15,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 from crawl2serve.assets.lineage import git_commit
+from crawl2serve.assets.metadata import GPU_POOL, readable, stage_facts
 from crawl2serve.resources.folders import AdapterFolder, DatasetFolder, ModelFolder, asset_folder
 from crawl2serve.resources.storage import REPO_ROOT, DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
@@ -91,6 +92,8 @@ def loss_curve_png(history: list[dict]) -> bytes:
     io_manager_key=FOLDER,
     kinds={"pytorch", "mlflow"},
     tags={"stage": "training"},
+    pool=GPU_POOL,
+    **stage_facts("training"),
 )
 def lora_adapter(
     context: dg.AssetExecutionContext,
@@ -161,16 +164,19 @@ def lora_adapter(
             "adapter_path": dg.MetadataValue.path(result["adapter_path"]),
             "adapter_bytes": int(result["adapter_bytes"] or 0),
             "tokens_per_s": round(float(result["tokens_per_s"]), 1),
-            "mfu": float(result["mfu"]) if result.get("mfu") is not None else "n/a (CPU)",
+            "mfu": readable(float(result["mfu"])) if result.get("mfu") is not None else "n/a (CPU)",
             "peak_memory_mb": round(int(result["peak_memory_bytes"]) / 2**20, 1),
-            "initial_val_loss": float(result["initial_val_loss"])
+            "initial_val_loss": readable(float(result["initial_val_loss"]))
             if result.get("initial_val_loss") is not None
             else "n/a",
-            "final_val_loss": float(result["final_val_loss"]) if result.get("final_val_loss") is not None else "n/a",
+            "final_val_loss": readable(float(result["final_val_loss"]))
+            if result.get("final_val_loss") is not None
+            else "n/a",
             "steps": int(result["steps"]),
             "resumed_from_step": int(result["resumed_from_step"]),
             "world_size": int(result["world_size"]),
             "mlflow_run_id": run_id,
+            "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url_of(run_id)),
             "mlflow_tracking_uri": mlflow_tracking.uri,
             "data_versions": dg.MetadataValue.json(versions),
             "steps_logged": len(history),

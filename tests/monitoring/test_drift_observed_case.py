@@ -45,8 +45,10 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     from crawl2serve.assets.monitoring.assets import drift_report, monitoring_partitions
     from crawl2serve.assets.partitions import crawl_partitions
     from crawl2serve.pipelines.sensors import drift_retraining
+    from crawl2serve.resources.feast_store import FeastStore
     from crawl2serve.resources.folders import FolderIOManager, TokenizerFolder
     from crawl2serve.resources.io_manager import ParquetIOManager
+    from crawl2serve.resources.serving import ServingEngine
     from crawl2serve.resources.storage import DataRoot
 
     data_root = DataRoot(url=str(tmp_path))
@@ -87,17 +89,23 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
             "data_root": data_root,
             "io_manager": ParquetIOManager(data_root=data_root),
             "folder_io_manager": folders,
+            "serving_engine": ServingEngine(data_root=data_root, feast_store=FeastStore(data_root=data_root)),
         },
         instance=instance,
     )
     assert result.success
     meta = result.asset_materializations_for_node("drift_report")[0].metadata
-    assert meta["drifted_columns"].value == [], meta["per_column"].value
+    records = {r.data["column"]: r.data for r in meta["per_column"].value.records}
+    assert meta["drifted_columns"].value == [], records
     assert meta["dataset_drift"].value is False and meta["verdict"].value == "no drift"
-    table = meta["per_column"].value
-    assert "| latency_ms | - | - | - | - | 6 | 120 | no verdict (baseline n=6 < 200) |" in table
-    assert "| prompt_chars | corpus (baseline n=6 < 200) | K-S |" in table
-    records = {r.data["column"]: r.data for r in meta["per_column_table"].value.records}
+    assert records["latency_ms"]["verdict"] == "no verdict (baseline n=6 < 200)"
+    assert (records["latency_ms"]["n_ref"], records["latency_ms"]["n_cur"], records["latency_ms"]["p"]) == (
+        6,
+        120,
+        None,
+    )
+    assert records["prompt_chars"]["reference"] == "corpus (baseline n=6 < 200)"
+    assert records["prompt_chars"]["test"] == "K-S"
     assert set(records) == set(PROMPT_COLUMNS + OUTPUT_COLUMNS + SERVING_COLUMNS)
     assert records["prompt_language"]["verdict"] == "no drift" and 0 <= records["prompt_language"]["p"] <= 1
     assert records["prompt_language"]["n_cur"] == 120 and records["prompt_language"]["psi"] >= 0

@@ -197,6 +197,9 @@ def test_pipes_round_trip_puts_trainer_metrics_in_metadata_and_mlflow(lineage):
 
     mlflow = resources["mlflow_tracking"].client()
     run = mlflow.get_run(md["mlflow_run_id"].value)
+    assert (
+        md["mlflow_run"].value == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    )
     assert run.data.params["max_steps"] == "8" and run.data.tags["git_commit"]
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == list(range(1, 9))
