@@ -1,10 +1,11 @@
 """Headless-browser check of the Dagster UI for crawl2serve.
 
     .venv/bin/python bench/ui_check.py --out /tmp/ui-out
+    .venv/bin/python bench/ui_check.py --out /tmp/ui-out --dagster-home dagster_home   # after ./dev.sh main
     CHROMIUM=/opt/chrome/chrome .venv/bin/python bench/ui_check.py --out /tmp/ui-out --checks-asset raw_crawl
 
 What it checks, and why: unit tests load ``crawl2serve.definitions:defs`` in-process, but nobody looks at
-what ``dagster dev`` actually serves. This script starts ``dagster dev -w workspace.yaml`` exactly as a
+what ``dg dev`` actually serves. This script starts ``dg dev`` exactly as a
 developer would (from the repo root, on a free loopback port, with a throw-away ``DAGSTER_HOME``
 holding a copy of ``dagster_home/dagster.yaml``, so telemetry stays off and the real instance is
 untouched), then:
@@ -19,6 +20,11 @@ untouched), then:
    ``/automation`` (schedules and sensors). Each PNG goes to DIR, and the rendered DOM is searched
    for what the inventory says must be on that page (asset names, check names, schedule and sensor
    names), so a blank or still-loading screenshot fails the check instead of passing silently.
+
+3. with ``--dagster-home`` (an instance that has run ``./dev.sh main``; it is used, never deleted): the
+   page of each asset in ``METADATA_PAGES`` at its newest partition, which must show that materialization's
+   typed tables, column schema and MLflow links, and then the drift report's ``report_url`` opened in the same
+   browser (served over HTTP by the gateway, which must still be running): Evidently's HTML must render.
 
 Exit status: 0 when every expected asset (``EXPECTED_ASSETS``) is served, the assets that have checks
 report them, and every screenshot shows what it should; 1 when the inventory is short; 2 when only a
@@ -200,7 +206,8 @@ def _temp_paths_of(pids: list[int]) -> set[Path]:
 class DagsterDev:
     """``dagster dev`` in its own process group, on a temporary DAGSTER_HOME."""
 
-    def __init__(self, port: int, log_path: Path):
+    def __init__(self, port: int, log_path: Path, home: Path | None = None):
+        self.instance = home  # an existing instance (its runs and materializations), else a throw-away one
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -209,22 +216,18 @@ class DagsterDev:
         self.stop_note = ""
 
     def start(self) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="ui-check-dagster-home-"))
-        shutil.copy(REPO / "dagster_home" / "dagster.yaml", self.home / "dagster.yaml")
-        (self.home / ".nux").mkdir()
-        (self.home / ".nux" / "nux.yaml").write_text("seen: 1\n")
-        dagster = Path(sys.executable).parent / "dagster"
-        cmd = [
-            str(dagster) if dagster.exists() else "dagster",
-            "dev",
-            "-w",
-            "workspace.yaml",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-        ]
-        env = {**os.environ, **ENV, "DAGSTER_HOME": str(self.home)}
+        if self.instance is not None:
+            self.home = self.instance
+        else:
+            self.home = Path(tempfile.mkdtemp(prefix="ui-check-dagster-home-"))
+            shutil.copy(REPO / "dagster_home" / "dagster.yaml", self.home / "dagster.yaml")
+        if not (self.home / ".nux" / "nux.yaml").exists():
+            (self.home / ".nux").mkdir(exist_ok=True)
+            (self.home / ".nux" / "nux.yaml").write_text("seen: 1\n")
+        dg_cli = Path(sys.executable).parent / "dg"
+        # what README and dev.sh run: `dg dev` from the project's [tool.dg]
+        cmd = [str(dg_cli) if dg_cli.exists() else "dg", "dev", "--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**os.environ, **ENV, "DAGSTER_HOME": str(self.home), "VIRTUAL_ENV": str(Path(sys.executable).parents[1])}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd,
@@ -296,7 +299,7 @@ class DagsterDev:
                 self.stop_note = (
                     f"{len(leftovers)} process(es) ignored SIGTERM for {STOP_GRACE_S:.0f} s: SIGKILLed the group"
                 )
-        if self.home is not None:
+        if self.home is not None and self.instance is None:  # never an instance that was handed in
             shutil.rmtree(self.home, ignore_errors=True)
         return time.monotonic() - t0
 
@@ -553,6 +556,94 @@ def take_screenshots(
     return shots
 
 
+# ------------------------------------------------------------------------------- metadata and links
+
+LATEST_METADATA_QUERY = """
+query UiCheckLatest($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    __typename
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        partition
+        metadataEntries {
+          label
+          __typename
+          ... on UrlMetadataEntry { url }
+          ... on TableMetadataEntry { table { records } }
+        }
+      }
+    }
+  }
+}
+"""
+
+#: asset -> metadata labels its latest materialization must show on its page (the metadata of issue 14)
+METADATA_PAGES = {
+    "raw_crawl": ["summary", "by_host_status", "dagster/column_schema"],
+    "lora_adapter": ["mlflow_run", "loss_curve"],
+    "model_evaluation": ["comparison", "candidate_run"],
+    "registered_model": ["model_version", "lineage", "metrics"],
+    "drift_report": ["verdict", "per_column", "report_url"],
+}
+
+
+def latest_metadata(url: str, asset: str) -> dict:
+    """``{"partition": …, "labels": [...], "urls": {label: url}}`` of an asset's latest materialization."""
+    data = graphql(url, LATEST_METADATA_QUERY, {"path": asset.split("/")})["assetOrError"]
+    mats = data.get("assetMaterializations") or []
+    if not mats:
+        return {"partition": None, "labels": [], "urls": {}}
+    entries = mats[0]["metadataEntries"]
+    return {
+        "partition": mats[0]["partition"],
+        "labels": [e["label"] for e in entries],
+        "urls": {e["label"]: e["url"] for e in entries if e.get("url")},
+    }
+
+
+def metadata_screenshots(chromium: Path, base: str, out: Path, window: str, budget_ms: int) -> list[dict]:
+    """Each asset's page with its newest materialization's metadata, and the drift report behind its link.
+
+    The asset pages must show the labels in ``METADATA_PAGES`` (the typed tables, column schema and MLflow
+    links); the drift report's ``report_url`` is then opened in the same browser: it must answer with
+    Evidently's HTML (the gateway serves it; a ``file://`` link would be refused from the UI)."""
+    shots = []
+    with open(out / "chromium.log", "ab") as log:
+        for asset, labels in METADATA_PAGES.items():
+            meta = latest_metadata(base, asset)
+            missing_meta = [lbl for lbl in labels if lbl not in meta["labels"]]
+            query = f"?partition={urllib.parse.quote(meta['partition'])}" if meta["partition"] else ""
+            pages = [(f"metadata_{asset}", base + f"/assets/{asset}{query}", labels)]
+            if asset == "drift_report" and "report_url" in meta["urls"]:
+                pages.append(("drift_report_link", meta["urls"]["report_url"], ["Drift"]))
+            for name, url, expected in pages:
+                png = out / f"{name}.png"
+                png.unlink(missing_ok=True)
+                dom, secs, timed_out = screenshot(chromium, url, png, window, budget_ms, log)
+                (out / f"{name}.dom.html").write_text(dom)
+                if name == "drift_report_link":
+                    missing = [] if "evidently" in dom.lower() or "drift" in dom.lower() else expected
+                else:
+                    missing = missing_meta + [e for e in expected if e not in dom]
+                shots.append(
+                    {
+                        "name": name,
+                        "url": url,
+                        "png": str(png),
+                        "seconds": round(secs, 1),
+                        "png_bytes": png.stat().st_size if png.exists() else 0,
+                        "timed_out": timed_out,
+                        "expected": expected,
+                        "missing": missing,
+                    }
+                )
+                status = "ok" if png.exists() and not missing else "TIMEOUT" if timed_out else "FAIL"
+                print(f"{status:<7} {name:<34} {secs:5.1f} s  {url}")
+                if missing:
+                    print(f"        not shown: {', '.join(missing)}")
+    return shots
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -566,6 +657,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window-size", default="2400,1400", help="browser window, W,H")
     ap.add_argument("--budget-ms", type=int, default=20000, help="Chromium --virtual-time-budget per page")
     ap.add_argument("--startup-timeout", type=float, default=180, help="seconds to wait for dagster dev")
+    ap.add_argument(
+        "--dagster-home",
+        type=Path,
+        default=None,
+        help="an instance with runs (e.g. dagster_home after "
+        "./dev.sh main): also capture each asset's newest metadata and open the drift report's link",
+    )
     args = ap.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -577,10 +675,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ui_check: {e}", file=sys.stderr)
         return 3
 
-    dev = DagsterDev(args.port or free_port(), args.out / "dagster_dev.log")
+    dev = DagsterDev(args.port or free_port(), args.out / "dagster_dev.log", args.dagster_home)
     report: dict = {
         "url": dev.url,
-        "command": f"dagster dev -w workspace.yaml -h 127.0.0.1 -p {dev.port}",
+        "command": f"dg dev --host 127.0.0.1 --port {dev.port}",
         "expected_assets": EXPECTED_ASSETS,
     }
     code = 0
@@ -610,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nscreenshots with {chromium} ({args.window_size}, virtual time {args.budget_ms} ms):")
         t0 = time.monotonic()
         shots = take_screenshots(chromium, dev.url, inv, args.out, args.checks_asset, args.window_size, args.budget_ms)
+        if args.dagster_home is not None:
+            shots += metadata_screenshots(chromium, dev.url, args.out, args.window_size, args.budget_ms)
         timings["screenshots_s"] = round(time.monotonic() - t0, 1)
         report["screenshots"] = shots
         shot_problems = [
