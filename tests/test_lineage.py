@@ -15,7 +15,7 @@ import pytest
 
 from crawl2serve.assets.monitoring.assets import drift_report, inference_log
 from crawl2serve.assets.monitoring.drift import corpus_snippets
-from crawl2serve.assets.monitoring.logs import hour_partitions, read_spool
+from crawl2serve.assets.monitoring.logs import read_spool
 from crawl2serve.definitions import defs as loaded
 from crawl2serve.pipelines.jobs import main_job
 from crawl2serve.pipelines.sensors import drift_retraining, new_champion
@@ -23,6 +23,7 @@ from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 from crawl2serve.serving.gateway.auth import KeyStore
+from crawl2serve.serving.gateway.hours import hour_dirs
 from crawl2serve.serving.gateway.routing import read_routing, write_routing
 from tests.serving.helpers import free_port
 from tests.support import PARTITION, SEQ_LEN, all_resources, run_config
@@ -98,7 +99,7 @@ def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
     corpus = pl.read_parquet(root / "deduplicated_documents" / PARTITION / "data.parquet")
     _send(client, corpus_snippets(corpus, 60, seed=7)["text"].to_list())  # traffic like the training data
     time.sleep(0.3)
-    rows, _ = read_spool(engine.gateway_settings().log_dir, hour_partitions(engine.gateway_settings().log_dir))
+    rows, _ = read_spool(engine.gateway_settings().log_dir, hour_dirs(engine.gateway_settings().log_dir))
     partition = rows["ts"].max().strftime("%Y-%m-%d-%H:00")
     calm = _monitor(res, instance, partition)
     assert calm["requests"].value >= 60 and calm["dataset_drift"].value is False, calm["per_column"].value

@@ -12,6 +12,7 @@ from crawl2serve.assets.metadata import md_table
 from crawl2serve.assets.serving.assets import sglang_deployment
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.serving.gateway.hours import HOUR_FORMAT
 
 from .drift import (
     ALL_COLUMNS,
@@ -23,7 +24,7 @@ from .drift import (
     drift_verdict,
     rates,
 )
-from .logs import HOUR_FORMAT, read_spool
+from .logs import read_spool
 
 # One partition per UTC hour; the current (open) hour is a partition too, so traffic can be looked at as it comes.
 monitoring_partitions = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", end_offset=1)
