@@ -14,7 +14,7 @@ from crawl2serve.assets.contracts import Distribution, TableContract
 from crawl2serve.assets.metadata import md_funnel, md_histogram, md_table
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
-from .cleaning import RULE_ORDER, clean_document
+from .cleaning import clean_document
 from .extract import content_hash
 from .language import MIXED, MIXED_MIN_SHARE, identify
 from .thresholds import RULE_TYPES, describe_type, field_types, profile_with_overrides
@@ -88,7 +88,7 @@ REJECTED = TableContract(
         Distribution(
             "known_rules",
             "Every rejection names a rule of the pipeline.",
-            lambda df, _: float((~df["rule"].is_in([LANGUAGE_RULE, *RULE_ORDER])).sum()),
+            lambda df, _: float((~df["rule"].is_in([LANGUAGE_RULE, *RULE_TYPES])).sum()),
             high=0,
             blocking=True,
         ),
