@@ -196,3 +196,30 @@ def test_openai_traffic_uses_the_feast_tier_and_pushes_usage_back(whole):
             break
         time.sleep(0.5)
     assert row["requests_last_hour"][0] == 5 and row["tokens_last_hour"][0] > 20
+
+
+def test_the_first_run_summary_reads_the_instance_and_the_data_root(whole):
+    """`./dev.sh main` ends with this summary: what ran (from the run's events), the drift verdict, a completion
+    the gateway served (from the inference log), what runs and where to look (from the resources)."""
+    from crawl2serve.pipelines.summary import summary
+
+    root, res, result, instance = whole
+    hours = sorted(instance.get_materialized_partitions(dg.AssetKey("drift_report")))
+    assert hours, "runs after test_drift_from_shifted_traffic_requests_one_retraining_run"
+    hour = hours[-1]
+    text = summary(instance, res, PARTITION, hour)
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    passed = [e for e in result.get_asset_check_evaluations() if e.passed]
+    assert f"main [{PARTITION}]: SUCCESS, {len(materialized)} assets materialized; {len(passed)} checks passed" in text
+    drift = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report"), asset_partitions=[hour]), limit=1
+    ).records[0]
+    verdict = drift.event_log_entry.asset_materialization.metadata["verdict"].value
+    assert f"drift report [{hour}]: {verdict} (" in text
+    logged = pl.read_parquet(root / "inference_log" / hour / "data.parquet").filter(pl.col("status") == 200)
+    first = " ".join(logged["prompt"][0].split())[:30]  # the summary shows the first answered request, clipped
+    assert repr(first)[1:-1] in text
+    engine = res["serving_engine"]
+    assert f"gateway   http://127.0.0.1:{engine.gateway_port} healthy" in text
+    assert f"--keys-file {engine.gateway_settings().keys_file} --tenant me" in text
+    assert f"--backend-store-uri {res['mlflow_tracking'].uri}" in text

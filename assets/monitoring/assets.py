@@ -9,6 +9,8 @@ import polars as pl
 from pydantic import Field
 
 from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.partitions import HOUR_PARTITION_FORMAT as PARTITION_FORMAT
+from crawl2serve.assets.partitions import monitoring_partitions
 from crawl2serve.assets.serving.assets import sglang_deployment
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
@@ -25,10 +27,6 @@ from .drift import (
     rates,
 )
 from .logs import read_spool
-
-# One partition per UTC hour; the current (open) hour is a partition too, so traffic can be looked at as it comes.
-monitoring_partitions = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", end_offset=1)
-PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 
 
 def spool_hour(partition_key: str) -> str:
