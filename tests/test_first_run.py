@@ -38,6 +38,7 @@ def test_the_instance_dev_sh_creates_has_no_welcome_dialog_and_no_telemetry(tmp_
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.nux_enabled is False
         assert instance.telemetry_enabled is False
+        assert instance.python_log_level == "INFO"  # no DEBUG step-worker lines on the console
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # a DAGSTER_HOME's own file is kept
     _dev_instance(home)
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
