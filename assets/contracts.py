@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 import polars as pl
 
+from crawl2serve.assets.metadata import COLUMN_SCHEMA, column_schema
+
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 
 
@@ -33,6 +35,17 @@ class TableContract:
     unique: tuple[str, ...] = ()
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     distributions: tuple[Distribution, ...] = ()
+    columns: dict[str, str] = field(default_factory=dict)
+    """What each column holds (one description per column of ``schema``): the column schema the UI shows."""
+
+    def column_schema(self) -> dg.TableSchema:
+        """The declared column schema (``dagster/column_schema`` definition metadata): each column's type from
+        ``schema``, its description from ``columns``, nullable/unique from ``not_null``/``unique``. The IO
+        manager takes names and types from the frame it writes and descriptions from here."""
+        return column_schema(self.schema, self.columns, self.not_null, self.unique)
+
+    def definition_metadata(self) -> dict:
+        return {COLUMN_SCHEMA: self.column_schema()}
 
     def check_specs(self, asset: str) -> list[dg.AssetCheckSpec]:
         specs = [

@@ -1,9 +1,7 @@
-"""Lineage facts recorded with models: the code's git commit and the Dagster data versions and metadata of
-upstream assets' latest materializations."""
+"""Lineage facts recorded with models: the code's git commit. (Upstream data versions come with each input's
+handle, resources/folders.py, not from the instance's event log by asset name.)"""
 
 import subprocess
-
-import dagster as dg
 
 from crawl2serve.resources.storage import REPO_ROOT
 
@@ -15,20 +13,3 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _latest(context: dg.AssetExecutionContext, key: str):
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(key))
-    return None if event is None else event.asset_materialization
-
-
-def data_version(context: dg.AssetExecutionContext, key: str) -> str:
-    """The data version of ``key``'s latest materialization ("unknown" if it has none)."""
-    mat = _latest(context, key)
-    return "unknown" if mat is None else mat.tags.get("dagster/data_version", "unknown")
-
-
-def latest_metadata(context: dg.AssetExecutionContext, key: str) -> dict:
-    """Plain values of the metadata of ``key``'s latest materialization."""
-    mat = _latest(context, key)
-    return {} if mat is None else {k: getattr(v, "value", v) for k, v in mat.metadata.items()}

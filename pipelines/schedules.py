@@ -13,6 +13,9 @@ daily_recrawl = dg.build_schedule_from_partitioned_job(
 )
 
 
+# A schedule, not AutomationCondition.on_cron: the monitoring partitions include the open hour (end_offset=1),
+# and on_cron targets the newest partition, which would report an hour still filling up; this schedule names
+# the hour that just ended, with a run key per hour.
 @dg.schedule(
     cron_schedule="5 * * * *",
     job=monitoring_job,

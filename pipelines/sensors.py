@@ -66,6 +66,10 @@ def _latest_crawl_partition(instance: dg.DagsterInstance) -> str | None:
     return event.asset_materialization.partition if event and event.asset_materialization else None
 
 
+# Sensors, not automation conditions: drift -> retraining keeps a policy state (drift episodes, a cooldown, a
+# minimum of requests) across evaluations in its cursor and requests a job over a crawl partition of another
+# partitions definition; new_champion watches the MLflow registry, which is outside Dagster's asset graph.
+# (The Feast assets, which just follow their upstream, are declarative: AutomationCondition.eager().)
 @dg.sensor(
     job=retrain_job,
     minimum_interval_seconds=60,

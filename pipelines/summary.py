@@ -88,9 +88,19 @@ def drift_facts(instance: dg.DagsterInstance, hour: str) -> dict | None:
         "requests": meta.get("requests"),
         "tested_columns": meta.get("tested_columns"),
         "drifted_columns": meta.get("drifted_columns") or [],
-        "reference": json.loads(meta["reference"]) if meta.get("reference") else {},
-        "report": meta.get("report"),
+        "reference": _facts(meta.get("reference")),
+        "report": meta.get("report_url") or meta.get("report"),
     }
+
+
+def _facts(value) -> dict:
+    """A facts table (rows of name, value) or a JSON object of them, as a dict."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return json.loads(value)
+    rows = [list(record.data.values()) for record in value.records]
+    return {name: fact for name, fact, *_ in rows}
 
 
 def sample_completion(resources: dict, hour: str) -> dict | None:

@@ -13,6 +13,7 @@ import os
 from .base_model import BaseModelSource
 from .crawl_target import CrawlTarget
 from .feast_store import FeastStore
+from .folders import FolderIOManager
 from .io_manager import ParquetIOManager
 from .serving import ServingEngine
 from .storage import DEFAULT_DATA_ROOT, DataRoot
@@ -40,6 +41,10 @@ PRODUCTION_ENV: dict[str, tuple[bool, str]] = {
         "Redis URL of the gateway's shared state (default: CRAWL2SERVE_REDIS, database 1)",
     ),
     "MLFLOW_TRACKING_URI": (True, "MLflow tracking server (http://mlflow:5000) or database URI"),
+    "CRAWL2SERVE_MLFLOW_UI_URL": (
+        False,
+        "MLflow UI that asset metadata links to (default: MLFLOW_TRACKING_URI when it is http(s))",
+    ),
     "CRAWL2SERVE_MLFLOW_ARTIFACTS": (False, "artifact location of a new MLflow experiment (default: the server's)"),
     "CRAWL2SERVE_BASE_MODEL": (
         False,
@@ -73,6 +78,7 @@ def build_resources(env: str | None = None) -> dict:
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": crawl_target,
         "feast_store": feast_store,
         "base_model_source": BaseModelSource(),
@@ -112,9 +118,14 @@ def production_resources(environ) -> dict:
     )
     feast_store = FeastStore(data_root=data_root, yaml_file="feature_store.redis.yaml", redis=redis)
     base_model = get("CRAWL2SERVE_BASE_MODEL")
+    tracking_uri = get("MLFLOW_TRACKING_URI")
+    ui_url = get(
+        "CRAWL2SERVE_MLFLOW_UI_URL", tracking_uri if tracking_uri.startswith(("http://", "https://")) else None
+    )
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": crawl_target,
         "feast_store": feast_store,
         "base_model_source": BaseModelSource(model=base_model) if base_model else BaseModelSource(),
@@ -129,8 +140,9 @@ def production_resources(environ) -> dict:
         ),
         "mlflow_tracking": MlflowTracking(
             data_root=data_root,
-            tracking_uri=get("MLFLOW_TRACKING_URI"),
+            tracking_uri=tracking_uri,
             artifact_location=get("CRAWL2SERVE_MLFLOW_ARTIFACTS"),
+            **({"ui_url": ui_url} if ui_url else {}),
         ),
         "serving_engine": ServingEngine(
             data_root=data_root,

@@ -1,7 +1,11 @@
 """The IO manager: polars DataFrames as Parquet under the data root, by asset and partition, atomically."""
 
+import typing
+
 import dagster as dg
 import polars as pl
+
+from crawl2serve.assets.metadata import COLUMN_SCHEMA, frame_column_schema
 
 from .storage import DataRoot
 
@@ -9,7 +13,8 @@ FILENAME = "data.parquet"
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """``{data_root}/{asset}/{partition}/data.parquet``; several upstream partitions load concatenated."""
+    """``{data_root}/{asset}/{partition}/data.parquet``; several upstream partitions load concatenated, or, for an
+    input typed ``dict[str, pl.DataFrame]``, as ``{partition: frame}`` of those that exist (maybe none)."""
 
     data_root: dg.ResourceDependency[DataRoot]
 
@@ -24,13 +29,25 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         partition = context.partition_key if context.has_asset_partitions else None
         path = self.data_root.write_parquet(obj, self._path(context.asset_key, partition))
         context.add_output_metadata(
-            {"path": dg.MetadataValue.path(path), "rows": obj.height, "dagster/row_count": obj.height}
+            {
+                "path": dg.MetadataValue.path(path),
+                "rows": obj.height,
+                "dagster/row_count": obj.height,
+                # names and types from the frame written; descriptions from the asset's declared column schema
+                COLUMN_SCHEMA: frame_column_schema(obj.schema, context.definition_metadata.get(COLUMN_SCHEMA)),
+            }
         )
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame]:
         key = context.asset_key
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         paths = [self._path(key, p) for p in partitions]
+        if typing.get_origin(getattr(context.dagster_type, "typing_type", None)) is dict:
+            return {
+                p: self.data_root.read_parquet(path)
+                for p, path in zip(partitions, paths)
+                if self.data_root.exists(path)
+            }
         missing = [p for p in paths if not self.data_root.exists(p)]
         if missing and len(missing) == len(paths):
             raise FileNotFoundError(f"{key.to_user_string()}: not materialized yet ({missing[0]})")

@@ -176,6 +176,11 @@ class ServingEngine(dg.ConfigurableResource):
             configs.append(self._engine_config("fallback", FALLBACK_BACKEND, self.fallback_cpu_port))
         return configs
 
+    def public_gateway_url(self) -> str:
+        """Where clients (and links in asset metadata) reach the gateway: ``gateway_url`` when set (k8s: the
+        Service), else the host and port it listens on."""
+        return (self.gateway_url or f"http://{self.host}:{self.gateway_port}").rstrip("/")
+
     def gateway_settings(self) -> GatewaySettings:
         from crawl2serve.serving.gateway.settings import EngineSettings
 
@@ -196,6 +201,7 @@ class ServingEngine(dg.ConfigurableResource):
             routing_file=f"{state}/routing.json",
             keys_file=f"{state}/api_keys.json",
             log_dir=str(self.data_root.local_path(self.data_root.path("inference_log", None, "spool"))),
+            reports_dir=str(self.data_root.local_path(f"{self.data_root.root}/drift_report")),
             redis_url=self.redis_url,
             engines=[
                 EngineSettings(name=c.name, url=self.k8s_endpoint(c.name) if self.mode == "k8s" else c.url)

@@ -9,6 +9,7 @@ where a single PUT is itself atomic).
 import contextlib
 import io
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = os.environ.get("CRAWL2SERVE_DATA_ROOT", str(REPO_ROOT / "data"))
 UNPARTITIONED = "_"
 TMP_PREFIX = ".tmp-"
+READ_EVENT = "crawl2serve.data_root.read"  # sys.audit event of every Parquet read (tests audit inputs with it)
 
 
 class DataRoot(dg.ConfigurableResource):
@@ -70,6 +72,7 @@ class DataRoot(dg.ConfigurableResource):
         return self.fs.open(path, mode)
 
     def read_parquet(self, path: str) -> pl.DataFrame:
+        sys.audit(READ_EVENT, path)  # polars reads a local file natively: no "open" audit event would show it
         if self.is_local:
             return pl.read_parquet(path)
         with self.fs.open(path, "rb") as f:

@@ -1,6 +1,7 @@
 """Experiment tracking and the model registry: MLflow (SQLite under the data root by default)."""
 
 import os
+from urllib.parse import quote
 
 import dagster as dg
 from pydantic import Field
@@ -22,6 +23,24 @@ class MlflowTracking(dg.ConfigurableResource):
         description="Artifact store of a new experiment; default: {data_root}/mlflow/artifacts, "
         "except with an http(s) tracking server, which chooses its own",
     )
+
+    ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="Base URL of the MLflow UI that shows this store (what `mlflow ui` serves by default); "
+        "asset metadata links runs and model versions there",
+    )
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """The MLflow UI page of a run: ``{ui_url}/#/experiments/<id>/runs/<run_id>``."""
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_version_url(self, name: str, version: str | int) -> str:
+        """The MLflow UI page of a registered model version: ``{ui_url}/#/models/<name>/versions/<v>``."""
+        return f"{self.ui_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}"
+
+    def run_url_of(self, run_id: str) -> str:
+        """:meth:`run_url` of a run known by id only (its experiment looked up in the store)."""
+        return self.run_url(self.client().get_run(run_id).info.experiment_id, run_id)
 
     @property
     def uri(self) -> str:

@@ -13,9 +13,11 @@ from crawl2serve.assets.corpus.extracted import extracted_pages
 from crawl2serve.assets.crawl.assets import raw_crawl
 from crawl2serve.assets.features.assets import document_features, feast_online_store, feast_registry
 from crawl2serve.assets.training.assets import base_model, tokenizer, training_dataset
+from crawl2serve.pipelines.jobs import EMBEDDED_RUN_CONFIG
 from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.folders import FolderIOManager
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
 
@@ -29,6 +31,7 @@ def resources(root: Path, **target) -> dict:
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": CrawlTarget(data_root=data_root, mode="pydoc", per_host_delay_s=0.0, **target),
     }
 
@@ -46,12 +49,45 @@ def load(root: Path, asset: str) -> pl.DataFrame:
     return pl.read_parquet(root / asset / PARTITION / "data.parquet")
 
 
+def records(value) -> list[dict]:
+    """The rows of a typed-table metadata value (``dg.MetadataValue.table``) as dicts."""
+    assert value.__class__.__name__ == "TableMetadataValue", f"not a typed table: {value!r}"
+    return [dict(r.data) for r in value.records]
+
+
+def facts(value) -> dict:
+    """A two-column facts table (``assets.metadata.facts_table``) as {fact: value}."""
+    return {r["fact"]: r["value"] for r in records(value)}
+
+
+def assert_column_schemas(root: Path, result) -> set[str]:
+    """Every materialization that wrote a Parquet table through the IO manager carries a column schema whose
+    names (in order) and types are the file's, each column described; returns those assets' names."""
+    from crawl2serve.assets.metadata import COLUMN_SCHEMA, polars_type
+
+    tables = set()
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        path = root / mat.asset_key.to_user_string() / (mat.partition or "_") / "data.parquet"
+        if not path.exists():
+            continue
+        schema = pl.read_parquet_schema(path)
+        columns = mat.metadata[COLUMN_SCHEMA].schema.columns
+        assert [c.name for c in columns] == list(schema), mat.asset_key
+        assert [c.type for c in columns] == [polars_type(t) for t in schema.values()], mat.asset_key
+        assert all(c.description for c in columns), mat.asset_key
+        tables.add(mat.asset_key.to_user_string())
+    return tables
+
+
 def checks(result) -> dict[str, bool]:
     return {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
 
 
 DOWNSTREAM = [document_features, feast_registry, feast_online_store, tokenizer, base_model, training_dataset]
 SEQ_LEN = 128
+# The embedded run's lora_adapter values (pipelines/embedded.yaml); a test's overrides go on top.
+EMBEDDED_LORA = EMBEDDED_RUN_CONFIG["ops"]["lora_adapter"]["config"]
 
 
 def all_resources(root: Path) -> dict:

@@ -9,7 +9,20 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from support import CORPUS, PARTITION, PROSE, REPO, checks, load, resources, run_config, warc_bytes
+from support import (
+    CORPUS,
+    PARTITION,
+    PROSE,
+    REPO,
+    assert_column_schemas,
+    checks,
+    facts,
+    load,
+    records,
+    resources,
+    run_config,
+    warc_bytes,
+)
 
 from crawl2serve.assets.corpus.extracted import extracted_pages
 from crawl2serve.assets.crawl.assets import raw_crawl
@@ -65,9 +78,14 @@ def test_the_four_stages_materialize_on_pydoc(corpus):
 
     mat = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert mat["raw_crawl"]["fetches"].value == 60
-    funnel = mat["clean_documents"]["funnel"].value
-    assert "| language |" in funnel and "| fineweb_quality |" in funnel
-    assert "quality" in mat["clean_documents"]["quality_histogram"].value
+    funnel = {r["step"]: r for r in records(mat["clean_documents"]["funnel"])}
+    assert {"language", "fineweb_quality"} <= set(funnel) and funnel["language"]["in"] == pages.height
+    assert sum(r["docs"] for r in records(mat["clean_documents"]["quality_histogram"])) == kept.height
+    by_host = records(mat["raw_crawl"]["by_host_status"])
+    assert sum(r["fetches"] for r in by_host) == 60 and {r["host"] for r in by_host} == {
+        manifest["url"][0].split("/")[2]
+    }
+    assert_column_schemas(root, result)
 
 
 def test_rerunning_a_crawl_partition_resumes_without_refetching(corpus, tmp_path):
@@ -82,8 +100,8 @@ def test_rerunning_a_crawl_partition_resumes_without_refetching(corpus, tmp_path
     )
     assert result.success
     after = load(root, "raw_crawl")
-    summary = result.get_asset_materialization_events()[0].materialization.metadata["summary"].value
-    assert summary["resumed"] == 60 and summary["fetched"] == 10
+    summary = facts(result.get_asset_materialization_events()[0].materialization.metadata["summary"])
+    assert summary["resumed"] == "60" and summary["fetched"] == "10"
     assert after.height == 70
     old = after.filter(pl.col("url").is_in(before["url"].implode()))
     assert old.sort("url")["fetch_time"].to_list() == before.sort("url")["fetch_time"].to_list()

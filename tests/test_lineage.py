@@ -1,18 +1,19 @@
 """The whole lineage in one in-process run of the ``main`` job: crawl → … → registered model → served behind
 the gateway; then real OpenAI-client traffic with a tenant tier from Feast and usage pushed back to Feast."""
 
-import json
 import random
 import string
 import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import httpx
 import openai
 import pandas as pd
 import polars as pl
 import pytest
 
+from crawl2serve.assets.metadata import GPU_POOL, OWNERS, code_version, readable
 from crawl2serve.assets.monitoring.assets import drift_report, inference_log
 from crawl2serve.assets.monitoring.drift import corpus_snippets
 from crawl2serve.assets.monitoring.logs import read_spool
@@ -26,7 +27,7 @@ from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.hours import hour_dirs
 from crawl2serve.serving.gateway.routing import read_routing, write_routing
 from tests.serving.helpers import free_port
-from tests.support import PARTITION, SEQ_LEN, all_resources, run_config
+from tests.support import EMBEDDED_LORA, PARTITION, SEQ_LEN, all_resources, assert_column_schemas, records, run_config
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def whole(tmp_path_factory):
     config = run_config(120)
     config["ops"].update(
         training_dataset={"config": {"seq_len": SEQ_LEN}},
-        lora_adapter={"config": {"max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},
+        lora_adapter={"config": {**EMBEDDED_LORA, "max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},
         model_evaluation={"config": {"max_sequences": 16}},
     )
     instance = dg.DagsterInstance.ephemeral()
@@ -68,6 +69,36 @@ def test_the_serving_asset_materializes_last_after_registered_model(whole):
     assert meta["backend"].value == "cpu" and meta["model_version"].value == "1"
     assert meta["engine_version"].value.startswith("transformers ")
     assert meta["routing"].value["stable"] == "1"
+    (engine,) = records(meta["engines"])
+    assert engine["kind"] == "cpu" and engine["engine_version"].startswith("transformers ") and engine["pid"] > 0
+    versions = {r["version"]: r for r in records(meta["versions"])}
+    assert versions["1"]["role"] == "stable" and versions["1"]["traffic_share"] == 1.0
+    assert meta["model_version_page"].value == "http://127.0.0.1:5000/#/models/crawl2serve-lora/versions/1"
+
+
+def test_every_materialization_carries_owners_code_version_and_column_schemas(whole):
+    root, _, result, instance = whole
+    specs = {s.key: s for a in loaded.assets for s in a.specs}
+    events = result.get_asset_materialization_events()
+    assert len(events) == 16
+    for event in events:
+        spec = specs[event.asset_key]
+        assert event.materialization.tags["dagster/code_version"] == code_version(spec.group_name)
+        assert spec.owners == OWNERS[spec.group_name]
+    assert assert_column_schemas(root, result) == {
+        "raw_crawl",
+        "extracted_pages",
+        "clean_documents",
+        "document_rejections",
+        "deduplicated_documents",
+        "duplicate_clusters",
+    }
+    steps = {e.step_key: e for e in result.all_events if e.is_step_start}
+    assert {k for k, op in ((k, loaded.resolve_assets_def(k).op) for k in steps) if op.pool == GPU_POOL} == {
+        "lora_adapter",
+        "model_evaluation",
+        "sglang_deployment",
+    }
 
 
 def _send(client, prompts):
@@ -77,13 +108,14 @@ def _send(client, prompts):
 
 def _monitor(res, instance, partition):
     result = dg.materialize(
-        [inference_log, drift_report],
+        loaded.assets,  # with the upstream assets whose outputs drift_report loads (corpus, tokenizer)
         resources=res,
         instance=instance,
         partition_key=partition,
         selection=[inference_log, drift_report],
     )
     assert result.success
+    assert assert_column_schemas(res["data_root"].local_path(res["data_root"].root), result) == {"inference_log"}
     return result.asset_materializations_for_node("drift_report")[0].metadata
 
 
@@ -102,8 +134,15 @@ def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
     rows, _ = read_spool(engine.gateway_settings().log_dir, hour_dirs(engine.gateway_settings().log_dir))
     partition = rows["ts"].max().strftime("%Y-%m-%d-%H:00")
     calm = _monitor(res, instance, partition)
-    assert calm["requests"].value >= 60 and calm["dataset_drift"].value is False, calm["per_column"].value
+    assert calm["requests"].value >= 60 and calm["dataset_drift"].value is False, records(calm["per_column"])
     assert (root / "drift_report" / partition / "report.html").stat().st_size > 100_000
+    # the report opens over HTTP from the UI: the link is the gateway's read-only route, never file://
+    url = calm["report_url"].value
+    assert url == f"http://127.0.0.1:{engine.gateway_port}/reports/drift/{partition}"
+    page = httpx.get(url, timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.content == (root / "drift_report" / partition / "report.html").read_bytes()
+    assert not any(str(getattr(v, "value", v)).startswith("file://") for v in calm.values())
     sensor_ctx = dg.build_sensor_context(instance=instance)
     assert isinstance(drift_retraining(sensor_ctx), dg.SkipReason)
 
@@ -134,8 +173,11 @@ def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
         root / "inference_log" / earlier / "data.parquet"
     )
     with_baseline = _monitor(res, instance, partition)
-    assert json.loads(with_baseline["reference"].value)["baseline_requests"] == drifted["requests"].value
-    assert all(f"| {c} |" in with_baseline["per_column"].value for c in ("latency_ms", "prompt_words", "output_chars"))
+    reference = {r["source"]: r["values"] for r in records(with_baseline["reference"])}
+    assert reference["baseline_requests"] == drifted["requests"].value
+    per_column = {r["column"]: r for r in records(with_baseline["per_column"])}
+    assert {"latency_ms", "prompt_words", "output_chars"} <= set(per_column)
+    assert all(r["p"] is None or r["p"] == readable(r["p"]) for r in per_column.values()), "p rounded for reading"
 
 
 def test_new_champion_sensor_serves_a_moved_alias_once(whole):

@@ -11,11 +11,12 @@ import pydantic
 from pydantic import Field
 
 from crawl2serve.assets.contracts import Distribution, TableContract
-from crawl2serve.assets.metadata import md_funnel, md_histogram, md_table
+from crawl2serve.assets.metadata import facts_table, frame_table, funnel_table, histogram_table, stage_facts
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
 from .cleaning import clean_document
 from .extract import content_hash
+from .extracted import COLUMNS as PAGE_COLUMNS
 from .language import MIXED, MIXED_MIN_SHARE, identify
 from .thresholds import RULE_TYPES, describe_type, field_types, profile_with_overrides
 
@@ -52,8 +53,24 @@ REJECTED_SCHEMA = {
     "text": pl.String,
     "fetch_time": pl.Datetime("us", "UTC"),
 }
+KEPT_COLUMNS = {
+    **{c: PAGE_COLUMNS[c] for c in ("doc_id", "url", "canonical_url", "host", "title", "fetch_time")},
+    "text": "The cleaned text: Unicode and whitespace normalized, C4-removed lines gone, PII replaced.",
+    "language": "Language the language rule decided on ('mixed' for a mixed-language page).",
+    "language_score": "Confidence in language, 0-1.",
+    "quality_score": "Quality 0-1 from sentence length, unique-word ratio and alphabetic ratio.",
+    "word_count": "Words in the cleaned text.",
+    "char_count": "Characters of the cleaned text.",
+    "content_hash": "BLAKE2b of the cleaned text with case and whitespace folded: equal for exact duplicates.",
+    "c4_lines_removed": "Lines the C4 line rules removed.",
+    "language_mix": "A kept mixed-language page's languages and shares ('fr 57% + en 42%'); null otherwise.",
+    "pii_emails": "Email addresses replaced.",
+    "pii_ip_addresses": "IP addresses replaced.",
+    "pii_phones": "Phone numbers replaced.",
+}
 KEPT = TableContract(
     schema=KEPT_SCHEMA,
+    columns=KEPT_COLUMNS,
     not_null=("doc_id", "url", "host", "text", "quality_score", "content_hash", "fetch_time"),
     unique=("doc_id", "url"),
     ranges={"quality_score": (0.0, 1.0), "word_count": (1, None), "char_count": (1, None)},
@@ -81,6 +98,13 @@ KEPT = TableContract(
 )
 REJECTED = TableContract(
     schema=REJECTED_SCHEMA,
+    columns={
+        **{c: PAGE_COLUMNS[c] for c in ("doc_id", "url", "host", "text", "text_chars", "fetch_time")},
+        "rule": "The first rule that dropped the document (language, length_bounds, c4_quality, ...).",
+        "reason": "What the rule measured against which threshold.",
+        "quality_score": "Quality 0-1 when the rule scored it (0 for language rejections).",
+        "language": "Language the language rule decided on ('mixed' for a mixed-language page).",
+    },
     not_null=("doc_id", "url", "rule", "reason"),
     unique=("doc_id",),
     ranges={"quality_score": (0.0, 1.0)},
@@ -288,6 +312,8 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
             tags={"stage": "corpus"},
             freshness_policy=DAILY_FRESHNESS,
             description="Cleaned, quality-scored, PII-scrubbed documents.",
+            metadata=KEPT.definition_metadata(),
+            **stage_facts("corpus"),
         ),
         "document_rejections": dg.AssetOut(
             group_name="corpus",
@@ -295,6 +321,8 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
             tags={"stage": "corpus"},
             freshness_policy=DAILY_FRESHNESS,
             description="Every dropped document with the rule that dropped it.",
+            metadata=REJECTED.definition_metadata(),
+            **stage_facts("corpus"),
         ),
     },
     partitions_def=crawl_partitions,
@@ -321,10 +349,11 @@ def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extr
             "mean_quality": round(float(kept["quality_score"].mean() or 0.0), 4),
             "mixed_language_kept": int(kept["language_mix"].is_not_null().sum()),
             "docs_per_s": round(facts["in"] / facts["seconds"], 1) if facts["seconds"] else 0.0,
-            "funnel": md_funnel(facts["funnel"]),
-            "quality_histogram": md_histogram(kept["quality_score"].to_list(), title="quality"),
-            "pii_replacements": dg.MetadataValue.json(
-                {c: int(kept[c].sum()) for c in ("pii_emails", "pii_ip_addresses", "pii_phones")}
+            "funnel": funnel_table(facts["funnel"]),
+            "quality_histogram": histogram_table(kept["quality_score"].to_list(), title="quality"),
+            "pii_replacements": facts_table(
+                {c: int(kept[c].sum()) for c in ("pii_emails", "pii_ip_addresses", "pii_phones")},
+                ("column", "replaced"),
             ),
             "profile": dg.MetadataValue.text(facts["profile"].name),
             "rule_order": dg.MetadataValue.text(" -> ".join(facts["profile"].order)),
@@ -336,10 +365,8 @@ def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extr
         output_name="document_rejections",
         metadata={
             "documents_rejected": rejected.height,
-            "by_rule": dg.MetadataValue.md(md_table(by_rule.rows(), ("rule", "documents"))),
-            "sample": dg.MetadataValue.md(
-                md_table(rejected.select("url", "rule", "reason").head(15).rows(), ("url", "rule", "reason"))
-            ),
+            "by_rule": frame_table(by_rule.rename({"len": "documents"})),
+            "sample": frame_table(rejected.select("url", "rule", "reason"), limit=15),
         },
     )
     yield from KEPT.evaluate(kept, "clean_documents", facts)

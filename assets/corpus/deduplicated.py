@@ -6,10 +6,10 @@ import polars as pl
 from pydantic import Field
 
 from crawl2serve.assets.contracts import Distribution, TableContract
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import facts_table, frame_table, stage_facts
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
-from .cleaned import KEPT_SCHEMA
+from .cleaned import KEPT_COLUMNS, KEPT_SCHEMA
 from .dedup import (
     MinHashLSH,
     candidate_probability,
@@ -28,8 +28,13 @@ CLUSTER_SCHEMA = {
     "similarity": pl.Float64,
 }
 DEDUP_SCHEMA = {**KEPT_SCHEMA, "cluster_id": pl.String, "cluster_size": pl.Int64}
+CLUSTER_COLUMNS = {
+    "cluster_id": "doc_id of the cluster's kept member (its representative); a unique document is its own.",
+    "cluster_size": "Members of the document's duplicate cluster (1: no duplicate).",
+}
 DEDUPED = TableContract(
     schema=DEDUP_SCHEMA,
+    columns={**KEPT_COLUMNS, **CLUSTER_COLUMNS},
     not_null=("doc_id", "url", "text", "content_hash", "cluster_id", "quality_score"),
     unique=("doc_id", "url", "content_hash"),  # no exact duplicate survives
     ranges={"cluster_size": (1, None), "quality_score": (0.0, 1.0)},
@@ -51,6 +56,14 @@ DEDUPED = TableContract(
 )
 CLUSTERS = TableContract(
     schema=CLUSTER_SCHEMA,
+    columns={
+        "doc_id": KEPT_COLUMNS["doc_id"],
+        "url": KEPT_COLUMNS["url"],
+        **CLUSTER_COLUMNS,
+        "kept": "Whether this document is the cluster's representative (in deduplicated_documents).",
+        "duplicate_kind": "exact (same content hash as the kept member) or near (verified MinHash); null if kept.",
+        "similarity": "Verified Jaccard similarity of word shingles to its closest cluster member (1.0 exact).",
+    },
     not_null=("doc_id", "cluster_id", "cluster_size", "kept"),
     unique=("doc_id",),
     ranges={"similarity": (0.0, 1.0), "cluster_size": (1, None)},
@@ -154,6 +167,8 @@ def dedup_frame(docs: pl.DataFrame, config: DedupConfig) -> tuple[pl.DataFrame, 
             tags={"stage": "corpus"},
             freshness_policy=DAILY_FRESHNESS,
             description="One document per duplicate cluster: its representative (see dedup.py).",
+            metadata=DEDUPED.definition_metadata(),
+            **stage_facts("corpus"),
         ),
         "duplicate_clusters": dg.AssetOut(
             group_name="corpus",
@@ -161,6 +176,8 @@ def dedup_frame(docs: pl.DataFrame, config: DedupConfig) -> tuple[pl.DataFrame, 
             tags={"stage": "corpus"},
             freshness_policy=DAILY_FRESHNESS,
             description="Cluster membership of every clean document (lineage).",
+            metadata=CLUSTERS.definition_metadata(),
+            **stage_facts("corpus"),
         ),
     },
     partitions_def=crawl_partitions,
@@ -195,7 +212,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, config: DedupConfi
             "documents_kept": deduped.height,
             "exact_duplicates_removed": facts["exact_removed"],
             "near_duplicates_removed": facts["near_removed"],
-            "lsh": dg.MetadataValue.json(
+            "lsh": facts_table(
                 {
                     k: facts[k]
                     for k in (
@@ -207,9 +224,9 @@ def deduplicated_documents(context: dg.AssetExecutionContext, config: DedupConfi
                     )
                 }
             ),
-            "representative_decided_by": dg.MetadataValue.json(facts["representative_decided_by"]),
-            "seconds": dg.MetadataValue.json(
-                {k: round(facts[k], 3) for k in ("signature_seconds", "lsh_seconds", "verify_seconds")}
+            "representative_decided_by": facts_table(facts["representative_decided_by"], ("rule", "clusters")),
+            "seconds": facts_table(
+                {k: facts[k] for k in ("signature_seconds", "lsh_seconds", "verify_seconds")}, ("step", "seconds")
             ),
         },
     )
@@ -218,9 +235,7 @@ def deduplicated_documents(context: dg.AssetExecutionContext, config: DedupConfi
         output_name="duplicate_clusters",
         metadata={
             "clusters": clusters["cluster_id"].n_unique(),
-            "largest_clusters": dg.MetadataValue.md(
-                md_table(big.rows(), ("cluster_id", "size", "example url")) if big.height else "no duplicates"
-            ),
+            "largest_clusters": frame_table(big.rename({"url": "example_url"})),
         },
     )
     yield from DEDUPED.evaluate(deduped, "deduplicated_documents", facts)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from crawl2serve.assets.contracts import Distribution, TableContract
 from crawl2serve.assets.crawl.warc import iter_records
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import frame_table, stage_facts, table
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 from crawl2serve.resources.storage import DataRoot
 
@@ -29,8 +29,25 @@ SCHEMA = {
     "text_chars": pl.Int64,
     "fetch_time": pl.Datetime("us", "UTC"),
 }
+# What each column holds; the corpus tables after this one describe the columns they keep with these words.
+COLUMNS = {
+    "doc_id": "Stable document id: 16 hex chars of BLAKE2b over the URL.",
+    "url": "The page's URL as crawled.",
+    "canonical_url": "The page's <link rel=canonical> (absolute), else its URL.",
+    "host": "Host (and port) of the URL.",
+    "title": "The page's <title> ('' for WET text records).",
+    "text": "Main-content text extracted by resiliparse (boilerplate removed).",
+    "language": "Language code CLD2 detects in the text.",
+    "language_score": "CLD2's confidence in language, 0-1.",
+    "content_hash": "BLAKE2b of the text with case and whitespace folded: equal for exact duplicates.",
+    "encoding": "Character encoding the HTML was decoded with.",
+    "html_bytes": "Bytes of the stored response body.",
+    "text_chars": "Characters of the extracted text.",
+    "fetch_time": "When raw_crawl fetched the page (UTC).",
+}
 CONTRACT = TableContract(
     schema=SCHEMA,
+    columns=COLUMNS,
     not_null=("doc_id", "url", "host", "text", "content_hash", "language", "fetch_time"),
     unique=("doc_id", "url"),
     ranges={"language_score": (0.0, 1.0), "text_chars": (0, None), "html_bytes": (0, None)},
@@ -122,6 +139,8 @@ def extract_partition(
     check_specs=CONTRACT.check_specs("extracted_pages"),
     kinds={"python", "parquet"},
     tags={"stage": "corpus"},
+    metadata=CONTRACT.definition_metadata(),
+    **stage_facts("corpus"),
 )
 def extracted_pages(
     context: dg.AssetExecutionContext, config: ExtractConfig, data_root: DataRoot, raw_crawl: pl.DataFrame
@@ -146,25 +165,16 @@ def extracted_pages(
             "failures": len(failures),
             "docs_per_s": round(docs.height / seconds, 1) if seconds else 0.0,
             "median_text_chars": int(docs["text_chars"].median() or 0),
-            "languages": dg.MetadataValue.md(md_table(langs.rows(), ("language", "docs"))),
-            "encodings": dg.MetadataValue.md(
-                md_table(docs.group_by("encoding").len().sort("len", descending=True).rows(), ("encoding", "docs"))
+            "languages": frame_table(langs.rename({"len": "docs"})),
+            "encodings": frame_table(
+                docs.group_by("encoding").len().sort("len", descending=True).rename({"len": "docs"})
             ),
-            "failed_pages": dg.MetadataValue.md(md_table(failures[:20], ("url", "error")) if failures else "none"),
-            "read_problems": dg.MetadataValue.md(
-                md_table(
-                    [(p.file, p.offset, p.problem, p.detail) for p in problems[:20]],
-                    ("file", "offset", "problem", "detail"),
-                )
-                if problems
-                else "none"
+            "failed_pages": table(("url", "error"), failures[:20]),
+            "read_problems": table(
+                ("file", "offset", "problem", "detail"),
+                [(p.file, p.offset, p.problem, p.detail) for p in problems[:20]],
             ),
-            "sample": dg.MetadataValue.md(
-                md_table(
-                    docs.select("url", "title", "language", "text_chars").head(10).rows(),
-                    ("url", "title", "language", "chars"),
-                )
-            ),
+            "sample": frame_table(docs.select("url", "title", "language", "text_chars"), limit=10),
         },
     )
     yield from CONTRACT.evaluate(docs, "extracted_pages", {"failed": len(failures), "pages": pages})

@@ -8,7 +8,7 @@ import polars as pl
 from pydantic import Field
 
 from crawl2serve.assets.contracts import Distribution, TableContract
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import facts_table, frame_table, stage_facts, table
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.storage import DataRoot
@@ -37,6 +37,22 @@ CONTRACT = TableContract(
             high=0.5,
         ),
     ),
+    columns={
+        "url": "The fetched URL (normalized); one row per URL.",
+        "status": "HTTP status of the last attempt; null when no response came (an error).",
+        "bytes": "Body bytes received (stored pages: the WARC record's payload).",
+        "fetch_time": "When the fetch finished (ingest mode: the record's WARC-Date).",
+        "elapsed_ms": "Wall time of the fetch, retries included, in milliseconds.",
+        "content_type": "The response's Content-Type header.",
+        "error": "Why the fetch stored nothing (timeout, robots, too_large, redirect_loop, ...); null on success.",
+        "depth": "Link hops from the nearest seed.",
+        "attempts": "Requests made for this URL (1 plus retries; 0 for ingested records).",
+        "redirect_to": "The redirect target of a 3xx response (queued as its own URL).",
+        "warc_file": "The WARC file holding the response record; null when nothing was stored.",
+        "warc_offset": "Byte offset of the record in warc_file.",
+        "record_id": "WARC-Record-ID of the stored response record.",
+        "record_type": "WARC record type the row points at: response (crawl, WARC) or conversion (WET).",
+    },
 )
 
 
@@ -119,6 +135,35 @@ def ingest_manifest(data_root: DataRoot, patterns: list[str], problems: list | N
     return df.unique("url", keep="first", maintain_order=True)
 
 
+def summary_facts(summary: dict) -> dict:
+    """The crawl summary as flat facts: nested counters become ``name.key`` (errors and status codes are in
+    the per-host table already)."""
+    facts = {}
+    for name, value in summary.items():
+        if isinstance(value, dict):
+            if name not in ("errors", "status"):
+                facts.update({f"{name}.{k}": v for k, v in sorted(value.items())})
+        else:
+            facts[name] = value
+    return facts
+
+
+def host_status_rows(manifest: pl.DataFrame) -> list[tuple]:
+    """(host, status, error, fetches, stored, bytes, mean ms) per host and outcome, most fetches first."""
+    return (
+        manifest.with_columns(host=pl.col("url").str.extract(r"^[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#]+)", 1))
+        .group_by("host", "status", "error")
+        .agg(
+            pl.len().alias("fetches"),
+            pl.col("warc_file").is_not_null().sum().alias("stored"),
+            pl.col("bytes").sum().alias("bytes"),
+            pl.col("elapsed_ms").mean().alias("mean_ms"),
+        )
+        .sort(["fetches", "host", "status"], descending=[True, False, False], nulls_last=True)
+        .rows()
+    )
+
+
 def _warc_date(value: str | None) -> datetime:
     if not value:
         return datetime.now(UTC)
@@ -132,6 +177,8 @@ def _warc_date(value: str | None) -> datetime:
     check_specs=CONTRACT.check_specs("raw_crawl"),
     kinds={"python", "parquet"},
     tags={"stage": "crawl"},
+    metadata=CONTRACT.definition_metadata(),
+    **stage_facts("crawl"),
 )
 def raw_crawl(context: dg.AssetExecutionContext, config: CrawlConfig, crawl_target: CrawlTarget, data_root: DataRoot):
     """Raw web crawl: WARC files (request + response records) and a Parquet manifest of every fetch.
@@ -148,13 +195,9 @@ def raw_crawl(context: dg.AssetExecutionContext, config: CrawlConfig, crawl_targ
             context.log.warning(f"ingest: {p}")
         summary = {"mode": "ingest", "files": len(set(manifest["warc_file"].to_list())), "read_problems": len(problems)}
         extra = {
-            "read_problems": dg.MetadataValue.md(
-                md_table(
-                    [(p.file, p.offset, p.problem, p.detail, p.url or "") for p in problems[:50]],
-                    ("file", "offset", "problem", "detail", "url"),
-                )
-                if problems
-                else "none"
+            "read_problems": table(
+                ("file", "offset", "problem", "detail", "url"),
+                [(p.file, p.offset, p.problem, p.detail, p.url or "") for p in problems[:50]],
             )
         }
     else:
@@ -166,7 +209,6 @@ def raw_crawl(context: dg.AssetExecutionContext, config: CrawlConfig, crawl_targ
         manifest = final_manifest(store).with_columns(record_type=pl.lit("response"))
         extra = {}
     stored = manifest.filter(pl.col("warc_file").is_not_null())
-    errors = manifest.group_by("error").len().sort("len", descending=True).filter(pl.col("error").is_not_null())
     context.log.info(f"raw_crawl {context.partition_key}: {manifest.height} fetches, {stored.height} stored")
     yield dg.Output(
         manifest,
@@ -175,17 +217,11 @@ def raw_crawl(context: dg.AssetExecutionContext, config: CrawlConfig, crawl_targ
             "stored_pages": stored.height,
             "stored_bytes": int(stored["bytes"].sum() or 0),
             "warc_files": stored["warc_file"].n_unique(),
-            "errors": dg.MetadataValue.md(md_table(errors.rows(), ("error", "count")) if errors.height else "none"),
-            "status_codes": dg.MetadataValue.json(
-                {str(k): v for k, v in manifest.group_by("status").len().rows() if k is not None}
+            "by_host_status": table(
+                ("host", "status", "error", "fetches", "stored", "bytes", "mean_ms"), host_status_rows(manifest)
             ),
-            "summary": dg.MetadataValue.json(summary),
-            "sample": dg.MetadataValue.md(
-                md_table(
-                    manifest.select("url", "status", "bytes", "error").head(10).rows(),
-                    ("url", "status", "bytes", "error"),
-                )
-            ),
+            "summary": facts_table(summary_facts(summary)),
+            "sample": frame_table(manifest.select("url", "status", "bytes", "error"), limit=10),
             **extra,
         },
     )

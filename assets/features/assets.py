@@ -10,7 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from crawl2serve.assets.contracts import Distribution, TableContract
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import facts_table, frame_table, stage_facts
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.storage import DataRoot
 
@@ -75,6 +75,7 @@ def _specs(contract: TableContract, prefix: str) -> list[dg.AssetCheckSpec]:
     check_specs=_specs(DOCUMENTS, "documents") + _specs(DOMAINS, "domains"),
     kinds={"feast", "parquet"},
     tags={"stage": "features"},
+    **stage_facts("features"),
 )
 def document_features(
     context: dg.AssetExecutionContext,
@@ -124,14 +125,23 @@ def document_features(
             "domain_rows": domains.height,
             "offline_dir": dg.MetadataValue.path(str(offline)),
             "newest_event": dg.MetadataValue.timestamp(docs["event_timestamp"].max()) if docs.height else "none",
-            "top_domains": dg.MetadataValue.md(md_table(top.rows(), ("domain", "documents", "mean quality"))),
+            "top_domains": frame_table(top),
         },
     )
     yield from _prefixed(DOCUMENTS.evaluate(docs, "document_features", {"now": now}), "documents")
     yield from _prefixed(DOMAINS.evaluate(domains, "document_features", {"now": now}), "domains")
 
 
-@dg.asset(group_name="features", deps=[document_features], kinds={"feast"}, tags={"stage": "features"})
+@dg.asset(
+    group_name="features",
+    deps=[document_features],
+    kinds={"feast"},
+    tags={"stage": "features"},
+    # Declarative, not a sensor: applying the registry is a pure function of the new offline tables, so it
+    # follows each document_features update (eager: once per update, never while an upstream is missing).
+    automation_condition=dg.AutomationCondition.eager(),
+    **stage_facts("features"),
+)
 def feast_registry(context: dg.AssetExecutionContext, feast_store: FeastStore) -> dg.MaterializeResult:
     """The applied Feast registry: entities, sources, feature views and services of feature_repo/.
 
@@ -156,7 +166,14 @@ def feast_registry(context: dg.AssetExecutionContext, feast_store: FeastStore) -
         metadata={
             "registry_version": digest,
             "registry": dg.MetadataValue.path(str(registry)),
-            "objects": dg.MetadataValue.json(kinds),
+            "objects": frame_table(
+                pl.DataFrame(
+                    [(kind, name) for kind, names in sorted(kinds.items()) for name in sorted(names)],
+                    schema=["kind", "name"],
+                    orient="row",
+                ),
+                limit=100,
+            ),
             "apply_seconds": round(time.monotonic() - started, 2),
         },
     )
@@ -168,9 +185,13 @@ class OnlineStoreConfig(dg.Config):
 
 @dg.asset(
     group_name="features",
-    deps=[feast_registry],
+    deps=[feast_registry, document_features],  # it reads the offline tables itself, besides Feast's registry
     kinds={"feast"},
     tags={"stage": "features"},
+    # Declarative, not a sensor: the online store should hold the newest offline rows whenever the registry
+    # (after document_features) changes; eager does exactly that, with no cursor or run key to keep by hand.
+    automation_condition=dg.AutomationCondition.eager(),
+    **stage_facts("features"),
     check_specs=[
         dg.AssetCheckSpec(
             "online_offline_agreement",
@@ -182,7 +203,8 @@ class OnlineStoreConfig(dg.Config):
 )
 def feast_online_store(context: dg.AssetExecutionContext, config: OnlineStoreConfig, feast_store: FeastStore):
     """The online store (SQLite by default, Redis in production), materialized incrementally from the
-    offline tables up to now; then a sample of documents is compared online vs offline."""
+    offline tables of ``document_features`` up to now through the ``feast_registry``; then a sample of documents
+    is compared online vs offline."""
     store = feast_store.store()
     now = datetime.now(UTC)
     started = time.monotonic()
@@ -194,7 +216,7 @@ def feast_online_store(context: dg.AssetExecutionContext, config: OnlineStoreCon
     mismatches, sample = online_offline_mismatches(store, latest, config.agreement_sample)
     yield dg.MaterializeResult(
         metadata={
-            "entities_online": dg.MetadataValue.json(counts),
+            "entities_online": facts_table(counts, ("feature_view", "entities")),
             "materialized_until": dg.MetadataValue.timestamp(now),
             "materialize_seconds": round(seconds, 2),
         }

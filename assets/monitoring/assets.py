@@ -1,32 +1,49 @@
 """The monitoring stage: the gateway's inference log, hour by hour, and its drift against training."""
 
-import json
-from datetime import datetime, timedelta
+import warnings
+from datetime import datetime
 
 import dagster as dg
 import pandas as pd
 import polars as pl
 from pydantic import Field
 
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import (
+    COLUMN_SCHEMA,
+    attribute_docs,
+    column_schema,
+    facts_table,
+    frame_table,
+    readable,
+    stage_facts,
+)
 from crawl2serve.assets.partitions import HOUR_PARTITION_FORMAT as PARTITION_FORMAT
 from crawl2serve.assets.partitions import monitoring_partitions
 from crawl2serve.assets.serving.assets import sglang_deployment
+from crawl2serve.resources.folders import TokenizerFolder, asset_folder
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.serving.gateway.hours import HOUR_FORMAT
+from crawl2serve.serving.gateway.logrow import LogRow
+from crawl2serve.serving.gateway.reports import drift_report_path
 
 from .drift import (
     ALL_COLUMNS,
     DriftRule,
-    DriftVerdict,
     build_current,
     build_reference,
     corpus_snippets,
     drift_verdict,
     rates,
 )
-from .logs import read_spool
+from .logs import LOG_SCHEMA, read_spool
+
+BASELINE_WINDOW = 24  # hours before a drift report's own that its inference_log input holds (the most baseline_hours)
+with warnings.catch_warnings():  # the first hours after the partitions' start have fewer hours before them
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    _LOG_WINDOW = dg.TimeWindowPartitionMapping(
+        start_offset=-BASELINE_WINDOW, end_offset=0, allow_nonexistent_upstream_partitions=True
+    )
 
 
 def spool_hour(partition_key: str) -> str:
@@ -40,6 +57,9 @@ def spool_hour(partition_key: str) -> str:
     deps=[sglang_deployment],
     kinds={"parquet"},
     tags={"stage": "monitoring"},
+    # the columns are LogRow's fields, described by the docstrings under them (serving/gateway/logrow.py)
+    metadata={COLUMN_SCHEMA: column_schema(LOG_SCHEMA, attribute_docs(LogRow))},
+    **stage_facts("monitoring"),
 )
 def inference_log(context: dg.AssetExecutionContext, serving_engine: ServingEngine) -> pl.DataFrame:
     """Every request the gateway served in this UTC hour (prompt, output, tenant, model version, latencies,
@@ -61,10 +81,8 @@ def inference_log(context: dg.AssetExecutionContext, serving_engine: ServingEngi
             "spool_hour": hour,
             "skipped_lines": skipped,
             "requests": df.height,
-            **{k: v for k, v in summary.items() if v is not None and k != "requests"},
-            "by_tenant": dg.MetadataValue.md(
-                md_table(by_tenant.rows(), by_tenant.columns) if by_tenant.height else "no traffic"
-            ),
+            **{k: readable(v) for k, v in summary.items() if v is not None and k != "requests"},
+            "by_tenant": frame_table(by_tenant),
         }
     )
     if skipped:
@@ -91,9 +109,11 @@ class DriftConfig(dg.Config):
         1, description="The hour drifts when at least this many columns drifted (the drift sensor retrains on it)"
     )
     baseline_hours: int = Field(
-        24,
+        BASELINE_WINDOW,
+        ge=0,
+        le=BASELINE_WINDOW,
         description="Earlier hours of inference logs that are the reference of the "
-        "prompt shape, output and serving columns",
+        f"prompt shape, output and serving columns (at most {BASELINE_WINDOW}: the hours the input maps to)",
     )
     reference_sample: int = Field(2000, description="Prompt-sized corpus snippets sampled as the prompt reference")
     max_error_rate: float = Field(0.05, description="Check: share of requests with a 5xx or an engine error")
@@ -110,22 +130,10 @@ class DriftConfig(dg.Config):
         )
 
 
-def _latest_corpus(data_root: DataRoot) -> pl.DataFrame:
-    files = sorted(data_root.glob(data_root.path("deduplicated_documents", "*", "data.parquet")))
-    if not files:
-        raise dg.Failure("drift_report needs the training corpus: materialize deduplicated_documents first")
-    return data_root.read_parquet(files[-1])
-
-
-def _baseline(data_root: DataRoot, partition_key: str, hours: int) -> pl.DataFrame | None:
-    """The compacted inference logs of the ``hours`` before this partition that exist."""
-    start = datetime.strptime(partition_key, PARTITION_FORMAT)
-    frames = []
-    for h in range(1, hours + 1):
-        path = data_root.path("inference_log", (start - timedelta(hours=h)).strftime(PARTITION_FORMAT), "data.parquet")
-        if data_root.exists(path):
-            frames.append(data_root.read_parquet(path))
-    frames = [f for f in frames if f.height]
+def _baseline(logs: dict[str, pl.DataFrame], partition_key: str, hours: int) -> pl.DataFrame | None:
+    """The compacted inference logs of the ``hours`` before this partition that exist (and hold rows)."""
+    earlier = sorted(p for p in logs if p < partition_key)[-hours:] if hours else []
+    frames = [logs[p] for p in earlier if logs[p].height]
     return pl.concat(frames, how="diagonal_relaxed") if frames else None
 
 
@@ -172,9 +180,9 @@ def _verdict_table(result) -> dg.TableMetadataValue:
                     "column": v.column,
                     "reference": v.reference_label,
                     "test": v.test or "-",
-                    "p": None if v.p_value is None else float(v.p_value),
-                    "p_threshold": None if v.p_threshold is None else float(v.p_threshold),
-                    "psi": None if v.psi is None else round(float(v.psi), 4),
+                    "p": None if v.p_value is None else readable(float(v.p_value)),
+                    "p_threshold": None if v.p_threshold is None else readable(float(v.p_threshold)),
+                    "psi": None if v.psi is None else readable(float(v.psi)),
                     "n_ref": v.n_reference,
                     "n_cur": v.n_current,
                     "verdict": v.verdict,
@@ -187,12 +195,24 @@ def _verdict_table(result) -> dg.TableMetadataValue:
 @dg.asset(
     partitions_def=monitoring_partitions,
     group_name="monitoring",
+    ins={
+        # this hour and the BASELINE_WINDOW hours before it (those that exist), keyed by partition
+        "inference_log": dg.AssetIn(partition_mapping=_LOG_WINDOW),
+        "deduplicated_documents": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),  # the training corpus
+    },
     kinds={"evidently"},
     tags={"stage": "monitoring"},
     check_specs=CHECKS,
+    **stage_facts("monitoring"),
 )
 def drift_report(
-    context: dg.AssetExecutionContext, config: DriftConfig, inference_log: pl.DataFrame, data_root: DataRoot
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    data_root: DataRoot,
+    inference_log: dict[str, pl.DataFrame],
+    tokenizer: TokenizerFolder,
+    deduplicated_documents: pl.DataFrame,
+    serving_engine: ServingEngine,
 ):
     """The drift verdict of this hour's traffic, column by column: prompt content (language, share of words
     unknown to the tokenizer, computed by the corpus stage's code) against prompt-sized snippets of the training
@@ -203,7 +223,10 @@ def drift_report(
     psi_threshold, and the hour when at least ``min_drifted_columns`` do. The HTML report (verdict table and
     Evidently's view of both tests per column) lies under the data root; metadata holds the verdict, the table
     and the drift share, so the UI plots them hour by hour. Comes from ``inference_log``, ``tokenizer`` and
-    ``deduplicated_documents``."""
+    ``deduplicated_documents`` (every crawl partition: the corpus the training set is drawn from)."""
+    if context.partition_key not in inference_log:
+        raise dg.Failure(f"inference_log {context.partition_key} is not materialized: materialize it first")
+    logs, inference_log = inference_log, inference_log[context.partition_key]
     summary = rates(inference_log)
     error_rate, unsafe_rate = summary.get("error_rate") or 0.0, summary.get("unsafe_rate") or 0.0
     checks = [
@@ -221,16 +244,16 @@ def drift_report(
         ),
     ]
     rule = config.rule()
-    html = data_root.local_path(data_root.path("drift_report", context.partition_key, "report.html"))
-    baseline = _baseline(data_root, context.partition_key, config.baseline_hours)
+    html = data_root.local_path(asset_folder(data_root, context)) / "report.html"
+    baseline = _baseline(logs, context.partition_key, config.baseline_hours)
     if inference_log.height:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(data_root.local_path(data_root.path("tokenizer"))))
-        current = build_current(inference_log, tokenizer)
-        snippets = corpus_snippets(_latest_corpus(data_root), config.reference_sample, seed=0)
-        corpus = build_reference(snippets, tokenizer, sample=None)
-        earlier = build_current(baseline, tokenizer) if baseline is not None else None
+        tok = AutoTokenizer.from_pretrained(str(data_root.local_path(tokenizer.path)))
+        current = build_current(inference_log, tok)
+        snippets = corpus_snippets(deduplicated_documents, config.reference_sample, seed=0)
+        corpus = build_reference(snippets, tok, sample=None)
+        earlier = build_current(baseline, tok) if baseline is not None else None
     else:  # an hour without traffic: every column says so, nothing to describe
         current = pd.DataFrame({c: pd.Series([], dtype=float) for c in ALL_COLUMNS})
         corpus = earlier = None
@@ -244,24 +267,27 @@ def drift_report(
         metadata={
             "verdict": result.verdict,
             "dataset_drift": result.dataset_drift,
-            "drift_share": dg.MetadataValue.float(result.drift_share),
+            "drift_share": dg.MetadataValue.float(readable(result.drift_share)),
             "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
             "tested_columns": len(result.tested_columns),
             "drift_rule": result.describe(),
             "requests": inference_log.height,
-            "reference": json.dumps(
+            "reference": facts_table(
                 {
                     "corpus_snippets": 0 if corpus is None else len(corpus),
                     "baseline_requests": 0 if baseline is None else baseline.height,
                     "min_baseline": config.min_baseline,
-                }
+                },
+                ("source", "values"),
             ),
-            "per_column": dg.MetadataValue.md(md_table(result.rows(), DriftVerdict.TABLE_HEADER)),
-            "per_column_table": _verdict_table(result),
+            "per_column": _verdict_table(result),
             "no_verdict_columns": dg.MetadataValue.json(result.no_verdict),
             "report": dg.MetadataValue.path(str(html)),
-            "report_url": dg.MetadataValue.url(html.as_uri()),
-            **{k: v for k, v in summary.items() if v is not None and k != "requests"},
+            # served by the gateway (serving/gateway/reports.py says why there), not a file:// link
+            "report_url": dg.MetadataValue.url(
+                serving_engine.public_gateway_url() + drift_report_path(context.partition_key)
+            ),
+            **{k: readable(v) for k, v in summary.items() if v is not None and k != "requests"},
         },
         check_results=[
             *checks,

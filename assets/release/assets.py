@@ -6,9 +6,10 @@ import json
 import dagster as dg
 from pydantic import Field
 
-from crawl2serve.assets.lineage import git_commit, latest_metadata
-from crawl2serve.assets.metadata import md_table
-from crawl2serve.assets.training.lora import TRAINED_RECORD, lora_adapter
+from crawl2serve.assets.lineage import git_commit
+from crawl2serve.assets.metadata import GPU_POOL, facts_table, readable, stage_facts, table
+from crawl2serve.assets.training.assets import FOLDER
+from crawl2serve.resources.folders import AdapterFolder, DatasetFolder, ModelFolder, ReportFolder, asset_folder
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 
@@ -56,9 +57,11 @@ def _summary(result: dict) -> dict:
 
 @dg.asset(
     group_name="release",
-    deps=[lora_adapter],
+    io_manager_key=FOLDER,
     kinds={"pytorch", "mlflow"},
     tags={"stage": "release"},
+    pool=GPU_POOL,
+    **stage_facts("release"),
     check_specs=[
         dg.AssetCheckSpec(name, asset="model_evaluation", blocking=True, description=desc)
         for name, desc in (
@@ -71,23 +74,29 @@ def _summary(result: dict) -> dict:
     ],
 )
 def model_evaluation(
-    context: dg.AssetExecutionContext, config: GateConfig, data_root: DataRoot, mlflow_tracking: MlflowTracking
+    context: dg.AssetExecutionContext,
+    config: GateConfig,
+    data_root: DataRoot,
+    mlflow_tracking: MlflowTracking,
+    lora_adapter: AdapterFolder,
+    base_model: ModelFolder,
+    training_dataset: DatasetFolder,
 ):
     """Side-by-side evaluation of the candidate adapter, the current champion (if any) and the bare base
     model on the same held-out split: perplexity, generation smoke tests, latency p50/p99 and peak memory
     on a fixed prompt set, and the unsafe-output rate on the safety suite (assets/release/safety_suite.yaml).
 
-    Comes from ``lora_adapter`` (the candidate), the MLflow registry (the champion) and ``base_model``. Its
+    Comes from ``lora_adapter`` (the candidate), the MLflow registry (the champion), ``base_model`` and the
+    validation split of ``training_dataset``. Its
     blocking checks are the validation gate: a failure stops ``registered_model`` and everything after it.
     """
     from .evaluate import evaluate_model, load_safety_suite
 
-    base_dir, dataset_dir = data_root.path("base_model"), data_root.path("training_dataset")
+    base_dir, dataset_dir = base_model.path, training_dataset.path
     suite = load_safety_suite()
     mlflow = mlflow_tracking.client()
     champion = champion_version(mlflow.MlflowClient())
-    trained = json.loads(data_root.open(data_root.path("lora_adapter", None, TRAINED_RECORD)).read())
-    models = {"candidate": trained["result"]["adapter_path"], "base": None}
+    models = {"candidate": lora_adapter.path, "base": None}
     candidate_sha = adapter_sha256(models["candidate"])
     same_as_champion = champion is not None and champion.tags.get(ADAPTER_TAG) == candidate_sha
     if champion is not None:
@@ -112,34 +121,38 @@ def model_evaluation(
         "candidate_adapter": models["candidate"],
         "candidate_sha256": candidate_sha,
         "same_as_champion": same_as_champion,
-        "training": latest_metadata(context, "lora_adapter"),
+        "training": lora_adapter.facts,
         "details": results,
     }
-    report_path = data_root.path("model_evaluation", None, "report.json")
+    report_path = f"{asset_folder(data_root, context)}/report.json"
     data_root.write_bytes(json.dumps(report, indent=2, default=str).encode(), report_path)
 
     order = [n for n in ("candidate", "champion", "base") if n in summary]
-    rows = [
-        (
-            metric,
-            *(
-                f"{summary[n][metric]:.4g}" if isinstance(summary[n][metric], float) else summary[n][metric]
-                for n in order
-            ),
-        )
-        for metric in summary["candidate"]
-    ]
+    rows = [(metric, *(summary[n][metric] for n in order)) for metric in summary["candidate"]]
     cand, ref = summary["candidate"], summary[reference]
     improvement = 1 - cand["perplexity"] / ref["perplexity"]
-    yield dg.MaterializeResult(
+    links = {}
+    if report["training"].get("mlflow_run_id"):
+        links["candidate_run"] = dg.MetadataValue.url(mlflow_tracking.run_url_of(report["training"]["mlflow_run_id"]))
+    if champion is not None:
+        links["champion_model"] = dg.MetadataValue.url(mlflow_tracking.model_version_url(MODEL_NAME, champion.version))
+    facts = {k: report[k] for k in ("reference", "champion_version", "candidate_sha256", "same_as_champion")}
+    yield dg.Output(
+        ReportFolder(
+            path=asset_folder(data_root, context),
+            version=candidate_sha[:16],
+            facts={**facts, "adapter_version": lora_adapter.version, "candidate": summary["candidate"]},
+        ),
         metadata={
-            "comparison": dg.MetadataValue.md(md_table(rows, ("metric", *order))),
+            # the metrics' values differ in kind (a float perplexity, a bool smoke test): text cells, rounded
+            "comparison": table(("metric", *order), [(r[0], *(str(readable(v)) for v in r[1:])) for r in rows]),
             "reference": reference,
             "champion_version": str(champion.version) if champion else "none",
-            "perplexity_improvement": round(improvement, 4),
-            "candidate_perplexity": cand["perplexity"],
+            "perplexity_improvement": readable(improvement),
+            "candidate_perplexity": readable(cand["perplexity"]),
             "report": dg.MetadataValue.path(report_path),
-        }
+            **links,
+        },
     )
     checks = {
         # A candidate that IS the champion (same adapter bytes: a re-run on unchanged inputs) is not a regression.
@@ -189,30 +202,31 @@ class RegisterConfig(dg.Config):
     )
 
 
-@dg.asset(group_name="release", deps=[model_evaluation], kinds={"mlflow"}, tags={"stage": "release"})
+@dg.asset(group_name="release", kinds={"mlflow"}, tags={"stage": "release"}, **stage_facts("release"))
 def registered_model(
-    context: dg.AssetExecutionContext, config: RegisterConfig, data_root: DataRoot, mlflow_tracking: MlflowTracking
+    context: dg.AssetExecutionContext,
+    config: RegisterConfig,
+    mlflow_tracking: MlflowTracking,
+    model_evaluation: ReportFolder,
+    lora_adapter: AdapterFolder,
+    base_model: ModelFolder,
 ) -> dg.MaterializeResult:
     """The candidate in the MLflow Model Registry (``crawl2serve-lora``), with its lineage as tags (dataset data
     version, training run id, git commit, evaluation metrics). It gets the ``challenger`` alias and, since it
     only materializes once the gate in ``model_evaluation`` has passed, the ``champion`` alias; the previous
-    champion stays registered and is recorded on the new version for rollback.
+    champion stays registered and is recorded on the new version for rollback. Comes from ``lora_adapter`` (the
+    files registered), ``model_evaluation`` (the verdict and metrics of that same adapter) and ``base_model``.
     """
-    report = json.loads(data_root.open(data_root.path("model_evaluation", None, "report.json")).read())
-    training = report["training"]
-    dataset_version = (
-        training.get("data_versions", {}).get("training_dataset", "unknown")
-        if isinstance(training.get("data_versions"), dict)
-        else "unknown"
-    )
-    metrics = {
-        k: v
-        for k, v in report["summary"]["candidate"].items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
+    report, training = model_evaluation.facts, lora_adapter.facts
+    if report["adapter_version"] != lora_adapter.version:
+        raise dg.Failure(
+            f"model_evaluation judged lora_adapter version {report['adapter_version']}, but lora_adapter is now "
+            f"{lora_adapter.version}: materialize model_evaluation again before registering"
+        )
+    metrics = {k: v for k, v in report["candidate"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tags = {
-        "dataset_data_version": dataset_version,
-        "training_run_id": str(training.get("mlflow_run_id", "unknown")),
+        "dataset_data_version": training["data_versions"]["training_dataset"],
+        "training_run_id": str(training["mlflow_run_id"]),
         "git_commit": git_commit(),
         "dagster_run_id": context.run.run_id,
         "evaluated_against": report["reference"],
@@ -226,15 +240,18 @@ def registered_model(
             metadata={
                 "model": MODEL_NAME,
                 "version": report["champion_version"],
+                "model_version": dg.MetadataValue.url(
+                    mlflow_tracking.model_version_url(MODEL_NAME, report["champion_version"])
+                ),
                 "unchanged": True,
                 "tracking_uri": mlflow_tracking.uri,
             }
         )
     reg = register_candidate(
         mlflow,
-        adapter_dir=report["candidate_adapter"],
-        base_model=data_root.path("base_model"),
-        training_run_id=training.get("mlflow_run_id"),
+        adapter_dir=lora_adapter.path,
+        base_model=base_model.path,
+        training_run_id=training["mlflow_run_id"],
         tags=tags,
         metrics=metrics,
         promote=config.promote,
@@ -248,9 +265,16 @@ def registered_model(
             "model": MODEL_NAME,
             "version": reg.version,
             "model_uri": reg.model_uri,
-            "aliases": dg.MetadataValue.json(["challenger", *([CHAMPION] if reg.promoted else [])]),
+            "model_version": dg.MetadataValue.url(mlflow_tracking.model_version_url(MODEL_NAME, reg.version)),
+            **(
+                {"training_run": dg.MetadataValue.url(mlflow_tracking.run_url_of(tags["training_run_id"]))}
+                if training.get("mlflow_run_id")
+                else {}
+            ),
+            "aliases": dg.MetadataValue.text(", ".join(["challenger", *([CHAMPION] if reg.promoted else [])])),
             "previous_champion": reg.previous_champion or "none",
-            "lineage": dg.MetadataValue.json(tags),
+            "lineage": facts_table(tags, ("tag", "value")),
+            "metrics": facts_table(metrics, ("metric", "value")),
             "tracking_uri": mlflow_tracking.uri,
             "unchanged": False,
         }

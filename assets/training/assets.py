@@ -11,23 +11,32 @@ import polars as pl
 from pydantic import Field
 
 from crawl2serve.assets.features.assets import feast_registry
-from crawl2serve.assets.metadata import md_table
+from crawl2serve.assets.metadata import frame_table, stage_facts
 from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.folders import DatasetFolder, ModelFolder, TokenizerFolder, asset_folder
 from crawl2serve.resources.storage import DataRoot
 
 from .packing import assign_split, choose_split_key, pack_documents, select_documents
 
 ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
+FOLDER = "folder_io_manager"  # folder-shaped outputs: a handle recorded by resources/folders.py
 
 
-@dg.asset(group_name="training", ins={"deduplicated_documents": ALL}, kinds={"huggingface"}, tags={"stage": "training"})
+@dg.asset(
+    group_name="training",
+    ins={"deduplicated_documents": ALL},
+    io_manager_key=FOLDER,
+    kinds={"huggingface"},
+    tags={"stage": "training"},
+    **stage_facts("training"),
+)
 def tokenizer(
     context: dg.AssetExecutionContext,
     base_model_source: BaseModelSource,
     data_root: DataRoot,
     deduplicated_documents: pl.DataFrame,
-) -> dg.MaterializeResult:
+) -> dg.Output[TokenizerFolder]:
     """The tokenizer of the base model, saved under ``{data_root}/tokenizer``.
 
     Embedded default: a byte-level BPE trained on every crawl's ``deduplicated_documents``. With a real
@@ -37,7 +46,7 @@ def tokenizer(
 
     from .base_model import save_tokenizer, train_bpe_tokenizer
 
-    target = data_root.local_path(data_root.path("tokenizer"))
+    target = data_root.local_path(asset_folder(data_root, context))
     if base_model_source.embedded:
         tok = train_bpe_tokenizer(deduplicated_documents["text"].to_list(), vocab_size=base_model_source.vocab_size)
         source = f"BPE trained on {deduplicated_documents.height} documents"
@@ -48,7 +57,8 @@ def tokenizer(
     sample = deduplicated_documents["text"].head(50).to_list()
     n_tokens = sum(len(ids) for ids in tok(sample, add_special_tokens=False)["input_ids"])
     n_chars = sum(len(t) for t in sample)
-    return dg.MaterializeResult(
+    return dg.Output(
+        TokenizerFolder(path=str(target), version=version, facts={"vocab_size": len(tok)}),
         data_version=dg.DataVersion(version),
         metadata={
             "path": dg.MetadataValue.path(str(target)),
@@ -60,10 +70,19 @@ def tokenizer(
     )
 
 
-@dg.asset(group_name="training", deps=[tokenizer], kinds={"pytorch", "huggingface"}, tags={"stage": "training"})
+@dg.asset(
+    group_name="training",
+    io_manager_key=FOLDER,
+    kinds={"pytorch", "huggingface"},
+    tags={"stage": "training"},
+    **stage_facts("training"),
+)
 def base_model(
-    context: dg.AssetExecutionContext, base_model_source: BaseModelSource, data_root: DataRoot
-) -> dg.MaterializeResult:
+    context: dg.AssetExecutionContext,
+    base_model_source: BaseModelSource,
+    data_root: DataRoot,
+    tokenizer: TokenizerFolder,
+) -> dg.Output[ModelFolder]:
     """The base causal LM that LoRA adapters fine-tune, saved under ``{data_root}/base_model``.
 
     Embedded default: a tiny Llama built from a config (random init, seeded) sized to the ``tokenizer``'s
@@ -73,7 +92,7 @@ def base_model(
 
     from .base_model import TinyLlamaSpec, build_tiny_llama, load_base, save_base
 
-    tok = AutoTokenizer.from_pretrained(data_root.local_path(data_root.path("tokenizer")))
+    tok = AutoTokenizer.from_pretrained(data_root.local_path(tokenizer.path))
     if base_model_source.embedded:
         spec = TinyLlamaSpec(
             hidden_size=base_model_source.hidden_size,
@@ -84,11 +103,13 @@ def base_model(
         model = build_tiny_llama(spec, tok)
     else:
         model, _ = load_base(base_model_source.model)
-    facts = save_base(model, tok, data_root.local_path(data_root.path("base_model")))
-    return dg.MaterializeResult(
+    target = asset_folder(data_root, context)
+    facts = save_base(model, tok, data_root.local_path(target))
+    return dg.Output(
+        ModelFolder(path=target, version=facts["version"], facts={"architecture": type(model).__name__}),
         data_version=dg.DataVersion(facts["version"]),
         metadata={
-            "path": dg.MetadataValue.path(data_root.path("base_model")),
+            "path": dg.MetadataValue.path(target),
             "model": base_model_source.model,
             "architecture": type(model).__name__,
             **{k: v for k, v in facts.items() if k not in ("path", "files")},
@@ -124,10 +145,12 @@ def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFr
 
 @dg.asset(
     group_name="training",
-    deps=[feast_registry, tokenizer],
+    deps=[feast_registry],
     ins={"deduplicated_documents": ALL},
+    io_manager_key=FOLDER,
     kinds={"feast", "parquet"},
     tags={"stage": "training"},
+    **stage_facts("training"),
     check_specs=[
         dg.AssetCheckSpec(
             "no_null_keys",
@@ -161,6 +184,7 @@ def training_dataset(
     feast_store: FeastStore,
     data_root: DataRoot,
     deduplicated_documents: pl.DataFrame,
+    tokenizer: TokenizerFolder,
 ):
     """Packed token sequences for training and validation, under ``{data_root}/training_dataset``.
 
@@ -195,8 +219,8 @@ def training_dataset(
         split=pl.Series(assign_split(keys, config.validation_share)), split_key=pl.Series(keys)
     )
 
-    tok = AutoTokenizer.from_pretrained(data_root.local_path(data_root.path("tokenizer")))
-    out_dir = data_root.path("training_dataset")
+    tok = AutoTokenizer.from_pretrained(data_root.local_path(tokenizer.path))
+    out_dir = asset_folder(data_root, context)
     stats, digest = {}, hashlib.sha256()
     for split in ("train", "validation"):
         part = chosen.filter(pl.col("split") == split).sort("doc_id")
@@ -229,7 +253,8 @@ def training_dataset(
     data_root.write_bytes(json.dumps(manifest, indent=2).encode(), f"{out_dir}/dataset.json")
 
     top = chosen.group_by("host").agg(pl.len().alias("docs")).sort("docs", descending=True).head(10)
-    yield dg.MaterializeResult(
+    yield dg.Output(
+        DatasetFolder(path=out_dir, version=version, facts={"seq_len": config.seq_len, "split_key": key_kind}),
         data_version=dg.DataVersion(version),
         metadata={
             "path": dg.MetadataValue.path(out_dir),
@@ -239,7 +264,7 @@ def training_dataset(
             "as_of": as_of.isoformat(),
             "documents_eligible": features.height,
             **{f"{s}_{k}": v for s, d in stats.items() for k, v in d.items() if k != "row_lengths"},
-            "top_domains": dg.MetadataValue.md(md_table(top.rows(), ("domain", "documents"))),
+            "top_domains": frame_table(top.rename({"host": "domain", "docs": "documents"})),
         },
     )
     train_keys = set(chosen.filter(pl.col("split") == "train")["split_key"])

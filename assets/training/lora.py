@@ -1,54 +1,66 @@
 """``lora_adapter``: LoRA fine-tuning launched out of process through Dagster Pipes, tracked in MLflow."""
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
 import shutil
+import typing
 from pathlib import Path
 
 import dagster as dg
+import pydantic
 from pydantic import Field
+from pydantic.fields import FieldInfo
 
-from crawl2serve.assets.lineage import data_version, git_commit
+from crawl2serve.assets.lineage import git_commit
+from crawl2serve.assets.metadata import GPU_POOL, readable, stage_facts
+from crawl2serve.resources.folders import AdapterFolder, DatasetFolder, ModelFolder, asset_folder
 from crawl2serve.resources.storage import REPO_ROOT, DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
-from .assets import base_model, training_dataset
+from .assets import FOLDER
+from .trainer import TrainConfig
 
 TRAINED_RECORD = "trained.json"  # the last finished training: key, result, history, MLflow run id
 TRACKED_METRICS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu")
 
 
-class LoraConfig(dg.Config):
-    """Knobs of one fine-tuning run (the trainer's TrainConfig; paths come from the data root)."""
+# TrainConfig fields the asset fills from its inputs and its own folder; every other field is a Dagster knob.
+INPUT_PATHS = ("base_model", "dataset_dir", "output_dir")
 
-    max_steps: int = Field(60, description="Optimizer steps in all (a resumed run stops at the same count).")
-    micro_batch_size: int = Field(8, description="Sequences per rank per forward/backward.")
-    grad_accum: int = Field(1, description="Micro-batches per optimizer step.")
-    learning_rate: float = Field(5e-3, description="Peak AdamW learning rate.")
-    warmup_steps: int = Field(5, description="Linear warmup steps, then cosine decay.")
-    min_lr_ratio: float = Field(0.1, description="Cosine floor as a share of the peak learning rate.")
-    max_grad_norm: float = Field(1.0, description="Gradient clipping norm.")
-    lora_r: int = Field(16, description="LoRA rank.")
-    lora_alpha: int = Field(32, description="LoRA alpha (scale = alpha / r).")
-    lora_dropout: float = Field(0.0, description="Dropout on the LoRA path.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Modules that get LoRA weights.",
-    )
-    seed: int = Field(0, description="Seed of weights, data order and dropout.")
-    compile: bool | None = Field(
-        None,
-        description="torch.compile the model; unset: on GPUs only (1.56x tokens/s "
-        "on an H100, bench/bench_train.py), not on CPU where compiling costs more than it saves.",
-    )
-    checkpoint_every: int = Field(20, description="Steps between checkpoints.")
-    keep_last: int = Field(2, description="Checkpoints kept.")
-    eval_every: int = Field(20, description="Steps between validation-loss evaluations.")
-    eval_batches: int = Field(8, description="Validation micro-batches per evaluation.")
+
+def trainer_knobs() -> dict[str, tuple[type, FieldInfo]]:
+    """The trainer's TrainConfig fields (less the paths) as pydantic fields: type, default, description."""
+    hints = typing.get_type_hints(TrainConfig)
+    knobs = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in INPUT_PATHS:
+            continue
+        default = (
+            {"default_factory": f.default_factory}
+            if f.default_factory is not dataclasses.MISSING
+            else {"default": f.default}
+        )
+        knobs[f.name] = (hints[f.name], Field(description=f.metadata.get("doc"), **default))
+    return knobs
+
+
+class _RunOptions(dg.Config):
     fresh: bool = Field(False, description="Discard this asset's checkpoints instead of resuming from them.")
+
+
+# One fine-tuning run's knobs: the trainer's TrainConfig (one set of defaults and descriptions, in trainer.py) and
+# ``fresh``. The embedded run's values, where they differ on purpose, are in pipelines/embedded.yaml.
+LoraConfig = pydantic.create_model(
+    "LoraConfig",
+    __base__=_RunOptions,
+    __doc__="Knobs of one fine-tuning run: the trainer's TrainConfig (paths come from the inputs) and `fresh`.",
+    __module__=__name__,
+    **trainer_knobs(),
+)
 
 
 def loss_curve_png(history: list[dict]) -> bytes:
@@ -77,9 +89,11 @@ def loss_curve_png(history: list[dict]) -> bytes:
 
 @dg.asset(
     group_name="training",
-    deps=[training_dataset, base_model],
+    io_manager_key=FOLDER,
     kinds={"pytorch", "mlflow"},
     tags={"stage": "training"},
+    pool=GPU_POOL,
+    **stage_facts("training"),
 )
 def lora_adapter(
     context: dg.AssetExecutionContext,
@@ -87,7 +101,9 @@ def lora_adapter(
     training_launcher: TrainingLauncher,
     mlflow_tracking: MlflowTracking,
     data_root: DataRoot,
-) -> dg.MaterializeResult:
+    training_dataset: DatasetFolder,
+    base_model: ModelFolder,
+) -> dg.Output[AdapterFolder]:
     """A LoRA adapter (peft) fine-tuned on ``training_dataset`` over ``base_model``.
 
     Dagster launches the trainer (assets/training/trainer.py) out of process through Pipes: locally under
@@ -96,18 +112,15 @@ def lora_adapter(
     and loss curve as artifacts, git commit, and the data versions of the dataset and base model).
     Checkpoints under the asset's folder let a killed run resume where it stopped.
     """
-    out = data_root.local_path(data_root.path("lora_adapter"))
+    out = data_root.local_path(asset_folder(data_root, context))
     if config.fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    versions = {
-        "training_dataset": data_version(context, "training_dataset"),
-        "base_model": data_version(context, "base_model"),
-    }
+    versions = {"training_dataset": training_dataset.version, "base_model": base_model.version}
     inputs = {
         **config.model_dump(exclude={"fresh"}),
-        "base_model": data_root.path("base_model"),
-        "dataset_dir": data_root.path("training_dataset"),
+        "base_model": base_model.path,
+        "dataset_dir": training_dataset.path,
     }
     # One folder per training key (config + input data versions): checkpoints resume only the same training.
     key = hashlib.sha256(json.dumps({"inputs": inputs, "versions": versions}, sort_keys=True).encode()).hexdigest()
@@ -118,11 +131,7 @@ def lora_adapter(
     data_root.write_bytes(json.dumps(train_cfg, indent=2).encode(), str(config_path))
     record_path = out / TRAINED_RECORD
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    reusable = (
-        "unknown" not in versions.values()
-        and record.get("training_key") == key
-        and Path(record["result"]["adapter_path"]).exists()
-    )
+    reusable = record.get("training_key") == key and Path(record["result"]["adapter_path"]).exists()
     if reusable:  # same config, same dataset and base versions: the adapter would come out the same
         context.log.info(f"inputs unchanged since MLflow run {record['mlflow_run_id']}: reusing its adapter")
         history, result, run_id = record["history"], record["result"], record["mlflow_run_id"]
@@ -142,28 +151,37 @@ def lora_adapter(
                 shutil.rmtree(old, ignore_errors=True)
 
     image = base64.b64encode(png).decode()
-    return dg.MaterializeResult(
+    adapter = AdapterFolder(
+        path=str(result["adapter_path"]),
+        version=key[:16],
+        facts={"mlflow_run_id": run_id, "data_versions": versions, "training_key": key},
+    )
+    return dg.Output(
+        adapter,
         metadata={
             "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{image})"),
             "loss_curve_png": dg.MetadataValue.path(str(run_dir / "loss_curve.png")),
             "adapter_path": dg.MetadataValue.path(result["adapter_path"]),
             "adapter_bytes": int(result["adapter_bytes"] or 0),
             "tokens_per_s": round(float(result["tokens_per_s"]), 1),
-            "mfu": float(result["mfu"]) if result.get("mfu") is not None else "n/a (CPU)",
+            "mfu": readable(float(result["mfu"])) if result.get("mfu") is not None else "n/a (CPU)",
             "peak_memory_mb": round(int(result["peak_memory_bytes"]) / 2**20, 1),
-            "initial_val_loss": float(result["initial_val_loss"])
+            "initial_val_loss": readable(float(result["initial_val_loss"]))
             if result.get("initial_val_loss") is not None
             else "n/a",
-            "final_val_loss": float(result["final_val_loss"]) if result.get("final_val_loss") is not None else "n/a",
+            "final_val_loss": readable(float(result["final_val_loss"]))
+            if result.get("final_val_loss") is not None
+            else "n/a",
             "steps": int(result["steps"]),
             "resumed_from_step": int(result["resumed_from_step"]),
             "world_size": int(result["world_size"]),
             "mlflow_run_id": run_id,
+            "mlflow_run": dg.MetadataValue.url(mlflow_tracking.run_url_of(run_id)),
             "mlflow_tracking_uri": mlflow_tracking.uri,
             "data_versions": dg.MetadataValue.json(versions),
             "steps_logged": len(history),
             "reused": reusable,
-        }
+        },
     )
 
 

@@ -25,7 +25,7 @@ import resource
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,33 +36,46 @@ CHECKPOINT_PREFIX = "checkpoint-"
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 
 
+def knob(default=MISSING, doc: str = "", *, factory=MISSING):
+    """A TrainConfig field with its description (lora_adapter's Dagster config is built from these)."""
+    return field(default=default, default_factory=factory, metadata={"doc": doc})
+
+
 @dataclass
 class TrainConfig:
-    base_model: str
-    dataset_dir: str
-    output_dir: str
-    max_steps: int = 100
-    micro_batch_size: int = 8
-    grad_accum: int = 1
-    learning_rate: float = 1e-3
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """One training run. The paths come from the launching asset's inputs; every other field is a knob
+    (lora_adapter's Dagster config is generated from these fields, defaults and descriptions)."""
+
+    base_model: str = knob(doc="Folder of the base model (save_pretrained).")
+    dataset_dir: str = knob(doc="Folder of the packed training_dataset.")
+    output_dir: str = knob(doc="Folder of this run's checkpoints and adapter.")
+    max_steps: int = knob(100, "Optimizer steps in all (a resumed run stops at the same count).")
+    micro_batch_size: int = knob(8, "Sequences per rank per forward/backward.")
+    grad_accum: int = knob(1, "Micro-batches per optimizer step.")
+    learning_rate: float = knob(1e-3, "Peak AdamW learning rate.")
+    warmup_steps: int = knob(10, "Linear warmup steps, then cosine decay.")
+    min_lr_ratio: float = knob(0.1, "Cosine floor as a share of the peak learning rate.")
+    weight_decay: float = knob(0.0, "AdamW weight decay.")
+    max_grad_norm: float = knob(1.0, "Gradient clipping norm.")
+    lora_r: int = knob(16, "LoRA rank.")
+    lora_alpha: int = knob(32, "LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = knob(0.0, "Dropout on the LoRA path.")
+    target_modules: list[str] = knob(
+        doc="Modules that get LoRA weights.",
+        factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     )
-    seed: int = 0
-    checkpoint_every: int = 50
-    keep_last: int = 2
-    eval_every: int = 50
-    eval_batches: int = 8
-    log_every: int = 1
-    compile: bool | None = None  # None: compile on CUDA (1.56x on an H100, bench/bench_train.py), not on CPU
-    max_seq_len: int | None = None  # truncate packed rows (None: the dataset's seq_len)
+    seed: int = knob(0, "Seed of weights, data order and dropout.")
+    checkpoint_every: int = knob(50, "Steps between checkpoints.")
+    keep_last: int = knob(2, "Checkpoints kept.")
+    eval_every: int = knob(50, "Steps between validation-loss evaluations.")
+    eval_batches: int = knob(8, "Validation micro-batches per evaluation.")
+    log_every: int = knob(1, "Steps between two reported metric rows (log line, Dagster, MLflow).")
+    compile: bool | None = knob(
+        None,
+        "torch.compile the model; unset: on GPUs only (1.56x tokens/s on an H100, bench/bench_train.py), "
+        "not on CPU where compiling costs more than it saves.",
+    )
+    max_seq_len: int | None = knob(None, "Truncate packed rows to this many tokens (unset: the dataset's seq_len).")
 
     @classmethod
     def load(cls, path: str) -> TrainConfig:

@@ -18,7 +18,7 @@ import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -31,6 +31,7 @@ from .logstore import InferenceLog
 from .metrics import GatewayMetrics
 from .openapi import document
 from .ratelimit import DEFAULT_TIERS, make_limiter
+from .reports import DRIFT_ROUTE, drift_report_file
 from .routing import Router
 from .schemas import ChatRequest
 from .settings import GatewaySettings
@@ -416,6 +417,19 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
     async def metrics():
         gateway.metrics.log_pending.set(gateway.log.pending)
         return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(DRIFT_ROUTE)
+    async def drift_report(hour: str):
+        """An hour's Evidently drift report (HTML), read-only (serving.gateway.reports)."""
+        if settings.reports_dir is None:
+            return ApiError(404, "no reports folder is configured (reports_dir)", code="not_found").response()
+        try:
+            path = await asyncio.to_thread(drift_report_file, settings.reports_dir, hour)
+        except ValueError as exc:
+            return ApiError(400, str(exc), code="invalid_request").response()
+        if path is None:
+            return ApiError(404, f"no drift report for {hour}", code="not_found").response()
+        return FileResponse(path, media_type="text/html; charset=utf-8")
 
     @app.get("/v1/models")
     async def models(request: Request):

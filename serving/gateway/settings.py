@@ -101,6 +101,11 @@ class GatewaySettings(_Strict):
     routing_file: str
     keys_file: str
     log_dir: str
+    reports_dir: str | None = Field(
+        None,
+        description="Folder of the hourly drift reports ({reports_dir}/<hour>/report.html), served read-only "
+        "at /reports/drift/<hour>; None: no reports route",
+    )
     redis_url: str | None = Field(None, description="Shared rate-limit state between replicas; None: in memory")
     engines: list[EngineSettings]
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)

@@ -1,6 +1,5 @@
 """Issue 14's observed case through the ``drift_report`` asset and the drift sensor: 120 in-distribution requests
-an hour after the 6 requests of the first run's demo must not be flagged. Imports only what main already had,
-so that it runs (and fails) on main's code too."""
+an hour after the 6 requests of the first run's demo must not be flagged."""
 
 from __future__ import annotations
 
@@ -44,11 +43,18 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     so slower): main compared prompt/output lengths, latency and completion tokens with those 6 requests and
     flagged 6 of 15 columns at p ~ 0 (share 0.40 against a threshold of 0.50)."""
     from crawl2serve.assets.monitoring.assets import drift_report, monitoring_partitions
+    from crawl2serve.assets.partitions import crawl_partitions
     from crawl2serve.pipelines.sensors import drift_retraining
+    from crawl2serve.resources.feast_store import FeastStore
+    from crawl2serve.resources.folders import FolderIOManager, TokenizerFolder
     from crawl2serve.resources.io_manager import ParquetIOManager
+    from crawl2serve.resources.serving import ServingEngine
     from crawl2serve.resources.storage import DataRoot
 
+    data_root = DataRoot(url=str(tmp_path))
+    folders = FolderIOManager(data_root=data_root)
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>").save_pretrained(tmp_path / "tokenizer" / "_")
+    folders.record(dg.AssetKey("tokenizer"), None, TokenizerFolder(path=data_root.path("tokenizer"), version="bpe"))
     _write(tmp_path, "deduplicated_documents", "2026-11-20", corpus_texts)
     partition = "2026-11-23-07:00"
     earlier = (datetime.strptime(partition, "%Y-%m-%d-%H:%M") - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
@@ -70,23 +76,36 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     )
     _write(tmp_path, "inference_log", partition, current)
 
-    data_root = DataRoot(url=str(tmp_path))
     instance = dg.DagsterInstance.ephemeral()
-    logs = dg.SourceAsset("inference_log", partitions_def=monitoring_partitions)  # read by the IO manager
+    inputs = [  # read by the IO managers
+        dg.SourceAsset("inference_log", partitions_def=monitoring_partitions),
+        dg.SourceAsset("deduplicated_documents", partitions_def=crawl_partitions),
+        dg.SourceAsset("tokenizer", io_manager_key="folder_io_manager"),
+    ]
     result = dg.materialize(
-        [logs, drift_report],
+        [*inputs, drift_report],
         partition_key=partition,
-        resources={"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)},
+        resources={
+            "data_root": data_root,
+            "io_manager": ParquetIOManager(data_root=data_root),
+            "folder_io_manager": folders,
+            "serving_engine": ServingEngine(data_root=data_root, feast_store=FeastStore(data_root=data_root)),
+        },
         instance=instance,
     )
     assert result.success
     meta = result.asset_materializations_for_node("drift_report")[0].metadata
-    assert meta["drifted_columns"].value == [], meta["per_column"].value
+    records = {r.data["column"]: r.data for r in meta["per_column"].value.records}
+    assert meta["drifted_columns"].value == [], records
     assert meta["dataset_drift"].value is False and meta["verdict"].value == "no drift"
-    table = meta["per_column"].value
-    assert "| latency_ms | - | - | - | - | 6 | 120 | no verdict (baseline n=6 < 200) |" in table
-    assert "| prompt_chars | corpus (baseline n=6 < 200) | K-S |" in table
-    records = {r.data["column"]: r.data for r in meta["per_column_table"].value.records}
+    assert records["latency_ms"]["verdict"] == "no verdict (baseline n=6 < 200)"
+    assert (records["latency_ms"]["n_ref"], records["latency_ms"]["n_cur"], records["latency_ms"]["p"]) == (
+        6,
+        120,
+        None,
+    )
+    assert records["prompt_chars"]["reference"] == "corpus (baseline n=6 < 200)"
+    assert records["prompt_chars"]["test"] == "K-S"
     assert set(records) == set(PROMPT_COLUMNS + OUTPUT_COLUMNS + SERVING_COLUMNS)
     assert records["prompt_language"]["verdict"] == "no drift" and 0 <= records["prompt_language"]["p"] <= 1
     assert records["prompt_language"]["n_cur"] == 120 and records["prompt_language"]["psi"] >= 0

@@ -20,8 +20,16 @@ HOUR = "2026-11-23-06:00"
 
 def _first_hour(tmp_path, tokenizer, prompts: list[str]) -> dict:
     """drift_report of an hour holding only ``prompts``, with no earlier traffic (a fresh deployment)."""
+    from crawl2serve.assets.partitions import crawl_partitions
+    from crawl2serve.resources.feast_store import FeastStore
+    from crawl2serve.resources.folders import FolderIOManager, TokenizerFolder
+    from crawl2serve.resources.serving import ServingEngine
+
     root = tmp_path / "root"
+    data_root = DataRoot(url=str(root))
+    folders = FolderIOManager(data_root=data_root)
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>").save_pretrained(root / "tokenizer" / "_")
+    folders.record(dg.AssetKey("tokenizer"), None, TokenizerFolder(path=data_root.path("tokenizer"), version="bpe"))
     rng = random.Random(11)
     corpus = root / "deduplicated_documents" / "2026-11-23" / "data.parquet"
     if not corpus.exists():
@@ -30,15 +38,26 @@ def _first_hour(tmp_path, tokenizer, prompts: list[str]) -> dict:
     log = root / "inference_log" / HOUR / "data.parquet"
     log.parent.mkdir(parents=True, exist_ok=True)
     log_frame(prompts, completion_tokens=[16] * len(prompts)).write_parquet(log)
-    data_root = DataRoot(url=str(root))
+    inputs = [  # read by the IO managers
+        dg.SourceAsset("inference_log", partitions_def=monitoring_partitions),
+        dg.SourceAsset("deduplicated_documents", partitions_def=crawl_partitions),
+        dg.SourceAsset("tokenizer", io_manager_key="folder_io_manager"),
+    ]
     result = dg.materialize(
-        [dg.SourceAsset("inference_log", partitions_def=monitoring_partitions), drift_report],
+        [*inputs, drift_report],
         partition_key=HOUR,
-        resources={"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)},
+        resources={
+            "data_root": data_root,
+            "io_manager": ParquetIOManager(data_root=data_root),
+            "folder_io_manager": folders,
+            "serving_engine": ServingEngine(data_root=data_root, feast_store=FeastStore(data_root=data_root)),
+        },
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
-    return {k: v.value for k, v in result.asset_materializations_for_node("drift_report")[0].metadata.items()}
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("drift_report")[0].metadata.items()}
+    meta["per_column"] = {r.data["column"]: r.data["verdict"] for r in meta["per_column"].records}
+    return meta
 
 
 def test_the_demos_requests_get_a_no_drift_verdict_against_the_corpus(tmp_path, tokenizer):

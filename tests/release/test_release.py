@@ -5,21 +5,26 @@ import shutil
 import dagster as dg
 import pytest
 
+from crawl2serve.assets.metadata import readable
 from crawl2serve.assets.release.assets import model_evaluation, registered_model, rollback_model
 from crawl2serve.assets.release.registry import CHAMPION, MODEL_NAME, PREVIOUS_TAG
 from crawl2serve.assets.training.lora import lora_adapter
+from crawl2serve.resources.folders import FolderIOManager
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
+from tests.support import CORPUS, DOWNSTREAM, EMBEDDED_LORA, records
 
 RELEASE = [lora_adapter, model_evaluation, registered_model]
+ASSETS = [*CORPUS, *DOWNSTREAM, *RELEASE]  # the release assets with the inputs they load
 
 
 def release(resources, instance, **lora) -> dg.ExecuteInProcessResult:
-    config = {"max_steps": 30, "eval_every": 30, "checkpoint_every": 100, "fresh": True, **lora}
+    config = {**EMBEDDED_LORA, "max_steps": 30, "eval_every": 30, "checkpoint_every": 100, "fresh": True, **lora}
     return dg.materialize(
-        RELEASE,
+        ASSETS,
+        selection=RELEASE,
         resources=resources,
         raise_on_error=False,
         instance=instance,
@@ -47,6 +52,7 @@ def registry(lineage, tmp_path_factory):
         **res,
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),
         "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
         "mlflow_tracking": MlflowTracking(data_root=data_root),
     }
@@ -71,10 +77,25 @@ def test_lora_adapter_through_registered_model_on_the_embedded_default(registry)
     assert materialized(first) == {"lora_adapter", "model_evaluation", "registered_model"}
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in first.get_asset_materialization_events()}
     assert meta["model_evaluation"]["reference"].value == "base"  # no champion yet
-    table = meta["model_evaluation"]["comparison"].value
-    assert "| metric | candidate | base |" in table and "perplexity" in table and "unsafe_rate" in table
+    comparison = {r["metric"]: r for r in records(meta["model_evaluation"]["comparison"])}
+    assert {"perplexity", "unsafe_rate"} <= set(comparison) and set(comparison["perplexity"]) == {
+        "metric",
+        "candidate",
+        "base",
+    }
+    assert len(comparison["perplexity"]["candidate"].replace(".", "").lstrip("0")) <= 4, "rounded for reading"
     champion = _client(resources).get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert str(champion.version) == "1"
+    run = _client(resources).get_run(champion.tags["training_run_id"])
+    run_url = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert meta["lora_adapter"]["mlflow_run"].value == run_url
+    assert meta["model_evaluation"]["candidate_run"].value == run_url
+    assert meta["registered_model"]["training_run"].value == run_url
+    assert meta["registered_model"]["model_version"].value == f"http://127.0.0.1:5000/#/models/{MODEL_NAME}/versions/1"
+    lineage = {r["tag"]: r["value"] for r in records(meta["registered_model"]["lineage"])}
+    assert lineage["training_run_id"] == run.info.run_id and lineage["evaluated_against"] == "base"
+    metrics = {r["metric"]: r["value"] for r in records(meta["registered_model"]["metrics"])}
+    assert metrics["perplexity"] == readable(float(champion.tags["eval.perplexity"]))
     assert champion.tags["training_run_id"] != "unknown" and champion.tags["git_commit"]
     assert float(champion.tags["eval.perplexity"]) > 0
     model = resources["mlflow_tracking"].client().pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
@@ -87,7 +108,7 @@ def test_worse_candidate_is_blocked_better_one_promoted_and_rollback_restores(re
     client = _client(resources)
 
     again = dg.materialize(
-        RELEASE, selection=[model_evaluation, registered_model], resources=resources, instance=instance
+        ASSETS, selection=[model_evaluation, registered_model], resources=resources, instance=instance
     )  # the same adapter again: it is the champion, nothing to release
     assert again.success
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in again.get_asset_materialization_events()}
@@ -106,6 +127,7 @@ def test_worse_candidate_is_blocked_better_one_promoted_and_rollback_restores(re
     assert str(champion.version) == "2" and champion.tags[PREVIOUS_TAG] == "1"
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in better.get_asset_materialization_events()}
     assert meta["model_evaluation"]["reference"].value == "champion"
+    assert meta["model_evaluation"]["champion_model"].value.endswith(f"#/models/{MODEL_NAME}/versions/1")
 
     result = rollback_model.execute_in_process(resources={"mlflow_tracking": resources["mlflow_tracking"]})
     assert result.success

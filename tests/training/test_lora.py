@@ -16,6 +16,7 @@ from crawl2serve.assets.training.lora import lora_adapter
 from crawl2serve.assets.training.trainer import TrainConfig, newest_checkpoint, train
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
+from tests.support import CORPUS, DOWNSTREAM, EMBEDDED_LORA
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -180,10 +181,13 @@ def test_pipes_round_trip_puts_trainer_metrics_in_metadata_and_mlflow(lineage):
         "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
         "mlflow_tracking": MlflowTracking(data_root=res["data_root"]),
     }
-    run_config = {
-        "ops": {"lora_adapter": {"config": {"max_steps": 8, "eval_every": 4, "checkpoint_every": 4, "fresh": True}}}
-    }
-    result = dg.materialize([lora_adapter], resources=resources, run_config=run_config)
+    lora = {**EMBEDDED_LORA, "max_steps": 8, "eval_every": 4, "checkpoint_every": 4, "fresh": True}
+    result = dg.materialize(
+        [*CORPUS, *DOWNSTREAM, lora_adapter],
+        selection=[lora_adapter],
+        resources=resources,
+        run_config={"ops": {"lora_adapter": {"config": lora}}},
+    )
     assert result.success
     md = result.get_asset_materialization_events()[0].materialization.metadata
     assert md["steps"].value == 8 and md["steps_logged"].value == 9  # the step-0 evaluation plus 8 steps
@@ -193,6 +197,9 @@ def test_pipes_round_trip_puts_trainer_metrics_in_metadata_and_mlflow(lineage):
 
     mlflow = resources["mlflow_tracking"].client()
     run = mlflow.get_run(md["mlflow_run_id"].value)
+    assert (
+        md["mlflow_run"].value == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    )
     assert run.data.params["max_steps"] == "8" and run.data.tags["git_commit"]
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == list(range(1, 9))
