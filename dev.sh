@@ -7,6 +7,7 @@
 #   ./dev.sh feast ARGS   the Feast CLI on feature_repo/ with the data root's store, e.g. ./dev.sh feast serve
 #   ./dev.sh ui     dg dev (webserver + daemon: schedules and sensors tick) on http://127.0.0.1:3000
 #   ./dev.sh check  dg check defs (what CI checks too) and ruff
+#   ./dev.sh instance [START]  create $DAGSTER_HOME/dagster.yaml and record where the partitions start (main and ui do)
 set -euo pipefail
 cd "$(dirname "$0")"
 # dg and the tools below run from the project's .venv (dg warns when the active environment is another one)
@@ -30,27 +31,41 @@ setup() {
   mkdir -p "$DAGSTER_HOME"
 }
 
+# The instance: dagster_home/dagster.yaml (telemetry and the welcome dialog off) copied into a DAGSTER_HOME that
+# has no dagster.yaml. Where the partitions start (assets/partitions.py): START (the first run's day, or its hour)
+# recorded once, in a fresh instance, so that every code-server start counts the same partitions, and moved earlier
+# only when a run asks for an earlier day; an instance with runs from before keeps the code's default start.
+# CRAWL2SERVE_PARTITIONS_START, when set, wins.
+instance() {
+  local start="${1:-}" file="$DAGSTER_HOME/partitions_start"
+  mkdir -p "$DAGSTER_HOME"
+  [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp dagster_home/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+  if [ -n "$start" ]; then
+    if [ ! -s "$file" ] && [ ! -d "$DAGSTER_HOME/storage" ]; then
+      echo "$start" > "$file"
+    elif [ -s "$file" ] && [[ "${start:0:10}" < "$(cut -c1-10 "$file")" ]]; then
+      echo "$start" > "$file"
+    fi
+  fi
+  if [ -s "$file" ] && [ -z "${CRAWL2SERVE_PARTITIONS_START:-}" ]; then
+    CRAWL2SERVE_PARTITIONS_START="$(cat "$file")"
+    export CRAWL2SERVE_PARTITIONS_START
+  fi
+}
+
 case "${1:-}" in
   setup) setup ;;
   main)
     setup
-    partition="${2:-$(date -u +%F)}"
+    today="$(date -u +%F)"
+    partition="${2:-$today}"
+    # a fresh instance's partitions start at this run: its hour when it crawls today, else the day it crawls
+    instance "$([ "$partition" = "$today" ] && date -u +%Y-%m-%d-%H:00 || echo "$partition")"
     dg launch --job main --partition "$partition" -c pipelines/embedded.yaml -c pipelines/console.yaml
+    hour="$(date -u +%Y-%m-%d-%H:00)"  # the hour the demo's requests arrive in (the monitoring partition)
     .venv/bin/python -m crawl2serve.serving demo
-    hour="$(date -u +%Y-%m-%d-%H:00)"
     dg launch --job monitoring --partition "$hour" -c pipelines/console.yaml
-    .venv/bin/python -m crawl2serve.serving status
-    root="${CRAWL2SERVE_DATA_ROOT:-data}"
-    cat <<EOT
-
-Done. What is running and where to look:
-  gateway (OpenAI API)  http://127.0.0.1:8700/v1   stop it and the engine: .venv/bin/python -m crawl2serve.serving stop
-  an API key            .venv/bin/python -m crawl2serve.serving keys add --keys-file $root/sglang_deployment/_/api_keys.json --tenant me --tier pro
-  Dagster UI            ./dev.sh ui                                   then http://127.0.0.1:3000
-  MLflow UI             .venv/bin/mlflow ui --backend-store-uri sqlite:///$root/mlflow/mlflow.db   then http://127.0.0.1:5000
-  Feast                 ./dev.sh feast serve  (online features)  ·  ./dev.sh feast ui
-  Prometheus metrics    http://127.0.0.1:8700/metrics
-EOT
+    .venv/bin/python -m crawl2serve.pipelines.summary --partition "$partition" --hour "$hour"
     ;;
   feast)
     setup
@@ -62,7 +77,12 @@ EOT
     ;;
   ui)
     setup
+    instance "$(date -u +%Y-%m-%d-%H:00)"
     exec dg dev --host 127.0.0.1 --port "${2:-3000}"
+    ;;
+  instance)
+    instance "${2:-}"
+    echo "$DAGSTER_HOME/dagster.yaml; partitions start: ${CRAWL2SERVE_PARTITIONS_START:-default (assets/partitions.py)}"
     ;;
   check)
     setup

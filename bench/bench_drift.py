@@ -108,7 +108,8 @@ from crawl2serve.assets.monitoring.drift import (  # noqa: E402
     rates,
     unknown_token_share,
 )
-from crawl2serve.assets.monitoring.logs import LOG_SCHEMA, daily_hours, read_spool  # noqa: E402
+from crawl2serve.assets.monitoring.logs import LOG_SCHEMA, read_spool  # noqa: E402
+from crawl2serve.serving.gateway.hours import daily_hours  # noqa: E402
 
 DOC_MODULES = (
     "builtins",

@@ -29,9 +29,10 @@ Secrets come from the code location's Helm values (``includeConfigInLaunchedRuns
 import copy
 from collections.abc import Mapping
 
+from crawl2serve.serving.k8s import GPU_TOLERATIONS
+
 K8S_CONFIG_TAG = "dagster-k8s/config"
 POD_LABEL = "crawl2serve/pod"  # the pod kind below: crawl, corpus, ..., gpu
-GPU_TOLERATIONS = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
 JOB_TTL_S = 24 * 3600  # finished step Jobs (and their pods, with their logs) are kept a day
 
 

@@ -1,10 +1,10 @@
 """Schedules (all start STOPPED; switch them on in the UI or with ``dagster schedule start``)."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import dagster as dg
 
-from crawl2serve.assets.monitoring.assets import PARTITION_FORMAT
+from crawl2serve.assets.partitions import HOUR_PARTITION_FORMAT, START
 from crawl2serve.pipelines.jobs import main_job, monitoring_job
 
 # A daily re-crawl: each day's partition is a new crawl (a re-run of a day resumes it).
@@ -23,11 +23,10 @@ daily_recrawl = dg.build_schedule_from_partitioned_job(
     description="Every hour, five minutes past: compact the hour that just ended and report its drift.",
 )
 def hourly_monitoring(context: dg.ScheduleEvaluationContext):
-    hour = (
-        (context.scheduled_execution_time - timedelta(hours=1))
-        .replace(minute=0, second=0, microsecond=0)
-        .strftime(PARTITION_FORMAT)
-    )
+    ended = (context.scheduled_execution_time - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    hour = ended.strftime(HOUR_PARTITION_FORMAT)
+    if ended.astimezone(UTC).replace(tzinfo=None) < START:  # an hour before the partitions start has no partition
+        return dg.SkipReason(f"{hour} is before the first monitoring partition ({START:{HOUR_PARTITION_FORMAT}})")
     return dg.RunRequest(run_key=f"monitoring-{hour}", partition_key=hour)
 
 

@@ -16,6 +16,7 @@ from crawl2serve.serving.backoff import RestartPolicy
 from crawl2serve.serving.deploy import Deployment, EngineConfig
 from crawl2serve.serving.engines import BACKENDS, engine_class, resolve_backend
 from crawl2serve.serving.gateway.settings import FeastSettings, GatewaySettings, GuardrailSettings
+from crawl2serve.serving.k8s import GPU_TOLERATIONS
 
 from .feast_store import FeastStore
 from .storage import DataRoot
@@ -95,8 +96,8 @@ class ServingEngine(dg.ConfigurableResource):
     gpus: int = Field(1, description="k8s: nvidia.com/gpu per engine pod (>1: tensor parallel over them)")
     node_selector: dict[str, str] = Field(default_factory=dict, description="k8s: node selector of the engine pod")
     tolerations: list[dict[str, str]] = Field(
-        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        description="k8s: tolerations of the engine pod",
+        default_factory=lambda: [dict(t) for t in GPU_TOLERATIONS],
+        description="k8s: tolerations of the engine pod (default: serving.k8s.GPU_TOLERATIONS)",
     )
     data_claim: str | None = Field(
         None, description="k8s: PersistentVolumeClaim holding the data root (models, adapters), mounted at data_mount"

@@ -6,6 +6,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from crawl2serve.serving.k8s import GPU_TOLERATIONS
+
 TRAINER_MODULE = "crawl2serve.assets.training.trainer"
 
 
@@ -24,8 +26,8 @@ class TrainingLauncher(dg.ConfigurableResource):
     memory: str = Field(default="64Gi", description="k8s: memory request")
     node_selector: dict[str, str] = Field(default_factory=dict, description="k8s: node selector")
     tolerations: list[dict[str, str]] = Field(
-        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        description="k8s: tolerations of the GPU pod",
+        default_factory=lambda: [dict(t) for t in GPU_TOLERATIONS],
+        description="k8s: tolerations of the GPU pod (default: serving.k8s.GPU_TOLERATIONS)",
     )
     service_account: str | None = Field(default=None, description="k8s: service account of the pod")
     data_claim: str | None = Field(default=None, description="k8s: PersistentVolumeClaim holding the data root")

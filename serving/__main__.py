@@ -3,7 +3,7 @@
 python -m crawl2serve.serving gateway --config data/sglang_deployment/_/gateway.yaml
 python -m crawl2serve.serving keys add --keys-file data/sglang_deployment/_/api_keys.json --tenant acme --tier pro
 python -m crawl2serve.serving keys list --keys-file ...
-python -m crawl2serve.serving demo --data-root data     # a few real requests through the running gateway
+python -m crawl2serve.serving demo --data-root data     # a few real requests (corpus snippets) through the gateway
 python -m crawl2serve.serving status --data-root data
 python -m crawl2serve.serving stop --data-root data
 python -m crawl2serve.serving supervise --name primary --backend cpu --url URL --state-file F -- ENGINE COMMAND...
@@ -124,18 +124,28 @@ def cmd_stop(args) -> int:
     return 0
 
 
-DEMO_PROMPTS = [
-    "The itertools module provides",
-    "To open a file for reading, use",
-    "The json module can serialize",
-    "A dictionary maps keys to",
-    "The subprocess module lets you",
-    "Regular expressions in Python are handled by",
-]
+DEMO_REQUESTS = 6
+DEMO_SEED = 1  # the drift report's corpus reference is drawn with seed 0
+
+
+def demo_prompts(data_root: str, n: int, seed: int = DEMO_SEED) -> list[str]:
+    """``n`` prompts as traffic from the training distribution looks: prompt-sized snippets of the newest
+    deduplicated corpus under ``data_root`` (``assets.monitoring.drift.corpus_snippets``, what the drift report's
+    prompt reference is made of, another seed). Hand-written prompts unlike the corpus made the first run's drift
+    report say "drift". FileNotFoundError when no corpus was materialized."""
+    import polars as pl
+
+    from crawl2serve.assets.monitoring.drift import corpus_snippets
+
+    files = sorted(Path(data_root).glob("deduplicated_documents/*/data.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no deduplicated_documents under {data_root}: materialize the main job first")
+    return corpus_snippets(pl.read_parquet(files[-1]), n, seed=seed)["text"].to_list()
 
 
 def cmd_demo(args) -> int:
-    """Send a few real OpenAI-client requests through the gateway with a temporary key (revoked after)."""
+    """Send a few real OpenAI-client requests (:func:`demo_prompts`) through the gateway with a temporary key
+    (revoked after)."""
     import time
 
     import openai
@@ -143,6 +153,11 @@ def cmd_demo(args) -> int:
     from .gateway.auth import KeyStore
 
     deployment = _deployment(args.data_root)
+    try:
+        prompts = demo_prompts(args.data_root, args.requests)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     gateway = deployment.gateway_state()
     if not gateway:
         print("no gateway: materialize sglang_deployment first", file=sys.stderr)
@@ -155,7 +170,7 @@ def cmd_demo(args) -> int:
     time.sleep(1.1)  # the gateway re-reads its keys within a second
     client = openai.OpenAI(base_url=gateway["url"] + "/v1", api_key=key, max_retries=1)
     try:
-        for i, prompt in enumerate(DEMO_PROMPTS[: args.requests]):
+        for i, prompt in enumerate(prompts):
             start = time.perf_counter()
             if i % 2:
                 stream = client.chat.completions.create(
@@ -171,7 +186,8 @@ def cmd_demo(args) -> int:
                 )
             else:
                 text = client.completions.create(model="crawl2serve", prompt=prompt, max_tokens=16).choices[0].text
-            print(f"{time.perf_counter() - start:6.2f}s  {prompt!r} -> {text!r}")
+            shown = prompt if len(prompt) <= 60 else prompt[:59] + "…"
+            print(f"{time.perf_counter() - start:6.2f}s  {shown!r} -> {text!r}")
     finally:
         keys.revoke(api_key.key_id)
     return 0
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     default_root = os.environ.get("CRAWL2SERVE_DATA_ROOT", "data")
     d = sub.add_parser("demo", help="send a few real requests through the running gateway")
     d.add_argument("--data-root", default=default_root)
-    d.add_argument("--requests", type=int, default=len(DEMO_PROMPTS))
+    d.add_argument("--requests", type=int, default=DEMO_REQUESTS)
     d.set_defaults(fn=cmd_demo)
     s = sub.add_parser(
         "supervise",

@@ -17,7 +17,10 @@ from typing import Any
 from .engines import OFFLINE_ENV, SGLangEngine, sglang_command
 
 PART_OF = "crawl2serve"
-DEFAULT_TOLERATIONS = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+# The one home of the GPU pods' tolerations (the engine here, the trainer pod, the GPU step pods of
+# pipelines/k8s.py; static manifests are checked against it, tests/deploy/test_tolerations.py): GPU node pools
+# carry this taint (GKE and AKS set it, the GPU operator documents it), so that only pods asking for it land there.
+GPU_TOLERATIONS: tuple[dict[str, str], ...] = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
 
 
 def labels(name: str) -> dict[str, str]:
@@ -45,7 +48,7 @@ def sglang_manifests(
     adapters: Mapping[str, str] | None = None,
     extra_args: Iterable[str] | None = None,
     node_selector: Mapping[str, str] | None = None,
-    tolerations: Iterable[Mapping[str, Any]] | None = DEFAULT_TOLERATIONS,
+    tolerations: Iterable[Mapping[str, Any]] | None = GPU_TOLERATIONS,
     data_claim: str | None = None,
     data_mount: str = "/data",
     max_lora_rank: int = 64,

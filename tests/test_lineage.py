@@ -16,7 +16,7 @@ import pytest
 from crawl2serve.assets.metadata import GPU_POOL, OWNERS, code_version, readable
 from crawl2serve.assets.monitoring.assets import drift_report, inference_log
 from crawl2serve.assets.monitoring.drift import corpus_snippets
-from crawl2serve.assets.monitoring.logs import hour_partitions, read_spool
+from crawl2serve.assets.monitoring.logs import read_spool
 from crawl2serve.definitions import defs as loaded
 from crawl2serve.pipelines.jobs import main_job
 from crawl2serve.pipelines.sensors import drift_retraining, new_champion
@@ -24,6 +24,7 @@ from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 from crawl2serve.serving.gateway.auth import KeyStore
+from crawl2serve.serving.gateway.hours import hour_dirs
 from crawl2serve.serving.gateway.routing import read_routing, write_routing
 from tests.serving.helpers import free_port
 from tests.support import EMBEDDED_LORA, PARTITION, SEQ_LEN, all_resources, assert_column_schemas, records, run_config
@@ -130,7 +131,7 @@ def test_drift_from_shifted_traffic_requests_one_retraining_run(whole):
     corpus = pl.read_parquet(root / "deduplicated_documents" / PARTITION / "data.parquet")
     _send(client, corpus_snippets(corpus, 60, seed=7)["text"].to_list())  # traffic like the training data
     time.sleep(0.3)
-    rows, _ = read_spool(engine.gateway_settings().log_dir, hour_partitions(engine.gateway_settings().log_dir))
+    rows, _ = read_spool(engine.gateway_settings().log_dir, hour_dirs(engine.gateway_settings().log_dir))
     partition = rows["ts"].max().strftime("%Y-%m-%d-%H:00")
     calm = _monitor(res, instance, partition)
     assert calm["requests"].value >= 60 and calm["dataset_drift"].value is False, records(calm["per_column"])
@@ -237,3 +238,32 @@ def test_openai_traffic_uses_the_feast_tier_and_pushes_usage_back(whole):
             break
         time.sleep(0.5)
     assert row["requests_last_hour"][0] == 5 and row["tokens_last_hour"][0] > 20
+
+
+def test_the_first_run_summary_reads_the_instance_and_the_data_root(whole):
+    """`./dev.sh main` ends with this summary: what ran (from the run's events), the drift verdict, a completion
+    the gateway served (from the inference log), what runs and where to look (from the resources)."""
+    from crawl2serve.pipelines.summary import summary
+
+    root, res, result, instance = whole
+    hours = sorted(instance.get_materialized_partitions(dg.AssetKey("drift_report")))
+    assert hours, "runs after test_drift_from_shifted_traffic_requests_one_retraining_run"
+    hour = hours[-1]
+    text = summary(instance, res, PARTITION, hour)
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    passed = [e for e in result.get_asset_check_evaluations() if e.passed]
+    assert f"main [{PARTITION}]: SUCCESS, {len(materialized)} assets materialized; {len(passed)} checks passed" in text
+    drift = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("drift_report"), asset_partitions=[hour]), limit=1
+    ).records[0]
+    verdict = drift.event_log_entry.asset_materialization.metadata["verdict"].value
+    assert f"drift report [{hour}]: {verdict} (" in text
+    answered = pl.read_parquet(root / "inference_log" / hour / "data.parquet").filter(pl.col("status") == 200)
+    visible = answered.filter(pl.col("output").str.strip_chars() != "")
+    shown = visible if visible.height else answered  # the first answered request, one with visible text if any
+    first = " ".join(shown["prompt"][0].split())[:30]  # clipped as the summary clips it
+    assert repr(first)[1:-1] in text
+    engine = res["serving_engine"]
+    assert f"gateway   http://127.0.0.1:{engine.gateway_port} healthy" in text
+    assert f"--keys-file {engine.gateway_settings().keys_file} --tenant me" in text
+    assert f"--backend-store-uri {res['mlflow_tracking'].uri}" in text

@@ -14,7 +14,7 @@ from crawl2serve.assets.contracts import Distribution, TableContract
 from crawl2serve.assets.metadata import facts_table, frame_table, funnel_table, histogram_table, stage_facts
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
 
-from .cleaning import RULE_ORDER, clean_document
+from .cleaning import clean_document
 from .extract import content_hash
 from .extracted import COLUMNS as PAGE_COLUMNS
 from .language import MIXED, MIXED_MIN_SHARE, identify
@@ -112,7 +112,7 @@ REJECTED = TableContract(
         Distribution(
             "known_rules",
             "Every rejection names a rule of the pipeline.",
-            lambda df, _: float((~df["rule"].is_in([LANGUAGE_RULE, *RULE_ORDER])).sum()),
+            lambda df, _: float((~df["rule"].is_in([LANGUAGE_RULE, *RULE_TYPES])).sum()),
             high=0,
             blocking=True,
         ),

@@ -1,7 +1,8 @@
 """One document through the corpus rules: normalize, filter, scrub (framework-free).
 
 ``clean_document`` runs ``normalize_text``, then the profile's rules in the profile's ``order``, then
-``scrub_pii``. The default order (``RULE_ORDER``; profiles ``published`` and ``documentation``)::
+``scrub_pii``. The default order (``thresholds.DEFAULT_ORDER``, the order of ``filters.RULES``; profiles
+``published`` and ``documentation``)::
 
     normalize_text -> length_bounds -> c4_quality (line filter, then document rules)
     -> gopher_repetition -> gopher_quality -> fineweb_quality -> scrub_pii
@@ -24,9 +25,7 @@ from dataclasses import dataclass, field
 from crawl2serve.assets.corpus.filters import C4Quality, normalize_text, quality_score, scrub_pii
 from crawl2serve.assets.corpus.languages import profile_for_language
 from crawl2serve.assets.corpus.text_stats import TextStats
-from crawl2serve.assets.corpus.thresholds import DEFAULT_ORDER, Profile
-
-RULE_ORDER: tuple[str, ...] = DEFAULT_ORDER
+from crawl2serve.assets.corpus.thresholds import Profile
 
 
 @dataclass(frozen=True)

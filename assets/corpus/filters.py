@@ -25,6 +25,7 @@ a permissive value (0 for a minimum, ``float("inf")`` for a maximum).
 from __future__ import annotations
 
 import re
+import typing
 import unicodedata
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -42,6 +43,8 @@ __all__ = [
     "GopherRepetition",
     "LengthBounds",
     "PII_PLACEHOLDERS",
+    "RULES",
+    "Rule",
     "normalize_text",
     "quality_score",
     "scrub_pii",
@@ -639,6 +642,15 @@ class FineWebQuality:
         if stats.n_newlines / stats.n_en_tokens > self.new_line_ratio:
             return f"newline_word_ratio>{_g(self.new_line_ratio)}"
         return None
+
+
+#: Every rule, in the default order (profiles ``published`` and ``documentation``): the one list of the corpus
+#: rules, as the type of "a rule". :data:`RULES` (the classes), the rule names (``thresholds.RULE_TYPES``,
+#: ``DEFAULT_ORDER``), the ``known_rules`` check and the launchpad's override classes derive from it;
+#: :class:`~assets.corpus.thresholds.Profile`'s fields and the docs' rule orders are checked against it (at
+#: import, and tests/corpus/test_rule_list.py).
+Rule = LengthBounds | C4Quality | GopherRepetition | GopherQuality | FineWebQuality
+RULES: tuple[type[Rule], ...] = typing.get_args(Rule)
 
 
 # ----- quality score ---------------------------------------------------------------------------

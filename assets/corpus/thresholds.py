@@ -40,19 +40,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from crawl2serve.assets.corpus.en_words import DATATROVE_TERMINALS
-from crawl2serve.assets.corpus.filters import C4Quality, FineWebQuality, GopherQuality, GopherRepetition, LengthBounds
-
-RuleType = LengthBounds | C4Quality | GopherRepetition | GopherQuality | FineWebQuality
-RULE_TYPES: dict[str, type] = {
-    cls.name: cls for cls in (LengthBounds, C4Quality, GopherRepetition, GopherQuality, FineWebQuality)
-}
-DEFAULT_ORDER: tuple[str, ...] = (
-    "length_bounds",
-    "c4_quality",
-    "gopher_repetition",
-    "gopher_quality",
-    "fineweb_quality",
+from crawl2serve.assets.corpus.filters import (
+    RULES,
+    C4Quality,
+    FineWebQuality,
+    GopherQuality,
+    GopherRepetition,
+    LengthBounds,
 )
+from crawl2serve.assets.corpus.filters import Rule as RuleType
+
+RULE_TYPES: dict[str, type[RuleType]] = {cls.name: cls for cls in RULES}  # name -> class, in the default order
+DEFAULT_ORDER: tuple[str, ...] = tuple(RULE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -81,6 +80,17 @@ class Profile:
     def pipeline(self) -> tuple[RuleType, ...]:
         """The rules that run, in ``order``."""
         return tuple(getattr(self, name) for name in self.order)
+
+
+def _rule_fields() -> dict[str, type]:
+    """Profile's fields that hold a rule: field name -> the rule's class."""
+    return {name: tp for name, tp in typing.get_type_hints(Profile).items() if tp in RULES}
+
+
+# Profile spells its rule fields out (typed attributes); they must be filters.RULES, each named as its rule's
+# name, in order: a rule added to RULES without its field here (or the reverse) fails at import.
+if [(name, tp.name) for name, tp in _rule_fields().items()] != [(cls.name, cls.name) for cls in RULES]:
+    raise TypeError(f"Profile's rule fields {list(_rule_fields())} are not filters.RULES {list(DEFAULT_ORDER)}")
 
 
 def _check_order(key: str, order: tuple[str, ...]) -> None:

@@ -17,10 +17,13 @@ from crawl2serve.assets.metadata import (
     readable,
     stage_facts,
 )
+from crawl2serve.assets.partitions import HOUR_PARTITION_FORMAT as PARTITION_FORMAT
+from crawl2serve.assets.partitions import monitoring_partitions
 from crawl2serve.assets.serving.assets import sglang_deployment
 from crawl2serve.resources.folders import TokenizerFolder, asset_folder
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.serving.gateway.hours import HOUR_FORMAT
 from crawl2serve.serving.gateway.logrow import LogRow
 from crawl2serve.serving.gateway.reports import drift_report_path
 
@@ -33,11 +36,8 @@ from .drift import (
     drift_verdict,
     rates,
 )
-from .logs import HOUR_FORMAT, LOG_SCHEMA, read_spool
+from .logs import LOG_SCHEMA, read_spool
 
-# One partition per UTC hour; the current (open) hour is a partition too, so traffic can be looked at as it comes.
-monitoring_partitions = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00", end_offset=1)
-PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 BASELINE_WINDOW = 24  # hours before a drift report's own that its inference_log input holds (the most baseline_hours)
 with warnings.catch_warnings():  # the first hours after the partitions' start have fewer hours before them
     warnings.simplefilter("ignore", dg.BetaWarning)

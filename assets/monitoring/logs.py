@@ -19,11 +19,8 @@ Reading rules (:func:`read_spool`), the same as the writer's own reader
   nulls, keys the schema does not name are dropped. A row whose values cannot take the schema's types (``"status": "abc"``) is a
   writer bug and raises rather than being dropped silently.
 
-Hours: the writer files each row under the UTC hour of its ``ts``, the time the request *arrived*,
-and writes it when the request ends, so an hour's folder can still grow for up to one request's
-duration after the hour ends. :func:`closed_hours` lists the folders strictly before the UTC hour of
-``now - grace_s``; pass the longest request duration (plus clock skew between gateway hosts) as
-``grace_s`` to read only folders no gateway will write to again.
+Hours: which folders exist, their names and which are closed (no row will be added to them any more) are
+:mod:`serving.gateway.hours`' (``hour_dirs``, ``hour_of``, ``closed_hours``), shared with the writer.
 """
 
 from __future__ import annotations
@@ -31,19 +28,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
+from crawl2serve.serving.gateway.hours import is_hour
 from crawl2serve.serving.gateway.logrow import LOG_FIELDS, TIMESTAMP_FIELDS, base_type
 
-__all__ = ["HOUR_FORMAT", "LOG_SCHEMA", "closed_hours", "daily_hours", "hour_of", "hour_partitions", "read_spool"]
-
-HOUR_FORMAT = "%Y-%m-%dT%H"  # hour folder names: "2026-11-23T06"
-_HOUR_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
+__all__ = ["LOG_SCHEMA", "read_spool"]
 
 _POLARS_TYPES = {str: pl.String(), int: pl.Int64(), float: pl.Float64(), bool: pl.Boolean()}
 
@@ -57,52 +50,6 @@ LOG_SCHEMA = pl.Schema(
 )
 # As written on disk: timestamps are ISO-8601 strings ("2026-11-23T06:05:01.123456+00:00").
 _RAW_SCHEMA = pl.Schema({k: (pl.String() if k in TIMESTAMP_FIELDS else v) for k, v in LOG_SCHEMA.items()})
-
-
-def _is_hour(name: str) -> bool:
-    if not _HOUR_RE.match(name):
-        return False
-    try:
-        datetime.strptime(name, HOUR_FORMAT)
-    except ValueError:
-        return False
-    return True
-
-
-def hour_of(moment: datetime) -> str:
-    """The hour folder name of ``moment``, in UTC; ``moment`` must be timezone-aware (ValueError)."""
-    if moment.tzinfo is None:
-        raise ValueError(f"hour_of: {moment!r} is naive; pass a timezone-aware datetime")
-    return moment.astimezone(UTC).strftime(HOUR_FORMAT)
-
-
-def hour_partitions(spool_dir: str | os.PathLike) -> list[str]:
-    """Every hour folder in the spool, sorted (oldest first); [] when the spool does not exist.
-
-    Entries that are not directories named ``YYYY-MM-DDTHH`` (a valid date and hour) are ignored.
-    """
-    root = Path(spool_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_hour(p.name))
-
-
-def closed_hours(spool_dir: str | os.PathLike, now: datetime, *, grace_s: float = 0.0) -> list[str]:
-    """The spool's hour folders strictly before the UTC hour of ``now - grace_s``.
-
-    ``now`` must be timezone-aware (ValueError otherwise). ``grace_s``: how late a row may arrive in
-    its hour's folder (module docstring); 0 trusts every folder as soon as its hour has ended.
-    """
-    if now.tzinfo is None:
-        raise ValueError("closed_hours: now must be timezone-aware")
-    current = hour_of(now - timedelta(seconds=grace_s))
-    return [h for h in hour_partitions(spool_dir) if h < current]  # the fixed-width names sort as times
-
-
-def daily_hours(day: str) -> list[str]:
-    """The 24 hour-folder names of the UTC day ``"YYYY-MM-DD"``: ``"YYYY-MM-DDT00"`` ... ``"T23"``."""
-    start = datetime.strptime(day, "%Y-%m-%d")
-    return [(start + timedelta(hours=h)).strftime(HOUR_FORMAT) for h in range(24)]
 
 
 def _split_complete(data: bytes) -> tuple[bytes, bytes]:
@@ -170,7 +117,7 @@ def read_spool(spool_dir: str | os.PathLike, hours: list[str]) -> tuple[pl.DataF
     final sort by ``ts`` is stable, so rows with equal timestamps keep that order. A name in ``hours``
     that is not ``YYYY-MM-DDTHH`` raises ValueError.
     """
-    bad = [h for h in hours if not _is_hour(h)]
+    bad = [h for h in hours if not is_hour(h)]
     if bad:
         raise ValueError(f"not hour folder names (YYYY-MM-DDTHH): {bad}")
     root = Path(spool_dir)

@@ -2,6 +2,7 @@
 can ``mlflow.pyfunc.load_model("models:/crawl2serve-lora@champion").predict({"prompt": [...]})``."""
 
 import mlflow.pyfunc
+import pandas as pd
 
 
 class LoraAdapterModel(mlflow.pyfunc.PythonModel):
@@ -14,7 +15,10 @@ class LoraAdapterModel(mlflow.pyfunc.PythonModel):
         self.model, self.tokenizer = load_candidate(context.model_config["base_model"], context.artifacts["adapter"])
         self.max_new_tokens = int(context.model_config.get("max_new_tokens", 64))
 
-    def predict(self, context, model_input, params=None):
+    # model_input: a DataFrame with a "prompt" column (what pyfunc hands over), a {"prompt": [...]} dict or a list
+    # of prompts. The DataFrame hint is one MLflow infers no schema from, so it validates nothing (as without a
+    # hint) and does not warn "Add type hints to the `predict` method" at import: once per Dagster step process.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         import torch
 
         prompts = (

@@ -103,9 +103,10 @@ class Reporter:
     def log(self, msg: str) -> None:
         if self.rank != 0:
             return
-        if self._pipes:
+        if self._pipes:  # Dagster shows it (console, run log): printing it too showed every line twice
             self._pipes.log.info(msg)
-        print(msg, flush=True)
+        else:
+            print(msg, flush=True)
 
     def metrics(self, payload: dict) -> None:
         if self.rank == 0 and self._pipes:
@@ -114,7 +115,7 @@ class Reporter:
     def result(self, metadata: dict) -> None:
         if self.rank == 0 and self._pipes:
             self._pipes.report_asset_materialization(metadata=metadata)
-        if self.rank == 0:
+        elif self.rank == 0:
             print(json.dumps({"result": metadata}), flush=True)
 
     def close(self, exc: BaseException | None = None) -> None:

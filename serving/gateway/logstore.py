@@ -29,7 +29,7 @@ Durability, two ways in:
 
 A crash in the middle of a ``write()`` can leave a torn last line (never a committed one), which
 :func:`read_rows` skips and counts. Readers should treat rows as arriving up to one request's duration late
-(``ts`` is when the request arrived), see ``grace_s`` in :func:`closed_hours`.
+(``ts`` is when the request arrived), see ``grace_s`` in :func:`serving.gateway.hours.closed_hours`.
 """
 
 import asyncio
@@ -45,10 +45,11 @@ import socket
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .hours import hour_dirs, hour_of
 from .logrow import LOG_FIELDS, LogRow, validate_row
 
 __all__ = [
@@ -56,10 +57,7 @@ __all__ = [
     "InferenceLog",
     "LogRow",
     "LogUnavailable",
-    "closed_hours",
     "fsync_dir",
-    "hour_dirs",
-    "hour_of",
     "read_rows",
     "utc_now_iso",
     "validate_row",
@@ -67,24 +65,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HOUR_FORMAT = "%Y-%m-%dT%H"
-_HOUR_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
-
 
 def utc_now_iso() -> str:
     """The current time as the log's ``ts``: ISO-8601, UTC, microseconds."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def hour_of(ts: str) -> str:
-    """The hour folder (``YYYY-MM-DDTHH``, UTC) of an ISO-8601 timestamp with a UTC offset."""
-    try:
-        t = datetime.fromisoformat(ts)
-    except ValueError as e:
-        raise ValueError(f"ts {ts!r} is not an ISO-8601 timestamp") from e
-    if t.tzinfo is None:
-        raise ValueError(f"ts {ts!r} has no UTC offset")
-    return t.astimezone(UTC).strftime(HOUR_FORMAT)
 
 
 def _safe_name(text: str) -> str:
@@ -484,14 +468,6 @@ def fsync_dir(path: Path) -> None:
 
 
 # -- readers ------------------------------------------------------------------------------------
-def hour_dirs(spool_dir: str | os.PathLike[str]) -> list[str]:
-    """The hour folders under ``spool_dir``, oldest first (a missing spool is empty)."""
-    root = Path(spool_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _HOUR_DIR.match(p.name))
-
-
 def read_rows(spool_dir: str | os.PathLike[str], hours: list[str] | None = None) -> tuple[list[dict], int]:
     """(rows, skipped): every complete line of every log file in ``hours`` (default: all hours), by hour,
     file and line order. A line is complete when it ends in a newline and parses; the torn last line a
@@ -524,13 +500,3 @@ def _read_file(path: Path) -> tuple[list[dict], int]:
             log.warning("inference log: skipping unparsable line %d in %s", i + 1, path)
             skipped += 1
     return rows, skipped
-
-
-def closed_hours(spool_dir: str | os.PathLike[str], now: datetime | None = None, grace_s: float = 0.0) -> list[str]:
-    """Hour folders strictly before the current UTC hour (of ``now - grace_s``): no row will be added
-    to them any more, given rows are at most ``grace_s`` late. ``now`` must be timezone-aware."""
-    now = datetime.now(UTC) if now is None else now
-    if now.tzinfo is None:
-        raise ValueError("closed_hours: now must be timezone-aware")
-    current = (now.astimezone(UTC) - timedelta(seconds=grace_s)).strftime(HOUR_FORMAT)
-    return [h for h in hour_dirs(spool_dir) if h < current]

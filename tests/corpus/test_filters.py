@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from crawl2serve.assets.corpus.cleaning import RULE_ORDER, CleanResult, clean_document
+from crawl2serve.assets.corpus.cleaning import CleanResult, clean_document
 from crawl2serve.assets.corpus.filters import (
     C4Quality,
     FineWebQuality,
@@ -26,6 +26,7 @@ from crawl2serve.assets.corpus.filters import (
 )
 from crawl2serve.assets.corpus.text_stats import STOP_WORDS, TextStats
 from crawl2serve.assets.corpus.thresholds import (
+    DEFAULT_ORDER,
     DOCUMENTATION,
     FINEWEB,
     PROFILES,
@@ -645,8 +646,8 @@ def test_quality_score_orders_prose_above_boilerplate():
 def test_published_profile_uses_class_defaults():
     assert Profile(name="published") == PUBLISHED
     assert PROFILES == {"published": PUBLISHED, "fineweb": FINEWEB, "documentation": DOCUMENTATION}
-    assert PUBLISHED.order == RULE_ORDER
-    assert list(PUBLISHED.rules) == list(RULE_ORDER)
+    assert PUBLISHED.order == DEFAULT_ORDER
+    assert list(PUBLISHED.rules) == list(DEFAULT_ORDER)
     for name, rule in PUBLISHED.rules.items():
         assert rule.name == name and getattr(PUBLISHED, name) is rule
 
@@ -744,16 +745,12 @@ def test_profile_with_overrides_unknown_profile():
 # ----- clean_document -------------------------------------------------------------------------------
 
 
-def test_rule_order():
-    assert RULE_ORDER == ("length_bounds", "c4_quality", "gopher_repetition", "gopher_quality", "fineweb_quality")
-
-
 def test_clean_document_keeps_prose_and_scrubs_pii_last():
     raw = PROSE + "\n\nWrite to the harbor office at info@harbor-museum.org or call +1 (415) 723-2671 for tours."
     res = clean_document(raw, PUBLISHED)
     assert isinstance(res, CleanResult)
     assert res.dropped_by is None and res.reason is None
-    assert res.flags == {name: True for name in RULE_ORDER}
+    assert res.flags == {name: True for name in DEFAULT_ORDER}
     assert res.pii == {"email": 1, "ip_address": 0, "phone": 1}
     assert "<EMAIL>" in res.text and "<PHONE>" in res.text and "@" not in res.text
     assert res.text.startswith("The river begins high in the mountains")
@@ -793,7 +790,7 @@ def test_clean_document_reaches_later_rules():
     text = PROSE + "\n" + line + "\n" + line
     res = clean_document(text, PUBLISHED)
     assert (res.dropped_by, res.reason) == ("fineweb_quality", "char_dup_ratio>0.01")
-    assert all(res.flags[r] for r in RULE_ORDER[:-1]) and res.flags["fineweb_quality"] is False
+    assert all(res.flags[r] for r in DEFAULT_ORDER[:-1]) and res.flags["fineweb_quality"] is False
 
 
 def test_clean_document_c4_line_removal_feeds_later_rules():
@@ -847,7 +844,7 @@ def test_documentation_profile_keeps_a_reference_page_that_published_rejects():
     assert "JSON (JavaScript Object Notation)" in doc.text  # a subject here, not a banner
     assert "    >>> import json" in doc.text  # indentation kept
     assert "{'bar': ('baz', None, 1.0, 2)}" in doc.text  # braces and code kept
-    assert doc.flags == {name: True for name in RULE_ORDER}
+    assert doc.flags == {name: True for name in DEFAULT_ORDER}
 
 
 def test_clean_document_is_idempotent_on_its_own_output():

@@ -46,7 +46,7 @@ from monitoring_checks import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from crawl2serve.serving.gateway.logstore import HOUR_FORMAT
+from crawl2serve.serving.gateway.hours import HOUR_FORMAT
 from crawl2serve.serving.k8s import sglang_manifests
 from tests.serving.conftest import cpu_engine, tiny_base, tiny_model  # noqa: F401  (fixtures)
 from tests.serving.helpers import fake_engine_script, free_port, start_gateway

@@ -21,7 +21,7 @@ DEMO_PROMPTS = [
     "A dictionary maps keys to",
     "The subprocess module lets you",
     "Regular expressions in Python are handled by",
-]  # what `python -m crawl2serve.serving demo` sends
+]  # what `python -m crawl2serve.serving demo` sent until it drew corpus snippets
 
 
 @pytest.fixture(scope="module")

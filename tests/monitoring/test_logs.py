@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from crawl2serve.assets.monitoring.logs import LOG_SCHEMA, closed_hours, daily_hours, hour_partitions, read_spool
+from crawl2serve.assets.monitoring.logs import LOG_SCHEMA, read_spool
+from crawl2serve.serving.gateway.hours import daily_hours
 from crawl2serve.serving.gateway.logrow import LOG_FIELDS, LogRow
 from crawl2serve.serving.gateway.logstore import InferenceLog
 
@@ -137,34 +138,6 @@ def test_hours_select_folders_and_missing_ones_are_empty(tmp_path):
     assert empty.schema == LOG_SCHEMA and empty.height == 0
     with pytest.raises(ValueError):
         read_spool(tmp_path, ["../2026-11-23T06"])
-
-
-def test_hour_partitions_and_closed_hours(tmp_path):
-    for name in ("2026-11-23T07", "2026-11-23T05", "2026-11-23T06", "2026-11-22T23"):
-        (tmp_path / name).mkdir()
-    (tmp_path / "2026-13-01T00").mkdir()  # not a date
-    (tmp_path / "tmp").mkdir()
-    (tmp_path / "2026-11-23T04").write_text("a file, not a folder")
-    assert hour_partitions(tmp_path) == ["2026-11-22T23", "2026-11-23T05", "2026-11-23T06", "2026-11-23T07"]
-    assert hour_partitions(tmp_path / "missing") == []
-
-    now = datetime(2026, 11, 23, 6, 30, tzinfo=UTC)
-    assert closed_hours(tmp_path, now) == ["2026-11-22T23", "2026-11-23T05"]  # 06 is still open
-    plus2 = timezone(timedelta(hours=2))
-    assert closed_hours(tmp_path, datetime(2026, 11, 23, 8, 30, tzinfo=plus2)) == ["2026-11-22T23", "2026-11-23T05"]
-    at_seven = datetime(2026, 11, 23, 7, 0, 30, tzinfo=UTC)
-    assert closed_hours(tmp_path, at_seven) == ["2026-11-22T23", "2026-11-23T05", "2026-11-23T06"]
-    assert closed_hours(tmp_path, at_seven, grace_s=60) == ["2026-11-22T23", "2026-11-23T05"]  # 06 may still grow
-    with pytest.raises(ValueError):
-        closed_hours(tmp_path, datetime(2026, 11, 23, 7, 0))  # naive
-
-
-def test_daily_hours():
-    hours = daily_hours("2026-11-23")
-    assert len(hours) == 24 and hours[0] == "2026-11-23T00" and hours[-1] == "2026-11-23T23"
-    assert hours == sorted(hours)
-    with pytest.raises(ValueError):
-        daily_hours("2026-11-31")
 
 
 def test_schema_is_the_writers_row_type_and_round_trips(tmp_path):

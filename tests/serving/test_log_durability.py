@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from crawl2serve.serving.gateway.logstore import HOUR_FORMAT, read_rows
+from crawl2serve.serving.gateway.hours import HOUR_FORMAT
+from crawl2serve.serving.gateway.logstore import read_rows
 from tests.serving.helpers import start_gateway
 
 CLIENTS = 8

@@ -17,20 +17,19 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 import crawl2serve.serving.gateway.logrow as logrow
 import crawl2serve.serving.gateway.logstore as logstore
+from crawl2serve.serving.gateway.hours import HOUR_FORMAT, hour_of
 from crawl2serve.serving.gateway.logstore import (
     LOG_FIELDS,
     InferenceLog,
     LogRow,
     LogUnavailable,
-    closed_hours,
-    hour_of,
     read_rows,
     utc_now_iso,
     validate_row,
@@ -193,12 +192,10 @@ def test_ints_accepted_for_float_fields():
     validate_row(make_row(ttft_ms=4.5, error="timeout", finish_reason=None))
 
 
-def test_utc_now_iso_and_hour_of():
+def test_utc_now_iso_is_a_ts_hour_of_reads():
     ts = utc_now_iso()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", ts)
-    assert hour_of("2025-03-01T10:59:59.999999+00:00") == "2025-03-01T10"
-    assert hour_of("2025-03-01T11:00:00.000000Z") == "2025-03-01T11"
-    assert hour_of("2025-03-01T00:30:00.000000+02:00") == "2025-02-28T22"
+    assert hour_of(ts) == datetime.fromisoformat(ts).strftime(HOUR_FORMAT)
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -676,30 +673,6 @@ def test_read_while_writing_sees_only_complete_lines(tmp_path):
             seen = len(rows)
         stop.set()
         t.join()
-
-
-def test_closed_hours(tmp_path):
-    for hour in ["2025-03-01T09", "2025-03-01T10", "2025-03-01T11", "2025-03-02T00"]:
-        (tmp_path / hour).mkdir()
-    (tmp_path / "not-an-hour").mkdir()
-    (tmp_path / "2025-03-01T08").write_text("a file, not a folder")
-    now = datetime(2025, 3, 1, 11, 0, 5, tzinfo=UTC)
-    assert closed_hours(tmp_path, now) == ["2025-03-01T09", "2025-03-01T10"]
-    assert closed_hours(tmp_path, now, grace_s=60) == ["2025-03-01T09"]  # 10:59:05 is still hour 10
-    assert closed_hours(tmp_path, now + timedelta(days=1)) == [
-        "2025-03-01T09",
-        "2025-03-01T10",
-        "2025-03-01T11",
-        "2025-03-02T00",
-    ]
-    # a non-UTC "now" is converted
-    assert closed_hours(
-        tmp_path, datetime(2025, 3, 1, 12, 30, tzinfo=UTC).astimezone(datetime.now(UTC).astimezone().tzinfo)
-    ) == ["2025-03-01T09", "2025-03-01T10", "2025-03-01T11"]
-    with pytest.raises(ValueError, match="timezone-aware"):
-        closed_hours(tmp_path, datetime(2025, 3, 1, 11))
-    assert closed_hours(tmp_path / "missing", now) == []
-    assert closed_hours(tmp_path) == ["2025-03-01T09", "2025-03-01T10", "2025-03-01T11", "2025-03-02T00"]
 
 
 # -- durability across a crash -----------------------------------------------------------------------
