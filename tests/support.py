@@ -18,6 +18,7 @@ from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.training import TrainingLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITION = "2026-11-20"
@@ -52,6 +53,7 @@ def checks(result) -> dict[str, bool]:
 
 DOWNSTREAM = [document_features, feast_registry, feast_online_store, tokenizer, base_model, training_dataset]
 SEQ_LEN = 128
+PRETRAIN_STEPS = 4  # a handful: the tests check the wiring; bench/bench_pretrain.py measures what pretraining buys
 
 
 def all_resources(root: Path) -> dict:
@@ -59,7 +61,8 @@ def all_resources(root: Path) -> dict:
     return {
         **res,
         "feast_store": FeastStore(data_root=res["data_root"]),
-        "base_model_source": BaseModelSource(vocab_size=1024),
+        "base_model_source": BaseModelSource(vocab_size=1024, pretrain_steps=PRETRAIN_STEPS, pretrain_seq_len=SEQ_LEN),
+        "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
     }
 
 
