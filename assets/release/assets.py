@@ -97,7 +97,7 @@ def model_evaluation(
     Comes from ``lora_adapter`` (the candidate), the MLflow registry (the champion) and ``base_model``. Its
     blocking checks are the validation gate: a failure stops ``registered_model`` and everything after it.
     """
-    from .evaluate import evaluate_model, load_safety_suite
+    from .evaluate import evaluate_model, load_safety_suite, smoke_gate
 
     base_dir, dataset_dir = data_root.path("base_model"), data_root.path("training_dataset")
     suite = load_safety_suite()
@@ -175,7 +175,7 @@ def model_evaluation(
             },
         ),
         "generation_smoke": (
-            bool(cand["smoke_passed"]) and cand["degenerate_share"] <= config.max_degenerate_share,
+            smoke_gate(results["candidate"]["generation"], config.max_degenerate_share),
             {
                 "failures": dg.MetadataValue.json(results["candidate"]["generation"]["failures"][:10]),
                 "degenerate_share": cand["degenerate_share"],

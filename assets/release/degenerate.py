@@ -21,6 +21,7 @@ MAX_NGRAM_COVERAGE = 0.5  # words covered by the most frequent word 3-gram's occ
 MIN_CHARS_FOR_PERIOD = 8
 MIN_REPEATS = 3  # a unit must repeat at least this often to count as filling the output
 PERIOD_AGREEMENT = 0.9  # share of characters equal to the character one period later
+MAX_WHITESPACE_SHARE = 0.6  # prose holds ~15-20% whitespace, indented code rarely more than half
 
 
 def distinct_n(words: list[str], n: int) -> float:
@@ -47,6 +48,7 @@ def degeneracy(text: str) -> list[str]:
 
     * ``empty``: nothing but whitespace;
     * ``no_words``: no letter or digit at all (whitespace and punctuation only);
+    * ``whitespace_filled``: at least 8 characters, more than 60% of them whitespace (`` the\n\n\n\n...``);
     * ``one_token_repeated``: three or more words, all the same;
     * ``repeating_unit``: the text (stripped, at least 8 characters) is one unit repeated at least three
       times (90% of characters equal the one a period later): ``kikiki``, ``, , , ``, a looping phrase;
@@ -60,6 +62,8 @@ def degeneracy(text: str) -> list[str]:
     reasons = []
     if not any(c.isalnum() for c in stripped):
         reasons.append("no_words")
+    if len(text) >= MIN_CHARS_FOR_PERIOD and sum(c.isspace() for c in text) > MAX_WHITESPACE_SHARE * len(text):
+        reasons.append("whitespace_filled")
     words = [w.lower() for w in WORD.findall(stripped)]
     if len(words) >= MIN_REPEATS and len(set(words)) == 1:
         reasons.append("one_token_repeated")

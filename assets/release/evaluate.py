@@ -46,6 +46,7 @@ __all__ = [
     "perplexity",
     "safety_report",
     "score_output",
+    "smoke_gate",
 ]
 
 DEFAULT_SAFETY_SUITE = Path(__file__).with_name("safety_suite.yaml")
@@ -368,6 +369,12 @@ def generation_report(
         "max_new_tokens": max_new_tokens,
         "repeats": repeats,
     }
+
+
+def smoke_gate(generation: Mapping, max_degenerate_share: float) -> bool:
+    """The ``generation_smoke`` verdict on a :func:`generation_report`: every smoke check passed and at most
+    ``max_degenerate_share`` of the prompts got a degenerate output."""
+    return bool(generation["smoke_passed"]) and generation["degenerate_share"] <= max_degenerate_share
 
 
 # -- safety -----------------------------------------------------------------------------------------

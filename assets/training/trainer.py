@@ -479,7 +479,10 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
             rep.metrics(row)
             rep.log(
                 f"step {done}/{cfg.max_steps} loss {loss_value:.4f} lr {row['lr']:.2e} "
-                f"{tps:,.0f} tok/s" + (f" mfu {row['mfu']:.1%}" if row["mfu"] else "")
+                f"{tps:,.0f} tok/s"
+                + (f" mfu {row['mfu']:.1%}" if row["mfu"] else "")
+                + (f" val_loss {row['val_loss']:.4f}" if "val_loss" in row else "")
+                + (f" val_bpb {row['val_bits_per_byte']:.3f}" if row.get("val_bits_per_byte") else "")
             )
             t_window, tok_window = time.perf_counter(), 0
         if done % cfg.checkpoint_every == 0 and done < cfg.max_steps:

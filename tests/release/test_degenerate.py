@@ -11,6 +11,15 @@ RANDOM_MODEL_OUTPUTS = {
     " 9 9 9 9 9": {"one_token_repeated", "repeating_unit"},
 }
 
+# Greedy answers of the embedded model after 60 and 200 pretraining steps (bench/bench_pretrain.py).
+UNDERTRAINED_OUTPUTS = [
+    " the the the the the the the the the the the the the the the the the the the the the the the the the",
+    ".\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n",
+    " the\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n",
+    " the\n\nReturn the\nReturn the\nReturn the\nReturn the\nReturn the list.\n\n\n\n\n\n",
+    " the\n\n\nReturn the new\nReturn the new\nReturn the new\nReturn the new object\nReturn the new list.\n",
+]
+
 LOOPS = [
     "the module and the module and the module and the module and",
     " of the of the of the of the of the of the",
@@ -30,6 +39,7 @@ GOOD = [
     "The committee reviewed the annual report and agreed that the library should extend its opening hours.",
     "3.14",
     "Yes.",
+    "def read(path):\n    with open(path) as f:\n        return f.read()\n",
 ]
 
 
@@ -38,7 +48,7 @@ def test_the_random_weight_model_outputs_are_degenerate(text, expected):
     assert set(degeneracy(text)) == expected
 
 
-@pytest.mark.parametrize("text", LOOPS)
+@pytest.mark.parametrize("text", UNDERTRAINED_OUTPUTS + LOOPS)
 def test_loops_and_blank_outputs_are_degenerate(text):
     assert degeneracy(text), text
 
@@ -50,6 +60,7 @@ def test_real_text_is_not_degenerate(text):
 
 def test_each_rule_names_itself():
     assert degeneracy("   ") == ["empty"]
+    assert degeneracy("x\n\n\n\n\n\n\n\n") == ["whitespace_filled"]
     assert "low_distinct_1" in degeneracy("a b a b a b a b a b a b")
     assert "repeated_ngram" in degeneracy("open the file, open the file, open the file and close it")
 
