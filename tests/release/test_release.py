@@ -12,8 +12,10 @@ from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
+from tests.support import UNDERTRAINED_DEGENERATE_SHARE
 
 RELEASE = [lora_adapter, model_evaluation, registered_model]
+GATE = {"max_sequences": 16, "max_degenerate_share": UNDERTRAINED_DEGENERATE_SHARE}
 
 
 def release(resources, instance, **lora) -> dg.ExecuteInProcessResult:
@@ -23,7 +25,7 @@ def release(resources, instance, **lora) -> dg.ExecuteInProcessResult:
         resources=resources,
         raise_on_error=False,
         instance=instance,
-        run_config={"ops": {"lora_adapter": {"config": config}, "model_evaluation": {"config": {"max_sequences": 16}}}},
+        run_config={"ops": {"lora_adapter": {"config": config}, "model_evaluation": {"config": GATE}}},
     )
 
 
@@ -73,6 +75,10 @@ def test_lora_adapter_through_registered_model_on_the_embedded_default(registry)
     assert meta["model_evaluation"]["reference"].value == "base"  # no champion yet
     table = meta["model_evaluation"]["comparison"].value
     assert "| metric | candidate | base |" in table and "perplexity" in table and "unsafe_rate" in table
+    assert "bits_per_byte" in table and "degenerate_share" in table
+    assert 0 < meta["model_evaluation"]["candidate_bits_per_byte"].value < 10
+    samples = meta["model_evaluation"]["samples"].value
+    assert samples.startswith("| prompt | candidate | base |") and "The json module provides functions to" in samples
     champion = _client(resources).get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert str(champion.version) == "1"
     assert champion.tags["training_run_id"] != "unknown" and champion.tags["git_commit"]
@@ -87,7 +93,11 @@ def test_worse_candidate_is_blocked_better_one_promoted_and_rollback_restores(re
     client = _client(resources)
 
     again = dg.materialize(
-        RELEASE, selection=[model_evaluation, registered_model], resources=resources, instance=instance
+        RELEASE,
+        selection=[model_evaluation, registered_model],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"model_evaluation": {"config": GATE}}},
     )  # the same adapter again: it is the champion, nothing to release
     assert again.success
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in again.get_asset_materialization_events()}
