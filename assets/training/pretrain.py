@@ -28,6 +28,7 @@ from crawl2serve.resources.training import TrainingLauncher
 from .base_model import build_tiny_llama, save_base
 from .packing import TRAIN, VALIDATION, assign_split, pack_documents, split_keys
 
+PRETRAINING_FOLDER = "pretraining"  # {data_root}/base_model/pretraining
 PRETRAINED_RECORD = "pretrained.json"  # the last finished pretraining: key, result, history
 VALIDATION_SHARE = 0.1  # training_dataset's default validation_share: the same pages are held out
 MIN_DOMAINS_FOR_DOMAIN_SPLIT = 20  # training_dataset's default
@@ -94,13 +95,14 @@ def pretrain(
 ):
     """Pretrain the tiny Llama of ``source`` on ``documents`` with the trainer (``mode="full"``) via Pipes.
 
-    Works under ``{data_root}/base_model_pretraining``: ``run-<key>/`` holds the packed data, the random
+    Works under ``{data_root}/base_model/pretraining``: ``run-<key>/`` holds the packed data, the random
     initialization, the trainer's checkpoints and the trained ``model/``; ``pretrained.json`` records the
     last finished run. Returns ``(model, facts)``: the trained model (float32, on CPU) and what to report.
     """
     from transformers import AutoModelForCausalLM
 
-    work = data_root.local_path(data_root.path("base_model_pretraining"))
+    # In the asset's own folder, beside the saved model (``_``), which save_base replaces as a whole.
+    work = data_root.local_path(data_root.path("base_model")).parent / PRETRAINING_FOLDER
     work.mkdir(parents=True, exist_ok=True)
     rows = pretraining_data(documents, tokenizer, source.pretrain_seq_len)
     digest = hashlib.sha256()

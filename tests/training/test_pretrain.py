@@ -11,7 +11,12 @@ from support import CORPUS, PARTITION, PRETRAIN_STEPS, SEQ_LEN
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from crawl2serve.assets.training.assets import base_model, tokenizer
-from crawl2serve.assets.training.pretrain import PRETRAINED_RECORD, pretraining_data, pretraining_split
+from crawl2serve.assets.training.pretrain import (
+    PRETRAINED_RECORD,
+    PRETRAINING_FOLDER,
+    pretraining_data,
+    pretraining_split,
+)
 from crawl2serve.assets.training.trainer import TrainConfig, train
 from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.io_manager import ParquetIOManager
@@ -23,7 +28,7 @@ def documents(root) -> pl.DataFrame:
 
 
 def run_dir(root):
-    (found,) = (root / "base_model_pretraining" / "_").glob("run-*")
+    (found,) = (root / "base_model" / PRETRAINING_FOLDER).glob("run-*")
     return found
 
 
@@ -86,7 +91,7 @@ def test_full_mode_trains_every_weight_reports_bits_per_byte_and_resumes_exactly
 
 
 def copy_inputs(src, dst) -> None:
-    for name in ("deduplicated_documents", "tokenizer", "base_model_pretraining"):
+    for name in ("deduplicated_documents", "tokenizer", f"base_model/{PRETRAINING_FOLDER}"):
         shutil.copytree(src / name, dst / name)
 
 
@@ -109,7 +114,7 @@ def test_base_model_is_pretrained_then_reused_while_its_inputs_are_unchanged(lin
     assert first.metadata["pretraining_steps"].value == PRETRAIN_STEPS
     assert first.metadata["pretraining_reused"].value is False
     assert first.metadata["final_val_bits_per_byte"].value < first.metadata["initial_val_bits_per_byte"].value
-    assert (root / "base_model_pretraining" / "_" / PRETRAINED_RECORD).exists()
+    assert (root / "base_model" / PRETRAINING_FOLDER / PRETRAINED_RECORD).exists()
 
     copy_inputs(root, tmp_path)
     again = materialize_base(tmp_path, res, res["base_model_source"])
@@ -121,7 +126,7 @@ def test_base_model_is_pretrained_then_reused_while_its_inputs_are_unchanged(lin
 def test_zero_pretraining_steps_keep_the_random_initialization(lineage, tmp_path):
     root, res, _ = lineage
     copy_inputs(root, tmp_path)
-    source = BaseModelSource(vocab_size=1024, pretrain_steps=0, pretrain_seq_len=SEQ_LEN)  # as support's, no steps
+    source = BaseModelSource(vocab_size=1024, pretrain_steps=0, pretrain_seq_len=SEQ_LEN)  # support's, no steps
     mat = materialize_base(tmp_path, res, source).get_asset_materialization_events()[0].materialization
     assert "pretraining_steps" not in mat.metadata
     init = AutoModelForCausalLM.from_pretrained(run_dir(root) / "init").state_dict()
