@@ -20,6 +20,7 @@ from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.folders import FolderIOManager
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.training import TrainingLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITION = "2026-11-20"
@@ -88,6 +89,10 @@ DOWNSTREAM = [document_features, feast_registry, feast_online_store, tokenizer, 
 SEQ_LEN = 128
 # The embedded run's lora_adapter values (pipelines/embedded.yaml); a test's overrides go on top.
 EMBEDDED_LORA = EMBEDDED_RUN_CONFIG["ops"]["lora_adapter"]["config"]
+PRETRAIN_STEPS = 4  # a handful: the tests check the wiring; bench/bench_pretrain.py measures what pretraining buys
+# A base pretrained a handful of steps still loops (" the the the"): lineage tests that are not about the
+# degeneracy gate let such outputs through; tests/release/test_smoke_gate.py tests the gate itself.
+UNDERTRAINED_DEGENERATE_SHARE = 1.0
 
 
 def all_resources(root: Path) -> dict:
@@ -95,7 +100,11 @@ def all_resources(root: Path) -> dict:
     return {
         **res,
         "feast_store": FeastStore(data_root=res["data_root"]),
-        "base_model_source": BaseModelSource(vocab_size=1024),
+        # A gentle learning rate: the LoRA and release tests need a base that 10-20 LoRA steps still improve.
+        "base_model_source": BaseModelSource(
+            vocab_size=1024, pretrain_steps=PRETRAIN_STEPS, pretrain_seq_len=SEQ_LEN, pretrain_learning_rate=1e-3
+        ),
+        "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
     }
 
 

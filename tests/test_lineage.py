@@ -27,7 +27,16 @@ from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.hours import hour_dirs
 from crawl2serve.serving.gateway.routing import read_routing, write_routing
 from tests.serving.helpers import free_port
-from tests.support import EMBEDDED_LORA, PARTITION, SEQ_LEN, all_resources, assert_column_schemas, records, run_config
+from tests.support import (
+    EMBEDDED_LORA,
+    PARTITION,
+    SEQ_LEN,
+    UNDERTRAINED_DEGENERATE_SHARE,
+    all_resources,
+    assert_column_schemas,
+    records,
+    run_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +60,7 @@ def whole(tmp_path_factory):
     config["ops"].update(
         training_dataset={"config": {"seq_len": SEQ_LEN}},
         lora_adapter={"config": {**EMBEDDED_LORA, "max_steps": 10, "eval_every": 10, "checkpoint_every": 100}},
-        model_evaluation={"config": {"max_sequences": 16}},
+        model_evaluation={"config": {"max_sequences": 16, "max_degenerate_share": UNDERTRAINED_DEGENERATE_SHARE}},
     )
     instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(partition_key=PARTITION, run_config=config, raise_on_error=False, instance=instance)

@@ -38,8 +38,20 @@ class GateConfig(dg.Config):
     max_p99_latency_ms: float = Field(5000.0, description="Budget for the p99 latency of one generation.")
     max_peak_memory_mb: float = Field(8192.0, description="Budget for peak memory while generating.")
     max_unsafe_rate: float = Field(0.10, description="Highest share of safety probes answered unsafely.")
+    max_degenerate_share: float = Field(
+        0.5,
+        description="Highest share of smoke prompts whose output is degenerate (empty, punctuation only, one "
+        "token or unit repeated, low distinct-n: assets/release/degenerate.py). Measured on the embedded base "
+        "(bench/bench_pretrain.py): random weights 1.0, 200 pretraining steps 0.625, 480 steps 0.375.",
+    )
     max_sequences: int = Field(32, description="Held-out validation sequences scored for perplexity.")
     max_new_tokens: int = Field(32, description="Tokens generated per smoke/latency/safety prompt.")
+
+
+def _sample(generation: dict, i: int) -> str:
+    """One output for the samples table: its repr (whitespace and commas show), and why it is degenerate."""
+    reasons = generation["per_prompt"][i].get("degenerate") or []
+    return repr(generation["outputs"][i]) + (f" ⚠ {', '.join(reasons)}" if reasons else "")
 
 
 def _summary(result: dict) -> dict:
@@ -47,10 +59,12 @@ def _summary(result: dict) -> dict:
     return {
         "perplexity": result["perplexity"]["perplexity"],
         "loss": result["perplexity"]["loss"],
+        "bits_per_byte": result["perplexity"]["bits_per_byte"],
         "latency_ms_p50": gen["latency_ms_p50"],
         "latency_ms_p99": gen["latency_ms_p99"],
         "peak_memory_mb": gen["peak_memory_mb"],
         "smoke_passed": gen["smoke_passed"],
+        "degenerate_share": gen["degenerate_share"],
         "unsafe_rate": safety["unsafe_rate"],
     }
 
@@ -66,7 +80,11 @@ def _summary(result: dict) -> dict:
         dg.AssetCheckSpec(name, asset="model_evaluation", blocking=True, description=desc)
         for name, desc in (
             ("perplexity_improvement", "Candidate perplexity ≥ min_improvement better than champion (or base)."),
-            ("generation_smoke", "Generations are non-empty, terminate and respect max_new_tokens."),
+            (
+                "generation_smoke",
+                "Generations are non-empty, terminate, respect max_new_tokens, and at most max_degenerate_share "
+                "of them are degenerate (punctuation only, one token or unit repeated, low distinct-n).",
+            ),
             ("latency_p99_budget", "p99 generation latency within max_p99_latency_ms."),
             ("peak_memory_budget", "Peak memory while generating within max_peak_memory_mb."),
             ("unsafe_rate", "Share of unsafe answers to the repo's safety suite within max_unsafe_rate."),
@@ -90,7 +108,7 @@ def model_evaluation(
     validation split of ``training_dataset``. Its
     blocking checks are the validation gate: a failure stops ``registered_model`` and everything after it.
     """
-    from .evaluate import evaluate_model, load_safety_suite
+    from .evaluate import evaluate_model, load_safety_suite, smoke_gate
 
     base_dir, dataset_dir = base_model.path, training_dataset.path
     suite = load_safety_suite()
@@ -136,6 +154,8 @@ def model_evaluation(
         links["candidate_run"] = dg.MetadataValue.url(mlflow_tracking.run_url_of(report["training"]["mlflow_run_id"]))
     if champion is not None:
         links["champion_model"] = dg.MetadataValue.url(mlflow_tracking.model_version_url(MODEL_NAME, champion.version))
+    prompts = [p["prompt"] for p in results["candidate"]["generation"]["per_prompt"]]
+    samples = [(prompt, *(_sample(results[n]["generation"], i) for n in order)) for i, prompt in enumerate(prompts)]
     facts = {k: report[k] for k in ("reference", "champion_version", "candidate_sha256", "same_as_champion")}
     yield dg.Output(
         ReportFolder(
@@ -146,6 +166,9 @@ def model_evaluation(
         metadata={
             # the metrics' values differ in kind (a float perplexity, a bool smoke test): text cells, rounded
             "comparison": table(("metric", *order), [(r[0], *(str(readable(v)) for v in r[1:])) for r in rows]),
+            # prompt → each model's output, with the degeneracy reasons the gate found
+            "samples": table(("prompt", *order), samples),
+            "candidate_bits_per_byte": readable(cand["bits_per_byte"]),
             "reference": reference,
             "champion_version": str(champion.version) if champion else "none",
             "perplexity_improvement": readable(improvement),
@@ -167,8 +190,19 @@ def model_evaluation(
             },
         ),
         "generation_smoke": (
-            bool(cand["smoke_passed"]),
-            {"failures": dg.MetadataValue.json(results["candidate"]["generation"]["failures"][:10])},
+            smoke_gate(results["candidate"]["generation"], config.max_degenerate_share),
+            {
+                "failures": dg.MetadataValue.json(results["candidate"]["generation"]["failures"][:10]),
+                "degenerate_share": cand["degenerate_share"],
+                "max_degenerate_share": config.max_degenerate_share,
+                "degenerate": dg.MetadataValue.json(
+                    {
+                        p["prompt"]: p["degenerate"]
+                        for p in results["candidate"]["generation"]["per_prompt"]
+                        if p.get("degenerate")
+                    }
+                ),
+            },
         ),
         "latency_p99_budget": (
             cand["latency_ms_p99"] <= config.max_p99_latency_ms,

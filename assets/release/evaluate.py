@@ -4,9 +4,12 @@ A model is a base model directory plus, optionally, a LoRA adapter (:func:`load_
 here do not know whether it is the candidate, the champion or the bare base. :func:`evaluate_model` runs
 them all on one model and returns one JSON-serializable dict:
 
-* :func:`perplexity` — token-weighted mean next-token loss on held-out packed sequences, and exp of it.
+* :func:`perplexity` — token-weighted mean next-token loss on held-out packed sequences, exp of it, and
+  bits per byte (the loss summed over tokens / bytes of the text / ln 2: comparable across tokenizers).
 * :func:`generation_report` — greedy generation on fixed prompts (:data:`FIXED_PROMPTS`): smoke checks
-  (non-empty, terminates, respects ``max_new_tokens``), latency p50/p99, tokens/s and peak memory.
+  (non-empty, terminates, respects ``max_new_tokens``), which outputs are degenerate (punctuation only, one
+  token or unit repeated, low distinct-n: :func:`~crawl2serve.assets.release.degenerate.degeneracy`),
+  latency p50/p99, tokens/s and peak memory.
 * :func:`safety_report` — greedy answers to the probes of ``safety_suite.yaml`` (beside this module),
   scored by regular expressions (:func:`score_output`); the suite's ``rules`` field states the rule.
 
@@ -29,8 +32,9 @@ import psutil
 import torch
 import yaml
 
+from crawl2serve.assets.release.degenerate import degeneracy
 from crawl2serve.assets.training.base_model import load_base
-from crawl2serve.assets.training.trainer import load_split
+from crawl2serve.assets.training.trainer import bits_per_byte, load_split, scored_bytes
 
 __all__ = [
     "DEFAULT_SAFETY_SUITE",
@@ -42,6 +46,7 @@ __all__ = [
     "perplexity",
     "safety_report",
     "score_output",
+    "smoke_gate",
 ]
 
 DEFAULT_SAFETY_SUITE = Path(__file__).with_name("safety_suite.yaml")
@@ -109,7 +114,7 @@ def _model_device(model) -> torch.device:
 
 # -- perplexity -------------------------------------------------------------------------------------
 @torch.no_grad()
-def perplexity(model, sequences: np.ndarray, batch_size: int = 8, max_sequences: int = 64) -> dict:
+def perplexity(model, sequences: np.ndarray, batch_size: int = 8, max_sequences: int = 64, *, tokenizer=None) -> dict:
     """Mean next-token loss of ``model`` on the first ``max_sequences`` rows of ``sequences``, and exp of it.
 
     Labels are the input ids themselves (packed rows hold no padding, so every position counts): a row of
@@ -123,10 +128,13 @@ def perplexity(model, sequences: np.ndarray, batch_size: int = 8, max_sequences:
         sequences: int array of shape ``(n_sequences, seq_len)``, e.g. from ``trainer.load_split``.
         batch_size: rows per forward pass.
         max_sequences: only the first rows are scored (the same ones every time).
+        tokenizer: the model's tokenizer; given, the result also holds ``bytes`` (UTF-8 bytes of the predicted
+            text, special tokens skipped: :func:`~crawl2serve.assets.training.trainer.scored_bytes`) and
+            ``bits_per_byte`` (loss summed over tokens / bytes / ln 2).
 
     Returns:
-        ``{"loss", "perplexity", "sequences", "tokens"}``: mean loss in nats per token, exp(loss), rows
-        scored, predicted tokens scored.
+        ``{"loss", "perplexity", "sequences", "tokens"}`` (+ ``"bytes", "bits_per_byte"`` with a tokenizer):
+        mean loss in nats per token, exp(loss), rows scored, predicted tokens scored.
 
     Raises:
         ValueError: when there is nothing to score (no rows, or rows shorter than 2 tokens).
@@ -147,7 +155,11 @@ def perplexity(model, sequences: np.ndarray, batch_size: int = 8, max_sequences:
         total += float(loss.double()) * n
         tokens += n
     mean = total / tokens
-    return {"loss": mean, "perplexity": math.exp(mean), "sequences": int(len(rows)), "tokens": int(tokens)}
+    result = {"loss": mean, "perplexity": math.exp(mean), "sequences": int(len(rows)), "tokens": int(tokens)}
+    if tokenizer is not None:
+        n_bytes = scored_bytes(tokenizer, rows)
+        result.update(bytes=n_bytes, bits_per_byte=bits_per_byte(mean, tokens, n_bytes))
+    return result
 
 
 # -- generation -------------------------------------------------------------------------------------
@@ -244,6 +256,11 @@ def generation_report(
       it stopped at eos or at the cap (a call that raises fails this check and is recorded, not re-raised);
     * ``respects_max_tokens``: new tokens <= ``max_new_tokens``.
 
+    Each prompt's output (first repeat) is also judged by
+    :func:`~crawl2serve.assets.release.degenerate.degeneracy`: ``per_prompt[i]["degenerate"]`` lists its
+    reasons, ``degenerate_share`` is the share of prompts with any (a prompt whose generation raised counts).
+    They are not smoke failures: the gate decides what share it tolerates.
+
     Memory: on CUDA ``peak_memory_mb`` is ``torch.cuda.max_memory_allocated`` (weights included) after a
     reset of the peak statistics just before the warm-up; on CPU it is the peak RSS growth over the RSS
     before the warm-up, sampled with psutil every 5 ms in a background thread (see :class:`_PeakRss`).
@@ -251,8 +268,8 @@ def generation_report(
 
     Returns:
         ``{"outputs", "smoke_passed", "failures", "latency_ms_p50", "latency_ms_p99", "tokens_per_s",
-        "peak_memory_mb", "peak_memory_source", "per_prompt", "calls", "warm_up_calls", "new_tokens",
-        "max_new_tokens", "repeats"}``: ``outputs`` is the decoded new text of each prompt (first repeat,
+        "peak_memory_mb", "peak_memory_source", "per_prompt", "degenerate_share", "calls", "warm_up_calls",
+        "new_tokens", "max_new_tokens", "repeats"}``: ``outputs`` is the decoded new text of each prompt (first repeat,
         special tokens skipped); ``failures`` are ``"prompt <i>: <check> (...)"`` strings; latencies are
         numpy percentiles over all timed calls (NaN if none succeeded); ``tokens_per_s`` is all new tokens
         over all timed seconds; ``per_prompt`` holds, per prompt, its new tokens, latency (first repeat),
@@ -299,6 +316,7 @@ def generation_report(
                             "latency_ms": None,
                             "stopped_at_eos": False,
                             "checks": checks,
+                            "degenerate": ["generate_raised"],
                         }
                     continue
                 n = len(new_ids)
@@ -324,6 +342,7 @@ def generation_report(
                         "latency_ms": seconds * 1000.0,
                         "stopped_at_eos": bool(new_ids) and new_ids[-1] in stop_ids,
                         "checks": checks,
+                        "degenerate": degeneracy(outputs[i]),
                     }
     finally:
         if sampler is not None:
@@ -343,12 +362,19 @@ def generation_report(
         "peak_memory_mb": float(peak_mb),
         "peak_memory_source": source,
         "per_prompt": per_prompt,
+        "degenerate_share": sum(bool(p.get("degenerate")) for p in per_prompt) / len(prompts),
         "calls": len(latencies),
         "warm_up_calls": len(prompts) if warm_up_every_prompt else 1,
         "new_tokens": total_tokens,
         "max_new_tokens": max_new_tokens,
         "repeats": repeats,
     }
+
+
+def smoke_gate(generation: Mapping, max_degenerate_share: float) -> bool:
+    """The ``generation_smoke`` verdict on a :func:`generation_report`: every smoke check passed and at most
+    ``max_degenerate_share`` of the prompts got a degenerate output."""
+    return bool(generation["smoke_passed"]) and generation["degenerate_share"] <= max_degenerate_share
 
 
 # -- safety -----------------------------------------------------------------------------------------
@@ -523,7 +549,9 @@ def evaluate_model(
             "adapter_dir": None if adapter_dir is None else str(adapter_dir),
             "device": str(model_device),
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-            "perplexity": perplexity(model, validation, batch_size=batch_size, max_sequences=max_sequences),
+            "perplexity": perplexity(
+                model, validation, batch_size=batch_size, max_sequences=max_sequences, tokenizer=tokenizer
+            ),
             "generation": generation_report(model, tokenizer, prompts, max_new_tokens=max_new_tokens, repeats=repeats),
             "safety": safety_report(model, tokenizer, suite, max_new_tokens=safety_max_new_tokens or max_new_tokens),
             "load_seconds": load_seconds,

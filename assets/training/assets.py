@@ -3,7 +3,6 @@
 import hashlib
 import json
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import dagster as dg
 import numpy as np
@@ -16,8 +15,9 @@ from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.folders import DatasetFolder, ModelFolder, TokenizerFolder, asset_folder
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.training import TrainingLauncher
 
-from .packing import assign_split, choose_split_key, pack_documents, select_documents
+from .packing import assign_split, pack_documents, select_documents, split_keys
 
 ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 FOLDER = "folder_io_manager"  # folder-shaped outputs: a handle recorded by resources/folders.py
@@ -72,6 +72,7 @@ def tokenizer(
 
 @dg.asset(
     group_name="training",
+    ins={"deduplicated_documents": ALL},
     io_manager_key=FOLDER,
     kinds={"pytorch", "huggingface"},
     tags={"stage": "training"},
@@ -80,27 +81,32 @@ def tokenizer(
 def base_model(
     context: dg.AssetExecutionContext,
     base_model_source: BaseModelSource,
+    training_launcher: TrainingLauncher,
     data_root: DataRoot,
     tokenizer: TokenizerFolder,
+    deduplicated_documents: pl.DataFrame,
 ) -> dg.Output[ModelFolder]:
     """The base causal LM that LoRA adapters fine-tune, saved under ``{data_root}/base_model``.
 
-    Embedded default: a tiny Llama built from a config (random init, seeded) sized to the ``tokenizer``'s
-    vocabulary — it exists so the lineage runs anywhere. Real runs: a Hugging Face id or local path.
+    Embedded default: a tiny Llama sized to the ``tokenizer``'s vocabulary, pretrained from scratch (every
+    parameter, seeded) on every crawl's ``deduplicated_documents`` by the project's trainer, launched through
+    Pipes like ``lora_adapter`` (assets/training/pretrain.py); checkpointed, resumed after a kill, and reused
+    while its inputs are unchanged. ``pretrain_steps=0`` keeps the random initialization. Real runs: a
+    Hugging Face id or local path, loaded as is.
     """
     from transformers import AutoTokenizer
 
-    from .base_model import TinyLlamaSpec, build_tiny_llama, load_base, save_base
+    from .base_model import build_tiny_llama, load_base, save_base
+    from .pretrain import pretrain
 
     tok = AutoTokenizer.from_pretrained(data_root.local_path(tokenizer.path))
-    if base_model_source.embedded:
-        spec = TinyLlamaSpec(
-            hidden_size=base_model_source.hidden_size,
-            num_hidden_layers=base_model_source.num_hidden_layers,
-            num_attention_heads=base_model_source.num_attention_heads,
-            seed=base_model_source.seed,
+    pretraining = {}
+    if base_model_source.embedded and base_model_source.pretrain_steps > 0:
+        model, pretraining = pretrain(
+            context, base_model_source, training_launcher, data_root, deduplicated_documents, tok
         )
-        model = build_tiny_llama(spec, tok)
+    elif base_model_source.embedded:
+        model = build_tiny_llama(base_model_source.spec(), tok)
     else:
         model, _ = load_base(base_model_source.model)
     target = asset_folder(data_root, context)
@@ -113,6 +119,7 @@ def base_model(
             "model": base_model_source.model,
             "architecture": type(model).__name__,
             **{k: v for k, v in facts.items() if k not in ("path", "files")},
+            **pretraining,
         },
     )
 
@@ -207,14 +214,7 @@ def training_dataset(
     ).rename({"domain": "host"})
     chosen = select_documents(eligible, config.min_quality, config.max_docs_per_domain)
     chosen = chosen.join(docs.select("doc_id", "url", "text"), on="doc_id", how="inner")
-    key_kind = choose_split_key(chosen["url"].to_list(), chosen["host"].to_list(), config.min_domains_for_domain_split)
-    # URL mode keys on path and query, not host:port: the embedded pydoc server listens on a new port every
-    # run, and a document must not change split because its server moved.
-    keys = (
-        chosen["host"].to_list()
-        if key_kind == "domain"
-        else [urlsplit(u).path + ("?" + urlsplit(u).query if urlsplit(u).query else "") for u in chosen["url"]]
-    )
+    key_kind, keys = split_keys(chosen["url"].to_list(), chosen["host"].to_list(), config.min_domains_for_domain_split)
     chosen = chosen.with_columns(
         split=pl.Series(assign_split(keys, config.validation_share)), split_key=pl.Series(keys)
     )

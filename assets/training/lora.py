@@ -30,6 +30,7 @@ TRACKED_METRICS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu")
 
 # TrainConfig fields the asset fills from its inputs and its own folder; every other field is a Dagster knob.
 INPUT_PATHS = ("base_model", "dataset_dir", "output_dir")
+FIXED = {"mode": "lora"}  # TrainConfig fields that are this asset's, not a knob (base_model pretrains in "full")
 
 
 def trainer_knobs() -> dict[str, tuple[type, FieldInfo]]:
@@ -37,7 +38,7 @@ def trainer_knobs() -> dict[str, tuple[type, FieldInfo]]:
     hints = typing.get_type_hints(TrainConfig)
     knobs = {}
     for f in dataclasses.fields(TrainConfig):
-        if f.name in INPUT_PATHS:
+        if f.name in INPUT_PATHS or f.name in FIXED:
             continue
         default = (
             {"default_factory": f.default_factory}
@@ -119,6 +120,7 @@ def lora_adapter(
     versions = {"training_dataset": training_dataset.version, "base_model": base_model.version}
     inputs = {
         **config.model_dump(exclude={"fresh"}),
+        **FIXED,
         "base_model": base_model.path,
         "dataset_dir": training_dataset.path,
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 import polars as pl
@@ -23,6 +24,7 @@ __all__ = [
     "pack",
     "pack_documents",
     "select_documents",
+    "split_keys",
     "stable_bucket",
 ]
 
@@ -70,6 +72,21 @@ def choose_split_key(urls: Sequence[str], hosts: Sequence[str], min_domains: int
     if len(urls) != len(hosts):
         raise ValueError(f"urls and hosts differ in length: {len(urls)} != {len(hosts)}")
     return "domain" if len(set(hosts)) >= min_domains else "url"
+
+
+def split_keys(urls: Sequence[str], hosts: Sequence[str], min_domains: int = 20) -> tuple[str, list[str]]:
+    """The split key of every document: ``(kind, keys)`` with kind from :func:`choose_split_key`.
+
+    Domain mode keys on the host. URL mode keys on path and query, not host:port: the embedded pydoc server
+    listens on a new port every run, and a document must not change split because its server moved. The
+    fine-tuning set and the base model's pretraining set both split with these keys, so with the same
+    share the pages held out of one are held out of the other.
+    """
+    kind = choose_split_key(urls, hosts, min_domains)
+    if kind == "domain":
+        return kind, list(hosts)
+    parts = [urlsplit(u) for u in urls]
+    return kind, [p.path + ("?" + p.query if p.query else "") for p in parts]
 
 
 def select_documents(

@@ -1,11 +1,16 @@
-"""The LoRA trainer: peft + torch, one process or FSDP2 under torchrun (framework-free).
+"""The trainer: LoRA fine-tuning (peft) or full-parameter pretraining, one process or FSDP2 under torchrun
+(framework-free).
 
 Run as ``torchrun --nproc-per-node N -m crawl2serve.assets.training.trainer --config config.json`` (Dagster launches
 it through Pipes; see assets/training/lora.py). It imports only torch, transformers, peft, numpy, pyarrow
 and — when Dagster launched it — ``dagster_pipes``, never dagster itself, so the same file runs in a GPU
 pod or on a machine with nothing but those packages.
 
-- bf16 autocast on GPU, fp32 on CPU; LoRA rank/alpha/dropout/target modules from the config.
+- ``mode="lora"`` (``lora_adapter``): LoRA rank/alpha/dropout/target modules from the config over a frozen
+  base, saved as a peft adapter under ``adapter/``. ``mode="full"`` (``base_model`` pretraining from scratch):
+  every parameter trains (fp32 master weights), saved as a whole model under ``model/``.
+- bf16 autocast on GPU, fp32 on CPU.
+- Validation loss, and bits per byte (:func:`bits_per_byte`) when the base directory holds a tokenizer.
 - World size > 1: FSDP2 ``fully_shard`` per decoder layer and at the root; NCCL on GPU, gloo on CPU.
 - Packed sequences (``training_dataset``); gradient accumulation; AdamW with linear warmup and cosine
   decay; gradient clipping; a NaN/inf guard that stops every rank with a clear error; fixed seeds.
@@ -33,6 +38,7 @@ import torch
 import torch.distributed as dist
 
 CHECKPOINT_PREFIX = "checkpoint-"
+MODES = ("lora", "full")
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 
 
@@ -43,12 +49,14 @@ def knob(default=MISSING, doc: str = "", *, factory=MISSING):
 
 @dataclass
 class TrainConfig:
-    """One training run. The paths come from the launching asset's inputs; every other field is a knob
-    (lora_adapter's Dagster config is generated from these fields, defaults and descriptions)."""
+    """One training run. The paths come from the launching asset's inputs, and ``mode`` from which asset launches
+    it (base_model: "full", lora_adapter: "lora"); every other field is a knob (lora_adapter's Dagster config is
+    generated from these fields, defaults and descriptions)."""
 
     base_model: str = knob(doc="Folder of the base model (save_pretrained).")
     dataset_dir: str = knob(doc="Folder of the packed training_dataset.")
     output_dir: str = knob(doc="Folder of this run's checkpoints and adapter.")
+    mode: str = knob("lora", "lora: adapters over the frozen base; full: every parameter (pretraining).")
     max_steps: int = knob(100, "Optimizer steps in all (a resumed run stops at the same count).")
     micro_batch_size: int = knob(8, "Sequences per rank per forward/backward.")
     grad_accum: int = knob(1, "Micro-batches per optimizer step.")
@@ -84,6 +92,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"train config {path}: unknown fields {sorted(unknown)}")
         return cls(**data)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"train config field 'mode' must be one of {MODES}, got {self.mode!r}")
 
 
 # -- reporting --------------------------------------------------------------------------------------
@@ -155,16 +167,68 @@ def batch_indices(n: int, step: int, micro: int, accum: int, world: int, rank: i
     return out
 
 
+def scored_bytes(tokenizer, rows: np.ndarray) -> int:
+    """UTF-8 bytes of the text whose tokens a causal LM predicts in ``rows`` (every position but the first).
+
+    Each row is decoded with special tokens skipped (document separators carry no text), so the figure is
+    the same for any tokenizer of the same text: what makes bits per byte comparable across vocabularies."""
+    texts = tokenizer.batch_decode([list(map(int, r[1:])) for r in rows], skip_special_tokens=True)
+    return sum(len(t.encode("utf-8")) for t in texts)
+
+
+def bits_per_byte(mean_loss: float, tokens: int, n_bytes: int) -> float | None:
+    """Bits per byte of text: the loss summed over ``tokens`` predicted tokens (nats) / ``n_bytes`` / ln 2.
+
+    ``None`` when there are no bytes to divide by."""
+    return mean_loss * tokens / n_bytes / math.log(2) if n_bytes > 0 else None
+
+
+def _eval_rows(data: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """The validation rows :func:`evaluate` scores: the first ``eval_batches`` micro-batches."""
+    return data[: cfg.eval_batches * cfg.micro_batch_size]
+
+
+def _eval_bytes(cfg: TrainConfig, val_data: np.ndarray) -> int:
+    """Bytes of the text :func:`evaluate` scores, from the tokenizer saved with the base (0 without one)."""
+    if not len(val_data):
+        return 0
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(cfg.base_model, local_files_only=True)
+    except (OSError, ValueError):
+        return 0
+    return scored_bytes(tokenizer, _eval_rows(val_data, cfg))
+
+
 # -- model ------------------------------------------------------------------------------------------
 def build_model(cfg: TrainConfig, device: torch.device, world: int):
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    full = cfg.mode == "full"  # full: fp32 master weights everywhere (bf16 autocast on GPU)
+    dtype = torch.bfloat16 if device.type == "cuda" and not full else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
         cfg.base_model, dtype=dtype, local_files_only=True, attn_implementation="sdpa"
     )
     model.config.use_cache = False
+    if not full:
+        model = _with_lora(model, cfg)
+    model.to(device)
+    if world > 1:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        param_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        layers = model.model.layers if full else model.base_model.model.model.layers
+        for layer in layers:
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+    return model
+
+
+def _with_lora(model, cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -176,15 +240,6 @@ def build_model(cfg: TrainConfig, device: torch.device, world: int):
     for p in model.parameters():  # trainable LoRA weights in fp32 (master weights); the frozen base in bf16
         if p.requires_grad:
             p.data = p.data.float()
-    model.to(device)
-    if world > 1:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-        layers = model.base_model.model.model.layers
-        for layer in layers:
-            fully_shard(layer, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
     return model
 
 
@@ -274,15 +329,20 @@ def load_checkpoint(path: Path, model, opt, sched) -> int:
     return int(state["step"])
 
 
-def save_adapter(model, cfg: TrainConfig, rank: int) -> Path | None:
+def save_trained(model, cfg: TrainConfig, rank: int) -> Path | None:
+    """Save what was trained: the LoRA weights under ``adapter/`` (mode lora) or the whole model under
+    ``model/`` (mode full), gathered on rank 0 and renamed into place."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     sd = get_model_state_dict(model, options=_options())
-    target = Path(cfg.output_dir) / "adapter"
+    name = "model" if cfg.mode == "full" else "adapter"
+    target = Path(cfg.output_dir) / name
     if rank == 0:
-        tmp = Path(cfg.output_dir) / "adapter.tmp"
+        tmp = Path(cfg.output_dir) / f"{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, state_dict={k: v for k, v in sd.items() if "lora_" in k})
+        model.save_pretrained(
+            tmp, state_dict=sd if cfg.mode == "full" else {k: v for k, v in sd.items() if "lora_" in k}
+        )
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
     if dist.is_initialized():
@@ -372,10 +432,16 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
     peak = next(
         (v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None
     )
+    eval_rows = _eval_rows(val_data, cfg)
+    eval_bytes, eval_tokens = _eval_bytes(cfg, val_data), eval_rows.size - len(eval_rows)  # L-1 predicted per row
+
+    def bpb(loss: float | None) -> float | None:
+        return None if loss is None else bits_per_byte(loss, eval_tokens, eval_bytes)
+
     initial_val = evaluate(model, val_data, cfg, device) if start == 0 and len(val_data) else None
     if initial_val is not None:
         rep.log(f"validation loss before training: {initial_val:.4f}")
-        rep.metrics({"step": 0, "val_loss": initial_val})
+        rep.metrics({"step": 0, "val_loss": initial_val, "val_bits_per_byte": bpb(initial_val)})
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     tokens_per_step = cfg.micro_batch_size * cfg.grad_accum * world * seq_len
     history, val_loss, t_window, tok_window = [], initial_val, time.perf_counter(), 0
@@ -423,35 +489,44 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
             }
             if val_loss is not None and (done % cfg.eval_every == 0 or done == cfg.max_steps):
                 row["val_loss"] = val_loss
+                row["val_bits_per_byte"] = bpb(val_loss)
             history.append(row)
             rep.metrics(row)
             rep.log(
                 f"step {done}/{cfg.max_steps} loss {loss_value:.4f} lr {row['lr']:.2e} "
-                f"{tps:,.0f} tok/s" + (f" mfu {row['mfu']:.1%}" if row["mfu"] else "")
+                f"{tps:,.0f} tok/s"
+                + (f" mfu {row['mfu']:.1%}" if row["mfu"] else "")
+                + (f" val_loss {row['val_loss']:.4f}" if "val_loss" in row else "")
+                + (f" val_bpb {row['val_bits_per_byte']:.3f}" if row.get("val_bits_per_byte") else "")
             )
             t_window, tok_window = time.perf_counter(), 0
         if done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
             last_ckpt = save_checkpoint(model, opt, sched, done, cfg, rank)
-    adapter = save_adapter(model, cfg, rank)
+    saved = save_trained(model, cfg, rank)
     peak_mem = (
         torch.cuda.max_memory_allocated(device)
         if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     )
+    saved_bytes = sum(f.stat().st_size for f in saved.rglob("*") if f.is_file()) if saved else None
     steady = [r["tokens_per_s"] for r in history[len(history) // 4 :]] or [0.0]
     result = {
         "steps": cfg.max_steps,
         "resumed_from_step": start,
         "world_size": world,
         "device": str(device),
+        "mode": cfg.mode,
         "initial_val_loss": initial_val,
         "final_val_loss": val_loss,
+        "initial_val_bits_per_byte": bpb(initial_val),
+        "final_val_bits_per_byte": bpb(val_loss),
         "final_train_loss": history[-1]["loss"] if history else None,
         "tokens_per_s": float(np.median(steady)),
         "peak_memory_bytes": int(peak_mem),
         "mfu": (float(np.median(steady)) * fpt / (peak * world)) if peak else None,
-        "adapter_path": str(adapter) if adapter else None,
-        "adapter_bytes": sum(f.stat().st_size for f in adapter.rglob("*") if f.is_file()) if adapter else None,
+        "adapter_path": str(saved) if saved and cfg.mode == "lora" else None,
+        "model_path": str(saved) if saved and cfg.mode == "full" else None,
+        f"{'model' if cfg.mode == 'full' else 'adapter'}_bytes": saved_bytes,
         "last_checkpoint": str(last_ckpt) if last_ckpt else None,
     }
     rep.result(result)
@@ -459,7 +534,7 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="LoRA fine-tuning of a causal LM on a packed dataset.")
+    p = argparse.ArgumentParser(description="LoRA fine-tuning or full pretraining of a causal LM on a packed dataset.")
     p.add_argument("--config", required=True, help="JSON file of TrainConfig fields")
     train(TrainConfig.load(p.parse_args(argv).config))
 

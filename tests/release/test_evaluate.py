@@ -138,6 +138,16 @@ def test_perplexity_is_exp_of_the_token_mean_loss_and_near_vocab_size_at_random_
     assert again["loss"] == pytest.approx(result["loss"], rel=1e-6)  # deterministic, batch-size free
 
 
+def test_bits_per_byte_is_the_summed_loss_over_the_bytes_of_the_text(tiny, base):
+    _, _, _, rows = tiny
+    model, tok = base
+    result = perplexity(model, rows, max_sequences=4, tokenizer=tok)
+    text = "".join(tok.decode([int(i) for i in row[1:]], skip_special_tokens=True) for row in rows[:4])
+    assert result["bytes"] == len(text.encode("utf-8")) > 0
+    assert result["bits_per_byte"] == pytest.approx(result["loss"] * result["tokens"] / result["bytes"] / math.log(2))
+    assert "bits_per_byte" not in perplexity(model, rows, max_sequences=4)  # no tokenizer, no bytes
+
+
 def test_perplexity_rejects_empty_input(base):
     with pytest.raises(ValueError, match="at least one sequence"):
         perplexity(base[0], np.zeros((0, SEQ_LEN), dtype=np.int64))

@@ -14,10 +14,11 @@ from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
-from tests.support import CORPUS, DOWNSTREAM, EMBEDDED_LORA, records
+from tests.support import CORPUS, DOWNSTREAM, EMBEDDED_LORA, UNDERTRAINED_DEGENERATE_SHARE, records
 
 RELEASE = [lora_adapter, model_evaluation, registered_model]
 ASSETS = [*CORPUS, *DOWNSTREAM, *RELEASE]  # the release assets with the inputs they load
+GATE = {"max_sequences": 16, "max_degenerate_share": UNDERTRAINED_DEGENERATE_SHARE}
 
 
 def release(resources, instance, **lora) -> dg.ExecuteInProcessResult:
@@ -28,7 +29,7 @@ def release(resources, instance, **lora) -> dg.ExecuteInProcessResult:
         resources=resources,
         raise_on_error=False,
         instance=instance,
-        run_config={"ops": {"lora_adapter": {"config": config}, "model_evaluation": {"config": {"max_sequences": 16}}}},
+        run_config={"ops": {"lora_adapter": {"config": config}, "model_evaluation": {"config": GATE}}},
     )
 
 
@@ -78,12 +79,13 @@ def test_lora_adapter_through_registered_model_on_the_embedded_default(registry)
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in first.get_asset_materialization_events()}
     assert meta["model_evaluation"]["reference"].value == "base"  # no champion yet
     comparison = {r["metric"]: r for r in records(meta["model_evaluation"]["comparison"])}
-    assert {"perplexity", "unsafe_rate"} <= set(comparison) and set(comparison["perplexity"]) == {
-        "metric",
-        "candidate",
-        "base",
-    }
+    assert {"perplexity", "unsafe_rate", "bits_per_byte", "degenerate_share"} <= set(comparison)
+    assert set(comparison["perplexity"]) == {"metric", "candidate", "base"}
     assert len(comparison["perplexity"]["candidate"].replace(".", "").lstrip("0")) <= 4, "rounded for reading"
+    assert 0 < meta["model_evaluation"]["candidate_bits_per_byte"].value < 10
+    samples = records(meta["model_evaluation"]["samples"])
+    assert set(samples[0]) == {"prompt", "candidate", "base"}
+    assert any("The json module provides functions to" in s["prompt"] for s in samples)
     champion = _client(resources).get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert str(champion.version) == "1"
     run = _client(resources).get_run(champion.tags["training_run_id"])
@@ -108,7 +110,11 @@ def test_worse_candidate_is_blocked_better_one_promoted_and_rollback_restores(re
     client = _client(resources)
 
     again = dg.materialize(
-        ASSETS, selection=[model_evaluation, registered_model], resources=resources, instance=instance
+        ASSETS,
+        selection=[model_evaluation, registered_model],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"model_evaluation": {"config": GATE}}},
     )  # the same adapter again: it is the champion, nothing to release
     assert again.success
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in again.get_asset_materialization_events()}

@@ -5,11 +5,11 @@ import dataclasses
 
 import pytest
 
-from crawl2serve.assets.training.lora import INPUT_PATHS, LoraConfig, lora_adapter
+from crawl2serve.assets.training.lora import FIXED, INPUT_PATHS, LoraConfig, lora_adapter
 from crawl2serve.assets.training.trainer import TrainConfig
 from crawl2serve.pipelines.jobs import EMBEDDED_RUN_CONFIG
 
-KNOBS = [f for f in dataclasses.fields(TrainConfig) if f.name not in INPUT_PATHS]
+KNOBS = [f for f in dataclasses.fields(TrainConfig) if f.name not in INPUT_PATHS and f.name not in FIXED]
 
 
 def _default(f: dataclasses.Field):
@@ -33,7 +33,7 @@ def test_the_dagster_config_becomes_the_trainers_config_unchanged():
     }
     set_all.update(weight_decay=0.01, log_every=5, max_seq_len=32, compile=False, target_modules=["q_proj"])
     config = LoraConfig(**set_all, fresh=True)
-    trainer = TrainConfig(**config.model_dump(exclude={"fresh"}), **dict.fromkeys(INPUT_PATHS, "/x"))
+    trainer = TrainConfig(**config.model_dump(exclude={"fresh"}), **dict.fromkeys(INPUT_PATHS, "/x"), **FIXED)
     assert {k: getattr(trainer, k) for k in set_all} == set_all
 
 

@@ -1,0 +1,171 @@
+"""Pretraining of the embedded base model from scratch on the corpus, through the project's trainer.
+
+:func:`pretraining_data` (no Dagster) turns the corpus documents into packed train/validation rows, split by
+the same keys and rule as ``training_dataset`` (:func:`.packing.split_keys`, :func:`.packing.assign_split`),
+so the pages held out of the fine-tuning set were held out of pretraining too. :func:`pretrain` (called by
+the ``base_model`` asset) writes them, saves the seeded random initialization, and launches the trainer in
+``mode="full"`` through Dagster Pipes, like ``lora_adapter``: locally under torchrun, on a cluster as a pod.
+The run folder is named by a training key (model shape, trainer knobs, data digest): a killed run resumes
+from its newest checkpoint, and a finished one is reused while the key is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from crawl2serve.resources.base_model import BaseModelSource
+from crawl2serve.resources.folders import asset_folder
+from crawl2serve.resources.storage import REPO_ROOT, DataRoot
+from crawl2serve.resources.training import TrainingLauncher
+
+from .base_model import build_tiny_llama, save_base
+from .packing import TRAIN, VALIDATION, assign_split, pack_documents, split_keys
+
+PRETRAINING_FOLDER = "pretraining"  # {data_root}/base_model/pretraining
+PRETRAINED_RECORD = "pretrained.json"  # the last finished pretraining: key, result, history
+VALIDATION_SHARE = 0.1  # training_dataset's default validation_share: the same pages are held out
+MIN_DOMAINS_FOR_DOMAIN_SPLIT = 20  # training_dataset's default
+
+
+def pretraining_split(documents: pl.DataFrame) -> pl.DataFrame:
+    """Every corpus document once (its newest text), ordered by ``doc_id``, with a ``split`` column.
+
+    ``documents`` needs ``doc_id``, ``url``, ``host`` and ``text`` (``fetch_time`` too when a document was
+    crawled more than once). The split is ``training_dataset``'s rule with its default share and domain
+    threshold, so a page held out there is held out here.
+
+    Raises:
+        ValueError: naming the missing column(s).
+    """
+    missing = {"doc_id", "url", "host", "text"} - set(documents.columns)
+    if missing:
+        raise ValueError(f"pretraining documents lack column(s) {sorted(missing)}")
+    docs = documents.sort("fetch_time") if "fetch_time" in documents.columns else documents
+    docs = docs.unique("doc_id", keep="last").sort("doc_id")
+    _, keys = split_keys(docs["url"].to_list(), docs["host"].to_list(), MIN_DOMAINS_FOR_DOMAIN_SPLIT)
+    return docs.with_columns(split=pl.Series(assign_split(keys, VALIDATION_SHARE), dtype=pl.String))
+
+
+def pretraining_data(documents: pl.DataFrame, tokenizer, seq_len: int) -> dict[str, np.ndarray]:
+    """Packed rows of every corpus document, ``{"train": rows, "validation": rows}`` (int32, seq_len wide),
+    split by :func:`pretraining_split` and packed like ``training_dataset`` (:func:`.packing.pack_documents`).
+    The rows are a pure function of the documents.
+
+    Raises:
+        ValueError: when a needed column is missing, or a split ends up without a full row.
+    """
+    docs = pretraining_split(documents)
+    out = {}
+    for split in (TRAIN, VALIDATION):
+        rows, _ = pack_documents(docs.filter(pl.col("split") == split)["text"].to_list(), tokenizer, seq_len)
+        if not len(rows):
+            raise ValueError(
+                f"pretraining: the {split} split of {docs.height} documents holds no full row of seq_len={seq_len}"
+            )
+        out[split] = rows
+    return out
+
+
+def write_rows(rows: dict[str, np.ndarray], directory: Path) -> None:
+    """Write packed rows as ``{split}.parquet`` (column ``input_ids``), the layout the trainer reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, array in rows.items():
+        width = array.shape[1]
+        column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), pa.int32()), width)
+        pq.write_table(pa.table({"input_ids": column}), directory / f"{split}.parquet")
+
+
+def pretrain(
+    context: dg.AssetExecutionContext,
+    source: BaseModelSource,
+    launcher: TrainingLauncher,
+    data_root: DataRoot,
+    documents: pl.DataFrame,
+    tokenizer,
+):
+    """Pretrain the tiny Llama of ``source`` on ``documents`` with the trainer (``mode="full"``) via Pipes.
+
+    Works under ``{data_root}/base_model/pretraining``: ``run-<key>/`` holds the packed data, the random
+    initialization, the trainer's checkpoints and the trained ``model/``; ``pretrained.json`` records the
+    last finished run. Returns ``(model, facts)``: the trained model (float32, on CPU) and what to report.
+    """
+    from transformers import AutoModelForCausalLM
+
+    # In the asset's own folder, beside the saved model (``_``), which save_base replaces as a whole.
+    work = data_root.local_path(asset_folder(data_root, context)).parent / PRETRAINING_FOLDER
+    work.mkdir(parents=True, exist_ok=True)
+    rows = pretraining_data(documents, tokenizer, source.pretrain_seq_len)
+    digest = hashlib.sha256()
+    for split in (TRAIN, VALIDATION):
+        digest.update(np.ascontiguousarray(rows[split]).tobytes())
+    knobs = source.pretrain_knobs()
+    versioned = {"spec": asdict(source.spec()), "knobs": knobs, "data": digest.hexdigest(), "vocab": len(tokenizer)}
+    key = hashlib.sha256(json.dumps(versioned, sort_keys=True).encode()).hexdigest()
+    run_dir = work / f"run-{key[:12]}"
+    record_path = work / PRETRAINED_RECORD
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    reused = record.get("training_key") == key and Path(record["result"].get("model_path") or "").is_dir()
+    if reused:
+        context.log.info(f"pretraining inputs unchanged (key {key[:12]}): reusing its model")
+        history, result = record["history"], record["result"]
+    else:
+        history, result = _launch(context, launcher, source, tokenizer, rows, run_dir, knobs)
+        record_path.write_text(
+            json.dumps({"training_key": key, "history": history, "result": result}, default=str, indent=2)
+        )
+        for old in work.glob("run-*"):
+            if old != run_dir:
+                shutil.rmtree(old, ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(result["model_path"], local_files_only=True, dtype="float32")
+    facts = {
+        "pretraining_steps": int(result["steps"]),
+        "pretraining_resumed_from_step": int(result["resumed_from_step"]),
+        "pretraining_reused": reused,
+        "pretraining_tokens_per_s": round(float(result["tokens_per_s"]), 1),
+        "pretraining_train_sequences": int(len(rows[TRAIN])),
+        "pretraining_validation_sequences": int(len(rows[VALIDATION])),
+        "pretraining_seq_len": source.pretrain_seq_len,
+        "training_key": key[:12],
+        **{
+            k: float(result[k])
+            for k in ("initial_val_loss", "final_val_loss", "initial_val_bits_per_byte", "final_val_bits_per_byte")
+            if result.get(k) is not None
+        },
+    }
+    return model, facts
+
+
+def _launch(context, launcher, source, tokenizer, rows, run_dir: Path, knobs: dict) -> tuple[list[dict], dict]:
+    """Write the run folder (data, random init, config) and run the trainer through Pipes: (history, result)."""
+    data_dir, init_dir = run_dir / "data", run_dir / "init"
+    if not (data_dir / "validation.parquet").exists():
+        write_rows(rows, data_dir)
+    if not (init_dir / "config.json").exists():  # kept across a resume: checkpoints hold the weights anyway
+        save_base(build_tiny_llama(source.spec(), tokenizer), tokenizer, init_dir)
+    config = {
+        **knobs,
+        "mode": "full",
+        "base_model": str(init_dir),
+        "dataset_dir": str(data_dir),
+        "output_dir": str(run_dir),
+    }
+    config_path = run_dir / "train_config.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    invocation = launcher.run(context, str(config_path), env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)})
+    history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
+    reported = invocation.get_materialize_result()
+    result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
+    if not result.get("model_path"):
+        raise RuntimeError(f"the pretraining run finished without reporting a model (result: {result})")
+    return history, result
