@@ -23,7 +23,7 @@ from crawl2serve.resources.storage import READ_EVENT
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 from tests.monitoring.monitoring_traffic import log_frame
-from tests.support import PARTITION, all_resources, run_config
+from tests.support import PARTITION, UNDERTRAINED_DEGENERATE_SHARE, all_resources, run_config
 
 HOUR = "2026-11-23-06:00"  # log_frame's timestamps
 SPOOL_HOUR = "2026-11-23T06"
@@ -85,7 +85,14 @@ def audited(tmp_path_factory):
     config["ops"].update(
         training_dataset={"config": {"seq_len": 64}},
         lora_adapter={"config": {"max_steps": 2, "eval_every": 2, "checkpoint_every": 100, "learning_rate": 5e-3}},
-        model_evaluation={"config": {"max_sequences": 4, "max_new_tokens": 4, "min_improvement": -1.0}},
+        model_evaluation={
+            "config": {
+                "max_sequences": 4,
+                "max_new_tokens": 4,
+                "min_improvement": -1.0,
+                "max_degenerate_share": UNDERTRAINED_DEGENERATE_SHARE,
+            }
+        },
     )
     graph = loaded.resolve_asset_graph()
     steps = []  # one step per asset definition (a multi-asset's tables come from one computation), in graph order
