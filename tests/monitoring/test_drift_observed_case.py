@@ -12,7 +12,12 @@ import pytest
 from monitoring_traffic import ENGLISH, english, log_frame
 from transformers import PreTrainedTokenizerFast
 
+from crawl2serve.assets.monitoring.assets import drift_report, monitoring_partitions
 from crawl2serve.assets.monitoring.drift import OUTPUT_COLUMNS, PROMPT_COLUMNS, SERVING_COLUMNS, corpus_snippets
+from crawl2serve.assets.partitions import crawl_partitions
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.io_manager import ParquetIOManager
+from crawl2serve.resources.serving import ServingEngine
 
 DEMO_PROMPTS = [
     "The itertools module provides",
@@ -42,13 +47,8 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     """Issue 14: 120 corpus-snippet requests (2-token answers) an hour after the 6 demo requests (16-token answers,
     so slower): main compared prompt/output lengths, latency and completion tokens with those 6 requests and
     flagged 6 of 15 columns at p ~ 0 (share 0.40 against a threshold of 0.50)."""
-    from crawl2serve.assets.monitoring.assets import drift_report, monitoring_partitions
-    from crawl2serve.assets.partitions import crawl_partitions
     from crawl2serve.pipelines.sensors import drift_retraining
-    from crawl2serve.resources.feast_store import FeastStore
     from crawl2serve.resources.folders import FolderIOManager, TokenizerFolder
-    from crawl2serve.resources.io_manager import ParquetIOManager
-    from crawl2serve.resources.serving import ServingEngine
     from crawl2serve.resources.storage import DataRoot
 
     data_root = DataRoot(url=str(tmp_path))
@@ -77,22 +77,7 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     _write(tmp_path, "inference_log", partition, current)
 
     instance = dg.DagsterInstance.ephemeral()
-    inputs = [  # read by the IO managers
-        dg.SourceAsset("inference_log", partitions_def=monitoring_partitions),
-        dg.SourceAsset("deduplicated_documents", partitions_def=crawl_partitions),
-        dg.SourceAsset("tokenizer", io_manager_key="folder_io_manager"),
-    ]
-    result = dg.materialize(
-        [*inputs, drift_report],
-        partition_key=partition,
-        resources={
-            "data_root": data_root,
-            "io_manager": ParquetIOManager(data_root=data_root),
-            "folder_io_manager": folders,
-            "serving_engine": ServingEngine(data_root=data_root, feast_store=FeastStore(data_root=data_root)),
-        },
-        instance=instance,
-    )
+    result = materialize_drift_report(data_root, folders, partition, instance)
     assert result.success
     meta = result.asset_materializations_for_node("drift_report")[0].metadata
     records = {r.data["column"]: r.data for r in meta["per_column"].value.records}
@@ -113,3 +98,24 @@ def test_observed_case_in_distribution_traffic_against_a_6_request_baseline_is_n
     assert check.passed
     skip = drift_retraining(dg.build_sensor_context(instance=instance))
     assert isinstance(skip, dg.SkipReason) and "no drift" in skip.skip_message
+
+
+def materialize_drift_report(data_root, folders, partition: str, instance=None) -> dg.ExecuteInProcessResult:
+    """``drift_report`` for ``partition`` in process, its inputs (log hours, corpus, tokenizer) read from
+    ``data_root`` by the real IO managers."""
+    inputs = [  # read by the IO managers
+        dg.SourceAsset("inference_log", partitions_def=monitoring_partitions),
+        dg.SourceAsset("deduplicated_documents", partitions_def=crawl_partitions),
+        dg.SourceAsset("tokenizer", io_manager_key="folder_io_manager"),
+    ]
+    return dg.materialize(
+        [*inputs, drift_report],
+        partition_key=partition,
+        resources={
+            "data_root": data_root,
+            "io_manager": ParquetIOManager(data_root=data_root),
+            "folder_io_manager": folders,
+            "serving_engine": ServingEngine(data_root=data_root, feast_store=FeastStore(data_root=data_root)),
+        },
+        instance=instance or dg.DagsterInstance.ephemeral(),
+    )

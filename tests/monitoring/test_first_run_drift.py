@@ -7,11 +7,10 @@ import random
 import dagster as dg
 import polars as pl
 from monitoring_traffic import english, log_frame
-from test_drift_observed_case import DEMO_PROMPTS
+from test_drift_observed_case import DEMO_PROMPTS, materialize_drift_report
 from transformers import PreTrainedTokenizerFast
 
-from crawl2serve.assets.monitoring.assets import DriftConfig, drift_report, monitoring_partitions
-from crawl2serve.resources.io_manager import ParquetIOManager
+from crawl2serve.assets.monitoring.assets import DriftConfig
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.serving.__main__ import DEMO_REQUESTS, demo_prompts
 
@@ -20,10 +19,7 @@ HOUR = "2026-11-23-06:00"
 
 def _first_hour(tmp_path, tokenizer, prompts: list[str]) -> dict:
     """drift_report of an hour holding only ``prompts``, with no earlier traffic (a fresh deployment)."""
-    from crawl2serve.assets.partitions import crawl_partitions
-    from crawl2serve.resources.feast_store import FeastStore
     from crawl2serve.resources.folders import FolderIOManager, TokenizerFolder
-    from crawl2serve.resources.serving import ServingEngine
 
     root = tmp_path / "root"
     data_root = DataRoot(url=str(root))
@@ -38,22 +34,7 @@ def _first_hour(tmp_path, tokenizer, prompts: list[str]) -> dict:
     log = root / "inference_log" / HOUR / "data.parquet"
     log.parent.mkdir(parents=True, exist_ok=True)
     log_frame(prompts, completion_tokens=[16] * len(prompts)).write_parquet(log)
-    inputs = [  # read by the IO managers
-        dg.SourceAsset("inference_log", partitions_def=monitoring_partitions),
-        dg.SourceAsset("deduplicated_documents", partitions_def=crawl_partitions),
-        dg.SourceAsset("tokenizer", io_manager_key="folder_io_manager"),
-    ]
-    result = dg.materialize(
-        [*inputs, drift_report],
-        partition_key=HOUR,
-        resources={
-            "data_root": data_root,
-            "io_manager": ParquetIOManager(data_root=data_root),
-            "folder_io_manager": folders,
-            "serving_engine": ServingEngine(data_root=data_root, feast_store=FeastStore(data_root=data_root)),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    result = materialize_drift_report(data_root, folders, HOUR)
     assert result.success
     meta = {k: v.value for k, v in result.asset_materializations_for_node("drift_report")[0].metadata.items()}
     meta["per_column"] = {r.data["column"]: r.data["verdict"] for r in meta["per_column"].records}
