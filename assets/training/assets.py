@@ -15,6 +15,7 @@ from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.folders import DatasetFolder, ModelFolder, TokenizerFolder, asset_folder
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
 from .packing import assign_split, newest_partitions, pack_documents, select_documents, split_keys
@@ -82,6 +83,7 @@ def base_model(
     context: dg.AssetExecutionContext,
     base_model_source: BaseModelSource,
     training_launcher: TrainingLauncher,
+    mlflow_tracking: MlflowTracking,
     data_root: DataRoot,
     tokenizer: TokenizerFolder,
     deduplicated_documents: pl.DataFrame,
@@ -90,7 +92,7 @@ def base_model(
 
     Embedded default: a tiny Llama sized to the ``tokenizer``'s vocabulary, pretrained from scratch (every
     parameter, seeded) on every crawl's ``deduplicated_documents`` by the project's trainer, launched through
-    Pipes like ``lora_adapter`` (assets/training/pretrain.py); checkpointed, resumed after a kill, and reused
+    Pipes like ``lora_adapter`` and tracked live in MLflow (assets/training/pretrain.py); checkpointed, resumed after a kill, and reused
     while its inputs are unchanged. ``pretrain_steps=0`` keeps the random initialization. Real runs: a
     Hugging Face id or local path, loaded as is.
     """
@@ -103,7 +105,7 @@ def base_model(
     pretraining = {}
     if base_model_source.embedded and base_model_source.pretrain_steps > 0:
         model, pretraining = pretrain(
-            context, base_model_source, training_launcher, data_root, deduplicated_documents, tok
+            context, base_model_source, training_launcher, mlflow_tracking, data_root, deduplicated_documents, tok
         )
     elif base_model_source.embedded:
         model = build_tiny_llama(base_model_source.spec(), tok)

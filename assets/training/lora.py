@@ -18,12 +18,13 @@ from pydantic.fields import FieldInfo
 from crawl2serve.assets.lineage import git_commit
 from crawl2serve.assets.metadata import GPU_POOL, readable, stage_facts
 from crawl2serve.resources.folders import AdapterFolder, DatasetFolder, ModelFolder, asset_folder
-from crawl2serve.resources.storage import REPO_ROOT, DataRoot
+from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
 from .assets import FOLDER
-from .trainer import MLFLOW_RUN_ENV, MLFLOW_URI_ENV, TrainConfig
+from .tracking import log_dataset, trainer_env
+from .trainer import TrainConfig
 
 TRAINED_RECORD = "trained.json"  # the last finished training: key, result, history, MLflow run id
 TRACKED_METRICS = ("loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu")
@@ -210,14 +211,6 @@ def base_vs_adapter(result: dict) -> dict[str, float]:
     return out
 
 
-def training_input(mlflow, dataset: DatasetFolder):
-    """``training_dataset`` as an MLflow dataset: its folder as the source, its data version as the digest."""
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
-
-    return MetaDataset(LocalArtifactDatasetSource(str(dataset.path)), name="training_dataset", digest=dataset.version)
-
-
 def _train(
     context,
     training_launcher: TrainingLauncher,
@@ -232,8 +225,8 @@ def _train(
     and the artifacts: (history, result, loss PNG, run id).
 
     The run starts first so the trainer's rank 0 logs each metric row into it as it comes (its id and store go
-    in the trainer's environment, ``MLFLOW_RUN_ID`` / ``MLFLOW_TRACKING_URI``: not TrainConfig fields, which
-    are this asset's knobs): the curves grow live in MLflow as in the Dagster run log. A trainer without
+    in the trainer's environment, :func:`.tracking.trainer_env`): the curves grow live in MLflow as in the
+    Dagster run log. A trainer without
     mlflow installed reports through Pipes only; its rows are then logged here afterwards. A failed training
     leaves the run FAILED (``start_run``'s context ends it so on an exception)."""
     mlflow = mlflow_tracking.client()
@@ -249,17 +242,8 @@ def _train(
                 "launcher": f"{training_launcher.mode}x{training_launcher.nproc_per_node}",
             }
         )
-        mlflow.log_input(training_input(mlflow, dataset), context="training")
-        invocation = training_launcher.run(
-            context,
-            str(config_path),
-            env={
-                "HF_HUB_OFFLINE": "1",
-                "PYTHONPATH": str(REPO_ROOT),
-                MLFLOW_RUN_ENV: run_id,
-                MLFLOW_URI_ENV: mlflow_tracking.uri,
-            },
-        )
+        log_dataset(mlflow, dataset.path, "training_dataset", dataset.version)
+        invocation = training_launcher.run(context, str(config_path), env=trainer_env(mlflow_tracking, run_id))
         history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
         reported = invocation.get_materialize_result()
         result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
