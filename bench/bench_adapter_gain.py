@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--data-root", required=True)
     p.add_argument("--pretrain-steps", type=int, default=120)
     p.add_argument("--max-pages", type=int, default=3000)
+    p.add_argument("--lora", nargs="*", default=[], help="lora_adapter knobs over the embedded ones: KEY=JSON")
     args = p.parse_args()
 
     import dagster as dg
@@ -39,9 +40,13 @@ def main() -> None:
     res["base_model_source"] = BaseModelSource(pretrain_steps=args.pretrain_steps)  # embedded shape and lr
     res["mlflow_tracking"] = MlflowTracking(data_root=res["data_root"])
     t0 = time.perf_counter()
-    assert dg.materialize(CORPUS, resources=res, partition_key=PARTITION, run_config=run_config(args.max_pages)).success
+    if not (root / "deduplicated_documents" / PARTITION).exists():  # a second run reuses the crawl and the base
+        crawl = run_config(args.max_pages)
+        assert dg.materialize(CORPUS, resources=res, partition_key=PARTITION, run_config=crawl).success
     t1 = time.perf_counter()
-    ops = {"lora_adapter": {"config": {**EMBEDDED_RUN_CONFIG["ops"]["lora_adapter"]["config"], "fresh": True}}}
+    lora = {**EMBEDDED_RUN_CONFIG["ops"]["lora_adapter"]["config"], "fresh": True}
+    lora |= {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.lora)}
+    ops = {"lora_adapter": {"config": lora}}
     result = dg.materialize(
         [*CORPUS, *DOWNSTREAM, lora_adapter],
         selection=[*DOWNSTREAM, lora_adapter],
@@ -54,7 +59,7 @@ def main() -> None:
     keys = ("base_perplexity", "adapter_perplexity", "perplexity_reduction", "base_bits_per_byte")
     out = {k: md[k].value for k in (*keys, "adapter_bits_per_byte", "initial_val_loss", "final_val_loss", "steps")}
     out |= {"train_sequences": ds["train_sequences"].value, "validation_sequences": ds["validation_sequences"].value}
-    out |= {"crawl_partitions": ds["crawl_partitions"].value, "pretrain_steps": args.pretrain_steps}
+    out |= {"crawl_partitions": ds["crawl_partitions"].value, "pretrain_steps": args.pretrain_steps, "lora": lora}
     out |= {"corpus_s": round(t1 - t0), "training_s": round(time.perf_counter() - t1)}
     print(json.dumps(out, indent=2))
 

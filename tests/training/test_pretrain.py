@@ -19,6 +19,7 @@ from crawl2serve.assets.training.pretrain import (
 )
 from crawl2serve.assets.training.trainer import TrainConfig, train
 from crawl2serve.resources.base_model import BaseModelSource
+from crawl2serve.resources.folders import FolderIOManager
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
 
@@ -101,6 +102,7 @@ def materialize_base(root, res, source: BaseModelSource) -> dg.ExecuteInProcessR
         **res,
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),  # the copy's folders, not the session's
         "base_model_source": source,
     }
     return dg.materialize([*CORPUS, tokenizer, base_model], selection=[base_model], resources=resources)
