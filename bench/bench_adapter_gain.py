@@ -6,6 +6,20 @@ validation split, with the embedded settings (pipelines/embedded.yaml) and ``--p
 Materializes the embedded lineage through the real assets (pydoc crawl of ``--max-pages`` pages → corpus →
 features → tokenizer → base_model pretrained ``--pretrain-steps`` steps → training_dataset of the newest crawl
 → lora_adapter with the embedded run config) and prints lora_adapter's ``base_*`` / ``adapter_*`` metadata.
+
+Measured 2026-12-01 on this 2-core machine shared with other jobs (seconds pessimistic), one crawl day
+(2,279 pydoc pages fetched; training_dataset of the newest crawl: 4,043 train / 626 validation sequences of
+256 tokens), embedded base shape (vocab 2048, d=128, 2 layers), embedded LoRA (60 steps, lr 5e-3, r 16), figures
+on the first 64 validation rows the trainer scores:
+
+    pretrain steps  base ppl  adapter ppl  reduction  base bpb  adapter bpb  wall (training part)
+    120             475.9     461.2        3.1%       2.897     2.883        169 s
+    480 (default)   92.9      92.2         0.75%      2.561     2.556        670 s
+
+The goal of a >= 5% lower perplexity is not met. With a single crawl day the newest partition is every page,
+so the adapter trains on the very train split the base pretrained on (its validation pages are held out of
+both); at 480 steps the base already fits that split (train loss 4.18 vs validation 4.53) and LoRA mostly
+lowers the train loss (3.83). A real gain needs a newest crawl that differs from the earlier ones.
 """
 
 from __future__ import annotations
