@@ -13,8 +13,8 @@ Measured 2026-12-01 on this 2-core machine shared with other jobs (seconds pessi
 on the first 64 validation rows the trainer scores:
 
     pretrain steps  base ppl  adapter ppl  reduction  base bpb  adapter bpb  wall (training part)
-    120             475.9     461.2        3.1%       2.897     2.883        169 s
-    480 (default)   92.9      92.2         0.75%      2.561     2.556        670 s
+    120             476.0     461.4        3.1%       2.897     2.883        169 s
+    480 (default)   92.82     92.13        0.75%      2.561     2.556        670 s
 
 The goal of a >= 5% lower perplexity is not met. With a single crawl day the newest partition is every page,
 so the adapter trains on the very train split the base pretrained on (its validation pages are held out of
