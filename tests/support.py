@@ -20,6 +20,7 @@ from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.folders import FolderIOManager
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +106,7 @@ def all_resources(root: Path) -> dict:
             vocab_size=1024, pretrain_steps=PRETRAIN_STEPS, pretrain_seq_len=SEQ_LEN, pretrain_learning_rate=1e-3
         ),
         "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
+        "mlflow_tracking": MlflowTracking(data_root=res["data_root"]),  # base_model's pretraining run
     }
 
 

@@ -8,6 +8,7 @@ MODEL_NAME = "crawl2serve-lora"
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "previous_champion"
 ADAPTER_TAG = "adapter_sha256"
+MAX_NEW_TOKENS = 64  # what predict generates unless told otherwise
 
 
 def adapter_sha256(adapter_dir: str) -> str:
@@ -16,6 +17,19 @@ def adapter_sha256(adapter_dir: str) -> str:
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         h.update((Path(adapter_dir) / name).read_bytes())
     return h.hexdigest()
+
+
+def signature():
+    """The registered model's MLflow signature: a ``prompt`` string in, a ``completion`` string out, and the
+    ``max_new_tokens`` parameter (:data:`MAX_NEW_TOKENS` unless given), as ``LoraAdapterModel.predict`` takes and returns them."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "prompt")]),
+        outputs=Schema([ColSpec("string", "completion")]),
+        params=ParamSchema([ParamSpec("max_new_tokens", "long", MAX_NEW_TOKENS)]),
+    )
 
 
 @dataclass(frozen=True)
@@ -45,9 +59,9 @@ def register_candidate(
     promote: bool,
     name: str = MODEL_NAME,
 ) -> Registered:
-    """Log the candidate as a pyfunc model (into its training run when known), register it, tag it with
-    its lineage, set ``challenger``, and move ``champion`` to it when ``promote``. The previous champion
-    stays registered and is recorded on the new version for rollback."""
+    """Log the candidate as a pyfunc model with its :func:`signature` (into its training run when known),
+    register it, tag it with its lineage, set ``challenger``, and move ``champion`` to it when ``promote``. The
+    previous champion stays registered and is recorded on the new version for rollback."""
     from crawl2serve.assets.release.pyfunc import LoraAdapterModel
 
     client = mlflow.MlflowClient()
@@ -56,7 +70,9 @@ def register_candidate(
             name="model",
             python_model=LoraAdapterModel(),
             artifacts={"adapter": adapter_dir},
-            model_config={"base_model": base_model, "max_new_tokens": 64},
+            model_config={"base_model": base_model, "max_new_tokens": MAX_NEW_TOKENS},
+            signature=signature(),
+            input_example={"prompt": ["The json module"]},  # shown in the UI; also quiets MLflow's hint
         )
         mlflow.log_metrics({f"eval.{k}": float(v) for k, v in metrics.items()})
     version = mlflow.register_model(

@@ -15,9 +15,10 @@ from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.folders import DatasetFolder, ModelFolder, TokenizerFolder, asset_folder
 from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
-from .packing import assign_split, pack_documents, select_documents, split_keys
+from .packing import assign_split, newest_partitions, pack_documents, select_documents, split_keys
 
 ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 FOLDER = "folder_io_manager"  # folder-shaped outputs: a handle recorded by resources/folders.py
@@ -82,6 +83,7 @@ def base_model(
     context: dg.AssetExecutionContext,
     base_model_source: BaseModelSource,
     training_launcher: TrainingLauncher,
+    mlflow_tracking: MlflowTracking,
     data_root: DataRoot,
     tokenizer: TokenizerFolder,
     deduplicated_documents: pl.DataFrame,
@@ -90,7 +92,7 @@ def base_model(
 
     Embedded default: a tiny Llama sized to the ``tokenizer``'s vocabulary, pretrained from scratch (every
     parameter, seeded) on every crawl's ``deduplicated_documents`` by the project's trainer, launched through
-    Pipes like ``lora_adapter`` (assets/training/pretrain.py); checkpointed, resumed after a kill, and reused
+    Pipes like ``lora_adapter`` and tracked live in MLflow (assets/training/pretrain.py); checkpointed, resumed after a kill, and reused
     while its inputs are unchanged. ``pretrain_steps=0`` keeps the random initialization. Real runs: a
     Hugging Face id or local path, loaded as is.
     """
@@ -103,7 +105,7 @@ def base_model(
     pretraining = {}
     if base_model_source.embedded and base_model_source.pretrain_steps > 0:
         model, pretraining = pretrain(
-            context, base_model_source, training_launcher, data_root, deduplicated_documents, tok
+            context, base_model_source, training_launcher, mlflow_tracking, data_root, deduplicated_documents, tok
         )
     elif base_model_source.embedded:
         model = build_tiny_llama(base_model_source.spec(), tok)
@@ -125,8 +127,14 @@ def base_model(
 
 
 class DatasetConfig(dg.Config):
-    """Selection, split and packing of the training set."""
+    """Selection, split and packing of the fine-tuning set: the newest crawl's high-quality documents (the base
+    model pretrains on every crawl)."""
 
+    newest_partitions: int | None = Field(
+        1,
+        description="Fine-tune on the documents of the newest this many crawl partitions (the run's own crawl is "
+        "the newest); None: every partition.",
+    )
     min_quality: float = Field(0.3, description="Documents below this quality score (as of `as_of`) are left out.")
     max_domain_rejection_share: float = Field(1.0, description="Leave out domains rejecting more than this share.")
     max_docs_per_domain: int | None = Field(None, description="Cap per domain (best quality first); None: no cap.")
@@ -190,22 +198,25 @@ def training_dataset(
     config: DatasetConfig,
     feast_store: FeastStore,
     data_root: DataRoot,
-    deduplicated_documents: pl.DataFrame,
+    deduplicated_documents: dict[str, pl.DataFrame],
     tokenizer: TokenizerFolder,
 ):
     """Packed token sequences for training and validation, under ``{data_root}/training_dataset``.
 
     Comes from Feast ``get_historical_features`` (point-in-time correct, feature service
-    ``training_features``) over an entity frame of every deduplicated document at ``as_of``: documents are
-    selected by quality and per-domain limits, split train/validation by a stable hash of URL (or of domain
-    when there are many), tokenized with ``tokenizer`` and packed into ``seq_len``-token sequences.
+    ``training_features``) over an entity frame of the deduplicated documents of the newest crawl partition(s)
+    (``newest_partitions``) fetched by ``as_of``: documents are selected by quality and per-domain limits,
+    split train/validation by a stable hash of URL (or of domain when there are many), tokenized with
+    ``tokenizer`` and packed into ``seq_len``-token sequences.
     """
     from transformers import AutoTokenizer
 
     as_of = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(UTC)
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
-    docs = deduplicated_documents.filter(pl.col("fetch_time") <= as_of).sort("fetch_time").unique("doc_id", keep="last")
+    crawled = {k: f.filter(pl.col("fetch_time") <= as_of) for k, f in deduplicated_documents.items()}
+    docs = newest_partitions(crawled, config.newest_partitions).sort("fetch_time").unique("doc_id", keep="last")
+    partitions = sorted(docs["crawl_partition"].unique().to_list())
     features = historical_features(feast_store.store(), docs, as_of)
     null_keys = int(features.select(pl.col("doc_id").is_null().sum() + pl.col("domain").is_null().sum()).item())
     eligible = features.filter(
@@ -246,6 +257,7 @@ def training_dataset(
         "version": version,
         "seq_len": config.seq_len,
         "as_of": as_of.isoformat(),
+        "crawl_partitions": partitions,
         "split_key": key_kind,
         "splits": {k: {kk: vv for kk, vv in v.items() if kk != "row_lengths"} for k, v in stats.items()},
         "eos_token_id": tok.eos_token_id,
@@ -262,6 +274,7 @@ def training_dataset(
             "split_key": key_kind,
             "seq_len": config.seq_len,
             "as_of": as_of.isoformat(),
+            "crawl_partitions": dg.MetadataValue.json(partitions),
             "documents_eligible": features.height,
             **{f"{s}_{k}": v for s, d in stats.items() for k, v in d.items() if k != "row_lengths"},
             "top_domains": frame_table(top.rename({"host": "domain", "docs": "documents"})),

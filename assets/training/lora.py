@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import shutil
 import typing
 from pathlib import Path
@@ -17,11 +18,12 @@ from pydantic.fields import FieldInfo
 from crawl2serve.assets.lineage import git_commit
 from crawl2serve.assets.metadata import GPU_POOL, readable, stage_facts
 from crawl2serve.resources.folders import AdapterFolder, DatasetFolder, ModelFolder, asset_folder
-from crawl2serve.resources.storage import REPO_ROOT, DataRoot
+from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
 from .assets import FOLDER
+from .tracking import log_dataset, trainer_env
 from .trainer import TrainConfig
 
 TRAINED_RECORD = "trained.json"  # the last finished training: key, result, history, MLflow run id
@@ -105,12 +107,15 @@ def lora_adapter(
     training_dataset: DatasetFolder,
     base_model: ModelFolder,
 ) -> dg.Output[AdapterFolder]:
-    """A LoRA adapter (peft) fine-tuned on ``training_dataset`` over ``base_model``.
+    """A LoRA adapter (peft) fine-tuned on ``training_dataset`` (the newest crawl's high-quality documents)
+    over ``base_model`` (pretrained on every crawl).
 
     Dagster launches the trainer (assets/training/trainer.py) out of process through Pipes: locally under
     ``torchrun`` (FSDP when more than one rank), on a cluster as a GPU pod through ``PipesK8sClient``. The
-    trainer streams step metrics back; the run is tracked in MLflow (params, per-step metrics, the adapter
-    and loss curve as artifacts, git commit, and the data versions of the dataset and base model).
+    trainer streams step metrics back, and into the MLflow run this asset started before launching it, live
+    (params, per-step metrics, the dataset as an input, the adapter and loss curve as artifacts, git commit,
+    the data versions of the dataset and base model). Metadata and MLflow show the base's and the adapter's
+    perplexity and bits per byte on the dataset's validation split (:func:`base_vs_adapter`).
     Checkpoints under the asset's folder let a killed run resume where it stopped.
     """
     out = data_root.local_path(asset_folder(data_root, context))
@@ -140,7 +145,7 @@ def lora_adapter(
         png = (run_dir / "loss_curve.png").read_bytes()
     else:
         history, result, png, run_id = _train(
-            context, training_launcher, mlflow_tracking, train_cfg, config_path, versions, run_dir
+            context, training_launcher, mlflow_tracking, train_cfg, config_path, training_dataset, versions, run_dir
         )
         data_root.write_bytes(
             json.dumps(
@@ -174,6 +179,7 @@ def lora_adapter(
             "final_val_loss": readable(float(result["final_val_loss"]))
             if result.get("final_val_loss") is not None
             else "n/a",
+            **{k: readable(v) for k, v in base_vs_adapter(result).items()},
             "steps": int(result["steps"]),
             "resumed_from_step": int(result["resumed_from_step"]),
             "world_size": int(result["world_size"]),
@@ -187,28 +193,45 @@ def lora_adapter(
     )
 
 
+def base_vs_adapter(result: dict) -> dict[str, float]:
+    """The base's and the adapter's perplexity and bits per byte on the validation split the trainer scored
+    (the newest crawl's, as ``training_dataset`` selects it), and the relative perplexity reduction.
+
+    The base's figures are the trainer's evaluation before the first step (``initial_val_*``), the adapter's
+    the last one (``final_val_*``): the same rows, so no extra pass. Empty when the run resumed (no figure
+    before training) or had no validation rows."""
+    base, adapter = result.get("initial_val_loss"), result.get("final_val_loss")
+    if base is None or adapter is None:
+        return {}
+    out = {"base_perplexity": math.exp(base), "adapter_perplexity": math.exp(adapter)}
+    out["perplexity_reduction"] = 1.0 - out["adapter_perplexity"] / out["base_perplexity"]
+    for who, key in (("base", "initial_val_bits_per_byte"), ("adapter", "final_val_bits_per_byte")):
+        if result.get(key) is not None:
+            out[f"{who}_bits_per_byte"] = float(result[key])
+    return out
+
+
 def _train(
     context,
     training_launcher: TrainingLauncher,
     mlflow_tracking: MlflowTracking,
     train_cfg: dict,
     config_path: Path,
+    dataset: DatasetFolder,
     versions: dict,
     out: Path,
 ) -> tuple[list[dict], dict, bytes, str]:
-    """Launch the trainer through Pipes, then track the run in MLflow: (history, result, loss PNG, run id)."""
-    invocation = training_launcher.run(
-        context, str(config_path), env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
-    )
-    history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
-    reported = invocation.get_materialize_result()
-    result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
-    if not result.get("adapter_path"):
-        raise RuntimeError(f"the trainer finished without reporting an adapter (result: {result})")
-    png = loss_curve_png(history)
-    (out / "loss_curve.png").write_bytes(png)
+    """Start the MLflow run, launch the trainer through Pipes with that run handed over, then log the summary
+    and the artifacts: (history, result, loss PNG, run id).
+
+    The run starts first so the trainer's rank 0 logs each metric row into it as it comes (its id and store go
+    in the trainer's environment, :func:`.tracking.trainer_env`): the curves grow live in MLflow as in the
+    Dagster run log. A trainer without
+    mlflow installed reports through Pipes only; its rows are then logged here afterwards. A failed training
+    leaves the run FAILED (``start_run``'s context ends it so on an exception)."""
     mlflow = mlflow_tracking.client()
     with mlflow.start_run(run_name=f"lora-{context.run_id[:8]}") as run:
+        run_id = run.info.run_id
         mlflow.log_params({k: (",".join(v) if isinstance(v, list) else v) for k, v in train_cfg.items()})
         mlflow.set_tags(
             {
@@ -219,15 +242,30 @@ def _train(
                 "launcher": f"{training_launcher.mode}x{training_launcher.nproc_per_node}",
             }
         )
-        for row in history:
-            mlflow.log_metrics({k: float(row[k]) for k in TRACKED_METRICS if row.get(k) is not None}, step=row["step"])
+        log_dataset(mlflow, dataset.path, "training_dataset", dataset.version)
+        invocation = training_launcher.run(context, str(config_path), env=trainer_env(mlflow_tracking, run_id))
+        history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
+        reported = invocation.get_materialize_result()
+        result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
+        if not result.get("adapter_path"):
+            raise RuntimeError(f"the trainer finished without reporting an adapter (result: {result})")
+        if history and not mlflow.MlflowClient().get_metric_history(run_id, "loss"):  # a trainer without mlflow
+            for row in history:
+                mlflow.log_metrics(
+                    {k: float(row[k]) for k in TRACKED_METRICS if row.get(k) is not None}, step=row["step"]
+                )
+        png = loss_curve_png(history)
+        (out / "loss_curve.png").write_bytes(png)
         mlflow.log_metrics(
             {
-                k: float(result[k])
-                for k in ("final_val_loss", "initial_val_loss", "tokens_per_s", "peak_memory_bytes")
-                if result.get(k) is not None
+                **{
+                    k: float(result[k])
+                    for k in ("final_val_loss", "initial_val_loss", "tokens_per_s", "peak_memory_bytes")
+                    if result.get(k) is not None
+                },
+                **base_vs_adapter(result),
             }
         )
         mlflow.log_artifacts(result["adapter_path"], artifact_path="adapter")
         mlflow.log_artifact(str(out / "loss_curve.png"))
-        return history, result, png, run.info.run_id
+        return history, result, png, run_id

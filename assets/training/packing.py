@@ -1,5 +1,6 @@
 """Training-set assembly: document selection, stable train/validation splits, sequence packing (no Dagster).
 
+* :func:`newest_partitions` keeps the documents of the newest crawl partitions (the run's own crawl first).
 * :func:`select_documents` keeps documents above a quality threshold, at most N per domain, best first.
 * :func:`choose_split_key` and :func:`assign_split` put every document in "train" or "validation" by a
   stable hash of its split key (its domain, or its URL for corpora with few domains), so a document stays
@@ -21,6 +22,7 @@ import polars as pl
 __all__ = [
     "assign_split",
     "choose_split_key",
+    "newest_partitions",
     "pack",
     "pack_documents",
     "select_documents",
@@ -87,6 +89,25 @@ def split_keys(urls: Sequence[str], hosts: Sequence[str], min_domains: int = 20)
         return kind, list(hosts)
     parts = [urlsplit(u) for u in urls]
     return kind, [p.path + ("?" + p.query if p.query else "") for p in parts]
+
+
+def newest_partitions(frames: dict[str, pl.DataFrame], n: int | None, column: str = "crawl_partition") -> pl.DataFrame:
+    """The documents of the newest ``n`` partitions of ``frames`` (``{partition key: documents}``), in one frame
+    with the partition key in ``column``; ``n=None`` keeps every partition. Partitions without a row do not
+    count. Keys are crawl days (``YYYY-MM-DD``), so the newest sort last.
+
+    Raises:
+        ValueError: when ``n`` is below 1, or no partition holds a document.
+    """
+    if n is not None and n < 1:
+        raise ValueError(f"newest_partitions must be >= 1 or None, got {n}")
+    present = sorted(k for k, f in frames.items() if f.height)
+    if not present:
+        raise ValueError(f"no documents in any partition (of {sorted(frames)})")
+    kept = present if n is None else present[-n:]
+    return pl.concat(
+        [frames[k].with_columns(pl.lit(k, dtype=pl.String).alias(column)) for k in kept], how="diagonal_relaxed"
+    )
 
 
 def select_documents(

@@ -4,7 +4,8 @@
 the same keys and rule as ``training_dataset`` (:func:`.packing.split_keys`, :func:`.packing.assign_split`),
 so the pages held out of the fine-tuning set were held out of pretraining too. :func:`pretrain` (called by
 the ``base_model`` asset) writes them, saves the seeded random initialization, and launches the trainer in
-``mode="full"`` through Dagster Pipes, like ``lora_adapter``: locally under torchrun, on a cluster as a pod.
+``mode="full"`` through Dagster Pipes, like ``lora_adapter``: locally under torchrun, on a cluster as a pod;
+tracked live in an MLflow run, like ``lora_adapter``'s.
 The run folder is named by a training key (model shape, trainer knobs, data digest): a killed run resumes
 from its newest checkpoint, and a finished one is reused while the key is unchanged.
 """
@@ -21,13 +22,16 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from crawl2serve.assets.lineage import git_commit
 from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.folders import asset_folder
-from crawl2serve.resources.storage import REPO_ROOT, DataRoot
+from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
 from .base_model import build_tiny_llama, save_base
 from .packing import TRAIN, VALIDATION, assign_split, pack_documents, split_keys
+from .tracking import log_dataset, trainer_env
 
 PRETRAINING_FOLDER = "pretraining"  # {data_root}/base_model/pretraining
 PRETRAINED_RECORD = "pretrained.json"  # the last finished pretraining: key, result, history
@@ -90,6 +94,7 @@ def pretrain(
     context: dg.AssetExecutionContext,
     source: BaseModelSource,
     launcher: TrainingLauncher,
+    tracking: MlflowTracking,
     data_root: DataRoot,
     documents: pl.DataFrame,
     tokenizer,
@@ -118,11 +123,17 @@ def pretrain(
     reused = record.get("training_key") == key and Path(record["result"].get("model_path") or "").is_dir()
     if reused:
         context.log.info(f"pretraining inputs unchanged (key {key[:12]}): reusing its model")
-        history, result = record["history"], record["result"]
+        history, result, run_id = record["history"], record["result"], record.get("mlflow_run_id")
     else:
-        history, result = _launch(context, launcher, source, tokenizer, rows, run_dir, knobs)
+        history, result, run_id = _launch(
+            context, launcher, tracking, source, tokenizer, rows, run_dir, knobs, digest.hexdigest()[:16]
+        )
         record_path.write_text(
-            json.dumps({"training_key": key, "history": history, "result": result}, default=str, indent=2)
+            json.dumps(
+                {"training_key": key, "history": history, "result": result, "mlflow_run_id": run_id},
+                default=str,
+                indent=2,
+            )
         )
         for old in work.glob("run-*"):
             if old != run_dir:
@@ -137,6 +148,7 @@ def pretrain(
         "pretraining_validation_sequences": int(len(rows[VALIDATION])),
         "pretraining_seq_len": source.pretrain_seq_len,
         "training_key": key[:12],
+        **({"pretraining_mlflow_run_id": run_id} if run_id else {}),
         **{
             k: float(result[k])
             for k in ("initial_val_loss", "final_val_loss", "initial_val_bits_per_byte", "final_val_bits_per_byte")
@@ -146,8 +158,12 @@ def pretrain(
     return model, facts
 
 
-def _launch(context, launcher, source, tokenizer, rows, run_dir: Path, knobs: dict) -> tuple[list[dict], dict]:
-    """Write the run folder (data, random init, config) and run the trainer through Pipes: (history, result)."""
+def _launch(
+    context, launcher, tracking, source, tokenizer, rows, run_dir: Path, knobs: dict, data_version: str
+) -> tuple[list[dict], dict, str]:
+    """Write the run folder (data, random init, config) and run the trainer through Pipes, tracked in an MLflow
+    run started first, which the trainer's metric rows reach as they come (as for ``lora_adapter``); a failed
+    pretraining leaves it FAILED. Returns (history, result, MLflow run id)."""
     data_dir, init_dir = run_dir / "data", run_dir / "init"
     if not (data_dir / "validation.parquet").exists():
         write_rows(rows, data_dir)
@@ -162,10 +178,25 @@ def _launch(context, launcher, source, tokenizer, rows, run_dir: Path, knobs: di
     }
     config_path = run_dir / "train_config.json"
     config_path.write_text(json.dumps(config, indent=2))
-    invocation = launcher.run(context, str(config_path), env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)})
-    history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
-    reported = invocation.get_materialize_result()
-    result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
-    if not result.get("model_path"):
-        raise RuntimeError(f"the pretraining run finished without reporting a model (result: {result})")
-    return history, result
+    mlflow = tracking.client()
+    with mlflow.start_run(run_name=f"pretrain-{context.run.run_id[:8]}") as run:
+        mlflow.log_params({k: (",".join(v) if isinstance(v, list) else v) for k, v in config.items()})
+        mlflow.set_tags(
+            {
+                "git_commit": git_commit(),
+                "dagster_run_id": context.run.run_id,
+                "stage": "pretraining",
+                "run_folder": run_dir.name,
+            }
+        )
+        log_dataset(mlflow, data_dir, "pretraining_data", data_version)
+        invocation = launcher.run(context, str(config_path), env=trainer_env(tracking, run.info.run_id))
+        history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
+        reported = invocation.get_materialize_result()
+        result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
+        if not result.get("model_path"):
+            raise RuntimeError(f"the pretraining run finished without reporting a model (result: {result})")
+        mlflow.log_metrics(
+            {k: float(v) for k, v in result.items() if k.startswith(("initial_val", "final_val")) and v is not None}
+        )
+        return history, result, run.info.run_id

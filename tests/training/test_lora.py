@@ -2,6 +2,7 @@
 kill -9 and resume, the NaN guard, the Kubernetes pod spec, and the Pipes round trip into metadata/MLflow."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,11 +13,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from crawl2serve.assets.release.registry import register_candidate
 from crawl2serve.assets.training.lora import lora_adapter
 from crawl2serve.assets.training.trainer import TrainConfig, newest_checkpoint, train
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
-from tests.support import CORPUS, DOWNSTREAM, EMBEDDED_LORA
+from tests.support import CORPUS, DOWNSTREAM, EMBEDDED_LORA, PARTITION
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -202,4 +204,67 @@ def test_pipes_round_trip_puts_trainer_metrics_in_metadata_and_mlflow(lineage):
     )
     assert run.data.params["max_steps"] == "8" and run.data.tags["git_commit"]
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
-    assert [m.step for m in history] == list(range(1, 9))
+    assert [m.step for m in history] == list(range(1, 9))  # logged once, live, by the trainer (no replay)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_bits_per_byte")] == [
+        0,
+        4,
+        8,
+    ]
+
+    # The training data as the run's MLflow dataset: digest = training_dataset's data version, source = its folder.
+    dataset = lineage[2].asset_materializations_for_node("training_dataset")[0]
+    (used,) = run.inputs.dataset_inputs
+    assert used.dataset.digest == dataset.metadata["version"].value and used.dataset.name == "training_dataset"
+    assert json.loads(used.dataset.source)["uri"] == str(root / "training_dataset" / "_")
+    assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "training"
+    assert dataset.metadata["crawl_partitions"].value == [PARTITION]  # the newest (here: the only) crawl
+
+    # Base vs adapter on the newest crawl's validation split, in metadata and in MLflow.
+    base_ppl, adapter_ppl = md["base_perplexity"].value, md["adapter_perplexity"].value
+    assert adapter_ppl < base_ppl and md["perplexity_reduction"].value == pytest.approx(
+        1 - adapter_ppl / base_ppl, abs=1e-3
+    )
+    assert md["adapter_bits_per_byte"].value < md["base_bits_per_byte"].value
+    assert math.log(base_ppl) == pytest.approx(md["initial_val_loss"].value, 1e-3)
+    for k in ("base_perplexity", "adapter_perplexity", "perplexity_reduction", "base_bits_per_byte"):
+        assert run.data.metrics[k] == pytest.approx(md[k].value, 1e-3)
+
+    # The registered model carries a signature: a prompt string in, a completion string out.
+    reg = register_candidate(
+        mlflow,
+        adapter_dir=md["adapter_path"].value,
+        base_model=str(root / "base_model" / "_"),
+        training_run_id=run.info.run_id,
+        tags={},
+        metrics={},
+        promote=False,
+    )
+    signature = mlflow.models.get_model_info(reg.model_uri).signature
+    assert signature.inputs.to_dict() == [{"type": "string", "name": "prompt", "required": True}]
+    assert signature.outputs.to_dict() == [{"type": "string", "name": "completion", "required": True}]
+    assert signature.params.to_dict()[0]["name"] == "max_new_tokens"
+
+
+def test_a_failed_training_marks_its_mlflow_run_failed(lineage):
+    """main started the MLflow run only after the trainer had succeeded: a failed training left no run."""
+    root, res, _ = lineage
+    tracking = MlflowTracking(data_root=res["data_root"])
+    resources = {
+        **res,
+        "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
+        "mlflow_tracking": tracking,
+    }
+    lora = {**EMBEDDED_LORA, "max_steps": 30, "learning_rate": 1e6, "max_grad_norm": 1e9, "warmup_steps": 0}
+    result = dg.materialize(
+        [*CORPUS, *DOWNSTREAM, lora_adapter],
+        selection=[lora_adapter],
+        resources=resources,
+        run_config={"ops": {"lora_adapter": {"config": {**lora, "fresh": True}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    mlflow = tracking.client()
+    (run,) = mlflow.search_runs(filter_string=f"tags.dagster_run_id = '{result.run_id}'", output_format="list")
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["loss"] > 0  # the rows before the failure reached the run

@@ -17,6 +17,7 @@ from crawl2serve.assets.training.base_model import train_bpe_tokenizer
 from crawl2serve.assets.training.packing import (
     assign_split,
     choose_split_key,
+    newest_partitions,
     pack,
     pack_documents,
     select_documents,
@@ -113,6 +114,23 @@ def make_docs() -> pl.DataFrame:
             "text": list("abcdefgh"),
         }
     )
+
+
+def test_newest_partitions_keep_the_newest_crawl_days_that_hold_documents():
+    frames = {
+        "2026-11-21": pl.DataFrame({"doc_id": ["b"], "q": [0.5]}),
+        "2026-11-20": pl.DataFrame({"doc_id": ["a"], "q": [0.9]}),
+        "2026-11-22": pl.DataFrame({"doc_id": ["c"], "q": [0.7]}),
+        "2026-11-23": pl.DataFrame(schema={"doc_id": pl.String, "q": pl.Float64}),  # crawled nothing yet
+    }
+    newest = newest_partitions(frames, 1)
+    assert newest.to_dicts() == [{"doc_id": "c", "q": 0.7, "crawl_partition": "2026-11-22"}]
+    assert newest_partitions(frames, 2)["crawl_partition"].to_list() == ["2026-11-21", "2026-11-22"]
+    assert newest_partitions(frames, None)["doc_id"].to_list() == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="newest_partitions must be >= 1"):
+        newest_partitions(frames, 0)
+    with pytest.raises(ValueError, match="no documents in any partition"):
+        newest_partitions({"2026-11-23": frames["2026-11-23"]}, 1)
 
 
 def test_select_threshold_is_inclusive():

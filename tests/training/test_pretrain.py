@@ -102,7 +102,7 @@ def materialize_base(root, res, source: BaseModelSource) -> dg.ExecuteInProcessR
         **res,
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
-        "folder_io_manager": FolderIOManager(data_root=data_root),
+        "folder_io_manager": FolderIOManager(data_root=data_root),  # the copy's folders, not the session's
         "base_model_source": source,
     }
     return dg.materialize([*CORPUS, tokenizer, base_model], selection=[base_model], resources=resources)
@@ -123,6 +123,19 @@ def test_base_model_is_pretrained_then_reused_while_its_inputs_are_unchanged(lin
     mat = again.get_asset_materialization_events()[0].materialization
     assert mat.metadata["pretraining_reused"].value is True
     assert mat.tags["dagster/data_version"] == first.tags["dagster/data_version"]  # the same weights
+
+
+def test_the_pretraining_is_tracked_in_its_own_mlflow_run_by_the_trainer(lineage):
+    """main tracked base_model's pretraining nowhere in MLflow."""
+    root, res, result = lineage
+    md = result.asset_materializations_for_node("base_model")[0].metadata
+    client = res["mlflow_tracking"].client().MlflowClient()
+    run = client.get_run(md["pretraining_mlflow_run_id"].value)
+    assert run.info.status == "FINISHED" and run.data.tags["stage"] == "pretraining"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, PRETRAIN_STEPS + 1))
+    assert run.data.metrics["final_val_bits_per_byte"] == pytest.approx(md["final_val_bits_per_byte"].value)
+    (used,) = run.inputs.dataset_inputs
+    assert used.dataset.name == "pretraining_data" and len(used.dataset.digest) == 16
 
 
 def test_zero_pretraining_steps_keep_the_random_initialization(lineage, tmp_path):
