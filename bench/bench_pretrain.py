@@ -24,7 +24,7 @@ tokens, 2 layers, d=128, 4 heads (2 kv), MLP 344, AdamW (weight decay 0.1), warm
 
 Quiet machine (nothing else running), 2026-12-01: v2048_d128 lr 1e-2, 960 steps: 1.612 bpb (perplexity 24.5),
 0.173 s/step, 179 s; its curve 2.113 at 240, 1.827 at 480, 1.675 at 720. torch.compile on CPU (60 steps):
-0.16 vs 0.17 s/step but +21 s of compiling, so it stays off on CPU. 960 steps is the embedded default.
+0.16 vs 0.17 s/step but +21 s of compiling, so it stays off on CPU. 960 steps is not the default: the gate failed its candidate (README).
 
 The 480-step run's curve (validation bpb): 2.643 at 120, 2.303 at 240, 2.134 at 360, 2.050 at 480 — still
 falling: the goal of 2.0 needs more steps. Vocabulary 2048 beat 4096 at equal steps and is ~16% cheaper a
