@@ -114,7 +114,9 @@ def _model_device(model) -> torch.device:
 
 # -- perplexity -------------------------------------------------------------------------------------
 @torch.no_grad()
-def perplexity(model, sequences: np.ndarray, batch_size: int = 8, max_sequences: int = 64, *, tokenizer=None) -> dict:
+def perplexity(
+    model, sequences: np.ndarray, batch_size: int = 8, max_sequences: int | None = 64, *, tokenizer=None
+) -> dict:
     """Mean next-token loss of ``model`` on the first ``max_sequences`` rows of ``sequences``, and exp of it.
 
     Labels are the input ids themselves (packed rows hold no padding, so every position counts): a row of
@@ -127,7 +129,7 @@ def perplexity(model, sequences: np.ndarray, batch_size: int = 8, max_sequences:
         model: a causal LM (a peft-wrapped one too).
         sequences: int array of shape ``(n_sequences, seq_len)``, e.g. from ``trainer.load_split``.
         batch_size: rows per forward pass.
-        max_sequences: only the first rows are scored (the same ones every time).
+        max_sequences: only the first rows are scored (the same ones every time); ``None``: every row.
         tokenizer: the model's tokenizer; given, the result also holds ``bytes`` (UTF-8 bytes of the predicted
             text, special tokens skipped: :func:`~crawl2serve.assets.training.trainer.scored_bytes`) and
             ``bits_per_byte`` (loss summed over tokens / bytes / ln 2).
@@ -139,7 +141,7 @@ def perplexity(model, sequences: np.ndarray, batch_size: int = 8, max_sequences:
     Raises:
         ValueError: when there is nothing to score (no rows, or rows shorter than 2 tokens).
     """
-    if batch_size < 1 or max_sequences < 1:
+    if batch_size < 1 or (max_sequences is not None and max_sequences < 1):
         raise ValueError(f"batch_size and max_sequences must be >= 1, got {batch_size}, {max_sequences}")
     rows = np.asarray(sequences)
     if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] < 2:
@@ -513,7 +515,7 @@ def evaluate_model(
     adapter_dir: str | None,
     dataset_dir: str,
     *,
-    max_sequences: int = 64,
+    max_sequences: int | None = 64,
     max_new_tokens: int = 32,
     safety_suite: Mapping | str | Path | None = None,
     prompts: Sequence[str] = FIXED_PROMPTS,

@@ -18,7 +18,7 @@ from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
-from .packing import assign_split, newest_partitions, pack_documents, select_documents, split_keys
+from .packing import PRETRAIN, assign_split, newest_partitions, pack_documents, select_documents, split_keys
 
 ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 FOLDER = "folder_io_manager"  # folder-shaped outputs: a handle recorded by resources/folders.py
@@ -91,7 +91,7 @@ def base_model(
     """The base causal LM that LoRA adapters fine-tune, saved under ``{data_root}/base_model``.
 
     Embedded default: a tiny Llama sized to the ``tokenizer``'s vocabulary, pretrained from scratch (every
-    parameter, seeded) on every crawl's ``deduplicated_documents`` by the project's trainer, launched through
+    parameter, seeded) on ``pretrain_share`` of every crawl's ``deduplicated_documents`` by the project's trainer, launched through
     Pipes like ``lora_adapter`` and tracked live in MLflow (assets/training/pretrain.py); checkpointed, resumed after a kill, and reused
     while its inputs are unchanged. ``pretrain_steps=0`` keeps the random initialization. Real runs: a
     Hugging Face id or local path, loaded as is.
@@ -111,6 +111,8 @@ def base_model(
         model = build_tiny_llama(base_model_source.spec(), tok)
     else:
         model, _ = load_base(base_model_source.model)
+    if base_model_source.embedded:  # its recommended decoding, applied by every engine unless a request overrides
+        model.generation_config.repetition_penalty = base_model_source.repetition_penalty
     target = asset_folder(data_root, context)
     facts = save_base(model, tok, data_root.local_path(target))
     return dg.Output(
@@ -127,8 +129,8 @@ def base_model(
 
 
 class DatasetConfig(dg.Config):
-    """Selection, split and packing of the fine-tuning set: the newest crawl's high-quality documents (the base
-    model pretrains on every crawl)."""
+    """Selection, split and packing of the fine-tuning set: the newest crawl's high-quality documents, less the
+    pages the embedded base model pretrains on (``BaseModelSource.pretrain_share``)."""
 
     newest_partitions: int | None = Field(
         1,
@@ -196,6 +198,7 @@ def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFr
 def training_dataset(
     context: dg.AssetExecutionContext,
     config: DatasetConfig,
+    base_model_source: BaseModelSource,
     feast_store: FeastStore,
     data_root: DataRoot,
     deduplicated_documents: dict[str, pl.DataFrame],
@@ -207,7 +210,9 @@ def training_dataset(
     ``training_features``) over an entity frame of the deduplicated documents of the newest crawl partition(s)
     (``newest_partitions``) fetched by ``as_of``: documents are selected by quality and per-domain limits,
     split train/validation by a stable hash of URL (or of domain when there are many), tokenized with
-    ``tokenizer`` and packed into ``seq_len``-token sequences.
+    ``tokenizer`` and packed into ``seq_len``-token sequences. With the embedded base model, the pages it
+    pretrains on (``BaseModelSource.pretrain_share`` of the split keys, the same hash as ``base_model``'s) are
+    left out of train, so the adapter learns what the base has not seen, as with a real base model.
     """
     from transformers import AutoTokenizer
 
@@ -226,9 +231,12 @@ def training_dataset(
     chosen = select_documents(eligible, config.min_quality, config.max_docs_per_domain)
     chosen = chosen.join(docs.select("doc_id", "url", "text"), on="doc_id", how="inner")
     key_kind, keys = split_keys(chosen["url"].to_list(), chosen["host"].to_list(), config.min_domains_for_domain_split)
+    held = base_model_source.held_for_pretraining()
     chosen = chosen.with_columns(
-        split=pl.Series(assign_split(keys, config.validation_share)), split_key=pl.Series(keys)
+        split=pl.Series(assign_split(keys, config.validation_share, pretrain_share=held)), split_key=pl.Series(keys)
     )
+    pretrained_on = chosen.filter(pl.col("split") == PRETRAIN).height
+    chosen = chosen.filter(pl.col("split") != PRETRAIN)
 
     tok = AutoTokenizer.from_pretrained(data_root.local_path(tokenizer.path))
     out_dir = asset_folder(data_root, context)
@@ -276,6 +284,7 @@ def training_dataset(
             "as_of": as_of.isoformat(),
             "crawl_partitions": dg.MetadataValue.json(partitions),
             "documents_eligible": features.height,
+            "documents_left_to_pretraining": pretrained_on,
             **{f"{s}_{k}": v for s, d in stats.items() for k, v in d.items() if k != "row_lengths"},
             "top_domains": frame_table(top.rename({"host": "domain", "docs": "documents"})),
         },

@@ -2,9 +2,10 @@
 
 * :func:`newest_partitions` keeps the documents of the newest crawl partitions (the run's own crawl first).
 * :func:`select_documents` keeps documents above a quality threshold, at most N per domain, best first.
-* :func:`choose_split_key` and :func:`assign_split` put every document in "train" or "validation" by a
-  stable hash of its split key (its domain, or its URL for corpora with few domains), so a document stays
-  in the same split across runs, processes and machines, and documents sharing a key never straddle.
+* :func:`choose_split_key` and :func:`assign_split` put every document in "train" or "validation" (or
+  "pretrain": left to the embedded base model) by a stable hash of its split key (its domain, or its URL for
+  corpora with few domains), so a document stays in the same split across runs, processes and machines, and
+  documents sharing a key never straddle.
 * :func:`pack` / :func:`pack_documents` concatenate tokenized documents, each followed by eos, and cut the
   stream into fixed-length rows (no padding inside the stream, no attention masks needed).
 """
@@ -30,7 +31,7 @@ __all__ = [
     "stable_bucket",
 ]
 
-TRAIN, VALIDATION = "train", "validation"
+TRAIN, VALIDATION, PRETRAIN = "train", "validation", "pretrain"
 
 
 def stable_bucket(key: str, salt: str = "") -> float:
@@ -46,16 +47,29 @@ def stable_bucket(key: str, salt: str = "") -> float:
     return (value >> 11) * 2.0**-53
 
 
-def assign_split(keys: Sequence[str], validation_share: float, salt: str = "split") -> list[str]:
-    """Return "train" or "validation" for each key: "validation" when ``stable_bucket(key, salt) < share``.
+def assign_split(
+    keys: Sequence[str], validation_share: float, salt: str = "split", pretrain_share: float = 0.0
+) -> list[str]:
+    """Return "train", "validation" or "pretrain" for each key.
 
-    Equal keys always get the same split, and a key's split does not depend on the other keys, so
-    adding documents never moves existing ones. The realized share is ``validation_share`` on average
-    over keys (not documents: a large domain moves as one).
+    "validation" when ``stable_bucket(key, salt) < validation_share``; of the other keys, "pretrain" when
+    ``stable_bucket(key, "pretrain") < pretrain_share`` (the pages the embedded base model pretrains on and the
+    fine-tuning set leaves to it, :class:`~crawl2serve.resources.base_model.BaseModelSource`), else "train".
+    Equal keys always get the same split, and a key's split does not depend on the other keys, so adding
+    documents never moves existing ones. The realized shares are the given ones on average over keys (not
+    documents: a large domain moves as one).
     """
-    if not 0.0 <= validation_share <= 1.0:
-        raise ValueError(f"validation_share must be in [0, 1], got {validation_share}")
-    return [VALIDATION if stable_bucket(key, salt) < validation_share else TRAIN for key in keys]
+    for name, share in (("validation_share", validation_share), ("pretrain_share", pretrain_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share}")
+    return [
+        VALIDATION
+        if stable_bucket(key, salt) < validation_share
+        else PRETRAIN
+        if stable_bucket(key, "pretrain") < pretrain_share
+        else TRAIN
+        for key in keys
+    ]
 
 
 def choose_split_key(urls: Sequence[str], hosts: Sequence[str], min_domains: int = 20) -> str:

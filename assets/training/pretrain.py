@@ -1,8 +1,9 @@
 """Pretraining of the embedded base model from scratch on the corpus, through the project's trainer.
 
 :func:`pretraining_data` (no Dagster) turns the corpus documents into packed train/validation rows, split by
-the same keys and rule as ``training_dataset`` (:func:`.packing.split_keys`, :func:`.packing.assign_split`),
-so the pages held out of the fine-tuning set were held out of pretraining too. :func:`pretrain` (called by
+the same keys and rule as ``training_dataset`` (:func:`.packing.split_keys`, :func:`.packing.assign_split`):
+the base pretrains on the "pretrain" pages (``BaseModelSource.pretrain_share`` of them), which the fine-tuning
+set leaves out, and both hold out the same validation pages. :func:`pretrain` (called by
 the ``base_model`` asset) writes them, saves the seeded random initialization, and launches the trainer in
 ``mode="full"`` through Dagster Pipes, like ``lora_adapter``: locally under torchrun, on a cluster as a pod;
 tracked live in an MLflow run, like ``lora_adapter``'s.
@@ -30,7 +31,7 @@ from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
 from .base_model import build_tiny_llama, save_base
-from .packing import TRAIN, VALIDATION, assign_split, pack_documents, split_keys
+from .packing import PRETRAIN, TRAIN, VALIDATION, assign_split, pack_documents, split_keys
 from .tracking import log_dataset, trainer_env
 
 PRETRAINING_FOLDER = "pretraining"  # {data_root}/base_model/pretraining
@@ -39,12 +40,14 @@ VALIDATION_SHARE = 0.1  # training_dataset's default validation_share: the same 
 MIN_DOMAINS_FOR_DOMAIN_SPLIT = 20  # training_dataset's default
 
 
-def pretraining_split(documents: pl.DataFrame) -> pl.DataFrame:
-    """Every corpus document once (its newest text), ordered by ``doc_id``, with a ``split`` column.
+def pretraining_split(documents: pl.DataFrame, pretrain_share: float) -> pl.DataFrame:
+    """Every corpus document once (its newest text), ordered by ``doc_id``, with a ``split`` column:
+    "pretrain" (the base pretrains on it), "train" (left to the fine-tuning set) or "validation".
 
     ``documents`` needs ``doc_id``, ``url``, ``host`` and ``text`` (``fetch_time`` too when a document was
-    crawled more than once). The split is ``training_dataset``'s rule with its default share and domain
-    threshold, so a page held out there is held out here.
+    crawled more than once). The split is ``training_dataset``'s rule with its default validation share and
+    domain threshold, so a page held out there is held out here, and a page pretrained on here is left out
+    there.
 
     Raises:
         ValueError: naming the missing column(s).
@@ -55,21 +58,22 @@ def pretraining_split(documents: pl.DataFrame) -> pl.DataFrame:
     docs = documents.sort("fetch_time") if "fetch_time" in documents.columns else documents
     docs = docs.unique("doc_id", keep="last").sort("doc_id")
     _, keys = split_keys(docs["url"].to_list(), docs["host"].to_list(), MIN_DOMAINS_FOR_DOMAIN_SPLIT)
-    return docs.with_columns(split=pl.Series(assign_split(keys, VALIDATION_SHARE), dtype=pl.String))
+    splits = assign_split(keys, VALIDATION_SHARE, pretrain_share=pretrain_share)
+    return docs.with_columns(split=pl.Series(splits, dtype=pl.String))
 
 
-def pretraining_data(documents: pl.DataFrame, tokenizer, seq_len: int) -> dict[str, np.ndarray]:
-    """Packed rows of every corpus document, ``{"train": rows, "validation": rows}`` (int32, seq_len wide),
-    split by :func:`pretraining_split` and packed like ``training_dataset`` (:func:`.packing.pack_documents`).
-    The rows are a pure function of the documents.
+def pretraining_data(documents: pl.DataFrame, tokenizer, seq_len: int, pretrain_share: float) -> dict[str, np.ndarray]:
+    """Packed rows of the corpus, ``{"train": rows, "validation": rows}`` (int32, seq_len wide): the "pretrain"
+    pages of :func:`pretraining_split` to train on and its validation pages, packed like ``training_dataset``
+    (:func:`.packing.pack_documents`). The rows are a pure function of the documents.
 
     Raises:
         ValueError: when a needed column is missing, or a split ends up without a full row.
     """
-    docs = pretraining_split(documents)
+    docs = pretraining_split(documents, pretrain_share)
     out = {}
-    for split in (TRAIN, VALIDATION):
-        rows, _ = pack_documents(docs.filter(pl.col("split") == split)["text"].to_list(), tokenizer, seq_len)
+    for split, pages in ((TRAIN, PRETRAIN), (VALIDATION, VALIDATION)):
+        rows, _ = pack_documents(docs.filter(pl.col("split") == pages)["text"].to_list(), tokenizer, seq_len)
         if not len(rows):
             raise ValueError(
                 f"pretraining: the {split} split of {docs.height} documents holds no full row of seq_len={seq_len}"
@@ -110,7 +114,7 @@ def pretrain(
     # In the asset's own folder, beside the saved model (``_``), which save_base replaces as a whole.
     work = data_root.local_path(asset_folder(data_root, context)).parent / PRETRAINING_FOLDER
     work.mkdir(parents=True, exist_ok=True)
-    rows = pretraining_data(documents, tokenizer, source.pretrain_seq_len)
+    rows = pretraining_data(documents, tokenizer, source.pretrain_seq_len, source.pretrain_share)
     digest = hashlib.sha256()
     for split in (TRAIN, VALIDATION):
         digest.update(np.ascontiguousarray(rows[split]).tobytes())

@@ -78,7 +78,7 @@ class TrainConfig:
     checkpoint_every: int = knob(50, "Steps between checkpoints.")
     keep_last: int = knob(2, "Checkpoints kept.")
     eval_every: int = knob(50, "Steps between validation-loss evaluations.")
-    eval_batches: int = knob(8, "Validation micro-batches per evaluation.")
+    eval_batches: int | None = knob(8, "Validation micro-batches per evaluation (unset: the whole validation split).")
     log_every: int = knob(1, "Steps between two reported metric rows (log line, Dagster, MLflow).")
     compile: bool | None = knob(
         None,
@@ -246,8 +246,8 @@ def bits_per_byte(mean_loss: float, tokens: int, n_bytes: int) -> float | None:
 
 
 def _eval_rows(data: np.ndarray, cfg: TrainConfig) -> np.ndarray:
-    """The validation rows :func:`evaluate` scores: the first ``eval_batches`` micro-batches."""
-    return data[: cfg.eval_batches * cfg.micro_batch_size]
+    """The validation rows :func:`evaluate` scores: the first ``eval_batches`` micro-batches (all rows if unset)."""
+    return data if cfg.eval_batches is None else data[: cfg.eval_batches * cfg.micro_batch_size]
 
 
 def _eval_bytes(cfg: TrainConfig, val_data: np.ndarray) -> int:
@@ -432,7 +432,8 @@ def evaluate(model, data: np.ndarray, cfg: TrainConfig, device) -> float:
     model.eval()
     total, count = 0.0, 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    for b in range(min(cfg.eval_batches, math.ceil(len(data) / cfg.micro_batch_size))):
+    batches = math.ceil(len(data) / cfg.micro_batch_size)
+    for b in range(batches if cfg.eval_batches is None else min(cfg.eval_batches, batches)):
         rows = data[b * cfg.micro_batch_size : (b + 1) * cfg.micro_batch_size]
         ids = torch.from_numpy(rows).to(device)
         with autocast:

@@ -79,6 +79,18 @@ def test_split_share_is_approximately_right():
         assign_split(KEYS, 1.5)
 
 
+def test_the_pretrain_share_takes_keys_from_train_only_and_never_moves_validation():
+    plain = assign_split(KEYS, 0.1)
+    three = assign_split(KEYS, 0.1, pretrain_share=0.5)
+    assert [a for a, b in zip(plain, three) if b == "validation"] == ["validation"] * three.count("validation")
+    assert three.count("validation") == plain.count("validation")  # the held-out pages are the same
+    taken = three.count("pretrain") / plain.count("train")
+    assert 0.45 <= taken <= 0.55 and set(three) == {"train", "validation", "pretrain"}
+    assert assign_split(KEYS, 0.1, pretrain_share=0.5) == three  # stable
+    with pytest.raises(ValueError, match="pretrain_share"):
+        assign_split(KEYS, 0.1, pretrain_share=-0.1)
+
+
 def test_no_key_lands_in_both_splits():
     rng = random.Random(0)
     hosts = [f"host{rng.randrange(300)}.example" for _ in range(5_000)]

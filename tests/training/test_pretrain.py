@@ -1,6 +1,7 @@
 """Pretraining the embedded base model (assets/training/pretrain.py, the trainer's full mode, the base_model
 asset) on the session's real lineage (CPU, a handful of steps)."""
 
+import json
 import shutil
 
 import dagster as dg
@@ -33,18 +34,24 @@ def run_dir(root):
     return found
 
 
-def test_pretraining_holds_out_the_pages_the_training_dataset_holds_out(lineage):
+def test_pretraining_and_fine_tuning_share_the_held_out_pages_and_split_the_rest(lineage):
     root, _, _ = lineage
-    split = pretraining_split(documents(root))
-    assert set(split["split"]) == {"train", "validation"} and split["doc_id"].is_unique().all()
+    share = BaseModelSource().pretrain_share
+    split = pretraining_split(documents(root), share)
+    assert set(split["split"]) == {"pretrain", "train", "validation"} and split["doc_id"].is_unique().all()
     finetune = pl.read_parquet(root / "training_dataset" / "_" / "documents.parquet")
     joined = finetune.join(split.select("doc_id", pl.col("split").alias("pretraining")), on="doc_id")
     assert joined.height == finetune.height
-    assert (joined["split"] == joined["pretraining"]).all()  # validation pages were never pretrained on
+    # validation pages were never pretrained on, and no page the base pretrained on is fine-tuned on
+    assert (joined["split"] == joined["pretraining"]).all() and "pretrain" not in set(finetune["split"])
+    pretrain_pages = (
+        split.filter(pl.col("split") == "pretrain").height / split.filter(pl.col("split") != "validation").height
+    )
+    assert abs(pretrain_pages - share) < 0.15  # the share of pages (split keys), give or take the hash's spread
 
     tok = AutoTokenizer.from_pretrained(root / "tokenizer" / "_")
-    rows = pretraining_data(documents(root), tok, SEQ_LEN)
-    again = pretraining_data(documents(root).reverse(), tok, SEQ_LEN)
+    rows = pretraining_data(documents(root), tok, SEQ_LEN, share)
+    again = pretraining_data(documents(root).reverse(), tok, SEQ_LEN, share)
     assert rows["train"].shape[1] == SEQ_LEN and len(rows["validation"]) > 0
     assert all((rows[s] == again[s]).all() for s in rows)  # a pure function of the documents
 
@@ -52,7 +59,7 @@ def test_pretraining_holds_out_the_pages_the_training_dataset_holds_out(lineage)
 def test_pretraining_data_names_a_missing_column(lineage):
     root, _, _ = lineage
     with pytest.raises(ValueError, match="host"):
-        pretraining_split(documents(root).drop("host"))
+        pretraining_split(documents(root).drop("host"), 0.5)
 
 
 def test_an_unknown_trainer_mode_is_refused():
@@ -117,6 +124,9 @@ def test_base_model_is_pretrained_then_reused_while_its_inputs_are_unchanged(lin
     assert first.metadata["pretraining_reused"].value is False
     assert first.metadata["final_val_bits_per_byte"].value < first.metadata["initial_val_bits_per_byte"].value
     assert (root / "base_model" / PRETRAINING_FOLDER / PRETRAINED_RECORD).exists()
+    # the embedded model recommends its decoding: every engine loads it from the folder as its default
+    recommended = json.loads((root / "base_model" / "_" / "generation_config.json").read_text())
+    assert recommended["repetition_penalty"] == res["base_model_source"].repetition_penalty
 
     copy_inputs(root, tmp_path)
     again = materialize_base(tmp_path, res, res["base_model_source"])
