@@ -24,13 +24,16 @@ tokens, 2 layers, d=128, 4 heads (2 kv), MLP 344, AdamW (weight decay 0.1), warm
 
 Quiet machine (nothing else running), 2026-12-01: v2048_d128 lr 1e-2, 960 steps: 1.612 bpb (perplexity 24.5),
 0.173 s/step, 179 s; its curve 2.113 at 240, 1.827 at 480, 1.675 at 720. torch.compile on CPU (60 steps):
-0.16 vs 0.17 s/step but +21 s of compiling, so it stays off on CPU. 960 steps is not the default: the gate failed its candidate (README).
+0.16 vs 0.17 s/step but +21 s of compiling, so it stays off on CPU. 960 steps is the default since the base
+pretrains on half the pages (``--pretrain-share 0.5``: 1.746 bpb at 960 steps on the same corpus) and recommends a
+repetition penalty; before that the gate failed its candidate (README).
 
 The 480-step run's curve (validation bpb): 2.643 at 120, 2.303 at 240, 2.134 at 360, 2.050 at 480 — still
 falling: the goal of 2.0 needs more steps. Vocabulary 2048 beat 4096 at equal steps and is ~16% cheaper a
-step (the output layer dominates at d=128), so it is the embedded default, with 480 steps (BaseModelSource).
-Greedy smoke generations judged by assets/release/degenerate.py: degenerate share 1.0 at random init, 0.625
-after 200 steps, 0.375 after 480 (GateConfig.max_degenerate_share is 0.5).
+step (the output layer dominates at d=128), so it is the embedded default (BaseModelSource, now 960 steps).
+Greedy smoke generations judged by assets/release/degenerate.py, no repetition penalty: degenerate share 1.0 at
+random init, 0.625 after 200 steps, 0.375 after 480; with the embedded model's recommended penalty 1.2, 960
+steps on half the pages: 0.0 (base and adapter), random init still 1.0.
 """
 
 from __future__ import annotations

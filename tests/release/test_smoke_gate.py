@@ -10,6 +10,7 @@ from crawl2serve.assets.release.evaluate import FIXED_PROMPTS, generation_report
 from crawl2serve.assets.training.base_model import TinyLlamaSpec, build_tiny_llama, save_base, train_bpe_tokenizer
 from crawl2serve.assets.training.packing import pack_documents
 from crawl2serve.assets.training.trainer import TrainConfig, train
+from crawl2serve.resources.base_model import BaseModelSource
 
 ANSWERS = (
     " encode Python objects as JSON text and decode JSON documents into dictionaries and lists.",
@@ -81,3 +82,12 @@ def test_the_random_weight_model_fails_the_smoke_gate(models):
 def test_the_pretrained_model_passes_the_smoke_gate(models):
     generation = report(models[1])
     assert smoke_gate(generation, GateConfig().max_degenerate_share), generation["outputs"]
+
+
+def test_a_repetition_penalty_does_not_rescue_random_weights(models):
+    """The embedded model recommends repetition_penalty 1.2 (BaseModelSource): the gate still fails noise under
+    it (penalized loops become other loops and word salad of repeated fragments)."""
+    model, tok = load_candidate(models[0], None, device="cpu")
+    model.generation_config.repetition_penalty = BaseModelSource().repetition_penalty
+    generation = generation_report(model, tok, max_new_tokens=24, warm_up_every_prompt=False)
+    assert not smoke_gate(generation, GateConfig().max_degenerate_share), generation["outputs"]
