@@ -91,10 +91,11 @@ def base_model(
     """The base causal LM that LoRA adapters fine-tune, saved under ``{data_root}/base_model``.
 
     Embedded default: a tiny Llama sized to the ``tokenizer``'s vocabulary, pretrained from scratch (every
-    parameter, seeded) on ``pretrain_share`` of every crawl's ``deduplicated_documents`` by the project's trainer, launched through
-    Pipes like ``lora_adapter`` and tracked live in MLflow (assets/training/pretrain.py); checkpointed, resumed after a kill, and reused
-    while its inputs are unchanged. ``pretrain_steps=0`` keeps the random initialization. Real runs: a
-    Hugging Face id or local path, loaded as is.
+    parameter, seeded) on ``pretrain_share`` of the pages of every crawl's ``deduplicated_documents`` by the
+    project's trainer, launched through Pipes like ``lora_adapter`` and tracked live in MLflow
+    (assets/training/pretrain.py); checkpointed, resumed after a kill, and reused while its inputs are
+    unchanged; its generation config recommends ``repetition_penalty``. ``pretrain_steps=0`` keeps the random
+    initialization. Real runs: a Hugging Face id or local path, loaded as is.
     """
     from transformers import AutoTokenizer
 
