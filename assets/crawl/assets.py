@@ -14,6 +14,7 @@ from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.storage import DataRoot
 
 from .crawler import MANIFEST_SCHEMA, Crawler, CrawlSettings, CrawlStore, final_manifest
+from .sharded import crawl_sharded, shard_dir
 from .warc import iter_records
 
 MANIFEST = {**MANIFEST_SCHEMA, "record_type": pl.String}
@@ -74,6 +75,12 @@ class CrawlConfig(dg.Config):
         5_000_000, description="Bodies larger than this are dropped (streamed, never buffered)."
     )
     restart: bool = Field(False, description="Discard this partition's stored segments instead of resuming.")
+    shards: int = Field(
+        1,
+        ge=1,
+        description="Crawl in this many host shards, each host owned by exactly one (assets/crawl/sharded.py); "
+        "max_pages then applies to each shard. A partition keeps the shard count it was first crawled with.",
+    )
     ingest_paths: list[str] = Field(
         default_factory=list,
         description="Ingest mode: WARC/WET files or globs (any fsspec URL) to read instead of crawling.",
@@ -164,6 +171,21 @@ def host_status_rows(manifest: pl.DataFrame) -> list[tuple]:
     )
 
 
+def _refuse_another_layout(data_root: DataRoot, directory: str, layout: str, partition: str) -> None:
+    """A partition resumes only with the shard count it was crawled with: other stores would be ignored."""
+    found = [p.rsplit("/", 1)[-1] for p in data_root.glob(f"{directory}/shard-*")]
+    if data_root.exists(f"{directory}/segments"):
+        found.append("segments")
+    theirs = {"segments" if f == "segments" else f.rsplit("-of-", 1)[-1] for f in found}
+    ours = "segments" if layout.endswith("/segments") else layout.rsplit("-of-", 1)[-1]
+    if theirs - {ours}:
+        counts = sorted(1 if t == "segments" else int(t) for t in theirs)
+        raise ValueError(
+            f"raw_crawl {partition}: config field 'shards' differs from the stored crawl's ({counts}); "
+            "run it with that count to resume, or with restart: true to crawl it again"
+        )
+
+
 def _warc_date(value: str | None) -> datetime:
     if not value:
         return datetime.now(UTC)
@@ -201,12 +223,23 @@ def raw_crawl(context: dg.AssetExecutionContext, config: CrawlConfig, crawl_targ
             )
         }
     else:
-        store = CrawlStore(data_root, directory)
+        layout = f"{directory}/segments" if config.shards == 1 else shard_dir(directory, 0, config.shards)
         if config.restart:
-            data_root.remove(f"{directory}/segments")
-        crawler = Crawler(crawl_settings(config, crawl_target), store, log=context.log.info)
-        summary = {"mode": "crawl", **asyncio.run(crawler.run()).as_dict()}
-        manifest = final_manifest(store).with_columns(record_type=pl.lit("response"))
+            for old in (f"{directory}/segments", *data_root.glob(f"{directory}/shard-*")):
+                data_root.remove(old)
+        _refuse_another_layout(data_root, directory, layout, context.partition_key)
+        settings = crawl_settings(config, crawl_target)
+        if config.shards == 1:
+            store = CrawlStore(data_root, directory)
+            summary = {"mode": "crawl", **asyncio.run(Crawler(settings, store, log=context.log.info).run()).as_dict()}
+            stores = [store]
+        else:
+            summary = {
+                "mode": "crawl",
+                **crawl_sharded(settings, data_root, directory, config.shards, log=context.log.info),
+            }
+            stores = [CrawlStore(data_root, shard_dir(directory, k, config.shards)) for k in range(config.shards)]
+        manifest = pl.concat([final_manifest(s) for s in stores]).with_columns(record_type=pl.lit("response"))
         extra = {}
     stored = manifest.filter(pl.col("warc_file").is_not_null())
     context.log.info(f"raw_crawl {context.partition_key}: {manifest.height} fetches, {stored.height} stored")

@@ -166,6 +166,7 @@ class CrawlSummary:
     deferred: int = 0  # page fetches put off while their origin's robots.txt was unreachable
     segments: int = 0
     frontier_left: int = 0
+    handed_off: int = 0  # sharded crawl: URLs found for hosts another shard owns (assets/crawl/sharded.py)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -597,9 +598,22 @@ def _mime(content_type: str | None) -> str:
 
 
 class Crawler:
-    """One crawl: ``await Crawler(settings, store, log).run()``."""
+    """One crawl: ``await Crawler(settings, store, log).run()``.
 
-    def __init__(self, settings: CrawlSettings, store: CrawlStore, log: Callable[[str], None] = print):
+    Sharded by host (assets/crawl/sharded.py): ``owns(url)`` says whether this crawler's shard owns the URL's
+    host; a URL it does not own is never fetched here but collected in :attr:`foreign` (url -> (depth, hops))
+    for its owner, so every host is fetched, robots-checked and rate-limited by exactly one crawler.
+    ``inbox`` holds (url, depth, hops) links other shards found for this one, queued like the seeds."""
+
+    def __init__(
+        self,
+        settings: CrawlSettings,
+        store: CrawlStore,
+        log: Callable[[str], None] = print,
+        *,
+        owns: Callable[[str], bool] | None = None,
+        inbox: tuple[tuple[str, int, int], ...] = (),
+    ):
         self.s = settings
         self.store = store
         self.log = log
@@ -622,6 +636,9 @@ class Crawler:
         self._segment_index = 0
         self._failure: BaseException | None = None
         self._stop: asyncio.Event | None = None
+        self._owns = owns
+        self._inbox = tuple(inbox)
+        self.foreign: dict[str, tuple[int, int]] = {}
 
     # -- frontier ---------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -641,7 +658,7 @@ class Crawler:
         self.summary.resumed = len(set(settled))
         self._budget -= self.summary.resumed
         self.summary.segments = len(self.store.manifests())
-        pending = [(u, 0, 0) for u in self.seeds] + list(links.iter_rows())
+        pending = [(u, 0, 0) for u in self.seeds] + list(self._inbox) + list(links.iter_rows())
         for url, depth, hops in pending:
             self._enqueue(url, depth, hops)
         if done.height:
@@ -662,6 +679,10 @@ class Crawler:
             self.summary.out_of_scope["max_depth"] += 1
             return
         self._seen.add(url)
+        if self._owns is not None and not self._owns(url):
+            self.foreign[url] = (depth, hops)
+            self.summary.handed_off += 1
+            return
         self._queue.put_nowait((url, depth, hops, 0))
 
     def _defer(self, item: tuple[str, int, int, int], until: float) -> None:
