@@ -71,12 +71,13 @@ class DataRoot(dg.ConfigurableResource):
     def open(self, path: str, mode: str = "rb"):
         return self.fs.open(path, mode)
 
-    def read_parquet(self, path: str) -> pl.DataFrame:
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """The Parquet file at ``path`` (only ``columns`` when named)."""
         sys.audit(READ_EVENT, path)  # polars reads a local file natively: no "open" audit event would show it
         if self.is_local:
-            return pl.read_parquet(path)
+            return pl.read_parquet(path, columns=columns)
         with self.fs.open(path, "rb") as f:
-            return pl.read_parquet(f)
+            return pl.read_parquet(f, columns=columns)
 
     # -- atomic writing -------------------------------------------------------------------------
     @contextlib.contextmanager
