@@ -23,7 +23,7 @@ from .dedup import (
     near_duplicate_clusters,
     representatives,
 )
-from .lsh_index import LSHIndex, QueryFacts, cross_day_links
+from .lsh_index import LSHIndex, PartitionEntry, QueryFacts, cross_day_links
 
 CLUSTER_SCHEMA = {
     "doc_id": pl.String,
@@ -257,6 +257,13 @@ def dedup_partition(
     return DedupOutcome(deduped.select(list(DEDUP_SCHEMA)), clusters, facts, kept_keys, kept_indexable)
 
 
+def index_kept(index: LSHIndex, partition: str, out: DedupOutcome, texts: str) -> PartitionEntry:
+    """Replace ``partition``'s entries in ``index`` with its kept documents; ``texts`` is the Parquet file
+    ``out.deduped`` is stored in (verification of later days re-reads candidates' texts from it)."""
+    rows = np.flatnonzero(out.kept_indexable)
+    return index.write_partition(partition, out.deduped["doc_id"].gather(rows).to_list(), out.kept_keys[rows], texts)
+
+
 def _kept_band_keys(kept_idx, exact_rep, slot, near, texts, cfg) -> tuple[np.ndarray, np.ndarray]:
     """Band keys of the kept documents: their exact representative's, or their own when the representative
     rule kept another member of an exact group (its text may differ in case or spacing)."""
@@ -387,23 +394,11 @@ def deduplicated_documents(
             index.remove_partition(partition)
             context.log.warning(f"dedup index: {partition} left out of the index (failed: {blocking_failed})")
         else:
-            rows = np.flatnonzero(out.kept_indexable)
-            index.write_partition(
-                partition,
-                deduped["doc_id"].gather(rows).to_list(),
-                out.kept_keys[rows],
-                data_root.path("deduplicated_documents", partition, FILENAME),
-            )
-        after = index.stats()
+            index_kept(index, partition, out, data_root.path("deduplicated_documents", partition, FILENAME))
         index_meta = {
-            "lsh_index": facts_table(
-                {
-                    "path": index.root,
-                    "this_day": "left out (blocking check failed)" if blocking_failed else "written",
-                    **{k: after[k] for k in ("partitions", "documents", "entries", "bytes", "bytes_per_document")},
-                    "shards": after["shards"],
-                }
-            )
+            "lsh_index": facts_table(index.stats()),
+            "lsh_index_path": dg.MetadataValue.path(index.root),
+            "lsh_index_this_day": "left out (a blocking check failed)" if blocking_failed else "written",
         }
     yield dg.Output(
         clusters,

@@ -51,13 +51,14 @@ def _table(root: Path, asset: str, day: str) -> pl.DataFrame:
     return pl.read_parquet(root / asset / day / "data.parquet")
 
 
-def _materialize_dedup(root: Path, day: str, **config) -> dg.ExecuteInProcessResult:
+def _materialize_dedup(root: Path, day: str, raise_on_error: bool = True, **config) -> dg.ExecuteInProcessResult:
     """``deduplicated_documents`` alone, its ``clean_documents`` read from the data root by the IO manager."""
     return dg.materialize(
         [CLEAN_SOURCE, deduplicated_documents],
         resources=resources(root),
         partition_key=day,
         run_config={"ops": {"deduplicated_documents": {"config": config}}},
+        raise_on_error=raise_on_error,
     )
 
 
@@ -156,9 +157,12 @@ def test_pages_of_an_earlier_day_are_removed_from_the_later_day(two_days):
     earlier = facts(meta["earlier_days"].value)
     assert earlier["earlier_days_queried"] == 1 and earlier["index_documents"] == kept1.height
     assert earlier[f"removed_as_duplicates_of_{DAY1}"] == removed.height
-    index = facts(_metadata(results[DAY2], "duplicate_clusters")["lsh_index"].value)
-    assert int(index["documents"]) == kept1.height + kept2.height and int(index["shards"]) == 16
-    assert int(index["partitions"]) == 2 and int(index["entries"]) == 14 * int(index["documents"])
+    written = _metadata(results[DAY2], "duplicate_clusters")
+    index = facts(written["lsh_index"].value)
+    assert (index["partitions"], index["documents"], index["shards"]) == (2, kept1.height + kept2.height, 16)
+    assert index["entries"] == 14 * index["documents"] and 100 < index["bytes_per_document"] < 5000
+    assert written["lsh_index_this_day"].value == "written"
+    assert written["lsh_index_path"].value.endswith("deduplicated_documents/_/lsh_index")
 
 
 def test_rematerializing_a_day_replaces_its_entries_whatever_the_row_order(two_days):
@@ -209,13 +213,7 @@ def test_without_the_index_a_day_is_deduped_alone_and_the_index_untouched(two_da
 
 def test_index_settings_other_than_the_stored_ones_are_an_error_naming_them(two_days):
     root = two_days[0]
-    result = dg.materialize(
-        [CLEAN_SOURCE, deduplicated_documents],
-        resources=resources(root),
-        partition_key=DAY2,
-        run_config={"ops": {"deduplicated_documents": {"config": {"index_shards": 8}}}},
-        raise_on_error=False,
-    )
+    result = _materialize_dedup(root, DAY2, raise_on_error=False, index_shards=8)
     assert not result.success
     message = str(result.failure_data_for_node("deduplicated_documents").error)
     assert "shards: index 16 vs config 8" in message and INDEX_FOLDER in message
@@ -233,17 +231,20 @@ def _real_word_runs(min_words: int) -> list[list[str]]:
 
 
 def _pair_at(target: float, shared: list[str], tail_a: list[str], tail_b: list[str], cfg: MinHashLSH):
-    """Texts A = S + X and B = S + Y (a shared run of real words, then two different real tails), the tails'
-    length chosen so that the exact shingle Jaccard is the closest to ``target`` on its side of it."""
-    best = None
-    for t in range(0, min(len(tail_a), len(tail_b)) + 1):
+    """Texts A = S + X and B = S + Y (a shared run of real words, then two different real tails of length t)
+    whose exact shingle Jaccard is the closest to ``target`` on its side of it (below it under 0.5, else at or
+    above it). J falls as t grows (the shared shingles stay, the union grows): bisect for the first t below."""
+
+    def texts(t: int) -> tuple[str, str, float]:
         a, b = " ".join(shared + tail_a[:t]), " ".join(shared + tail_b[:t])
-        j = jaccard(*shingle_sets([a, b], cfg))
-        on_its_side = (j < target) if target < 0.5 else (j >= target)
-        if on_its_side and (best is None or abs(j - target) < abs(best[2] - target)):
-            best = (a, b, j)
-    assert best is not None
-    return best
+        return a, b, jaccard(*shingle_sets([a, b], cfg))
+
+    lo, hi = 0, min(len(tail_a), len(tail_b))  # J(lo) = 1 >= target > J(hi)
+    assert texts(hi)[2] < target
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if texts(mid)[2] >= target else (lo, mid)
+    return texts(hi if target < 0.5 else lo)
 
 
 def _clean_frame(texts: dict[str, str]) -> pl.DataFrame:
@@ -317,3 +318,19 @@ def test_no_false_merges_across_days_below_the_threshold(tmp_path, config, thres
             assert row["cluster_id"] == doc_id(f"https://one.example.org/p{i}")
             assert row["similarity"] == pytest.approx(j)
     assert np.isclose(sorted(jac)[0], 0.2, atol=0.02)
+
+
+def test_a_day_failing_a_blocking_check_is_taken_out_of_the_index(tmp_path):
+    runs = _real_word_runs(min_words=300)
+    data_root = DataRoot(url=str(tmp_path))
+    texts = {f"https://three.example.org/p{i}": " ".join(w[:300]) for i, w in enumerate(runs[:6])}
+    clean = _clean_frame(texts)
+    path = data_root.path("clean_documents", DAY1, "data.parquet")
+    data_root.write_parquet(clean, path)
+    assert _materialize_dedup(tmp_path, DAY1).success
+    assert list(_index(tmp_path).partitions()) == [DAY1]
+    data_root.write_parquet(clean.with_columns(quality_score=pl.lit(1.5)), path)  # out of [0, 1]: blocking
+    result = _materialize_dedup(tmp_path, DAY1, raise_on_error=False)
+    assert not result.success and checks(result)["deduplicated_documents:value_ranges"] is False
+    assert _metadata(result, "duplicate_clusters")["lsh_index_this_day"].value == "left out (a blocking check failed)"
+    assert _index(tmp_path).partitions() == {} and not _index_files(tmp_path, DAY1)

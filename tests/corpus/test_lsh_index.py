@@ -200,3 +200,22 @@ def test_index_keys_fold_the_band_number():
     folded = index_keys(keys)
     assert len(set(folded[0].tolist())) == 4  # one value in four bands: four different index keys
     assert np.array_equal(index_keys(keys), folded) and keys[0, 0] == 7  # deterministic, input untouched
+
+
+def test_the_index_works_on_an_object_store_data_root():
+    """Any fsspec URL: fsspec's in-memory file system stands in for an object store (no local paths)."""
+    data_root = DataRoot(url="memory://lsh-index-test")
+    index = _index(data_root)
+    words = " ".join(f"v{i}" for i in range(200))
+    texts = [words, words + " and a tail", "other words entirely " * 15]
+    keys, empty = lsh_band_keys(texts, CFG)
+    path = data_root.path("deduplicated_documents", DAYS[0], "data.parquet")
+    data_root.write_parquet(pl.DataFrame({"doc_id": ["a", "b", "c"], "text": texts, "other": [1, 2, 3]}), path)
+    for _ in range(2):  # idempotent there too
+        index.write_partition(DAYS[0], ["a", "c"], keys[[0, 2]], path)
+    assert index.stats()["documents"] == 2
+    links, facts = cross_day_links(index, DAYS[1], keys[1:2], ~empty[1:2], texts[1:2], np.arange(1), CFG)
+    assert links.doc_id.tolist() == ["a"] and facts.texts_read == 1
+    only = data_root.read_parquet(path, columns=["text"], where=pl.col("doc_id") == "c")
+    assert only.columns == ["text"] and only["text"].to_list() == [texts[2]]
+    data_root.remove(data_root.root)
