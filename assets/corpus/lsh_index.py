@@ -440,26 +440,27 @@ def query_earlier(
     keys, queries, shard = keys[order], queries[order], shard[order]
     bounds = np.searchsorted(shard, np.arange(index.settings.shards + 1, dtype=np.uint64))
     number = {e.partition: i for i, e in enumerate(earlier)}
+    cap = index.cfg.full_pairs_max_bucket
+
+    def reader(path: str) -> pl.DataFrame:  # one unreadable shard file never costs the others
+        try:
+            return index.data_root.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            facts.problems.append(f"{path}: shard file unreadable, skipped ({type(e).__name__}: {e})")
+            return pl.DataFrame(schema={"key": pl.UInt64, "doc_no": pl.UInt32})
+
     found = []
     for s in range(index.settings.shards):
         lo, hi = bounds[s], bounds[s + 1]
         files = index.shard_files(s, earlier)
         if hi == lo or not files:
             continue
-        readable, parts = [], []
-        for p, path in files:
-            if index.data_root.exists(path):
-                readable.append(path)
-                parts.append(number[p])
-            else:
-                facts.problems.append(f"{path}: shard file missing (partition {p} skipped in shard {s})")
-        cand = query_shard(
-            index.data_root.read_parquet, readable, keys[lo:hi], queries[lo:hi], index.cfg.full_pairs_max_bucket
-        )
+        cand = query_shard(reader, [path for _, path in files], keys[lo:hi], queries[lo:hi], cap)
+        parts = np.array([number[p] for p, _ in files], dtype=np.int64)
         facts.entries_read += cand.entries_read
         facts.largest_bucket = max(facts.largest_bucket, cand.largest_bucket)
         if cand.query.size:
-            found.append(np.stack([cand.query, np.asarray(parts, dtype=np.int64)[cand.file], cand.doc_no], axis=1))
+            found.append(np.stack([cand.query, parts[cand.file], cand.doc_no], axis=1))
     pairs = np.unique(np.concatenate(found), axis=0) if found else none
     facts.candidate_pairs = int(len(pairs))
     facts.query_seconds += time.perf_counter() - t0

@@ -219,3 +219,20 @@ def test_the_index_works_on_an_object_store_data_root():
     only = data_root.read_parquet(path, columns=["text"], where=pl.col("doc_id") == "c")
     assert only.columns == ["text"] and only["text"].to_list() == [texts[2]]
     data_root.remove(data_root.root)
+
+
+def test_an_unreadable_shard_file_costs_only_its_own_entries(root):
+    index = _index(root, shards=4)
+    keys = _keys(40, 3)
+    entry = index.write_partition(DAYS[0], [f"d{i:02d}" for i in range(40)], keys, "t")
+    lost = entry.shards[0]
+    root.remove(index.shard_path(lost, DAYS[0], entry.token))
+    corrupt = index.shard_path(entry.shards[1], DAYS[0], entry.token)
+    root.write_bytes(b"not parquet", corrupt)
+    facts = QueryFacts()
+    _, pairs = query_earlier(index, DAYS[1], keys, np.ones(40, bool), facts)
+    shard_of = index_keys(keys) % np.uint64(4)
+    alive = [d for d in range(40) if (~np.isin(shard_of[d], [lost, entry.shards[1]])).any()]
+    # doc_ids sort as their numbers: query document q is stored as doc_no q; each is still found through the others
+    assert sorted({int(q) for q, _, d in pairs if q == d}) == alive and len(alive) == 40
+    assert len(facts.problems) == 2 and all("shard file unreadable" in p for p in facts.problems)
