@@ -33,7 +33,9 @@ pages crawled, 907 after cleaning, ~1,000 words each; a query day of 907 pages, 
 | 16x | 14,512 | 174 | 6038 | 2294 | 2.63 | 350 | 67 / 67 / 469 | 90 / 90 of 90 |
 
 (CPU seconds per run within 10% of the median; the index path's wall time at 16x: query 0.17 s reading
-203,168 entries from 256 shard files, verification 0.23 s reading 91 candidate texts from 16 days.)
+203,168 entries from 256 shard files, verification 0.23 s reading 91 candidate texts from 16 days.) A second
+run, the machine busier (load ~8 on 2 cores): index/day 1.39, 1.66, 2.38; index 4031, 3475, 2208 docs/s;
+all days 2424, 1066, 338 docs/s; the same peaks and the same copies found.
 Verification data per document on the embedded corpus: the band index with pointers 174 bytes; shingle sets
 stored instead 3,722 (uint64) or 1,956 (uint32); the texts themselves (doc_id + text, zstd) 1,023.
 
