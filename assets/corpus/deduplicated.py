@@ -118,7 +118,7 @@ class DedupConfig(dg.Config):
         "that sort earlier), through the persistent LSH band index under deduplicated_documents/_/lsh_index "
         "(assets/corpus/lsh_index.py): a page duplicating an earlier day's kept page is removed, the earlier "
         "one stays. The day's kept pages are then written to the index. Off: within the day only; the index is "
-        "neither read nor written (later days do not see this day's pages).",
+        "neither read nor written (later days see this day's entries of an earlier run, if any, else none).",
     )
     index_shards: int = Field(
         16,
