@@ -71,12 +71,22 @@ class DataRoot(dg.ConfigurableResource):
     def open(self, path: str, mode: str = "rb"):
         return self.fs.open(path, mode)
 
-    def read_parquet(self, path: str) -> pl.DataFrame:
+    def read_parquet(self, path: str, columns: list[str] | None = None, where: pl.Expr | None = None) -> pl.DataFrame:
+        """The Parquet file at ``path``: only ``columns`` when named, only the rows ``where`` holds when given (a
+        local file is scanned with the filter pushed down, so only matching rows' other columns are decoded)."""
         sys.audit(READ_EVENT, path)  # polars reads a local file natively: no "open" audit event would show it
         if self.is_local:
-            return pl.read_parquet(path)
+            if where is None:
+                return pl.read_parquet(path, columns=columns)
+            scan = pl.scan_parquet(path).filter(where)
+            return (scan.select(columns) if columns else scan).collect()
+        needed = None if columns is None else [*columns, *(c for c in where.meta.root_names() if c not in columns)]
         with self.fs.open(path, "rb") as f:
-            return pl.read_parquet(f)
+            frame = pl.read_parquet(f, columns=columns if where is None else needed)
+        if where is None:
+            return frame
+        frame = frame.filter(where)
+        return frame.select(columns) if columns else frame
 
     # -- atomic writing -------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -51,6 +51,7 @@ random generators, or a library's unversioned hash.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -68,11 +69,13 @@ __all__ = [
     "candidate_probability",
     "exact_duplicate_groups",
     "jaccard",
+    "lsh_band_keys",
     "minhash_signatures",
     "near_duplicate_clusters",
     "REPRESENTATIVE_RULES",
     "representatives",
     "shingle_sets",
+    "union_into",
 ]
 
 EMPTY_SIGNATURE_VALUE = np.uint32(0xFFFFFFFF)
@@ -159,6 +162,9 @@ class DedupResult:
         largest_bucket: members of the largest LSH bucket (large values mean templated pages).
         signature_seconds, lsh_seconds, verify_seconds: wall time of the three phases
             (verify includes recomputing shingle sets and the union-find).
+        band_keys: each document's LSH band keys, shape ``(n, bands)`` uint64 (:func:`lsh_band_keys`):
+            what a persistent band index stores and is queried with (assets/corpus/lsh_index.py).
+        empty: True for documents without a single word (their keys are the sentinel's: never used).
     """
 
     cluster_id: np.ndarray
@@ -173,6 +179,8 @@ class DedupResult:
     signature_seconds: float
     lsh_seconds: float
     verify_seconds: float
+    band_keys: np.ndarray
+    empty: np.ndarray
 
 
 def candidate_probability(s: float | np.ndarray, bands: int = 14, rows: int = 8) -> float | np.ndarray:
@@ -505,6 +513,17 @@ def _minhash_into(sig: np.ndarray, shingles: np.ndarray, off: np.ndarray, h: _Ha
 # --------------------------------------------------------------------------------------------------
 
 
+def lsh_band_keys(texts: Sequence[str | None], cfg: MinHashLSH = MinHashLSH()) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's LSH band keys, shape ``(n, bands)`` uint64, and a mask of empty documents.
+
+    Two documents share band ``b``'s key when their signatures agree on all ``rows`` values of band ``b``
+    (keys of different bands are not comparable: band ``b`` of one document is matched against band ``b``
+    of the other). These are the keys :func:`near_duplicate_clusters` buckets documents by.
+    """
+    sig, empty = _signatures(texts, cfg)
+    return _band_keys(sig, cfg, _Hashers.of(cfg)), empty
+
+
 def _band_keys(sig: np.ndarray, cfg: MinHashLSH, h: _Hashers) -> np.ndarray:
     """One uint64 key per (document, band): the band's rows mixed and finalized. Shape (n, bands)."""
     keys = np.zeros((sig.shape[0], cfg.bands), dtype=_U64)
@@ -553,7 +572,18 @@ def _candidate_pairs(keys: np.ndarray, valid: np.ndarray, cfg: MinHashLSH) -> tu
 
 def _connected_components(n: int, edges: np.ndarray) -> np.ndarray:
     """Union-find over edges (vectorized hook-and-compress); returns the smallest index of each component."""
-    parent = np.arange(n, dtype=np.int64)
+    return union_into(np.arange(n, dtype=np.int64), edges)
+
+
+def union_into(parent: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Join the components of a forest by ``edges`` (``(m, 2)`` node indices); returns the new forest.
+
+    ``parent`` must be compressed: every node points at its component's root, and a root at itself
+    (``np.arange(n)`` is the forest of singletons; every forest this function returns is compressed).
+    Roots are hooked onto smaller roots, so a component's root is never larger than the root it had.
+    Called batch after batch, it is a streamed union-find: the result does not depend on how the edges
+    are split into batches.
+    """
     if edges.size == 0:
         return parent
     u, v = edges[:, 0], edges[:, 1]
@@ -600,26 +630,16 @@ def near_duplicate_clusters(
         res = near_duplicate_clusters([texts[i] for i in perm], [ids[i] for i in perm], [quality[i] for i in perm], cfg)
         inv = np.empty(n, dtype=np.int64)
         inv[perm] = np.arange(n)
-        return DedupResult(
-            res.cluster_id[inv],
-            res.cluster_size[inv],
-            res.is_kept[inv],
-            res.max_similarity[inv],
-            res.candidate_pairs,
-            res.verified_pairs,
-            res.rejected_pairs,
-            res.empty_documents,
-            res.largest_bucket,
-            res.signature_seconds,
-            res.lsh_seconds,
-            res.verify_seconds,
-        )
+        aligned = ("cluster_id", "cluster_size", "is_kept", "max_similarity", "band_keys", "empty")
+        return dataclasses.replace(res, **{f: getattr(res, f)[inv] for f in aligned})
     h = _Hashers.of(cfg)
 
     t0 = time.perf_counter()
     sig, empty = _signatures(texts, cfg)
     t1 = time.perf_counter()
-    pairs, largest = _candidate_pairs(_band_keys(sig, cfg, h), ~empty, cfg)
+    keys = _band_keys(sig, cfg, h)
+    del sig
+    pairs, largest = _candidate_pairs(keys, ~empty, cfg)
     t2 = time.perf_counter()
 
     sims = np.zeros(len(pairs), dtype=np.float64)
@@ -654,6 +674,8 @@ def near_duplicate_clusters(
         signature_seconds=t1 - t0,
         lsh_seconds=t2 - t1,
         verify_seconds=t3 - t2,
+        band_keys=keys,
+        empty=empty,
     )
 
 
