@@ -16,7 +16,8 @@ resource scope (``ray.init`` when the step starts, ``ray.shutdown`` when it ends
 task to apply Ray Data options these stages do not use. Here Ray starts lazily, on a stage's first map,
 once per process, and stays up until the process exits (Ray stops the local cluster it started then);
 connecting to a cluster is the one ``address`` setting. dagster-ray's KubeRay resources, which create a
-cluster per step through the Kubernetes API, remain an option for a deployment that wants that.
+cluster per step through the Kubernetes API, remain an option for a deployment that wants that (dagster-ray is
+not a dependency: nothing here uses it).
 """
 
 from __future__ import annotations

@@ -58,10 +58,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             return
         partition = context.partition_key if context.has_asset_partitions else None
         path = self._path(context.asset_key, partition)
-        extra = {}
         if isinstance(obj, ShardedTable):
             rows, schema = self._commit_shards(obj, path), obj.schema
-            extra["shards"] = len(obj.shards)
         elif isinstance(obj, pl.DataFrame):
             self.data_root.write_parquet(obj, path)
             rows, schema = obj.height, obj.schema
@@ -74,7 +72,6 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 "path": dg.MetadataValue.path(path),
                 "rows": rows,
                 "dagster/row_count": rows,
-                **extra,
                 # names and types from the frame written; descriptions from the asset's declared column schema
                 COLUMN_SCHEMA: frame_column_schema(schema, context.definition_metadata.get(COLUMN_SCHEMA)),
             }

@@ -395,6 +395,7 @@ def clean_documents(
         output_name="document_rejections",
         metadata={
             "documents_rejected": rejected.height,
+            "shards": len(rejected_table.shards),
             "by_rule": frame_table(by_rule.rename({"len": "documents"})),
             "sample": frame_table(rejected.select("url", "rule", "reason"), limit=15),
         },
