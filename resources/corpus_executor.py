@@ -60,7 +60,8 @@ class ShardExecutor(Protocol):
     """Maps a framework-free function over shards; outcomes come back as shards finish (any order)."""
 
     name: str
-    workers: int
+    workers: int  # shards that run at once
+    description: str  # for logs and metadata: "in process, 1 worker", "ray, 2 workers", "ray, 64 CPUs"
 
     def map(self, fn: Callable[..., Any], shards: Sequence[Shard]) -> Iterator[ShardOutcome]: ...
 
@@ -74,6 +75,7 @@ class InProcessExecutor:
 
     name = "in_process"
     workers = 1
+    description = "in process, 1 worker"
 
     def map(self, fn: Callable[..., Any], shards: Sequence[Shard]) -> Iterator[ShardOutcome]:
         for shard in shards:
@@ -87,19 +89,37 @@ class InProcessExecutor:
 
 
 class RayExecutor:
-    """Every shard as a Ray task (``num_cpus=1``), at most ``workers`` in flight.
+    """Every shard as a Ray task (``num_cpus=1``).
 
+    ``workers``: at most this many shards in flight (the benches' 1 and 2 workers); None: as many as keep the
+    cluster busy and its autoscaler asking for more, ``max(2 x the cluster's CPUs, MIN_IN_FLIGHT)``, re-read as
+    workers join (a bound, so that a dump's 90,000 files never sit in the object store at once).
     ``max_retries``: how often Ray runs a task again when its worker dies (system failures only: an exception
     the function raises is the shard's own failure and is not retried).
     """
 
     name = "ray"
+    MIN_IN_FLIGHT = 64
+    REFRESH_S = 5.0
 
-    def __init__(self, workers: int, max_retries: int = 3):
-        if workers < 1:
+    def __init__(self, workers: int | None = None, max_retries: int = 3):
+        if workers is not None and workers < 1:
             raise ValueError(f"workers: must be at least 1, got {workers}")
-        self.workers = workers
+        self.limit = workers
         self.max_retries = max_retries
+        self.workers = workers or self._cluster_cpus()
+        self.description = (
+            f"ray, {workers} worker{'s' if workers > 1 else ''}" if workers else f"ray, {self.workers} CPUs"
+        )
+
+    @staticmethod
+    def _cluster_cpus() -> int:
+        import ray
+
+        return max(int(ray.cluster_resources().get("CPU", 0)), 1)
+
+    def _in_flight(self) -> int:
+        return self.limit or max(2 * self._cluster_cpus(), self.MIN_IN_FLIGHT)
 
     def map(self, fn: Callable[..., Any], shards: Sequence[Shard]) -> Iterator[ShardOutcome]:
         import ray
@@ -108,21 +128,30 @@ class RayExecutor:
         task = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(fn)
         pending = list(reversed(shards))
         running: dict[Any, tuple[Shard, float]] = {}
-        while pending or running:
-            while pending and len(running) < self.workers:
-                shard = pending.pop()
-                running[task.options(name=f"shard:{shard.key}").remote(*shard.args)] = (shard, time.monotonic())
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                shard, started = running.pop(ref)
-                try:
-                    value = ray.get(ref)
-                except RayTaskError as e:  # the function raised: the shard's own failure
-                    yield ShardOutcome(shard.key, error=_describe(e.cause or e), seconds=time.monotonic() - started)
-                except ray.exceptions.RayError as e:  # its worker died more often than max_retries, ...
-                    yield ShardOutcome(shard.key, error=_describe(e), seconds=time.monotonic() - started)
-                else:
-                    yield ShardOutcome(shard.key, value=value, seconds=time.monotonic() - started)
+        bound, checked = self._in_flight(), time.monotonic()
+        try:
+            while pending or running:
+                if self.limit is None and time.monotonic() - checked > self.REFRESH_S:
+                    bound, checked = self._in_flight(), time.monotonic()
+                while pending and len(running) < bound:
+                    shard = pending.pop()
+                    ref = task.options(name=f"shard:{shard.key}").remote(*shard.args)
+                    running[ref] = (shard, time.monotonic())
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    shard, started = running.pop(ref)
+                    try:
+                        value = ray.get(ref)
+                    except RayTaskError as e:  # the function raised: the shard's own failure
+                        error = _describe(e.cause or e)
+                        yield ShardOutcome(shard.key, error=error, seconds=time.monotonic() - started)
+                    except ray.exceptions.RayError as e:  # its worker died more often than max_retries, ...
+                        yield ShardOutcome(shard.key, error=_describe(e), seconds=time.monotonic() - started)
+                    else:
+                        yield ShardOutcome(shard.key, value=value, seconds=time.monotonic() - started)
+        finally:  # the step stopped early (cancelled, failed): its shards stop too
+            for ref in running:
+                ray.cancel(ref)
 
 
 _RAY_LOCK = threading.Lock()
@@ -166,7 +195,9 @@ class CorpusExecutor(dg.ConfigurableResource):
         None, description="CPUs of the local Ray (address unset); unset: the machine's cores as Ray detects them."
     )
     workers: int | None = Field(
-        None, description="Shards in flight at once; unset: every CPU of the Ray cluster (in_process: always 1)."
+        None,
+        description="Shards in flight at once; unset: enough to keep every CPU of the Ray cluster busy and its "
+        "autoscaler growing it (in_process: always 1).",
     )
     max_retries: int = Field(3, description="Ray runs a shard again this often when its worker dies mid-shard.")
 
@@ -176,16 +207,15 @@ class CorpusExecutor(dg.ConfigurableResource):
             return InProcessExecutor()
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"corpus_executor.workers: must be at least 1, got {self.workers}")
-        cpus = int(ensure_ray(self.address, self.num_cpus).get("CPU", 1))
-        return RayExecutor(workers=self.workers or max(cpus, 1), max_retries=self.max_retries)
+        ensure_ray(self.address, self.num_cpus)
+        return RayExecutor(workers=self.workers, max_retries=self.max_retries)
 
 
 @dataclass
 class ShardRun:
     """What one map over shards gave: each successful shard's value, each failed shard's error, wall seconds."""
 
-    backend: str
-    workers: int
+    executor: str  # its description
     values: dict[str, Any]
     failures: dict[str, str]
     seconds: float
@@ -205,5 +235,5 @@ def run_shards(
             if log:
                 log(f"shard {outcome.key} failed: {outcome.error}")
         if log and (done % 10 == 0 or done == len(shards)):
-            log(f"{done}/{len(shards)} shards done on {executor.name} ({time.monotonic() - started:.1f}s)")
-    return ShardRun(executor.name, executor.workers, values, failures, time.monotonic() - started)
+            log(f"{done}/{len(shards)} shards done ({executor.description}, {time.monotonic() - started:.1f}s)")
+    return ShardRun(executor.description, values, failures, time.monotonic() - started)

@@ -37,7 +37,7 @@ def extract_shard(root_url: str, manifest: pl.DataFrame, config, out: str) -> di
     from .extracted import extract_partition
 
     data_root = DataRoot(url=root_url)
-    started, problems = time.monotonic(), []
+    started, cpu, problems = time.monotonic(), time.process_time(), []
     docs, failures = extract_partition(manifest, data_root, config, problems=problems)
     data_root.write_parquet(docs, out)
     return {
@@ -45,6 +45,7 @@ def extract_shard(root_url: str, manifest: pl.DataFrame, config, out: str) -> di
         "failures": failures,
         "problems": problems,
         "seconds": time.monotonic() - started,
+        "cpu_seconds": time.process_time() - cpu,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -54,6 +55,7 @@ def clean_shard(root_url: str, shard: TableShard, config, kept_out: str, rejecte
     from .cleaned import clean_frame
 
     data_root = DataRoot(url=root_url)
+    cpu = time.process_time()
     pages = data_root.read_parquet(shard.path, row_groups=shard.row_groups)
     kept, rejected, facts = clean_frame(pages, config)
     data_root.write_parquet(kept, kept_out)
@@ -64,6 +66,7 @@ def clean_shard(root_url: str, shard: TableShard, config, kept_out: str, rejecte
         "rejected": rejected.height,
         "funnel": facts["funnel"],
         "seconds": facts["seconds"],
+        "cpu_seconds": time.process_time() - cpu,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -100,15 +103,19 @@ def staged_view(data_root: DataRoot, table: ShardedTable, not_null: Sequence[str
 
 
 def run_facts(run: ShardRun, sources: dict[str, str], docs: int) -> dict:
-    """Metadata of a sharded run: shards, failures, throughput and the workers' peak memory."""
+    """Metadata of a sharded run: shards, failures, throughput (per second of wall time, and per CPU second the
+    shards used: the figure a loaded machine moves least) and the workers' peak memory."""
     from crawl2serve.assets.metadata import table
 
     peaks = [v["peak_rss_mb"] for v in run.values.values()]
+    cpu = sum(v["cpu_seconds"] for v in run.values.values())
     return {
-        "executor": f"{run.backend}, {run.workers} worker{'s' if run.workers != 1 else ''}",
+        "executor": run.executor,
         "shards": len(run.values) + len(run.failures),
         "failed_shards": len(run.failures),
         "docs_per_s": round(docs / run.seconds, 1) if run.seconds else 0.0,
+        "docs_per_cpu_s": round(docs / cpu, 1) if cpu else 0.0,
+        "cores_used": round(cpu / run.seconds, 2) if run.seconds else 0.0,  # CPU the shards got, per wall second
         "worker_peak_rss_mb": round(max(peaks), 1) if peaks else 0.0,
         "shard_failures": table(("shard", "source", "error"), [(k, sources[k], e) for k, e in run.failures.items()]),
     }

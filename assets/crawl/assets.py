@@ -176,7 +176,7 @@ def raw_crawl(
             "files": len(files),
             "failed_files": len(run.failures),
             "read_problems": len(problems),
-            "executor": f"{run.backend}, {run.workers} workers",
+            "executor": run.executor,
         }
         extra = {
             "read_problems": table(

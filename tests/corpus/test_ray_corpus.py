@@ -92,9 +92,10 @@ def test_the_run_is_one_shard_per_warc_file_in_the_metadata_and_the_file(runs):
     root, result = runs["ray"]
     m = meta(result)
     for asset in ("extracted_pages", "clean_documents"):
-        assert m[asset]["executor"].value == "ray, 2 workers"
+        assert m[asset]["executor"].value == "ray, 2 CPUs"  # the session's local Ray
         assert (m[asset]["shards"].value, m[asset]["failed_shards"].value) == (FILES, 0)
         assert m[asset]["docs_per_s"].value > 0 and m[asset]["worker_peak_rss_mb"].value > 0
+        assert m[asset]["docs_per_cpu_s"].value > 0 and m[asset]["cores_used"].value > 0
     parts = DataRoot(url=str(root)).parquet_parts(str(root / "extracted_pages" / PARTITION / "data.parquet"))
     assert [(label.rsplit("/", 1)[1], rows) for label, rows, _ in parts] == [
         (f"{i}.warc.gz", len(PAGES)) for i in range(FILES)

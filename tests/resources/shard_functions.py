@@ -29,3 +29,12 @@ def die_mid_write_once(marker: str, root_url: str, fn, *args):
             f.flush()
             os._exit(1)
     return {**fn(root_url, *args), "pid": os.getpid()}
+
+
+def span(seconds: float) -> tuple[float, float]:
+    """When this shard started and ended (it sleeps ``seconds``)."""
+    import time
+
+    started = time.time()
+    time.sleep(seconds)
+    return started, time.time()

@@ -18,7 +18,7 @@ from crawl2serve.resources.corpus_executor import (
     run_shards,
 )
 from crawl2serve.resources.storage import TMP_PREFIX, DataRoot
-from tests.resources.shard_functions import die_mid_write_once, pid_and_square, square_or_refuse
+from tests.resources.shard_functions import die_mid_write_once, pid_and_square, span, square_or_refuse
 from tests.support import warc_bytes
 
 FIXTURES = Path(__file__).parents[1] / "corpus" / "fixtures"
@@ -31,7 +31,9 @@ def test_in_process_and_ray_give_the_same_outcomes_and_keep_a_failure_to_its_sha
         run = run_shards(executor, square_or_refuse, shards)
         assert run.values == {"00": 9, "02": 16, "03": 25}, executor.name
         assert run.failures == {"01": "ValueError: negative input -1"}, executor.name
-    assert CorpusExecutor().executor().workers == ray_session["CPU"] == 2  # unset: every CPU of the cluster
+    default = CorpusExecutor().executor()  # unset: every CPU of the cluster busy, more queued for its autoscaler
+    assert (default.workers, default.description, default._in_flight()) == (2, "ray, 2 CPUs", RayExecutor.MIN_IN_FLIGHT)
+    assert CorpusExecutor(workers=1).executor().description == "ray, 1 worker"
 
 
 def test_ray_runs_shards_in_worker_processes(ray_session):
@@ -40,6 +42,16 @@ def test_ray_runs_shards_in_worker_processes(ray_session):
     run = run_shards(RayExecutor(workers=2), pid_and_square, [Shard(str(x), (x,)) for x in range(4)])
     assert {k: v[1] for k, v in run.values.items()} == {"0": 0, "1": 1, "2": 4, "3": 9}
     assert os.getpid() not in {pid for pid, _ in run.values.values()}
+
+
+def test_workers_bounds_the_shards_in_flight(ray_session):
+    def overlaps(workers: int) -> int:
+        run = run_shards(RayExecutor(workers=workers), span, [Shard(str(i), (0.2,)) for i in range(4)])
+        spans = sorted(run.values.values())
+        return sum(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+
+    assert overlaps(1) == 0  # one at a time
+    assert overlaps(2) >= 1  # two run side by side
 
 
 def test_bad_settings_are_named():
