@@ -161,8 +161,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
     """Connect this process to Ray once: to ``address`` (``ray://head:10001`` through Ray Client, or a GCS
     ``host:6379``), or, without one, to a local Ray started on this machine (``num_cpus``, default: the cores
     Ray detects, which is ``os.cpu_count()`` on a bare machine and the CPU limit in a container), bound to
-    loopback, with no dashboard, no usage statistics and errors only in the log. A process already connected keeps its
-    Ray (a test session's, a driver's own). Returns the cluster's resources."""
+    loopback, with no dashboard, no usage statistics and errors only in the log. A process already connected
+    keeps its Ray (a test session's, a driver's own). Returns the cluster's resources."""
     with _RAY_LOCK:
         if address is None:
             # A single-node Ray on loopback only, and no usage report; read by Ray at import, hence before it.
