@@ -18,8 +18,20 @@ one WARC file per shard:
 - memory: at 1x, 4x, 16x the embedded crawl, each in a fresh process with a fresh local Ray: the workers' peak RSS
   (``worker_peak_rss_mb``: each worker's ``ru_maxrss`` over every shard it ran) and the driver's.
 
-Measured on this machine (2 cores shared with other jobs; noisy: medians of alternating runs), 2026-12-01:
-see the README ("The corpus stages on Ray") for the figures this printed.
+Measured on this machine, 2026-12-01 (2 cores shared with other jobs, load average 6.8-8.1; medians of 5 alternating
+rounds on 5,246 pages; the README's "The corpus stages on Ray" has the earlier runs too):
+
+                        end to end docs/s  extract docs/s  clean docs/s  extract docs/CPU-s  clean docs/CPU-s  cores got
+    in process, 1 worker       269              468            1045             1011               1879         0.46, 0.56
+    Ray, 1 worker              257              495             708             1053               1716         0.47, 0.41
+    Ray, 2 workers             269              573             902              995               1655         0.57, 0.55
+    yardstick, pure-CPU shards: 2 Ray workers 1.04x 1 worker (0.95-1.13): the run got ~half a core whatever its workers
+    (the kernel shares the CPUs between process sessions), so 2 vs 1 workers is not measurable here.
+    per core, Ray / in process: extract 1.04x (1 worker), 0.98x (2); clean 0.91x, 0.88x.
+    step (driver) CPU per 1,000 pages: 1.79 s in process (all the work), 0.28 s under Ray (the serial part).
+
+    memory, 2 Ray workers:  1x 2,623 pages: worker peak 310 MB, driver 536 MB;  4x 10,492: 324, 536;
+                            16x 41,968 (432 files): 331, 554 (another run: 319/329/334 and 530/530/582): flat.
 """
 
 from __future__ import annotations
