@@ -69,10 +69,24 @@ class TableContract:
         ]
         return specs
 
-    def evaluate(self, df: pl.DataFrame, asset: str, facts: dict | None = None) -> list[dg.AssetCheckResult]:
+    def evaluate(
+        self,
+        df: pl.DataFrame,
+        asset: str,
+        facts: dict | None = None,
+        *,
+        schema: dict[str, pl.DataType] | None = None,
+        null_counts: dict[str, int] | None = None,
+    ) -> list[dg.AssetCheckResult]:
+        """Every check on ``df``. A table too large to hold comes as a frame of some of its columns (those the
+        uniqueness, range and distribution checks read: no text) with the whole table's ``schema`` and the
+        ``null_counts`` of its ``not_null`` columns, counted shard by shard."""
+        schema = dict(df.schema) if schema is None else schema
+        if null_counts is None:
+            null_counts = {c: int(df[c].null_count()) for c in self.not_null if c in df.columns}
         return [
-            _schema(df, self.schema, asset),
-            _no_nulls(df, self.not_null, asset),
+            _schema(schema, self.schema, asset),
+            _no_nulls(null_counts, asset),
             _unique(df, self.unique, asset),
             _ranges(df, self.ranges, asset),
             *(_distribution(df, d, asset, facts or {}) for d in self.distributions),
@@ -85,20 +99,17 @@ def _result(asset: str, name: str, passed: bool, severity, **metadata) -> dg.Ass
     )
 
 
-def _schema(df: pl.DataFrame, schema: dict[str, pl.DataType], asset: str) -> dg.AssetCheckResult:
+def _schema(actual: dict[str, pl.DataType], schema: dict[str, pl.DataType], asset: str) -> dg.AssetCheckResult:
     problems = []
     for col, dtype in schema.items():
-        if col not in df.columns:
+        if col not in actual:
             problems.append(f"missing column {col}")
-        elif df.schema[col] != dtype:
-            problems.append(f"{col}: {df.schema[col]} != {dtype}")
-    return _result(
-        asset, "schema", not problems, ERROR, problems=dg.MetadataValue.json(problems), columns=len(df.columns)
-    )
+        elif actual[col] != dtype:
+            problems.append(f"{col}: {actual[col]} != {dtype}")
+    return _result(asset, "schema", not problems, ERROR, problems=dg.MetadataValue.json(problems), columns=len(actual))
 
 
-def _no_nulls(df: pl.DataFrame, cols: tuple[str, ...], asset: str) -> dg.AssetCheckResult:
-    counts = {c: int(df[c].null_count()) for c in cols if c in df.columns}
+def _no_nulls(counts: dict[str, int], asset: str) -> dg.AssetCheckResult:
     return _result(asset, "no_nulls", not any(counts.values()), ERROR, null_counts=dg.MetadataValue.json(counts))
 
 

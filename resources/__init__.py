@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from .base_model import BaseModelSource
+from .corpus_executor import CorpusExecutor
 from .crawl_target import CrawlTarget
 from .feast_store import FeastStore
 from .folders import FolderIOManager
@@ -35,6 +36,12 @@ PRODUCTION_ENV: dict[str, tuple[bool, str]] = {
     "CRAWL2SERVE_SEEDS": (True, "seed URLs of the crawl, separated by commas or whitespace"),
     "CRAWL2SERVE_ALLOWED_HOSTS": (False, "host allow-list of the crawl (default: the seeds' hosts)"),
     "CRAWL2SERVE_CRAWL_DELAY_S": (False, "seconds between two requests to one host (default 1.0)"),
+    "CRAWL2SERVE_RAY_ADDRESS": (
+        False,
+        "Ray cluster the corpus stages run their shards on: ray://<head service>:10001 (deploy/ray/); "
+        "unset: a local Ray in the step's pod, on its CPUs",
+    ),
+    "CRAWL2SERVE_RAY_MAX_RETRIES": (False, "Ray runs a shard again this often when its worker dies (default 3)"),
     "CRAWL2SERVE_REDIS": (True, "Redis of the Feast online store, host:port[,db=N]"),
     "CRAWL2SERVE_GATEWAY_REDIS_URL": (
         False,
@@ -80,6 +87,7 @@ def build_resources(env: str | None = None) -> dict:
         "io_manager": ParquetIOManager(data_root=data_root),
         "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": crawl_target,
+        "corpus_executor": CorpusExecutor(),  # a local Ray on this machine's cores, started on first use
         "feast_store": feast_store,
         "base_model_source": BaseModelSource(),
         "training_launcher": TrainingLauncher(mode="local", nproc_per_node=1),
@@ -127,6 +135,10 @@ def production_resources(environ) -> dict:
         "io_manager": ParquetIOManager(data_root=data_root),
         "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": crawl_target,
+        "corpus_executor": CorpusExecutor(
+            address=get("CRAWL2SERVE_RAY_ADDRESS"),
+            max_retries=_number("CRAWL2SERVE_RAY_MAX_RETRIES", get("CRAWL2SERVE_RAY_MAX_RETRIES", "3"), int, minimum=0),
+        ),
         "feast_store": feast_store,
         "base_model_source": BaseModelSource(model=base_model) if base_model else BaseModelSource(),
         "training_launcher": TrainingLauncher(

@@ -8,6 +8,7 @@ where a single PUT is itself atomic).
 
 import contextlib
 import io
+import json
 import os
 import sys
 import tempfile
@@ -18,12 +19,14 @@ from pathlib import Path
 import dagster as dg
 import fsspec
 import polars as pl
+import pyarrow.parquet as pq
 from pydantic import Field
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = os.environ.get("CRAWL2SERVE_DATA_ROOT", str(REPO_ROOT / "data"))
 UNPARTITIONED = "_"
 TMP_PREFIX = ".tmp-"
+PARTS_KEY = "crawl2serve.parts"  # footer key of a table combined from parts: [{label, rows}]
 READ_EVENT = "crawl2serve.data_root.read"  # sys.audit event of every Parquet read (tests audit inputs with it)
 
 
@@ -71,10 +74,23 @@ class DataRoot(dg.ConfigurableResource):
     def open(self, path: str, mode: str = "rb"):
         return self.fs.open(path, mode)
 
-    def read_parquet(self, path: str, columns: list[str] | None = None, where: pl.Expr | None = None) -> pl.DataFrame:
-        """The Parquet file at ``path``: only ``columns`` when named, only the rows ``where`` holds when given (a
-        local file is scanned with the filter pushed down, so only matching rows' other columns are decoded)."""
+    def read_parquet(
+        self,
+        path: str,
+        columns: list[str] | None = None,
+        where: pl.Expr | None = None,
+        row_groups: tuple[int, int] | None = None,
+    ) -> pl.DataFrame:
+        """The Parquet file at ``path``: only ``columns`` when named; only row groups ``[start, stop)`` when given;
+        only the rows ``where`` holds when given (a local file is scanned with the filter pushed down, so only
+        matching rows' other columns are decoded)."""
         sys.audit(READ_EVENT, path)  # polars reads a local file natively: no "open" audit event would show it
+        if row_groups is not None:
+            if where is not None:
+                raise ValueError("read_parquet: give row_groups or where, not both")
+            with self.fs.open(path, "rb") as f:
+                part = pq.ParquetFile(f).read_row_groups(range(*row_groups), columns=columns)
+            return pl.from_arrow(part)
         if self.is_local:
             if where is None:
                 return pl.read_parquet(path, columns=columns)
@@ -125,6 +141,87 @@ class DataRoot(dg.ConfigurableResource):
             df.write_parquet(f, compression="zstd", statistics=True)
         return path
 
+    def combine_parquet(self, parts: list[str], path: str, labels: list[str] | None = None) -> list[int]:
+        """Write the Parquet files ``parts`` as one table at ``path`` (atomically), one after another, each
+        non-empty part as one row group: memory holds one part at a time. The file's footer records each part's
+        label (default: its path) and rows (``parquet_parts`` reads them back). Returns each part's row count. A
+        part whose columns differ from the first's is an error naming it."""
+        if not parts:
+            raise ValueError(f"{path}: nothing to combine")
+        rows = []
+        for part in parts:
+            with self.fs.open(part, "rb") as src:
+                rows.append(pq.read_metadata(src).num_rows)
+        schema = None
+        with self.atomic_open(path, "wb") as f:
+            writer = None
+            try:
+                for part, n in zip(parts, rows):
+                    with self.fs.open(part, "rb") as src:
+                        table = pq.read_table(src)
+                    if schema is None:
+                        schema = table.schema
+                        writer = pq.ParquetWriter(f, schema, compression="zstd", write_statistics=True)
+                    elif not table.schema.equals(schema):
+                        raise ValueError(f"{part}: columns {table.schema} differ from the first part's {schema}")
+                    if n:
+                        writer.write_table(table, row_group_size=n)
+                    del table
+                labels = list(parts) if labels is None else list(labels)
+                writer.add_key_value_metadata(
+                    {PARTS_KEY: json.dumps([{"label": lb, "rows": n} for lb, n in zip(labels, rows)])}
+                )
+            finally:
+                if writer is not None:
+                    writer.close()
+        return rows
+
+    def parquet_rows(self, path: str) -> int:
+        with self.fs.open(path, "rb") as f:
+            return pq.read_metadata(f).num_rows
+
+    def parquet_schema(self, path: str) -> pl.Schema:
+        with self.fs.open(path, "rb") as f:
+            return pl.read_parquet_schema(f)
+
+    def parquet_null_counts(self, path: str, columns: list[str]) -> dict[str, int]:
+        """Nulls per column of the Parquet file at ``path``, from its footer's statistics (a column without
+        them is read)."""
+        with self.fs.open(path, "rb") as f:
+            meta = pq.read_metadata(f)
+        names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        counts, unknown = {}, []
+        for col in columns:
+            if col not in names:
+                continue
+            j, total = names.index(col), 0
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(j).statistics
+                if stats is None or not stats.has_null_count:
+                    unknown.append(col)
+                    break
+                total += stats.null_count
+            else:
+                counts[col] = total
+        if unknown:
+            frame = self.read_parquet(path, columns=unknown)
+            counts |= {c: int(frame[c].null_count()) for c in unknown}
+        return counts
+
+    def parquet_parts(self, path: str) -> list[tuple[str, int, tuple[int, int]]] | None:
+        """``(label, rows, (first row group, stop))`` of each part of a table ``combine_parquet`` wrote at
+        ``path``, in order (an empty part holds no row group); None for a table written whole."""
+        with self.fs.open(path, "rb") as f:
+            meta = pq.read_metadata(f).metadata or {}
+        if PARTS_KEY.encode() not in meta:
+            return None
+        out, group = [], 0
+        for part in json.loads(meta[PARTS_KEY.encode()]):
+            stop = group + (1 if part["rows"] else 0)
+            out.append((part["label"], part["rows"], (group, stop)))
+            group = stop
+        return out
+
     def write_bytes(self, data: bytes, path: str) -> str:
         with self.atomic_open(path, "wb") as f:
             f.write(data)
@@ -133,6 +230,12 @@ class DataRoot(dg.ConfigurableResource):
     def remove(self, path: str) -> None:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
+
+    def remove_if_empty(self, folder: str) -> None:
+        """Remove ``folder`` if nothing is in it (object stores have no empty folders: nothing to do there)."""
+        with contextlib.suppress(FileNotFoundError, OSError):
+            if not self.fs.ls(folder):
+                self.fs.rmdir(folder)
 
     def clean_temporaries(self, directory: str) -> int:
         """Delete leftovers of writes that were killed mid-way (never visible under a real name)."""

@@ -19,3 +19,16 @@ def lineage(tmp_path_factory):
         run_config={"ops": {"training_dataset": {"config": {"seq_len": SEQ_LEN}}}},
     )
     return root, res, result
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (2 CPUs, loopback only), started by the first test that asks for
+    it and stopped at the end; ``CorpusExecutor()`` in a test then runs its shards there."""
+    import ray
+
+    from crawl2serve.resources.corpus_executor import ensure_ray
+
+    resources = ensure_ray(num_cpus=2)
+    yield resources
+    ray.shutdown()

@@ -15,6 +15,7 @@ from crawl2serve.assets.features.assets import document_features, feast_online_s
 from crawl2serve.assets.training.assets import base_model, tokenizer, training_dataset
 from crawl2serve.pipelines.jobs import EMBEDDED_RUN_CONFIG
 from crawl2serve.resources.base_model import BaseModelSource
+from crawl2serve.resources.corpus_executor import CorpusExecutor
 from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.folders import FolderIOManager
@@ -28,13 +29,16 @@ PARTITION = "2026-11-20"
 CORPUS = [raw_crawl, extracted_pages, clean_documents, deduplicated_documents]
 
 
-def resources(root: Path, **target) -> dict:
+def resources(root: Path, executor: CorpusExecutor | None = None, **target) -> dict:
+    """The corpus stages' resources under ``root``; their shards run in process unless ``executor`` says else
+    (a test on Ray passes ``CorpusExecutor()`` and the ``ray_session`` fixture)."""
     data_root = DataRoot(url=str(root))
     return {
         "data_root": data_root,
         "io_manager": ParquetIOManager(data_root=data_root),
         "folder_io_manager": FolderIOManager(data_root=data_root),
         "crawl_target": CrawlTarget(data_root=data_root, mode="pydoc", per_host_delay_s=0.0, **target),
+        "corpus_executor": executor or CorpusExecutor(backend="in_process"),
     }
 
 

@@ -13,11 +13,15 @@ from pydantic import Field
 from crawl2serve.assets.contracts import Distribution, TableContract
 from crawl2serve.assets.metadata import facts_table, frame_table, funnel_table, histogram_table, stage_facts
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
+from crawl2serve.resources.corpus_executor import CorpusExecutor, Shard, run_shards
+from crawl2serve.resources.io_manager import ShardedTable
+from crawl2serve.resources.storage import DataRoot
 
 from .cleaning import clean_document
 from .extract import content_hash
 from .extracted import COLUMNS as PAGE_COLUMNS
 from .language import MIXED, MIXED_MIN_SHARE, identify
+from .shards import clean_shard, run_facts, staged_table, staged_view, staging
 from .thresholds import RULE_TYPES, describe_type, field_types, profile_with_overrides
 
 LANGUAGE_RULE = "language"
@@ -308,7 +312,7 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
     outs={
         "clean_documents": dg.AssetOut(
             group_name="corpus",
-            kinds={"python", "parquet"},
+            kinds={"python", "parquet", "ray"},
             tags={"stage": "corpus"},
             freshness_policy=DAILY_FRESHNESS,
             description="Cleaned, quality-scored, PII-scrubbed documents.",
@@ -328,19 +332,45 @@ def clean_frame(pages: pl.DataFrame, config: CleanConfig, log=None) -> tuple[pl.
     partitions_def=crawl_partitions,
     check_specs=KEPT.check_specs("clean_documents") + REJECTED.check_specs("document_rejections"),
 )
-def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extracted_pages: pl.DataFrame):
+def clean_documents(
+    context: dg.AssetExecutionContext,
+    config: CleanConfig,
+    data_root: DataRoot,
+    corpus_executor: CorpusExecutor,
+    extracted_pages: ShardedTable,
+):
     """Cleaned documents and the rejections table, from ``extracted_pages``.
 
     Unicode/whitespace normalization, then language, length bounds, C4 line and document rules, Gopher
     repetition and quality rules and FineWeb quality rules (the first failing rule drops a document and
     is recorded), PII scrubbing (emails, IP addresses, phone numbers), and a 0–1 quality score
-    (sentence length, unique-word ratio, alphabetic ratio).
+    (sentence length, unique-word ratio, alphabetic ratio). One shard of ``extracted_pages`` (a WARC file's
+    pages) per task on the ``corpus_executor``; a shard that fails is recorded and the others commit.
     """
-    kept, rejected, facts = clean_frame(extracted_pages, config, context.log.info)
+    partition = context.partition_key
+    profile = profile_with_overrides(config.profile, config.overrides.flat())  # a bad override fails here, once
+    kept_dir = staging(data_root, "clean_documents", partition)
+    rejected_dir = staging(data_root, "document_rejections", partition)
+    keys = [f"{i:05d}" for i in range(len(extracted_pages.shards))]
+    sources = {k: s.source for k, s in zip(keys, extracted_pages.shards)}
+    shards = [
+        Shard(k, (data_root.url, s, config, f"{kept_dir}/{k}.parquet", f"{rejected_dir}/{k}.parquet"))
+        for k, s in zip(keys, extracted_pages.shards)
+    ]
+    run = run_shards(corpus_executor.executor(), clean_shard, shards, context.log.info)
+    done = set(run.values)
+    kept_table = staged_table(data_root, kept_dir, keys, sources, done, KEPT_SCHEMA)
+    rejected_table = staged_table(data_root, rejected_dir, keys, sources, done, REJECTED_SCHEMA)
+    kept, kept_nulls = staged_view(data_root, kept_table, KEPT.not_null)
+    rejected, rejected_nulls = staged_view(data_root, rejected_table, REJECTED.not_null)
+    funnel = [(rule, 0, 0) for rule in (LANGUAGE_RULE, *profile.order)]
+    for value in run.values.values():
+        funnel = [(rule, a + n_in, b + n_out) for (rule, a, b), (_, n_in, n_out) in zip(funnel, value["funnel"])]
+    facts = {"in": sum(v["in"] for v in run.values.values()), "funnel": funnel, "profile": profile}
     by_rule = rejected.group_by("rule").len().sort("len", descending=True)
     overrides = config.overrides.flat()
     yield dg.Output(
-        kept,
+        kept_table,
         output_name="clean_documents",
         metadata={
             "documents_in": facts["in"],
@@ -348,26 +378,29 @@ def clean_documents(context: dg.AssetExecutionContext, config: CleanConfig, extr
             "kept_share": round(kept.height / max(facts["in"], 1), 4),
             "mean_quality": round(float(kept["quality_score"].mean() or 0.0), 4),
             "mixed_language_kept": int(kept["language_mix"].is_not_null().sum()),
-            "docs_per_s": round(facts["in"] / facts["seconds"], 1) if facts["seconds"] else 0.0,
+            **run_facts(run, sources, facts["in"]),
             "funnel": funnel_table(facts["funnel"]),
             "quality_histogram": histogram_table(kept["quality_score"].to_list(), title="quality"),
             "pii_replacements": facts_table(
                 {c: int(kept[c].sum()) for c in ("pii_emails", "pii_ip_addresses", "pii_phones")},
                 ("column", "replaced"),
             ),
-            "profile": dg.MetadataValue.text(facts["profile"].name),
-            "rule_order": dg.MetadataValue.text(" -> ".join(facts["profile"].order)),
+            "profile": dg.MetadataValue.text(profile.name),
+            "rule_order": dg.MetadataValue.text(" -> ".join(profile.order)),
             "overrides": dg.MetadataValue.json(overrides),
         },
     )
     yield dg.Output(
-        rejected,
+        rejected_table,
         output_name="document_rejections",
         metadata={
             "documents_rejected": rejected.height,
+            "shards": len(rejected_table.shards),
             "by_rule": frame_table(by_rule.rename({"len": "documents"})),
             "sample": frame_table(rejected.select("url", "rule", "reason"), limit=15),
         },
     )
-    yield from KEPT.evaluate(kept, "clean_documents", facts)
-    yield from REJECTED.evaluate(rejected, "document_rejections", facts)
+    yield from KEPT.evaluate(kept, "clean_documents", facts, schema=kept_table.schema, null_counts=kept_nulls)
+    yield from REJECTED.evaluate(
+        rejected, "document_rejections", facts, schema=rejected_table.schema, null_counts=rejected_nulls
+    )

@@ -10,9 +10,11 @@ from crawl2serve.assets.contracts import Distribution, TableContract
 from crawl2serve.assets.crawl.warc import iter_records
 from crawl2serve.assets.metadata import frame_table, stage_facts, table
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
+from crawl2serve.resources.corpus_executor import CorpusExecutor, Shard, run_shards
 from crawl2serve.resources.storage import DataRoot
 
 from .extract import DEFAULT_SKIP_SELECTORS, content_hash, doc_id, extract_html, extract_text_record
+from .shards import extract_shard, run_facts, staged_table, staged_view, staging
 
 SCHEMA = {
     "doc_id": pl.String,
@@ -76,15 +78,20 @@ class ExtractConfig(dg.Config):
     )
 
 
+def wanted_pages(manifest: pl.DataFrame) -> pl.DataFrame:
+    """The manifest rows extraction reads: stored HTTP 200 responses and WET conversion records."""
+    return manifest.filter(
+        pl.col("warc_file").is_not_null() & ((pl.col("status") == 200) | (pl.col("record_type") == "conversion"))
+    )
+
+
 def extract_partition(
     manifest: pl.DataFrame, data_root: DataRoot, config: ExtractConfig, log=None, problems: list | None = None
 ):
     """(documents, failures) for the stored pages a crawl manifest lists; WARC read problems (file, offset)
     are appended to ``problems``, and a listed page whose record no longer validates is a failure."""
     problems = [] if problems is None else problems
-    wanted = manifest.filter(
-        pl.col("warc_file").is_not_null() & ((pl.col("status") == 200) | (pl.col("record_type") == "conversion"))
-    )
+    wanted = wanted_pages(manifest)
     fetch_time = dict(zip(wanted["url"].to_list(), wanted["fetch_time"].to_list()))
     rows, failures = [], []
     started, done = time.monotonic(), 0
@@ -137,33 +144,54 @@ def extract_partition(
     partitions_def=crawl_partitions,
     freshness_policy=DAILY_FRESHNESS,
     check_specs=CONTRACT.check_specs("extracted_pages"),
-    kinds={"python", "parquet"},
+    kinds={"python", "parquet", "ray"},
     tags={"stage": "corpus"},
     metadata=CONTRACT.definition_metadata(),
     **stage_facts("corpus"),
 )
 def extracted_pages(
-    context: dg.AssetExecutionContext, config: ExtractConfig, data_root: DataRoot, raw_crawl: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    config: ExtractConfig,
+    data_root: DataRoot,
+    corpus_executor: CorpusExecutor,
+    raw_crawl: pl.DataFrame,
 ):
     """Main-content text, title, canonical URL, language (CLD2) and content hash of each stored page.
 
     Comes from the WARC records that the ``raw_crawl`` manifest lists (HTTP 200 HTML responses, or WET
-    conversion records in ingest mode), extracted with resiliparse.
+    conversion records in ingest mode), extracted with resiliparse, one WARC file per shard on the
+    ``corpus_executor`` (Ray tasks by default). A shard that fails (its file gone or unreadable) counts its
+    pages as failures and the others commit.
     """
-    started = time.monotonic()
-    problems: list = []
-    docs, failures = extract_partition(raw_crawl, data_root, config, context.log.info, problems)
+    partition = context.partition_key
+    folder = staging(data_root, "extracted_pages", partition)
+    stored = raw_crawl.filter(pl.col("warc_file").is_not_null())
+    files = stored["warc_file"].unique(maintain_order=True).to_list()
+    keys = [f"{i:05d}" for i in range(len(files))]
+    sources = dict(zip(keys, files))
+    by_file = stored.partition_by("warc_file", as_dict=True, maintain_order=True)
+    shards = [
+        Shard(key, (data_root.url, by_file[(path,)], config, f"{folder}/{key}.parquet"))
+        for key, path in sources.items()
+    ]
+    context.log.info(f"extracted_pages {partition}: {len(shards)} WARC files ({stored.height} stored pages)")
+    run = run_shards(corpus_executor.executor(), extract_shard, shards, context.log.info)
+    failures = [f for v in run.values.values() for f in v["failures"]]
+    problems = [p for v in run.values.values() for p in v["problems"]]
+    for key, error in run.failures.items():  # every page the failed shard should have extracted is a failure
+        failures += [(url, f"shard failed: {error}"[:300]) for url in wanted_pages(by_file[(sources[key],)])["url"]]
     for p in problems:
         context.log.warning(f"extracted_pages: {p}")
-    seconds = time.monotonic() - started
+    table_out = staged_table(data_root, folder, keys, sources, set(run.values), SCHEMA)
+    docs, null_counts = staged_view(data_root, table_out, CONTRACT.not_null)
     pages = docs.height + len(failures)
     langs = docs.group_by("language").len().sort("len", descending=True).head(10)
     yield dg.Output(
-        docs,
+        table_out,
         metadata={
             "documents": docs.height,
             "failures": len(failures),
-            "docs_per_s": round(docs.height / seconds, 1) if seconds else 0.0,
+            **run_facts(run, sources, docs.height),
             "median_text_chars": int(docs["text_chars"].median() or 0),
             "languages": frame_table(langs.rename({"len": "docs"})),
             "encodings": frame_table(
@@ -177,4 +205,10 @@ def extracted_pages(
             "sample": frame_table(docs.select("url", "title", "language", "text_chars"), limit=10),
         },
     )
-    yield from CONTRACT.evaluate(docs, "extracted_pages", {"failed": len(failures), "pages": pages})
+    yield from CONTRACT.evaluate(
+        docs,
+        "extracted_pages",
+        {"failed": len(failures), "pages": pages},
+        schema=table_out.schema,
+        null_counts=null_counts,
+    )

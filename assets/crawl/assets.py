@@ -1,7 +1,6 @@
 """The crawl stage: ``raw_crawl`` — WARC files plus a Parquet manifest, one partition per crawl."""
 
 import asyncio
-from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
@@ -10,14 +9,14 @@ from pydantic import Field
 from crawl2serve.assets.contracts import Distribution, TableContract
 from crawl2serve.assets.metadata import facts_table, frame_table, stage_facts, table
 from crawl2serve.assets.partitions import DAILY_FRESHNESS, crawl_partitions
+from crawl2serve.resources.corpus_executor import CorpusExecutor, Shard, run_shards
 from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.storage import DataRoot
 
-from .crawler import MANIFEST_SCHEMA, Crawler, CrawlSettings, CrawlStore, final_manifest
-from .sharded import crawl_sharded, shard_dir
-from .warc import iter_records
+from .crawler import Crawler, CrawlSettings, CrawlStore, final_manifest
+from .ingest import MANIFEST, combine_manifests, ingest_shard, ingest_sources
+from .sharded import crawl_sharded, on_executor, shard_dir
 
-MANIFEST = {**MANIFEST_SCHEMA, "record_type": pl.String}
 CONTRACT = TableContract(
     schema=MANIFEST,
     not_null=("url", "fetch_time", "record_type"),
@@ -83,7 +82,11 @@ class CrawlConfig(dg.Config):
     )
     ingest_paths: list[str] = Field(
         default_factory=list,
-        description="Ingest mode: WARC/WET files or globs (any fsspec URL) to read instead of crawling.",
+        description="Ingest mode: WARC/WET files, globs or path lists (Common Crawl's warc.paths.gz; any fsspec "
+        "URL) to read instead of crawling, one file per shard on the corpus executor.",
+    )
+    ingest_base: str = Field(
+        "", description="Folder that relative lines of a path list are under (default: the list's own folder)."
     )
 
 
@@ -107,39 +110,6 @@ def crawl_settings(config: CrawlConfig, target: CrawlTarget) -> CrawlSettings:
         max_body_bytes=config.max_body_bytes,
         user_agent=target.user_agent,
     )
-
-
-def ingest_manifest(data_root: DataRoot, patterns: list[str], problems: list | None = None) -> pl.DataFrame:
-    """Manifest rows for the response/conversion records of existing WARC/WET files.
-
-    Only whole records become rows (``iter_records`` validates lengths, digests and gzip members). A file
-    that is truncated or corrupt is reported and skipped from its fault on, never fatal: its records
-    before the fault are kept, and each ``ReadProblem`` (file, byte offset, what) is appended to
-    ``problems`` (raised as ``WarcReadError`` when ``problems`` is None).
-    """
-    rows = []
-    for pattern in patterns:
-        paths = data_root.fs.glob(pattern) if any(c in pattern for c in "*?[") else [pattern]
-        if not paths:
-            raise FileNotFoundError(f"ingest_paths: nothing matches {pattern!r}")
-        for path in paths:
-            with data_root.fs.open(path, "rb") as f:
-                for rec in iter_records(f, name=path, on_problem=None if problems is None else problems.append):
-                    rows.append(
-                        {
-                            "url": rec.url,
-                            "status": rec.status,
-                            "bytes": len(rec.body),
-                            "fetch_time": _warc_date(rec.date),
-                            "content_type": rec.content_type,
-                            "warc_file": path,
-                            "warc_offset": rec.offset,
-                            "record_type": rec.kind,
-                            "attempts": 0,
-                        }
-                    )
-    df = pl.DataFrame({c: [r.get(c) for r in rows] for c in MANIFEST}, schema=MANIFEST)
-    return df.unique("url", keep="first", maintain_order=True)
 
 
 def summary_facts(summary: dict) -> dict:
@@ -186,12 +156,6 @@ def _refuse_another_layout(data_root: DataRoot, directory: str, layout: str, par
         )
 
 
-def _warc_date(value: str | None) -> datetime:
-    if not value:
-        return datetime.now(UTC)
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 @dg.asset(
     group_name="crawl",
     partitions_def=crawl_partitions,
@@ -202,25 +166,46 @@ def _warc_date(value: str | None) -> datetime:
     metadata=CONTRACT.definition_metadata(),
     **stage_facts("crawl"),
 )
-def raw_crawl(context: dg.AssetExecutionContext, config: CrawlConfig, crawl_target: CrawlTarget, data_root: DataRoot):
+def raw_crawl(
+    context: dg.AssetExecutionContext,
+    config: CrawlConfig,
+    crawl_target: CrawlTarget,
+    data_root: DataRoot,
+    corpus_executor: CorpusExecutor,
+):
     """Raw web crawl: WARC files (request + response records) and a Parquet manifest of every fetch.
 
     Comes from a real async HTTP crawl of the ``crawl_target`` resource (embedded default: the pydoc
-    documentation server on loopback), or, in ingest mode, from existing WARC/WET files. One partition
-    per crawl day; re-running a partition resumes it without refetching what it already stored.
+    documentation server on loopback), or, in ingest mode, from existing WARC/WET files (read one file per
+    shard on the ``corpus_executor``; a file that cannot be read at all is recorded and the others commit).
+    One partition per crawl day; re-running a partition resumes it without refetching what it already stored.
     """
     directory = data_root.path("raw_crawl", context.partition_key)
     if config.ingest_paths:
-        problems: list = []
-        manifest = ingest_manifest(data_root, config.ingest_paths, problems)
+        files = ingest_sources(data_root, config.ingest_paths, config.ingest_base)
+        shards = [Shard(f"{i:05d}", (data_root.url, path)) for i, path in enumerate(files)]
+        run = run_shards(corpus_executor.executor(), ingest_shard, shards, context.log.info)
+        ok = [s.key for s in shards if s.key in run.values]
+        manifest = combine_manifests([run.values[k][0] for k in ok])
+        problems = [p for k in ok for p in run.values[k][1]]
         for p in problems:
             context.log.warning(f"ingest: {p}")
-        summary = {"mode": "ingest", "files": len(set(manifest["warc_file"].to_list())), "read_problems": len(problems)}
+        sources = {s.key: s.args[1] for s in shards}
+        if not ok:
+            raise RuntimeError(f"raw_crawl: none of the {len(files)} ingest files could be read: {run.failures}")
+        summary = {
+            "mode": "ingest",
+            "files": len(files),
+            "failed_files": len(run.failures),
+            "read_problems": len(problems),
+            "executor": run.executor,
+        }
         extra = {
             "read_problems": table(
                 ("file", "offset", "problem", "detail", "url"),
                 [(p.file, p.offset, p.problem, p.detail, p.url or "") for p in problems[:50]],
-            )
+            ),
+            "failed_files": table(("file", "error"), [(sources[k], e) for k, e in run.failures.items()]),
         }
     else:
         layout = f"{directory}/segments" if config.shards == 1 else shard_dir(directory, 0, config.shards)
@@ -236,7 +221,14 @@ def raw_crawl(context: dg.AssetExecutionContext, config: CrawlConfig, crawl_targ
         else:
             summary = {
                 "mode": "crawl",
-                **crawl_sharded(settings, data_root, directory, config.shards, log=context.log.info),
+                **crawl_sharded(
+                    settings,
+                    data_root,
+                    directory,
+                    config.shards,
+                    map_shards=on_executor(corpus_executor.executor()),
+                    log=context.log.info,
+                ),
             }
             stores = [CrawlStore(data_root, shard_dir(directory, k, config.shards)) for k in range(config.shards)]
         manifest = pl.concat([final_manifest(s) for s in stores]).with_columns(record_type=pl.lit("response"))

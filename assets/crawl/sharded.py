@@ -12,8 +12,8 @@ links each shard found for the others are routed to their owners; the crawl ends
 a link it has not had. Each shard keeps its own :class:`~.crawler.CrawlStore` (``shard-KK-of-NN/``), so a
 shard killed mid-round resumes from its committed segments like any crawl, and the links it had found are
 in those segments' link lists: nothing is lost, and a URL is stored once (its owner's seen-set). A round is
-``map_shards(crawl_shard, tasks)``: threads in one process by default, or Ray tasks
-(``resources/corpus_executor.py``), since :class:`ShardTask` and :class:`ShardResult` are plain data.
+``map_shards(crawl_shard, tasks)``: threads in one process by default, or Ray tasks through the
+``corpus_executor`` (:func:`on_executor`), since :class:`ShardTask` and :class:`ShardResult` are plain data.
 
 ``max_pages`` applies to each shard (a shard stops fetching at it; the partition's total is up to
 ``n x max_pages``): a shared budget would need a coordinator in every fetch.
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from .crawler import Crawler, CrawlSettings, CrawlStore
 from .urls import canonical_host, host_of, normalize_url
 
-__all__ = ["ShardResult", "ShardTask", "crawl_shard", "crawl_sharded", "shard_dir", "shard_of"]
+__all__ = ["ShardResult", "ShardTask", "crawl_shard", "crawl_sharded", "on_executor", "shard_dir", "shard_of"]
 
 MAX_ROUNDS = 1000  # a guard: each round must hand some shard a link it never had, so rounds <= pages
 
@@ -54,7 +54,7 @@ class ShardTask:
     """One shard's work in one round (picklable: a Ray task's argument)."""
 
     settings: CrawlSettings
-    storage: object  # the DataRoot (fsspec storage) the stores live on
+    root_url: str  # the data root (DataRoot url) the stores live on
     directory: str  # the partition's raw_crawl directory
     shard: int
     shards: int
@@ -72,8 +72,10 @@ class ShardResult:
 def crawl_shard(task: ShardTask) -> ShardResult:
     """Crawl one shard to the end of its frontier (resuming its store); return its summary and the links it
     found for hosts other shards own."""
+    from crawl2serve.resources.storage import DataRoot
+
     lines: list[str] = []
-    store = CrawlStore(task.storage, shard_dir(task.directory, task.shard, task.shards))
+    store = CrawlStore(DataRoot(url=task.root_url), shard_dir(task.directory, task.shard, task.shards))
     crawler = Crawler(
         task.settings,
         store,
@@ -90,6 +92,26 @@ def _threads(fn: Callable[[ShardTask], ShardResult], tasks: Sequence[ShardTask])
         return [fn(t) for t in tasks]
     with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="crawl-shard") as pool:
         return list(pool.map(fn, tasks))
+
+
+def on_executor(executor) -> Callable[[Callable[[ShardTask], ShardResult], Sequence[ShardTask]], list[ShardResult]]:
+    """``map_shards`` on a corpus executor (``resources/corpus_executor.py``): one Ray task per shard and round;
+    threads when the executor runs in process (a crawl waits on the network: one shard after another would
+    serialize the hosts). A shard that fails (a segment that did not commit) fails the round: the partition's
+    rerun resumes every shard from its committed segments."""
+    if executor.name == "in_process":
+        return _threads
+
+    def map_shards(fn, tasks):
+        from crawl2serve.resources.corpus_executor import Shard
+
+        outcomes = {o.key: o for o in executor.map(fn, [Shard(f"{t.shard:05d}", (t,)) for t in tasks])}
+        failed = {k: o.error for k, o in outcomes.items() if not o.ok}
+        if failed:
+            raise RuntimeError(f"sharded crawl: shard(s) failed: {failed}")
+        return [outcomes[f"{t.shard:05d}"].value for t in tasks]
+
+    return map_shards
 
 
 def crawl_sharded(
@@ -123,7 +145,7 @@ def crawl_sharded(
         for k in sorted(pending):
             inbox = tuple((u, d, h) for u, (d, h) in sorted(found[k].items()) if u not in delivered[k])
             delivered[k].update(u for u, _, _ in inbox)
-            tasks.append(ShardTask(settings, storage, directory, k, shards, inbox))
+            tasks.append(ShardTask(settings, storage.url, directory, k, shards, inbox))
         results = map_shards(crawl_shard, tasks)
         for result in results:
             for line in result.log[-3:]:

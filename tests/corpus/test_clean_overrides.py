@@ -24,6 +24,7 @@ from crawl2serve.assets.corpus.extract import content_hash, doc_id
 from crawl2serve.assets.corpus.extracted import SCHEMA
 from crawl2serve.assets.corpus.thresholds import PROFILES
 from crawl2serve.assets.partitions import crawl_partitions
+from crawl2serve.resources.corpus_executor import CorpusExecutor
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
 
@@ -75,7 +76,11 @@ def materialize(root: Path, config: dict, **kw):
     return dg.materialize(
         [upstream, clean_documents],
         partition_key=PARTITION,
-        resources={"data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)},
+        resources={
+            "data_root": data_root,
+            "io_manager": ParquetIOManager(data_root=data_root),
+            "corpus_executor": CorpusExecutor(backend="in_process"),
+        },
         run_config={"ops": {"clean_documents": {"config": config}}},
         **kw,
     )

@@ -17,6 +17,7 @@ import pytest
 from crawl2serve.assets.crawl.assets import raw_crawl
 from crawl2serve.assets.crawl.crawler import CrawlSettings, CrawlStore, final_manifest
 from crawl2serve.assets.crawl.sharded import crawl_sharded, shard_dir, shard_of
+from crawl2serve.resources.corpus_executor import CorpusExecutor
 from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.io_manager import ParquetIOManager
 from crawl2serve.resources.storage import DataRoot
@@ -139,7 +140,8 @@ def test_each_host_is_crawled_by_one_shard_politely_and_every_page_once(sites, t
     assert again["fetched"] == 0 and again["resumed"] == len(HOSTS) * PAGES  # a rerun resumes every shard
 
 
-def test_raw_crawl_crawls_in_shards_and_keeps_its_shard_count(sites, tmp_path):
+def test_raw_crawl_crawls_in_shards_on_ray_and_keeps_its_shard_count(sites, tmp_path, ray_session):
+    """The shards as Ray tasks (the session's local Ray): the same pages, each host owned by one shard."""
     data_root = DataRoot(url=str(tmp_path))
     target = CrawlTarget(
         mode="seeds",
@@ -148,7 +150,12 @@ def test_raw_crawl_crawls_in_shards_and_keeps_its_shard_count(sites, tmp_path):
         private_hosts=list(HOSTS),
         per_host_delay_s=0.0,
     )
-    resources = {"crawl_target": target, "data_root": data_root, "io_manager": ParquetIOManager(data_root=data_root)}
+    resources = {
+        "crawl_target": target,
+        "data_root": data_root,
+        "io_manager": ParquetIOManager(data_root=data_root),
+        "corpus_executor": CorpusExecutor(),  # Ray
+    }
 
     def run(shards: int, **extra):
         config = {"ops": {"raw_crawl": {"config": {"shards": shards, "per_host_concurrency": 1, **extra}}}}
@@ -160,6 +167,9 @@ def test_raw_crawl_crawls_in_shards_and_keeps_its_shard_count(sites, tmp_path):
     assert result.success
     md = result.asset_materializations_for_node("raw_crawl")[0].metadata
     assert md["stored_pages"].value == len(HOSTS) * PAGES
+    for k in range(2):
+        stored = final_manifest(CrawlStore(data_root, shard_dir(data_root.path("raw_crawl", "2026-12-01"), k, 2)))
+        assert all(shard_of(u, 2) == k for u in stored.filter(pl.col("warc_file").is_not_null())["url"].to_list())
     failed = run(3)  # another shard count would ignore the stored crawl: refused, naming the field
     assert not failed.success
     assert "'shards'" in str(failed.get_step_failure_events()[0].event_specific_data.error)

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 
 from crawl2serve.assets.crawl.assets import CrawlConfig, crawl_settings, raw_crawl
+from crawl2serve.resources.corpus_executor import CorpusExecutor
 from crawl2serve.resources.crawl_target import CrawlTarget
 from crawl2serve.resources.storage import DataRoot
 
@@ -77,7 +78,7 @@ def test_seeds_mode_reaches_a_listed_private_host(server, tmp_path):
     assert crawl_settings(CrawlConfig(), target).private_hosts == ("127.0.0.1",)
     result = dg.materialize(
         [raw_crawl],
-        resources={"data_root": root, "crawl_target": target},
+        resources={"data_root": root, "crawl_target": target, "corpus_executor": CorpusExecutor(backend="in_process")},
         partition_key="2026-11-20",
         run_config={"ops": {"raw_crawl": {"config": {"max_pages": 10}}}},
     )
@@ -94,7 +95,7 @@ def test_seeds_mode_without_private_hosts_refuses_loopback(server, tmp_path):
     assert crawl_settings(CrawlConfig(), target).private_hosts == ()
     result = dg.materialize(
         [raw_crawl],
-        resources={"data_root": root, "crawl_target": target},
+        resources={"data_root": root, "crawl_target": target, "corpus_executor": CorpusExecutor(backend="in_process")},
         partition_key="2026-11-20",
         run_config={"ops": {"raw_crawl": {"config": {"max_pages": 10}}}},
         raise_on_error=False,

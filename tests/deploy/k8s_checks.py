@@ -309,3 +309,100 @@ def unknown_chart_keys(values: Any, schema: Any = None, path: str = "") -> list[
         else:
             bad += unknown_chart_keys(value, schema[key], here)
     return bad
+
+
+# -- KubeRay objects (ray.io/v1) ----------------------------------------------------------------------------------
+# The CRDs' schemas are not available offline: these are the key trees of RayCluster and RayJob specs, transcribed
+# from KubeRay's Go types (ray-project/kuberay, ray-operator/apis/ray/v1: raycluster_types.go, rayjob_types.go; json
+# tags of the fields that ray.io/v1 has had since KubeRay 1.1). Pod templates, Services and resource requirements
+# inside them are marked ``K8S`` and validated against the Kubernetes schemas.
+
+RAY_DIR = DEPLOY / "ray"
+RAY_START_PARAMS = ANY  # map[string]string of `ray start` flags
+HEAD_GROUP = {
+    "serviceType": ANY,
+    "headService": K8S,
+    "enableIngress": ANY,
+    "rayStartParams": RAY_START_PARAMS,
+    "template": K8S,
+}
+WORKER_GROUP = {
+    "groupName": ANY,
+    "replicas": ANY,
+    "minReplicas": ANY,
+    "maxReplicas": ANY,
+    "numOfHosts": ANY,
+    "rayStartParams": RAY_START_PARAMS,
+    "template": K8S,
+    "scaleStrategy": {"workersToDelete": ANY},
+}
+RAYCLUSTER_SPEC = {
+    "headGroupSpec": HEAD_GROUP,
+    "workerGroupSpecs": [WORKER_GROUP],
+    "rayVersion": ANY,
+    "enableInTreeAutoscaling": ANY,
+    "autoscalerOptions": {
+        "resources": K8S,
+        "image": ANY,
+        "imagePullPolicy": ANY,
+        "env": K8S,
+        "envFrom": K8S,
+        "volumeMounts": K8S,
+        "securityContext": K8S,
+        "idleTimeoutSeconds": ANY,
+        "upscalingMode": ANY,
+    },
+    "headServiceAnnotations": ANY,
+    "suspend": ANY,
+}
+RAYJOB_SPEC = {
+    "activeDeadlineSeconds": ANY,
+    "backoffLimit": ANY,
+    "rayClusterSpec": RAYCLUSTER_SPEC,
+    "submitterPodTemplate": K8S,
+    "metadata": ANY,
+    "clusterSelector": ANY,
+    "submitterConfig": {"backoffLimit": ANY},
+    "managedBy": ANY,
+    "entrypoint": ANY,
+    "runtimeEnvYAML": ANY,
+    "jobId": ANY,
+    "submissionMode": ANY,
+    "entrypointResources": ANY,
+    "entrypointNumCpus": ANY,
+    "entrypointNumGpus": ANY,
+    "ttlSecondsAfterFinished": ANY,
+    "shutdownAfterJobFinishes": ANY,
+    "suspend": ANY,
+}
+RAY_ENUMS = {
+    "submissionMode": {"K8sJobMode", "HTTPMode", "InteractiveMode"},
+    "upscalingMode": {"Default", "Aggressive", "Conservative"},
+}
+
+
+def ray_docs() -> list[tuple[str, dict]]:
+    """Every YAML document under deploy/ray/, as (file:kind/name, doc)."""
+    return [
+        (f"{path.name}:{doc.get('kind')}/{doc.get('metadata', {}).get('name')}", doc)
+        for path in sorted(RAY_DIR.glob("*.y*ml"))
+        for doc in load_docs(path)
+    ]
+
+
+def ray_cluster_specs(doc: Mapping[str, Any]) -> Iterable[dict]:
+    """The RayCluster spec(s) of a KubeRay object: a RayCluster's own, a RayJob's cluster template."""
+    if doc["kind"] == "RayCluster":
+        yield doc["spec"]
+    elif doc["kind"] == "RayJob" and "rayClusterSpec" in doc["spec"]:
+        yield doc["spec"]["rayClusterSpec"]
+
+
+def ray_pod_templates(doc: Mapping[str, Any]) -> Iterable[tuple[str, dict]]:
+    """(where, pod template) of every pod a KubeRay object makes: head, each worker group, the job submitter."""
+    for spec in ray_cluster_specs(doc):
+        yield "head", spec["headGroupSpec"]["template"]
+        for group in spec.get("workerGroupSpecs", []):
+            yield f"worker group {group['groupName']}", group["template"]
+    if doc["kind"] == "RayJob" and "submitterPodTemplate" in doc["spec"]:
+        yield "submitter", doc["spec"]["submitterPodTemplate"]
