@@ -164,7 +164,7 @@ def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFr
 @dg.asset(
     group_name="training",
     deps=[feast_registry],
-    ins={"deduplicated_documents": ALL},
+    ins={"deduplicated_documents": ALL, "duplicate_clusters": ALL},
     io_manager_key=FOLDER,
     kinds={"feast", "parquet"},
     tags={"stage": "training"},
@@ -203,13 +203,15 @@ def training_dataset(
     feast_store: FeastStore,
     data_root: DataRoot,
     deduplicated_documents: dict[str, pl.DataFrame],
+    duplicate_clusters: dict[str, pl.DataFrame],
     tokenizer: TokenizerFolder,
 ):
     """Packed token sequences for training and validation, under ``{data_root}/training_dataset``.
 
     Comes from Feast ``get_historical_features`` (point-in-time correct, feature service
-    ``training_features``) over an entity frame of the deduplicated documents of the newest crawl partition(s)
-    (``newest_partitions``) fetched by ``as_of``: documents are selected by quality and per-domain limits,
+    ``training_features``) over an entity frame of the pages of the newest crawl partition(s)
+    (``newest_partitions``) fetched by ``as_of``, each as kept (``duplicate_clusters`` names the re-crawls that
+    global dedup kept on an earlier day): documents are selected by quality and per-domain limits,
     split train/validation by a stable hash of URL (or of domain when there are many), tokenized with
     ``tokenizer`` and packed into ``seq_len``-token sequences. With the embedded base model, the pages it
     pretrains on (``BaseModelSource.pretrain_share`` of the split keys, the same hash as ``base_model``'s) are
@@ -221,7 +223,8 @@ def training_dataset(
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     crawled = {k: f.filter(pl.col("fetch_time") <= as_of) for k, f in deduplicated_documents.items()}
-    docs = newest_partitions(crawled, config.newest_partitions).sort("fetch_time").unique("doc_id", keep="last")
+    docs = newest_partitions(crawled, config.newest_partitions, earlier=duplicate_clusters)
+    docs = docs.sort("fetch_time").unique("doc_id", keep="last")
     partitions = sorted(docs["crawl_partition"].unique().to_list())
     features = historical_features(feast_store.store(), docs, as_of)
     null_keys = int(features.select(pl.col("doc_id").is_null().sum() + pl.col("domain").is_null().sum()).item())

@@ -105,23 +105,47 @@ def split_keys(urls: Sequence[str], hosts: Sequence[str], min_domains: int = 20)
     return kind, [p.path + ("?" + p.query if p.query else "") for p in parts]
 
 
-def newest_partitions(frames: dict[str, pl.DataFrame], n: int | None, column: str = "crawl_partition") -> pl.DataFrame:
+def newest_partitions(
+    frames: dict[str, pl.DataFrame],
+    n: int | None,
+    column: str = "crawl_partition",
+    earlier: dict[str, pl.DataFrame] | None = None,
+) -> pl.DataFrame:
     """The documents of the newest ``n`` partitions of ``frames`` (``{partition key: documents}``), in one frame
     with the partition key in ``column``; ``n=None`` keeps every partition. Partitions without a row do not
     count. Keys are crawl days (``YYYY-MM-DD``), so the newest sort last.
+
+    ``earlier`` (``{partition key: duplicate_clusters rows}``) brings back the pages a partition crawled but did
+    not keep because an earlier day kept them (global dedup: ``duplicate_kind == "earlier"``, ``cluster_id``
+    the earlier page, ``earlier_partition`` its day): the newest crawl's pages are its new pages *and* its
+    re-crawls of unchanged ones, each as kept (with its own day in ``column``). A partition that kept nothing
+    but re-crawled earlier pages counts.
 
     Raises:
         ValueError: when ``n`` is below 1, or no partition holds a document.
     """
     if n is not None and n < 1:
         raise ValueError(f"newest_partitions must be >= 1 or None, got {n}")
-    present = sorted(k for k, f in frames.items() if f.height)
+    copies = {
+        k: f.filter(pl.col("duplicate_kind") == "earlier").select("cluster_id", "earlier_partition")
+        for k, f in (earlier or {}).items()
+        if {"duplicate_kind", "cluster_id", "earlier_partition"} <= set(f.columns)
+    }
+    present = sorted({k for k, f in frames.items() if f.height} | {k for k, f in copies.items() if f.height})
     if not present:
         raise ValueError(f"no documents in any partition (of {sorted(frames)})")
     kept = present if n is None else present[-n:]
-    return pl.concat(
-        [frames[k].with_columns(pl.lit(k, dtype=pl.String).alias(column)) for k in kept], how="diagonal_relaxed"
-    )
+    parts = [frames[k].with_columns(pl.lit(k, dtype=pl.String).alias(column)) for k in kept if k in frames]
+    wanted = pl.concat([copies[k] for k in kept if k in copies] or [pl.DataFrame(schema=_COPY_SCHEMA)])
+    for day, ids in wanted.group_by("earlier_partition"):
+        day = day[0]
+        if day in frames and day not in kept:
+            rows = frames[day].filter(pl.col("doc_id").is_in(ids["cluster_id"].implode()))
+            parts.append(rows.with_columns(pl.lit(day, dtype=pl.String).alias(column)))
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+_COPY_SCHEMA = {"cluster_id": pl.String, "earlier_partition": pl.String}
 
 
 def select_documents(

@@ -145,6 +145,40 @@ def test_newest_partitions_keep_the_newest_crawl_days_that_hold_documents():
         newest_partitions({"2026-11-23": frames["2026-11-23"]}, 1)
 
 
+def test_the_newest_crawl_brings_back_its_recrawls_of_pages_an_earlier_day_kept():
+    """Global dedup keeps a re-crawled unchanged page on the day it was first kept; the newest crawl still holds it."""
+    frames = {
+        "2026-11-20": pl.DataFrame({"doc_id": ["a", "b", "x"], "q": [0.9, 0.5, 0.1]}),
+        "2026-11-21": pl.DataFrame({"doc_id": ["c"], "q": [0.7]}),  # its one new page
+        "2026-11-22": pl.DataFrame(schema={"doc_id": pl.String, "q": pl.Float64}),  # nothing new at all
+    }
+    clusters = {
+        "2026-11-21": pl.DataFrame(
+            {
+                "doc_id": ["a2", "b", "c"],
+                "cluster_id": ["a", "b", "c"],
+                "duplicate_kind": ["earlier", "earlier", None],
+                "earlier_partition": ["2026-11-20", "2026-11-20", None],
+            }
+        ),
+        "2026-11-22": pl.DataFrame(
+            {"doc_id": ["c"], "cluster_id": ["c"], "duplicate_kind": ["earlier"], "earlier_partition": ["2026-11-21"]}
+        ),
+    }
+    upto21 = ("2026-11-20", "2026-11-21")
+    day21 = newest_partitions(
+        {k: frames[k] for k in upto21}, 1, earlier={k: v for k, v in clusters.items() if k in upto21}
+    )
+    assert sorted(day21.select("doc_id", "crawl_partition").rows()) == [
+        ("a", "2026-11-20"),
+        ("b", "2026-11-20"),
+        ("c", "2026-11-21"),
+    ]  # x was not crawled again: not in the newest crawl
+    day22 = newest_partitions(frames, 1, earlier=clusters)  # kept nothing, re-crawled c
+    assert day22.select("doc_id", "crawl_partition").rows() == [("c", "2026-11-21")]
+    assert newest_partitions(frames, 1)["doc_id"].to_list() == ["c"]  # without the clusters: the newest day that kept
+
+
 def test_select_threshold_is_inclusive():
     out = select_documents(make_docs(), min_quality=0.5, max_docs_per_domain=None)
     assert out["doc_id"].to_list() == ["a1", "a2", "a3", "a4", "b2"]  # == 0.5 kept; 0.49, null, NaN dropped
