@@ -1,0 +1,149 @@
+"""A progressive canary end to end: the real gateway in front of the real CPU engine, the MLflow registry (SQLite),
+the inference log the gateway writes, and the ``canary_rollout`` sensor judging each stage from it.
+
+A good canary (the tiny model) goes 25% → 50% → 100%; a bad one, a version whose merged folder is corrupt (the
+engine answers 500 for it while its health probe passes, so the gateway answers 502), is rolled back: routing
+back to the stable version and the registry's ``champion`` alias back to it."""
+
+import json
+import time
+
+import dagster as dg
+import openai
+import pytest
+
+from crawl2serve.assets.release.registry import CHAMPION, MODEL_NAME, PREVIOUS_TAG
+from crawl2serve.pipelines.sensors import canary_rollout, new_champion
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.serving import ServingEngine
+from crawl2serve.resources.storage import DataRoot
+from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.serving.canary import Policy
+from crawl2serve.serving.engines import EngineHandle
+from crawl2serve.serving.gateway.auth import KeyStore
+from crawl2serve.serving.gateway.routing import read_routing
+from tests.serving.helpers import free_port
+from tests.support import records
+
+POLICY = Policy(stages=(0.25, 0.5, 1.0), min_requests=4, min_stage_s=0).to_json()
+
+
+@pytest.fixture(scope="module")
+def canary(tmp_path_factory, cpu_engine, tiny_model):
+    root = tmp_path_factory.mktemp("canary")
+    data_root = DataRoot(url=str(root))
+    engine = ServingEngine(
+        data_root=data_root,
+        feast_store=FeastStore(data_root=data_root),
+        backend="cpu",
+        engine_port=cpu_engine.port,
+        gateway_port=free_port(),
+        feast_tiers=False,
+    )
+    tracking = MlflowTracking(data_root=data_root)
+    client = tracking.client().MlflowClient()
+    client.create_registered_model(MODEL_NAME)
+    for v in ("1", "2", "3"):
+        client.create_model_version(
+            MODEL_NAME, source=str(root), tags={PREVIOUS_TAG: str(int(v) - 1)} if v != "1" else {}
+        )
+    broken = root / "v3-merged"  # a merged folder whose config does not load: the engine answers 500 for it
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": -5}))
+    handle = EngineHandle(
+        name="primary",
+        kind="cpu",
+        url=cpu_engine.url,
+        pid=cpu_engine.pid,
+        command=[],
+        log=cpu_engine.log,
+        base_model=tiny_model,
+        anchor="1",
+        models={"1": tiny_model, "2": tiny_model, "3": str(broken)},
+    )
+    deployment = engine.deployment(log=lambda m: None)
+    deployment.route("1", [handle], 0.0)
+    gateway, _ = deployment.ensure_gateway(engine.gateway_settings())
+    key, _ = KeyStore.load(engine.gateway_settings().keys_file).add("acme", "enterprise")
+    time.sleep(1.1)  # the gateway re-reads its keys file within a second
+    api = openai.OpenAI(base_url=gateway["url"] + "/v1", api_key=key, max_retries=0)
+    resources = {"mlflow_tracking": tracking, "serving_engine": engine}
+    yield deployment, handle, client, api, resources
+    deployment.stop_all()  # the gateway (the engine is the session's)
+
+
+def _traffic(api, n: int) -> list[int]:
+    statuses = []
+    for _ in range(n):
+        try:
+            api.completions.create(model="crawl2serve", prompt="The module", max_tokens=1)
+            statuses.append(200)
+        except openai.APIStatusError as exc:
+            statuses.append(exc.status_code)
+    time.sleep(0.2)  # rows are committed before the answer; let the last file write settle
+    return statuses
+
+
+def _decisions(api, resources, until: set[str], rounds: int = 12) -> list[dict]:
+    """Traffic, then a sensor evaluation, until a verdict in ``until``; every decision's observation."""
+    seen = []
+    for _ in range(rounds):
+        _traffic(api, 8)
+        with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
+            result = canary_rollout(ctx)
+        assert isinstance(result, dg.SensorResult), result
+        (event,) = result.asset_events
+        assert isinstance(event, dg.AssetObservation) and event.asset_key == dg.AssetKey("sglang_deployment")
+        seen.append(event.metadata)
+        if event.metadata["verdict"].value in until:
+            return seen
+    raise AssertionError(f"no {until} after {rounds} rounds: {[m['reason'].value for m in seen]}")
+
+
+def test_a_good_canary_advances_stage_by_stage_to_all_traffic(canary):
+    deployment, handle, client, api, resources = canary
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, "2")  # the gate passed v2
+    table = deployment.route("2", [handle], POLICY["stages"][0], rollout=POLICY)
+    assert (table["stable"], table["canary"], table["canary_share"]) == ("1", "2", 0.25)
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
+        assert isinstance(new_champion(ctx), dg.SkipReason), "the champion is the canary: nothing to serve"
+
+    advanced = _decisions(api, resources, {"advance"})
+    assert read_routing(deployment.routing_file)["canary_share"] == 0.5
+    promoted = _decisions(api, resources, {"promote"})
+    verdicts = [m["verdict"].value for m in advanced + promoted if m["verdict"].value != "wait"]
+    assert verdicts == ["advance", "promote"]
+    last = promoted[-1]
+    assert (last["share"].value, last["next_share"].value) == (0.5, 1.0) and last["canary_error_rate"].value == 0
+    versions = {r["role"]: r for r in records(last["versions"])}
+    assert versions["canary"]["requests"] >= 4 and versions["stable"]["version"] == "1"
+    table = read_routing(deployment.routing_file)
+    assert (table["stable"], table["canary"], table["previous"], table["rollout"]) == ("2", None, "1", None)
+    assert table["last_rollout"]["verdict"] == "promote"
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "2"
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
+        assert isinstance(canary_rollout(ctx), dg.SkipReason), "no rollout in progress any more"
+
+
+def test_a_failing_canary_is_rolled_back_in_routing_and_in_the_registry(canary):
+    deployment, handle, client, api, resources = canary
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, "3")
+    deployment.route("3", [handle], POLICY["stages"][0], rollout=POLICY)
+
+    (last,) = [
+        m for m in _decisions(api, resources, {"rollback", "advance", "promote"}) if m["verdict"].value != "wait"
+    ]
+    assert last["verdict"].value == "rollback", last["reason"].value
+    assert "error_rate" in last["reason"].value and last["canary_error_rate"].value > 0
+    checks = {r["metric"]: r for r in records(last["checks"])}
+    assert checks["error_rate"]["failed"] and not checks["guardrail_block_rate"]["failed"]
+    assert last["alias"].value == "champion v3 -> v2"
+    table = read_routing(deployment.routing_file)
+    assert (table["stable"], table["canary"], table["canary_share"]) == ("2", None, 0.0)
+    assert table["last_rollout"]["version"] == "3" and table["last_rollout"]["verdict"] == "rollback"
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    assert str(champion.version) == "2" and client.get_model_version(MODEL_NAME, "3").tags["rolled_back"] == "true"
+    time.sleep(0.6)  # the gateway re-reads routing.json within half a second
+    assert set(_traffic(api, 10)) == {200}, "all traffic is back on the stable version"
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
+        assert isinstance(new_champion(ctx), dg.SkipReason), "the alias is back on what is served"
