@@ -1,7 +1,8 @@
 """A progressive canary end to end: the real gateway in front of the real CPU engine, the MLflow registry (SQLite),
 the inference log the gateway writes, and the ``canary_rollout`` sensor judging each stage from it.
 
-A good canary (the tiny model) goes 25% → 50% → 100%; a bad one, a version whose merged folder is corrupt (the
+The serving asset starts the rollout (v1 first, then v2 as the canary at the first stage); a good canary goes
+25% → 50% → 100%; a bad one, a version whose merged folder is corrupt (the
 engine answers 500 for it while its health probe passes, so the gateway answers 502), is rolled back: routing
 back to the stable version and the registry's ``champion`` alias back to it."""
 
@@ -12,64 +13,75 @@ import dagster as dg
 import openai
 import pytest
 
-from crawl2serve.assets.release.registry import CHAMPION, MODEL_NAME, PREVIOUS_TAG
+from crawl2serve.assets.release.registry import CHAMPION, MODEL_NAME, PREVIOUS_TAG, register_candidate
+from crawl2serve.assets.serving.assets import sglang_deployment
 from crawl2serve.pipelines.sensors import canary_rollout, new_champion
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.serving.canary import Policy
-from crawl2serve.serving.engines import EngineHandle
 from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.routing import read_routing
+from tests.serving.conftest import make_adapter
 from tests.serving.helpers import free_port
 from tests.support import records
 
-POLICY = Policy(stages=(0.25, 0.5, 1.0), min_requests=4, min_stage_s=0).to_json()
+POLICY = Policy(stages=(0.25, 0.5, 1.0), min_requests=4, min_stage_s=0).to_json()  # as the asset's config takes it
+
+
+def _serve(resources, **config) -> dg.ExecuteInProcessResult:
+    result = dg.materialize(
+        [sglang_deployment], resources=resources, run_config={"ops": {"sglang_deployment": {"config": config}}}
+    )
+    assert result.success
+    return result
 
 
 @pytest.fixture(scope="module")
-def canary(tmp_path_factory, cpu_engine, tiny_model):
+def canary(tmp_path_factory, tiny_base):
+    """The serving asset materialized for a first champion (v1: all traffic) and a second (v2: the canary of a
+    progressive rollout), on a CPU engine of its own; v3 is registered, its merged folder corrupt."""
     root = tmp_path_factory.mktemp("canary")
     data_root = DataRoot(url=str(root))
     engine = ServingEngine(
         data_root=data_root,
         feast_store=FeastStore(data_root=data_root),
         backend="cpu",
-        engine_port=cpu_engine.port,
+        engine_port=free_port(),
         gateway_port=free_port(),
         feast_tiers=False,
+        startup_timeout_s=120,
     )
     tracking = MlflowTracking(data_root=data_root)
-    client = tracking.client().MlflowClient()
-    client.create_registered_model(MODEL_NAME)
-    for v in ("1", "2", "3"):
-        client.create_model_version(
-            MODEL_NAME, source=str(root), tags={PREVIOUS_TAG: str(int(v) - 1)} if v != "1" else {}
-        )
-    broken = root / "v3-merged"  # a merged folder whose config does not load: the engine answers 500 for it
-    broken.mkdir()
-    (broken / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": -5}))
-    handle = EngineHandle(
-        name="primary",
-        kind="cpu",
-        url=cpu_engine.url,
-        pid=cpu_engine.pid,
-        command=[],
-        log=cpu_engine.log,
-        base_model=tiny_model,
-        anchor="1",
-        models={"1": tiny_model, "2": tiny_model, "3": str(broken)},
-    )
-    deployment = engine.deployment(log=lambda m: None)
-    deployment.route("1", [handle], 0.0)
-    gateway, _ = deployment.ensure_gateway(engine.gateway_settings())
-    key, _ = KeyStore.load(engine.gateway_settings().keys_file).add("acme", "enterprise")
-    time.sleep(1.1)  # the gateway re-reads its keys file within a second
-    api = openai.OpenAI(base_url=gateway["url"] + "/v1", api_key=key, max_retries=0)
     resources = {"mlflow_tracking": tracking, "serving_engine": engine}
-    yield deployment, handle, client, api, resources
-    deployment.stop_all()  # the gateway (the engine is the session's)
+    mlflow = tracking.client()
+    deployment = engine.deployment(log=lambda m: None)
+    try:
+        # v1 registered as the release stage registers a champion (MLflow keeps the adapter folder's name); v2 the
+        # same model once more (logging a pyfunc model costs ~20 s), promoted as register_candidate promotes
+        adapter = make_adapter(tiny_base, root / "v1" / "adapter", seed=1)
+        register_candidate(
+            mlflow, adapter_dir=adapter, base_model=tiny_base, training_run_id=None, tags={}, metrics={}, promote=True
+        )
+        results = [_serve(resources, rollout=POLICY)]  # nothing to canary against: all traffic
+        client = mlflow.MlflowClient()
+        v1 = client.get_model_version(MODEL_NAME, "1")
+        client.create_model_version(MODEL_NAME, source=v1.source, tags={**v1.tags, PREVIOUS_TAG: "1"})
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, "2")
+        results.append(_serve(resources, rollout=POLICY))
+        client.create_model_version(MODEL_NAME, source=str(root), tags={PREVIOUS_TAG: "2"})  # v3
+        broken = root / "v3-merged"  # a merged folder whose config does not load: the engine answers 500 for it
+        broken.mkdir()
+        (broken / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": -5}))
+        handle = deployment.handles()["primary"]
+        handle.models["3"] = str(broken)
+        key, _ = KeyStore.load(engine.gateway_settings().keys_file).add("acme", "enterprise")
+        time.sleep(1.1)  # the gateway re-reads its keys file within a second
+        api = openai.OpenAI(base_url=engine.public_gateway_url() + "/v1", api_key=key, max_retries=0)
+        yield deployment, handle, client, api, resources, results
+    finally:
+        deployment.stop_all()
 
 
 def _traffic(api, n: int) -> list[int]:
@@ -100,11 +112,19 @@ def _decisions(api, resources, until: set[str], rounds: int = 12) -> list[dict]:
     raise AssertionError(f"no {until} after {rounds} rounds: {[m['reason'].value for m in seen]}")
 
 
+def test_a_new_champion_enters_as_the_canary_at_the_first_stage(canary):
+    deployment, *_, (first, second) = canary
+    meta = first.asset_materializations_for_node("sglang_deployment")[0].metadata
+    assert meta["routing"].value == {"stable": "1", "canary": None, "canary_share": 0.0, "previous": None}
+    meta = second.asset_materializations_for_node("sglang_deployment")[0].metadata
+    assert meta["routing"].value == {"stable": "1", "canary": "2", "canary_share": 0.25, "previous": None}
+    assert meta["rollout"].value["policy"] == POLICY
+    assert {r["version"]: r["traffic_share"] for r in records(meta["versions"])} == {"1": 0.75, "2": 0.25, "base": 0}
+    assert read_routing(deployment.routing_file)["rollout"]["policy"] == POLICY
+
+
 def test_a_good_canary_advances_stage_by_stage_to_all_traffic(canary):
-    deployment, handle, client, api, resources = canary
-    client.set_registered_model_alias(MODEL_NAME, CHAMPION, "2")  # the gate passed v2
-    table = deployment.route("2", [handle], POLICY["stages"][0], rollout=POLICY)
-    assert (table["stable"], table["canary"], table["canary_share"]) == ("1", "2", 0.25)
+    deployment, handle, client, api, resources, _ = canary
     with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
         assert isinstance(new_champion(ctx), dg.SkipReason), "the champion is the canary: nothing to serve"
 
@@ -126,7 +146,7 @@ def test_a_good_canary_advances_stage_by_stage_to_all_traffic(canary):
 
 
 def test_a_failing_canary_is_rolled_back_in_routing_and_in_the_registry(canary):
-    deployment, handle, client, api, resources = canary
+    deployment, handle, client, api, resources, _ = canary
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, "3")
     deployment.route("3", [handle], POLICY["stages"][0], rollout=POLICY)
 
