@@ -9,7 +9,8 @@
 - ``canary_rollout``: a progressive rollout in ``routing.json`` → its stage's window of the inference log judged
   by ``serving.canary.decide``: wait, advance the canary's share, promote it, or roll it back (routing back to
   the stable version and the registry's ``champion`` alias back to it); every decision an observation on
-  ``sglang_deployment`` with the figures that drove it.
+  ``sglang_deployment`` with the figures that drove it; a promotion requests a ``serve_champion`` run (the
+  LoRA-free SGLang engine takes the promoted weights).
 - ``run_failure_alerts``: every failed run → an alert (log, ``{data_root}/alerts/alerts.jsonl``, an observation
   on the failed run's assets, and a webhook POST when ``CRAWL2SERVE_ALERT_WEBHOOK`` is set).
 """
@@ -31,7 +32,7 @@ from crawl2serve.pipelines.jobs import retrain_job, serve_champion_job
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
-from crawl2serve.serving.canary import ROLLBACK, Decision, Policy, VersionStats, window
+from crawl2serve.serving.canary import PROMOTE, ROLLBACK, Decision, Policy, VersionStats, window
 from crawl2serve.serving.canary import decide as decide_stage
 from crawl2serve.serving.gateway.hours import hour_dirs, hour_of
 from crawl2serve.serving.gateway.routing import read_routing
@@ -155,6 +156,7 @@ SERVING_ASSET = dg.AssetKey("sglang_deployment")
 # graph), runs on a clock whether or not anything materialized, and acts outside Dagster (routing.json and the
 # MLflow alias) in a fraction of a second; a run per evaluation would add a run's start-up to every stage.
 @dg.sensor(
+    job=serve_champion_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Progressive canary: judge the rollout stage's window of the inference log (errors, success, p99 "
@@ -183,9 +185,19 @@ def canary_rollout(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowT
         f"; alias: {alias}" if alias else ""
     )
     (context.log.warning if decision.verdict == ROLLBACK else context.log.info)(message)
+    observation = dg.AssetObservation(asset_key=SERVING_ASSET, metadata=metadata, description=message)
+    if decision.verdict != PROMOTE:  # no run to request: the tick's text in the UI is the decision
+        return dg.SensorResult(asset_events=[observation], skip_reason=message)
+    # the promoted version is served already (by the engines that served the canary); a serve_champion run moves
+    # it onto the LoRA-free champion engine where there is one (SGLang's champion_engine_port)
     return dg.SensorResult(
-        asset_events=[dg.AssetObservation(asset_key=SERVING_ASSET, metadata=metadata, description=message)],
-        skip_reason=message,  # no run to request: the tick's text in the UI is the decision
+        asset_events=[observation],
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"canary-promoted-{canary}-{rollout['started']}",
+                tags={"crawl2serve/trigger": "canary_promoted", "crawl2serve/champion": canary},
+            )
+        ],
     )
 
 

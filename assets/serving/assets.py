@@ -15,6 +15,7 @@ from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.serving.canary import Policy
 from crawl2serve.serving.deploy import Release
+from crawl2serve.serving.gateway.routing import read_routing
 
 
 class RolloutConfig(dg.Config):
@@ -134,9 +135,10 @@ def sglang_deployment(
     else:
         policy = config.rollout.policy()
         share, rollout = policy.stages[0], policy.to_json()
-    if share >= 1:  # all traffic at once
-        share, rollout = 0.0, None
     deployment = serving_engine.deployment(log=context.log.info)
+    served = (read_routing(deployment.routing_file) or {}).get("stable")
+    if share >= 1 or served in (None, release.version):  # all traffic at once, or nothing to canary against
+        share, rollout = 0.0, None
     handles, startup = [], {}
     for engine_config in serving_engine.engine_configs():
         handle, seconds = deployment.ensure_engine(engine_config, release, remote=serving_engine.remote_launcher())

@@ -96,8 +96,9 @@ def _traffic(api, n: int) -> list[int]:
     return statuses
 
 
-def _decisions(api, resources, until: set[str], rounds: int = 12) -> list[dict]:
-    """Traffic, then a sensor evaluation, until a verdict in ``until``; every decision's observation."""
+def _decisions(api, resources, until: set[str], rounds: int = 12) -> tuple[list[dict], list[dg.RunRequest]]:
+    """Traffic, then a sensor evaluation, until a verdict in ``until``: every decision's observation, and the runs
+    the last one requested."""
     seen = []
     for _ in range(rounds):
         _traffic(api, 8)
@@ -106,9 +107,11 @@ def _decisions(api, resources, until: set[str], rounds: int = 12) -> list[dict]:
         assert isinstance(result, dg.SensorResult), result
         (event,) = result.asset_events
         assert isinstance(event, dg.AssetObservation) and event.asset_key == dg.AssetKey("sglang_deployment")
+        verdict = event.metadata["verdict"].value
+        assert bool(result.run_requests) == (verdict == "promote"), "only a promotion requests a run"
         seen.append(event.metadata)
-        if event.metadata["verdict"].value in until:
-            return seen
+        if verdict in until:
+            return seen, list(result.run_requests or [])
     raise AssertionError(f"no {until} after {rounds} rounds: {[m['reason'].value for m in seen]}")
 
 
@@ -128,9 +131,9 @@ def test_a_good_canary_advances_stage_by_stage_to_all_traffic(canary):
     with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
         assert isinstance(new_champion(ctx), dg.SkipReason), "the champion is the canary: nothing to serve"
 
-    advanced = _decisions(api, resources, {"advance"})
+    advanced, _ = _decisions(api, resources, {"advance"})
     assert read_routing(deployment.routing_file)["canary_share"] == 0.5
-    promoted = _decisions(api, resources, {"promote"})
+    promoted, runs = _decisions(api, resources, {"promote"})
     verdicts = [m["verdict"].value for m in advanced + promoted if m["verdict"].value != "wait"]
     assert verdicts == ["advance", "promote"]
     last = promoted[-1]
@@ -143,6 +146,11 @@ def test_a_good_canary_advances_stage_by_stage_to_all_traffic(canary):
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "2"
     with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
         assert isinstance(canary_rollout(ctx), dg.SkipReason), "no rollout in progress any more"
+    # the promotion requests a serve_champion run (the LoRA-free SGLang engine takes the weights); here a no-op
+    (run,) = runs
+    assert run.tags == {"crawl2serve/trigger": "canary_promoted", "crawl2serve/champion": "2"}
+    meta = _serve(resources).asset_materializations_for_node("sglang_deployment")[0].metadata
+    assert meta["routing"].value == {"stable": "2", "canary": None, "canary_share": 0.0, "previous": "1"}
 
 
 def test_a_failing_canary_is_rolled_back_in_routing_and_in_the_registry(canary):
@@ -150,9 +158,9 @@ def test_a_failing_canary_is_rolled_back_in_routing_and_in_the_registry(canary):
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, "3")
     deployment.route("3", [handle], POLICY["stages"][0], rollout=POLICY)
 
-    (last,) = [
-        m for m in _decisions(api, resources, {"rollback", "advance", "promote"}) if m["verdict"].value != "wait"
-    ]
+    seen, runs = _decisions(api, resources, {"rollback", "advance", "promote"})
+    (last,) = [m for m in seen if m["verdict"].value != "wait"]
+    assert runs == [], "a rollback requests no run: routing and the alias are back already"
     assert last["verdict"].value == "rollback", last["reason"].value
     assert "error_rate" in last["reason"].value and last["canary_error_rate"].value > 0
     checks = {r["metric"]: r for r in records(last["checks"])}
