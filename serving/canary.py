@@ -52,6 +52,7 @@ from crawl2serve.assets.monitoring.drift import rates
 DEFAULT_STAGES = (0.01, 0.05, 0.10, 0.25, 0.50, 1.0)
 ROUTED = ("stable", "canary", "fallback")  # rows of the routed share; "pinned" rows are a client's choice
 WAIT, ADVANCE, PROMOTE, ROLLBACK = "wait", "advance", "promote", "rollback"
+EPS = 1e-9  # comparisons at a limit: 99 of 100 answered is a success rate of 0.99, not 0.99000000000000002
 
 
 @dataclass(frozen=True)
@@ -208,13 +209,13 @@ def check(policy: Policy, metric: str, canary: float | None, stable: float | Non
     limit = float(getattr(policy, limit_name))
     if canary is None:
         return Check(metric, canary, stable, limit, False, "no canary value")
-    # as "higher is worse" figures: the success rate as its failure share
-    c, s, lim = (
-        (canary, stable, limit) if higher_is_worse else (1 - canary, None if stable is None else 1 - stable, 1 - limit)
-    )
-    if c < lim:
+    # at the limit counts as past it (the seeds: error rate >= 1%, success rate <= 99%), up to float rounding
+    past = canary >= limit - EPS if higher_is_worse else canary <= limit + EPS
+    if not past:
         return Check(metric, canary, stable, limit, False, "within limit")
-    if s is not None and c <= s * (1 + policy.relative_tolerance):
+    # worse than stable: compared as "higher is worse" figures, the success rate as its failure share
+    c, s = (canary, stable) if higher_is_worse else (1 - canary, None if stable is None else 1 - stable)
+    if s is not None and c <= s * (1 + policy.relative_tolerance) + EPS:
         return Check(metric, canary, stable, limit, False, "past the limit, but stable is as bad")
     return Check(metric, canary, stable, limit, True, "past the limit" + ("" if s is None else ", worse than stable"))
 

@@ -45,6 +45,7 @@ def test_a_young_stage_waits_then_a_healthy_one_advances_to_the_next_share_and_t
     [
         (healthy(100, errors=1), "error_rate"),  # 1% is the limit: at it rolls back (seed: >= 1%)
         (healthy(200, answered=198), "success_rate"),  # 99% answered (two clients gave up): <= 99%
+        (healthy(100, answered=99), "success_rate"),  # exactly 0.99, whatever float rounding makes of 1 - 1/100
         (healthy(200, p99=5000.0), "latency_p99_ms"),  # at the p99 budget
         (healthy(200, unsafe_outputs=2), "unsafe_output_rate"),
         (healthy(200, blocked=10), "guardrail_block_rate"),
