@@ -181,6 +181,7 @@ def canary_rollout(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowT
         return dg.SkipReason(f"v{canary} is no longer the canary: the decision ({decision.verdict}) is stale")
     alias = _rollback_alias(mlflow_tracking, canary) if decision.verdict == ROLLBACK else ""
     metadata = decision_metadata(decision, canary, stable, stats[canary], stats[stable], age_s, alias)
+    metadata.update(stage=policy.stage_of(decision.share), stages=", ".join(f"{s:.0%}" for s in policy.stages))
     message = f"canary v{canary} vs stable v{stable}: {decision.verdict}: {decision.reason}" + (
         f"; alias: {alias}" if alias else ""
     )

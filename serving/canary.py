@@ -92,6 +92,10 @@ class Policy:
             known["stages"] = tuple(known["stages"])
         return cls(**known)
 
+    def stage_of(self, share: float) -> int:
+        """The 1-based stage whose share ``share`` is (0: not one of the stages)."""
+        return next((i + 1 for i, s in enumerate(self.stages) if abs(s - share) < 1e-9), 0)
+
     def next_share(self, share: float) -> float:
         """The first stage above ``share`` (1.0 past the last)."""
         return next((s for s in self.stages if s > share + 1e-9), 1.0)

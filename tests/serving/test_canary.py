@@ -37,6 +37,7 @@ def test_a_young_stage_waits_then_a_healthy_one_advances_to_the_next_share_and_t
     assert decide(POLICY, 0.50, healthy(150), healthy(150), stage_age_s=61).verdict == PROMOTE
     two = Policy(stages=(0.2, 0.6), min_requests=1, min_stage_s=0)  # a last stage under 100% implies it
     assert [two.next_share(s) for s in (0.2, 0.6)] == [0.6, 1.0]
+    assert [two.stage_of(s) for s in (0.2, 0.6, 0.3)] == [1, 2, 0]
     assert decide(two, 0.6, healthy(5), healthy(5), 0).verdict == PROMOTE
 
 

@@ -138,6 +138,7 @@ def test_a_good_canary_advances_stage_by_stage_to_all_traffic(canary):
     assert verdicts == ["advance", "promote"]
     last = promoted[-1]
     assert (last["share"].value, last["next_share"].value) == (0.5, 1.0) and last["canary_error_rate"].value == 0
+    assert (last["stage"].value, last["stages"].value) == (2, "25%, 50%, 100%")
     versions = {r["role"]: r for r in records(last["versions"])}
     assert versions["canary"]["requests"] >= 4 and versions["stable"]["version"] == "1"
     table = read_routing(deployment.routing_file)
