@@ -6,6 +6,11 @@
   ``CRAWL2SERVE_RETRAIN_MIN_REQUESTS`` requests change nothing; ``assets.monitoring.retrain_policy``); the
   policy's state is the sensor's cursor.
 - ``new_champion``: the registry's champion differs from what is served → a ``serve_champion`` run.
+- ``canary_rollout``: a progressive rollout in ``routing.json`` → its stage's window of the inference log judged
+  by ``serving.canary.decide``: wait, advance the canary's share, promote it, or roll it back (routing back to
+  the stable version and the registry's ``champion`` alias back to it); every decision an observation on
+  ``sglang_deployment`` with the figures that drove it; a promotion requests a ``serve_champion`` run (the
+  LoRA-free SGLang engine takes the promoted weights).
 - ``run_failure_alerts``: every failed run → an alert (log, ``{data_root}/alerts/alerts.jsonl``, an observation
   on the failed run's assets, and a webhook POST when ``CRAWL2SERVE_ALERT_WEBHOOK`` is set).
 """
@@ -14,15 +19,22 @@ import json
 import os
 import time
 import urllib.request
+from datetime import UTC, datetime
 
 import dagster as dg
 
+from crawl2serve.assets.metadata import readable
+from crawl2serve.assets.metadata import table as typed_table
+from crawl2serve.assets.monitoring.logs import read_spool
 from crawl2serve.assets.monitoring.retrain_policy import DriftReport, PolicyState, decide
-from crawl2serve.assets.release.registry import champion_version
+from crawl2serve.assets.release.registry import champion_version, rollback
 from crawl2serve.pipelines.jobs import retrain_job, serve_champion_job
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.serving.canary import PROMOTE, ROLLBACK, Decision, Policy, VersionStats, window
+from crawl2serve.serving.canary import decide as decide_stage
+from crawl2serve.serving.gateway.hours import hour_dirs, hour_of
 from crawl2serve.serving.gateway.routing import read_routing
 
 RETRAIN_COOLDOWN_S = float(os.environ.get("CRAWL2SERVE_RETRAIN_COOLDOWN_S", 6 * 3600))
@@ -120,6 +132,14 @@ def new_champion(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTra
     if routing.get("stable") == version:
         context.update_cursor(version)
         return dg.SkipReason(f"champion v{version} is already served")
+    if routing.get("canary") == version:
+        return dg.SkipReason(f"champion v{version} is the canary of the rollout in progress")
+    last = routing.get("last_rollout") or {}
+    if last.get("version") == version and last.get("verdict") == ROLLBACK:
+        return dg.SkipReason(
+            f"champion v{version} was rolled back by the canary ({last.get('reason')}); its alias did not move "
+            "back: set the champion alias by hand (or run rollback_model)"
+        )
     if context.cursor == version:
         return dg.SkipReason(f"a serve_champion run for v{version} was already requested")
     context.update_cursor(version)
@@ -127,6 +147,132 @@ def new_champion(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTra
         run_key=f"champion-{version}-{routing.get('stable', 'none')}",
         tags={"crawl2serve/trigger": "new_champion", "crawl2serve/champion": version},
     )
+
+
+SERVING_ASSET = dg.AssetKey("sglang_deployment")
+
+
+# A sensor, not an automation condition: the decision reads the inference log (files outside Dagster's asset
+# graph), runs on a clock whether or not anything materialized, and acts outside Dagster (routing.json and the
+# MLflow alias) in a fraction of a second; a run per evaluation would add a run's start-up to every stage.
+@dg.sensor(
+    job=serve_champion_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Progressive canary: judge the rollout stage's window of the inference log (errors, success, p99 "
+    "latency, unsafe outputs, guardrail blocks against the stable version) and advance the canary's share, "
+    "promote it, or roll it back (routing and the registry's champion alias); each decision an observation "
+    "on sglang_deployment",
+)
+def canary_rollout(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking, serving_engine: ServingEngine):
+    deployment = serving_engine.deployment(log=context.log.info)
+    table = read_routing(deployment.routing_file) or {}
+    rollout, canary, stable = table.get("rollout"), table.get("canary"), table.get("stable")
+    if not (rollout and canary):
+        return dg.SkipReason("no progressive rollout in progress")
+    policy = Policy.from_json(rollout["policy"])
+    since = datetime.fromisoformat(rollout["stage_started"])
+    spool = serving_engine.gateway_settings().log_dir
+    log_rows, _ = read_spool(spool, [h for h in hour_dirs(spool) if h >= hour_of(since)])
+    stats = window(log_rows, since, [canary, stable])
+    age_s = (datetime.now(UTC) - since).total_seconds()
+    decision = decide_stage(policy, float(table["canary_share"]), stats[canary], stats[stable], age_s)
+    if deployment.apply_decision(canary, decision.verdict, decision.next_share, decision.reason) is None:
+        return dg.SkipReason(f"v{canary} is no longer the canary: the decision ({decision.verdict}) is stale")
+    alias = _rollback_alias(mlflow_tracking, canary) if decision.verdict == ROLLBACK else ""
+    metadata = decision_metadata(decision, canary, stable, stats[canary], stats[stable], age_s, alias)
+    metadata.update(stage=policy.stage_of(decision.share), stages=", ".join(f"{s:.0%}" for s in policy.stages))
+    message = f"canary v{canary} vs stable v{stable}: {decision.verdict}: {decision.reason}" + (
+        f"; alias: {alias}" if alias else ""
+    )
+    (context.log.warning if decision.verdict == ROLLBACK else context.log.info)(message)
+    observation = dg.AssetObservation(asset_key=SERVING_ASSET, metadata=metadata, description=message)
+    if decision.verdict != PROMOTE:  # no run to request: the tick's text in the UI is the decision
+        return dg.SensorResult(asset_events=[observation], skip_reason=message)
+    # the promoted version is served already (by the engines that served the canary); a serve_champion run moves
+    # it onto the LoRA-free champion engine where there is one (SGLang's champion_engine_port)
+    return dg.SensorResult(
+        asset_events=[observation],
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"canary-promoted-{canary}-{rollout['started']}",
+                tags={"crawl2serve/trigger": "canary_promoted", "crawl2serve/champion": canary},
+            )
+        ],
+    )
+
+
+def _rollback_alias(mlflow_tracking: MlflowTracking, canary: str) -> str:
+    """Move the registry's ``champion`` back from the rolled-back canary (``registry.rollback``); left alone when
+    another version holds it by now. Says what it did (a registry error is reported, not raised: routing is
+    already back on the stable version, and ``new_champion`` will not serve the rolled-back version again)."""
+    try:
+        client = mlflow_tracking.client().MlflowClient()
+        champion = champion_version(client)
+        if champion is None or str(champion.version) != canary:
+            return f"champion is {'unset' if champion is None else 'v' + str(champion.version)}, not the canary: left"
+        before, after = rollback(client)
+        return f"champion v{before} -> v{after}"
+    except Exception as exc:  # the routing rollback stands; the operator moves the alias
+        return f"moving the champion alias failed: {exc}"
+
+
+def decision_metadata(
+    decision: Decision,
+    canary: str,
+    stable: str,
+    canary_stats: VersionStats,
+    stable_stats: VersionStats,
+    stage_age_s: float,
+    alias: str,
+) -> dict:
+    """What the observation shows in the UI: the verdict, the shares, and per version the counts and metrics."""
+    per_version = [
+        (
+            role,
+            version,
+            s.requests,
+            s.errors,
+            readable(s.error_rate),
+            readable(s.success_rate),
+            readable(s.latency_p99_ms),
+            readable(s.unsafe_output_rate),
+            readable(s.guardrail_block_rate),
+        )
+        for role, version, s in (("canary", canary, canary_stats), ("stable", stable, stable_stats))
+    ]
+    return {
+        "verdict": decision.verdict,
+        "reason": decision.reason,
+        "canary": canary,
+        "stable": stable,
+        "share": decision.share,
+        "next_share": decision.next_share,
+        "stage_age_s": round(stage_age_s, 1),
+        "canary_requests": canary_stats.requests,
+        "stable_requests": stable_stats.requests,
+        "canary_error_rate": readable(canary_stats.error_rate),
+        "canary_p99_ms": readable(canary_stats.latency_p99_ms),
+        "alias": alias,
+        "versions": typed_table(
+            (
+                "role",
+                "version",
+                "requests",
+                "errors",
+                "error_rate",
+                "success_rate",
+                "latency_p99_ms",
+                "unsafe_output_rate",
+                "guardrail_block_rate",
+            ),
+            per_version,
+        ),
+        "checks": typed_table(
+            ("metric", "canary", "stable", "limit", "failed", "note"),
+            [(c.metric, readable(c.canary), readable(c.stable), c.limit, c.failed, c.note) for c in decision.checks],
+        ),
+    }
 
 
 def _unmaterialized_assets(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetKey]:
@@ -186,4 +332,4 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, data_root: DataRoot)
             context.log.warning(f"alert webhook {url} failed: {exc}")
 
 
-sensors = [drift_retraining, new_champion, run_failure_alerts]
+sensors = [drift_retraining, new_champion, canary_rollout, run_failure_alerts]

@@ -5,6 +5,7 @@ python -m crawl2serve.serving keys add --keys-file data/sglang_deployment/_/api_
 python -m crawl2serve.serving keys list --keys-file ...
 python -m crawl2serve.serving demo --data-root data     # a few real requests (corpus snippets) through the gateway
 python -m crawl2serve.serving status --data-root data
+python -m crawl2serve.serving rollout status --data-root data   # the progressive canary (abort | promote: by hand)
 python -m crawl2serve.serving stop --data-root data
 python -m crawl2serve.serving supervise --name primary --backend cpu --url URL --state-file F -- ENGINE COMMAND...
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .deploy import Deployment
 from .engines import healthy, stop_process
+from .gateway.routing import read_routing
 
 STATE_DIR = "sglang_deployment/_"
 
@@ -124,6 +126,39 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def cmd_rollout(args) -> int:
+    """The progressive rollout in the routing table: show it, or end it by hand (``abort``: all traffic back to
+    the stable version; ``promote``: the canary takes all traffic now). The registry's alias is not touched: after
+    an abort, move it back with the ``rollback_model`` job."""
+    deployment = _deployment(args.data_root)
+    table = read_routing(deployment.routing_file) or {}
+    rollout, canary = table.get("rollout"), table.get("canary")
+    if args.action == "status":
+        if rollout and canary:
+            stages = rollout["policy"]["stages"]
+            print(
+                f"canary v{canary} at {table['canary_share']:.0%} (stages {', '.join(f'{s:.0%}' for s in stages)}), "
+                f"stable v{table['stable']}; rollout started {rollout['started']}, stage started "
+                f"{rollout['stage_started']}"
+            )
+        else:
+            print(f"no rollout in progress; stable v{table.get('stable')}")
+        if table.get("last_rollout"):
+            last = table["last_rollout"]
+            print(f"last rollout: v{last['version']} {last['verdict']} at {last['ended']}: {last['reason']}")
+        return 0
+    if not (rollout and canary):
+        print("no rollout in progress", file=sys.stderr)
+        return 1
+    verdict = "rollback" if args.action == "abort" else "promote"
+    deployment.apply_decision(canary, verdict, 0.0 if verdict == "rollback" else 1.0, f"{args.action} by hand")
+    print(
+        f"v{canary}: {verdict}"
+        + ("; the champion alias is unchanged (rollback_model moves it)" if verdict == "rollback" else "")
+    )
+    return 0
+
+
 DEMO_REQUESTS = 6
 DEMO_SEED = 1  # the drift report's corpus reference is drawn with seed 0
 
@@ -224,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(s)
     s.set_defaults(fn=cmd_supervise)
+    r = sub.add_parser("rollout", help="show the progressive rollout, or end it by hand")
+    r.add_argument("action", choices=["status", "abort", "promote"])
+    r.add_argument("--data-root", default=default_root)
+    r.set_defaults(fn=cmd_rollout)
     for name, fn, text in (
         ("status", cmd_status, "engines and gateway the serving asset started"),
         ("stop", cmd_stop, "stop the engines and the gateway the serving asset started"),

@@ -11,10 +11,14 @@ State lives in one folder (``{data_root}/sglang_deployment/_``)::
 
 Blue/green: a new version is loaded *beside* the running ones (SGLang: ``/load_lora_adapter`` of its delta
 against the anchor; CPU engine: its merged folder), smoke-tested, and only then does the routing table move
-traffic to it: all of it, or ``canary_share`` of it while the previous version stays stable. Every version
-stays loaded, so a rollback is a routing change.
+traffic to it: all of it, or ``canary_share`` of it while the previous version stays stable; with a rollout
+policy, that canary is progressive (:mod:`serving.canary`: the ``canary_rollout`` sensor advances its share stage
+by stage, promotes it, or rolls it back through :meth:`Deployment.apply_decision`). Every version stays loaded,
+so a rollback is a routing change.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import sys
@@ -43,6 +47,7 @@ from .engines import (
     stop_process,
     wait_healthy,
 )
+from .gateway.logstore import utc_now_iso
 from .gateway.routing import read_routing, write_routing
 from .gateway.settings import GatewaySettings
 from .supervisor import read_state, supervisor_command
@@ -231,37 +236,95 @@ class Deployment:
         return results
 
     # -- routing --------------------------------------------------------------------------------------------
-    def route(self, version: str, handles: list[EngineHandle], canary_share: float) -> dict:
-        """Move traffic to ``version``: all of it, or ``canary_share`` beside the previous stable version."""
-        previous = read_routing(self.routing_file) or {}
-        versions, tokenizers = {}, {}
-        for h in handles:
-            for v, model in h.models.items():
-                versions.setdefault(v, {})[h.name] = model
-                # the folder the engine reads its tokenizer from: a model folder (CPU engine), else the anchor
-                # SGLang serves (its adapters do not change the tokenizer); the gateway counts prompts with it.
-                # Only an absolute path is a folder: a served name such as "crawl2serve" may also be a folder
-                # relative to wherever the process happens to run.
-                is_folder = Path(model).is_absolute() and Path(model).is_dir()
-                folder = Path(model) if is_folder else self.models_dir(f"v{h.anchor}-merged")
-                if v not in tokenizers and (folder / "tokenizer.json").is_file():
-                    tokenizers[v] = str(folder)
-        before = previous.get("stable")
-        if canary_share > 0 and before and before != version and before in versions:
-            stable, canary, share = before, version, canary_share
-        else:
-            stable, canary, share = version, None, 0.0
-        table = {
-            "model": self.model_name,
-            "stable": stable,
-            "canary": canary,
-            "canary_share": share,
-            "previous": before if before != stable else previous.get("previous"),
-            "versions": versions,
-            "tokenizers": tokenizers,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_routing(self.routing_file, table)
+    def route(
+        self, version: str, handles: list[EngineHandle], canary_share: float, rollout: dict | None = None
+    ) -> dict:
+        """Move traffic to ``version``: all of it, or ``canary_share`` beside the previous stable version. With
+        ``rollout`` (a :class:`serving.canary.Policy` as JSON), that canary is a progressive rollout: the
+        ``canary_rollout`` sensor moves it through the policy's stages (:meth:`apply_decision`)."""
+        with self.routing_lock():
+            previous = read_routing(self.routing_file) or {}
+            versions, tokenizers = {}, {}
+            for h in handles:
+                for v, model in h.models.items():
+                    versions.setdefault(v, {})[h.name] = model
+                    # the folder the engine reads its tokenizer from: a model folder (CPU engine), else the anchor
+                    # SGLang serves (its adapters do not change the tokenizer); the gateway counts prompts with
+                    # it. Only an absolute path is a folder: a served name such as "crawl2serve" may also be a
+                    # folder relative to wherever the process happens to run.
+                    is_folder = Path(model).is_absolute() and Path(model).is_dir()
+                    folder = Path(model) if is_folder else self.models_dir(f"v{h.anchor}-merged")
+                    if v not in tokenizers and (folder / "tokenizer.json").is_file():
+                        tokenizers[v] = str(folder)
+            before = previous.get("stable")
+            if 0 < canary_share < 1 and before and before != version and before in versions:
+                stable, canary, share = before, version, canary_share
+            else:
+                stable, canary, share = version, None, 0.0
+            now = utc_now_iso()
+            table = {
+                "model": self.model_name,
+                "stable": stable,
+                "canary": canary,
+                "canary_share": share,
+                "previous": before if before != stable else previous.get("previous"),
+                "versions": versions,
+                "tokenizers": tokenizers,
+                "rollout": {"policy": rollout, "started": now, "stage_started": now} if canary and rollout else None,
+                "last_rollout": previous.get("last_rollout"),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            write_routing(self.routing_file, table)
+        return table
+
+    @contextlib.contextmanager
+    def routing_lock(self):
+        """Held while the routing table is read, changed and written (the serving asset and the canary sensor
+        may write it at the same time; readers, the gateway among them, need no lock: writes are atomic)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "routing.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def apply_decision(self, canary: str, verdict: str, next_share: float, reason: str) -> dict | None:
+        """Carry out a :class:`serving.canary.Decision` on the rollout of ``canary``: ``advance`` sets its next
+        share (a new stage, whose window starts now), ``promote`` makes it the stable version (the old one is
+        ``previous``, the rollback target), ``rollback`` sends all traffic back to the stable version (every
+        version stays loaded: the change is the routing table's alone); ``wait`` changes nothing. Returns the
+        table written, or None when ``canary`` is no longer the table's canary under a rollout (another
+        champion took its place meanwhile): the decision is stale and nothing is written."""
+        with self.routing_lock():
+            table = read_routing(self.routing_file) or {}
+            if table.get("canary") != canary or not table.get("rollout"):
+                return None
+            if verdict == "wait":
+                return table
+            now = utc_now_iso()
+            if verdict == "advance":
+                table.update(canary_share=next_share, rollout={**table["rollout"], "stage_started": now})
+            elif verdict in ("promote", "rollback"):
+                promoted = verdict == "promote"
+                table.update(
+                    stable=canary if promoted else table["stable"],
+                    previous=table["stable"] if promoted else table.get("previous"),
+                    canary=None,
+                    canary_share=0.0,
+                    rollout=None,
+                    last_rollout={
+                        "version": canary,
+                        "verdict": verdict,
+                        "reason": reason,
+                        "started": table["rollout"].get("started"),
+                        "ended": now,
+                    },
+                )
+            else:
+                raise ValueError(f"verdict {verdict!r}: expected wait, advance, promote or rollback")
+            table["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            write_routing(self.routing_file, table)
         return table
 
     # -- gateway --------------------------------------------------------------------------------------------
