@@ -5,7 +5,8 @@ decides by its request id (:func:`~serving.gateway.experiments.unit_fraction` < 
 every replica) whether to mirror it, and only puts it in a bounded queue: nothing is awaited, so the client's
 answer is neither delayed nor changed. ``concurrency`` workers send the queued requests to the challenger
 (``crawl2serve@<version>`` through the same router and engine pool, always non-streamed), screen the output with
-the same output guardrail and write the challenger's row to the inference log with the client request's
+the same output guardrail and append the challenger's row to the inference log (durable within the log's
+flush interval, not fsync'ed before anything: it answers nobody) with the client request's
 ``request_id`` and ``role="shadow"`` (``latency_ms``: the challenger's engine call). A full queue sheds the
 request (``c2s_gateway_shadow_requests{outcome="shed"}``); a failed or timed-out mirror is logged as a shadow
 row with its error and counted (``outcome="failed"``), never raised. Requests the challenger already served
@@ -166,4 +167,10 @@ class Shadow:
             )
             self.metrics.shadow.labels("ok").inc()
         row.latency_ms = round((time.perf_counter() - start) * 1000.0, 3)
-        await self.log.commit(row)
+        # Enqueued, not committed: a shadow row rides along with the clients' next group commit (or the flush
+        # interval's) instead of forcing an fsync of its own between theirs; never blocks (append would, on a
+        # full queue: then the row is dropped and counted).
+        if self.log.pending >= self.log.max_pending:
+            self.metrics.shadow.labels("log_full").inc()
+            return
+        self.log.append(row)
