@@ -109,6 +109,8 @@ STEP_PODS: dict[str, str] = {
     "sglang_deployment": "serving",
     "inference_log": "monitoring",
     "drift_report": "monitoring",
+    "shadow_report": "monitoring",
+    "ab_report": "monitoring",
 }
 
 

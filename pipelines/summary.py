@@ -104,14 +104,16 @@ def _facts(value) -> dict:
 
 
 def sample_completion(resources: dict, hour: str) -> dict | None:
-    """One request the gateway answered (status 200; one with a non-blank output if any) in the monitoring
+    """One client request the gateway answered (status 200, not a shadow or feedback row; one with a non-blank output if any) in the monitoring
     ``hour``: a row of the compacted inference log (``inference_log``'s partition), or None."""
     data_root = resources["data_root"]
     path = data_root.path("inference_log", hour, "data.parquet")
     if not data_root.exists(path):
         return None
     rows = data_root.read_parquet(path)
-    answered = [r for r in rows.iter_rows(named=True) if r["status"] == 200]
+    answered = [
+        r for r in rows.iter_rows(named=True) if r["status"] == 200 and (r.get("role") or "primary") == "primary"
+    ]
     if not answered:
         return None
     row = next((r for r in answered if (r["output"] or "").strip()), answered[0])  # one with visible text if any

@@ -15,7 +15,14 @@ from pydantic import Field
 from crawl2serve.serving.backoff import RestartPolicy
 from crawl2serve.serving.deploy import Deployment, EngineConfig
 from crawl2serve.serving.engines import BACKENDS, engine_class, resolve_backend
-from crawl2serve.serving.gateway.settings import FeastSettings, GatewaySettings, GuardrailSettings
+from crawl2serve.serving.gateway.settings import (
+    ExperimentSettings,
+    FeastSettings,
+    GatewaySettings,
+    GuardrailSettings,
+    ShadowSettings,
+    parse_arms,
+)
 from crawl2serve.serving.k8s import GPU_TOLERATIONS
 
 from .feast_store import FeastStore
@@ -89,6 +96,13 @@ class ServingEngine(dg.ConfigurableResource):
     blocked_patterns: list[str] = Field(default_factory=list, description="Regexes blocked in prompts and outputs")
     feast_tiers: bool = Field(True, description="Read tenant tiers from Feast and push usage back")
     usage_push_interval_s: float = Field(15.0, description="Seconds between the gateway's usage pushes to Feast")
+    shadow_version: str | None = Field(None, description="Shadow traffic: the challenger version mirrored to")
+    shadow_share: float = Field(0.0, description="Shadow traffic: share of answered requests mirrored (0: off)")
+    experiment_name: str | None = Field(None, description="A/B test: its name (None: no experiment)")
+    experiment_unit: str = Field("tenant", description="A/B test: assign by 'tenant' or by 'request'")
+    experiment_arms: list[str] = Field(
+        default_factory=list, description="A/B test: arms as 'arm=version[:weight]', the first is the control"
+    )
     # -- mode="k8s": the engine as a Deployment + Service (serving/k8s.py) --------------------------------------
     k8s_name: str = Field("crawl2serve-sglang", description="k8s: name of the engine's Deployment and Service")
     namespace: str = Field("crawl2serve", description="k8s: namespace of the engine")
@@ -209,6 +223,12 @@ class ServingEngine(dg.ConfigurableResource):
             ],
             guardrails=GuardrailSettings(blocked_patterns=self.blocked_patterns),
             feast=feast,
+            shadow=ShadowSettings(version=self.shadow_version, share=self.shadow_share),
+            experiment=ExperimentSettings(
+                name=self.experiment_name, unit=self.experiment_unit, arms=parse_arms(self.experiment_arms)
+            )
+            if self.experiment_name
+            else None,
         )
 
     # -- mode="k8s" --------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 under the data root only in its own folder or in the folders of its parents in the asset graph.
 
 The lineage runs one asset at a time in topological order (a small crawl, a 2-step LoRA), from ``raw_crawl`` to
-``registered_model``, then ``inference_log`` and ``drift_report`` on an hour of gateway spool written here.
+``registered_model``, then the monitoring assets (``inference_log``, ``drift_report``, ``shadow_report``, ``ab_report``) on an hour of gateway spool written here.
 ``sglang_deployment`` is left out: it starts an engine (tests/test_lineage.py serves one) and reads the registry,
 not the data root. The hook sees ``open`` (Python file opens: JSON, tokenizers, model configs), directory
 listings and globs, and ``DataRoot.read_parquet`` (polars reads a local file natively, without an ``open``
@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from crawl2serve.assets.partitions import monitoring_partitions
 from crawl2serve.definitions import defs as loaded
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import READ_EVENT
@@ -110,7 +111,7 @@ def audited(tmp_path_factory):
         for keys in steps:
             names = [k.to_user_string() for k in keys]
             partitioned = graph.get(keys[0]).partitions_def is not None
-            monitoring = names[0] in ("inference_log", "drift_report")
+            monitoring = graph.get(keys[0]).partitions_def == monitoring_partitions
             recorder.asset = names[0]
             result = dg.materialize(
                 loaded.assets,

@@ -37,6 +37,7 @@ from .drift import (
     rates,
 )
 from .logs import LOG_SCHEMA, read_spool
+from .shadow_compare import role_rows
 
 BASELINE_WINDOW = 24  # hours before a drift report's own that its inference_log input holds (the most baseline_hours)
 with warnings.catch_warnings():  # the first hours after the partitions' start have fewer hours before them
@@ -63,24 +64,28 @@ def spool_hour(partition_key: str) -> str:
 )
 def inference_log(context: dg.AssetExecutionContext, serving_engine: ServingEngine) -> pl.DataFrame:
     """Every request the gateway served in this UTC hour (prompt, output, tenant, model version, latencies,
-    guardrail verdicts), compacted from the gateway's JSONL spool (``{data_root}/inference_log/_/spool``) into
+    guardrail verdicts; ``role`` primary), the challenger's answers to its mirrored requests (``role`` shadow)
+    and the clients' feedback ratings (``role`` feedback), compacted from the gateway's JSONL spool (``{data_root}/inference_log/_/spool``) into
     one Parquet file. Comes from the gateway in front of ``sglang_deployment``; a torn last line (a crash mid
     write) is skipped and counted."""
     hour = spool_hour(context.partition_key)
     df, skipped = read_spool(serving_engine.gateway_settings().log_dir, [hour])
-    summary = rates(df) if df.height else {}
+    requests = role_rows(df, "primary")
+    summary = rates(requests) if requests.height else {}
     by_tenant = (
-        df.group_by("tenant")
+        requests.group_by("tenant")
         .agg(pl.len().alias("requests"), pl.col("completion_tokens").sum().alias("completion_tokens"))
         .sort("requests", descending=True)
-        if df.height
+        if requests.height
         else pl.DataFrame()
     )
     context.add_output_metadata(
         {
             "spool_hour": hour,
             "skipped_lines": skipped,
-            "requests": df.height,
+            "requests": requests.height,
+            "shadow_rows": role_rows(df, "shadow").height,
+            "feedback_rows": role_rows(df, "feedback").height,
             **{k: readable(v) for k, v in summary.items() if v is not None and k != "requests"},
             "by_tenant": frame_table(by_tenant),
         }
@@ -226,7 +231,9 @@ def drift_report(
     ``deduplicated_documents`` (every crawl partition: the corpus the training set is drawn from)."""
     if context.partition_key not in inference_log:
         raise dg.Failure(f"inference_log {context.partition_key} is not materialized: materialize it first")
-    logs, inference_log = inference_log, inference_log[context.partition_key]
+    # the clients' requests only: the challenger's mirrored answers and feedback ratings are other rows
+    logs = {k: role_rows(v, "primary") for k, v in inference_log.items()}
+    inference_log = logs[context.partition_key]
     summary = rates(inference_log)
     error_rate, unsafe_rate = summary.get("error_rate") or 0.0, summary.get("unsafe_rate") or 0.0
     checks = [

@@ -26,6 +26,8 @@ from . import jsonio
 from .auth import KeyStore
 from .call import Call
 from .errors import ApiError, internal_error
+from .experiments import Experiment
+from .feedback import Feedback
 from .guardrails import Guardrails
 from .logstore import InferenceLog
 from .metrics import GatewayMetrics
@@ -35,7 +37,8 @@ from .reports import DRIFT_ROUTE, drift_report_file
 from .routing import Router
 from .schemas import ChatRequest
 from .settings import GatewaySettings
-from .steps import Account, Authenticate, Limit, Log, ReadBody, Route, Screen, ScreenOutput, Validate
+from .shadow import Shadow
+from .steps import Account, Assign, Authenticate, Limit, Log, ReadBody, Route, Screen, ScreenOutput, Validate
 from .tiers import TierSource
 from .tokens import TokenCounter
 from .upstream import EngineFailure, EnginePool, EngineRejected, RequestFailed, Unavailable
@@ -78,12 +81,15 @@ class Gateway:
             ReadBody(settings.limits),
             Validate(settings.limits),
             Route(self.router),
+            *([Assign(Experiment.from_settings(settings.experiment), self.router)] if settings.experiment else []),
             Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
             Screen(guardrails, self.metrics),
         ]
         self.screen_output = ScreenOutput(guardrails, self.metrics)
         self.account = Account(self.limiter, self.tier_source, self.metrics, counter)
         self.finish = Log(self.log, self.metrics, settings.log_commit_before_answer)
+        self.shadow = Shadow(settings.shadow, self.router, self.pool, self.screen_output, self.log, self.metrics)
+        self.feedback = Feedback(self.log, self.metrics)
 
     # -- the request path -------------------------------------------------------------------------------------
     async def handle(self, request: Request, endpoint: str) -> Response:
@@ -140,6 +146,7 @@ class Gateway:
             path, payload["prompt"] = "/v1/completions", call.prompt
         if req.stream:
             payload["stream_options"] = {"include_usage": True}
+        call.engine_path, call.engine_payload = path, payload
         try:
             served = await self.pool.call(path, route.models, payload, stream=req.stream)
         except EngineRejected as exc:
@@ -200,6 +207,7 @@ class Gateway:
         }
         self.metrics.latency.labels(call.endpoint, call.row.route, "false").observe(call.elapsed_ms() / 1000)
         await self.finish(call, 200)  # the answer leaves once its row is on disk
+        self.shadow.offer(call)  # only queued: never awaited on the request path
         return JSONResponse(response, headers=call.headers)
 
     @staticmethod
@@ -317,6 +325,7 @@ class Gateway:
         if refused is not None:  # the row could not be committed: the stream ends with that error, no [DONE]
             yield "data: " + json.dumps(refused.body()) + "\n\n"
             return
+        self.shadow.offer(call)  # only queued: never awaited on the request path
         # The row is on disk: now the end of the stream
         if error is None:
             yield event(None, finish or "stop")
@@ -374,6 +383,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
         await asyncio.to_thread(gateway.tier_source.warm)
         pusher = asyncio.create_task(gateway.tier_source.run_pusher(stop))
         prober = asyncio.create_task(gateway.pool.probe_forever(stop))
+        shadow = asyncio.create_task(gateway.shadow.run(stop))
         try:
             yield
         finally:
@@ -381,6 +391,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             with contextlib.suppress(Exception):
                 await pusher
                 await prober
+                await shadow
             await gateway.pool.aclose()
             await gateway.account.drain()
             await gateway.limiter.aclose()
@@ -445,6 +456,11 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
                 for m in gateway.router.public_models()
             ],
         }
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request):
+        """A client's rating of one of its answered requests, recorded durably in the inference log."""
+        return await gateway.feedback.handle(request, gateway.authenticate)
 
     @app.post("/v1/completions")
     async def completions(request: Request):

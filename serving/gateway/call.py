@@ -34,6 +34,8 @@ class Call:
         self.tier = None  # ratelimit.Tier
         self.reserved = 0  # tokens taken from the tenant's budget, settled when the call ends
         self.served = None  # upstream.Served
+        self.engine_path = ""  # the engine endpoint and payload the call was sent with (what a shadow mirrors)
+        self.engine_payload: dict | None = None
         self.ended = False
 
     @property

@@ -45,7 +45,7 @@ class LogRow:
     engine: str = ""
     """The engine that served the request ("" when none was called)."""
     route: str = ""
-    """``"stable"``, ``"canary"`` or ``"fallback"`` (a later engine than the route's first served)."""
+    """``"stable"``, ``"canary"``, ``"pinned"``, ``"experiment"`` (an A/B arm), ``"shadow"`` (a mirrored answer) or ``"fallback"`` (a later engine than the route's first served)."""
     stream: bool = False
     """Whether the client asked for a stream (SSE)."""
     status: int = 200
@@ -73,6 +73,15 @@ class LogRow:
     """The guardrails' reasons, ``";"``-joined."""
     finish_reason: str | None = None
     """The engine's finish reason (``stop``, ``length``, ``content_filter``, ``error``, ``cancelled``)."""
+    role: str = "primary"
+    """``"primary"`` (the answer the client got), ``"shadow"`` (the challenger's answer to the same request,
+    mirrored, same ``request_id``; never sent) or ``"feedback"`` (a client's rating of ``request_id``)."""
+    experiment: str = ""
+    """The A/B test the request was assigned in ("" when none)."""
+    arm: str = ""
+    """The arm of ``experiment`` that served the request ("" when none)."""
+    rating: int | None = None
+    """Feedback rows: the client's rating of ``request_id`` (1 good, 0 neutral, -1 bad); None otherwise."""
 
     def update(self, **values: Any) -> None:
         """Set several fields at once (an unknown name raises AttributeError)."""

@@ -70,6 +70,17 @@ class GatewayMetrics:
             multiprocess_mode="livesum",
         )
 
+        self.shadow = Counter(
+            "c2s_gateway_shadow_requests",
+            "Mirrored (shadow) requests by outcome: queued, shed (queue full), ok, failed",
+            ["outcome"],
+            registry=r,
+        )
+        self.shadow_queue = Gauge(
+            "c2s_gateway_shadow_queue", "Mirrored requests waiting", registry=r, multiprocess_mode="livesum"
+        )
+        self.feedback = Counter("c2s_gateway_feedback", "Feedback ratings recorded", ["rating"], registry=r)
+
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""
         if self.multiprocess_dir:

@@ -11,6 +11,7 @@ import copy
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from .feedback import FeedbackRequest
 from .schemas import ChatRequest, CompletionRequest, ErrorResponse
 from .settings import GatewaySettings
 
@@ -88,6 +89,18 @@ def document(app: FastAPI, settings: GatewaySettings) -> dict:
                 },
             },
         )
+    schemas["FeedbackRequest"] = FeedbackRequest.model_json_schema(ref_template=REF)
+    feedback = doc["paths"]["/v1/feedback"]["post"]
+    feedback["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="FeedbackRequest")}}},
+    }
+    feedback["security"] = [{"bearer": []}]
+    feedback["responses"] = _responses(
+        {k: ERRORS[k] for k in ("400", "401", "413")}
+        | {"503": "The feedback could not be recorded in the inference log (log_unavailable)"},
+        {"description": "The recorded rating", "content": {"application/json": {"schema": {"type": "object"}}}},
+    )
     models = doc["paths"]["/v1/models"]["get"]
     models["security"] = [{"bearer": []}]
     models["responses"] = _responses(

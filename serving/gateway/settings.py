@@ -1,6 +1,7 @@
 """Gateway configuration: one YAML file (written by the serving asset, or by hand), validated on load."""
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,6 +95,46 @@ class FeastSettings(_Strict):
     cache_ttl_s: float = 30.0
 
 
+class ShadowSettings(_Strict):
+    """Shadow traffic (:mod:`serving.gateway.shadow`): ``share`` of answered requests mirrored to ``version``."""
+
+    version: str | None = Field(None, description="The challenger's version label in routing.json; None: off")
+    share: float = Field(0.0, ge=0, le=1, description="Share of answered requests mirrored (by request id hash)")
+    queue_size: int = Field(64, ge=1, description="Mirrored requests waiting at most; more are shed (counted)")
+    concurrency: int = Field(1, ge=1, description="Mirrored requests in flight to the engines at once")
+    timeout_s: float = Field(60.0, gt=0, description="A mirrored request's whole engine call")
+
+
+class ArmSettings(_Strict):
+    version: str = Field(description="The version label in routing.json this arm is served by")
+    weight: float = Field(gt=0, description="Relative share of the assignment units")
+
+
+class ExperimentSettings(_Strict):
+    """An A/B test (:mod:`serving.gateway.experiments`): unpinned requests go to the arm their unit hashes to."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    unit: Literal["tenant", "request"] = Field("tenant", description="What is assigned: a tenant or each request")
+    arms: dict[str, ArmSettings] = Field(
+        min_length=2, description="Arm name -> version and weight; the first is control"
+    )
+
+
+def parse_arms(entries: list[str]) -> dict[str, ArmSettings]:
+    """``["control=3:1", "treatment=4:1"]`` (``arm=version:weight``, weight 1 when left out) as arms, in order."""
+    arms = {}
+    for entry in entries:
+        name, eq, rest = entry.partition("=")
+        version, _, weight = rest.partition(":")
+        if not eq or not name or not version:
+            raise ValueError(f"experiment arm {entry!r}: expected 'arm=version[:weight]'")
+        try:
+            arms[name] = ArmSettings(version=version, weight=float(weight or 1))
+        except ValueError as exc:
+            raise ValueError(f"experiment arm {entry!r}: {exc}") from exc
+    return arms
+
+
 class GatewaySettings(_Strict):
     host: str = "127.0.0.1"
     port: int = 8700
@@ -127,6 +168,8 @@ class GatewaySettings(_Strict):
         "committed while the disk fails, before a 503 log_unavailable",
     )
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    experiment: ExperimentSettings | None = None
 
     @classmethod
     def load(cls, path: str) -> "GatewaySettings":

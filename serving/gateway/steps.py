@@ -11,6 +11,7 @@ accounting settles what the call reserved, and every call, answered or rejected,
 """
 
 import asyncio
+import dataclasses
 import json
 import logging
 from typing import Protocol
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from .auth import KeyStore, parse_bearer
 from .call import Call
 from .errors import ApiError
+from .experiments import Experiment
 from .guardrails import Guardrails, Verdict
 from .logstore import InferenceLog, LogUnavailable
 from .metrics import GatewayMetrics
@@ -173,6 +175,31 @@ class Route:
             raise ApiError(404, str(exc), param="model", code="model_not_found") from exc
         call.route = route
         call.row.update(model_version=route.version, route=route.route)
+
+
+class Assign:
+    """The A/B test's arm (:mod:`serving.gateway.experiments`): an unpinned request is served by the version of
+    the arm its tenant (or request id) hashes to, instead of stable/canary; pinned requests are left alone."""
+
+    def __init__(self, experiment: Experiment, router: Router):
+        self.experiment, self.router = experiment, router
+
+    async def __call__(self, call: Call) -> None:
+        if call.route.route == "pinned":
+            return
+        unit = call.api_key.tenant if self.experiment.unit == "tenant" else call.request_id
+        arm = self.experiment.assign(unit)
+        try:
+            route = self.router.pick(f"{self.router.model_name}@{arm.version}")
+        except UnknownModel as exc:
+            raise ApiError(
+                503,
+                f"experiment {self.experiment.name!r} arm {arm.name!r}: version {arm.version} is not deployed",
+                kind="server_error",
+                code="experiment_arm_unavailable",
+            ) from exc
+        call.route = dataclasses.replace(route, public=call.req.model, route="experiment")
+        call.row.update(model_version=route.version, route="experiment", experiment=self.experiment.name, arm=arm.name)
 
 
 class Limit:

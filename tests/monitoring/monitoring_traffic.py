@@ -232,6 +232,10 @@ def log_frame(prompts: list[str], *, latency_scale: float = 1.0, seed: int = 0, 
         "output_verdict": ["allow"] * n,
         "verdict_reasons": [""] * n,
         "finish_reason": ["stop"] * n,
+        "role": ["primary"] * n,
+        "experiment": [""] * n,
+        "arm": [""] * n,
+        "rating": [None] * n,
     }
     data.update(cols)
     return pl.DataFrame(data, schema=LOG_SCHEMA)

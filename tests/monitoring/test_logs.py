@@ -41,6 +41,10 @@ def row(i: int, ts: str, **over) -> dict:
         "output_verdict": "allow",
         "verdict_reasons": "",
         "finish_reason": "stop",
+        "role": "primary",
+        "experiment": "",
+        "arm": "",
+        "rating": None,
     }
     r.update(over)
     return r

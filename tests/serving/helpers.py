@@ -55,9 +55,11 @@ class Gateway:
         stop_process(self.pid, timeout_s=15)
 
 
-def start_gateway(tmp: Path, engines: list[tuple[str, str]], model_dir: str, **overrides) -> Gateway:
+def start_gateway(
+    tmp: Path, engines: list[tuple[str, str]], model_dir: str, versions: dict[str, str] | None = None, **overrides
+) -> Gateway:
     """The gateway as its own process; ``engines``: ``[(name, url), ...]`` in fallback order, each serving
-    ``model_dir`` as version "1"."""
+    ``model_dir`` as version "1" (and each of ``versions``: label -> model folder)."""
     tmp.mkdir(parents=True, exist_ok=True)
     routing = tmp / "routing.json"
     write_routing(
@@ -67,19 +69,23 @@ def start_gateway(tmp: Path, engines: list[tuple[str, str]], model_dir: str, **o
             "stable": "1",
             "canary": None,
             "canary_share": 0.0,
-            "versions": {"1": {name: model_dir for name, _ in engines}},
+            "versions": {
+                v: {name: folder for name, _ in engines} for v, folder in {"1": model_dir, **(versions or {})}.items()
+            },
         },
     )
     keys = KeyStore.load(tmp / "api_keys.json")
     key, _ = keys.add("acme", "pro")
     port = free_port()
     settings = GatewaySettings(
-        port=port,
-        routing_file=str(routing),
-        keys_file=str(tmp / "api_keys.json"),
-        log_dir=str(tmp / "spool"),
-        engines=[EngineSettings(name=n, url=u, timeout_s=60, read_timeout_s=20) for n, u in engines],
-        **overrides,
+        **{
+            "port": port,
+            "routing_file": str(routing),
+            "keys_file": str(tmp / "api_keys.json"),
+            "log_dir": str(tmp / "spool"),
+            "engines": [EngineSettings(name=n, url=u, timeout_s=60, read_timeout_s=20) for n, u in engines],
+            **overrides,
+        }
     )
     settings.dump(str(tmp / "gateway.yaml"))
     log = str(tmp / "gateway.log")

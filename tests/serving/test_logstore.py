@@ -64,6 +64,10 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "output_verdict": "allow",
         "verdict_reasons": "",
         "finish_reason": "stop",
+        "role": "primary",
+        "experiment": "",
+        "arm": "",
+        "rating": None,
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
@@ -107,6 +111,10 @@ def test_log_fields_schema():
         "output_verdict",
         "verdict_reasons",
         "finish_reason",
+        "role",
+        "experiment",
+        "arm",
+        "rating",
     ]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
 
@@ -686,7 +694,8 @@ def row(i):
             "endpoint": "completions", "model": "m", "served_model": "m", "model_version": "1", "adapter": "",
             "engine": "e", "route": "stable", "stream": False, "status": 200, "error": None, "prompt": "p" * 500,
             "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1.0, "ttft_ms": None,
-            "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop"}
+            "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
+            "role": "primary", "experiment": "", "arm": "", "rating": None}
 
 log = InferenceLog(sys.argv[1], flush_interval_s=60, max_batch=64).start()
 for i in range(300):
