@@ -155,12 +155,15 @@ def stack(tmp_path_factory, cpu_engine, tiny_model):  # noqa: F811
             tiers={"pro": {"requests_per_minute": 4, "tokens_per_minute": 100_000}},
         )
         gateways.append(gw)
-        # the Redis this one is given is not there: it admits requests unlimited and counts it
+        # the Redis this one is given is not there: it admits requests unlimited and counts it; it mirrors every
+        # answer to version "2" (the same model folder) and takes feedback, so the shadow and feedback series exist
         no_redis = start_gateway(
             tmp / "gw-no-redis",
             [("primary", cpu_engine.url)],
             tiny_model,
+            versions={"2": tiny_model},
             redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            shadow={"version": "2", "share": 1.0},
         )
         gateways.append(no_redis)
         scrapes = [traffic(gw, tmp / "gw" / "spool"), traffic_without_redis(no_redis)]
@@ -248,7 +251,14 @@ def traffic(gw, spool: Path) -> str:
 def traffic_without_redis(gw) -> str:
     body = {"model": "crawl2serve", "prompt": "The committee", "max_tokens": 4}
     with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {gw.key}"}, timeout=30) as http:
-        assert http.post("/v1/completions", json=body).status_code == 200
+        answer = http.post("/v1/completions", json=body)
+        assert answer.status_code == 200
+        rated = http.post("/v1/feedback", json={"request_id": answer.json()["id"], "rating": 1})
+        assert rated.status_code == 200, rated.text
+        deadline = time.monotonic() + 20  # the mirror is sent after the answer
+        while 'c2s_gateway_shadow_requests_total{outcome="ok"}' not in http.get("/metrics").text:
+            assert time.monotonic() < deadline, "the mirrored request did not complete"
+            time.sleep(0.1)
         scrape = http.get("/metrics")
     assert scrape.status_code == 200
     return scrape.text

@@ -44,3 +44,32 @@ def test_parse_arms_from_the_resource_config():
         parse_arms(["control"])
     with pytest.raises(ValueError, match="'b=4:heavy'"):
         parse_arms(["b=4:heavy"])
+
+
+def test_a_full_shadow_queue_sheds_and_counts_without_blocking():
+    """The mirror queue is bounded: with nobody draining it, the first request waits and the rest are shed."""
+    import asyncio
+
+    from crawl2serve.serving.gateway.call import Call
+    from crawl2serve.serving.gateway.metrics import GatewayMetrics
+    from crawl2serve.serving.gateway.settings import ShadowSettings
+    from crawl2serve.serving.gateway.shadow import Shadow
+
+    class Named:
+        model_name = "crawl2serve"
+
+    async def offer_three():
+        metrics = GatewayMetrics()
+        shadow = Shadow(ShadowSettings(version="2", share=1.0, queue_size=1), Named(), None, None, None, metrics)
+        for _ in range(3):
+            call = Call(None, "completions")
+            call.row.status, call.row.model_version = 200, "1"
+            call.engine_payload, call.engine_path = {"prompt": "x", "max_tokens": 2}, "/v1/completions"
+            shadow.offer(call)  # returns at once: nothing is awaited
+        return shadow.queue.qsize(), metrics
+
+    size, metrics = asyncio.run(offer_three())
+    count = metrics.registry.get_sample_value
+    assert size == 1
+    assert count("c2s_gateway_shadow_requests_total", {"outcome": "queued"}) == 1
+    assert count("c2s_gateway_shadow_requests_total", {"outcome": "shed"}) == 2

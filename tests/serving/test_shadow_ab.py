@@ -204,11 +204,12 @@ def test_ab_arms_feedback_and_shedding_under_load(ab_gateway, ab_root):
     pinned = httpx.post(
         gw.url + "/v1/completions", json={"model": "crawl2serve@1", "prompt": "x", "max_tokens": 2}, headers=headers
     ).json()["id"]
-    # arm a (version 1) is mirrored to 2 through a queue of 1: a burst sheds, and every request is counted once
+    # arm a (version 1) is mirrored to 2 through a queue of 1: every request is counted once, queued or shed (how
+    # many are shed depends on the engine's speed; test_experiments.py sheds a full queue deterministically)
     queued = metric(gw.url, "c2s_gateway_shadow_requests_total", outcome="queued")
     shed = metric(gw.url, "c2s_gateway_shadow_requests_total", outcome="shed")
     in_a = sum(a == "a" for a in arms.values())
-    assert shed > 0 and queued + shed == in_a + 1  # + the pinned request to version 1
+    assert queued >= 1 and queued + shed == in_a + 1  # + the pinned request to version 1
 
     def feedback(body, key=gw.key):
         return httpx.post(gw.url + "/v1/feedback", json=body, headers={"Authorization": f"Bearer {key}"})
