@@ -182,22 +182,21 @@ class TrainingLauncher(dg.ConfigurableResource):
         ]
 
     def run(self, context: dg.AssetExecutionContext, config_path: str, env: dict[str, str]):
-        command = self.command(config_path)
         if self.mode == "local":
-            return dg.PipesSubprocessClient().run(context=context, command=command, env=env)
+            return dg.PipesSubprocessClient().run(context=context, command=self.command(config_path), env=env)
         from dagster_k8s import PipesK8sClient
 
         if self.nnodes == 1:
             return PipesK8sClient().run(
                 context=context,
                 image=self.image,
-                command=command,
+                command=self.command(config_path),
                 namespace=self.namespace,
                 env=env,
                 base_pod_spec=self.pod_spec(),
                 base_pod_meta=self.pod_meta(),
             )
-        names = NodeNames.for_step(context.run_id, context.op.name, context.retry_number)
+        names = NodeNames.for_step(context.run.run_id, context.op.name, context.retry_number)
         with node_objects(self.node_manifests(names, config_path, env)) as created:
             context.log.info(f"{self.nnodes} training nodes: the head through Pipes, then {', '.join(created)}")
             return PipesK8sClient().run(

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from crawl2serve.assets.training.multinode import (
     MAX_NAME,
     NODE_INDEX_ENV,
+    RUN_LABEL,
     NodeNames,
     node_objects,
     rendezvous_service,
@@ -315,3 +316,149 @@ def test_node_objects_through_the_real_client(monkeypatch):
     posted_job = requests[3][2]
     assert posted_job["spec"]["completionMode"] == "Indexed" and posted_job["metadata"]["name"] == names.job
     assert requests[-2][2] == {"propagationPolicy": "Background"}  # the Job's pods go with it
+
+
+# -- a whole launch: TrainingLauncher.run through the real PipesK8sClient, against a double of the API server ---------
+
+HEAD = """
+import sys
+from crawl2serve.assets.training.trainer import Reporter
+
+reporter = Reporter(rank=0)
+reporter.metrics({"step": 1, "loss": 2.5})
+reporter.result({"steps": 1, "world_size": 24})
+reporter.close()
+sys.exit(int(sys.argv[1]))
+"""
+
+
+class Response:
+    def __init__(self, status, body):
+        self.status, self.reason = status, "OK"
+        self.data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+
+    def getheaders(self):
+        return {"content-type": "application/json"}
+
+    def getheader(self, name, default=None):
+        return self.getheaders().get(name.lower(), default)
+
+
+class FakeApiServer:
+    """A double of the Kubernetes API server behind the ``kubernetes`` client's HTTP transport: pods, Services
+    and Jobs in a dict. Creating a pod "runs" its container: a stand-in for the trainer's rank 0 (the Reporter,
+    with the pod's environment: Pipes' context and message channel), whose output becomes the pod's log; the pod
+    shows running and ready until its log is read, then terminated with ``exit_code``."""
+
+    def __init__(self, exit_code: int = 0):
+        self.exit_code = exit_code
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.created: dict[str, dict] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.logs: dict[str, list[bytes]] = {}
+        self.log_read = False
+
+    def request(self, method, url, query_params=None, headers=None, post_params=None, body=None, **kw):
+        path = "/" + url.split("://", 1)[-1].split("/", 1)[1].split("?", 1)[0]
+        ns, kind, name, log = re.fullmatch(
+            r"/api(?:s/batch)?/v1/namespaces/([^/]+)/(pods|services|jobs)(?:/([^/]+))?(/log)?", path
+        ).groups()
+        self.requests.append((method, kind if name is None or method == "POST" else f"{kind}/{name}"))
+        if method == "POST":
+            self.objects[(kind, body["metadata"]["name"])] = self.created[kind] = body
+            if kind == "pods":
+                self._run(body)
+            return Response(201, body)
+        if method == "DELETE":
+            if self.objects.pop((kind, name), None) is None:
+                raise ApiException(http_resp=Response(404, {"kind": "Status", "code": 404}))
+            return Response(200, {"kind": "Status", "status": "Success"})
+        if log:
+            self.log_read = True
+            return iter(self.logs[name]) if kw.get("_preload_content") is False else Response(200, "")
+        pods = [self._with_status(o) for (k, _), o in self.objects.items() if k == "pods"]
+        return Response(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
+
+    def _run(self, pod: dict) -> None:
+        import subprocess
+        import sys
+
+        from k8s_checks import REPO
+
+        container = pod["spec"]["containers"][0]
+        env = {**{e["name"]: e["value"] for e in container["env"] if "value" in e}, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(
+            [sys.executable, "-c", HEAD, str(self.exit_code)], env=env, capture_output=True, text=True
+        )
+        lines = (done.stdout + done.stderr).splitlines()
+        self.logs[pod["metadata"]["name"]] = [
+            f"2026-12-01T00:00:{i:02d}.000000Z {ln}\n".encode() for i, ln in enumerate(lines)
+        ]
+
+    def _with_status(self, pod: dict) -> dict:
+        state = {"terminated": {"exitCode": self.exit_code}} if self.log_read else {"running": {}}
+        name = pod["spec"]["containers"][0]["name"]
+        status = {"name": name, "image": "i", "imageID": "", "restartCount": 0, "ready": True, "state": state}
+        return {**pod, "status": {"phase": "Running", "containerStatuses": [status]}}
+
+
+def launched(monkeypatch, exit_code: int = 0):
+    """Materialize an asset whose trainer TrainingLauncher(nnodes=3) runs: (result, the API server double)."""
+    import dagster as dg
+
+    server = FakeApiServer(exit_code)
+    monkeypatch.undo()  # the kubernetes client runs for real, up to its transport (no_cluster lifted)
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", lambda *a, **k: None)
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", lambda *a, **k: None)
+    monkeypatch.setattr(
+        kubernetes.client.rest.RESTClientObject, "request", lambda self, *a, **k: server.request(*a, **k)
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    launcher = TrainingLauncher(**LAUNCHER, nnodes=3)
+
+    @dg.asset
+    def trained(context: dg.AssetExecutionContext):
+        invocation = launcher.run(context, CONFIG, env={"HF_HUB_OFFLINE": "1"})  # no MLflow server here
+        assert [m["step"] for m in invocation.get_custom_messages()] == [1]
+        return invocation.get_materialize_result()
+
+    return dg.materialize([trained], raise_on_error=False), server
+
+
+def test_a_launch_runs_the_head_through_pipes_while_its_service_and_workers_exist(monkeypatch):
+    result, server = launched(monkeypatch)
+    assert result.success
+    assert result.asset_materializations_for_node("trained")[0].metadata["world_size"].value == 24
+    names = NodeNames.for_step(result.run_id, "trained")
+    verbs = [r for r in server.requests if not (r[0] == "GET" and r[1] == "pods")]  # less the polling
+    head = server.created["pods"]["metadata"]["name"]
+    assert verbs == [
+        ("DELETE", f"services/{names.service}"),  # a leftover of the same name: none (404)
+        ("POST", "services"),
+        ("DELETE", f"jobs/{names.job}"),
+        ("POST", "jobs"),
+        ("POST", "pods"),  # the head, by PipesK8sClient
+        ("GET", f"pods/{head}"),  # its log: Pipes' messages
+        ("DELETE", f"pods/{head}"),
+        ("DELETE", f"jobs/{names.job}"),
+        ("DELETE", f"services/{names.service}"),
+    ]
+    assert server.objects == {}
+    pod, job = server.created["pods"], server.created["jobs"]
+    validate({"apiVersion": "v1", "kind": "Pod", **pod})
+    validate(job)
+    assert (pod["spec"]["hostname"], pod["spec"]["subdomain"]) == (names.head_host, names.service)
+    assert flags(pod["spec"]["containers"][0]["command"])["rdzv-endpoint"] == names.endpoint
+    assert flags(job["spec"]["template"]["spec"]["containers"][0]["command"])["rdzv-endpoint"] == names.endpoint
+    assert pod["metadata"]["labels"][RUN_LABEL] == job["spec"]["template"]["metadata"]["labels"][RUN_LABEL]
+    assert "DAGSTER_PIPES_CONTEXT" in {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_a_failed_head_still_removes_the_workers_and_their_service(monkeypatch):
+    result, server = launched(monkeypatch, exit_code=1)
+    assert not result.success
+    assert server.objects == {}  # the Job (with its pods) and the Service deleted, the head pod too
+    assert [r for r in server.requests if r[0] == "DELETE"][-2:] == [
+        ("DELETE", f"jobs/{server.created['jobs']['metadata']['name']}"),
+        ("DELETE", f"services/{server.created['services']['metadata']['name']}"),
+    ]
