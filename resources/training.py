@@ -2,6 +2,7 @@
 ways): one GPU pod, or N pods in a c10d rendezvous (assets/training/multinode.py)."""
 
 import sys
+from contextlib import nullcontext
 from typing import Literal
 
 import dagster as dg
@@ -14,7 +15,6 @@ from crawl2serve.assets.training.multinode import (
     NODE_LABEL,
     RENDEZVOUS_PORT,
     RUN_LABEL,
-    TRAINER_MODULE,
     NodeNames,
     node_objects,
     rendezvous_service,
@@ -22,8 +22,6 @@ from crawl2serve.assets.training.multinode import (
     worker_job,
 )
 from crawl2serve.serving.k8s import GPU_TOLERATIONS
-
-__all__ = ["TRAINER_MODULE", "TrainingLauncher"]
 
 POD_LABELS = {"app.kubernetes.io/part-of": "crawl2serve", "crawl2serve/stage": "training"}
 NODE_LOSS_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
@@ -186,19 +184,13 @@ class TrainingLauncher(dg.ConfigurableResource):
             return dg.PipesSubprocessClient().run(context=context, command=self.command(config_path), env=env)
         from dagster_k8s import PipesK8sClient
 
-        if self.nnodes == 1:
-            return PipesK8sClient().run(
-                context=context,
-                image=self.image,
-                command=self.command(config_path),
-                namespace=self.namespace,
-                env=env,
-                base_pod_spec=self.pod_spec(),
-                base_pod_meta=self.pod_meta(),
-            )
-        names = NodeNames.for_step(context.run.run_id, context.op.name, context.retry_number)
-        with node_objects(self.node_manifests(names, config_path, env)) as created:
-            context.log.info(f"{self.nnodes} training nodes: the head through Pipes, then {', '.join(created)}")
+        names = (
+            NodeNames.for_step(context.run.run_id, context.op.name, context.retry_number) if self.nnodes > 1 else None
+        )
+        objects = node_objects(self.node_manifests(names, config_path, env)) if names else nullcontext([])
+        with objects as created:  # nodes 1..N-1 and their Service, while node 0 runs
+            if created:
+                context.log.info(f"training on {self.nnodes} nodes x {self.gpus} GPUs: {', '.join(created)}")
             return PipesK8sClient().run(
                 context=context,
                 image=self.image,

@@ -402,8 +402,8 @@ class FakeApiServer:
         return {**pod, "status": {"phase": "Running", "containerStatuses": [status]}}
 
 
-def launched(monkeypatch, exit_code: int = 0):
-    """Materialize an asset whose trainer TrainingLauncher(nnodes=3) runs: (result, the API server double)."""
+def launched(monkeypatch, exit_code: int = 0, nnodes: int = 3):
+    """Materialize an asset whose trainer TrainingLauncher(nnodes=...) runs: (result, the API server double)."""
     import dagster as dg
 
     server = FakeApiServer(exit_code)
@@ -414,7 +414,7 @@ def launched(monkeypatch, exit_code: int = 0):
         kubernetes.client.rest.RESTClientObject, "request", lambda self, *a, **k: server.request(*a, **k)
     )
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    launcher = TrainingLauncher(**LAUNCHER, nnodes=3)
+    launcher = TrainingLauncher(**LAUNCHER, nnodes=nnodes)
 
     @dg.asset
     def trained(context: dg.AssetExecutionContext):
@@ -462,3 +462,11 @@ def test_a_failed_head_still_removes_the_workers_and_their_service(monkeypatch):
         ("DELETE", f"jobs/{server.created['jobs']['metadata']['name']}"),
         ("DELETE", f"services/{server.created['services']['metadata']['name']}"),
     ]
+
+
+def test_one_node_is_one_pod_as_before(monkeypatch):
+    result, server = launched(monkeypatch, nnodes=1)
+    assert result.success and set(server.created) == {"pods"} and server.objects == {}
+    pod = server.created["pods"]
+    assert pod["spec"]["containers"][0]["command"][:2] == ["torchrun", "--standalone"]
+    assert not {"hostname", "subdomain"} & set(pod["spec"])
