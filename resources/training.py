@@ -9,9 +9,7 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from crawl2serve.assets.training.multinode import (
-    COMPLETION_INDEX,
     MULTINODE_ENV,
-    NODE_INDEX_ENV,
     NODE_LABEL,
     RENDEZVOUS_PORT,
     RUN_LABEL,
@@ -113,8 +111,8 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     def pod_spec(self, names: NodeNames | None = None, head: bool = True) -> dict:
         """The base pod spec PipesK8sClient merges its container (image, command, Pipes env) into; with
-        ``names``, that of the head (hostname in the Service's subdomain) or of a worker (its completion index
-        as ``NODE_INDEX``), both tolerating a lost node only ``node_loss_timeout_s``."""
+        ``names``, that of a node of the launch (the head's: its hostname in the Service's subdomain), tolerating
+        a lost node only ``node_loss_timeout_s``."""
         resources = {
             "requests": {"cpu": self.cpu, "memory": self.memory, "nvidia.com/gpu": str(self.gpus)},
             "limits": {"nvidia.com/gpu": str(self.gpus)},
@@ -143,9 +141,6 @@ class TrainingLauncher(dg.ConfigurableResource):
             spec["subdomain"] = names.service
             if head:
                 spec["hostname"] = names.head_host
-            else:
-                index = {"field_ref": {"field_path": COMPLETION_INDEX}}
-                container["env"].append({"name": NODE_INDEX_ENV, "value_from": index})
             spec["tolerations"] += [
                 {"key": t, "operator": "Exists", "effect": "NoExecute", "toleration_seconds": self.node_loss_timeout_s}
                 for t in NODE_LOSS_TAINTS

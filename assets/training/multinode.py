@@ -190,7 +190,7 @@ def worker_job(
     ttl_s: int = 3600,
 ) -> dict:
     """The Indexed Job of nodes 1..N-1 around ``pod`` (an API Pod: ``metadata.labels`` and ``spec``, whose first
-    container runs a worker's command). Pods are never restarted in place (the Job replaces a failed pod, same
+    container runs a worker's command; it gets its completion index as ``NODE_INDEX``). Pods are never restarted in place (the Job replaces a failed pod, same
     hostname); a pod its node took down is replaced without counting against ``backoff_limit``."""
     if nnodes < 2:
         raise ValueError(f"worker_job: nnodes must be at least 2, got {nnodes}")
@@ -198,6 +198,11 @@ def worker_job(
     spec.pop("hostname", None)  # the Job controller names each pod <job>-<index>
     spec["subdomain"] = names.service
     spec["restartPolicy"] = "Never"  # podFailurePolicy requires it
+    container = spec["containers"][0]  # $(NODE_INDEX) in its command: Kubernetes expands declared variables only
+    container["env"] = [
+        *(e for e in container.get("env", []) if e["name"] != NODE_INDEX_ENV),
+        {"name": NODE_INDEX_ENV, "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX}}},
+    ]
     labels = {**(pod.get("metadata") or {}).get("labels", {}), RUN_LABEL: names.name, NODE_LABEL: "worker"}
     workers = nnodes - 1
     return {

@@ -184,6 +184,17 @@ def test_more_than_one_node_needs_kubernetes():
         TrainingLauncher(mode="k8s", nnodes=0)
 
 
+def test_a_rendezvous_refuses_what_cannot_run():
+    from crawl2serve.assets.training.multinode import Rendezvous, torchrun_command, worker_job
+
+    with pytest.raises(ValueError, match="nnodes must be at least 2, got 1"):
+        Rendezvous(run_id="r", endpoint="h:1", nnodes=1)
+    with pytest.raises(ValueError, match="needs local_addr"):
+        torchrun_command(["torchrun"], 1, CONFIG, Rendezvous(run_id="r", endpoint="h:1", nnodes=2))
+    with pytest.raises(ValueError, match="nnodes must be at least 2"):
+        worker_job(NodeNames("trainer-x"), "ns", {"spec": {"containers": [{}]}}, nnodes=1, backoff_limit=0)
+
+
 def test_launch_names_are_dns_labels_unique_per_step_and_retry():
     long = NodeNames.for_step(RUN_ID, "a_very_long_asset_name_that_goes_on_and_on")
     assert len(long.name) <= MAX_NAME and long.name.startswith("trainer-a-very-long-asset-name-")
