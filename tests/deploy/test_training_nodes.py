@@ -17,8 +17,11 @@ from crawl2serve.assets.training.multinode import (
     NODE_INDEX_ENV,
     RUN_LABEL,
     NodeNames,
+    Rendezvous,
     node_objects,
     rendezvous_service,
+    torchrun_command,
+    worker_job,
 )
 from crawl2serve.resources.training import TrainingLauncher
 
@@ -185,8 +188,6 @@ def test_more_than_one_node_needs_kubernetes():
 
 
 def test_a_rendezvous_refuses_what_cannot_run():
-    from crawl2serve.assets.training.multinode import Rendezvous, torchrun_command, worker_job
-
     with pytest.raises(ValueError, match="nnodes must be at least 2, got 1"):
         Rendezvous(run_id="r", endpoint="h:1", nnodes=1)
     with pytest.raises(ValueError, match="needs local_addr"):
