@@ -12,19 +12,20 @@ exists, a new node 1 started). Reported: wall time, tokens/s, whether the loss c
 for lost-node, the final validation loss two-nodes'), and for lost-node the seconds from the kill to the
 resume and to the first step after it, and the steps trained twice.
 
-Measured on the 2-core CPU shared with other work (load average 2-8), defaults, 3 repeats each, medians:
+Measured on the 2-core CPU shared with other work (load average 2-3), defaults, 3 repeats each, medians
+(tokens/s left out: on a shared CPU it swings 24k-42k between identical runs):
 
-    variant     wall s  tokens/s  curve = one-node  kill→resume s  kill→step s redone
+    variant     wall s  curve = one-node  kill→resume s  kill→step s redone
     --keep-alive 5 (the pods')
-    one-node      31.0    12,588              True
-    two-nodes     37.2    12,594              True
-    lost-node     67.7    13,982              True           27.9         28.6      0
+    one-node      13.5              True
+    two-nodes     14.0              True
+    lost-node     30.8              True           18.0         18.3      0
     --keep-alive 1
-    one-node      23.4    17,011              True
-    two-nodes     33.3    13,547              True
-    lost-node     57.9    12,990              True           16.8         17.8      0
+    one-node      12.1              True
+    two-nodes     12.3              True
+    lost-node     19.2              True            8.2          8.5      0
 
-About 11 s of the recovery is the rendezvous waiting out the dead node's keep-alive (3 intervals); the rest is
+About 10 s of the recovery is the rendezvous waiting out the dead node's keep-alive (3 intervals); the rest is
 starting the ranks again and reading the checkpoint. ("redone" is 0 because node 1 dies as soon as the
 checkpoint exists; on a real node loss, up to ``--every`` steps are trained again.)"""
 
