@@ -31,34 +31,38 @@ SHAPE = dict(
     vocab_size=32000,
     max_position_embeddings=4096,
 )
-if os.environ.get("BENCH_TINY"):  # a CPU smoke run of this script itself
-    SHAPE = dict(
-        SHAPE,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=512,
-    )
+TINY_SHAPE = dict(  # CPU runs (bench_multinode.py), and a smoke run of this script itself (BENCH_TINY=1)
+    SHAPE,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    vocab_size=512,
+)
+if os.environ.get("BENCH_TINY"):
+    SHAPE = TINY_SHAPE
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def prepare(work: Path, seq: int, rows: int) -> None:
+def prepare(work: Path, seq: int, rows: int, shape: dict | None = None) -> None:
+    """A random-init Llama of ``shape`` (default SHAPE, bf16) under ``work/base`` and packed random tokens under
+    ``work/data``."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    shape = shape or SHAPE
     if not (work / "base" / "config.json").exists():
         torch.manual_seed(0)
-        model = LlamaForCausalLM(LlamaConfig(**SHAPE, tie_word_embeddings=False)).to(torch.bfloat16)
+        model = LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=False)).to(torch.bfloat16)
         model.save_pretrained(work / "base")
     rng = np.random.default_rng(0)
     (work / "data").mkdir(exist_ok=True)
     for split, n in (("train", rows), ("validation", 8)):
-        ids = rng.integers(0, SHAPE["vocab_size"], size=(n, seq), dtype=np.int32)
+        ids = rng.integers(0, shape["vocab_size"], size=(n, seq), dtype=np.int32)
         arr = pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), seq)
         pq.write_table(pa.table({"input_ids": arr}), work / "data" / f"{split}.parquet")
 

@@ -21,7 +21,8 @@ How a production ``Definitions`` applies it (``CRAWL2SERVE_ENV=production``)::
 Each step then runs in its own pod (``STEP_PODS``): crawl, corpus and feature steps on CPU nodes with the
 requests below, ``model_evaluation`` on a GPU node. ``lora_adapter`` itself is a small pod: with
 ``TrainingLauncher(mode="k8s")`` it starts the trainer as a separate GPU pod through Pipes (sized by the
-launcher's own ``gpus``/``cpu``/``memory``); pass ``trainer_in_step_pod=True`` when the launcher runs torchrun
+launcher's own ``gpus``/``cpu``/``memory``; with ``nnodes`` > 1 that pod is node 0 and an Indexed Job runs the
+other nodes, assets/training/multinode.py); pass ``trainer_in_step_pod=True`` when the launcher runs torchrun
 inside the step pod instead (``mode="local"``), and the step pod gets the GPUs. Volumes, env ConfigMaps and
 Secrets come from the code location's Helm values (``includeConfigInLaunchedRuns``), not from here.
 """

@@ -2,7 +2,7 @@
 
 ``local`` (the embedded default): data under ./data, the pydoc server as crawl target, no services.
 ``production`` (Kubernetes, see deploy/README.md): the same code, configured from environment variables
-(``PRODUCTION_ENV``): a shared data root, seed URLs, Feast on Redis, an MLflow server, the trainer as a GPU pod
+(``PRODUCTION_ENV``): a shared data root, seed URLs, Feast on Redis, an MLflow server, the trainer as GPU pods
 and SGLang as a GPU Deployment. A missing required variable is an error that names it.
 """
 
@@ -61,6 +61,11 @@ PRODUCTION_ENV: dict[str, tuple[bool, str]] = {
     "CRAWL2SERVE_SERVICE_ACCOUNT": (False, "service account of the trainer pods"),
     "CRAWL2SERVE_TRAINER_IMAGE": (True, "trainer image (the project image built with a CUDA torch)"),
     "CRAWL2SERVE_TRAINER_GPUS": (False, "GPUs of the training pod, one rank each (default 1)"),
+    "CRAWL2SERVE_TRAINER_NODES": (
+        False,
+        "training pods (nodes) of one training run, CRAWL2SERVE_TRAINER_GPUS ranks each (default 1; more: a c10d "
+        "rendezvous over an Indexed Job, deploy/README.md)",
+    ),
     "CRAWL2SERVE_SGLANG_IMAGE": (True, "SGLang image of the inference engine"),
     "CRAWL2SERVE_SGLANG_GPUS": (False, "GPUs of the engine pod, tensor parallel (default 1)"),
     "CRAWL2SERVE_GPU_NODE_SELECTOR": (False, "node selector of the GPU pods, key=value[,key=value]"),
@@ -146,6 +151,7 @@ def production_resources(environ) -> dict:
             image=get("CRAWL2SERVE_TRAINER_IMAGE"),
             namespace=namespace,
             gpus=_number("CRAWL2SERVE_TRAINER_GPUS", get("CRAWL2SERVE_TRAINER_GPUS", "1"), int, minimum=1),
+            nnodes=_number("CRAWL2SERVE_TRAINER_NODES", get("CRAWL2SERVE_TRAINER_NODES", "1"), int, minimum=1),
             node_selector=gpu_selector,
             service_account=get("CRAWL2SERVE_SERVICE_ACCOUNT"),
             **mount,

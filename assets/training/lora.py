@@ -23,7 +23,7 @@ from crawl2serve.resources.tracking import MlflowTracking
 from crawl2serve.resources.training import TrainingLauncher
 
 from .assets import FOLDER
-from .tracking import log_dataset, trainer_env
+from .tracking import log_dataset, metric_rows, trainer_env
 from .trainer import TrainConfig
 
 TRAINED_RECORD = "trained.json"  # the last finished training: key, result, history, MLflow run id
@@ -239,12 +239,12 @@ def _train(
                 "dagster_run_id": context.run_id,
                 "data_version.training_dataset": versions["training_dataset"],
                 "data_version.base_model": versions["base_model"],
-                "launcher": f"{training_launcher.mode}x{training_launcher.nproc_per_node}",
+                "launcher": training_launcher.describe(),
             }
         )
         log_dataset(mlflow, dataset.path, "training_dataset", dataset.version)
         invocation = training_launcher.run(context, str(config_path), env=trainer_env(mlflow_tracking, run_id))
-        history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
+        history = metric_rows(invocation.get_custom_messages())
         reported = invocation.get_materialize_result()
         result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
         if not result.get("adapter_path"):

@@ -32,7 +32,7 @@ from crawl2serve.resources.training import TrainingLauncher
 
 from .base_model import build_tiny_llama, save_base
 from .packing import PRETRAIN, TRAIN, VALIDATION, assign_split, pack_documents, split_keys
-from .tracking import log_dataset, trainer_env
+from .tracking import log_dataset, metric_rows, trainer_env
 
 PRETRAINING_FOLDER = "pretraining"  # {data_root}/base_model/pretraining
 PRETRAINED_RECORD = "pretrained.json"  # the last finished pretraining: key, result, history
@@ -195,7 +195,7 @@ def _launch(
         )
         log_dataset(mlflow, data_dir, "pretraining_data", data_version)
         invocation = launcher.run(context, str(config_path), env=trainer_env(tracking, run.info.run_id))
-        history = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "step" in m]
+        history = metric_rows(invocation.get_custom_messages())
         reported = invocation.get_materialize_result()
         result = {k: v.value if hasattr(v, "value") else v for k, v in (reported.metadata or {}).items()}
         if not result.get("model_path"):

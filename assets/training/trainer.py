@@ -13,12 +13,16 @@ the same file runs in a GPU pod or on a machine with nothing but those packages.
 - Metric rows go to Dagster (Pipes) and, as they come, into the MLflow run the asset started
   (``MLFLOW_RUN_ID``, :class:`MlflowMetrics`).
 - Validation loss, and bits per byte (:func:`bits_per_byte`) when the base directory holds a tokenizer.
-- World size > 1: FSDP2 ``fully_shard`` per decoder layer and at the root; NCCL on GPU, gloo on CPU.
+- World size > 1: FSDP2 ``fully_shard`` per decoder layer and at the root; NCCL on GPU, gloo on CPU; one node
+  or several (torchrun's c10d rendezvous, assets/training/multinode.py): the data position of each rank is a
+  function of the step, the world size and its rank alone, so N nodes x G ranks train what one node of N x G
+  ranks would.
 - Packed sequences (``training_dataset``); gradient accumulation; AdamW with linear warmup and cosine
   decay; gradient clipping; a NaN/inf guard that stops every rank with a clear error; fixed seeds.
 - Checkpoints every ``checkpoint_every`` steps (adapter, optimizer, scheduler, RNG states, data position),
-  written to a temporary folder and renamed into place; a run resumes from the newest complete checkpoint;
-  older ones are pruned to ``keep_last``.
+  written by rank 0 to a temporary folder and renamed into place; a run (or a rank torchrun restarted)
+  resumes from the newest complete checkpoint, which rank 0 picks, reads and sends to the others; older ones
+  are pruned to ``keep_last``.
 """
 
 from __future__ import annotations
@@ -155,9 +159,21 @@ class MlflowMetrics:
                 self.client = None
 
 
+def restarts_left() -> int:
+    """How many more times torchrun restarts this process's worker group when it fails (0 outside torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) - int(
+        os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    )
+
+
 class Reporter:
-    """Logs and metrics of rank 0: to Dagster Pipes when launched by Dagster, else to stdout; metric rows
-    also to the launching asset's MLflow run when one was handed over (:class:`MlflowMetrics`)."""
+    """Logs and metrics of rank 0: to Dagster Pipes when launched by Dagster, else to stdout (metric rows as
+    ``{"metrics": ...}`` JSON lines); metric rows also to the launching asset's MLflow run when one was handed
+    over (:class:`MlflowMetrics`).
+
+    A failure that torchrun will restart (``--max-restarts``, a lost node) is logged, not reported as the end of
+    the Pipes session: the restarted rank 0 opens the session again and reports on (the steps after its
+    checkpoint, again), and only its last attempt closes it, with the error or the result."""
 
     def __init__(self, rank: int):
         self.rank = rank
@@ -181,6 +197,8 @@ class Reporter:
     def metrics(self, payload: dict) -> None:
         if self.rank == 0 and self._pipes:
             self._pipes.report_custom_message(payload)
+        elif self.rank == 0:
+            print(json.dumps({"metrics": payload}), flush=True)
         if self._mlflow is not None:
             self._mlflow.add(payload)
 
@@ -193,8 +211,14 @@ class Reporter:
     def close(self, exc: BaseException | None = None) -> None:
         if self._mlflow is not None:
             self._mlflow.flush()  # the rows since the last call, also when training failed
-        if self._ctx is not None:
-            self._ctx.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+        if self._ctx is None:
+            return
+        if exc is not None and restarts_left() > 0:
+            self.log(
+                f"this attempt failed ({type(exc).__name__}: {exc}); torchrun restarts it ({restarts_left()} left)"
+            )
+            return
+        self._ctx.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -373,14 +397,32 @@ def save_checkpoint(model, opt, sched, step: int, cfg: TrainConfig, rank: int) -
     return final if rank == 0 else None
 
 
+def resume_point(output_dir: Path, rank: int) -> Path | None:
+    """The checkpoint every rank resumes from: rank 0's newest, broadcast. Ranks on other nodes may list the
+    shared folder late (an NFS client caches directory listings), and ranks that disagree on the step would
+    train different batches or wait for each other forever."""
+    choice = [newest_checkpoint(output_dir) if rank == 0 else None]
+    if dist.is_initialized():
+        dist.broadcast_object_list(choice, src=0)
+    return choice[0]
+
+
 def load_checkpoint(path: Path, model, opt, sched) -> int:
+    """Restore a checkpoint. Distributed, rank 0 alone reads it and sends the weights and optimizer state (each
+    rank keeps its shard), the scheduler, RNG states and step to the others: one read of the shared volume, not
+    one per rank."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
     distributed = dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False) if rank == 0 else {}
+    small = [{k: state[k] for k in ("scheduler", "rng", "step")} if rank == 0 else None]
+    if distributed:
+        dist.broadcast_object_list(small, src=0)
+    state.update(small[0])
     opts = _options(strict=False, broadcast_from_rank0=distributed)
-    set_model_state_dict(model, state["model"], options=opts)
-    set_optimizer_state_dict(model, opt, state["optimizer"], options=_options(broadcast_from_rank0=distributed))
+    set_model_state_dict(model, state.get("model", {}), options=opts)
+    set_optimizer_state_dict(model, opt, state.get("optimizer", {}), options=_options(broadcast_from_rank0=distributed))
     sched.load_state_dict(state["scheduler"])
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
@@ -485,7 +527,7 @@ def _train(cfg: TrainConfig, world: int, rank: int, device: torch.device, rep: R
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start = 0
-    resume = newest_checkpoint(out)
+    resume = resume_point(out, rank)
     if resume is not None:
         start = load_checkpoint(resume, model, opt, sched)
         rep.log(f"resumed from {resume.name} at step {start}")

@@ -74,6 +74,17 @@ def _quantity(value: Any, where: str) -> None:
         raise AssertionError(f"{where}: {value!r} is not a Kubernetes quantity ({exc})") from None
 
 
+def refuse_clusters(monkeypatch) -> None:
+    """Make any attempt to reach a cluster (a kubeconfig, the in-cluster config, an API call) fail the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to contact a Kubernetes cluster")
+
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", refuse)
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", refuse)
+    monkeypatch.setattr(kubernetes.client.ApiClient, "call_api", refuse)
+
+
 def api_dict(model) -> dict:
     """A ``kubernetes.client`` model as the API's JSON (camelCase, no nulls)."""
     return kubernetes.client.ApiClient().sanitize_for_serialization(model)

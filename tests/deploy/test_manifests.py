@@ -32,6 +32,7 @@ from k8s_checks import (
     load_docs,
     pod,
     pod_specs,
+    refuse_clusters,
     unknown_chart_keys,
     validate,
 )
@@ -48,13 +49,7 @@ DAGSTER_VERSION = importlib.metadata.version("dagster")
 @pytest.fixture(autouse=True)
 def no_cluster(monkeypatch):
     """Any attempt to reach a cluster fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to contact a Kubernetes cluster")
-
-    monkeypatch.setattr(kubernetes.config, "load_incluster_config", refuse)
-    monkeypatch.setattr(kubernetes.config, "load_kube_config", refuse)
-    monkeypatch.setattr(kubernetes.client.ApiClient, "call_api", refuse)
+    refuse_clusters(monkeypatch)
 
 
 def test_validator_is_strict_and_offline():
@@ -735,6 +730,7 @@ def test_production_missing_variable_is_named(name, production_env, monkeypatch)
     "name,value,message",
     [
         ("CRAWL2SERVE_TRAINER_GPUS", "two", "not an integer"),
+        ("CRAWL2SERVE_TRAINER_NODES", "0", "at least 1"),
         ("CRAWL2SERVE_SGLANG_GPUS", "0", "at least 1"),
         ("CRAWL2SERVE_CRAWL_DELAY_S", "soon", "not a number"),
         ("CRAWL2SERVE_GPU_NODE_SELECTOR", "gpu", "key=value"),

@@ -83,7 +83,7 @@ def test_without_mlflow_the_reporter_reports_through_pipes_only(monkeypatch, cap
     reporter.metrics({"step": 1, "loss": 2.0})
     reporter.log("step 1/1 loss 2.0")
     reporter.close()
-    assert capsys.readouterr().out == "step 1/1 loss 2.0\n"
+    assert capsys.readouterr().out == '{"metrics": {"step": 1, "loss": 2.0}}\nstep 1/1 loss 2.0\n'  # stdout only
 
 
 def test_without_a_handed_over_run_nothing_is_tracked(monkeypatch):
