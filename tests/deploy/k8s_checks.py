@@ -12,6 +12,7 @@ retention}.py and dagster_user_deployments/subschema/user_deployments.py). Kuber
 (resources, volumes, probes, ...) are marked ``K8S`` and validated against the Kubernetes schemas instead.
 """
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,21 @@ def refuse_clusters(monkeypatch) -> None:
     monkeypatch.setattr(kubernetes.config, "load_incluster_config", refuse)
     monkeypatch.setattr(kubernetes.config, "load_kube_config", refuse)
     monkeypatch.setattr(kubernetes.client.ApiClient, "call_api", refuse)
+
+
+class ApiResponse:
+    """A Kubernetes API response as the real client's transport returns it: for tests that drive the real
+    ``kubernetes`` client and fake only its transport (no cluster exists here)."""
+
+    def __init__(self, status: int, body: Any):
+        self.status, self.reason = status, "OK"
+        self.data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+
+    def getheaders(self) -> dict[str, str]:
+        return {"content-type": "application/json"}
+
+    def getheader(self, name: str, default=None):
+        return self.getheaders().get(name.lower(), default)
 
 
 def api_dict(model) -> dict:

@@ -26,6 +26,7 @@ from k8s_checks import (
     KUBERNETES_VERSIONS,
     PULL_POLICIES,
     REPO,
+    ApiResponse,
     api_dict,
     configmap_env,
     k8s_docs,
@@ -506,16 +507,6 @@ def test_apply_manifests_through_the_real_client(monkeypatch):
     """The real AppsV1Api/CoreV1Api accept the dict manifests (serialization, URLs, verbs), over a fake transport."""
     requests = []
 
-    class Response:
-        def __init__(self, status, body):
-            self.status, self.reason, self.data = status, "OK", json.dumps(body).encode()
-
-        def getheaders(self):
-            return {"content-type": "application/json"}
-
-        def getheader(self, name, default=None):
-            return self.getheaders().get(name.lower(), default)
-
     live = {}
 
     def request(
@@ -532,11 +523,11 @@ def test_apply_manifests_through_the_real_client(monkeypatch):
         path = url.split("://", 1)[-1].split("/", 1)[1]
         if method == "GET":
             if path not in live:
-                raise ApiException(http_resp=Response(404, {"kind": "Status", "code": 404}))
-            return Response(200, live[path])
+                raise ApiException(http_resp=ApiResponse(404, {"kind": "Status", "code": 404}))
+            return ApiResponse(200, live[path])
         stored = dict(body, metadata={**body["metadata"], "resourceVersion": "7"})
         live[path if method == "PUT" else f"{path}/{body['metadata']['name']}"] = stored
-        return Response(201 if method == "POST" else 200, stored)
+        return ApiResponse(201 if method == "POST" else 200, stored)
 
     monkeypatch.undo()  # this test drives the real client: only its transport is faked (no_cluster lifted)
     client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host="https://k8s.invalid"))

@@ -8,7 +8,7 @@ import re
 
 import kubernetes
 import pytest
-from k8s_checks import api_dict, validate
+from k8s_checks import ApiResponse, api_dict, validate
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -294,22 +294,12 @@ def test_node_objects_through_the_real_client(monkeypatch):
     _, names, _, service, job = launch(2)
     requests = []
 
-    class Response:
-        def __init__(self, status, body):
-            self.status, self.reason, self.data = status, "OK", json.dumps(body).encode()
-
-        def getheaders(self):
-            return {"content-type": "application/json"}
-
-        def getheader(self, name, default=None):
-            return self.getheaders().get(name.lower(), default)
-
     def request(method, url, query_params=None, headers=None, post_params=None, body=None, **_):
         path = url.split("://", 1)[-1].split("/", 1)[1]
         requests.append((method, path, body if method == "POST" else dict(query_params or [])))
         if method == "DELETE" and len([r for r in requests if r[1] == path]) == 1:
-            raise ApiException(http_resp=Response(404, {"kind": "Status", "code": 404}))
-        return Response(200 if method == "DELETE" else 201, body if method == "POST" else {"kind": "Status"})
+            raise ApiException(http_resp=ApiResponse(404, {"kind": "Status", "code": 404}))
+        return ApiResponse(200 if method == "DELETE" else 201, body if method == "POST" else {"kind": "Status"})
 
     monkeypatch.undo()  # this test drives the real client: only its transport is faked (no_cluster lifted)
     client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host="https://k8s.invalid"))
@@ -344,18 +334,6 @@ sys.exit(int(sys.argv[1]))
 """
 
 
-class Response:
-    def __init__(self, status, body):
-        self.status, self.reason = status, "OK"
-        self.data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-
-    def getheaders(self):
-        return {"content-type": "application/json"}
-
-    def getheader(self, name, default=None):
-        return self.getheaders().get(name.lower(), default)
-
-
 class FakeApiServer:
     """A double of the Kubernetes API server behind the ``kubernetes`` client's HTTP transport: pods, Services
     and Jobs in a dict. Creating a pod "runs" its container: a stand-in for the trainer's rank 0 (the Reporter,
@@ -380,16 +358,16 @@ class FakeApiServer:
             self.objects[(kind, body["metadata"]["name"])] = self.created[kind] = body
             if kind == "pods":
                 self._run(body)
-            return Response(201, body)
+            return ApiResponse(201, body)
         if method == "DELETE":
             if self.objects.pop((kind, name), None) is None:
-                raise ApiException(http_resp=Response(404, {"kind": "Status", "code": 404}))
-            return Response(200, {"kind": "Status", "status": "Success"})
+                raise ApiException(http_resp=ApiResponse(404, {"kind": "Status", "code": 404}))
+            return ApiResponse(200, {"kind": "Status", "status": "Success"})
         if log:
             self.log_read = True
-            return iter(self.logs[name]) if kw.get("_preload_content") is False else Response(200, "")
+            return iter(self.logs[name]) if kw.get("_preload_content") is False else ApiResponse(200, "")
         pods = [self._with_status(o) for (k, _), o in self.objects.items() if k == "pods"]
-        return Response(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
+        return ApiResponse(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods})
 
     def _run(self, pod: dict) -> None:
         import subprocess
