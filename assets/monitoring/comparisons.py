@@ -25,6 +25,7 @@ from .ab_stats import ab_summary
 from .shadow_compare import ShadowRule, compare, pairs, role_rows, shadow_verdict
 
 SHADOW_CHECK = "challenger_passes_shadow"
+NO_SHADOW = "no shadow traffic"  # the hour mirrored nothing: the check passes (shadow off is not a warning)
 
 
 class ShadowConfig(dg.Config):
@@ -99,7 +100,10 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, infer
     texts = [t for t in p["primary_output"].to_list() if t][: config.perplexity_outputs] if p.height else []
     if folder and texts:
         ppl = outputs_perplexity(folder, texts)
-    verdict, reasons = shadow_verdict(summary, config.rule(), ppl["perplexity"] if ppl else None)
+    if shadows.height:
+        verdict, reasons = shadow_verdict(summary, config.rule(), ppl["perplexity"] if ppl else None)
+    else:  # shadow traffic is off (or mirrored nothing this hour): nothing to judge, nothing to warn about
+        verdict, reasons = NO_SHADOW, []
     context.log.info(f"{context.partition_key}: shadow {challenger} vs {champion}: {verdict} {reasons}")
     facts = {k: readable(v) for k, v in summary.items() if v is not None}
     if ppl:
@@ -119,7 +123,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, infer
     )
     yield dg.AssetCheckResult(
         check_name=SHADOW_CHECK,
-        passed=verdict == "pass",
+        passed=verdict in ("pass", NO_SHADOW),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"verdict": verdict, "reasons": dg.MetadataValue.json(reasons), "challenger": ",".join(challenger)},
     )
