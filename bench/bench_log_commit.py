@@ -26,10 +26,9 @@ import httpx
 from bench_gateway import ENGINE, free_port
 
 from crawl2serve.serving.engines import start_process, stop_process, wait_healthy
-from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.logstore import read_rows
-from crawl2serve.serving.gateway.routing import write_routing
-from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
+from crawl2serve.serving.gateway.settings import TierSettings
+from tests.serving import helpers as serving_helpers
 
 MODES = ("fire-and-forget", "commit")
 
@@ -77,30 +76,15 @@ async def load(url: str, key: str, concurrency: int, requests: int, tokens: int,
 
 
 def start_gateway(tmp: Path, name: str, engine_url: str, commit: bool) -> tuple[int, str, str]:
-    port = free_port()
-    folder = tmp / name
-    folder.mkdir()
-    write_routing(
-        str(folder / "routing.json"),
-        {"model": "crawl2serve", "stable": "1", "canary": None, "canary_share": 0, "versions": {"1": {"primary": "m"}}},
-    )
-    key, _ = KeyStore.load(folder / "keys.json").add("bench", "bench")
-    GatewaySettings(
-        port=port,
-        routing_file=str(folder / "routing.json"),
-        keys_file=str(folder / "keys.json"),
-        log_dir=str(folder / "spool"),
-        engines=[EngineSettings(name="primary", url=engine_url)],
-        tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
+    """The tests' gateway (tests/serving/helpers.py) with limits no bench reaches, committing rows first or not."""
+    gw = serving_helpers.start_gateway(
+        tmp / name,
+        [("primary", engine_url)],
+        "m",
+        tiers={"pro": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
         log_commit_before_answer=commit,
-    ).dump(str(folder / "gateway.yaml"))
-    pid = start_process(
-        [sys.executable, "-m", "crawl2serve.serving", "gateway", "--config", str(folder / "gateway.yaml")],
-        str(folder / "gateway.log"),
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, pid=pid, log_path=str(folder / "gateway.log"), timeout_s=60)
-    return pid, url, key
+    return gw.pid, gw.url, gw.key
 
 
 def main() -> int:

@@ -43,9 +43,8 @@ import httpx
 from bench_gateway import ENGINE, free_port
 
 from crawl2serve.serving.engines import cpu_command, start_process, stop_process, wait_healthy
-from crawl2serve.serving.gateway.auth import KeyStore
-from crawl2serve.serving.gateway.routing import write_routing
-from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, ShadowSettings, TierSettings
+from crawl2serve.serving.gateway.settings import ShadowSettings, TierSettings
+from tests.serving import helpers as serving_helpers
 
 
 def start_engine(tmp: Path, kind: str, itl_ms: float) -> tuple[int, str, dict]:
@@ -76,30 +75,16 @@ def start_engine(tmp: Path, kind: str, itl_ms: float) -> tuple[int, str, dict]:
 
 
 def start_gateway(tmp: Path, name: str, engine_url: str, versions: dict, shadow: bool) -> tuple[int, str, str]:
-    folder = tmp / name
-    folder.mkdir()
-    write_routing(
-        str(folder / "routing.json"),
-        {"model": "crawl2serve", "stable": "1", "canary": None, "canary_share": 0, "versions": versions},
-    )
-    key, _ = KeyStore.load(folder / "keys.json").add("bench", "bench")
-    port = free_port()
-    GatewaySettings(
-        port=port,
-        routing_file=str(folder / "routing.json"),
-        keys_file=str(folder / "keys.json"),
-        log_dir=str(folder / "spool"),
-        engines=[EngineSettings(name="primary", url=engine_url)],
-        tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
+    """The tests' gateway (tests/serving/helpers.py) with limits no bench reaches, mirroring to "2" or not."""
+    gw = serving_helpers.start_gateway(
+        tmp / name,
+        [("primary", engine_url)],
+        versions["1"]["primary"],
+        {"2": versions["2"]["primary"]},
+        tiers={"pro": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
         shadow=ShadowSettings(version="2", share=1.0) if shadow else ShadowSettings(),
-    ).dump(str(folder / "gateway.yaml"))
-    log = str(folder / "gateway.log")
-    pid = start_process(
-        [sys.executable, "-m", "crawl2serve.serving", "gateway", "--config", str(folder / "gateway.yaml")], log
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, pid=pid, log_path=log, timeout_s=60)
-    return pid, url, key
+    return gw.pid, gw.url, gw.key
 
 
 def p50(client: httpx.Client, url: str, key: str, n: int, tokens: int) -> float:
