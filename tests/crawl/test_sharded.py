@@ -62,7 +62,8 @@ class Sites:
                     sites.in_flight[host] += 1
                     sites.peak[host] = max(sites.peak[host], sites.in_flight[host])
                     sites.requests[host][self.path] += 1
-                try:
+                try:  # in flight from the request's arrival until its answer starts (the client is done soon after,
+                    # and may send the next request before this thread would get back to a `finally`)
                     time.sleep(0.01)
                     if self.path == "/robots.txt":
                         body, kind = b"User-agent: *\nAllow: /\n", "text/plain"
@@ -74,14 +75,14 @@ class Sites:
                         anchors = "".join(f'<a href="{u}">{u}</a>' for u in links)
                         body = f"<html><body><p>page {i} of {host}</p>{anchors}</body></html>".encode()
                         kind = "text/html"
-                    self.send_response(200)
-                    self.send_header("Content-Type", kind)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
                 finally:
                     with sites.lock:
                         sites.in_flight[host] -= 1
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
         return Handler
 
