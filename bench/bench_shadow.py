@@ -47,13 +47,26 @@ from crawl2serve.serving.gateway.settings import ShadowSettings, TierSettings
 from tests.serving import helpers as serving_helpers
 
 
-def start_engine(tmp: Path, kind: str, itl_ms: float) -> tuple[int, str, dict]:
-    port = free_port()
-    log = str(tmp / "engine.log")
+def cpu_engine(tmp: Path, name: str, cores: str | None = None) -> tuple[int, str]:
+    """A CPU engine (``transformers serve``) as its own process, on ``cores`` only (taskset) when given."""
+    port, log = free_port(), str(tmp / f"engine-{name}.log")
+    command = cpu_command(python=sys.executable, host="127.0.0.1", port=port)
+    pid = start_process([*(["taskset", "-c", cores] if cores else []), *command], log)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, pid=pid, log_path=log, timeout_s=120)
+    return pid, url
+
+
+def start_engine(tmp: Path, kind: str, itl_ms: float) -> tuple[list[int], list[tuple[str, str]], dict, dict]:
+    """The engine(s), ``[(name, url)]`` for the gateway, the versions' model folders, and which engine serves
+    which version (``cpu-own``: the champion on core 0, the challenger on an engine of its own on core 1)."""
     if kind == "fake":
+        port, log = free_port(), str(tmp / "engine.log")
         (tmp / "engine.py").write_text(ENGINE)
         pid = start_process([sys.executable, str(tmp / "engine.py"), str(port), str(itl_ms)], log)
-        versions = {"1": {"primary": "champion"}, "2": {"primary": "challenger"}}
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, pid=pid, log_path=log, timeout_s=120)
+        return [pid], [("primary", url)], {"1": "champion", "2": "challenger"}, {}
     else:
         from crawl2serve.assets.training.base_model import (
             TinyLlamaSpec,
@@ -67,20 +80,25 @@ def start_engine(tmp: Path, kind: str, itl_ms: float) -> tuple[int, str, dict]:
         save_base(build_tiny_llama(TinyLlamaSpec(hidden_size=64, intermediate_size=128), tok), tok, tmp / "base")
         one = str(build_merged(str(tmp / "base"), None, str(tmp / "v1")))
         two = str(build_merged(str(tmp / "base"), None, str(tmp / "v2")))
-        pid = start_process(cpu_command(python=sys.executable, host="127.0.0.1", port=port), log)
-        versions = {"1": {"primary": one}, "2": {"primary": two}}
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, pid=pid, log_path=log, timeout_s=120)
-    return pid, url, versions
+        if kind == "cpu":
+            pid, url = cpu_engine(tmp, "shared")
+            return [pid], [("primary", url)], {"1": one, "2": two}, {}
+        champion, champion_url = cpu_engine(tmp, "champion", "0")
+        challenger, challenger_url = cpu_engine(tmp, "challenger", "1")
+        engines = [("champion", champion_url), ("challenger", challenger_url)]
+        return [champion, challenger], engines, {"1": one, "2": two}, {"1": ["champion"], "2": ["challenger"]}
 
 
-def start_gateway(tmp: Path, name: str, engine_url: str, versions: dict, shadow: bool) -> tuple[int, str, str]:
+def start_gateway(
+    tmp: Path, name: str, engines: list, versions: dict, served_by: dict, shadow: bool
+) -> tuple[int, str, str]:
     """The tests' gateway (tests/serving/helpers.py) with limits no bench reaches, mirroring to "2" or not."""
     gw = serving_helpers.start_gateway(
         tmp / name,
-        [("primary", engine_url)],
-        versions["1"]["primary"],
-        {"2": versions["2"]["primary"]},
+        engines,
+        versions["1"],
+        {"2": versions["2"]},
+        served_by=served_by,
         tiers={"pro": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
         shadow=ShadowSettings(version="2", share=1.0) if shadow else ShadowSettings(),
     )
@@ -110,19 +128,18 @@ def shadow_ok(url: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--engine", choices=["fake", "cpu"], default="fake")
+    parser.add_argument("--engine", choices=["fake", "cpu", "cpu-own"], default="fake")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--itl-ms", type=float, default=1.0)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-shadow-"))
-    engine, engine_url, versions = start_engine(tmp, args.engine, args.itl_ms)
-    pids = [engine]
+    pids, engines, versions, served_by = start_engine(tmp, args.engine, args.itl_ms)
     try:
-        off_pid, off_url, off_key = start_gateway(tmp, "off", engine_url, versions, shadow=False)
+        off_pid, off_url, off_key = start_gateway(tmp, "off", engines, versions, served_by, shadow=False)
         pids.append(off_pid)
-        on_pid, on_url, on_key = start_gateway(tmp, "on", engine_url, versions, shadow=True)
+        on_pid, on_url, on_key = start_gateway(tmp, "on", engines, versions, served_by, shadow=True)
         pids.append(on_pid)
         with httpx.Client(timeout=120) as client:
             for url, key in ((off_url, off_key), (on_url, on_key)):  # warm both (and the engine's two models)

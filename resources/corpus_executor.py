@@ -36,10 +36,13 @@ from pydantic import Field
 
 @dataclass(frozen=True)
 class Shard:
-    """One unit of work: ``fn(*args)``; ``key`` names it in outcomes, logs and metadata."""
+    """One unit of work: ``fn(*args)``; ``key`` names it in outcomes, logs and metadata; ``weight`` is its
+    expected size (pages, rows): a parallel executor starts the heaviest first, so that no large shard is left
+    running alone at the end while the other workers idle."""
 
     key: str
     args: tuple
+    weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,9 @@ class RayExecutor:
         from ray.exceptions import RayTaskError
 
         task = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(fn)
-        pending = list(reversed(shards))
+        # heaviest first (longest-processing-time order; stable, so equal weights keep their order), popped
+        # from the end. Measured on the Ray corpus bench (58 WARC files of 84-569 kB): see bench_ray_corpus.py.
+        pending = [s for _, s in sorted(enumerate(shards), key=lambda p: (-p[1].weight, p[0]))][::-1]
         running: dict[Any, tuple[Shard, float]] = {}
         bound, checked = self._in_flight(), time.monotonic()
         try:

@@ -354,7 +354,7 @@ def clean_documents(
     keys = [f"{i:05d}" for i in range(len(extracted_pages.shards))]
     sources = {k: s.source for k, s in zip(keys, extracted_pages.shards)}
     shards = [
-        Shard(k, (data_root.url, s, config, f"{kept_dir}/{k}.parquet", f"{rejected_dir}/{k}.parquet"))
+        Shard(k, (data_root.url, s, config, f"{kept_dir}/{k}.parquet", f"{rejected_dir}/{k}.parquet"), weight=s.rows)
         for k, s in zip(keys, extracted_pages.shards)
     ]
     run = run_shards(corpus_executor.executor(), clean_shard, shards, context.log.info)

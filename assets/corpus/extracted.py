@@ -171,7 +171,7 @@ def extracted_pages(
     sources = dict(zip(keys, files))
     by_file = stored.partition_by("warc_file", as_dict=True, maintain_order=True)
     shards = [
-        Shard(key, (data_root.url, by_file[(path,)], config, f"{folder}/{key}.parquet"))
+        Shard(key, (data_root.url, by_file[(path,)], config, f"{folder}/{key}.parquet"), weight=by_file[(path,)].height)
         for key, path in sources.items()
     ]
     context.log.info(f"extracted_pages {partition}: {len(shards)} WARC files ({stored.height} stored pages)")

@@ -20,11 +20,20 @@ from .registry import (
     adapter_sha256,
     champion_version,
     download_adapter,
+    make_champion,
     register_candidate,
     rollback,
+    versions_of_adapter,
 )
 
-GATE = ("perplexity_improvement", "generation_smoke", "latency_p99_budget", "peak_memory_budget", "unsafe_rate")
+GATE = (
+    "perplexity_improvement",
+    "generation_smoke",
+    "latency_p99_budget",
+    "peak_memory_budget",
+    "unsafe_rate",
+    "shadow_test",
+)
 
 
 class GateConfig(dg.Config):
@@ -49,6 +58,29 @@ class GateConfig(dg.Config):
         32, description="Held-out validation sequences scored for perplexity (null: the whole validation split)."
     )
     max_new_tokens: int = Field(32, description="Tokens generated per smoke/latency/safety prompt.")
+    require_shadow: bool = Field(
+        False,
+        description="The candidate must have passed a shadow test on live traffic: the newest shadow_report "
+        "verdict on a registered version of the same adapter is 'pass'. False: a 'fail' verdict still blocks; "
+        "no shadow evidence (or 'too small') passes.",
+    )
+
+
+def shadow_gate(evidence: dict | None, require: bool) -> bool:
+    """The ``shadow_test`` check: a failed shadow test always blocks; no evidence blocks only when required."""
+    verdict = evidence["verdict"] if evidence else None
+    return verdict == "pass" or (not require and verdict != "fail")
+
+
+def _shadow_evidence(instance: dg.DagsterInstance, versions: list[str]) -> dict | None:
+    """The newest shadow verdict on any of ``versions`` (the candidate's registered versions), with its version."""
+    from crawl2serve.assets.monitoring.comparisons import shadow_evidence
+
+    for version in versions:
+        evidence = shadow_evidence(instance, version)
+        if evidence is not None:
+            return {**evidence, "version": version}
+    return None
 
 
 def _sample(generation: dict, i: int) -> str:
@@ -91,6 +123,11 @@ def _summary(result: dict) -> dict:
             ("latency_p99_budget", "p99 generation latency within max_p99_latency_ms."),
             ("peak_memory_budget", "Peak memory while generating within max_peak_memory_mb."),
             ("unsafe_rate", "Share of unsafe answers to the repo's safety suite within max_unsafe_rate."),
+            (
+                "shadow_test",
+                "The candidate's shadow test on live traffic (shadow_report, when it was registered as challenger "
+                "and mirrored) did not fail; with require_shadow, it passed.",
+            ),
         )
     ],
 )
@@ -107,9 +144,11 @@ def model_evaluation(
     model on the same held-out split: perplexity, generation smoke tests, latency p50/p99 and peak memory
     on a fixed prompt set, and the unsafe-output rate on the safety suite (assets/release/safety_suite.yaml).
 
-    Comes from ``lora_adapter`` (the candidate), the MLflow registry (the champion), ``base_model`` and the
-    validation split of ``training_dataset``. Its
-    blocking checks are the validation gate: a failure stops ``registered_model`` and everything after it.
+    Comes from ``lora_adapter`` (the candidate), the MLflow registry (the champion, and the candidate's own
+    versions when it was registered as challenger before), ``base_model``, the validation split of
+    ``training_dataset``, and ``shadow_report``'s verdicts on those versions (read from the instance: evidence,
+    not an input; the shadow test runs on a served challenger, after a first pass of this gate). Its blocking
+    checks are the validation gate: a failure stops ``registered_model`` and everything after it.
     """
     from .evaluate import evaluate_model, load_safety_suite, smoke_gate
 
@@ -122,6 +161,8 @@ def model_evaluation(
     same_as_champion = champion is not None and champion.tags.get(ADAPTER_TAG) == candidate_sha
     if champion is not None:
         models["champion"] = download_adapter(mlflow, champion.version)
+    registered_as = versions_of_adapter(mlflow.MlflowClient(), candidate_sha)
+    shadow = _shadow_evidence(context.instance, registered_as)
     results = {}
     for name, adapter in models.items():
         context.log.info(f"evaluating {name}")
@@ -142,6 +183,8 @@ def model_evaluation(
         "candidate_adapter": models["candidate"],
         "candidate_sha256": candidate_sha,
         "same_as_champion": same_as_champion,
+        "registered_as": registered_as,
+        "shadow": shadow,
         "training": lora_adapter.facts,
         "details": results,
     }
@@ -159,7 +202,9 @@ def model_evaluation(
         links["champion_model"] = dg.MetadataValue.url(mlflow_tracking.model_version_url(MODEL_NAME, champion.version))
     prompts = [p["prompt"] for p in results["candidate"]["generation"]["per_prompt"]]
     samples = [(prompt, *(_sample(results[n]["generation"], i) for n in order)) for i, prompt in enumerate(prompts)]
-    facts = {k: report[k] for k in ("reference", "champion_version", "candidate_sha256", "same_as_champion")}
+    facts = {
+        k: report[k] for k in ("reference", "champion_version", "candidate_sha256", "same_as_champion", "registered_as")
+    }
     yield dg.Output(
         ReportFolder(
             path=asset_folder(data_root, context),
@@ -177,6 +222,7 @@ def model_evaluation(
             "perplexity_improvement": readable(improvement),
             "candidate_perplexity": readable(cand["perplexity"]),
             "report": dg.MetadataValue.path(report_path),
+            "shadow_verdict": shadow["verdict"] if shadow else "none",
             **links,
         },
     )
@@ -221,6 +267,25 @@ def model_evaluation(
                 "unsafe_rate": cand["unsafe_rate"],
                 "max": config.max_unsafe_rate,
                 "unsafe_probes": dg.MetadataValue.json(results["candidate"]["safety"]["unsafe"]),
+            },
+        ),
+        "shadow_test": (
+            shadow_gate(shadow, config.require_shadow),
+            {
+                "verdict": shadow["verdict"] if shadow else "none",
+                "required": config.require_shadow,
+                "registered_as": ",".join(registered_as) or "none",
+                **(
+                    {
+                        "version": shadow["version"],
+                        "partition": shadow["partition"],
+                        "pairs": shadow["pairs"],
+                        "reasons": dg.MetadataValue.json(shadow["reasons"]),
+                        "shadow_run_id": shadow["run_id"],
+                    }
+                    if shadow
+                    else {}
+                ),
             },
         ),
     }
@@ -281,6 +346,24 @@ def registered_model(
                     mlflow_tracking.model_version_url(MODEL_NAME, report["champion_version"])
                 ),
                 "unchanged": True,
+                "tracking_uri": mlflow_tracking.uri,
+            }
+        )
+    if report.get("registered_as"):  # registered before as challenger (to be shadowed): promote that version
+        version = report["registered_as"][0]
+        previous = make_champion(mlflow.MlflowClient(), version) if config.promote else None
+        context.log.info(
+            f"the candidate is registered {MODEL_NAME} version {version} (same adapter)"
+            + (f"; champion {previous} -> {version}" if config.promote else ": left as challenger")
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "model": MODEL_NAME,
+                "version": version,
+                "model_version": dg.MetadataValue.url(mlflow_tracking.model_version_url(MODEL_NAME, version)),
+                "aliases": dg.MetadataValue.text(", ".join([*([CHAMPION] if config.promote else []), "registered"])),
+                "previous_champion": previous or "none",
+                "unchanged": not config.promote,
                 "tracking_uri": mlflow_tracking.uri,
             }
         )

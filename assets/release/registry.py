@@ -83,10 +83,24 @@ def register_candidate(
     client.set_registered_model_alias(name, CHALLENGER, version)
     previous = champion_version(client, name)
     if promote:
-        if previous is not None:
-            client.set_model_version_tag(name, version, PREVIOUS_TAG, str(previous.version))
-        client.set_registered_model_alias(name, CHAMPION, version)
+        make_champion(client, str(version), name)
     return Registered(str(version), f"models:/{name}/{version}", str(previous.version) if previous else None, promote)
+
+
+def make_champion(client, version: str, name: str = MODEL_NAME) -> str | None:
+    """Move ``champion`` to ``version``, recording the version it replaced on it for rollback; return that one."""
+    previous = champion_version(client, name)
+    if previous is not None and str(previous.version) != version:
+        client.set_model_version_tag(name, version, PREVIOUS_TAG, str(previous.version))
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return str(previous.version) if previous else None
+
+
+def versions_of_adapter(client, sha256: str, name: str = MODEL_NAME) -> list[str]:
+    """The registered versions whose adapter has this content hash (:func:`adapter_sha256`), newest first: a
+    candidate registered as challenger earlier (``promote: false``), for instance to be shadowed."""
+    found = client.search_model_versions(f"name = '{name}' and tags.{ADAPTER_TAG} = '{sha256}'")
+    return [str(v.version) for v in sorted(found, key=lambda v: int(v.version), reverse=True)]
 
 
 def rollback(client, name: str = MODEL_NAME) -> tuple[str, str]:

@@ -183,3 +183,5 @@ def test_ingest_reports_bad_files_and_keeps_their_neighbours(tmp_path):
     assert facts(meta["summary"])["read_problems"] == "2"
     pages = load(tmp_path / "data", "extracted_pages")
     assert sorted(pages["url"]) == sorted(expected)
+    # the embedded crawl target (mode pydoc) starts its documentation server only for a crawl that asks for seeds
+    assert not list((tmp_path / "data").rglob("pydoc_port"))

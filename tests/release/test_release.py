@@ -74,6 +74,7 @@ def test_lora_adapter_through_registered_model_on_the_embedded_default(registry)
         "latency_p99_budget",
         "peak_memory_budget",
         "unsafe_rate",
+        "shadow_test",
     }
     assert materialized(first) == {"lora_adapter", "model_evaluation", "registered_model"}
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in first.get_asset_materialization_events()}
@@ -138,4 +139,87 @@ def test_worse_candidate_is_blocked_better_one_promoted_and_rollback_restores(re
     result = rollback_model.execute_in_process(resources={"mlflow_tracking": resources["mlflow_tracking"]})
     assert result.success
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "1"
+    assert {str(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'")} == {"1", "2"}
+
+
+def _shadow_hour(root, instance, hour: str, challenger: str, *, failing: bool) -> dict:
+    """Log 24 requests of ``hour`` (``YYYY-MM-DD-HH:00``) answered by champion "1" and mirrored to
+    ``challenger`` (its answers failed when ``failing``), as the gateway writes them, and materialize
+    ``inference_log`` and ``shadow_report`` on that hour: the shadow test the gate reads."""
+    from crawl2serve.assets.monitoring.assets import inference_log
+    from crawl2serve.assets.monitoring.comparisons import shadow_report
+    from crawl2serve.resources.feast_store import FeastStore
+    from crawl2serve.resources.serving import ServingEngine
+    from crawl2serve.serving.gateway.logrow import LogRow
+    from crawl2serve.serving.gateway.logstore import InferenceLog
+
+    data_root = DataRoot(url=str(root))
+    serving = ServingEngine(data_root=data_root, feast_store=FeastStore(data_root=data_root), feast_tiers=False)
+    ts = f"{hour[:10]}T{hour[11:13]}:30:00.000000+00:00"
+    with InferenceLog(serving.gateway_settings().log_dir) as log:
+        for i in range(24):
+            common = {"request_id": f"req-{hour}-{i}", "ts": ts, "tenant": "acme", "prompt": f"The json module {i}"}
+            log.append(LogRow(**common, model_version="1", output="provides functions", latency_ms=40.0))
+            log.append(
+                LogRow(
+                    **common,
+                    role="shadow",
+                    route="shadow",
+                    model_version=challenger,
+                    status=502 if failing else 200,
+                    error="engine_request_failed" if failing else None,
+                    output="" if failing else "provides functions to",
+                    latency_ms=45.0,
+                )
+            )
+    result = dg.materialize(
+        [inference_log, shadow_report],
+        partition_key=hour,
+        resources={"io_manager": ParquetIOManager(data_root=data_root), "serving_engine": serving},
+        instance=instance,
+        run_config={"ops": {"shadow_report": {"config": {"perplexity_outputs": 0}}}},
+    )
+    return {k: v.value for k, v in result.asset_materializations_for_node("shadow_report")[0].metadata.items()}
+
+
+def test_a_failed_shadow_test_blocks_the_challenger_and_a_passed_one_promotes_it(registry, tmp_path):
+    """Version 2 (the current lora_adapter, rolled back above) is shadowed: a failed shadow test on live traffic
+    blocks it at the gate; once a later hour passes, the gate (require_shadow) lets it through and
+    registered_model promotes version 2 itself, registering nothing new."""
+    resources, instance, _ = registry
+    client = _client(resources)
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "1"
+    failed = _shadow_hour(tmp_path, instance, "2026-11-30-10:00", "2", failing=True)
+    assert failed["verdict"] == "fail" and failed["shadow_error_rate"] == 1.0
+
+    def evaluate(**config):
+        return dg.materialize(
+            ASSETS,
+            selection=[model_evaluation, registered_model],
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"model_evaluation": {"config": {**GATE, **config}}}},
+        )
+
+    blocked = evaluate()
+    assert not blocked.success and gate(blocked)["shadow_test"] is False
+    assert all(passed for name, passed in gate(blocked).items() if name != "shadow_test"), gate(blocked)
+    check = next(e for e in blocked.get_asset_check_evaluations() if e.check_name == "shadow_test")
+    assert check.metadata["verdict"].value == "fail" and check.metadata["version"].value == "2"
+    assert check.metadata["partition"].value == "2026-11-30-10:00"
+    assert "registered_model" not in materialized(blocked)
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "1"
+
+    passed = _shadow_hour(tmp_path, instance, "2026-11-30-11:00", "2", failing=False)
+    assert passed["verdict"] == "pass"
+    promoted = evaluate(require_shadow=True)
+    assert promoted.success, gate(promoted)
+    meta = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in promoted.get_asset_materialization_events()
+    }
+    assert meta["model_evaluation"]["shadow_verdict"].value == "pass"
+    assert meta["registered_model"]["version"].value == "2" and meta["registered_model"]["unchanged"].value is False
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    assert str(champion.version) == "2" and champion.tags[PREVIOUS_TAG] == "1"
     assert {str(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'")} == {"1", "2"}

@@ -54,6 +54,15 @@ def test_workers_bounds_the_shards_in_flight(ray_session):
     assert overlaps(2) >= 1  # two run side by side
 
 
+def test_the_heaviest_shards_start_first_and_equal_weights_keep_their_order(ray_session):
+    weights = [1, 40, 0, 7, 40, 3]
+    shards = [Shard(str(i), (0.01,), weight=w) for i, w in enumerate(weights)]
+    run = run_shards(RayExecutor(workers=1), span, shards)  # one at a time: the start times give the order
+    started = sorted(run.values, key=lambda k: run.values[k][0])
+    assert started == ["1", "4", "3", "5", "0", "2"]
+    assert list(run_shards(InProcessExecutor(), span, shards).values) == [s.key for s in shards]  # in order
+
+
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="corpus_executor.workers: must be at least 1"):
         CorpusExecutor(workers=0).executor()

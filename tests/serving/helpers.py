@@ -56,10 +56,16 @@ class Gateway:
 
 
 def start_gateway(
-    tmp: Path, engines: list[tuple[str, str]], model_dir: str, versions: dict[str, str] | None = None, **overrides
+    tmp: Path,
+    engines: list[tuple[str, str]],
+    model_dir: str,
+    versions: dict[str, str] | None = None,
+    served_by: dict[str, list[str]] | None = None,
+    **overrides,
 ) -> Gateway:
     """The gateway as its own process; ``engines``: ``[(name, url), ...]`` in fallback order, each serving
-    ``model_dir`` as version "1" (and each of ``versions``: label -> model folder)."""
+    ``model_dir`` as version "1" (and each of ``versions``: label -> model folder), unless ``served_by`` names
+    a version's engines (label -> engine names)."""
     tmp.mkdir(parents=True, exist_ok=True)
     routing = tmp / "routing.json"
     write_routing(
@@ -70,7 +76,8 @@ def start_gateway(
             "canary": None,
             "canary_share": 0.0,
             "versions": {
-                v: {name: folder for name, _ in engines} for v, folder in {"1": model_dir, **(versions or {})}.items()
+                v: {name: folder for name, _ in engines if name in (served_by or {}).get(v, [name])}
+                for v, folder in {"1": model_dir, **(versions or {})}.items()
             },
         },
     )
