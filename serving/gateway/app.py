@@ -1,7 +1,8 @@
 """The OpenAI-compatible gateway in front of the engines (FastAPI).
 
 A request goes through the steps of :mod:`serving.gateway.steps` (authenticate → read body → validate → route →
-limit → screen), then to an engine (:mod:`serving.gateway.upstream`: retries, breaker, fallback), and its answer
+[route by request] → limit → screen), then to the response cache (:mod:`serving.gateway.cache`: deterministic
+requests) or an engine (:mod:`serving.gateway.upstream`: retries, breaker, fallback), and its answer
 (whole, or relayed as a stream) through output screening, accounting and the inference log. Every request,
 answered or rejected, becomes one row of the inference log, on disk before the answer leaves: a response (or
 a stream's final events and ``[DONE]``) is sent only once its row is committed, so a gateway crash loses no
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import jsonio
 from .auth import KeyStore
+from .cache import ResponseCache
 from .call import Call
 from .errors import ApiError, internal_error
 from .experiments import Experiment
@@ -34,6 +36,7 @@ from .metrics import GatewayMetrics
 from .openapi import document
 from .ratelimit import DEFAULT_TIERS, make_limiter
 from .reports import DRIFT_ROUTE, drift_report_file
+from .request_router import RouteByRequest, RoutingRules
 from .routing import Router
 from .schemas import ChatRequest
 from .settings import GatewaySettings
@@ -82,6 +85,7 @@ class Gateway:
             Validate(settings.limits),
             Route(self.router),
             *([Assign(Experiment.from_settings(settings.experiment), self.router)] if settings.experiment else []),
+            *([self._route_by_request(tiers, counter)] if settings.routing_rules else []),
             Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
             Screen(guardrails, self.metrics),
         ]
@@ -90,6 +94,11 @@ class Gateway:
         self.finish = Log(self.log, self.metrics, settings.log_commit_before_answer)
         self.shadow = Shadow(settings.shadow, self.router, self.pool, self.screen_output, self.log, self.metrics)
         self.feedback = Feedback(self.log, self.metrics)
+        self.cache = ResponseCache(settings.cache, self.metrics.registry)
+
+    def _route_by_request(self, tiers, counter: TokenCounter) -> RouteByRequest:
+        rules = RoutingRules(self.settings.routing_rules)
+        return RouteByRequest(rules, self.router, self.tier_source, tiers, counter, self.metrics.registry)
 
     # -- the request path -------------------------------------------------------------------------------------
     async def handle(self, request: Request, endpoint: str) -> Response:
@@ -98,7 +107,9 @@ class Gateway:
         try:
             for step in self.steps:
                 await step(call)
-            await self._engine(call)
+            self._prepare(call)
+            if not await self.cache.lookup(call):  # a hit: call.served holds the cached answer
+                await self._engine(call)
             if call.req.stream:
                 return await self._stream_response(call)
             return await self._complete(call)
@@ -133,8 +144,9 @@ class Gateway:
         except Exception:
             log.exception("request %s: its log row could not be written", call.request_id)
 
-    async def _engine(self, call: Call) -> None:
-        req, route = call.req, call.route
+    def _prepare(self, call: Call) -> None:
+        """The engine endpoint and payload of the call (what the engine, the cache key and a shadow see)."""
+        req = call.req
         payload = {
             **req.sampling(self.settings.limits.passthrough_fields),
             "max_tokens": call.max_tokens,
@@ -147,6 +159,9 @@ class Gateway:
         if req.stream:
             payload["stream_options"] = {"include_usage": True}
         call.engine_path, call.engine_payload = path, payload
+
+    async def _engine(self, call: Call) -> None:
+        req, route, path, payload = call.req, call.route, call.engine_path, call.engine_payload
         try:
             served = await self.pool.call(path, route.models, payload, stream=req.stream)
         except EngineRejected as exc:
@@ -207,6 +222,7 @@ class Gateway:
         }
         self.metrics.latency.labels(call.endpoint, call.row.route, "false").observe(call.elapsed_ms() / 1000)
         await self.finish(call, 200)  # the answer leaves once its row is on disk
+        self.cache.store(call, text, finish)
         self.shadow.offer(call)  # only queued: never awaited on the request path
         return JSONResponse(response, headers=call.headers)
 
@@ -269,7 +285,8 @@ class Gateway:
                     )
                     + "\n\n"
                 )
-            async for chunk in self.pool.iter_events(call.served):
+            source = self.cache.events(call.served) if call.row.cache == "hit" else self.pool.iter_events(call.served)
+            async for chunk in source:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
@@ -325,6 +342,8 @@ class Gateway:
         if refused is not None:  # the row could not be committed: the stream ends with that error, no [DONE]
             yield "data: " + json.dumps(refused.body()) + "\n\n"
             return
+        if error is None:
+            self.cache.store(call, "".join(parts), finish)
         self.shadow.offer(call)  # only queued: never awaited on the request path
         # The row is on disk: now the end of the stream
         if error is None:
@@ -395,6 +414,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             await gateway.pool.aclose()
             await gateway.account.drain()
             await gateway.limiter.aclose()
+            await gateway.cache.aclose()
             gateway.log.close()
 
     app = FastAPI(title="crawl2serve gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)

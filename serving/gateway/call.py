@@ -36,6 +36,7 @@ class Call:
         self.served = None  # upstream.Served
         self.engine_path = ""  # the engine endpoint and payload the call was sent with (what a shadow mirrors)
         self.engine_payload: dict | None = None
+        self.cache_key: str | None = None  # the response cache's key of a deterministic call (cache.ResponseCache)
         self.ended = False
 
     @property

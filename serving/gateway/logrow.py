@@ -45,7 +45,7 @@ class LogRow:
     engine: str = ""
     """The engine that served the request ("" when none was called)."""
     route: str = ""
-    """``"stable"``, ``"canary"``, ``"pinned"``, ``"experiment"`` (an A/B arm), ``"shadow"`` (a mirrored answer) or ``"fallback"`` (a later engine than the route's first served)."""
+    """``"stable"``, ``"canary"``, ``"pinned"``, ``"experiment"`` (an A/B arm), ``"shadow"`` (a mirrored answer), ``"rule"`` (a request-routing rule, see ``routing_rule``) or ``"fallback"`` (a later engine than the route's first served)."""
     stream: bool = False
     """Whether the client asked for a stream (SSE)."""
     status: int = 200
@@ -82,6 +82,13 @@ class LogRow:
     """The arm of ``experiment`` that served the request ("" when none)."""
     rating: int | None = None
     """Feedback rows: the client's rating of ``request_id`` (1 good, 0 neutral, -1 bad); None otherwise."""
+    cache: str = ""
+    """The response cache (:mod:`serving.gateway.cache`): ``"hit"`` (answered from it, no engine called),
+    ``"miss"`` (looked up, served by an engine, then stored), ``"bypass"`` (not deterministic: neither
+    temperature 0 nor a seed) or "" (cache off, or the request ended before the lookup)."""
+    routing_rule: str = ""
+    """The request-routing rule that chose the serving version or engines (:mod:`serving.gateway.request_router`;
+    the row's ``route`` is then ``"rule"``); "" when none matched."""
 
     def update(self, **values: Any) -> None:
         """Set several fields at once (an unknown name raises AttributeError)."""

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..atomic import write_text
 from .schemas import EXTENSIONS
@@ -120,6 +120,43 @@ class ExperimentSettings(_Strict):
     )
 
 
+class CacheSettings(_Strict):
+    """The response cache (:mod:`serving.gateway.cache`): exact-match answers of deterministic requests
+    (temperature 0 or a fixed seed), per tenant, keyed by the routed version and the normalized request."""
+
+    enabled: bool = Field(False, description="Answer repeated deterministic requests from the cache")
+    redis_url: str | None = Field(
+        None, description="Redis shared by every replica (redis://host:port/db); None: in this process's memory"
+    )
+    prefix: str = Field("c2s:cache:", description="Redis key prefix; a key is <prefix><tenant>:<sha256>")
+    ttl_s: float = Field(3600.0, gt=0, description="How long an answer is kept")
+    max_bytes: int = Field(64 * 2**20, ge=1, description="In memory: bytes held at most (least recently used out)")
+    max_entry_bytes: int = Field(256 * 2**10, ge=1, description="Answers larger than this are not cached")
+    timeout_s: float = Field(0.25, gt=0, description="Redis: a lookup or store's deadline (then a miss)")
+
+
+class RoutingRuleSettings(_Strict):
+    """One rule of the request router (:mod:`serving.gateway.request_router`): a request that meets every
+    condition given (prompt tokens, requested max_tokens, tenant tier) is served by ``version`` and/or on
+    ``engines`` instead of its routed version; the first matching rule wins."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    version: str | None = Field(None, description="The version label in routing.json to serve from; None: routed")
+    engines: list[str] | None = Field(None, min_length=1, description="Only these engines (names); None: all")
+    max_prompt_tokens: int | None = Field(None, ge=0, description="Matches prompts of at most this many tokens")
+    min_prompt_tokens: int | None = Field(None, ge=0, description="Matches prompts of at least this many tokens")
+    max_requested_tokens: int | None = Field(None, ge=1, description="Matches max_tokens of at most this")
+    tiers: list[str] | None = Field(None, min_length=1, description="Matches tenants of these tiers")
+
+    @model_validator(mode="after")
+    def _sends_somewhere(self):
+        if self.name == "none":
+            raise ValueError("routing rule name 'none' is reserved (requests no rule matched)")
+        if self.version is None and self.engines is None:
+            raise ValueError(f"routing rule {self.name!r}: give a version, engines or both")
+        return self
+
+
 def parse_arms(entries: list[str]) -> dict[str, ArmSettings]:
     """``["control=3:1", "treatment=4:1"]`` (``arm=version:weight``, weight 1 when left out) as arms, in order."""
     arms = {}
@@ -170,6 +207,10 @@ class GatewaySettings(_Strict):
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     experiment: ExperimentSettings | None = None
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    routing_rules: list[RoutingRuleSettings] = Field(
+        default_factory=list, description="Request routing rules, first match wins (serving.gateway.request_router)"
+    )
 
     @classmethod
     def load(cls, path: str) -> "GatewaySettings":

@@ -72,7 +72,7 @@ class Unavailable(Exception):
 @dataclass
 class Served:
     engine: str
-    position: int  # 0: the first engine in order; >0: a fallback
+    position: int  # 0: the route's first engine (of those serving its version); >0: a fallback
     body: dict | None = None
     response: aiohttp.ClientResponse | None = None
 
@@ -126,9 +126,8 @@ class EnginePool:
         return {name: b.state for name, b in self.breakers.items()}
 
     def _candidates(self, models: dict[str, str]):
-        for position, engine in enumerate(self.engines):
-            if engine.name in models:
-                yield position, engine
+        """The engines that serve ``models``, in order, with their position among them (0: the route's first)."""
+        yield from enumerate(e for e in self.engines if e.name in models)
 
     async def _attempt(
         self, engine: EngineSettings, path: str, payload: dict, stream: bool

@@ -45,6 +45,8 @@ def row(i: int, ts: str, **over) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "cache": "",
+        "routing_rule": "",
     }
     r.update(over)
     return r

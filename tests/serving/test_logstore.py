@@ -68,6 +68,8 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "cache": "",
+        "routing_rule": "",
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
@@ -115,6 +117,8 @@ def test_log_fields_schema():
         "experiment",
         "arm",
         "rating",
+        "cache",
+        "routing_rule",
     ]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
 
