@@ -16,12 +16,14 @@ from crawl2serve.serving.backoff import RestartPolicy
 from crawl2serve.serving.deploy import Deployment, EngineConfig
 from crawl2serve.serving.engines import BACKENDS, engine_class, resolve_backend
 from crawl2serve.serving.gateway.settings import (
+    CacheSettings,
     ExperimentSettings,
     FeastSettings,
     GatewaySettings,
     GuardrailSettings,
     ShadowSettings,
     parse_arms,
+    parse_rules,
 )
 from crawl2serve.serving.k8s import GPU_TOLERATIONS
 
@@ -102,6 +104,17 @@ class ServingEngine(dg.ConfigurableResource):
     experiment_unit: str = Field("tenant", description="A/B test: assign by 'tenant' or by 'request'")
     experiment_arms: list[str] = Field(
         default_factory=list, description="A/B test: arms as 'arm=version[:weight]', the first is the control"
+    )
+    response_cache: bool = Field(
+        True,
+        description="Answer repeated deterministic requests (temperature 0 or a seed) from the gateway's cache: "
+        "in memory, or in Redis when redis_url is set",
+    )
+    response_cache_ttl_s: float = Field(3600.0, description="Response cache: how long an answer is kept")
+    routing_rules: list[str] = Field(
+        default_factory=list,
+        description="Request routing, first match wins: 'name=field:value,...' with fields version, engines, "
+        "max_prompt_tokens, min_prompt_tokens, max_requested_tokens, tiers (lists '|'-separated)",
     )
     # -- mode="k8s": the engine as a Deployment + Service (serving/k8s.py) --------------------------------------
     k8s_name: str = Field("crawl2serve-sglang", description="k8s: name of the engine's Deployment and Service")
@@ -229,6 +242,8 @@ class ServingEngine(dg.ConfigurableResource):
             )
             if self.experiment_name
             else None,
+            cache=CacheSettings(enabled=self.response_cache, redis_url=self.redis_url, ttl_s=self.response_cache_ttl_s),
+            routing_rules=parse_rules(self.routing_rules),
         )
 
     # -- mode="k8s" --------------------------------------------------------------------------------------------------

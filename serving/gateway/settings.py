@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..atomic import write_text
 from .schemas import EXTENSIONS
@@ -170,6 +170,31 @@ def parse_arms(entries: list[str]) -> dict[str, ArmSettings]:
         except ValueError as exc:
             raise ValueError(f"experiment arm {entry!r}: {exc}") from exc
     return arms
+
+
+def parse_rules(entries: list[str]) -> list[RoutingRuleSettings]:
+    """``["short-free=version:2,max_prompt_tokens:64,tiers:free|pro"]`` (``name=field:value,...``, a list's
+    items ``|``-separated) as routing rules, in order (the form a Dagster launchpad list of strings takes)."""
+    lists = {"engines", "tiers"}
+    rules = []
+    for entry in entries:
+        name, eq, rest = entry.partition("=")
+        fields: dict = {"name": name}
+        for part in filter(None, rest.split(",")):
+            key, colon, value = part.partition(":")
+            if not colon or not key.strip():
+                raise ValueError(f"routing rule {entry!r}: expected 'name=field:value,...', got {part!r}")
+            key = key.strip()
+            fields[key] = value.split("|") if key in lists else value.strip()
+        if not eq or not name:
+            raise ValueError(f"routing rule {entry!r}: expected 'name=field:value,...'")
+        try:
+            rules.append(RoutingRuleSettings.model_validate(fields))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"routing rule {entry!r}: {where + ': ' if where else ''}{first['msg']}") from exc
+    return rules
 
 
 class GatewaySettings(_Strict):

@@ -699,7 +699,7 @@ def row(i):
             "engine": "e", "route": "stable", "stream": False, "status": 200, "error": None, "prompt": "p" * 500,
             "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1.0, "ttft_ms": None,
             "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
-            "role": "primary", "experiment": "", "arm": "", "rating": None}
+            "role": "primary", "experiment": "", "arm": "", "rating": None, "cache": "", "routing_rule": ""}
 
 log = InferenceLog(sys.argv[1], flush_interval_s=60, max_batch=64).start()
 for i in range(300):

@@ -8,9 +8,12 @@ import openai
 import pytest
 from pydantic import ValidationError
 
+from crawl2serve.resources.feast_store import FeastStore
+from crawl2serve.resources.serving import ServingEngine
+from crawl2serve.resources.storage import DataRoot
 from crawl2serve.serving.gateway.logstore import read_rows
 from crawl2serve.serving.gateway.request_router import RequestFacts, RoutingRules, matches
-from crawl2serve.serving.gateway.settings import GatewaySettings, RoutingRuleSettings
+from crawl2serve.serving.gateway.settings import GatewaySettings, RoutingRuleSettings, parse_rules
 from tests.serving.helpers import metric, start_gateway
 
 
@@ -56,6 +59,26 @@ def test_bad_rules_are_refused_naming_the_problem():
                 "routing_rules": [{"name": "x", "version": "2", "tier": ["free"]}],
             }
         )
+
+
+def test_rules_from_the_serving_resource_reach_the_gateway_settings(tmp_path):
+    assert parse_rules(["short-free=version:2,max_prompt_tokens:64,tiers:free|pro", "cpu=engines:fallback"]) == [
+        RoutingRuleSettings(name="short-free", version="2", max_prompt_tokens=64, tiers=["free", "pro"]),
+        RoutingRuleSettings(name="cpu", engines=["fallback"]),
+    ]
+    with pytest.raises(
+        ValueError, match=r"routing rule 'x=version:2,max_tokens:4': max_tokens: Extra inputs are not permitted"
+    ):
+        parse_rules(["x=version:2,max_tokens:4"])
+    with pytest.raises(ValueError, match="expected 'name=field:value,...', got 'version'"):
+        parse_rules(["x=version"])
+    root = DataRoot(url=str(tmp_path))
+    engine = ServingEngine(
+        data_root=root, feast_store=FeastStore(data_root=root), feast_tiers=False, routing_rules=["a=version:2"]
+    )
+    settings = engine.gateway_settings()
+    assert settings.routing_rules == [RoutingRuleSettings(name="a", version="2")]
+    assert settings.cache.enabled and settings.cache.redis_url is None  # the embedded default: in memory
 
 
 # -- through the gateway -------------------------------------------------------------------------------------
