@@ -17,11 +17,12 @@ output guardrail, not failed or cancelled), at most ``max_entry_bytes``.
 **A hit** is answered after everything before the engine ran (authentication, validation, routing, the rate
 limit, which charges it like any answer: the tier bounds what a tenant is served, and the prompt guardrail),
 and goes through the same output guardrail, accounting and inference-log row (``cache: "hit"``, ``engine``
-"") as an engine's answer. A streamed request replays as the same SSE events a live stream has (the role
+"") as an engine's answer; its response says ``X-Crawl2serve-Cache: hit`` (``miss``, ``bypass`` otherwise). A
+streamed request replays as the same SSE events a live stream has (the role
 event, the text, the finish event, usage when asked for, ``[DONE]``), the text in one event.
 
 Two stores behind one asynchronous interface: :class:`MemoryStore` (the embedded default; one process, bounded
-by bytes, least recently used out) and :class:`RedisStore` (shared by every replica, ``redis.asyncio``, each
+by bytes, least recently used out; each worker of a multi-worker gateway has its own) and :class:`RedisStore` (shared by every replica, ``redis.asyncio``, each
 call under a deadline: a Redis that fails or stalls makes a miss, counted as ``error``, never a failed request).
 
 ``/metrics``: ``c2s_gateway_cache_lookups_total{outcome=hit|miss|bypass|error}``, ``c2s_gateway_cache_hit_ratio``
@@ -48,6 +49,7 @@ from .upstream import Served
 log = logging.getLogger("crawl2serve.gateway")
 ENTRY_FORMAT = 1  # part of every key: a change of what an entry holds invalidates the old ones
 CACHEABLE_FINISH = ("stop", "length")
+CACHE_HEADER = "X-Crawl2serve-Cache"  # the lookup's outcome in the response: hit, miss or bypass
 
 
 def deterministic(req) -> bool:
@@ -221,8 +223,7 @@ class ResponseCache:
         if not self.settings.enabled:
             return False
         if not deterministic(call.req):
-            call.row.cache = "bypass"
-            self.metrics.looked_up("bypass")
+            self._outcome(call, "bypass", "bypass")
             return False
         canonical = canonical_request(call.engine_path, call.route.version, call.route.models, call.engine_payload)
         call.cache_key = cache_key(self.settings.prefix, call.api_key.tenant, canonical)
@@ -230,16 +231,13 @@ class ResponseCache:
             raw = await self.backend.get(call.cache_key)
         except Exception as exc:
             log.warning("response cache unavailable, request %s goes to the engine: %s", call.request_id, exc)
-            call.row.cache = "miss"
-            self.metrics.looked_up("error")
+            self._outcome(call, "miss", "error")
             return False
         entry = _decode(raw) if raw is not None else None
         if entry is None:
-            call.row.cache = "miss"
-            self.metrics.looked_up("miss")
+            self._outcome(call, "miss", "miss")
             return False
-        call.row.cache = "hit"
-        self.metrics.looked_up("hit")
+        self._outcome(call, "hit", "hit")
         self.metrics.served_bytes.inc(len(raw))
         usage = entry["usage"]
         self.metrics.saved_tokens.labels("in").inc(usage.get("prompt_tokens") or 0)
@@ -247,6 +245,11 @@ class ResponseCache:
         call.row.update(served_model=entry["served_model"], adapter=entry["served_model"])
         call.served = Served(engine="", position=0, body=_engine_body(call.chat, entry))
         return True
+
+    def _outcome(self, call: Call, row_value: str, counted: str) -> None:
+        call.row.cache = row_value
+        call.headers[CACHE_HEADER] = row_value
+        self.metrics.looked_up(counted)
 
     def store(self, call: Call, text: str, finish: str | None) -> None:
         """Keep the answer of a logged, answered (200) call for its key, if it is complete and within

@@ -1,6 +1,9 @@
 """The gateway's request path as a short chain of small steps, each behind one interface::
 
-    authenticate → read body → validate → route → limit → screen → [engine] → screen output → account → log
+    authenticate → read body → validate → route → [route by request] → limit → screen → [cache | engine]
+    → screen output → account → log
+
+(routing by request: :mod:`serving.gateway.request_router`; the response cache: :mod:`serving.gateway.cache`).
 
 A step is an object with ``async __call__(call)`` that fills in the :class:`~serving.gateway.call.Call` or
 raises :class:`~serving.gateway.errors.ApiError`, which ends the call with that answer. Routing comes before the

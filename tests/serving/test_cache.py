@@ -205,6 +205,8 @@ def test_repeated_deterministic_requests_are_answered_from_the_cache(gateway):
     client = _client(gateway)
     first, again = client.completions.create(**COMPLETION), client.completions.create(**COMPLETION)
     assert again.choices[0].text == first.choices[0].text and again.usage == first.usage and again.id != first.id
+    raw = client.completions.with_raw_response.create(**COMPLETION)
+    assert raw.headers["x-crawl2serve-cache"] == "hit" and raw.parse().choices[0].text == first.choices[0].text
     chat1, chat2 = client.chat.completions.create(**CHAT), client.chat.completions.create(**CHAT)
     assert chat2.choices[0].message.content == chat1.choices[0].message.content and chat2.usage == chat1.usage
     # a stream of a cached answer replays it as a stream, with a live stream's events
@@ -221,10 +223,11 @@ def test_repeated_deterministic_requests_are_answered_from_the_cache(gateway):
     sampled = client.completions.create(**{**COMPLETION, "temperature": 1.0})
     seeded = [client.completions.create(**{**COMPLETION, "temperature": 0.9, "seed": 7}) for _ in range(2)]
     assert seeded[0].choices[0].text == seeded[1].choices[0].text
-    answers = [first, again, chat1, chat2, replay[0], live[0], chat_replay[0], chat_live[0], sampled, *seeded]
+    answers = [first, again, raw.parse(), chat1, chat2, replay[0], live[0], chat_replay[0], chat_live[0], sampled]
+    answers += seeded
     rows = _rows(gateway, [a.id for a in answers])
     assert [rows[a.id]["cache"] for a in answers] == [
-        "miss", "hit", "miss", "hit", "hit", "miss", "hit", "miss", "bypass", "miss", "hit"
+        "miss", "hit", "hit", "miss", "hit", "hit", "miss", "hit", "miss", "bypass", "miss", "hit"
     ]  # fmt: skip
     hit, miss = rows[again.id], rows[first.id]
     assert (hit["engine"], miss["engine"]) == ("", "primary") and hit["model_version"] == miss["model_version"] == "1"
@@ -232,9 +235,9 @@ def test_repeated_deterministic_requests_are_answered_from_the_cache(gateway):
     assert (hit["prompt_tokens"], hit["completion_tokens"]) == (miss["prompt_tokens"], miss["completion_tokens"])
     assert rows[replay[0].id]["stream"] is True and rows[replay[0].id]["ttft_ms"] is not None
     hits = [rows[a.id] for a in answers if rows[a.id]["cache"] == "hit"]
-    assert metric(gateway.url, "c2s_gateway_cache_lookups_total", outcome="hit") == len(hits) == 5
+    assert metric(gateway.url, "c2s_gateway_cache_lookups_total", outcome="hit") == len(hits) == 6
     assert metric(gateway.url, "c2s_gateway_cache_lookups_total", outcome="bypass") == 1
-    assert metric(gateway.url, "c2s_gateway_cache_hit_ratio") == pytest.approx(5 / 10)
+    assert metric(gateway.url, "c2s_gateway_cache_hit_ratio") == pytest.approx(6 / 11)
     assert metric(gateway.url, "c2s_gateway_cache_saved_tokens_total", direction="out") == sum(
         r["completion_tokens"] for r in hits
     )
