@@ -16,14 +16,20 @@ over rounds of each series' p50, and of the ratios hit/off and miss/off per roun
 
     .venv/bin/python bench/bench_cache.py [--rounds 6] [--requests 30] [--tokens 16]
 
-Measured on this machine (2 cores shared with 5 other helpers' tests and builds: the spread between rounds is
-mostly that load):
+Measured on this machine (2026-12-01, 2 cores shared with 5 other helpers' tests and builds, load average 6-10:
+the spread between rounds is that load, not the gateway):
 
-=====================================  ==========  ==========  ==========  ===========  ============
-run                                    p50 off     p50 hit     p50 miss    hit / off    miss / off
-=====================================  ==========  ==========  ==========  ===========  ============
-CPU engine, 16 tokens, 6 x 30          see README  see README  see README  see README   see README
-=====================================  ==========  ==========  ==========  ===========  ============
+======================================  ========  ========  ========  ============================  ===========
+run                                     p50 off   p50 miss  p50 hit   hit / off (min .. max)        miss / off
+======================================  ========  ========  ========  ============================  ===========
+CPU engine, 16 tokens, 6 rounds x 30    333.7 ms  413.6 ms  8.2 ms    0.0205 (0.0162 .. 0.0439)     0.830
+                                                                                                    (0.45..1.50)
+======================================  ========  ========  ========  ============================  ===========
+
+A hit is answered in about 2% of the engine's time (about 50x faster at the median), and what is left is the
+gateway's own path (authentication, token count, the row's fsync before the answer). What a miss costs the
+request (a hash and an in-memory lookup and store) is far below this machine's noise: miss/off spans 0.45 to
+1.50 over rounds of identical requests.
 """
 
 import argparse

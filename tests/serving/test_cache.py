@@ -155,6 +155,7 @@ def gateway(tmp_path_factory, cpu_engine, tiny_model, small_model):
         tiny_model,
         versions={"2": small_model},
         cache={"enabled": True},
+        shadow={"version": "2", "share": 1.0},  # every answer mirrored to version 2, but those of the cache
         tiers={"tiny": {"requests_per_minute": 3, "tokens_per_minute": 100_000}},
     )
     yield gw
@@ -168,7 +169,7 @@ def _client(gw, key=None) -> openai.OpenAI:
 def _rows(gw, ids: list[str], timeout_s: float = 10.0) -> dict[str, dict]:
     deadline = time.monotonic() + timeout_s
     while True:
-        rows = {r["request_id"]: r for r in read_rows(gw.settings.log_dir)[0]}
+        rows = {r["request_id"]: r for r in read_rows(gw.settings.log_dir)[0] if r["role"] == "primary"}
         if all(i in rows for i in ids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.1)
@@ -243,6 +244,8 @@ def test_repeated_deterministic_requests_are_answered_from_the_cache(gateway):
     )
     assert metric(gateway.url, "c2s_gateway_cache_bytes") > 0
     assert metric(gateway.url, "c2s_gateway_cache_stores_total", outcome="stored") == 5
+    # a cached answer says nothing of the champion's engine: not mirrored to the shadow
+    assert metric(gateway.url, "c2s_gateway_shadow_requests_total", outcome="queued") == len(answers) - len(hits)
 
 
 def test_a_hit_is_rate_limited_and_tenants_do_not_share_entries(gateway):
