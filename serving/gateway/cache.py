@@ -17,13 +17,15 @@ output guardrail, not failed or cancelled), at most ``max_entry_bytes``.
 **A hit** is answered after everything before the engine ran (authentication, validation, routing, the rate
 limit, which charges it like any answer: the tier bounds what a tenant is served, and the prompt guardrail),
 and goes through the same output guardrail, accounting and inference-log row (``cache: "hit"``, ``engine``
-"") as an engine's answer; its response says ``X-Crawl2serve-Cache: hit`` (``miss``, ``bypass`` otherwise). A
-streamed request replays as the same SSE events a live stream has (the role
-event, the text, the finish event, usage when asked for, ``[DONE]``), the text in one event.
+"") as an engine's answer; its response says ``X-Crawl2serve-Cache: hit`` (``miss``, ``bypass`` otherwise).
+A streamed request replays as the same SSE events a live stream has (the role event, the text, the finish
+event, usage when asked for, ``[DONE]``), the text in one event. Hits are not mirrored to a shadow
+(:mod:`serving.gateway.shadow`): their latency is not the champion's.
 
 Two stores behind one asynchronous interface: :class:`MemoryStore` (the embedded default; one process, bounded
-by bytes, least recently used out; each worker of a multi-worker gateway has its own) and :class:`RedisStore` (shared by every replica, ``redis.asyncio``, each
-call under a deadline: a Redis that fails or stalls makes a miss, counted as ``error``, never a failed request).
+by bytes, least recently used out; each worker of a multi-worker gateway has its own) and :class:`RedisStore`
+(shared by every replica, ``redis.asyncio``, each call under a deadline: a Redis that fails or stalls makes a
+miss, counted as ``error``, never a failed request).
 
 ``/metrics``: ``c2s_gateway_cache_lookups_total{outcome=hit|miss|bypass|error}``, ``c2s_gateway_cache_hit_ratio``
 (hits / (hits + misses) of this process), ``c2s_gateway_cache_bytes`` (held in memory),
@@ -229,6 +231,7 @@ class ResponseCache:
         call.cache_key = cache_key(self.settings.prefix, call.api_key.tenant, canonical)
         try:
             raw = await self.backend.get(call.cache_key)
+            self._held()  # a read may have dropped an expired entry
         except Exception as exc:
             log.warning("response cache unavailable, request %s goes to the engine: %s", call.request_id, exc)
             self._outcome(call, "miss", "error")
