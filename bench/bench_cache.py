@@ -24,12 +24,14 @@ run                                     p50 off   p50 miss  p50 hit   hit / off 
 ======================================  ========  ========  ========  ============================  ===========
 CPU engine, 16 tokens, 6 rounds x 30    333.7 ms  413.6 ms  8.2 ms    0.0205 (0.0162 .. 0.0439)     0.830
                                                                                                     (0.45..1.50)
+same, second run (load average 8)       293.5 ms  237.7 ms  4.2 ms    0.0198 (0.0110 .. 0.0255)     0.806
+                                                                                                    (0.36..1.39)
 ======================================  ========  ========  ========  ============================  ===========
 
 A hit is answered in about 2% of the engine's time (about 50x faster at the median), and what is left is the
 gateway's own path (authentication, token count, the row's fsync before the answer). What a miss costs the
 request (a hash and an in-memory lookup and store) is far below this machine's noise: miss/off spans 0.45 to
-1.50 over rounds of identical requests.
+1.50 (0.36 to 1.39 in the second run) over rounds of identical requests.
 """
 
 import argparse
