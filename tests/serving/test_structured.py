@@ -27,6 +27,7 @@ from crawl2serve.serving.gateway.structured import (
     capable_engines,
     needed_features,
 )
+from crawl2serve.serving.gateway.tokens import TokenCounter
 from tests.serving.helpers import metric, start_gateway
 
 # A chat template that renders the function definitions before the messages (most instruct models' do, in
@@ -68,15 +69,38 @@ def tools_model(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory, cpu_engine, tiny_model, tools_model):
-    """Version 1: the tiny model (plain template); 2: the same weights with a template that renders tools; both
-    on the CPU engine as it is. Version 3: the tiny model on an entry of the same engine declaring every feature."""
+def caller_model(tools_model, tmp_path_factory):
+    """The tools model with a response template (``tokenizer_config.json``) that reads all it writes as one call
+    of ``get_weather``, its text the arguments: ``transformers serve`` then answers with tool calls, parsed by
+    transformers itself, as it does for a Qwen model's ``<tool_call>`` markup."""
+    folder = tmp_path_factory.mktemp("caller_model") / "merged"
+    shutil.copytree(tools_model, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["response_template"] = {
+        "start_anchor_pattern": r"\Z",
+        "fields": {
+            "tool_calls": {
+                "content": "text",
+                "repeats": True,
+                "transform": {"type": "function", "function": {"name": "get_weather", "arguments": "{content}"}},
+            }
+        },
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, cpu_engine, tiny_model, tools_model, caller_model):
+    """Version 1: the tiny model (plain template); 2: the same weights with a template that renders tools; 4: the
+    same, answering tool calls; all on the CPU engine as it is. Version 3: the tiny model on an entry of the same
+    engine declaring every feature."""
     gw = start_gateway(
         tmp_path_factory.mktemp("structured"),
         [("primary", cpu_engine.url), ("declared", cpu_engine.url)],
         tiny_model,
-        versions={"2": tools_model, "3": tiny_model},
-        served_by={"1": ["primary"], "2": ["primary"], "3": ["declared"]},
+        versions={"2": tools_model, "3": tiny_model, "4": caller_model},
+        served_by={"1": ["primary"], "2": ["primary"], "3": ["declared"], "4": ["primary"]},
         features={"declared": list(FEATURES)},
     )
     yield gw
@@ -124,14 +148,22 @@ def test_plain_text_format_is_served(client):
     assert answer.choices[0].message.content and answer.choices[0].message.tool_calls is None
 
 
-def test_tools_reach_the_engine_and_its_template(client, gateway):
-    """The engine's own prompt count grows by the rendered definitions: they reached the model's template.
-    A conversation with an earlier tool call and its result is served too."""
+def _counted(folder: str, body: dict) -> int:
+    """The prompt tokens the gateway reserves for ``body`` (its counter, the version's tokenizer)."""
+    req = ChatRequest.model_validate({"model": "crawl2serve", **body})
+    return TokenCounter().count(folder, messages=req.engine_messages(), tools=req.engine_tools())
+
+
+def test_tools_reach_the_engine_and_its_template(client, gateway, tools_model):
+    """The engine's own prompt count grows by the rendered definitions: they reached the model's template; the
+    gateway counts the same (its rate-limit reservation). A conversation with an earlier tool call and its
+    result is served and counted alike."""
     plain = client.chat.completions.create(model="crawl2serve@2", messages=ASK, max_tokens=2)
     with_tools = client.chat.completions.create(
         model="crawl2serve@2", messages=ASK, max_tokens=2, tools=[WEATHER], tool_choice="auto"
     )
     assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens + 20, (plain.usage, with_tools.usage)
+    assert _counted(tools_model, {"messages": ASK, "tools": [WEATHER]}) == with_tools.usage.prompt_tokens
     conversation = [
         {"role": "user", "content": "Weather in Lyon?"},
         {
@@ -148,7 +180,29 @@ def test_tools_reach_the_engine_and_its_template(client, gateway):
     ]
     answer = client.chat.completions.create(model="crawl2serve@2", messages=conversation, max_tokens=2, tools=[WEATHER])
     assert answer.choices[0].finish_reason in ("stop", "length")
+    assert _counted(tools_model, {"messages": conversation, "tools": [WEATHER]}) == answer.usage.prompt_tokens
     assert _row(gateway, answer.id)["status"] == 200
+
+
+def test_the_engines_tool_calls_reach_the_client_whole_and_streamed(client, gateway):
+    answer = client.chat.completions.create(model="crawl2serve@4", messages=ASK, max_tokens=8, tools=[WEATHER])
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None, choice
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id
+    row = _row(gateway, answer.id)
+    assert json.loads(row["tool_calls"]) == [call.model_dump()] and row["output"] == ""
+
+    stream = client.chat.completions.create(
+        model="crawl2serve@4", messages=ASK, max_tokens=8, tools=[WEATHER], stream=True
+    )
+    chunks = list(stream)
+    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert deltas and deltas[0].function.name == "get_weather", chunks
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    row = _row(gateway, chunks[0].id)
+    assert json.loads(row["tool_calls"])[0]["function"] == deltas[0].function.model_dump()
+    assert row["status"] == 200
 
 
 def test_tools_for_a_template_that_never_reads_them_are_a_400(client):
