@@ -2,8 +2,9 @@
 
 An engine is a process speaking the OpenAI API on ``url``. Its class knows how to start it (``command``), how to
 tell it is up (``health``), which weights and adapters it starts with for a champion (``launch``), how a new
-registry version becomes servable on it (``add_version``: load an adapter, swap weights, or name a folder), and
-what to re-do after a restart (``restore``). Nothing outside these classes looks at a backend's name: adding one
+registry version becomes servable on it (``add_version``: load an adapter, swap weights, or name a folder),
+what to re-do after a restart (``restore``), and what it honours beyond plain text (``features``: constrained
+JSON, tools; the gateway routes by them). Nothing outside these classes looks at a backend's name: adding one
 (vLLM, say) is a new module registering a new subclass (see :mod:`serving.engines`).
 
 A started engine is described by an :class:`EngineHandle` (JSON-able), kept under the data root so a later

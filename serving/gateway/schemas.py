@@ -5,6 +5,9 @@ malformed request never reaches an engine: empty prompts, sampling parameters ou
 64-bit integer, NaN/Infinity, strings that are not valid Unicode (lone surrogates), stop sequences in any format
 but a non-empty string or a short list of them. The models run in pydantic's strict mode: ``"5"`` is not a number
 and ``"yes"`` is not a boolean. They are also the request schemas of the OpenAPI document (``/openapi.json``).
+Chat requests may ask for structured output and tools (``response_format``, ``tools``, ``tool_choice``, tool calls
+and results in ``messages``): their shape is checked here, their JSON Schemas and which engines honour them in
+:mod:`serving.gateway.structured`.
 """
 
 import json
