@@ -34,7 +34,8 @@ JSON_OBJECT = "response_format.json_object"  # output constrained to a JSON obje
 JSON_SCHEMA = "response_format.json_schema"  # output constrained to a given JSON Schema
 TOOLS = "tools"  # function definitions rendered into the prompt and tool calls parsed out of the output
 TOOL_CHOICE = "tool_choice"  # "none", "required" or one named function honoured (not only "auto")
-FEATURES = (JSON_OBJECT, JSON_SCHEMA, TOOLS, TOOL_CHOICE)
+STRICT_TOOLS = "tools.strict"  # a strict function's arguments constrained to its parameters' JSON Schema
+FEATURES = (JSON_OBJECT, JSON_SCHEMA, TOOLS, TOOL_CHOICE, STRICT_TOOLS)
 
 
 class NotSupported(EngineError):

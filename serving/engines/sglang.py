@@ -17,6 +17,7 @@ import httpx
 from .base import (
     JSON_OBJECT,
     JSON_SCHEMA,
+    STRICT_TOOLS,
     TOOL_CHOICE,
     TOOLS,
     Engine,
@@ -106,7 +107,8 @@ class SGLangEngine(Engine):
         ``json_schema``: the schema) with its grammar backend (xgrammar unless ``--grammar-backend none``), and
         parses tool calls out of the output only with ``--tool-call-parser <model family>`` in ``sglang_args``
         (without one it renders ``tools`` into the prompt but answers plain text); ``tool_choice``
-        ``required`` / a named function needs both (a grammar of the calls, then the parser)."""
+        ``required`` / a named function needs both (a grammar of the calls, then the parser), and so do
+        ``strict`` functions (the calls constrained by a structural tag; parsers of JSON-shaped calls)."""
         args = self.config.extra_args
         grammar = arg_value(args, "--grammar-backend") != "none"
         parser = arg_value(args, "--tool-call-parser") is not None
@@ -114,7 +116,7 @@ class SGLangEngine(Engine):
         if parser:
             features.add(TOOLS)
         if grammar and parser:
-            features.add(TOOL_CHOICE)
+            features |= {TOOL_CHOICE, STRICT_TOOLS}
         return frozenset(features)
 
     def launch(self, champion: Release, folders: ModelFolders) -> Launch:

@@ -208,8 +208,8 @@ class Gateway:
             text, tool_calls, finish = "", None, "content_filter"
         self.account.usage(call, body.get("usage"), text)
         call.row.update(output=text, finish_reason=finish, tool_calls=jsonio.dumps(tool_calls) if tool_calls else "")
-        if call.contract is not None and finish != "content_filter" and not tool_calls:
-            self._check_contract(call, text)
+        if finish != "content_filter":
+            self._check_answer(call, text, tool_calls)
         await self.account(call)
         out_choice = {"index": 0, "finish_reason": finish}
         if call.chat:
@@ -231,15 +231,23 @@ class Gateway:
         self.shadow.offer(call)  # only queued: never awaited on the request path
         return JSONResponse(response, headers=call.headers)
 
-    def _check_contract(self, call: Call, text: str) -> None:
-        """The answer against the call's response_format: counted, and a 502 ``output_schema_invalid`` (its
-        row keeps the text) when it does not hold (:mod:`serving.gateway.structured`)."""
-        problem = call.contract.problem(text)
-        self.metrics.structured.labels(call.contract.kind, "invalid" if problem else "valid").inc()
+    def _check_answer(self, call: Call, text: str, tool_calls: list[dict] | None) -> None:
+        """The answer against what the call asked for (:mod:`serving.gateway.structured`): its tool calls
+        against the strict functions, else its text against the response_format. Counted; a 502
+        ``output_schema_invalid`` (its row keeps the answer) when it does not hold."""
+        contract, answer, asked = (
+            (call.tool_contract, tool_calls, "strict functions")
+            if tool_calls
+            else (call.contract, text, "response_format")
+        )
+        if contract is None:
+            return
+        problem = contract.problem(answer)
+        self.metrics.structured.labels(contract.kind, "invalid" if problem else "valid").inc()
         if problem:
             raise ApiError(
                 502,
-                f"the engine's answer does not match the requested response_format ({call.contract.kind}): {problem}",
+                f"the engine's answer does not match the requested {asked} ({contract.kind}): {problem}",
                 kind="server_error",
                 code=OUTPUT_SCHEMA_INVALID,
             )
@@ -362,9 +370,9 @@ class Gateway:
             self.screen_output.final(call, text + tool_calls_text(calls.calls()))
             self.account.usage(call, usage, text)
             call.row.update(output=text, finish_reason=finish, tool_calls=calls.json())
-            if error is None and call.contract is not None and finish != "content_filter" and not calls:
+            if error is None and finish != "content_filter":
                 try:
-                    self._check_contract(call, text)
+                    self._check_answer(call, text, calls.calls())
                 except ApiError as exc:
                     error, invalid = exc.code, exc
             refused = await self._end_stream(call, error)

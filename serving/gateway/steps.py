@@ -30,7 +30,7 @@ from .ratelimit import Tier
 from .routing import Router, UnknownModel
 from .schemas import EXTENSIONS, ChatRequest, CompletionRequest, describe, invalid_unicode, printable
 from .settings import EngineSettings, LimitSettings
-from .structured import OutputContract, capable_engines, check_schemas, needed_features, unsupported
+from .structured import OutputContract, ToolContract, capable_engines, check_schemas, needed_features, unsupported
 from .tiers import TierSource
 from .tokens import TokenCounter
 
@@ -208,7 +208,8 @@ class Structured:
     """What a chat request asks beyond plain text (:mod:`serving.gateway.structured`): its JSON Schemas are
     valid, the routed version's chat template reads ``tools`` if it sends tools, and the route keeps only the
     engines that honour every feature it needs (a 400 ``unsupported_parameter`` when none does). Sets the
-    call's :class:`~serving.gateway.structured.OutputContract`, which its answer is checked against."""
+    call's contracts (:class:`~serving.gateway.structured.OutputContract` for its text,
+    :class:`~serving.gateway.structured.ToolContract` for its tool calls), which its answer is checked against."""
 
     def __init__(self, engines: list[EngineSettings], counter: TokenCounter):
         self.features = {e.name: frozenset(e.features) for e in engines}
@@ -238,7 +239,7 @@ class Structured:
         if not models:
             raise unsupported(needs, missing, self.backends, req.model)
         call.route = dataclasses.replace(route, models=models)
-        call.contract = OutputContract.of(req)
+        call.contract, call.tool_contract = OutputContract.of(req), ToolContract.of(req)
 
 
 class Limit:

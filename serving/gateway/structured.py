@@ -17,7 +17,9 @@ answer that is not a JSON object / does not match the schema is a 502 ``output_s
 mismatch (an engine's constrained decoding makes this rare; a ``max_tokens`` cut-off mid-object is the usual
 cause); a stream is relayed as it arrives and checked once it ends: a mismatch ends it with an error event of the
 same code instead of its last chunk (the openai client raises ``APIError``). Either way the log row says
-``output_schema_invalid`` and keeps the text.
+``output_schema_invalid`` and keeps the text. Tool calls are checked the same way when a function is ``strict``
+(:class:`ToolContract`: calls of the request's functions, a strict one's arguments matching its ``parameters``),
+which needs an engine constraining them (``tools.strict``).
 """
 
 import json
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from ..engines.base import JSON_OBJECT, JSON_SCHEMA, TOOL_CHOICE, TOOLS
+from ..engines.base import JSON_OBJECT, JSON_SCHEMA, STRICT_TOOLS, TOOL_CHOICE, TOOLS
 from .errors import ApiError
 from .schemas import ChatRequest
 
@@ -53,6 +55,9 @@ def needed_features(req) -> dict[str, Need]:
         needs[JSON_SCHEMA] = Need("response_format", "response_format json_schema")
     if req.tools:
         needs[TOOLS] = Need("tools", "tools")
+        strict = [t.function.name for t in req.tools if t.function.strict]
+        if strict:
+            needs[STRICT_TOOLS] = Need("tools", f"strict function {strict[0]!r}")
     if req.tool_choice is not None and req.tool_choice != "auto":
         choice = req.tool_choice if isinstance(req.tool_choice, str) else f"function {req.tool_choice.function.name}"
         needs[TOOL_CHOICE] = Need("tool_choice", f"tool_choice {choice!r}")
@@ -138,20 +143,56 @@ class OutputContract:
 
     def problem(self, text: str) -> str | None:
         """Why ``text`` breaks the contract (the first mismatch, with its JSON path), or None when it holds."""
-        try:
-            value = json.loads(text, parse_constant=_not_json)
-        except (ValueError, RecursionError) as exc:
-            return f"the answer is not JSON ({exc})"
-        if self.kind == "json_object":
-            return None if isinstance(value, dict) else f"the answer is JSON but not an object ({type(value).__name__})"
-        validator = jsonschema.validators.validator_for(self.schema)(self.schema)
-        try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
-        except Exception as exc:  # the client's schema, applied: an unresolvable $ref, a regex Python rejects
-            return f"the schema could not be applied ({type(exc).__name__}: {exc})"
-        if error is None:
+        return _problem(text, None if self.kind == "json_object" else self.schema, "the answer")
+
+
+@dataclass(frozen=True)
+class ToolContract:
+    """What an answer's tool calls must be when some function is ``strict``: calls of the request's functions,
+    the strict ones' arguments a JSON object matching their ``parameters`` (any object without)."""
+
+    functions: dict[str, dict | None]  # every function of the request -> its parameters if strict, else None
+    strict: frozenset[str]
+    kind = "strict_tools"
+
+    @classmethod
+    def of(cls, req) -> "ToolContract | None":
+        if not isinstance(req, ChatRequest) or not any(t.function.strict for t in req.tools or []):
             return None
-        return f"the answer does not match the schema at {error.json_path}: {error.message}"
+        return cls(
+            {t.function.name: t.function.parameters for t in req.tools},
+            frozenset(t.function.name for t in req.tools if t.function.strict),
+        )
+
+    def problem(self, calls: list[dict]) -> str | None:
+        for call in calls:
+            function = call.get("function") or {}
+            name = function.get("name")
+            if name not in self.functions:
+                return f"the answer calls {name!r}, which is not one of the request's functions"
+            if name in self.strict:
+                found = _problem(function.get("arguments") or "", self.functions[name], f"the arguments of {name!r}")
+                if found:
+                    return found
+        return None
+
+
+def _problem(text: str, schema: dict | None, what: str) -> str | None:
+    """Why ``text`` is not JSON matching ``schema`` (None: any JSON object), or None when it is."""
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:
+        return f"{what} is not JSON ({exc})"
+    if schema is None:
+        return None if isinstance(value, dict) else f"{what} is JSON but not an object ({type(value).__name__})"
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except Exception as exc:  # the client's schema, applied: an unresolvable $ref, a regex Python rejects
+        return f"the schema could not be applied ({type(exc).__name__}: {exc})"
+    if error is None:
+        return None
+    return f"{what} does not match the schema at {error.json_path}: {error.message}"
 
 
 def tool_calls_text(calls: list[dict] | None) -> str:

@@ -24,6 +24,7 @@ from crawl2serve.serving.gateway.schemas import ChatRequest
 from crawl2serve.serving.gateway.structured import (
     OutputContract,
     ToolCallDeltas,
+    ToolContract,
     capable_engines,
     needed_features,
 )
@@ -48,6 +49,7 @@ WEATHER = {
         },
     },
 }
+STRICT_WEATHER = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
 PERSON = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
@@ -93,14 +95,14 @@ def caller_model(tools_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, cpu_engine, tiny_model, tools_model, caller_model):
     """Version 1: the tiny model (plain template); 2: the same weights with a template that renders tools; 4: the
-    same, answering tool calls; all on the CPU engine as it is. Version 3: the tiny model on an entry of the same
-    engine declaring every feature."""
+    same, answering tool calls; all on the CPU engine as it is. Versions 3 and 5: the tiny model and the tool
+    caller on an entry of the same engine declaring every feature."""
     gw = start_gateway(
         tmp_path_factory.mktemp("structured"),
         [("primary", cpu_engine.url), ("declared", cpu_engine.url)],
         tiny_model,
-        versions={"2": tools_model, "3": tiny_model, "4": caller_model},
-        served_by={"1": ["primary"], "2": ["primary"], "3": ["declared"], "4": ["primary"]},
+        versions={"2": tools_model, "3": tiny_model, "4": caller_model, "5": caller_model},
+        served_by={"1": ["primary"], "2": ["primary"], "3": ["declared"], "4": ["primary"], "5": ["declared"]},
         features={"declared": list(FEATURES)},
     )
     yield gw
@@ -127,6 +129,7 @@ def _row(gateway, request_id: str) -> dict:
             "response_format json_schema",
         ),
         ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice", "tool_choice 'required'"),
+        ({"tools": [STRICT_WEATHER]}, "tools", "strict function 'get_weather'"),
     ],
 )
 def test_what_the_cpu_engine_cannot_honour_is_a_400_naming_the_field_and_the_engine(
@@ -247,6 +250,17 @@ def test_an_answer_breaking_its_schema_is_a_502_and_its_row_says_so(client, gate
     assert after == before + 1
 
 
+def test_a_tool_call_breaking_its_strict_function_is_a_502(client, gateway):
+    """The tool caller's arguments (the tiny model's text, not JSON), from an engine that declared strict tools."""
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="crawl2serve@5", messages=ASK, max_tokens=8, tools=[STRICT_WEATHER])
+    assert err.value.status_code == 502 and err.value.body["code"] == "output_schema_invalid", err.value.body
+    assert "the arguments of 'get_weather' is not JSON" in err.value.body["message"]
+    row = _row(gateway, err.value.response.headers["x-request-id"])
+    assert (row["status"], row["error"]) == (502, "output_schema_invalid")
+    assert json.loads(row["tool_calls"])[0]["function"]["name"] == "get_weather"
+
+
 def test_a_stream_breaking_its_format_ends_with_an_error_event(client, gateway):
     """Relayed as it arrives, checked when it ends: the openai client raises at the error event, after the
     chunks; the row is a 502 output_schema_invalid."""
@@ -302,6 +316,32 @@ def test_the_answer_validator_on_real_json():
     assert "not an object" in objects.problem("[1, 2]")
     remote = OutputContract("json_schema", {"$ref": "https://example.invalid/person.json"})
     assert "could not be applied" in remote.problem("{}")  # never fetched
+
+
+def test_the_tool_call_validator_on_real_json():
+    contract = ToolContract.of(
+        ChatRequest.model_validate(
+            {
+                "model": "crawl2serve",
+                "messages": ASK,
+                "tools": [STRICT_WEATHER, {"type": "function", "function": {"name": "f"}}],
+            }
+        )
+    )
+
+    def call(name, arguments):
+        return {"id": "c", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+    assert (
+        contract.problem([call("get_weather", '{"city": "Lyon", "unit": "celsius"}'), call("f", "free text")]) is None
+    )
+    assert "$.unit" in contract.problem([call("get_weather", '{"city": "Lyon", "unit": "kelvin"}')])
+    assert "'city' is a required property" in contract.problem([call("get_weather", "{}")])
+    assert "not one of the request's functions" in contract.problem([call("get_time", "{}")])
+    assert (
+        ToolContract.of(ChatRequest.model_validate({"model": "crawl2serve", "messages": ASK, "tools": [WEATHER]}))
+        is None
+    )
 
 
 def test_engines_declare_what_they_honour():
