@@ -14,7 +14,7 @@ from pydantic import Field
 
 from crawl2serve.serving.backoff import RestartPolicy
 from crawl2serve.serving.deploy import Deployment, EngineConfig
-from crawl2serve.serving.engines import BACKENDS, engine_class, resolve_backend
+from crawl2serve.serving.engines import BACKENDS, engine_class, engine_for, resolve_backend
 from crawl2serve.serving.gateway.settings import (
     ExperimentSettings,
     FeastSettings,
@@ -218,7 +218,12 @@ class ServingEngine(dg.ConfigurableResource):
             reports_dir=str(self.data_root.local_path(f"{self.data_root.root}/drift_report")),
             redis_url=self.redis_url,
             engines=[
-                EngineSettings(name=c.name, url=self.k8s_endpoint(c.name) if self.mode == "k8s" else c.url)
+                EngineSettings(
+                    name=c.name,
+                    url=self.k8s_endpoint(c.name) if self.mode == "k8s" else c.url,
+                    backend=c.backend,
+                    features=sorted(engine_for(c).features()),
+                )
                 for c in self.engine_configs()
             ],
             guardrails=GuardrailSettings(blocked_patterns=self.blocked_patterns),

@@ -38,7 +38,20 @@ from .routing import Router
 from .schemas import ChatRequest
 from .settings import GatewaySettings
 from .shadow import Shadow
-from .steps import Account, Assign, Authenticate, Limit, Log, ReadBody, Route, Screen, ScreenOutput, Validate
+from .steps import (
+    Account,
+    Assign,
+    Authenticate,
+    Limit,
+    Log,
+    ReadBody,
+    Route,
+    Screen,
+    ScreenOutput,
+    Structured,
+    Validate,
+)
+from .structured import OUTPUT_SCHEMA_INVALID, ToolCallDeltas, tool_calls_text
 from .tiers import TierSource
 from .tokens import TokenCounter
 from .upstream import EngineFailure, EnginePool, EngineRejected, RequestFailed, Unavailable
@@ -82,6 +95,7 @@ class Gateway:
             Validate(settings.limits),
             Route(self.router),
             *([Assign(Experiment.from_settings(settings.experiment), self.router)] if settings.experiment else []),
+            Structured(settings.engines, counter),
             Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
             Screen(guardrails, self.metrics),
         ]
@@ -142,6 +156,7 @@ class Gateway:
         }
         if isinstance(req, ChatRequest):
             path, payload["messages"] = "/v1/chat/completions", req.engine_messages()
+            payload.update(req.structured())
         else:
             path, payload["prompt"] = "/v1/completions", call.prompt
         if req.stream:
@@ -185,16 +200,22 @@ class Gateway:
     async def _complete(self, call: Call) -> Response:
         body = call.served.body
         choice = (body.get("choices") or [{}])[0]
-        text = ((choice.get("message") or {}).get("content") or "") if call.chat else (choice.get("text") or "")
+        message = (choice.get("message") or {}) if call.chat else {}
+        text = (message.get("content") or "") if call.chat else (choice.get("text") or "")
+        tool_calls = message.get("tool_calls") or None
         finish = choice.get("finish_reason")
-        if self.screen_output.final(call, text).blocked:
-            text, finish = "", "content_filter"
+        if self.screen_output.final(call, text + tool_calls_text(tool_calls)).blocked:
+            text, tool_calls, finish = "", None, "content_filter"
         self.account.usage(call, body.get("usage"), text)
-        call.row.update(output=text, finish_reason=finish)
+        call.row.update(output=text, finish_reason=finish, tool_calls=jsonio.dumps(tool_calls) if tool_calls else "")
+        if finish != "content_filter":
+            self._check_answer(call, text, tool_calls)
         await self.account(call)
         out_choice = {"index": 0, "finish_reason": finish}
         if call.chat:
-            out_choice["message"] = {"role": "assistant", "content": text}
+            out_choice["message"] = {"role": "assistant", "content": text if text or not tool_calls else None}
+            if tool_calls:
+                out_choice["message"]["tool_calls"] = tool_calls
         else:
             out_choice.update(text=text, logprobs=None)
         response = {
@@ -209,6 +230,27 @@ class Gateway:
         await self.finish(call, 200)  # the answer leaves once its row is on disk
         self.shadow.offer(call)  # only queued: never awaited on the request path
         return JSONResponse(response, headers=call.headers)
+
+    def _check_answer(self, call: Call, text: str, tool_calls: list[dict] | None) -> None:
+        """The answer against what the call asked for (:mod:`serving.gateway.structured`): its tool calls
+        against the strict functions, else its text against the response_format. Counted; a 502
+        ``output_schema_invalid`` (its row keeps the answer) when it does not hold."""
+        contract, answer, asked = (
+            (call.tool_contract, tool_calls, "strict functions")
+            if tool_calls
+            else (call.contract, text, "response_format")
+        )
+        if contract is None:
+            return
+        problem = contract.problem(answer)
+        self.metrics.structured.labels(contract.kind, "invalid" if problem else "valid").inc()
+        if problem:
+            raise ApiError(
+                502,
+                f"the engine's answer does not match the requested {asked} ({contract.kind}): {problem}",
+                kind="server_error",
+                code=OUTPUT_SCHEMA_INVALID,
+            )
 
     @staticmethod
     def _usage_body(call: Call) -> dict:
@@ -235,13 +277,16 @@ class Gateway:
         kind = "chat.completion.chunk" if chat else "text_completion"
         created = int(time.time())
         parts: list[str] = []
+        calls = ToolCallDeltas()
         tail = ""
-        usage, finish, error = None, None, None
+        usage, finish, error, invalid = None, None, None, None
 
-        def event(delta_text: str | None, finish_reason: str | None = None) -> str:
+        def event(delta_text: str | None, finish_reason: str | None = None, tool_calls: list | None = None) -> str:
             choice = {"index": 0, "finish_reason": finish_reason}
             if chat:
                 choice["delta"] = {"content": delta_text} if delta_text is not None else {}
+                if tool_calls:
+                    choice["delta"]["tool_calls"] = tool_calls
             else:
                 choice.update(text=delta_text or "", logprobs=None)
             return (
@@ -274,6 +319,10 @@ class Gateway:
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
                     text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                    deltas = (choice.get("delta") or {}).get("tool_calls") if chat else None
+                    if deltas:
+                        calls.add(deltas)
+                        yield event(None, tool_calls=deltas)
                     if text:
                         if not parts:
                             ttft = call.elapsed_ms()
@@ -318,16 +367,23 @@ class Gateway:
             yield "data: " + json.dumps(internal_error(exc).body()) + "\n\n"
         finally:
             text = "".join(parts)
-            self.screen_output.final(call, text)
+            self.screen_output.final(call, text + tool_calls_text(calls.calls()))
             self.account.usage(call, usage, text)
-            call.row.update(output=text, finish_reason=finish)
+            call.row.update(output=text, finish_reason=finish, tool_calls=calls.json())
+            if error is None and finish != "content_filter":
+                try:
+                    self._check_answer(call, text, calls.calls())
+                except ApiError as exc:
+                    error, invalid = exc.code, exc
             refused = await self._end_stream(call, error)
         if refused is not None:  # the row could not be committed: the stream ends with that error, no [DONE]
             yield "data: " + json.dumps(refused.body()) + "\n\n"
             return
         self.shadow.offer(call)  # only queued: never awaited on the request path
         # The row is on disk: now the end of the stream
-        if error is None:
+        if invalid is not None:  # relayed as it came, checked at its end: an error event instead of the last chunk
+            yield "data: " + json.dumps(invalid.body()) + "\n\n"
+        elif error is None:
             yield event(None, finish or "stop")
             if req.stream_options and req.stream_options.include_usage:
                 yield (

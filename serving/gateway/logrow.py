@@ -82,6 +82,10 @@ class LogRow:
     """The arm of ``experiment`` that served the request ("" when none)."""
     rating: int | None = None
     """Feedback rows: the client's rating of ``request_id`` (1 good, 0 neutral, -1 bad); None otherwise."""
+    response_format: str = ""
+    """Chat: the ``response_format`` asked for (``text``, ``json_object``, ``json_schema``; "" when none)."""
+    tool_calls: str = ""
+    """The answer's tool calls as sent to the client, a JSON array (``[{id, type, function}]``); "" when none."""
 
     def update(self, **values: Any) -> None:
         """Set several fields at once (an unknown name raises AttributeError)."""

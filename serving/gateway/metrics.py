@@ -80,6 +80,12 @@ class GatewayMetrics:
             "c2s_gateway_shadow_queue", "Mirrored requests waiting", registry=r, multiprocess_mode="livesum"
         )
         self.feedback = Counter("c2s_gateway_feedback", "Feedback ratings recorded", ["rating"], registry=r)
+        self.structured = Counter(
+            "c2s_gateway_structured_outputs",
+            "Answers to json_object / json_schema requests checked against their format: valid, invalid",
+            ["format", "outcome"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""

@@ -7,6 +7,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..atomic import write_text
+from ..engines.base import FEATURES
 from .schemas import EXTENSIONS
 
 
@@ -24,6 +25,12 @@ class EngineSettings(_Strict):
     )
     connect_timeout_s: float = 2.0
     read_timeout_s: float = Field(30.0, description="Streaming: the longest wait between two chunks")
+    backend: str | None = Field(None, description="The engine's backend (cpu, sglang), named in error messages")
+    features: list[Literal[FEATURES]] = Field(
+        default_factory=list,
+        description="What it honours beyond plain text (serving.engines.base.FEATURES: response_format.json_object, "
+        "response_format.json_schema, tools, tool_choice); a request needing one goes only to engines listing it",
+    )
 
 
 class BreakerSettings(_Strict):

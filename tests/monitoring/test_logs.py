@@ -45,6 +45,8 @@ def row(i: int, ts: str, **over) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "response_format": "",
+        "tool_calls": "",
     }
     r.update(over)
     return r
