@@ -24,7 +24,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import jsonio
 from .auth import KeyStore
+from .budgets import Budgets, Charge, CheckBudget, make_spend_store
 from .call import Call
+from .costs import PriceBook
 from .errors import ApiError, internal_error
 from .experiments import Experiment
 from .feedback import Feedback
@@ -89,6 +91,9 @@ class Gateway:
         )
         self.authenticate = Authenticate(self.keys)
         counter = TokenCounter()
+        self.budgets = Budgets(
+            settings.budgets, make_spend_store(settings.redis_url, settings.budgets.redis_prefix), self.metrics
+        )
         self.steps = [
             self.authenticate,
             ReadBody(settings.limits),
@@ -97,10 +102,12 @@ class Gateway:
             *([Assign(Experiment.from_settings(settings.experiment), self.router)] if settings.experiment else []),
             Structured(settings.engines, counter),
             Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
+            CheckBudget(self.budgets),
             Screen(guardrails, self.metrics),
         ]
         self.screen_output = ScreenOutput(guardrails, self.metrics)
         self.account = Account(self.limiter, self.tier_source, self.metrics, counter)
+        self.charge = Charge(self.budgets, PriceBook(settings.prices))
         self.finish = Log(self.log, self.metrics, settings.log_commit_before_answer)
         self.shadow = Shadow(settings.shadow, self.router, self.pool, self.screen_output, self.log, self.metrics)
         self.feedback = Feedback(self.log, self.metrics)
@@ -140,6 +147,10 @@ class Gateway:
             await self.account(call)
         except Exception:
             log.exception("request %s: settling its tokens failed", call.request_id)
+        try:
+            await self.charge(call)
+        except Exception:
+            log.exception("request %s: charging its cost failed", call.request_id)
         try:
             await self.finish(call, status, error)
         except ApiError:
@@ -211,6 +222,7 @@ class Gateway:
         if finish != "content_filter":
             self._check_answer(call, text, tool_calls)
         await self.account(call)
+        await self.charge(call)
         out_choice = {"index": 0, "finish_reason": finish}
         if call.chat:
             out_choice["message"] = {"role": "assistant", "content": text if text or not tool_calls else None}
@@ -433,6 +445,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(gateway.budgets.rebuild, settings.log_dir)  # before the log writes again
         gateway.log.start()
         stop = asyncio.Event()
         # Importing Feast takes seconds (and sets environment variables of its own): do it now, before serving.
@@ -450,6 +463,8 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
                 await shadow
             await gateway.pool.aclose()
             await gateway.account.drain()
+            await gateway.budgets.drain()
+            await gateway.budgets.store.aclose()
             await gateway.limiter.aclose()
             gateway.log.close()
 
@@ -483,6 +498,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
     @app.get("/metrics")
     async def metrics():
         gateway.metrics.log_pending.set(gateway.log.pending)
+        await gateway.budgets.refresh_metrics()
         return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(DRIFT_ROUTE)

@@ -61,6 +61,10 @@ class LogRow:
     """Prompt tokens, as the engine counted them (an estimate when it did not say)."""
     completion_tokens: int = 0
     """Completion tokens, as the engine counted them (an estimate when it did not say)."""
+    cost_usd: float = 0.0
+    """What the request cost in USD: its prompt and completion tokens at the served version's price
+    (:mod:`serving.gateway.costs`: per 1k tokens, or a self-hosted engine's GPU-hour cost over its measured
+    throughput); 0 for a request no engine answered. Added to the tenant's spend (:mod:`serving.gateway.budgets`)."""
     latency_ms: float = 0.0
     """From the request's arrival to its row being finished, in milliseconds."""
     ttft_ms: float | None = None

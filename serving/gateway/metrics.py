@@ -86,6 +86,26 @@ class GatewayMetrics:
             ["format", "outcome"],
             registry=r,
         )
+        # cost and budgets (serving.gateway.costs, serving.gateway.budgets)
+        self.cost = Counter(
+            "c2s_gateway_cost_usd",
+            "Cost of requests in USD by tenant and model version",
+            ["tenant", "model_version"],
+            registry=r,
+        )
+        self.spend = Gauge(
+            "c2s_gateway_tenant_spend_usd",
+            "A tenant's spend in USD in the current UTC hour, day and month",
+            ["tenant", "period"],
+            registry=r,
+            multiprocess_mode="max",  # every worker reads the same shared (Redis) spend: the freshest is the max
+        )
+        self.budget_rejected = Counter(
+            "c2s_gateway_budget_rejected", "Requests refused because a budget was spent", ["budget"], registry=r
+        )
+        self.budget_alerts = Counter(
+            "c2s_gateway_budget_alerts", "Alerts sent at alert_share of a budget", ["budget"], registry=r
+        )
 
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..atomic import write_text
 from ..engines.base import FEATURES
+from .budgets import BudgetSettings
+from .costs import DEFAULT_PRICES, PriceSettings
 from .schemas import EXTENSIONS
 
 
@@ -97,6 +99,7 @@ class FeastSettings(_Strict):
     yaml_file: str = "feature_store.yaml"
     redis: str = "127.0.0.1:6379"
     push_source: str = "tenant_stats_push"
+    spend_push_source: str = "tenant_spend_push"
     feature_view: str = "tenant_stats"
     push_interval_s: float = 15.0
     cache_ttl_s: float = 30.0
@@ -177,6 +180,11 @@ class GatewaySettings(_Strict):
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     experiment: ExperimentSettings | None = None
+    prices: dict[str, PriceSettings] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="Price per model version label, engine name or 'default' (serving.gateway.costs)",
+    )
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
 
     @classmethod
     def load(cls, path: str) -> "GatewaySettings":
