@@ -58,6 +58,7 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "output": "Like so.",
         "prompt_tokens": 9,
         "completion_tokens": 3,
+        "cost_usd": 0.0001,
         "latency_ms": 12.5,
         "ttft_ms": None,
         "input_verdict": "allow",
@@ -107,6 +108,7 @@ def test_log_fields_schema():
         "output",
         "prompt_tokens",
         "completion_tokens",
+        "cost_usd",
         "latency_ms",
         "ttft_ms",
         "input_verdict",
@@ -697,7 +699,7 @@ def row(i):
     return {"request_id": f"r{i}", "ts": "2025-03-01T10:00:00.000000+00:00", "tenant": "t", "key_id": "k",
             "endpoint": "completions", "model": "m", "served_model": "m", "model_version": "1", "adapter": "",
             "engine": "e", "route": "stable", "stream": False, "status": 200, "error": None, "prompt": "p" * 500,
-            "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1.0, "ttft_ms": None,
+            "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0.0, "latency_ms": 1.0, "ttft_ms": None,
             "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
             "role": "primary", "experiment": "", "arm": "", "rating": None, "response_format": "", "tool_calls": ""}
 
