@@ -451,6 +451,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
         # Importing Feast takes seconds (and sets environment variables of its own): do it now, before serving.
         await asyncio.to_thread(gateway.tier_source.warm)
         pusher = asyncio.create_task(gateway.tier_source.run_pusher(stop))
+        spend_pusher = asyncio.create_task(gateway.budgets.run_pusher(gateway.tier_source, stop))
         prober = asyncio.create_task(gateway.pool.probe_forever(stop))
         shadow = asyncio.create_task(gateway.shadow.run(stop))
         try:
@@ -459,6 +460,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             stop.set()
             with contextlib.suppress(Exception):
                 await pusher
+                await spend_pusher
                 await prober
                 await shadow
             await gateway.pool.aclose()

@@ -266,6 +266,32 @@ class Budgets:
             with contextlib.suppress(Exception):
                 self.observe(tenant, await self.store.spend(tenant, now))
 
+    async def push_spend(self, tier_source) -> int:
+        """Push every tenant's spend seen by this process (the current hour, day and month) to Feast's
+        ``tenant_spend`` view (the ``spend_push_source`` of the Feast settings); returns rows pushed."""
+        settings = tier_source.settings
+        if settings is None or not self.tenants_seen:
+            return 0
+        now = datetime.now(UTC)
+        rows = []
+        for tenant in sorted(self.tenants_seen):
+            spend = await self.store.spend(tenant, now)
+            rows.append({"tenant_id": tenant, **{f"spend_usd_{p}": spend[p] for p in PERIODS}})
+        return await asyncio.to_thread(tier_source.push_rows, settings.spend_push_source, rows)
+
+    async def run_pusher(self, tier_source, stop: asyncio.Event) -> None:
+        """Every ``push_interval_s`` of the Feast settings, :meth:`push_spend` (nothing without Feast, or where
+        the tier source does not push: several workers without Redis)."""
+        if tier_source.settings is None or not tier_source.push:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=tier_source.settings.push_interval_s)
+            try:
+                await self.push_spend(tier_source)
+            except Exception as exc:
+                log.warning("spend push to Feast failed: %s", exc)
+
     def alert(self, tenant: str, budget: str, limit: float, spend: float, at: datetime) -> None:
         """Send one budget alert through the alert channel, in a thread (never awaited on the request path)."""
         period = BUDGET_PERIOD[budget]
