@@ -1,12 +1,13 @@
 """The gateway's request path as a short chain of small steps, each behind one interface::
 
-    authenticate → read body → validate → route → structured → limit → screen → [engine] → screen output
-    → account → log
+    authenticate → read body → validate → route → structured → limit → budget → screen → [engine] → screen output
+    → account → charge → log
 
 A step is an object with ``async __call__(call)`` that fills in the :class:`~serving.gateway.call.Call` or
 raises :class:`~serving.gateway.errors.ApiError`, which ends the call with that answer. Routing comes before the
-rate limit because a prompt's tokens are counted with the tokenizer of the version that will serve it. The last
-three (output screening, accounting, logging) run for every call that reached them, whatever its outcome:
+rate limit because a prompt's tokens are counted with the tokenizer of the version that will serve it. The budget
+check and the charge (a call's cost, added to its tenant's spend) are :mod:`serving.gateway.budgets`'. The last
+four (output screening, accounting, charging, logging) run for every call that reached them, whatever its outcome:
 accounting settles what the call reserved, and every call, answered or rejected, leaves one log row, committed
 (fsync'ed) before the call is answered.
 """
