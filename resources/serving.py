@@ -108,11 +108,13 @@ class ServingEngine(dg.ConfigurableResource):
     )
     tier_budgets: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="Budgets per tier in USD: {'free': {'daily_usd': 1.0, 'monthly_usd': 20.0}} (serving.gateway.budgets)",
+        description="Budgets per tier in USD, e.g. {'free': {'daily_usd': 1.0, 'monthly_usd': 20.0}} "
+        "(serving.gateway.budgets)",
     )
     prices: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="Prices per version label, engine name or 'default' (serving.gateway.costs); {}: the embedded default",
+        description="Prices per version label, engine name or 'default' (serving.gateway.costs); "
+        "{}: the embedded default",
     )
     # -- mode="k8s": the engine as a Deployment + Service (serving/k8s.py) --------------------------------------
     k8s_name: str = Field("crawl2serve-sglang", description="k8s: name of the engine's Deployment and Service")

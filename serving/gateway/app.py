@@ -1,9 +1,10 @@
 """The OpenAI-compatible gateway in front of the engines (FastAPI).
 
 A request goes through the steps of :mod:`serving.gateway.steps` (authenticate → read body → validate → route →
-limit → budget → screen), then to an engine (:mod:`serving.gateway.upstream`: retries, breaker, fallback), and its answer
-(whole, or relayed as a stream) through output screening, accounting, its cost (:mod:`serving.gateway.budgets`) and the inference log. Every request,
-answered or rejected, becomes one row of the inference log, on disk before the answer leaves: a response (or
+limit → budget → screen), then to an engine (:mod:`serving.gateway.upstream`: retries, breaker, fallback), and
+its answer (whole, or relayed as a stream) through output screening, accounting, its cost
+(:mod:`serving.gateway.budgets`) and the inference log. Every request, answered or rejected, becomes one row of
+the inference log, on disk before the answer leaves: a response (or
 a stream's final events and ``[DONE]``) is sent only once its row is committed, so a gateway crash loses no
 answered request's row. Every error, expected or not, is an OpenAI-shaped JSON body. ``/health`` (process
 up), ``/ready`` (a model is routed, an engine's breaker is not open, the log is writing), ``/metrics``

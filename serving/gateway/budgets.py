@@ -177,8 +177,8 @@ def rebuild(store: MemorySpendStore, spool_dir: str, alerts_file: str | None, no
 class RedisSpendStore:
     """Spend in Redis, shared by every gateway replica: ``{prefix}{tenant}:{period}:{key}`` (a float, by
     ``INCRBYFLOAT``, expiring after its period) and ``{prefix}alerted:{tenant}:{budget}:{period}`` (``SET NX``).
-    On ``redis.asyncio`` with a deadline of ``timeout_s`` per call, like :class:`serving.gateway.ratelimit.RedisLimiter`;
-    Redis errors propagate (the caller fails open)."""
+    On ``redis.asyncio`` with a deadline of ``timeout_s`` per call, like
+    :class:`serving.gateway.ratelimit.RedisLimiter`; Redis errors propagate (the caller fails open)."""
 
     def __init__(self, url: str, prefix: str = "c2s:spend:", timeout_s: float = 0.25, max_connections: int = 64):
         import redis.asyncio as aioredis
