@@ -132,6 +132,10 @@ class MemorySpendStore:
         for period, key in period_keys(at).items():
             self._usd[(tenant, period, key)] = self._usd.get((tenant, period, key), 0.0) + usd
 
+    def tenants(self) -> set[str]:
+        """The tenants with a spend in the periods kept."""
+        return {tenant for tenant, _, _ in self._usd}
+
     def mark_alerted(self, tenant: str, budget: str, period: str) -> None:
         self._alerted.add((tenant, budget, period))
 
@@ -251,6 +255,7 @@ class Budgets:
         if not isinstance(self.store, MemorySpendStore):
             return 0
         loaded = rebuild(self.store, spool_dir, self.settings.alerts_file)
+        self.tenants_seen |= self.store.tenants()  # their spend is in /metrics (and Feast) from the start
         log.info("spend rebuilt from %d inference-log rows of this month", loaded)
         return loaded
 
