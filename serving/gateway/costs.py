@@ -6,7 +6,7 @@ Two kinds of price behind one interface (:class:`Price`: ``per_1k() -> (input, o
 - :class:`TokenPrice`: a list price, as a hosted API charges it (``input_per_1k_usd``, ``output_per_1k_usd``).
 - :class:`GpuHourPrice`: a self-hosted engine. It is paid by the hour whether busy or not; a request holds it
   for the share of that hour its tokens take at the engine's measured throughput (tokens per second at its
-  serving concurrency, ``bench/bench_cpu_engine.py`` / ``bench_sglang.py``)::
+  serving concurrency, ``bench/bench_cpu_engine.py`` / ``bench_serving.py``)::
 
       usd_per_second  = gpu_hour_usd × gpus / 3600
       input_per_1k    = 1000 × usd_per_second / prompt_tokens_per_s

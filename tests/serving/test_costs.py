@@ -47,13 +47,13 @@ def test_prices_are_looked_up_by_version_then_engine_then_default():
     book = PriceBook(
         {
             "3": PriceSettings(input_per_1k_usd=1, output_per_1k_usd=2),
-            "sglang": PriceSettings(gpu_hour_usd=3.6, completion_tokens_per_s=1000),
+            "primary": PriceSettings(gpu_hour_usd=3.6, completion_tokens_per_s=1000),
             "default": PriceSettings(input_per_1k_usd=0.1, output_per_1k_usd=0.1),
         }
     )
-    assert book.cost("3", "sglang", 1000, 1000) == pytest.approx(3)
-    assert book.cost("4", "sglang", 1000, 1000) == pytest.approx(2 * 0.001)
-    assert book.cost("4", "cpu", 1000, 1000) == pytest.approx(0.2)
+    assert book.cost("3", "primary", 1000, 1000) == pytest.approx(3)
+    assert book.cost("4", "primary", 1000, 1000) == pytest.approx(2 * 0.001)
+    assert book.cost("4", "fallback", 1000, 1000) == pytest.approx(0.2)
     assert PriceBook({}).cost("4", "cpu", 1000, 1000) == 0
 
 
