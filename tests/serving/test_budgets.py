@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from crawl2serve.serving.alerts import read_alerts
+from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.logstore import read_rows
 from crawl2serve.serving.gateway.tokens import TokenCounter
 from tests.serving.helpers import metric, start_gateway
@@ -68,10 +69,9 @@ def test_a_tenant_spends_its_daily_budget_keeps_it_across_a_restart_and_is_alert
             "alert_webhook": url,
         },
     )
+    key, _ = KeyStore.load(tmp_path / "api_keys.json").add(tenant, "pro")  # the gateway's keys file
     gw = start_gateway(tmp_path, [("primary", cpu_engine.url)], tiny_model, **overrides)
     try:
-        key, _ = gw.keys.add(tenant, "pro")
-        time.sleep(1.1)  # a running gateway picks up new keys within a second
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=60)
         for i in range(4):
             usage = complete(client, stream=i % 2 == 1)
