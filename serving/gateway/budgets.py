@@ -6,8 +6,9 @@ period.
 
 Budgets are USD per UTC day and per UTC month, configured per tier (``budgets.tiers``) and per tenant
 (``budgets.tenants``, which wins). A request is admitted while the spend is below the budget, so the request
-that crosses it is served (and charged) and the next one is refused: a budget can be exceeded by at most one
-request's cost (``max_tokens`` bounds it).
+that crosses it is served (and charged) and the next one is refused: a budget is exceeded by at most the cost
+of the requests in flight when it is crossed (one, for a client that waits for each answer; ``max_tokens``
+bounds each).
 
 **Spend survives a restart.** Two stores behind one interface (:class:`SpendStore`), as the rate limiter has:
 :class:`MemorySpendStore` (one gateway process) is rebuilt on start from the inference log's spool, the
