@@ -1,10 +1,11 @@
 """The OpenAI-compatible gateway in front of the engines (FastAPI).
 
 A request goes through the steps of :mod:`serving.gateway.steps` (authenticate → read body → validate → route →
-[route by request] → limit → screen), then to the response cache (:mod:`serving.gateway.cache`: deterministic
-requests) or an engine (:mod:`serving.gateway.upstream`: retries, breaker, fallback), and its answer
-(whole, or relayed as a stream) through output screening, accounting and the inference log. Every request,
-answered or rejected, becomes one row of the inference log, on disk before the answer leaves: a response (or
+[route by request] → structured → limit → budget → screen), then to the response cache
+(:mod:`serving.gateway.cache`: deterministic requests) or an engine (:mod:`serving.gateway.upstream`: retries,
+breaker, fallback), and its answer (whole, or relayed as a stream) through output screening, accounting, its cost
+(:mod:`serving.gateway.budgets`) and the inference log. Every request, answered or rejected, becomes one row of
+the inference log, on disk before the answer leaves: a response (or
 a stream's final events and ``[DONE]``) is sent only once its row is committed, so a gateway crash loses no
 answered request's row. Every error, expected or not, is an OpenAI-shaped JSON body. ``/health`` (process
 up), ``/ready`` (a model is routed, an engine's breaker is not open, the log is writing), ``/metrics``
@@ -25,8 +26,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import jsonio
 from .auth import KeyStore
+from .budgets import Budgets, Charge, CheckBudget, make_spend_store
 from .cache import ResponseCache
 from .call import Call
+from .costs import PriceBook
 from .errors import ApiError, internal_error
 from .experiments import Experiment
 from .feedback import Feedback
@@ -41,7 +44,20 @@ from .routing import Router
 from .schemas import ChatRequest
 from .settings import GatewaySettings
 from .shadow import Shadow
-from .steps import Account, Assign, Authenticate, Limit, Log, ReadBody, Route, Screen, ScreenOutput, Validate
+from .steps import (
+    Account,
+    Assign,
+    Authenticate,
+    Limit,
+    Log,
+    ReadBody,
+    Route,
+    Screen,
+    ScreenOutput,
+    Structured,
+    Validate,
+)
+from .structured import OUTPUT_SCHEMA_INVALID, ToolCallDeltas, tool_calls_text
 from .tiers import TierSource
 from .tokens import TokenCounter
 from .upstream import EngineFailure, EnginePool, EngineRejected, RequestFailed, Unavailable
@@ -79,6 +95,9 @@ class Gateway:
         )
         self.authenticate = Authenticate(self.keys)
         counter = TokenCounter()
+        self.budgets = Budgets(
+            settings.budgets, make_spend_store(settings.redis_url, settings.budgets.redis_prefix), self.metrics
+        )
         self.steps = [
             self.authenticate,
             ReadBody(settings.limits),
@@ -86,11 +105,14 @@ class Gateway:
             Route(self.router),
             *([Assign(Experiment.from_settings(settings.experiment), self.router)] if settings.experiment else []),
             *([self._route_by_request(tiers, counter)] if settings.routing_rules else []),
+            Structured(settings.engines, counter),
             Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
+            CheckBudget(self.budgets),
             Screen(guardrails, self.metrics),
         ]
         self.screen_output = ScreenOutput(guardrails, self.metrics)
         self.account = Account(self.limiter, self.tier_source, self.metrics, counter)
+        self.charge = Charge(self.budgets, PriceBook(settings.prices))
         self.finish = Log(self.log, self.metrics, settings.log_commit_before_answer)
         self.shadow = Shadow(settings.shadow, self.router, self.pool, self.screen_output, self.log, self.metrics)
         self.feedback = Feedback(self.log, self.metrics)
@@ -138,6 +160,10 @@ class Gateway:
         except Exception:
             log.exception("request %s: settling its tokens failed", call.request_id)
         try:
+            await self.charge(call)
+        except Exception:
+            log.exception("request %s: charging its cost failed", call.request_id)
+        try:
             await self.finish(call, status, error)
         except ApiError:
             raise
@@ -154,6 +180,7 @@ class Gateway:
         }
         if isinstance(req, ChatRequest):
             path, payload["messages"] = "/v1/chat/completions", req.engine_messages()
+            payload.update(req.structured())
         else:
             path, payload["prompt"] = "/v1/completions", call.prompt
         if req.stream:
@@ -200,16 +227,23 @@ class Gateway:
     async def _complete(self, call: Call) -> Response:
         body = call.served.body
         choice = (body.get("choices") or [{}])[0]
-        text = ((choice.get("message") or {}).get("content") or "") if call.chat else (choice.get("text") or "")
+        message = (choice.get("message") or {}) if call.chat else {}
+        text = (message.get("content") or "") if call.chat else (choice.get("text") or "")
+        tool_calls = message.get("tool_calls") or None
         finish = choice.get("finish_reason")
-        if self.screen_output.final(call, text).blocked:
-            text, finish = "", "content_filter"
+        if self.screen_output.final(call, text + tool_calls_text(tool_calls)).blocked:
+            text, tool_calls, finish = "", None, "content_filter"
         self.account.usage(call, body.get("usage"), text)
-        call.row.update(output=text, finish_reason=finish)
+        call.row.update(output=text, finish_reason=finish, tool_calls=jsonio.dumps(tool_calls) if tool_calls else "")
+        if finish != "content_filter":
+            self._check_answer(call, text, tool_calls)
         await self.account(call)
+        await self.charge(call)
         out_choice = {"index": 0, "finish_reason": finish}
         if call.chat:
-            out_choice["message"] = {"role": "assistant", "content": text}
+            out_choice["message"] = {"role": "assistant", "content": text if text or not tool_calls else None}
+            if tool_calls:
+                out_choice["message"]["tool_calls"] = tool_calls
         else:
             out_choice.update(text=text, logprobs=None)
         response = {
@@ -225,6 +259,27 @@ class Gateway:
         self.cache.store(call, text, finish)
         self.shadow.offer(call)  # only queued: never awaited on the request path
         return JSONResponse(response, headers=call.headers)
+
+    def _check_answer(self, call: Call, text: str, tool_calls: list[dict] | None) -> None:
+        """The answer against what the call asked for (:mod:`serving.gateway.structured`): its tool calls
+        against the strict functions, else its text against the response_format. Counted; a 502
+        ``output_schema_invalid`` (its row keeps the answer) when it does not hold."""
+        contract, answer, asked = (
+            (call.tool_contract, tool_calls, "strict functions")
+            if tool_calls
+            else (call.contract, text, "response_format")
+        )
+        if contract is None:
+            return
+        problem = contract.problem(answer)
+        self.metrics.structured.labels(contract.kind, "invalid" if problem else "valid").inc()
+        if problem:
+            raise ApiError(
+                502,
+                f"the engine's answer does not match the requested {asked} ({contract.kind}): {problem}",
+                kind="server_error",
+                code=OUTPUT_SCHEMA_INVALID,
+            )
 
     @staticmethod
     def _usage_body(call: Call) -> dict:
@@ -251,13 +306,16 @@ class Gateway:
         kind = "chat.completion.chunk" if chat else "text_completion"
         created = int(time.time())
         parts: list[str] = []
+        calls = ToolCallDeltas()
         tail = ""
-        usage, finish, error = None, None, None
+        usage, finish, error, invalid = None, None, None, None
 
-        def event(delta_text: str | None, finish_reason: str | None = None) -> str:
+        def event(delta_text: str | None, finish_reason: str | None = None, tool_calls: list | None = None) -> str:
             choice = {"index": 0, "finish_reason": finish_reason}
             if chat:
                 choice["delta"] = {"content": delta_text} if delta_text is not None else {}
+                if tool_calls:
+                    choice["delta"]["tool_calls"] = tool_calls
             else:
                 choice.update(text=delta_text or "", logprobs=None)
             return (
@@ -291,6 +349,10 @@ class Gateway:
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
                     text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                    deltas = (choice.get("delta") or {}).get("tool_calls") if chat else None
+                    if deltas:
+                        calls.add(deltas)
+                        yield event(None, tool_calls=deltas)
                     if text:
                         if not parts:
                             ttft = call.elapsed_ms()
@@ -335,9 +397,14 @@ class Gateway:
             yield "data: " + json.dumps(internal_error(exc).body()) + "\n\n"
         finally:
             text = "".join(parts)
-            self.screen_output.final(call, text)
+            self.screen_output.final(call, text + tool_calls_text(calls.calls()))
             self.account.usage(call, usage, text)
-            call.row.update(output=text, finish_reason=finish)
+            call.row.update(output=text, finish_reason=finish, tool_calls=calls.json())
+            if error is None and finish != "content_filter":
+                try:
+                    self._check_answer(call, text, calls.calls())
+                except ApiError as exc:
+                    error, invalid = exc.code, exc
             refused = await self._end_stream(call, error)
         if refused is not None:  # the row could not be committed: the stream ends with that error, no [DONE]
             yield "data: " + json.dumps(refused.body()) + "\n\n"
@@ -346,7 +413,9 @@ class Gateway:
             self.cache.store(call, "".join(parts), finish)
         self.shadow.offer(call)  # only queued: never awaited on the request path
         # The row is on disk: now the end of the stream
-        if error is None:
+        if invalid is not None:  # relayed as it came, checked at its end: an error event instead of the last chunk
+            yield "data: " + json.dumps(invalid.body()) + "\n\n"
+        elif error is None:
             yield event(None, finish or "stop")
             if req.stream_options and req.stream_options.include_usage:
                 yield (
@@ -396,11 +465,13 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(gateway.budgets.rebuild, settings.log_dir)  # before the log writes again
         gateway.log.start()
         stop = asyncio.Event()
         # Importing Feast takes seconds (and sets environment variables of its own): do it now, before serving.
         await asyncio.to_thread(gateway.tier_source.warm)
         pusher = asyncio.create_task(gateway.tier_source.run_pusher(stop))
+        spend_pusher = asyncio.create_task(gateway.budgets.run_pusher(gateway.tier_source, stop))
         prober = asyncio.create_task(gateway.pool.probe_forever(stop))
         shadow = asyncio.create_task(gateway.shadow.run(stop))
         try:
@@ -409,10 +480,13 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             stop.set()
             with contextlib.suppress(Exception):
                 await pusher
+                await spend_pusher
                 await prober
                 await shadow
             await gateway.pool.aclose()
             await gateway.account.drain()
+            await gateway.budgets.drain()
+            await gateway.budgets.store.aclose()
             await gateway.limiter.aclose()
             await gateway.cache.aclose()
             gateway.log.close()
@@ -447,6 +521,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
     @app.get("/metrics")
     async def metrics():
         gateway.metrics.log_pending.set(gateway.log.pending)
+        await gateway.budgets.refresh_metrics()
         return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(DRIFT_ROUTE)

@@ -12,12 +12,14 @@ in routing.json, has another key; old entries age out (TTL, and least recently u
 
 **What is stored**: the answer's text, finish reason and usage, and the engine model that produced it, once
 it was answered 200 and logged, and only a complete one (finish ``stop`` or ``length``; not blocked by the
-output guardrail, not failed or cancelled), at most ``max_entry_bytes``.
+output guardrail, not failed or cancelled, no tool calls), at most ``max_entry_bytes``. The request's
+``response_format`` and ``tools`` are part of the key (they are in the engine payload); a replayed answer is
+checked against its ``response_format`` again, like an engine's.
 
 **A hit** is answered after everything before the engine ran (authentication, validation, routing, the rate
 limit, which charges it like any answer: the tier bounds what a tenant is served, and the prompt guardrail),
 and goes through the same output guardrail, accounting and inference-log row (``cache: "hit"``, ``engine``
-"") as an engine's answer; its response says ``X-Crawl2serve-Cache: hit`` (``miss``, ``bypass`` otherwise).
+"", ``cost_usd`` 0: no engine time) as an engine's answer; its response says ``X-Crawl2serve-Cache: hit`` (``miss``, ``bypass`` otherwise).
 A streamed request replays as the same SSE events a live stream has (the role event, the text, the finish
 event, usage when asked for, ``[DONE]``), the text in one event. Hits are not mirrored to a shadow
 (:mod:`serving.gateway.shadow`): their latency is not the champion's.
@@ -259,8 +261,8 @@ class ResponseCache:
         ``max_entry_bytes``. Runs as a task of its own (a Redis round trip is not awaited by the answer)."""
         if call.cache_key is None or call.row.cache != "miss" or call.row.status != 200:
             return
-        if finish not in CACHEABLE_FINISH or call.row.output_verdict == "block":
-            return
+        if finish not in CACHEABLE_FINISH or call.row.output_verdict == "block" or call.row.tool_calls:
+            return  # an entry holds text only: an answer with tool calls is not replayed
         entry = {
             "text": text,
             "finish_reason": finish,

@@ -36,6 +36,8 @@ class Call:
         self.served = None  # upstream.Served
         self.engine_path = ""  # the engine endpoint and payload the call was sent with (what a shadow mirrors)
         self.engine_payload: dict | None = None
+        self.contract = None  # structured.OutputContract: what the answer must be (response_format), if anything
+        self.tool_contract = None  # structured.ToolContract: what its tool calls must be (strict functions)
         self.cache_key: str | None = None  # the response cache's key of a deterministic call (cache.ResponseCache)
         self.ended = False
 

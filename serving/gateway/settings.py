@@ -7,6 +7,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..atomic import write_text
+from ..engines.base import FEATURES
+from .budgets import BudgetSettings
+from .costs import DEFAULT_PRICES, PriceSettings
 from .schemas import EXTENSIONS
 
 
@@ -24,6 +27,12 @@ class EngineSettings(_Strict):
     )
     connect_timeout_s: float = 2.0
     read_timeout_s: float = Field(30.0, description="Streaming: the longest wait between two chunks")
+    backend: str | None = Field(None, description="The engine's backend (cpu, sglang), named in error messages")
+    features: list[Literal[FEATURES]] = Field(
+        default_factory=list,
+        description="What it honours beyond plain text (serving.engines.base.FEATURES: response_format.json_object, "
+        "response_format.json_schema, tools, tool_choice); a request needing one goes only to engines listing it",
+    )
 
 
 class BreakerSettings(_Strict):
@@ -90,6 +99,7 @@ class FeastSettings(_Strict):
     yaml_file: str = "feature_store.yaml"
     redis: str = "127.0.0.1:6379"
     push_source: str = "tenant_stats_push"
+    spend_push_source: str = "tenant_spend_push"
     feature_view: str = "tenant_stats"
     push_interval_s: float = 15.0
     cache_ttl_s: float = 30.0
@@ -232,6 +242,11 @@ class GatewaySettings(_Strict):
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     experiment: ExperimentSettings | None = None
+    prices: dict[str, PriceSettings] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="Price per model version label, engine name or 'default' (serving.gateway.costs)",
+    )
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     routing_rules: list[RoutingRuleSettings] = Field(
         default_factory=list, description="Request routing rules, first match wins (serving.gateway.request_router)"

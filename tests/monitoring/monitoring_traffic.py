@@ -236,6 +236,8 @@ def log_frame(prompts: list[str], *, latency_scale: float = 1.0, seed: int = 0, 
         "experiment": [""] * n,
         "arm": [""] * n,
         "rating": [None] * n,
+        "response_format": [""] * n,
+        "tool_calls": [""] * n,
         "cache": [""] * n,
         "routing_rule": [""] * n,
     }

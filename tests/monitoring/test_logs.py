@@ -35,6 +35,7 @@ def row(i: int, ts: str, **over) -> dict:
         "output": f"output {i}",
         "prompt_tokens": 5,
         "completion_tokens": 7,
+        "cost_usd": 0.0002,
         "latency_ms": 120.5,
         "ttft_ms": 30.25,
         "input_verdict": "allow",
@@ -45,6 +46,8 @@ def row(i: int, ts: str, **over) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "response_format": "",
+        "tool_calls": "",
         "cache": "",
         "routing_rule": "",
     }

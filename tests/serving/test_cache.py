@@ -233,6 +233,7 @@ def test_repeated_deterministic_requests_are_answered_from_the_cache(gateway):
     hit, miss = rows[again.id], rows[first.id]
     assert (hit["engine"], miss["engine"]) == ("", "primary") and hit["model_version"] == miss["model_version"] == "1"
     assert hit["output"] == miss["output"] and hit["status"] == 200 and hit["stream"] is False
+    assert hit["cost_usd"] == 0 < miss["cost_usd"]  # a hit took no engine time
     assert (hit["prompt_tokens"], hit["completion_tokens"]) == (miss["prompt_tokens"], miss["completion_tokens"])
     assert rows[replay[0].id]["stream"] is True and rows[replay[0].id]["ttft_ms"] is not None
     hits = [rows[a.id] for a in answers if rows[a.id]["cache"] == "hit"]
