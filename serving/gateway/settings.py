@@ -168,6 +168,12 @@ class GatewaySettings(_Strict):
         "committed while the disk fails, before a 503 log_unavailable",
     )
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
+    http: Literal["h11", "httptools"] = Field(
+        "h11",
+        description="uvicorn's HTTP/1.1 implementation. h11 by measurement: in front of SGLang on one H200 the "
+        "gateway kept a larger share of direct throughput on h11 than on httptools (bench/bench_serving.py "
+        "gateway; README, GPU figures)",
+    )
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     experiment: ExperimentSettings | None = None
 
