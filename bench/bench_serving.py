@@ -398,13 +398,58 @@ def start_gateway(tree: Path, label: str, engine_url: str, engine_model: str, po
     return pid, url, key
 
 
+def gateway_summary(records: list[dict]) -> list[dict]:
+    """Per arm and concurrency, over the rounds every arm completed: the median of tokens/s, TTFT p50 and ITL
+    p99, and the ratio to the direct run of the same round (median, min, max); printed as a table too."""
+    import statistics
+
+    runs: dict[tuple[str, int], dict[int, dict]] = {}
+    for m in records:
+        runs.setdefault((m["arm"], m["concurrency"]), {})[m["round"]] = m
+    arms = list(dict.fromkeys(m["arm"] for m in records))
+    engine = records[0]["run"].removeprefix("gateway-")
+    rows = []
+    print(f"\n{engine} engine; ratio = arm / direct of the same round (median [min, max]) over complete rounds")
+    print(f"{'arm':<20} {'c':>4} {'n':>2} {'tok/s':>8} {'ratio':>22} {'TTFT p50':>9} {'+ms':>6} {'ITL p99':>8} {'cores':>6}")
+    for c in dict.fromkeys(m["concurrency"] for m in records):
+        done = set.intersection(*(set(runs.get((a, c), {})) for a in arms))
+        direct = runs[("direct", c)]
+        for arm in arms:
+            ms = [(runs[(arm, c)][r], direct[r]) for r in sorted(done)]
+            if not ms:
+                continue
+            ratios = [a["output_tok_s"] / d["output_tok_s"] for a, d in ms]
+            row = {
+                "run": f"gateway-{engine}-summary",
+                "arm": arm,
+                "concurrency": c,
+                "rounds": len(ms),
+                "output_tok_s_median": round(statistics.median(a["output_tok_s"] for a, _ in ms), 1),
+                "ratio_median": round(statistics.median(ratios), 3),
+                "ratio_min": round(min(ratios), 3),
+                "ratio_max": round(max(ratios), 3),
+                "ttft_p50_ms_median": round(statistics.median(a["ttft_p50_ms"] for a, _ in ms), 2),
+                "ttft_added_ms_median": round(statistics.median(a["ttft_p50_ms"] - d["ttft_p50_ms"] for a, d in ms), 2),
+                "itl_p99_ms_median": round(statistics.median(a["itl_p99_ms"] for a, _ in ms), 2),
+                "gateway_cores_median": round(statistics.median(a.get("gateway_cores_busy", 0) for a, _ in ms), 2),
+            }
+            rows.append(row)
+            print(
+                f"{arm:<20} {c:>4} {row['rounds']:>2} {row['output_tok_s_median']:>8.0f} {row['ratio_median']:>7.3f} "
+                f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}] {row['ttft_p50_ms_median']:>9.2f} "
+                f"{row['ttft_added_ms_median']:>6.2f} {row['itl_p99_ms_median']:>8.2f} "
+                f"{row['gateway_cores_median']:>6.2f}",
+                flush=True,
+            )
+    return rows
+
+
 def phase_gateway(out: Path, engine: str = "sglang", rounds: int = 5, base_tree: str | None = None) -> None:
     """Gateway overhead: one freshly started engine reached directly and through each gateway of
     ``GATEWAY_ARMS``, in rounds; in each round every concurrency runs every arm once (the order rotated by
     round), each run with fresh random prompts (``streamload``). Ratios pair an arm with the direct run of the
     same round. ``engine="fake"``: ``bench_gateway.py``'s load generator engine (2 ms between tokens) instead
     of SGLang, for the gateway's own CPU cost."""
-    import statistics
 
     from streamload import random_requests, run_load
     from transformers import AutoTokenizer
@@ -452,7 +497,7 @@ def phase_gateway(out: Path, engine: str = "sglang", rounds: int = 5, base_tree:
         for _label, url, model, key, _ in arms[1:]:
             run_load(url, model, key, warm[:32], 16)
         seed = 0
-        results: dict[tuple[str, int], list[dict]] = {}
+        records = []
         for r in range(rounds):
             for c, n in GATEWAY_PROMPTS.items():
                 order = arms[r % len(arms) :] + arms[: r % len(arms)]
@@ -463,37 +508,11 @@ def phase_gateway(out: Path, engine: str = "sglang", rounds: int = 5, base_tree:
                     m = run_load(url, model, key, reqs, c)
                     if pid:
                         m["gateway_cores_busy"] = round((cpu_seconds(pid) - before) / (time.perf_counter() - t0), 2)
-                    results.setdefault((label, c), []).append(m)
-                    emit(out, {"run": f"gateway-{engine}", "arm": label, "round": r, "concurrency": c, **m})
-        print(f"\n{engine} engine, {rounds} rounds; ratio = arm / direct of the same round (median [min, max])")
-        print(f"{'arm':<20} {'c':>4} {'tok/s':>8} {'ratio':>22} {'TTFT p50':>9} {'+ms':>6} {'ITL p99':>8} {'cores':>6}")
-        for label, *_ in arms:
-            for c in GATEWAY_PROMPTS:
-                runs, direct = results[(label, c)], results[("direct", c)]
-                ratios = [a["output_tok_s"] / d["output_tok_s"] for a, d in zip(runs, direct)]
-                added = [a["ttft_p50_ms"] - d["ttft_p50_ms"] for a, d in zip(runs, direct)]
-                row = {
-                    "run": f"gateway-{engine}-summary",
-                    "arm": label,
-                    "concurrency": c,
-                    "output_tok_s_median": round(statistics.median(a["output_tok_s"] for a in runs), 1),
-                    "ratio_median": round(statistics.median(ratios), 3),
-                    "ratio_min": round(min(ratios), 3),
-                    "ratio_max": round(max(ratios), 3),
-                    "ttft_p50_ms_median": round(statistics.median(a["ttft_p50_ms"] for a in runs), 2),
-                    "ttft_added_ms_median": round(statistics.median(added), 2),
-                    "itl_p99_ms_median": round(statistics.median(a["itl_p99_ms"] for a in runs), 2),
-                    "gateway_cores_median": round(statistics.median(a.get("gateway_cores_busy", 0) for a in runs), 2),
-                }
-                with open(out / "serving.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(
-                    f"{label:<20} {c:>4} {row['output_tok_s_median']:>8.0f} {row['ratio_median']:>7.3f} "
-                    f"[{row['ratio_min']:.3f}, {row['ratio_max']:.3f}] {row['ttft_p50_ms_median']:>9.2f} "
-                    f"{row['ttft_added_ms_median']:>6.2f} {row['itl_p99_ms_median']:>8.2f} "
-                    f"{row['gateway_cores_median']:>6.2f}",
-                    flush=True,
-                )
+                    records.append({"run": f"gateway-{engine}", "arm": label, "round": r, "concurrency": c, **m})
+                    emit(out, records[-1])
+        for row in gateway_summary(records):
+            with open(out / "serving.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
     finally:
         for pid in reversed(pids):
             stop_process(pid)
@@ -501,7 +520,7 @@ def phase_gateway(out: Path, engine: str = "sglang", rounds: int = 5, base_tree:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("phases", nargs="+", choices=["prepare", "base", "hf", "deploy", "gateway"])
+    parser.add_argument("phases", nargs="+", choices=["prepare", "base", "hf", "deploy", "gateway", "summary"])
     parser.add_argument("--out", default=os.environ.get("OUT", "/tmp/bench-out"))
     parser.add_argument("--tokenizer", default="data/tokenizer/_")
     parser.add_argument("--engine", choices=["sglang", "fake"], default="sglang", help="gateway: the engine")
@@ -524,6 +543,9 @@ def main() -> int:
                 "hf": lambda: [phase_hf(out, batch=b) for b in args.batch],
                 "deploy": lambda: phase_deploy(out),
                 "gateway": lambda: phase_gateway(out, args.engine, args.rounds, args.base_tree),
+                "summary": lambda: gateway_summary(
+                    [m for m in map(json.loads, open(out / "serving.jsonl")) if m.get("arm") and "round" in m]
+                ),
             }
             run[phase]()
         print(f"phase {phase}: {time.perf_counter() - start:.1f} s", flush=True)
