@@ -1,8 +1,10 @@
-"""Where the gateway's CPU goes: the gateway app in this process under cProfile (its event loop's thread
-only), in front of ``bench_gateway.py``'s load generator engine (2 ms between tokens), driven by ``streamload``
+"""Where the gateway's CPU goes: the gateway app in this process under cProfile, in front of ``bench_gateway.py``'s load generator engine (2 ms between tokens), driven by ``streamload``
 with random-token prompts from a thread. For each concurrency: wall TTFT p50 and tokens/s, then the functions
 with the most own time (``tottime``) and the gateway's own functions by cumulative time, per request and per
-token. Profiling slows Python code about 2×: read the shares, not the absolute times.
+token. Profiling slows Python code about 2×: read the shares, not the absolute times. On Python ≥ 3.12 cProfile
+follows every thread (on 3.11 only the loop's, where it is switched on): the total then holds the load
+generator's and the log writer's time too, so compare the gateway's own entries (``run_asgi``, ``handle``,
+``screen_prompt``, ``_stream``, uvicorn's ``send``), not the total.
 
     python bench/profile_gateway.py --tokenizer <folder with tokenizer.json> [--concurrency 1 64] [--http h11]
 """
@@ -144,7 +146,7 @@ def main() -> int:
         idle = ("poll", "select", "sleep")  # the loop waiting for I/O is no CPU of the gateway's
         total = sum(t for (_, _, name), (_, _, t, _, _) in stats.stats.items() if not any(w in name for w in idle))
         print(
-            f"profiled CPU in the loop's thread: {total:.2f} s = {total / m['requests'] * 1e3:.2f} ms per request, "
+            f"profiled CPU (all profiled threads, idle waits excluded): {total:.2f} s = {total / m['requests'] * 1e3:.2f} ms per request, "
             f"{total / max(1, m['output_tokens']) * 1e6:.1f} us per token"
         )
         for key_order in ("tottime", "cumulative"):

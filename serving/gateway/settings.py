@@ -170,9 +170,9 @@ class GatewaySettings(_Strict):
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
     http: Literal["h11", "httptools"] = Field(
         "h11",
-        description="uvicorn's HTTP/1.1 implementation. h11 by measurement: in front of SGLang on one H200 the "
-        "gateway kept a larger share of direct throughput on h11 than on httptools (bench/bench_serving.py "
-        "gateway; README, GPU figures)",
+        description="uvicorn's HTTP/1.1 implementation. Measured within noise of each other in front of SGLang "
+        "on one H200 (README, GPU figures); h11 by default, so the parser does not change with what else happens "
+        "to be installed (uvicorn's own default takes httptools when it is)",
     )
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     experiment: ExperimentSettings | None = None

@@ -278,8 +278,8 @@ def _maps(pid: int, name: str) -> bool:
 
 
 def test_the_http_setting_picks_uvicorns_parser_and_both_stream_the_same(tmp_path, gateway, cpu_engine, tiny_model):
-    """``http``: h11 by default (the measured choice, README GPU figures), so httptools' parser is never loaded
-    even where it is installed (uvicorn's own default would take it); ``http: httptools`` loads it, and both
+    """``http``: h11 by default, so httptools' parser is not loaded even where it is installed (uvicorn's own
+    default would take it); ``http: httptools`` loads it, and both
     relay a stream token for token (each event's JSON byte-identical apart from its request id)."""
     assert gateway.settings.http == "h11" and not _maps(gateway.pid, "httptools")
     other = start_gateway(tmp_path, [("primary", cpu_engine.url)], tiny_model, http="httptools")
