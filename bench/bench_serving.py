@@ -421,7 +421,9 @@ def gateway_summary(records: list[dict]) -> list[dict]:
     engine = records[0]["run"].removeprefix("gateway-")
     rows = []
     print(f"\n{engine} engine; ratio = arm / direct of the same round (median [min, max]) over complete rounds")
-    print(f"{'arm':<20} {'c':>4} {'n':>2} {'tok/s':>8} {'ratio':>22} {'TTFT p50':>9} {'+ms':>6} {'ITL p99':>8} {'cores':>6}")
+    print(
+        f"{'arm':<20} {'c':>4} {'n':>2} {'tok/s':>8} {'ratio':>22} {'TTFT p50':>9} {'+ms':>6} {'ITL p99':>8} {'cores':>6}"
+    )
     for c in dict.fromkeys(m["concurrency"] for m in records):
         done = set.intersection(*(set(runs.get((a, c), {})) for a in arms))
         direct = runs[("direct", c)]
