@@ -326,6 +326,18 @@ class Gateway:
                 + "\n\n"
             )
 
+        # A token's event is the same bytes as ``event(text)``, but only its text is encoded: the rest (the
+        # gateway's id and public model name, which the engine's event does not carry) is encoded once here.
+        head = jsonio.dumpb({"id": call.request_id, "object": kind, "created": created, "model": req.model})[:-1]
+        if chat:
+            prefix, suffix = b'data: %b,"choices":[{"index":0,"finish_reason":null,"delta":{"content":' % head, b"}}]}"
+        else:
+            prefix, suffix = (
+                b'data: %b,"choices":[{"index":0,"finish_reason":null,"text":' % head,
+                b',"logprobs":null}]}',
+            )
+        suffix += b"\n\n"
+
         try:
             if chat:  # OpenAI streams open with the assistant role
                 yield (
@@ -368,7 +380,7 @@ class Gateway:
                                 call.row.output_verdict = "block"
                                 finish = "content_filter"
                                 break
-                        yield event(text)
+                        yield prefix + jsonio.dumpb(text) + suffix
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
                 if finish == "content_filter":

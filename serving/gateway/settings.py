@@ -240,6 +240,12 @@ class GatewaySettings(_Strict):
         "committed while the disk fails, before a 503 log_unavailable",
     )
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
+    http: Literal["h11", "httptools"] = Field(
+        "h11",
+        description="uvicorn's HTTP/1.1 implementation. Measured within noise of each other in front of SGLang "
+        "on one H200 (README, GPU figures); h11 by default, so the parser does not change with what else happens "
+        "to be installed (uvicorn's own default takes httptools when it is)",
+    )
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     experiment: ExperimentSettings | None = None
     prices: dict[str, PriceSettings] = Field(
