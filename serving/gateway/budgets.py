@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..alerts import append_alert, post_webhook, read_alerts
 from .costs import PriceBook
 from .errors import ApiError
-from .hours import hour_dirs
+from .hours import HOUR_FORMAT, hour_dirs
 from .logstore import read_rows
 
 if TYPE_CHECKING:  # the settings import this module, and must not import prometheus_client (serving/__main__.py)
@@ -43,7 +43,7 @@ log = logging.getLogger("crawl2serve.gateway.budgets")
 PERIODS = ("hour", "day", "month")
 #: budget name -> the period its spend is counted over
 BUDGET_PERIOD = {"daily": "day", "monthly": "month"}
-_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "month": "%Y-%m"}
+_FORMATS = {"hour": HOUR_FORMAT, "day": "%Y-%m-%d", "month": "%Y-%m"}
 _TTL_S = {"hour": 2 * 3600, "day": 2 * 86400, "month": 33 * 86400}  # Redis keys outlive their period
 
 
