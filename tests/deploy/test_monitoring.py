@@ -46,6 +46,8 @@ from monitoring_checks import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from crawl2serve.serving.engines.base import JSON_OBJECT
+from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.hours import HOUR_FORMAT
 from crawl2serve.serving.k8s import sglang_manifests
 from tests.serving.conftest import cpu_engine, tiny_base, tiny_model  # noqa: F401  (fixtures)
@@ -147,26 +149,37 @@ def stack(tmp_path_factory, cpu_engine, tiny_model):  # noqa: F811
                     stderr=subprocess.DEVNULL,
                 )
             )
+        # a tenant whose daily budget its first request spends (prices: USD 1 a prompt token): alerted, then refused
+        (tmp / "gw").mkdir()
+        thrifty, _ = KeyStore.load(tmp / "gw" / "api_keys.json").add("thrifty", "pro")
         gw = start_gateway(
             tmp / "gw",
             [("primary", cpu_engine.url)],
             tiny_model,
             log_commit_timeout_s=0.5,
             tiers={"pro": {"requests_per_minute": 4, "tokens_per_minute": 100_000}},
+            prices={"default": {"input_per_1k_usd": 1000, "output_per_1k_usd": 0}},
+            budgets={"tenants": {"thrifty": {"daily_usd": 1.0}}, "alerts_file": str(tmp / "alerts.jsonl")},
         )
         gateways.append(gw)
         # the Redis this one is given is not there: it admits requests unlimited and counts it; it mirrors every
-        # answer to version "2" (the same model folder) and takes feedback, so the shadow and feedback series exist
+        # answer to version "2" (the same model folder) and takes feedback, so the shadow and feedback series exist;
+        # it caches answers (in memory), routes max_tokens <= 2 to version 2 by a rule, and serves version 3 on an
+        # entry of the same engine that declares json_object output it does not honour (an invalid answer: 502)
         no_redis = start_gateway(
             tmp / "gw-no-redis",
-            [("primary", cpu_engine.url)],
+            [("primary", cpu_engine.url), ("declared", cpu_engine.url)],
             tiny_model,
-            versions={"2": tiny_model},
+            versions={"2": tiny_model, "3": tiny_model},
+            served_by={"3": ["declared"]},
+            features={"declared": [JSON_OBJECT]},
             redis_url=f"redis://127.0.0.1:{free_port()}/0",
             shadow={"version": "2", "share": 1.0},
+            cache={"enabled": True},
+            routing_rules=[{"name": "tiny-answers", "version": "2", "max_requested_tokens": 2}],
         )
         gateways.append(no_redis)
-        scrapes = [traffic(gw, tmp / "gw" / "spool"), traffic_without_redis(no_redis)]
+        scrapes = [traffic(gw, tmp / "gw" / "spool", thrifty), traffic_without_redis(no_redis)]
         api = log = None
         if PROMETHEUS:
             jobs = [
@@ -213,8 +226,9 @@ def stack(tmp_path_factory, cpu_engine, tiny_model):  # noqa: F811
             proc.wait(timeout=10)
 
 
-def traffic(gw, spool: Path) -> str:
-    """200s, a stream, a 400, a 401, a 503 log_unavailable and a 429 through ``gw``: its /metrics after."""
+def traffic(gw, spool: Path, thrifty: str) -> str:
+    """200s, a stream, a 400, a 401, a 503 log_unavailable and a 429 through ``gw``, and the tenant of key
+    ``thrifty`` spending its budget (a 200, then a 429 budget_exceeded): its /metrics after."""
     body = {"model": "crawl2serve", "prompt": "The committee", "max_tokens": 4}
     with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {gw.key}"}, timeout=30) as http:
         # 503 log_unavailable: the spool's hour folder cannot be made (a file in its way), then it can
@@ -243,6 +257,10 @@ def traffic(gw, spool: Path) -> str:
         assert http.post("/v1/completions", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
         statuses = [http.post("/v1/completions", json=body).status_code for _ in range(2)]
         assert statuses == [200, 429], statuses  # the tier's 4 requests a minute are spent
+        spender = {"Authorization": f"Bearer {thrifty}"}
+        assert http.post("/v1/completions", json=body, headers=spender).status_code == 200
+        refused = http.post("/v1/completions", json=body, headers=spender)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded", refused.text
         scrape = http.get("/metrics")
     assert scrape.status_code == 200
     return scrape.text
@@ -259,6 +277,13 @@ def traffic_without_redis(gw) -> str:
         while 'c2s_gateway_shadow_requests_total{outcome="ok"}' not in http.get("/metrics").text:
             assert time.monotonic() < deadline, "the mirrored request did not complete"
             time.sleep(0.1)
+        greedy = {**body, "temperature": 0}
+        answers = [http.post("/v1/completions", json=greedy) for _ in range(2)]
+        assert [a.headers["x-crawl2serve-cache"] for a in answers] == ["miss", "hit"], [a.text for a in answers]
+        assert http.post("/v1/completions", json={**body, "max_tokens": 2}).status_code == 200  # the rule's
+        ask = {"model": "crawl2serve@3", "messages": [{"role": "user", "content": "The json module"}], "max_tokens": 4}
+        invalid = http.post("/v1/chat/completions", json={**ask, "response_format": {"type": "json_object"}})
+        assert invalid.status_code == 502 and invalid.json()["error"]["code"] == "output_schema_invalid", invalid.text
         scrape = http.get("/metrics")
     assert scrape.status_code == 200
     return scrape.text
