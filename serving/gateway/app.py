@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import jsonio
 from .auth import KeyStore
+from .batches import Batches, add_routes
 from .call import Call
 from .errors import ApiError, internal_error
 from .experiments import Experiment
@@ -93,10 +94,14 @@ class Gateway:
 
     # -- the request path -------------------------------------------------------------------------------------
     async def handle(self, request: Request, endpoint: str) -> Response:
-        call = Call(request, endpoint)
+        return await self.run(Call(request, endpoint), self.steps)
+
+    async def run(self, call: Call, steps) -> Response:
+        """A call through ``steps`` (the request path's, or a batch line's: its tenant and body known already),
+        the engine, and its answer's screening, accounting and log row."""
         self.metrics.inflight.inc()
         try:
-            for step in self.steps:
+            for step in steps:
                 await step(call)
             await self._engine(call)
             if call.req.stream:
@@ -374,6 +379,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
     """The gateway's ASGI app. ``metrics_dir``: prometheus_client's multiprocess folder when several worker
     processes share the port (``python -m crawl2serve.serving gateway`` passes it); ``None``: this process's own registry."""
     gateway = Gateway(settings, metrics_dir)
+    batches = Batches(gateway, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -384,9 +390,11 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
         pusher = asyncio.create_task(gateway.tier_source.run_pusher(stop))
         prober = asyncio.create_task(gateway.pool.probe_forever(stop))
         shadow = asyncio.create_task(gateway.shadow.run(stop))
+        await batches.resume()
         try:
             yield
         finally:
+            await batches.shutdown()
             stop.set()
             with contextlib.suppress(Exception):
                 await pusher
@@ -461,6 +469,8 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
     async def feedback(request: Request):
         """A client's rating of one of its answered requests, recorded durably in the inference log."""
         return await gateway.feedback.handle(request, gateway.authenticate)
+
+    add_routes(app, batches)
 
     @app.post("/v1/completions")
     async def completions(request: Request):

@@ -82,6 +82,8 @@ class LogRow:
     """The arm of ``experiment`` that served the request ("" when none)."""
     rating: int | None = None
     """Feedback rows: the client's rating of ``request_id`` (1 good, 0 neutral, -1 bad); None otherwise."""
+    batch_id: str = ""
+    """The Batch API batch (``batch_<hex>``) the request was a line of ("" for a request of its own)."""
 
     def update(self, **values: Any) -> None:
         """Set several fields at once (an unknown name raises AttributeError)."""

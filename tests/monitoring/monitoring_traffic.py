@@ -236,6 +236,7 @@ def log_frame(prompts: list[str], *, latency_scale: float = 1.0, seed: int = 0, 
         "experiment": [""] * n,
         "arm": [""] * n,
         "rating": [None] * n,
+        "batch_id": [""] * n,
     }
     data.update(cols)
     return pl.DataFrame(data, schema=LOG_SCHEMA)
