@@ -111,6 +111,11 @@ Answer = tuple[int, dict, str]
 """``(HTTP status, JSON body, request id)`` of one line."""
 
 
+def transient(status: int) -> bool:
+    """A failure worth sending again in a later run: no answer (0), the endpoint's 5xx, or its 429."""
+    return status == 0 or status == 429 or status >= 500
+
+
 class Send(Protocol):
     """Sends one line and returns its :data:`Answer`; a line's failure is an answer, never raised. ``None``: not
     answered, left for a later run (the batch is stopping while the line waited for its tenant's rate limit)."""
@@ -184,8 +189,13 @@ class ChunkStore:
                 for raw in f:
                     yield json.loads(raw)
 
-    def done(self) -> set[str]:
-        return {r["custom_id"] for r in self.results()}
+    def latest(self) -> dict[str, dict]:
+        """Each line's last result (a line retried after a transient failure has two)."""
+        return {r["custom_id"]: r for r in self.results()}
+
+    def done(self, retry_transient: bool = False) -> set[str]:
+        """The lines answered already; ``retry_transient``: not those whose last answer was a transient failure."""
+        return {i for i, r in self.latest().items() if not (retry_transient and transient(r["status"]))}
 
     def write(self, results: list[LineResult]) -> Path:
         target = self.folder / f"{CHUNK_PREFIX}{self._next:06d}.jsonl"
@@ -240,13 +250,16 @@ async def run_batch(
     chunk_size: int = 64,
     stop: Callable[[], bool] | None = None,
     on_chunk: Callable[[RunStats], Awaitable[None] | None] | None = None,
+    retry_transient: bool = False,
 ) -> RunStats:
     """Send every line not in ``store`` yet, ``concurrency`` at a time, writing each ``chunk_size`` results as one
     chunk (and what is left at the end). ``stop()`` true: no new line is sent; those in flight finish and are
-    written (a cancelled batch). ``on_chunk(stats)`` runs after each chunk is on disk."""
+    written (a cancelled batch). ``on_chunk(stats)`` runs after each chunk is on disk. ``retry_transient``: a
+    line whose stored answer was a :func:`transient` failure is sent again (read results with
+    :meth:`ChunkStore.latest`)."""
     if concurrency < 1 or chunk_size < 1:
         raise ValueError(f"concurrency ({concurrency}) and chunk_size ({chunk_size}) must be at least 1")
-    done = await asyncio.to_thread(store.done)
+    done = await asyncio.to_thread(store.done, retry_transient)
     lines = list(lines)
     todo = iter([line for line in lines if line.custom_id not in done])
     stats = RunStats(total=len(lines), resumed=sum(1 for line in lines if line.custom_id in done))
@@ -304,11 +317,17 @@ def read_input(path: str | os.PathLike) -> list[BatchLine]:
 async def run_file(
     input_path: str, out: str, base_url: str, *, api_key: str | None, concurrency: int, chunk_size: int
 ) -> RunStats:
-    """``python -m crawl2serve.serving batch``: a batch input file through ``base_url`` into the chunks at ``out``."""
+    """``python -m crawl2serve.serving batch``: a batch input file through ``base_url`` into the chunks at ``out``
+    (a rerun resumes, and sends again the lines whose answer was a transient failure)."""
     send = HttpSend(base_url, api_key=api_key, concurrency=concurrency)
     try:
         return await run_batch(
-            read_input(input_path), send, ChunkStore(out), concurrency=concurrency, chunk_size=chunk_size
+            read_input(input_path),
+            send,
+            ChunkStore(out),
+            concurrency=concurrency,
+            chunk_size=chunk_size,
+            retry_transient=True,
         )
     finally:
         with contextlib.suppress(Exception):
