@@ -23,6 +23,7 @@ import fcntl
 import json
 import logging
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -107,6 +108,7 @@ class Batches:
         self.steps = [s for s in gateway.steps if not isinstance(s, Authenticate | ReadBody)]
         self.semaphore = asyncio.Semaphore(self.cfg.concurrency)
         self.running: dict[str, Running] = {}
+        self._state_lock = threading.Lock()  # state files are updated from the loop and from worker threads
 
     # -- state --------------------------------------------------------------------------------------------
     def _folder(self, tenant: str) -> Path:
@@ -122,12 +124,11 @@ class Batches:
         write_atomic(self._folder(state["tenant"]) / f"{state['id']}.json", json.dumps(state).encode())
 
     def _update(self, tenant: str, batch_id: str, **changes) -> dict:
-        state = self._load(tenant, batch_id)
-        if state["status"] == "cancelling" and changes.get("status") == "in_progress":
-            changes.pop("status")
-        state.update(changes)
-        self._save(state)
-        return state
+        with self._state_lock:
+            state = self._load(tenant, batch_id)
+            state.update(changes)
+            self._save(state)
+            return state
 
     @staticmethod
     def _public(state: dict) -> dict:
@@ -354,14 +355,16 @@ class Batches:
             )
             if running.shutdown:
                 return  # resumed by the next start
-            await self._finalize(tenant, batch_id, lines, store, cancelled=running.cancel.is_set() and stats.stopped)
+            cancelled = running.cancel.is_set() and stats.stopped
+            await asyncio.to_thread(self._finalize, tenant, batch_id, lines, store, cancelled)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("batch %s failed", batch_id)
             error = {"code": "batch_failed", "message": f"{type(exc).__name__}: {exc}", "param": None, "line": None}
             with contextlib.suppress(Exception):
-                self._update(
+                await asyncio.to_thread(
+                    self._update,
                     tenant,
                     batch_id,
                     status="failed",
@@ -371,12 +374,13 @@ class Batches:
         finally:
             lock.close()
 
-    async def _finalize(self, tenant: str, batch_id: str, lines, store: ChunkStore, cancelled: bool) -> None:
+    def _finalize(self, tenant: str, batch_id: str, lines, store: ChunkStore, cancelled: bool) -> None:
+        """The output file (answered lines) and the error file (failed ones), in input order; then the end state."""
         self._update(
             tenant, batch_id, status="cancelling" if cancelled else "finalizing", finalizing_at=int(time.time())
         )
         order = {line.custom_id: i for i, line in enumerate(lines)}
-        results = sorted(await asyncio.to_thread(lambda: list(store.results())), key=lambda r: order[r["custom_id"]])
+        results = sorted(store.results(), key=lambda r: order[r["custom_id"]])
         out, err = [], []
         for r in results:
             line = {"id": f"batch_req_{secrets.token_hex(12)}", "custom_id": r["custom_id"]}

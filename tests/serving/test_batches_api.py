@@ -3,6 +3,8 @@ against the gateway process in front of the real CPU engine."""
 
 import io
 import json
+import os
+import signal
 import time
 
 import httpx
@@ -22,6 +24,7 @@ def gateway(tmp_path_factory, cpu_engine, tiny_model):
         [("primary", cpu_engine.url)],
         tiny_model,
         batch={"concurrency": 2, "chunk_size": 2, "max_open_per_tenant": 1},
+        tiers={"trickle": {"requests_per_minute": 120, "tokens_per_minute": 1_000_000, "burst_requests": 1}},
     )
     yield gw
     gw.stop()
@@ -157,3 +160,49 @@ def test_cancel_and_the_open_batch_limit(client):
     if done.output_file_id:
         answered = client.files.content(done.output_file_id).text.splitlines()
         assert len(answered) == counts.completed
+
+
+def test_batch_lines_wait_for_the_tenants_rate_limit(gateway):
+    """A tenant allowed one request at a time (2 a second): its batch lines are refused (429), wait the
+    Retry-After, and are all answered; the refusals are counted."""
+    key, _ = gateway.keys.add("slowco", "trickle")
+    time.sleep(1.1)  # the gateway re-reads the key file at most once a second
+    slow = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    before = metric(gateway.url, "c2s_gateway_batch_lines_total", outcome="rate_limited")
+    f = slow.files.create(file=("s.jsonl", io.BytesIO(jsonl(completion_lines(PROMPTS, max_tokens=2)))), purpose="batch")
+    done = wait_done(
+        slow, slow.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h").id
+    )
+    assert (done.status, done.request_counts.completed) == ("completed", 4)
+    assert metric(gateway.url, "c2s_gateway_batch_lines_total", outcome="rate_limited") > before
+    time.sleep(0.3)
+    rows = [r for r in read_rows(gateway.settings.log_dir)[0] if r["batch_id"] == done.id]
+    assert {r["status"] for r in rows} == {200, 429}  # the refused attempts are logged like any request's
+
+
+def test_a_killed_gateway_resumes_its_batch(tmp_path, cpu_engine, tiny_model):
+    """SIGKILL the gateway mid-batch; the next gateway on the same folder finishes it: every line once."""
+    gw = start_gateway(tmp_path, [("primary", cpu_engine.url)], tiny_model, batch={"concurrency": 1, "chunk_size": 2})
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
+    prompts = [f"{p} {i}" for i in range(4) for p in PROMPTS]
+    f = client.files.create(
+        file=("r.jsonl", io.BytesIO(jsonl(completion_lines(prompts, max_tokens=8)))), purpose="batch"
+    )
+    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
+    deadline = time.monotonic() + 60
+    while client.batches.retrieve(batch.id).request_counts.completed < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(gw.pid, signal.SIGKILL)
+    with pytest.raises(openai.APIConnectionError):
+        client.batches.retrieve(batch.id)
+    again = start_gateway(
+        tmp_path, [("primary", cpu_engine.url)], tiny_model, batch={"concurrency": 1, "chunk_size": 2}
+    )
+    try:
+        client = openai.OpenAI(base_url=again.url + "/v1", api_key=again.key, max_retries=0)  # same tenant, new key
+        done = wait_done(client, batch.id)
+        assert (done.status, done.request_counts.completed) == ("completed", len(prompts))
+        out = [json.loads(x)["custom_id"] for x in client.files.content(done.output_file_id).text.splitlines()]
+        assert out == [f"req-{i}" for i in range(len(prompts))]  # each line once, none missing
+    finally:
+        again.stop()
