@@ -169,11 +169,13 @@ def test_batch_lines_wait_for_the_tenants_rate_limit(gateway):
     time.sleep(1.1)  # the gateway re-reads the key file at most once a second
     slow = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
     before = metric(gateway.url, "c2s_gateway_batch_lines_total", outcome="rate_limited")
-    f = slow.files.create(file=("s.jsonl", io.BytesIO(jsonl(completion_lines(PROMPTS, max_tokens=2)))), purpose="batch")
+    f = slow.files.create(
+        file=("s.jsonl", io.BytesIO(jsonl(completion_lines(PROMPTS[:3], max_tokens=2)))), purpose="batch"
+    )
     done = wait_done(
         slow, slow.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h").id
     )
-    assert (done.status, done.request_counts.completed) == ("completed", 4)
+    assert (done.status, done.request_counts.completed) == ("completed", 3)
     assert metric(gateway.url, "c2s_gateway_batch_lines_total", outcome="rate_limited") > before
     time.sleep(0.3)
     rows = [r for r in read_rows(gateway.settings.log_dir)[0] if r["batch_id"] == done.id]
@@ -184,9 +186,9 @@ def test_a_killed_gateway_resumes_its_batch(tmp_path, cpu_engine, tiny_model):
     """SIGKILL the gateway mid-batch; the next gateway on the same folder finishes it: every line once."""
     gw = start_gateway(tmp_path, [("primary", cpu_engine.url)], tiny_model, batch={"concurrency": 1, "chunk_size": 2})
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0)
-    prompts = [f"{p} {i}" for i in range(4) for p in PROMPTS]
+    prompts = [f"{p} {i}" for i in range(2) for p in PROMPTS]
     f = client.files.create(
-        file=("r.jsonl", io.BytesIO(jsonl(completion_lines(prompts, max_tokens=8)))), purpose="batch"
+        file=("r.jsonl", io.BytesIO(jsonl(completion_lines(prompts, max_tokens=4)))), purpose="batch"
     )
     batch = client.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
     deadline = time.monotonic() + 60
