@@ -45,6 +45,7 @@ def row(i: int, ts: str, **over) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "batch_id": "",
     }
     r.update(over)
     return r

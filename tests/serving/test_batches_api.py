@@ -192,9 +192,10 @@ def test_a_killed_gateway_resumes_its_batch(tmp_path, cpu_engine, tiny_model):
     )
     batch = client.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
     deadline = time.monotonic() + 60
-    while client.batches.retrieve(batch.id).request_counts.completed < 2 and time.monotonic() < deadline:
+    while (seen := client.batches.retrieve(batch.id)).request_counts.completed < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(gw.pid, signal.SIGKILL)
+    assert seen.status == "in_progress" and seen.request_counts.completed < len(prompts)  # killed mid-batch
     with pytest.raises(openai.APIConnectionError):
         client.batches.retrieve(batch.id)
     again = start_gateway(

@@ -68,6 +68,7 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "batch_id": "",
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
@@ -115,6 +116,7 @@ def test_log_fields_schema():
         "experiment",
         "arm",
         "rating",
+        "batch_id",
     ]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
 
@@ -695,7 +697,7 @@ def row(i):
             "engine": "e", "route": "stable", "stream": False, "status": 200, "error": None, "prompt": "p" * 500,
             "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1.0, "ttft_ms": None,
             "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
-            "role": "primary", "experiment": "", "arm": "", "rating": None}
+            "role": "primary", "experiment": "", "arm": "", "rating": None, "batch_id": ""}
 
 log = InferenceLog(sys.argv[1], flush_interval_s=60, max_batch=64).start()
 for i in range(300):
