@@ -234,10 +234,12 @@ class RunStats:
         return self.completed + self.failed
 
     def rates(self) -> dict[str, float]:
-        s = self.seconds or float("nan")
+        """This run's lines and output tokens per second of its wall time (0 when it sent nothing)."""
+        if not self.seconds:
+            return {"requests_per_s": 0.0, "output_tokens_per_s": 0.0}
         return {
-            "requests_per_s": round(self.sent / s, 3) if self.seconds else 0.0,
-            "output_tokens_per_s": round(self.completion_tokens / s, 3) if self.seconds else 0.0,
+            "requests_per_s": round(self.sent / self.seconds, 3),
+            "output_tokens_per_s": round(self.completion_tokens / self.seconds, 3),
         }
 
 
