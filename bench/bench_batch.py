@@ -16,6 +16,7 @@ Greedy, ``--tokens`` tokens per prompt (``ignore_eos`` off: a random-weight mode
 tokens counted are the ones the engine reports).
 
     .venv/bin/python bench/bench_batch.py [--model FOLDER] [--prompts 32] [--tokens 32] [--rounds 3] [--concurrency 8]
+        [--engine plain | continuous-batching | both]
 """
 
 import argparse
@@ -140,11 +141,14 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--engine", choices=["plain", "continuous-batching", "both"], default="both")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     model = args.model or tiny_model(tmp)
     texts = prompts(args.prompts)
     variants = {"transformers serve": [], "transformers serve --continuous-batching": ["--continuous-batching"]}
+    if args.engine != "both":
+        variants = dict([list(variants.items())[args.engine != "plain"]])
     results: dict[str, dict[str, list[tuple[float, int]]]] = {}
     for name, extra in variants.items():
         port = free_port()
