@@ -8,8 +8,10 @@ import yaml
 EMBEDDED_CONFIG_FILE = Path(__file__).with_name("embedded.yaml")
 EMBEDDED_RUN_CONFIG = yaml.safe_load(EMBEDDED_CONFIG_FILE.read_text())
 
-LINEAGE = dg.AssetSelection.groups("crawl", "corpus", "features", "training", "release", "serving")
-RETRAIN = dg.AssetSelection.groups("corpus", "features", "training", "release", "serving")
+# batch_generations (serving group) runs a prompt set on demand, not as part of a (re)training run
+ON_DEMAND = dg.AssetSelection.assets("batch_generations")
+LINEAGE = dg.AssetSelection.groups("crawl", "corpus", "features", "training", "release", "serving") - ON_DEMAND
+RETRAIN = dg.AssetSelection.groups("corpus", "features", "training", "release", "serving") - ON_DEMAND
 # The retraining run reuses the day's crawl: the embedded config without the crawler's part.
 RETRAIN_RUN_CONFIG = {"ops": {k: v for k, v in EMBEDDED_RUN_CONFIG["ops"].items() if k != "raw_crawl"}}
 

@@ -7,6 +7,7 @@ python -m crawl2serve.serving demo --data-root data     # a few real requests (c
 python -m crawl2serve.serving status --data-root data
 python -m crawl2serve.serving rollout status --data-root data   # the progressive canary (abort | promote: by hand)
 python -m crawl2serve.serving stop --data-root data
+python -m crawl2serve.serving batch --input lines.jsonl --out DIR --base-url URL [--api-key KEY]   # serving/batch.py
 python -m crawl2serve.serving supervise --name primary --backend cpu --url URL --state-file F -- ENGINE COMMAND...
 """
 
@@ -235,6 +236,29 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    import asyncio
+
+    from .batch import BadLine, run_file
+
+    try:
+        stats = asyncio.run(
+            run_file(
+                args.input,
+                args.out,
+                args.base_url,
+                api_key=args.api_key or os.environ.get("CRAWL2SERVE_API_KEY"),
+                concurrency=args.concurrency,
+                chunk_size=args.chunk_size,
+            )
+        )
+    except BadLine as exc:
+        print(f"{args.input}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({**{k: v for k, v in vars(stats).items()}, **stats.rates()}))
+    return 1 if stats.failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m crawl2serve.serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -253,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--tier", default="free")
     k.add_argument("--key-id")
     k.set_defaults(fn=cmd_keys)
+    b = sub.add_parser("batch", help="run a batch input file (OpenAI Batch JSONL) through an engine or the gateway")
+    b.add_argument("--input", required=True, help="JSONL of {custom_id, method, url, body} lines")
+    b.add_argument("--out", required=True, help="folder of result chunks; a rerun resumes from it")
+    b.add_argument("--base-url", required=True, help="the engine's or the gateway's URL (without /v1)")
+    b.add_argument("--api-key", help="the gateway's API key (default: $CRAWL2SERVE_API_KEY)")
+    b.add_argument("--concurrency", type=int, default=16)
+    b.add_argument("--chunk-size", type=int, default=64)
+    b.set_defaults(fn=cmd_batch)
     default_root = os.environ.get("CRAWL2SERVE_DATA_ROOT", "data")
     d = sub.add_parser("demo", help="send a few real requests through the running gateway")
     d.add_argument("--data-root", default=default_root)

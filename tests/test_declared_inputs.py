@@ -4,7 +4,7 @@ under the data root only in its own folder or in the folders of its parents in t
 The lineage runs one asset at a time in topological order (a small crawl, a 2-step LoRA), from ``raw_crawl`` to
 ``registered_model``, then the monitoring assets (``inference_log``, ``drift_report``, ``shadow_report``, ``ab_report``) on an hour of gateway spool written here.
 ``sglang_deployment`` is left out: it starts an engine (tests/test_lineage.py serves one) and reads the registry,
-not the data root. The hook sees ``open`` (Python file opens: JSON, tokenizers, model configs), directory
+not the data root; so is ``batch_generations``, which needs that engine (tests/serving/test_batch_generations.py). The hook sees ``open`` (Python file opens: JSON, tokenizers, model configs), directory
 listings and globs, and ``DataRoot.read_parquet`` (polars reads a local file natively, without an ``open``
 event); folders under the data root that no asset owns belong to resources (MLflow, Feast).
 """
@@ -29,7 +29,7 @@ from tests.support import PARTITION, UNDERTRAINED_DEGENERATE_SHARE, all_resource
 HOUR = "2026-11-23-06:00"  # log_frame's timestamps
 SPOOL_HOUR = "2026-11-23T06"
 RESOURCE_FOLDERS = {"mlflow", "feast"}  # MlflowTracking's store and FeastStore's repo (registry, online, offline)
-SKIPPED = {"sglang_deployment"}
+SKIPPED = {"sglang_deployment", "batch_generations"}
 EVENTS = {"open", "os.scandir", "os.listdir", "glob.glob", READ_EVENT}
 ASSET_MODULES = Path(__file__).resolve().parents[1] / "assets"
 

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import jsonio
 from .auth import KeyStore
+from .batches import Batches, add_routes
 from .budgets import Budgets, Charge, CheckBudget, make_spend_store
 from .cache import ResponseCache
 from .call import Call
@@ -124,10 +125,14 @@ class Gateway:
 
     # -- the request path -------------------------------------------------------------------------------------
     async def handle(self, request: Request, endpoint: str) -> Response:
-        call = Call(request, endpoint)
+        return await self.run(Call(request, endpoint), self.steps)
+
+    async def run(self, call: Call, steps) -> Response:
+        """A call through ``steps`` (the request path's, or a batch line's: its tenant and body known already),
+        the engine, and its answer's screening, accounting and log row."""
         self.metrics.inflight.inc()
         try:
-            for step in self.steps:
+            for step in steps:
                 await step(call)
             self._prepare(call)
             if not await self.cache.lookup(call):  # a hit: call.served holds the cached answer
@@ -474,6 +479,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
     """The gateway's ASGI app. ``metrics_dir``: prometheus_client's multiprocess folder when several worker
     processes share the port (``python -m crawl2serve.serving gateway`` passes it); ``None``: this process's own registry."""
     gateway = Gateway(settings, metrics_dir)
+    batches = Batches(gateway, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -486,9 +492,11 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
         spend_pusher = asyncio.create_task(gateway.budgets.run_pusher(gateway.tier_source, stop))
         prober = asyncio.create_task(gateway.pool.probe_forever(stop))
         shadow = asyncio.create_task(gateway.shadow.run(stop))
+        await batches.resume()
         try:
             yield
         finally:
+            await batches.shutdown()
             stop.set()
             with contextlib.suppress(Exception):
                 await pusher
@@ -568,6 +576,8 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
     async def feedback(request: Request):
         """A client's rating of one of its answered requests, recorded durably in the inference log."""
         return await gateway.feedback.handle(request, gateway.authenticate)
+
+    add_routes(app, batches)
 
     @app.post("/v1/completions")
     async def completions(request: Request):

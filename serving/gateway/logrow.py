@@ -97,6 +97,8 @@ class LogRow:
     routing_rule: str = ""
     """The request-routing rule that chose the serving version or engines (:mod:`serving.gateway.request_router`;
     the row's ``route`` is then ``"rule"``); "" when none matched."""
+    batch_id: str = ""
+    """The Batch API batch (``batch_<hex>``) the request was a line of ("" for a request of its own)."""
 
     def update(self, **values: Any) -> None:
         """Set several fields at once (an unknown name raises AttributeError)."""

@@ -52,6 +52,12 @@ class GatewayMetrics:
         self.upstream = Counter(
             "c2s_gateway_upstream_requests", "Engine calls by engine and outcome", ["engine", "outcome"], registry=r
         )
+        self.batch_lines = Counter(
+            "c2s_gateway_batch_lines",
+            "Batch API lines by outcome (rate_limited: refused by the tenant's limit, sent again)",
+            ["outcome"],
+            registry=r,
+        )
         self.verdicts = Counter("c2s_gateway_guardrail_verdicts", "Guardrail verdicts", ["stage", "action"], registry=r)
         self.inflight = Gauge(
             "c2s_gateway_inflight_requests", "Requests being served", registry=r, multiprocess_mode="livesum"

@@ -11,6 +11,7 @@ import copy
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from .batches import CreateBatch
 from .feedback import FeedbackRequest
 from .schemas import ChatRequest, CompletionRequest, ErrorResponse
 from .settings import GatewaySettings
@@ -55,6 +56,35 @@ def _schema(model, limits) -> tuple[dict, dict]:
 def _responses(codes: dict[str, str], ok: dict) -> dict:
     error = {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}
     return {"200": ok, **{code: {"description": text, "content": copy.deepcopy(error)} for code, text in codes.items()}}
+
+
+def _batch_api(doc: dict, schemas: dict) -> None:
+    """The Batch API's bodies (serving.gateway.batches): a multipart upload and the batch to create."""
+    schemas["CreateBatch"] = CreateBatch.model_json_schema(ref_template=REF)
+    json_ok = {"description": "The OpenAI object", "content": {"application/json": {"schema": {"type": "object"}}}}
+    upload = {
+        "type": "object",
+        "required": ["file", "purpose"],
+        "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "purpose": {"type": "string", "enum": ["batch"]},
+        },
+    }
+    bodies = {
+        ("/v1/files", "post"): {"multipart/form-data": {"schema": upload}},
+        ("/v1/batches", "post"): {"application/json": {"schema": {"$ref": REF.format(model="CreateBatch")}}},
+    }
+    for path, methods in doc["paths"].items():
+        if not path.startswith(("/v1/files", "/v1/batches")):
+            continue
+        for method, op in methods.items():
+            if (path, method) in bodies:
+                op["requestBody"] = {"required": True, "content": bodies[(path, method)]}
+            op["security"] = [{"bearer": []}]
+            codes = {"400": ERRORS["400"], "401": ERRORS["401"], "404": "No such file or batch of this tenant"}
+            if method == "post":
+                codes |= {"413": "Upload over the size limit", "429": "Too many open batches of the tenant"}
+            op["responses"] = _responses(codes, json_ok)
 
 
 def document(app: FastAPI, settings: GatewaySettings) -> dict:
@@ -103,6 +133,7 @@ def document(app: FastAPI, settings: GatewaySettings) -> dict:
         | {"503": "The feedback could not be recorded in the inference log (log_unavailable)"},
         {"description": "The recorded rating", "content": {"application/json": {"schema": {"type": "object"}}}},
     )
+    _batch_api(doc, schemas)
     models = doc["paths"]["/v1/models"]["get"]
     models["security"] = [{"bearer": []}]
     models["responses"] = _responses(

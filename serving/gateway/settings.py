@@ -167,6 +167,20 @@ class RoutingRuleSettings(_Strict):
         return self
 
 
+class BatchSettings(_Strict):
+    """The OpenAI Batch API (:mod:`serving.gateway.batches`): where uploaded files and batches are kept, and
+    how hard batches may push the engines beside interactive traffic."""
+
+    dir: str | None = Field(
+        None, description="Folder of uploaded files and batches; None: 'batches' beside routing_file"
+    )
+    concurrency: int = Field(8, ge=1, description="Batch lines in flight at once, all batches of this process")
+    chunk_size: int = Field(16, ge=1, description="Lines per result chunk written to disk (a kill loses one)")
+    max_open_per_tenant: int = Field(2, ge=1, description="Batches a tenant may have open (not finished) at once")
+    max_file_bytes: int = Field(50_000_000, ge=1, description="Largest file upload")
+    max_lines: int = Field(50_000, ge=1, description="Most request lines in one batch input file")
+
+
 def parse_arms(entries: list[str]) -> dict[str, ArmSettings]:
     """``["control=3:1", "treatment=4:1"]`` (``arm=version:weight``, weight 1 when left out) as arms, in order."""
     arms = {}
@@ -257,6 +271,10 @@ class GatewaySettings(_Strict):
     routing_rules: list[RoutingRuleSettings] = Field(
         default_factory=list, description="Request routing rules, first match wins (serving.gateway.request_router)"
     )
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+
+    def batch_dir(self) -> str:
+        return self.batch.dir or str(Path(self.routing_file).parent / "batches")
 
     @classmethod
     def load(cls, path: str) -> "GatewaySettings":

@@ -240,6 +240,7 @@ def log_frame(prompts: list[str], *, latency_scale: float = 1.0, seed: int = 0, 
         "tool_calls": [""] * n,
         "cache": [""] * n,
         "routing_rule": [""] * n,
+        "batch_id": [""] * n,
     }
     data.update(cols)
     return pl.DataFrame(data, schema=LOG_SCHEMA)

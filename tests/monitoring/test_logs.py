@@ -50,6 +50,7 @@ def row(i: int, ts: str, **over) -> dict:
         "tool_calls": "",
         "cache": "",
         "routing_rule": "",
+        "batch_id": "",
     }
     r.update(over)
     return r

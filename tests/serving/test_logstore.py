@@ -73,6 +73,7 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "tool_calls": "",
         "cache": "",
         "routing_rule": "",
+        "batch_id": "",
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
@@ -125,6 +126,7 @@ def test_log_fields_schema():
         "tool_calls",
         "cache",
         "routing_rule",
+        "batch_id",
     ]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
 
@@ -706,7 +708,7 @@ def row(i):
             "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0.0, "latency_ms": 1.0, "ttft_ms": None,
             "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
             "role": "primary", "experiment": "", "arm": "", "rating": None, "response_format": "", "tool_calls": "",
-            "cache": "", "routing_rule": ""}
+            "cache": "", "routing_rule": "", "batch_id": ""}
 
 log = InferenceLog(sys.argv[1], flush_interval_s=60, max_batch=64).start()
 for i in range(300):
