@@ -26,6 +26,8 @@ from typing import Protocol
 
 import httpx
 
+from .atomic import write_durable
+
 BATCH_URLS = ("/v1/completions", "/v1/chat/completions")
 """The endpoints a batch line may call."""
 CHUNK_PREFIX = "chunk-"
@@ -199,18 +201,7 @@ class ChunkStore:
 
     def write(self, results: list[LineResult]) -> Path:
         target = self.folder / f"{CHUNK_PREFIX}{self._next:06d}.jsonl"
-        tmp = self.folder / f".{target.name}.tmp"
-        data = b"".join(json.dumps(r.to_json(), ensure_ascii=False).encode() + b"\n" for r in results)
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(target)
-        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_durable(target, b"".join(json.dumps(r.to_json(), ensure_ascii=False).encode() + b"\n" for r in results))
         self._next += 1
         return target
 

@@ -32,11 +32,12 @@ from fastapi import Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..atomic import write_durable
 from ..batch import BATCH_URLS, BadLine, BatchLine, ChunkStore, RunStats, run_batch
 from .auth import ApiKey
 from .call import Call
 from .errors import ApiError
-from .files import FileStore, bad_line_error, not_found, receive_upload, tenant_folder, validate_lines, write_atomic
+from .files import FileStore, bad_line_error, not_found, receive_upload, tenant_folder, validate_lines
 from .schemas import describe
 from .settings import GatewaySettings, LimitSettings
 from .steps import Authenticate, ReadBody
@@ -121,7 +122,7 @@ class Batches:
         return json.loads(path.read_text())
 
     def _save(self, state: dict) -> None:
-        write_atomic(self._folder(state["tenant"]) / f"{state['id']}.json", json.dumps(state).encode())
+        write_durable(self._folder(state["tenant"]) / f"{state['id']}.json", json.dumps(state).encode())
 
     def _update(self, tenant: str, batch_id: str, **changes) -> dict:
         with self._state_lock:

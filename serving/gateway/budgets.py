@@ -33,6 +33,7 @@ from .costs import PriceBook
 from .errors import ApiError
 from .hours import HOUR_FORMAT, hour_dirs
 from .logstore import read_rows
+from .redis_client import deadline_redis
 
 if TYPE_CHECKING:  # the settings import this module, and must not import prometheus_client (serving/__main__.py)
     from .call import Call
@@ -186,20 +187,8 @@ class RedisSpendStore:
     :class:`serving.gateway.ratelimit.RedisLimiter`; Redis errors propagate (the caller fails open)."""
 
     def __init__(self, url: str, prefix: str = "c2s:spend:", timeout_s: float = 0.25, max_connections: int = 64):
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.prefix, self.timeout_s = prefix, timeout_s
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = deadline_redis(url, timeout_s, max_connections)
 
     def key(self, tenant: str, period: str, key: str) -> str:
         return f"{self.prefix}{tenant}:{period}:{key}"

@@ -47,6 +47,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .call import Call
+from .redis_client import deadline_redis
 from .settings import CacheSettings
 from .upstream import Served
 
@@ -137,20 +138,8 @@ class RedisStore:
     of ``timeout_s`` and no retries; its errors propagate (:class:`ResponseCache` counts them as misses)."""
 
     def __init__(self, url: str, timeout_s: float = 0.25, max_connections: int = 64):
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.timeout_s = timeout_s
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = deadline_redis(url, timeout_s, max_connections)
 
     async def get(self, key: str) -> bytes | None:
         async with asyncio.timeout(self.timeout_s):

@@ -26,6 +26,7 @@ from fastapi import Request
 from multipart import MultipartError, MultipartSegment, ParserLimitReached, PushMultipartParser, parse_options_header
 from pydantic import ValidationError
 
+from ..atomic import write_durable
 from ..batch import BadLine, BatchLine, parse_lines
 from .errors import ApiError
 from .schemas import ChatRequest, CompletionRequest, describe
@@ -39,22 +40,6 @@ MAX_FIELD_BYTES = 1024
 def tenant_folder(root: str | os.PathLike, tenant: str) -> Path:
     """A tenant's folder under the batch folder: named by the SHA-256 of the tenant, never by the name itself."""
     return Path(root) / hashlib.sha256(tenant.encode()).hexdigest()[:32]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """``data`` at ``path``, whole or not at all (temporary file, fsync, rename, fsync of the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def validate_lines(data: bytes, url: str | None = None, max_lines: int | None = None) -> list[BatchLine]:
@@ -143,13 +128,13 @@ class FileStore:
     def write(self, tenant: str, data: bytes, filename: str, purpose: str) -> StoredFile:
         """A file the gateway writes (a batch's output or errors)."""
         file_id, _ = self.new_upload(tenant)
-        write_atomic(self.folder(tenant) / f"{file_id}.jsonl", data)
+        write_durable(self.folder(tenant) / f"{file_id}.jsonl", data)
         return self._meta(tenant, file_id, filename, purpose)
 
     def _meta(self, tenant: str, file_id: str, filename: str, purpose: str) -> StoredFile:
         content = self.folder(tenant) / f"{file_id}.jsonl"
         stored = StoredFile(file_id, filename, purpose, content.stat().st_size, int(time.time()))
-        write_atomic(self.folder(tenant) / f"{file_id}.json", json.dumps(dataclasses.asdict(stored)).encode())
+        write_durable(self.folder(tenant) / f"{file_id}.json", json.dumps(dataclasses.asdict(stored)).encode())
         return stored
 
 

@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from .redis_client import deadline_redis
+
 
 @dataclass(frozen=True)
 class Tier:
@@ -232,20 +234,8 @@ class RedisLimiter:
     """
 
     def __init__(self, url: str, prefix: str = "c2s:rl:", timeout_s: float = 0.25, max_connections: int = 64):
-        import redis.asyncio as aioredis  # only the shared (multi-replica) limiter needs the client
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.prefix, self.timeout_s = prefix, timeout_s
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = deadline_redis(url, timeout_s, max_connections)
         self._script = self._redis.register_script(_LUA)
 
     def key(self, tenant: str) -> str:
