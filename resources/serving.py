@@ -15,6 +15,7 @@ from pydantic import Field
 from crawl2serve.serving.backoff import RestartPolicy
 from crawl2serve.serving.deploy import Deployment, EngineConfig
 from crawl2serve.serving.engines import BACKENDS, engine_class, resolve_backend
+from crawl2serve.serving.gateway.rag import RagSettings
 from crawl2serve.serving.gateway.settings import (
     ExperimentSettings,
     FeastSettings,
@@ -229,6 +230,12 @@ class ServingEngine(dg.ConfigurableResource):
             )
             if self.experiment_name
             else None,
+            # crawl2serve-rag answers from the version served_retrieval_index switched to (503 until there is one)
+            rag=RagSettings(
+                live_file=str(
+                    self.data_root.local_path(self.data_root.path("served_retrieval_index", None, "live.json"))
+                )
+            ),
         )
 
     # -- mode="k8s" --------------------------------------------------------------------------------------------------

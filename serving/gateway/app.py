@@ -32,6 +32,7 @@ from .guardrails import Guardrails
 from .logstore import InferenceLog
 from .metrics import GatewayMetrics
 from .openapi import document
+from .rag import Retrieve, citations
 from .ratelimit import DEFAULT_TIERS, make_limiter
 from .reports import DRIFT_ROUTE, drift_report_file
 from .routing import Router
@@ -76,10 +77,12 @@ class Gateway:
         )
         self.authenticate = Authenticate(self.keys)
         counter = TokenCounter()
+        self.retrieve = Retrieve(settings.rag, settings.model_name, self.metrics) if settings.rag else None
         self.steps = [
             self.authenticate,
             ReadBody(settings.limits),
             Validate(settings.limits),
+            *([self.retrieve] if self.retrieve else []),
             Route(self.router),
             *([Assign(Experiment.from_settings(settings.experiment), self.router)] if settings.experiment else []),
             Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
@@ -189,6 +192,8 @@ class Gateway:
         finish = choice.get("finish_reason")
         if self.screen_output.final(call, text).blocked:
             text, finish = "", "content_filter"
+        else:
+            text += citations(call)
         self.account.usage(call, body.get("usage"), text)
         call.row.update(output=text, finish_reason=finish)
         await self.account(call)
@@ -294,6 +299,10 @@ class Gateway:
                         finish = choice["finish_reason"]
                 if finish == "content_filter":
                     break
+            footer = citations(call) if finish != "content_filter" else ""
+            if footer:
+                parts.append(footer)
+                yield event(footer)
         except EngineFailure as exc:
             error, finish = exc.kind, "error"
             yield (
@@ -396,6 +405,8 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             await gateway.account.drain()
             await gateway.limiter.aclose()
             gateway.log.close()
+            if gateway.retrieve:
+                gateway.retrieve.live.close()
 
     app = FastAPI(title="crawl2serve gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
@@ -454,6 +465,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": "crawl2serve"}
                 for m in gateway.router.public_models()
+                + ([settings.rag.model] if settings.rag and gateway.router.public_models() else [])
             ],
         }
 

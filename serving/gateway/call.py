@@ -36,6 +36,7 @@ class Call:
         self.served = None  # upstream.Served
         self.engine_path = ""  # the engine endpoint and payload the call was sent with (what a shadow mirrors)
         self.engine_payload: dict | None = None
+        self.sources: list[str] = []  # RAG: the context's source URLs, cited at the answer's end (gateway.rag)
         self.ended = False
 
     @property

@@ -82,6 +82,16 @@ class LogRow:
     """The arm of ``experiment`` that served the request ("" when none)."""
     rating: int | None = None
     """Feedback rows: the client's rating of ``request_id`` (1 good, 0 neutral, -1 bad); None otherwise."""
+    retrieval_version: str = ""
+    """The retrieval index version searched for a ``crawl2serve-rag`` request ("" for other models)."""
+    retrieval_ms: float | None = None
+    """Retrieval latency (search, fusion, reranking) in milliseconds; None when nothing was retrieved for."""
+    retrieval_hits: int | None = None
+    """Chunks put in the context (0: the retrieval came back empty); None for other models."""
+    retrieval_top_score: float | None = None
+    """The best dense (cosine) score among the context's chunks; None when none came from the dense list."""
+    retrieval_urls: str = ""
+    """The context's source URLs, space-separated, in citation order ([1] first)."""
 
     def update(self, **values: Any) -> None:
         """Set several fields at once (an unknown name raises AttributeError)."""

@@ -80,6 +80,18 @@ class GatewayMetrics:
             "c2s_gateway_shadow_queue", "Mirrored requests waiting", registry=r, multiprocess_mode="livesum"
         )
         self.feedback = Counter("c2s_gateway_feedback", "Feedback ratings recorded", ["rating"], registry=r)
+        self.retrieval_seconds = Histogram(
+            "c2s_gateway_retrieval_seconds",
+            "RAG: retrieval latency (search, fusion, reranking)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.retrieval_hits = Histogram(
+            "c2s_gateway_retrieval_hits",
+            "RAG: chunks in a request's context (0: empty retrieval)",
+            buckets=(0, 1, 2, 4, 8, 16),
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""

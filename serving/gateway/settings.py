@@ -7,6 +7,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..atomic import write_text
+from .rag import RagSettings
 from .schemas import EXTENSIONS
 
 
@@ -170,6 +171,7 @@ class GatewaySettings(_Strict):
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     experiment: ExperimentSettings | None = None
+    rag: RagSettings | None = Field(None, description="The retrieval-augmented model (serving.gateway.rag); None: off")
 
     @classmethod
     def load(cls, path: str) -> "GatewaySettings":

@@ -236,6 +236,11 @@ def log_frame(prompts: list[str], *, latency_scale: float = 1.0, seed: int = 0, 
         "experiment": [""] * n,
         "arm": [""] * n,
         "rating": [None] * n,
+        "retrieval_version": [""] * n,
+        "retrieval_ms": [None] * n,
+        "retrieval_hits": [None] * n,
+        "retrieval_top_score": [None] * n,
+        "retrieval_urls": [""] * n,
     }
     data.update(cols)
     return pl.DataFrame(data, schema=LOG_SCHEMA)

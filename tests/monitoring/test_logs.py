@@ -45,6 +45,11 @@ def row(i: int, ts: str, **over) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "retrieval_version": "",
+        "retrieval_ms": None,
+        "retrieval_hits": None,
+        "retrieval_top_score": None,
+        "retrieval_urls": "",
     }
     r.update(over)
     return r

@@ -68,6 +68,11 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "retrieval_version": "",
+        "retrieval_ms": None,
+        "retrieval_hits": None,
+        "retrieval_top_score": None,
+        "retrieval_urls": "",
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
@@ -115,6 +120,11 @@ def test_log_fields_schema():
         "experiment",
         "arm",
         "rating",
+        "retrieval_version",
+        "retrieval_ms",
+        "retrieval_hits",
+        "retrieval_top_score",
+        "retrieval_urls",
     ]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
 
@@ -695,7 +705,8 @@ def row(i):
             "engine": "e", "route": "stable", "stream": False, "status": 200, "error": None, "prompt": "p" * 500,
             "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1.0, "ttft_ms": None,
             "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
-            "role": "primary", "experiment": "", "arm": "", "rating": None}
+            "role": "primary", "experiment": "", "arm": "", "rating": None, "retrieval_version": "",
+            "retrieval_ms": None, "retrieval_hits": None, "retrieval_top_score": None, "retrieval_urls": ""}
 
 log = InferenceLog(sys.argv[1], flush_interval_s=60, max_batch=64).start()
 for i in range(300):
