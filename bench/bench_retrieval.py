@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_retrieval.py                         # 10,000 chunks: recall, p50, build rate
     .venv/bin/python bench/bench_retrieval.py --embedders --model data/base_model/_   # + the embedder candidates
+    .venv/bin/python bench/bench_retrieval.py --cache --corpus /tmp/pydoc-pages.parquet   # + the semantic cache
 
 The corpus is what the pydoc crawl serves: the plain-text documentation of every importable standard-library
 module and submodule (then a few installed libraries': numpy, polars, yaml, httpx, pydantic, fsspec) (``pydoc.render_doc(..., renderer=pydoc.plaintext)``), chunked as ``retrieval_index`` chunks
@@ -16,7 +17,9 @@ module and submodule (then a few installed libraries': numpy, polars, yaml, http
   the three modes alternating, ``--repeats`` passes over 200 queries; p50 and p95 in ms;
 * ``--embedders``: the candidates for the embedded default on the same query set over the first 2,000
   chunks: LSA 256 (word 1-2-grams; the default), LSA 128, LSA 256 unigrams, and the project's tiny Llama
-  (``--model``: a ``base_model`` folder) mean-pooled over its last hidden states; dense recall@10 and MRR each.
+  (``--model``: a ``base_model`` folder) mean-pooled over its last hidden states; dense recall@10 and MRR each;
+* ``--cache``: the semantic cache's hit rate on same-question pairs (a chunk's sentence and its paraphrase) and
+  false-hit rate on different-question pairs (a sentence and the next sampled chunk's paraphrase), by threshold.
 
 The machine is shared (2 cores, other work running): figures vary between runs; the script prints the load.
 """
@@ -85,18 +88,14 @@ def pydoc_corpus() -> pl.DataFrame:
 
 
 def cut(documents: pl.DataFrame, chunks: int) -> pl.DataFrame:
-    """The first documents whose chunks add up to ``chunks`` (the last one cut to fit)."""
+    """The first documents whose chunks add up to at least ``chunks`` (all of them if they make fewer)."""
     chunker = Chunker()
     kept, total = [], 0
     for row in documents.iter_rows(named=True):
-        n = chunker.chunk(pl.DataFrame([row])).height
-        if total + n > chunks:
-            words = row["text"].split(" ")
-            row = {**row, "text": " ".join(words[: int(len(words) * (chunks - total) / n)])}
-            kept.append(row)
-            break
         kept.append(row)
-        total += n
+        total += chunker.chunk(pl.DataFrame([row])).height
+        if total >= chunks:
+            break
     return pl.DataFrame(kept)
 
 
@@ -185,6 +184,20 @@ def bench_embedders(documents: pl.DataFrame, model_dir: str | None, per_kind: in
         print(f"    encode {time.perf_counter() - t:.1f} s")
 
 
+def bench_cache(index: RetrievalIndex, per_kind: int) -> None:
+    """Hit and false-hit rates of the semantic cache on a labelled pair set (semantic_cache.paraphrase_pairs)."""
+    from crawl2serve.serving.gateway.semantic_cache import paraphrase_pairs, rates
+
+    pairs = paraphrase_pairs(QuerySet(per_kind=per_kind, seed=3).generate(index.chunks))
+    left, right = index.embed([p[0] for p in pairs]), index.embed([p[1] for p in pairs])
+    labels = np.array([p[2] for p in pairs])
+    sims = (left * right).sum(1)
+    print(f"semantic cache: {labels.sum()} same-question pairs, {(~labels).sum()} different-question pairs")
+    for threshold in (0.7, 0.8, 0.85, 0.9, 0.95):
+        hit, false_hit = rates(sims, labels, threshold)
+        print(f"  threshold {threshold:.2f}: hit rate {hit:.3f}, false-hit rate {false_hit:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=10_000)
@@ -192,10 +205,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--embedders", action="store_true")
     parser.add_argument("--model", help="a base_model folder (the tiny Llama) for --embedders")
+    parser.add_argument("--cache", action="store_true", help="the semantic cache's hit / false-hit rates too")
+    parser.add_argument("--corpus", help="a Parquet file to keep the rendered pydoc pages in between runs")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs")
     t = time.perf_counter()
-    documents = cut(pydoc_corpus(), args.chunks)
+    if args.corpus and Path(args.corpus).exists():
+        pages = pl.read_parquet(args.corpus)
+    else:
+        pages = pydoc_corpus()
+        if args.corpus:
+            pages.write_parquet(args.corpus)
+    documents = cut(pages, args.chunks)
     print(f"corpus: {documents.height} pydoc pages in {time.perf_counter() - t:.1f} s")
     if args.embedders:
         bench_embedders(documents, args.model, args.queries)
@@ -204,6 +225,8 @@ def main() -> None:
     queries = QuerySet(per_kind=args.queries).generate(index.chunks)
     print(summarize(evaluate(index, queries)))
     bench_latency(index, queries["query"].to_list()[:200], args.repeats)
+    if args.cache:
+        bench_cache(index, args.queries)
     index.close()
     shutil.rmtree(folder.parent)
 

@@ -101,6 +101,9 @@ class Gateway:
         try:
             for step in self.steps:
                 await step(call)
+            if call.cached is not None:  # the semantic cache answered (gateway.rag): no engine
+                call.row.route = "semantic_cache"
+                return await self._complete(call)
             await self._engine(call)
             if call.req.stream:
                 return await self._stream_response(call)
@@ -186,13 +189,26 @@ class Gateway:
         )
 
     async def _complete(self, call: Call) -> Response:
-        body = call.served.body
+        if call.cached is not None:
+            body = {
+                "choices": [
+                    {
+                        "text": call.cached["text"],
+                        "message": {"content": call.cached["text"]},
+                        "finish_reason": call.cached["finish"],
+                    }
+                ]
+            }
+        else:
+            body = call.served.body
         choice = (body.get("choices") or [{}])[0]
         text = ((choice.get("message") or {}).get("content") or "") if call.chat else (choice.get("text") or "")
         finish = choice.get("finish_reason")
         if self.screen_output.final(call, text).blocked:
             text, finish = "", "content_filter"
         else:
+            if self.retrieve and call.cached is None:
+                self.retrieve.remember(call, text, finish)
             text += citations(call)
         self.account.usage(call, body.get("usage"), text)
         call.row.update(output=text, finish_reason=finish)

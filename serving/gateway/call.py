@@ -37,6 +37,9 @@ class Call:
         self.engine_path = ""  # the engine endpoint and payload the call was sent with (what a shadow mirrors)
         self.engine_payload: dict | None = None
         self.sources: list[str] = []  # RAG: the context's source URLs, cited at the answer's end (gateway.rag)
+        self.cached: dict | None = None  # RAG: the semantic cache's answer (then no engine is called)
+        self.cache_key: str | None = None  # RAG: where this call's answer goes in the semantic cache, and its
+        self.cache_vector = None  # question's embedding
         self.ended = False
 
     @property

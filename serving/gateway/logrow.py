@@ -92,6 +92,9 @@ class LogRow:
     """The best dense (cosine) score among the context's chunks; None when none came from the dense list."""
     retrieval_urls: str = ""
     """The context's source URLs, space-separated, in citation order ([1] first)."""
+    semantic_cache_similarity: float | None = None
+    """RAG: the cosine of the closest cached question (a hit at or above the threshold: route
+    ``semantic_cache``); None when the cache was not asked."""
 
     def update(self, **values: Any) -> None:
         """Set several fields at once (an unknown name raises AttributeError)."""

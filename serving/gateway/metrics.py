@@ -92,6 +92,9 @@ class GatewayMetrics:
             buckets=(0, 1, 2, 4, 8, 16),
             registry=r,
         )
+        self.semantic_cache = Counter(
+            "c2s_gateway_semantic_cache", "RAG: semantic cache lookups by outcome (hit, miss)", ["outcome"], registry=r
+        )
 
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""

@@ -5,8 +5,11 @@ prompt) is searched in the served retrieval index (``assets/retrieval``: BM25 + 
 reranked by a cross-encoder), the best chunks become a context of numbered sources, and the request goes on as
 one for the base model (``crawl2serve``, or ``crawl2serve@N`` for ``crawl2serve-rag@N``) with that context: a
 system message before the conversation, or a preamble before the prompt. The answer (whole, or the stream's
-last content event) ends with the numbered source URLs it was given (:meth:`Rag.citations`). Retrieval latency,
-hits and the top score go to the metrics and the inference log row.
+last content event) ends with the numbered source URLs it was given (:func:`citations`). Retrieval latency,
+hits and the top score go to the metrics and the inference log row. A single-question, non-streamed request
+first asks the semantic cache (:mod:`serving.gateway.semantic_cache`, on the index's own embeddings): a
+question close enough to one answered before, under the same model, index version and sampling, gets that
+answer (and its sources) without retrieval or generation.
 
 The served version is the one ``served_retrieval_index`` switched to (its ``live.json``); the gateway checks
 the file every ``reload_interval_s`` and loads a new version in a thread, then swaps it in whole (a request uses
@@ -23,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ApiError
+from .semantic_cache import SemanticCache
 
 log = logging.getLogger("crawl2serve.gateway")
 SYSTEM = (
@@ -46,6 +50,11 @@ class RagSettings(BaseModel):
     rerank_model: str = Field("", description="A sentence-transformers cross-encoder id; empty: RRF order")
     rerank_candidates: int = Field(20, ge=1, description="Fused chunks the cross-encoder reorders")
     reload_interval_s: float = Field(5.0, ge=0, description="How often live.json is checked for a new version")
+    cache_threshold: float = Field(
+        0.85, ge=0, le=1, description="Semantic cache: cosine for a hit (bench/bench_retrieval.py --cache); 0: off"
+    )
+    cache_ttl_s: float = Field(600.0, gt=0, description="Semantic cache: how long an answer is reused")
+    cache_max_entries: int = Field(1024, ge=1, description="Semantic cache: answers kept per key, oldest dropped")
 
 
 class LiveIndex:
@@ -140,6 +149,25 @@ class Retrieve:
         self.settings, self.base_model, self.metrics = settings, base_model, metrics
         self.live = LiveIndex(settings.live_file, settings.reload_interval_s)
         self.reranker = Reranker(settings.rerank_model) if settings.rerank_model else None
+        self.cache = (
+            SemanticCache(settings.cache_threshold, settings.cache_max_entries, settings.cache_ttl_s)
+            if settings.cache_threshold > 0
+            else None
+        )
+
+    def _cache_key(self, req, version: str, max_tokens: int) -> str | None:
+        """What else a cached answer depends on; None when the request may not use the cache (a stream, or a
+        conversation: only a single question is answered the same way whatever was said before)."""
+        if self.cache is None or req.stream or len(getattr(req, "messages", [None])) != 1:
+            return None
+        sampling = {k: getattr(req, k, None) for k in ("temperature", "top_p", "seed", "stop")}
+        return json.dumps([req.model, version, max_tokens, sampling], sort_keys=True, default=str)
+
+    def remember(self, call, text: str, finish: str | None) -> None:
+        """Keep a completed answer (its text before the citations) for the questions that will resemble it."""
+        key = getattr(call, "cache_key", None)
+        if key is not None and text:
+            self.cache.store(key, call.cache_vector, {"text": text, "finish": finish, "sources": call.sources})
 
     def wants(self, model: str) -> bool:
         name = self.settings.model
@@ -161,9 +189,23 @@ class Retrieve:
             )
         question = question_of(req)
         s = self.settings
+        base = self.base_model + req.model[len(s.model) :]  # crawl2serve-rag@3 -> crawl2serve@3
         started = time.perf_counter()
+        vector = await asyncio.to_thread(lambda: index.embed([question])[0])
+        key = self._cache_key(req, index.version, call.max_tokens)
+        if key is not None:
+            found = self.cache.lookup(key, vector)
+            call.row.semantic_cache_similarity = None if found.similarity is None else round(found.similarity, 6)
+            if found.hit:
+                call.cached, call.sources = found.answer, found.answer["sources"]
+                call.row.update(retrieval_version=index.version, retrieval_urls=" ".join(call.sources))
+                self.metrics.semantic_cache.labels("hit").inc()
+                call.req = type(req).model_validate({**req.model_dump(exclude_none=True), "model": base})
+                return
+            self.metrics.semantic_cache.labels("miss").inc()
+            call.cache_key, call.cache_vector = key, vector
         hits = await asyncio.to_thread(
-            index.search, question, s.rerank_candidates if self.reranker else s.top_k, s.mode
+            index.search, question, s.rerank_candidates if self.reranker else s.top_k, s.mode, vector
         )
         if self.reranker and hits:
             hits = await asyncio.to_thread(self.reranker.order, question, hits)
@@ -182,7 +224,6 @@ class Retrieve:
             retrieval_urls=" ".join(h.url for h in used),
         )
         call.sources = [h.url for h in used]
-        base = self.base_model + req.model[len(s.model) :]  # crawl2serve-rag@3 -> crawl2serve@3
         if hasattr(req, "messages"):
             messages = [m.model_dump(exclude_none=True) for m in req.messages]
             if used:

@@ -241,6 +241,7 @@ def log_frame(prompts: list[str], *, latency_scale: float = 1.0, seed: int = 0, 
         "retrieval_hits": [None] * n,
         "retrieval_top_score": [None] * n,
         "retrieval_urls": [""] * n,
+        "semantic_cache_similarity": [None] * n,
     }
     data.update(cols)
     return pl.DataFrame(data, schema=LOG_SCHEMA)

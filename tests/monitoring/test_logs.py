@@ -50,6 +50,7 @@ def row(i: int, ts: str, **over) -> dict:
         "retrieval_hits": None,
         "retrieval_top_score": None,
         "retrieval_urls": "",
+        "semantic_cache_similarity": None,
     }
     r.update(over)
     return r

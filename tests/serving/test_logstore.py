@@ -73,6 +73,7 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "retrieval_hits": None,
         "retrieval_top_score": None,
         "retrieval_urls": "",
+        "semantic_cache_similarity": None,
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
@@ -125,6 +126,7 @@ def test_log_fields_schema():
         "retrieval_hits",
         "retrieval_top_score",
         "retrieval_urls",
+        "semantic_cache_similarity",
     ]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
 
@@ -706,7 +708,8 @@ def row(i):
             "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1.0, "ttft_ms": None,
             "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
             "role": "primary", "experiment": "", "arm": "", "rating": None, "retrieval_version": "",
-            "retrieval_ms": None, "retrieval_hits": None, "retrieval_top_score": None, "retrieval_urls": ""}
+            "retrieval_ms": None, "retrieval_hits": None, "retrieval_top_score": None, "retrieval_urls": "",
+            "semantic_cache_similarity": None}
 
 log = InferenceLog(sys.argv[1], flush_interval_s=60, max_batch=64).start()
 for i in range(300):

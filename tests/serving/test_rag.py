@@ -1,6 +1,7 @@
 """The retrieval-augmented model at the gateway (``crawl2serve-rag``), as its own process in front of the real
 CPU engine, over an index built from real pydoc pages: context with numbered sources, cited URLs (whole and
-streamed answers), retrieval facts in the log and metrics, and a blue/green switch picked up while serving."""
+streamed answers), retrieval facts in the log and metrics, the semantic cache answering a reworded question,
+and a blue/green switch picked up while serving."""
 
 import json
 import pydoc
@@ -89,10 +90,23 @@ def test_rag_model_cites_sources_logs_retrieval_and_follows_the_switch(rag_gatew
     assert "Sources:" not in plain.choices[0].message.content
     assert "crawl2serve-rag" in [m.id for m in client.models.list().data]
 
+    # The same question reworded: the semantic cache answers it (same sources), no retrieval, no engine.
+    again = client.chat.completions.create(
+        model="crawl2serve-rag",
+        messages=[{"role": "user", "content": "how to compute a keyed HMAC hash of a message digest"}],
+        max_tokens=4,
+        temperature=0,
+    )
+    assert again.choices[0].message.content == answer
+    assert metric(gw.url, "c2s_gateway_semantic_cache_total", outcome="hit") == 1
+
     time.sleep(0.3)  # the log writer commits every 50 ms
     rag_rows = [r for r in read_rows(gw.settings.log_dir)[0] if r["model"] == "crawl2serve-rag" and r["status"] == 200]
-    assert len(rag_rows) == 2
-    row = rag_rows[0]
+    assert len(rag_rows) == 3
+    row, cached = rag_rows[0], rag_rows[2]
+    assert (
+        cached["route"] == "semantic_cache" and cached["engine"] == "" and cached["semantic_cache_similarity"] >= 0.85
+    )
     assert row["retrieval_version"] == "v1" and row["retrieval_hits"] == 2 and row["retrieval_ms"] > 0
     assert row["retrieval_urls"].split()[0] == "http://127.0.0.1/hmac.html" and row["model_version"] == "1"
     assert 0 < row["retrieval_top_score"] <= 1.0001
