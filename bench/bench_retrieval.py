@@ -40,7 +40,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crawl2serve.assets.retrieval.chunking import Chunker, indexed_text
-from crawl2serve.assets.retrieval.embeddings import LsaEmbedder
+from crawl2serve.assets.retrieval.embeddings import LsaEmbedder, ProjectionEmbedder
 from crawl2serve.assets.retrieval.evaluation import QuerySet, evaluate, summarize
 from crawl2serve.assets.retrieval.index import MODES, IndexSettings, RetrievalIndex, build_version
 
@@ -153,8 +153,8 @@ def llama_mean_pooled(model_dir: str, texts: list[str]) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def bench_embedders(documents: pl.DataFrame, model_dir: str | None, per_kind: int) -> None:
-    chunks = Chunker().chunk(documents).head(2000)
+def bench_embedders(documents: pl.DataFrame, model_dir: str | None, per_kind: int, embedder_chunks: int) -> None:
+    chunks = Chunker().chunk(documents).head(embedder_chunks)
     texts = indexed_text(chunks)
     queries = QuerySet(per_kind=per_kind, seed=1).generate(chunks)
     qtexts, targets = queries["query"].to_list(), queries["chunk_id"].to_list()
@@ -171,8 +171,10 @@ def bench_embedders(documents: pl.DataFrame, model_dir: str | None, per_kind: in
         )
 
     for name, embedder in (
-        ("lsa-256 (1-2-grams, default)", LsaEmbedder(256)),
+        ("lsa-256 (1-2-grams)", LsaEmbedder(256)),
         ("lsa-128 (1-2-grams)", LsaEmbedder(128)),
+        ("projection-512", ProjectionEmbedder(512)),
+        ("projection-256", ProjectionEmbedder(256)),
     ):
         t = time.perf_counter()
         embedder.fit(texts)
@@ -193,7 +195,7 @@ def bench_cache(index: RetrievalIndex, per_kind: int) -> None:
     labels = np.array([p[2] for p in pairs])
     sims = (left * right).sum(1)
     print(f"semantic cache: {labels.sum()} same-question pairs, {(~labels).sum()} different-question pairs")
-    for threshold in (0.7, 0.8, 0.85, 0.9, 0.95):
+    for threshold in (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9):
         hit, false_hit = rates(sims, labels, threshold)
         print(f"  threshold {threshold:.2f}: hit rate {hit:.3f}, false-hit rate {false_hit:.3f}")
 
@@ -205,6 +207,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--embedders", action="store_true")
     parser.add_argument("--model", help="a base_model folder (the tiny Llama) for --embedders")
+    parser.add_argument("--embedder-chunks", type=int, nargs="+", default=[2000, 10000], help="--embedders sizes")
     parser.add_argument("--cache", action="store_true", help="the semantic cache's hit / false-hit rates too")
     parser.add_argument("--corpus", help="a Parquet file to keep the rendered pydoc pages in between runs")
     args = parser.parse_args()
@@ -219,7 +222,8 @@ def main() -> None:
     documents = cut(pages, args.chunks)
     print(f"corpus: {documents.height} pydoc pages in {time.perf_counter() - t:.1f} s")
     if args.embedders:
-        bench_embedders(documents, args.model, args.queries)
+        for size in args.embedder_chunks:
+            bench_embedders(documents, args.model if size == min(args.embedder_chunks) else None, args.queries, size)
     folder = bench_build(documents, args.repeats)
     index = RetrievalIndex.load(folder)
     queries = QuerySet(per_kind=args.queries).generate(index.chunks)

@@ -29,9 +29,13 @@ class IndexConfig(dg.Config):
 
     max_tokens: int = Field(200, description="Whitespace tokens per chunk (windows within a heading's section).")
     overlap: int = Field(40, description="Tokens a chunk shares with the next one of the same section.")
-    embedder: str = Field("lsa", description="'lsa' (fitted on the corpus, offline) or 'sentence-transformers'.")
+    embedder: str = Field(
+        "projection", description="'projection' or 'lsa' (fitted on the corpus, offline), or 'sentence-transformers'."
+    )
     embedding_model: str = Field("", description="The sentence-transformers model id (embedder sentence-transformers).")
-    dimensions: int = Field(256, description="LSA dimensions (fewer when the corpus is smaller).")
+    dimensions: int = Field(
+        512, description="Vector dimensions of 'projection' / 'lsa' (LSA: fewer on a small corpus)."
+    )
     quantization: bool = Field(False, description="int8 scalar quantization of the collection's vectors.")
     qdrant_url: str = Field("", description="A Qdrant server (production); empty: local mode in the version folder.")
     full_reindex: bool = Field(

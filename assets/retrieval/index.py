@@ -45,9 +45,9 @@ class IndexSettings:
 
     max_tokens: int = 200
     overlap: int = 40
-    embedder: str = "lsa"
+    embedder: str = "projection"
     embedding_model: str = ""
-    dimensions: int = 256
+    dimensions: int = 512
     quantization: bool = False
     qdrant_url: str = ""  # empty: local mode, in the version's folder
 

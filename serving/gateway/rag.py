@@ -51,7 +51,7 @@ class RagSettings(BaseModel):
     rerank_candidates: int = Field(20, ge=1, description="Fused chunks the cross-encoder reorders")
     reload_interval_s: float = Field(5.0, ge=0, description="How often live.json is checked for a new version")
     cache_threshold: float = Field(
-        0.85, ge=0, le=1, description="Semantic cache: cosine for a hit (bench/bench_retrieval.py --cache); 0: off"
+        0.7, ge=0, le=1, description="Semantic cache: cosine for a hit (bench/bench_retrieval.py --cache); 0: off"
     )
     cache_ttl_s: float = Field(600.0, gt=0, description="Semantic cache: how long an answer is reused")
     cache_max_entries: int = Field(1024, ge=1, description="Semantic cache: answers kept per key, oldest dropped")

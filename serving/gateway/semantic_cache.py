@@ -36,7 +36,7 @@ class Lookup:
 
 
 class SemanticCache:
-    def __init__(self, threshold: float = 0.85, max_entries: int = 1024, ttl_s: float = 600.0, clock=time.monotonic):
+    def __init__(self, threshold: float = 0.7, max_entries: int = 1024, ttl_s: float = 600.0, clock=time.monotonic):
         if not 0 < threshold <= 1:
             raise ValueError(f"semantic cache threshold {threshold}: must be in (0, 1]")
         self.threshold, self.max_entries, self.ttl_s, self.clock = threshold, max_entries, ttl_s, clock

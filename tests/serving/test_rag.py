@@ -104,9 +104,7 @@ def test_rag_model_cites_sources_logs_retrieval_and_follows_the_switch(rag_gatew
     rag_rows = [r for r in read_rows(gw.settings.log_dir)[0] if r["model"] == "crawl2serve-rag" and r["status"] == 200]
     assert len(rag_rows) == 3
     row, cached = rag_rows[0], rag_rows[2]
-    assert (
-        cached["route"] == "semantic_cache" and cached["engine"] == "" and cached["semantic_cache_similarity"] >= 0.85
-    )
+    assert cached["route"] == "semantic_cache" and cached["engine"] == "" and cached["semantic_cache_similarity"] >= 0.7
     assert row["retrieval_version"] == "v1" and row["retrieval_hits"] == 2 and row["retrieval_ms"] > 0
     assert row["retrieval_urls"].split()[0] == "http://127.0.0.1/hmac.html" and row["model_version"] == "1"
     assert 0 < row["retrieval_top_score"] <= 1.0001

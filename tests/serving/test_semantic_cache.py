@@ -7,8 +7,9 @@ import numpy as np
 import polars as pl
 
 from crawl2serve.assets.retrieval.chunking import Chunker, indexed_text
-from crawl2serve.assets.retrieval.embeddings import LsaEmbedder
+from crawl2serve.assets.retrieval.embeddings import make_embedder
 from crawl2serve.assets.retrieval.evaluation import QuerySet
+from crawl2serve.assets.retrieval.index import IndexSettings
 from crawl2serve.serving.gateway.rag import RagSettings
 from crawl2serve.serving.gateway.semantic_cache import SemanticCache, paraphrase_pairs, rates
 
@@ -48,7 +49,8 @@ def test_paraphrases_hit_and_other_questions_do_not_at_the_default_threshold():
         orient="row",
     )
     chunks = Chunker().chunk(docs)
-    embedder = LsaEmbedder(64).fit(indexed_text(chunks))
+    default = IndexSettings()  # the embedder the index (and so the cache) uses by default
+    embedder = make_embedder(default.embedder, dimensions=default.dimensions).fit(indexed_text(chunks))
     pairs = paraphrase_pairs(QuerySet(per_kind=80, seed=3).generate(chunks))
     left, right = embedder.encode([p[0] for p in pairs]), embedder.encode([p[1] for p in pairs])
     labels = np.array([p[2] for p in pairs])
