@@ -4,6 +4,7 @@ switch to that version, reached only when the checks pass)."""
 
 import hashlib
 import json
+import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,13 +201,25 @@ def retrieval_eval(
     )
 
 
+class ServeConfig(dg.Config):
+    keep_versions: int = Field(
+        3, ge=1, description="Newest index versions kept on disk (besides the one served before this switch)."
+    )
+
+
 @dg.asset(group_name="retrieval", kinds={"qdrant"}, tags={"stage": "retrieval"}, **stage_facts("retrieval"))
 def served_retrieval_index(
-    context: dg.AssetExecutionContext, data_root: DataRoot, retrieval_index: IndexFolder, retrieval_eval: ReportFolder
+    context: dg.AssetExecutionContext,
+    config: ServeConfig,
+    data_root: DataRoot,
+    retrieval_index: IndexFolder,
+    retrieval_eval: ReportFolder,
 ) -> dg.MaterializeResult:
     """The version the gateway serves: ``live.json`` (version and folder, relative to the data root) replaced
     atomically, and with a Qdrant server the alias ``chunks`` switched to the version's collection in one call.
-    Materializes only after ``retrieval_eval``'s blocking checks pass on that same version."""
+    Materializes only after ``retrieval_eval``'s blocking checks pass on that same version. Then versions older
+    than the newest ``keep_versions`` are removed, except the one served until now (a gateway may still read it
+    until it reloads)."""
     if retrieval_eval.version != retrieval_index.version:
         raise ValueError(
             f"retrieval_eval judged version {retrieval_eval.version}, retrieval_index is {retrieval_index.version}: "
@@ -220,6 +233,8 @@ def served_retrieval_index(
         finally:
             store.close()
     own = asset_folder(data_root, context)
+    before = Path(own) / LIVE
+    previous = json.loads(before.read_text())["version"] if before.exists() else None
     live = {
         "version": retrieval_index.version,
         "path": str(Path(retrieval_index.path).relative_to(data_root.root)),
@@ -228,11 +243,23 @@ def served_retrieval_index(
         "hybrid_recall_at_10": retrieval_eval.facts["hybrid"]["recall_at_10"],
     }
     data_root.write_bytes(json.dumps(live, indent=2).encode(), f"{own}/{LIVE}")
+    versions = sorted(p for p in Path(retrieval_index.path).parent.iterdir() if p.is_dir() and p.name[0] != ".")
+    keep = {p.name for p in versions[-config.keep_versions :]} | {retrieval_index.version, previous}
+    removed = [p.name for p in versions if p.name not in keep]
+    for name in removed:
+        shutil.rmtree(Path(retrieval_index.path).parent / name)
+        if qdrant_url:
+            store = VectorStore.open(name, url=qdrant_url)
+            try:
+                store.client.delete_collection(store.collection)
+            finally:
+                store.close()
     return dg.MaterializeResult(
         data_version=dg.DataVersion(retrieval_index.version),
         metadata={
             "version": retrieval_index.version,
             "live": dg.MetadataValue.path(f"{own}/{LIVE}"),
-            **{k: live[k] for k in ("hybrid_recall_at_10",)},
+            "hybrid_recall_at_10": live["hybrid_recall_at_10"],
+            "removed_versions": dg.MetadataValue.json(removed),
         },
     )

@@ -17,7 +17,7 @@ SELECTION = [retrieval_index, retrieval_eval, served_retrieval_index]
 NEXT_DAY = "2026-11-21"
 
 
-def _run(root, min_recall=0.5, **index):
+def _run(root, min_recall=0.5, keep_versions=3, **index):
     return dg.materialize(
         ASSETS,
         selection=SELECTION,
@@ -26,6 +26,7 @@ def _run(root, min_recall=0.5, **index):
             "ops": {
                 "retrieval_index": {"config": index},
                 "retrieval_eval": {"config": {"queries_per_kind": 15, "min_hybrid_recall_at_10": min_recall}},
+                "served_retrieval_index": {"config": {"keep_versions": keep_versions}},
             }
         },
         raise_on_error=False,
@@ -85,11 +86,18 @@ def test_retrieval_index_incremental_and_gated_switch(lineage, tmp_path):
     assert facts2["unchanged"] == after.height - changed_new.height
     assert _live(tmp_path)["version"] == facts2["version"] != facts["version"]
 
+    # Keeping 1 version: the oldest (v1) goes, the one served until now (v2) stays beside the new one.
+    third = _run(tmp_path, keep_versions=1)
+    assert third.success
+    versions = tmp_path / "retrieval_index" / "_" / "versions"
+    assert sorted(p.name for p in versions.iterdir()) == sorted([facts2["version"], _index_facts(third)["version"]])
+
     # A threshold no index meets: the blocking check fails and the served version stays where it was.
-    third = _run(tmp_path, min_recall=1.01)
-    assert not third.success
-    assert checks(third)["retrieval_eval:hybrid_recall_at_10"] is False
+    served = _live(tmp_path)["version"]
+    blocked = _run(tmp_path, min_recall=1.01)
+    assert not blocked.success
+    assert checks(blocked)["retrieval_eval:hybrid_recall_at_10"] is False
     assert "served_retrieval_index" not in {
-        e.asset_key.to_user_string() for e in third.get_asset_materialization_events()
+        e.asset_key.to_user_string() for e in blocked.get_asset_materialization_events()
     }
-    assert _live(tmp_path)["version"] == facts2["version"]
+    assert _live(tmp_path)["version"] == served
