@@ -6,11 +6,13 @@ versions ("1" answers the client, "2" is the challenger). ``--engine fake`` (def
 generator (answers after ``tokens x itl_ms``, non-blocking, so the two versions do not queue behind each other):
 the figures isolate the gateway's own cost of mirroring. ``--engine cpu`` is the real CPU engine
 (``transformers serve``) on a tiny random Llama: there the challenger's answer takes the engine's (and this
-machine's) CPU too, which is what a challenger sharing the champion's engine costs. Each round sends ``--requests``
+machine's) CPU too, which is what a challenger sharing the champion's engine costs. ``--engine cpu-own`` gives
+the challenger a CPU engine of its own, as production gives it its own GPU: the champion's engine on core 0, the
+challenger's on core 1 (``taskset``), the gateways unpinned. Each round sends ``--requests``
 sequential non-streamed completions to each gateway, in alternating order; the figure is the median over rounds of
 (p50 on - p50 off), with the min and max.
 
-    .venv/bin/python bench/bench_shadow.py [--rounds 8] [--requests 40] [--engine fake|cpu]
+    .venv/bin/python bench/bench_shadow.py [--rounds 8] [--requests 40] [--engine fake|cpu|cpu-own]
 
 Measured on this machine (2 cores shared with 4 other helpers' work, so per-round spread is mostly noise):
 
@@ -119,11 +121,24 @@ def p50(client: httpx.Client, url: str, key: str, n: int, tokens: int) -> float:
     return statistics.median(times)
 
 
-def shadow_ok(url: str) -> float:
+def shadow_outcomes(url: str) -> dict[str, float]:
+    """The mirrored requests by outcome (queued, ok, failed, shed, log_full), from the gateway's /metrics."""
+    out = {}
     for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith('c2s_gateway_shadow_requests_total{outcome="ok"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        if line.startswith("c2s_gateway_shadow_requests_total{"):
+            out[line.split('outcome="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def drained(url: str, timeout_s: float = 120.0) -> None:
+    """Wait until every mirrored request has an outcome (the shadow queue is empty)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        seen = shadow_outcomes(url)
+        if sum(v for k, v in seen.items() if k != "queued") >= seen.get("queued", 0):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"shadow queue not drained in {timeout_s}s: {shadow_outcomes(url)}")
 
 
 def main() -> int:
@@ -144,6 +159,7 @@ def main() -> int:
         with httpx.Client(timeout=120) as client:
             for url, key in ((off_url, off_key), (on_url, on_key)):  # warm both (and the engine's two models)
                 p50(client, url, key, 5, args.tokens)
+            drained(on_url)  # the challenger has loaded its model: its first answers are not in the rounds
             rows = []
             for r in range(args.rounds):
                 order = [("off", off_url, off_key), ("on", on_url, on_key)]
@@ -154,12 +170,13 @@ def main() -> int:
                 print(
                     f"round {r}: p50 off {got['off']:.2f} ms, on {got['on']:.2f} ms, added {got['on'] - got['off']:+.2f} ms"
                 )
+        drained(on_url)
         deltas = [on - off for off, on in rows]
         ratios = [on / off for off, on in rows]
         print(
             f"engine={args.engine}, {args.tokens} tokens"
             + (f" x {args.itl_ms} ms" if args.engine == "fake" else "")
-            + f"; {args.rounds} rounds x {args.requests} sequential requests; mirrored ok: {shadow_ok(on_url):.0f}"
+            + f"; {args.rounds} rounds x {args.requests} sequential requests; mirrored: {shadow_outcomes(on_url)}"
         )
         print(
             f"p50 off (median of rounds) {statistics.median(r[0] for r in rows):.2f} ms, "

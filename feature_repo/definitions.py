@@ -6,7 +6,7 @@ import os
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Float32, Int64, String
+from feast.types import Float32, Float64, Int64, String
 
 OFFLINE = os.path.join(os.environ["CRAWL2SERVE_FEAST_DIR"], "offline")
 
@@ -40,6 +40,10 @@ tenant_batch_source = FileSource(
     name="tenant_stats_source", path=f"{OFFLINE}/tenant_stats.parquet", timestamp_field="event_timestamp"
 )
 tenant_stats_push = PushSource(name="tenant_stats_push", batch_source=tenant_batch_source)
+tenant_spend_batch_source = FileSource(
+    name="tenant_spend_source", path=f"{OFFLINE}/tenant_spend.parquet", timestamp_field="event_timestamp"
+)
+tenant_spend_push = PushSource(name="tenant_spend_push", batch_source=tenant_spend_batch_source)
 
 document_features = FeatureView(
     name="document_features",
@@ -91,6 +95,21 @@ tenant_stats = FeatureView(
     description="Serving-time statistics per tenant, pushed by the gateway.",
 )
 
+tenant_spend = FeatureView(
+    name="tenant_spend",
+    entities=[tenant],
+    ttl=timedelta(days=32),
+    schema=[
+        Field(name="spend_usd_hour", dtype=Float64),
+        Field(name="spend_usd_day", dtype=Float64),
+        Field(name="spend_usd_month", dtype=Float64),
+    ],
+    source=tenant_spend_push,
+    online=True,
+    description="A tenant's spend in USD in the current UTC hour, day and month (the cost_usd of its requests), "
+    "pushed by the gateway (serving.gateway.budgets).",
+)
+
 training_features = FeatureService(
     name="training_features",
     features=[document_features, domain_features[["rejection_share", "mean_quality"]]],
@@ -98,6 +117,6 @@ training_features = FeatureService(
 )
 serving_features = FeatureService(
     name="serving_features",
-    features=[tenant_stats, domain_features],
-    description="What the gateway reads online: tenant tier/usage and domain statistics.",
+    features=[tenant_stats, tenant_spend, domain_features],
+    description="What the gateway reads online: tenant tier/usage/spend and domain statistics.",
 )

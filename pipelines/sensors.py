@@ -15,10 +15,8 @@
   on the failed run's assets, and a webhook POST when ``CRAWL2SERVE_ALERT_WEBHOOK`` is set).
 """
 
-import json
 import os
 import time
-import urllib.request
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -32,6 +30,7 @@ from crawl2serve.pipelines.jobs import retrain_job, serve_champion_job
 from crawl2serve.resources.serving import ServingEngine
 from crawl2serve.resources.storage import DataRoot
 from crawl2serve.resources.tracking import MlflowTracking
+from crawl2serve.serving.alerts import WEBHOOK_VAR, append_alert, post_webhook
 from crawl2serve.serving.canary import PROMOTE, ROLLBACK, Decision, Policy, VersionStats, window
 from crawl2serve.serving.canary import decide as decide_stage
 from crawl2serve.serving.gateway.hours import hour_dirs, hour_of
@@ -39,7 +38,6 @@ from crawl2serve.serving.gateway.routing import read_routing
 
 RETRAIN_COOLDOWN_S = float(os.environ.get("CRAWL2SERVE_RETRAIN_COOLDOWN_S", 6 * 3600))
 RETRAIN_MIN_REQUESTS = int(os.environ.get("CRAWL2SERVE_RETRAIN_MIN_REQUESTS", "50"))
-WEBHOOK_VAR = "CRAWL2SERVE_ALERT_WEBHOOK"
 
 
 def _drift_reports(instance: dg.DagsterInstance, after_storage_id: int) -> list[DriftReport]:
@@ -291,14 +289,6 @@ def _unmaterialized_assets(instance: dg.DagsterInstance, run_id: str) -> list[dg
     )
 
 
-def post_webhook(url: str, payload: dict, timeout_s: float = 10.0) -> int:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return response.status
-
-
 @dg.run_failure_sensor(
     default_status=dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds=30,
@@ -308,16 +298,14 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, data_root: DataRoot)
     run = context.dagster_run
     alert = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kind": "run_failure",
         "run_id": run.run_id,
         "job": run.job_name,
         "partition": run.tags.get("dagster/partition"),
         "error": context.failure_event.message,
     }
     context.log.error(f"run {run.run_id} of {run.job_name} failed: {alert['error']}")
-    path = data_root.local_path(data_root.path("alerts", None, "alerts.jsonl"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(alert) + "\n")
+    append_alert(data_root.local_path(data_root.path("alerts", None, "alerts.jsonl")), alert)
     for key in _unmaterialized_assets(context.instance, run.run_id):
         context.instance.report_runless_asset_event(
             dg.AssetObservation(

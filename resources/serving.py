@@ -7,22 +7,27 @@ under ``{data_root}/sglang_deployment/_``. A GPU host sets ``sglang_python`` to 
 requests (see :mod:`serving.k8s`).
 """
 
+import os
 import sys
 
 import dagster as dg
 from pydantic import Field
 
+from crawl2serve.serving.alerts import WEBHOOK_VAR
 from crawl2serve.serving.backoff import RestartPolicy
 from crawl2serve.serving.deploy import Deployment, EngineConfig
-from crawl2serve.serving.engines import BACKENDS, engine_class, resolve_backend
+from crawl2serve.serving.engines import BACKENDS, engine_class, engine_for, resolve_backend
+from crawl2serve.serving.gateway.budgets import BudgetSettings
 from crawl2serve.serving.gateway.rag import RagSettings
 from crawl2serve.serving.gateway.settings import (
+    CacheSettings,
     ExperimentSettings,
     FeastSettings,
     GatewaySettings,
     GuardrailSettings,
     ShadowSettings,
     parse_arms,
+    parse_rules,
 )
 from crawl2serve.serving.k8s import GPU_TOLERATIONS
 
@@ -103,6 +108,27 @@ class ServingEngine(dg.ConfigurableResource):
     experiment_unit: str = Field("tenant", description="A/B test: assign by 'tenant' or by 'request'")
     experiment_arms: list[str] = Field(
         default_factory=list, description="A/B test: arms as 'arm=version[:weight]', the first is the control"
+    )
+    tier_budgets: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Budgets per tier in USD, e.g. {'free': {'daily_usd': 1.0, 'monthly_usd': 20.0}} "
+        "(serving.gateway.budgets)",
+    )
+    prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Prices per version label, engine name or 'default' (serving.gateway.costs); "
+        "{}: the embedded default",
+    )
+    response_cache: bool = Field(
+        True,
+        description="Answer repeated deterministic requests (temperature 0 or a seed) from the gateway's cache: "
+        "in memory, or in Redis when redis_url is set",
+    )
+    response_cache_ttl_s: float = Field(3600.0, description="Response cache: how long an answer is kept")
+    routing_rules: list[str] = Field(
+        default_factory=list,
+        description="Request routing, first match wins: 'name=field:value,...' with fields version, engines, "
+        "max_prompt_tokens, min_prompt_tokens, max_requested_tokens, tiers (lists '|'-separated)",
     )
     # -- mode="k8s": the engine as a Deployment + Service (serving/k8s.py) --------------------------------------
     k8s_name: str = Field("crawl2serve-sglang", description="k8s: name of the engine's Deployment and Service")
@@ -219,17 +245,30 @@ class ServingEngine(dg.ConfigurableResource):
             reports_dir=str(self.data_root.local_path(f"{self.data_root.root}/drift_report")),
             redis_url=self.redis_url,
             engines=[
-                EngineSettings(name=c.name, url=self.k8s_endpoint(c.name) if self.mode == "k8s" else c.url)
+                EngineSettings(
+                    name=c.name,
+                    url=self.k8s_endpoint(c.name) if self.mode == "k8s" else c.url,
+                    backend=c.backend,
+                    features=sorted(engine_for(c).features()),
+                )
                 for c in self.engine_configs()
             ],
             guardrails=GuardrailSettings(blocked_patterns=self.blocked_patterns),
             feast=feast,
             shadow=ShadowSettings(version=self.shadow_version, share=self.shadow_share),
+            **({"prices": self.prices} if self.prices else {}),
+            budgets=BudgetSettings(
+                tiers=self.tier_budgets,
+                alerts_file=str(self.data_root.local_path(self.data_root.path("alerts", None, "alerts.jsonl"))),
+                alert_webhook=os.environ.get(WEBHOOK_VAR),
+            ),
             experiment=ExperimentSettings(
                 name=self.experiment_name, unit=self.experiment_unit, arms=parse_arms(self.experiment_arms)
             )
             if self.experiment_name
             else None,
+            cache=CacheSettings(enabled=self.response_cache, redis_url=self.redis_url, ttl_s=self.response_cache_ttl_s),
+            routing_rules=parse_rules(self.routing_rules),
             # crawl2serve-rag answers from the version served_retrieval_index switched to (503 until there is one)
             rag=RagSettings(
                 live_file=str(

@@ -57,7 +57,14 @@ def cmd_gateway(args) -> int:
     import uvicorn
 
     host, port = args.host or settings.host, args.port or settings.port
-    options = dict(host=host, port=port, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=10)
+    options = dict(
+        host=host,
+        port=port,
+        http=settings.http,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
     if settings.workers == 1:
         from .gateway.app import create_app
 

@@ -16,7 +16,12 @@ import polars as pl
 import pytest
 from support import DOWNSTREAM, SEQ_LEN
 
-from crawl2serve.assets.features.build import DOCUMENT_FEATURES, DOMAIN_FEATURES, empty_tenant_stats
+from crawl2serve.assets.features.build import (
+    DOCUMENT_FEATURES,
+    DOMAIN_FEATURES,
+    empty_tenant_spend,
+    empty_tenant_stats,
+)
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.storage import DataRoot
 
@@ -101,8 +106,44 @@ def _feast_dir_with(tmp_path: Path, docs: list[dict]) -> FeastStore:
         schema=DOMAIN_FEATURES,
     ).write_parquet(fs.offline_dir / "domain_features.parquet")
     empty_tenant_stats().write_parquet(fs.offline_dir / "tenant_stats.parquet")
+    empty_tenant_spend().write_parquet(fs.offline_dir / "tenant_spend.parquet")
     fs.store().apply(fs.definitions())
     return fs
+
+
+def test_the_gateway_pushes_each_tenants_spend_to_the_tenant_spend_view(tmp_path):
+    """Budgets.push_spend (the gateway's spend pusher) writes the hour/day/month spend of every tenant it
+    charged to the online store, where ``tenant_spend`` serves it."""
+    import asyncio
+
+    from crawl2serve.serving.gateway.budgets import Budgets, BudgetSettings, MemorySpendStore
+    from crawl2serve.serving.gateway.metrics import GatewayMetrics
+    from crawl2serve.serving.gateway.settings import FeastSettings
+    from crawl2serve.serving.gateway.tiers import TierSource
+
+    fs = _feast_dir_with(tmp_path, [{"doc_id": "d1", "quality_score": 0.5, "event_timestamp": datetime.now(UTC)}])
+    store = MemorySpendStore()
+    budgets = Budgets(BudgetSettings(), store, GatewayMetrics())
+    now = datetime.now(UTC)
+
+    async def charge_and_push() -> int:
+        budgets.observe("acme", await store.add("acme", 0.125, now))
+        budgets.observe("globex", await store.add("globex", 0.5, now - timedelta(hours=1)))
+        source = TierSource(FeastSettings(repo_path=fs.repo_path, feast_dir=str(fs.feast_dir), redis=fs.redis))
+        return await budgets.push_spend(source)
+
+    assert asyncio.run(charge_and_push()) == 2
+    online = (
+        fs.store()
+        .get_online_features(
+            features=["tenant_spend:spend_usd_hour", "tenant_spend:spend_usd_day", "tenant_spend:spend_usd_month"],
+            entity_rows=[{"tenant_id": "acme"}, {"tenant_id": "globex"}],
+        )
+        .to_dict()
+    )
+    assert online["spend_usd_hour"][0] == pytest.approx(0.125) and online["spend_usd_month"][0] == pytest.approx(0.125)
+    same_day = (now - timedelta(hours=1)).date() == now.date()
+    assert online["spend_usd_hour"][1] == 0 and online["spend_usd_day"][1] == pytest.approx(0.5 if same_day else 0)
 
 
 def test_point_in_time_join_never_returns_a_value_written_after_the_entity_timestamp(tmp_path):

@@ -14,7 +14,7 @@ from crawl2serve.assets.metadata import facts_table, frame_table, stage_facts
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.storage import DataRoot
 
-from .build import DOCUMENT_FEATURES, DOMAIN_FEATURES, empty_tenant_stats, merge_history
+from .build import DOCUMENT_FEATURES, DOMAIN_FEATURES, empty_tenant_spend, empty_tenant_stats, merge_history
 from .build import document_features as build_documents
 from .build import domain_features as build_domains
 
@@ -110,6 +110,8 @@ def document_features(
     data_root.write_parquet(domains, str(offline / "domain_features.parquet"))
     if not (offline / "tenant_stats.parquet").exists():
         data_root.write_parquet(empty_tenant_stats(), str(offline / "tenant_stats.parquet"))
+    if not (offline / "tenant_spend.parquet").exists():
+        data_root.write_parquet(empty_tenant_spend(), str(offline / "tenant_spend.parquet"))
     top = (
         domains.group_by("domain")
         .agg(pl.col("documents_kept").sum(), pl.col("mean_quality").mean())

@@ -36,6 +36,13 @@ TENANT_STATS = {
     "tokens_last_hour": pl.Int64,
     "event_timestamp": pl.Datetime("us", "UTC"),
 }
+TENANT_SPEND = {
+    "tenant_id": pl.String,
+    "spend_usd_hour": pl.Float64,
+    "spend_usd_day": pl.Float64,
+    "spend_usd_month": pl.Float64,
+    "event_timestamp": pl.Datetime("us", "UTC"),
+}
 _HOST = r"^[a-zA-Z][a-zA-Z0-9+.-]*://\[?([^/\]:?#]+)"
 
 
@@ -107,6 +114,11 @@ def domain_features(
 def empty_tenant_stats() -> pl.DataFrame:
     """The push source's batch table starts empty; the gateway pushes rows to it at serving time."""
     return pl.DataFrame(schema=TENANT_STATS)
+
+
+def empty_tenant_spend() -> pl.DataFrame:
+    """The spend push source's batch table starts empty; the gateway pushes rows to it at serving time."""
+    return pl.DataFrame(schema=TENANT_SPEND)
 
 
 def merge_history(existing: pl.DataFrame | None, fresh: pl.DataFrame, key: str, now: datetime) -> pl.DataFrame:

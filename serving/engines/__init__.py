@@ -9,6 +9,7 @@ serving resource and the supervisor only call the interface. Process helpers (st
 """
 
 from .base import (
+    FEATURES,
     Engine,
     EngineConfig,
     EngineHandle,
@@ -65,6 +66,7 @@ def attach(handle: EngineHandle, served_name: str = "crawl2serve") -> Engine:
 
 __all__ = [
     "BACKENDS",
+    "FEATURES",
     "OFFLINE_ENV",
     "Engine",
     "EngineConfig",

@@ -2,8 +2,9 @@
 
 An engine is a process speaking the OpenAI API on ``url``. Its class knows how to start it (``command``), how to
 tell it is up (``health``), which weights and adapters it starts with for a champion (``launch``), how a new
-registry version becomes servable on it (``add_version``: load an adapter, swap weights, or name a folder), and
-what to re-do after a restart (``restore``). Nothing outside these classes looks at a backend's name: adding one
+registry version becomes servable on it (``add_version``: load an adapter, swap weights, or name a folder),
+what to re-do after a restart (``restore``), and what it honours beyond plain text (``features``: constrained
+JSON, tools; the gateway routes by them). Nothing outside these classes looks at a backend's name: adding one
 (vLLM, say) is a new module registering a new subclass (see :mod:`serving.engines`).
 
 A started engine is described by an :class:`EngineHandle` (JSON-able), kept under the data root so a later
@@ -24,6 +25,17 @@ import httpx
 
 from ..atomic import write_text
 from .process import OFFLINE_ENV, EngineError, start_process, stop_process, wait_healthy
+
+#: What a request may ask of an engine beyond plain text, by name. An engine declares the ones it honours
+#: (:meth:`Engine.features`); the serving resource writes them into the gateway's configuration
+#: (``EngineSettings.features``), and the gateway sends a request that needs one only to engines that have it
+#: (a 400 ``unsupported_parameter`` when none of the routed version's engines has it).
+JSON_OBJECT = "response_format.json_object"  # output constrained to a JSON object
+JSON_SCHEMA = "response_format.json_schema"  # output constrained to a given JSON Schema
+TOOLS = "tools"  # function definitions rendered into the prompt and tool calls parsed out of the output
+TOOL_CHOICE = "tool_choice"  # "none", "required" or one named function honoured (not only "auto")
+STRICT_TOOLS = "tools.strict"  # a strict function's arguments constrained to its parameters' JSON Schema
+FEATURES = (JSON_OBJECT, JSON_SCHEMA, TOOLS, TOOL_CHOICE, STRICT_TOOLS)
 
 
 class NotSupported(EngineError):
@@ -123,6 +135,16 @@ class ModelFolders(Protocol):
         """Record ``release``'s adapter, so a later delta can be built against it."""
 
 
+def arg_value(args: list[str], name: str) -> str | None:
+    """The value of option ``name`` in a command line (``--name value`` or ``--name=value``), else None."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 class Engine(ABC):
     """One backend. Subclasses set ``backend`` (the registry key) and ``package`` (the distribution whose
     version names the engine) and implement :meth:`launch`, :meth:`command` and :meth:`add_version`."""
@@ -163,6 +185,10 @@ class Engine(ABC):
     def memory_limit_mb(self) -> float | None:
         """Resident memory above which the supervisor restarts the engine (None: no limit)."""
         return None
+
+    def features(self) -> frozenset[str]:
+        """The request features of :data:`FEATURES` this engine, so configured, honours (none: plain text)."""
+        return frozenset()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     @abstractmethod

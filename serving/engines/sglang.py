@@ -14,7 +14,19 @@ import subprocess
 
 import httpx
 
-from .base import Engine, EngineHandle, Launch, ModelFolders, Release
+from .base import (
+    JSON_OBJECT,
+    JSON_SCHEMA,
+    STRICT_TOOLS,
+    TOOL_CHOICE,
+    TOOLS,
+    Engine,
+    EngineHandle,
+    Launch,
+    ModelFolders,
+    Release,
+    arg_value,
+)
 from .process import EngineError
 
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -89,6 +101,23 @@ class SGLangEngine(Engine):
     @classmethod
     def usable_here(cls) -> bool:
         return gpu_visible()
+
+    def features(self) -> frozenset[str]:
+        """SGLang 0.5's OpenAI API constrains decoding to ``response_format`` (``json_object``: any object;
+        ``json_schema``: the schema) with its grammar backend (xgrammar unless ``--grammar-backend none``), and
+        parses tool calls out of the output only with ``--tool-call-parser <model family>`` in ``sglang_args``
+        (without one it renders ``tools`` into the prompt but answers plain text); ``tool_choice``
+        ``required`` / a named function needs both (a grammar of the calls, then the parser), and so do
+        ``strict`` functions (the calls constrained by a structural tag; parsers of JSON-shaped calls)."""
+        args = self.config.extra_args
+        grammar = arg_value(args, "--grammar-backend") != "none"
+        parser = arg_value(args, "--tool-call-parser") is not None
+        features = {JSON_OBJECT, JSON_SCHEMA} if grammar else set()
+        if parser:
+            features.add(TOOLS)
+        if grammar and parser:
+            features |= {TOOL_CHOICE, STRICT_TOOLS}
+        return frozenset(features)
 
     def launch(self, champion: Release, folders: ModelFolders) -> Launch:
         folders.remember(champion)

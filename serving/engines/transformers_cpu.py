@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Engine, EngineHandle, Launch, ModelFolders, Release
+from .base import TOOLS, Engine, EngineHandle, Launch, ModelFolders, Release, arg_value
 
 # The interpreter, torch, transformers and FastAPI: `transformers serve` on this VM held 350 MB before loading a
 # model, and peaked at 520 MB with the embedded model, a cache and mask of 50 MB (--cb-num-blocks 64
@@ -130,20 +130,18 @@ def cpu_command(*, python: str, host: str, port: int, extra_args: list[str] | No
     ]
 
 
-def _flag(args: list[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 class TransformersCpuEngine(Engine):
     backend = "cpu"
     package = "transformers"
     #: RSS above budget x this restarts the engine (the supervisor's watchdog, should the sizing be wrong).
     RSS_LIMIT_FACTOR = 1.5
+
+    def features(self) -> frozenset[str]:
+        """``transformers serve`` (5.24) passes ``tools`` to the model's chat template and parses tool calls
+        out of the output with the tokenizer's response template (Qwen-family models have one built in); it
+        ignores ``response_format`` and ``tool_choice`` (logged as unsupported fields, the output unconstrained),
+        so it declares ``tools`` only."""
+        return frozenset([TOOLS])
 
     def launch(self, champion: Release, folders: ModelFolders) -> Launch:
         base = folders.base(champion)
@@ -153,9 +151,9 @@ class TransformersCpuEngine(Engine):
         """The cache sizing the command passes, or None: no budget, no continuous batching, or the caller's
         own ``--cb-num-blocks``."""
         args, budget = self.config.extra_args, self.config.memory_budget_mb
-        if not budget or "--continuous-batching" not in args or _flag(args, "--cb-num-blocks") is not None:
+        if not budget or "--continuous-batching" not in args or arg_value(args, "--cb-num-blocks") is not None:
             return None
-        tokens = _flag(args, "--cb-max-batch-tokens")
+        tokens = arg_value(args, "--cb-max-batch-tokens")
         return cache_plan(model_path, budget, int(tokens) if tokens else DEFAULT_MAX_BATCH_TOKENS)
 
     def command(self, launch: Launch, host: str | None = None) -> list[str]:
@@ -165,7 +163,7 @@ class TransformersCpuEngine(Engine):
         args = list(self.config.extra_args)
         if plan:
             args += ["--cb-num-blocks", str(plan.num_blocks)]
-            if _flag(args, "--cb-max-batch-tokens") is None:
+            if arg_value(args, "--cb-max-batch-tokens") is None:
                 args += ["--cb-max-batch-tokens", str(plan.max_batch_tokens)]
         return cpu_command(
             python=self.config.python, host=host or self.config.host, port=self.config.port, extra_args=args

@@ -1,9 +1,11 @@
 """The OpenAI-compatible gateway in front of the engines (FastAPI).
 
 A request goes through the steps of :mod:`serving.gateway.steps` (authenticate → read body → validate → route →
-limit → screen), then to an engine (:mod:`serving.gateway.upstream`: retries, breaker, fallback), and its answer
-(whole, or relayed as a stream) through output screening, accounting and the inference log. Every request,
-answered or rejected, becomes one row of the inference log, on disk before the answer leaves: a response (or
+[route by request] → structured → limit → budget → screen), then to the response cache
+(:mod:`serving.gateway.cache`: deterministic requests) or an engine (:mod:`serving.gateway.upstream`: retries,
+breaker, fallback), and its answer (whole, or relayed as a stream) through output screening, accounting, its cost
+(:mod:`serving.gateway.budgets`) and the inference log. Every request, answered or rejected, becomes one row of
+the inference log, on disk before the answer leaves: a response (or
 a stream's final events and ``[DONE]``) is sent only once its row is committed, so a gateway crash loses no
 answered request's row. Every error, expected or not, is an OpenAI-shaped JSON body. ``/health`` (process
 up), ``/ready`` (a model is routed, an engine's breaker is not open, the log is writing), ``/metrics``
@@ -24,7 +26,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import jsonio
 from .auth import KeyStore
+from .budgets import Budgets, Charge, CheckBudget, make_spend_store
+from .cache import ResponseCache
 from .call import Call
+from .costs import PriceBook
 from .errors import ApiError, internal_error
 from .experiments import Experiment
 from .feedback import Feedback
@@ -32,14 +37,28 @@ from .guardrails import Guardrails
 from .logstore import InferenceLog
 from .metrics import GatewayMetrics
 from .openapi import document
-from .rag import Retrieve, citations
+from .rag import Retrieve, citations, semantic_answer
 from .ratelimit import DEFAULT_TIERS, make_limiter
 from .reports import DRIFT_ROUTE, drift_report_file
+from .request_router import RouteByRequest, RoutingRules
 from .routing import Router
 from .schemas import ChatRequest
 from .settings import GatewaySettings
 from .shadow import Shadow
-from .steps import Account, Assign, Authenticate, Limit, Log, ReadBody, Route, Screen, ScreenOutput, Validate
+from .steps import (
+    Account,
+    Assign,
+    Authenticate,
+    Limit,
+    Log,
+    ReadBody,
+    Route,
+    Screen,
+    ScreenOutput,
+    Structured,
+    Validate,
+)
+from .structured import OUTPUT_SCHEMA_INVALID, ToolCallDeltas, tool_calls_text
 from .tiers import TierSource
 from .tokens import TokenCounter
 from .upstream import EngineFailure, EnginePool, EngineRejected, RequestFailed, Unavailable
@@ -77,6 +96,9 @@ class Gateway:
         )
         self.authenticate = Authenticate(self.keys)
         counter = TokenCounter()
+        self.budgets = Budgets(
+            settings.budgets, make_spend_store(settings.redis_url, settings.budgets.redis_prefix), self.metrics
+        )
         self.retrieve = Retrieve(settings.rag, settings.model_name, self.metrics) if settings.rag else None
         self.steps = [
             self.authenticate,
@@ -85,14 +107,23 @@ class Gateway:
             *([self.retrieve] if self.retrieve else []),
             Route(self.router),
             *([Assign(Experiment.from_settings(settings.experiment), self.router)] if settings.experiment else []),
+            *([self._route_by_request(tiers, counter)] if settings.routing_rules else []),
+            Structured(settings.engines, counter),
             Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
+            CheckBudget(self.budgets),
             Screen(guardrails, self.metrics),
         ]
         self.screen_output = ScreenOutput(guardrails, self.metrics)
         self.account = Account(self.limiter, self.tier_source, self.metrics, counter)
+        self.charge = Charge(self.budgets, PriceBook(settings.prices))
         self.finish = Log(self.log, self.metrics, settings.log_commit_before_answer)
         self.shadow = Shadow(settings.shadow, self.router, self.pool, self.screen_output, self.log, self.metrics)
         self.feedback = Feedback(self.log, self.metrics)
+        self.cache = ResponseCache(settings.cache, self.metrics.registry)
+
+    def _route_by_request(self, tiers, counter: TokenCounter) -> RouteByRequest:
+        rules = RoutingRules(self.settings.routing_rules)
+        return RouteByRequest(rules, self.router, self.tier_source, tiers, counter, self.metrics.registry)
 
     # -- the request path -------------------------------------------------------------------------------------
     async def handle(self, request: Request, endpoint: str) -> Response:
@@ -101,10 +132,11 @@ class Gateway:
         try:
             for step in self.steps:
                 await step(call)
-            if call.cached is not None:  # the semantic cache answered (gateway.rag): no engine
-                call.row.route = "semantic_cache"
-                return await self._complete(call)
-            await self._engine(call)
+            self._prepare(call)
+            if call.semantic_hit is not None:  # the semantic cache answered (gateway.rag): no engine
+                call.served, call.row.route = semantic_answer(call), "semantic_cache"
+            elif not await self.cache.lookup(call):  # a hit: call.served holds the cached answer
+                await self._engine(call)
             if call.req.stream:
                 return await self._stream_response(call)
             return await self._complete(call)
@@ -133,14 +165,19 @@ class Gateway:
         except Exception:
             log.exception("request %s: settling its tokens failed", call.request_id)
         try:
+            await self.charge(call)
+        except Exception:
+            log.exception("request %s: charging its cost failed", call.request_id)
+        try:
             await self.finish(call, status, error)
         except ApiError:
             raise
         except Exception:
             log.exception("request %s: its log row could not be written", call.request_id)
 
-    async def _engine(self, call: Call) -> None:
-        req, route = call.req, call.route
+    def _prepare(self, call: Call) -> None:
+        """The engine endpoint and payload of the call (what the engine, the cache key and a shadow see)."""
+        req = call.req
         payload = {
             **req.sampling(self.settings.limits.passthrough_fields),
             "max_tokens": call.max_tokens,
@@ -148,11 +185,15 @@ class Gateway:
         }
         if isinstance(req, ChatRequest):
             path, payload["messages"] = "/v1/chat/completions", req.engine_messages()
+            payload.update(req.structured())
         else:
             path, payload["prompt"] = "/v1/completions", call.prompt
         if req.stream:
             payload["stream_options"] = {"include_usage": True}
         call.engine_path, call.engine_payload = path, payload
+
+    async def _engine(self, call: Call) -> None:
+        req, route, path, payload = call.req, call.route, call.engine_path, call.engine_payload
         try:
             served = await self.pool.call(path, route.models, payload, stream=req.stream)
         except EngineRejected as exc:
@@ -189,33 +230,29 @@ class Gateway:
         )
 
     async def _complete(self, call: Call) -> Response:
-        if call.cached is not None:
-            body = {
-                "choices": [
-                    {
-                        "text": call.cached["text"],
-                        "message": {"content": call.cached["text"]},
-                        "finish_reason": call.cached["finish"],
-                    }
-                ]
-            }
-        else:
-            body = call.served.body
+        body = call.served.body
         choice = (body.get("choices") or [{}])[0]
-        text = ((choice.get("message") or {}).get("content") or "") if call.chat else (choice.get("text") or "")
+        message = (choice.get("message") or {}) if call.chat else {}
+        text = (message.get("content") or "") if call.chat else (choice.get("text") or "")
+        tool_calls = message.get("tool_calls") or None
         finish = choice.get("finish_reason")
-        if self.screen_output.final(call, text).blocked:
-            text, finish = "", "content_filter"
+        if self.screen_output.final(call, text + tool_calls_text(tool_calls)).blocked:
+            text, tool_calls, finish = "", None, "content_filter"
         else:
-            if self.retrieve and call.cached is None:
+            if self.retrieve and call.semantic_hit is None:
                 self.retrieve.remember(call, text, finish)
             text += citations(call)
         self.account.usage(call, body.get("usage"), text)
-        call.row.update(output=text, finish_reason=finish)
+        call.row.update(output=text, finish_reason=finish, tool_calls=jsonio.dumps(tool_calls) if tool_calls else "")
+        if finish != "content_filter":
+            self._check_answer(call, text, tool_calls)
         await self.account(call)
+        await self.charge(call)
         out_choice = {"index": 0, "finish_reason": finish}
         if call.chat:
-            out_choice["message"] = {"role": "assistant", "content": text}
+            out_choice["message"] = {"role": "assistant", "content": text if text or not tool_calls else None}
+            if tool_calls:
+                out_choice["message"]["tool_calls"] = tool_calls
         else:
             out_choice.update(text=text, logprobs=None)
         response = {
@@ -228,8 +265,30 @@ class Gateway:
         }
         self.metrics.latency.labels(call.endpoint, call.row.route, "false").observe(call.elapsed_ms() / 1000)
         await self.finish(call, 200)  # the answer leaves once its row is on disk
+        self.cache.store(call, text, finish)
         self.shadow.offer(call)  # only queued: never awaited on the request path
         return JSONResponse(response, headers=call.headers)
+
+    def _check_answer(self, call: Call, text: str, tool_calls: list[dict] | None) -> None:
+        """The answer against what the call asked for (:mod:`serving.gateway.structured`): its tool calls
+        against the strict functions, else its text against the response_format. Counted; a 502
+        ``output_schema_invalid`` (its row keeps the answer) when it does not hold."""
+        contract, answer, asked = (
+            (call.tool_contract, tool_calls, "strict functions")
+            if tool_calls
+            else (call.contract, text, "response_format")
+        )
+        if contract is None:
+            return
+        problem = contract.problem(answer)
+        self.metrics.structured.labels(contract.kind, "invalid" if problem else "valid").inc()
+        if problem:
+            raise ApiError(
+                502,
+                f"the engine's answer does not match the requested {asked} ({contract.kind}): {problem}",
+                kind="server_error",
+                code=OUTPUT_SCHEMA_INVALID,
+            )
 
     @staticmethod
     def _usage_body(call: Call) -> dict:
@@ -256,13 +315,16 @@ class Gateway:
         kind = "chat.completion.chunk" if chat else "text_completion"
         created = int(time.time())
         parts: list[str] = []
+        calls = ToolCallDeltas()
         tail = ""
-        usage, finish, error = None, None, None
+        usage, finish, error, invalid = None, None, None, None
 
-        def event(delta_text: str | None, finish_reason: str | None = None) -> str:
+        def event(delta_text: str | None, finish_reason: str | None = None, tool_calls: list | None = None) -> str:
             choice = {"index": 0, "finish_reason": finish_reason}
             if chat:
                 choice["delta"] = {"content": delta_text} if delta_text is not None else {}
+                if tool_calls:
+                    choice["delta"]["tool_calls"] = tool_calls
             else:
                 choice.update(text=delta_text or "", logprobs=None)
             return (
@@ -272,6 +334,18 @@ class Gateway:
                 )
                 + "\n\n"
             )
+
+        # A token's event is the same bytes as ``event(text)``, but only its text is encoded: the rest (the
+        # gateway's id and public model name, which the engine's event does not carry) is encoded once here.
+        head = jsonio.dumpb({"id": call.request_id, "object": kind, "created": created, "model": req.model})[:-1]
+        if chat:
+            prefix, suffix = b'data: %b,"choices":[{"index":0,"finish_reason":null,"delta":{"content":' % head, b"}}]}"
+        else:
+            prefix, suffix = (
+                b'data: %b,"choices":[{"index":0,"finish_reason":null,"text":' % head,
+                b',"logprobs":null}]}',
+            )
+        suffix += b"\n\n"
 
         try:
             if chat:  # OpenAI streams open with the assistant role
@@ -290,11 +364,16 @@ class Gateway:
                     )
                     + "\n\n"
                 )
-            async for chunk in self.pool.iter_events(call.served):
+            source = self.cache.events(call.served) if call.row.cache == "hit" else self.pool.iter_events(call.served)
+            async for chunk in source:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
                     text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                    deltas = (choice.get("delta") or {}).get("tool_calls") if chat else None
+                    if deltas:
+                        calls.add(deltas)
+                        yield event(None, tool_calls=deltas)
                     if text:
                         if not parts:
                             ttft = call.elapsed_ms()
@@ -310,7 +389,7 @@ class Gateway:
                                 call.row.output_verdict = "block"
                                 finish = "content_filter"
                                 break
-                        yield event(text)
+                        yield prefix + jsonio.dumpb(text) + suffix
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
                 if finish == "content_filter":
@@ -343,16 +422,25 @@ class Gateway:
             yield "data: " + json.dumps(internal_error(exc).body()) + "\n\n"
         finally:
             text = "".join(parts)
-            self.screen_output.final(call, text)
+            self.screen_output.final(call, text + tool_calls_text(calls.calls()))
             self.account.usage(call, usage, text)
-            call.row.update(output=text, finish_reason=finish)
+            call.row.update(output=text, finish_reason=finish, tool_calls=calls.json())
+            if error is None and finish != "content_filter":
+                try:
+                    self._check_answer(call, text, calls.calls())
+                except ApiError as exc:
+                    error, invalid = exc.code, exc
             refused = await self._end_stream(call, error)
         if refused is not None:  # the row could not be committed: the stream ends with that error, no [DONE]
             yield "data: " + json.dumps(refused.body()) + "\n\n"
             return
+        if error is None:
+            self.cache.store(call, "".join(parts), finish)
         self.shadow.offer(call)  # only queued: never awaited on the request path
         # The row is on disk: now the end of the stream
-        if error is None:
+        if invalid is not None:  # relayed as it came, checked at its end: an error event instead of the last chunk
+            yield "data: " + json.dumps(invalid.body()) + "\n\n"
+        elif error is None:
             yield event(None, finish or "stop")
             if req.stream_options and req.stream_options.include_usage:
                 yield (
@@ -402,11 +490,13 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(gateway.budgets.rebuild, settings.log_dir)  # before the log writes again
         gateway.log.start()
         stop = asyncio.Event()
         # Importing Feast takes seconds (and sets environment variables of its own): do it now, before serving.
         await asyncio.to_thread(gateway.tier_source.warm)
         pusher = asyncio.create_task(gateway.tier_source.run_pusher(stop))
+        spend_pusher = asyncio.create_task(gateway.budgets.run_pusher(gateway.tier_source, stop))
         prober = asyncio.create_task(gateway.pool.probe_forever(stop))
         shadow = asyncio.create_task(gateway.shadow.run(stop))
         try:
@@ -415,11 +505,15 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             stop.set()
             with contextlib.suppress(Exception):
                 await pusher
+                await spend_pusher
                 await prober
                 await shadow
             await gateway.pool.aclose()
             await gateway.account.drain()
+            await gateway.budgets.drain()
+            await gateway.budgets.store.aclose()
             await gateway.limiter.aclose()
+            await gateway.cache.aclose()
             gateway.log.close()
             if gateway.retrieve:
                 gateway.retrieve.live.close()
@@ -454,6 +548,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
     @app.get("/metrics")
     async def metrics():
         gateway.metrics.log_pending.set(gateway.log.pending)
+        await gateway.budgets.refresh_metrics()
         return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(DRIFT_ROUTE)

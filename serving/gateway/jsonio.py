@@ -6,9 +6,13 @@ try:
     def dumps(obj) -> str:
         return orjson.dumps(obj).decode()
 
+    dumpb = orjson.dumps
     loads = orjson.loads
 except ImportError:  # pragma: no cover — orjson is a dependency; the stdlib is the fallback
     import json
 
     dumps = json.dumps
     loads = json.loads
+
+    def dumpb(obj) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()

@@ -45,7 +45,7 @@ class LogRow:
     engine: str = ""
     """The engine that served the request ("" when none was called)."""
     route: str = ""
-    """``"stable"``, ``"canary"``, ``"pinned"``, ``"experiment"`` (an A/B arm), ``"shadow"`` (a mirrored answer) or ``"fallback"`` (a later engine than the route's first served)."""
+    """``"stable"``, ``"canary"``, ``"pinned"``, ``"experiment"`` (an A/B arm), ``"shadow"`` (a mirrored answer), ``"rule"`` (a request-routing rule, see ``routing_rule``) or ``"fallback"`` (a later engine than the route's first served)."""
     stream: bool = False
     """Whether the client asked for a stream (SSE)."""
     status: int = 200
@@ -61,6 +61,10 @@ class LogRow:
     """Prompt tokens, as the engine counted them (an estimate when it did not say)."""
     completion_tokens: int = 0
     """Completion tokens, as the engine counted them (an estimate when it did not say)."""
+    cost_usd: float = 0.0
+    """What the request cost in USD: its prompt and completion tokens at the served version's price
+    (:mod:`serving.gateway.costs`: per 1k tokens, or a self-hosted engine's GPU-hour cost over its measured
+    throughput); 0 for a request no engine answered. Added to the tenant's spend (:mod:`serving.gateway.budgets`)."""
     latency_ms: float = 0.0
     """From the request's arrival to its row being finished, in milliseconds."""
     ttft_ms: float | None = None
@@ -82,6 +86,17 @@ class LogRow:
     """The arm of ``experiment`` that served the request ("" when none)."""
     rating: int | None = None
     """Feedback rows: the client's rating of ``request_id`` (1 good, 0 neutral, -1 bad); None otherwise."""
+    response_format: str = ""
+    """Chat: the ``response_format`` asked for (``text``, ``json_object``, ``json_schema``; "" when none)."""
+    tool_calls: str = ""
+    """The answer's tool calls as sent to the client, a JSON array (``[{id, type, function}]``); "" when none."""
+    cache: str = ""
+    """The response cache (:mod:`serving.gateway.cache`): ``"hit"`` (answered from it, no engine called),
+    ``"miss"`` (looked up, served by an engine, then stored), ``"bypass"`` (not deterministic: neither
+    temperature 0 nor a seed) or "" (cache off, or the request ended before the lookup)."""
+    routing_rule: str = ""
+    """The request-routing rule that chose the serving version or engines (:mod:`serving.gateway.request_router`;
+    the row's ``route`` is then ``"rule"``); "" when none matched."""
     retrieval_version: str = ""
     """The retrieval index version searched for a ``crawl2serve-rag`` request ("" for other models)."""
     retrieval_ms: float | None = None

@@ -80,6 +80,32 @@ class GatewayMetrics:
             "c2s_gateway_shadow_queue", "Mirrored requests waiting", registry=r, multiprocess_mode="livesum"
         )
         self.feedback = Counter("c2s_gateway_feedback", "Feedback ratings recorded", ["rating"], registry=r)
+        self.structured = Counter(
+            "c2s_gateway_structured_outputs",
+            "Answers to json_object / json_schema requests checked against their format: valid, invalid",
+            ["format", "outcome"],
+            registry=r,
+        )
+        # cost and budgets (serving.gateway.costs, serving.gateway.budgets)
+        self.cost = Counter(
+            "c2s_gateway_cost_usd",
+            "Cost of requests in USD by tenant and model version",
+            ["tenant", "model_version"],
+            registry=r,
+        )
+        self.spend = Gauge(
+            "c2s_gateway_tenant_spend_usd",
+            "A tenant's spend in USD in the current UTC hour, day and month",
+            ["tenant", "period"],
+            registry=r,
+            multiprocess_mode="max",  # every worker reads the same shared (Redis) spend: the freshest is the max
+        )
+        self.budget_rejected = Counter(
+            "c2s_gateway_budget_rejected", "Requests refused because a budget was spent", ["budget"], registry=r
+        )
+        self.budget_alerts = Counter(
+            "c2s_gateway_budget_alerts", "Alerts sent at alert_share of a budget", ["budget"], registry=r
+        )
         self.retrieval_seconds = Histogram(
             "c2s_gateway_retrieval_seconds",
             "RAG: retrieval latency (search, fusion, reranking)",

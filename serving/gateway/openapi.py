@@ -21,8 +21,10 @@ ERRORS = {
     "401": "Missing or invalid API key",
     "404": "Unknown model",
     "413": "Request body over the size limit",
-    "429": "Rate limit exceeded (see the Retry-After header)",
-    "502": "The engine failed on this request",
+    "429": "Rate limit exceeded, or a budget spent (error.code budget_exceeded: the budget, the spend and its "
+    "reset); see the Retry-After header",
+    "502": "The engine failed on this request, or its answer does not match the requested response_format "
+    "(error.code output_schema_invalid)",
     "503": "No engine available, or the request could not be recorded in the inference log (error.code "
     "log_unavailable); see the Retry-After header",
 }

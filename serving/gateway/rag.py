@@ -165,9 +165,10 @@ class Retrieve:
 
     def remember(self, call, text: str, finish: str | None) -> None:
         """Keep a completed answer (its text before the citations) for the questions that will resemble it."""
-        key = getattr(call, "cache_key", None)
-        if key is not None and text:
-            self.cache.store(key, call.cache_vector, {"text": text, "finish": finish, "sources": call.sources})
+        if call.semantic_key is not None and text and call.row.status == 200:
+            self.cache.store(
+                call.semantic_key, call.semantic_vector, {"text": text, "finish": finish, "sources": call.sources}
+            )
 
     def wants(self, model: str) -> bool:
         name = self.settings.model
@@ -197,13 +198,13 @@ class Retrieve:
             found = self.cache.lookup(key, vector)
             call.row.semantic_cache_similarity = None if found.similarity is None else round(found.similarity, 6)
             if found.hit:
-                call.cached, call.sources = found.answer, found.answer["sources"]
+                call.semantic_hit, call.sources = found.answer, found.answer["sources"]
                 call.row.update(retrieval_version=index.version, retrieval_urls=" ".join(call.sources))
                 self.metrics.semantic_cache.labels("hit").inc()
                 call.req = type(req).model_validate({**req.model_dump(exclude_none=True), "model": base})
                 return
             self.metrics.semantic_cache.labels("miss").inc()
-            call.cache_key, call.cache_vector = key, vector
+            call.semantic_key, call.semantic_vector = key, vector
         hits = await asyncio.to_thread(
             index.search, question, s.rerank_candidates if self.reranker else s.top_k, s.mode, vector
         )
@@ -238,9 +239,20 @@ class Retrieve:
         call.headers["X-Crawl2serve-Retrieval"] = f"{index.version}; hits={len(used)}; ms={ms:.1f}"
 
 
+def semantic_answer(call):
+    """The semantic cache's answer as an engine's (``upstream.Served``: no engine, position 0)."""
+    from .upstream import Served
+
+    hit = call.semantic_hit
+    choice = {"index": 0, "finish_reason": hit["finish"]}
+    choice.update({"message": {"role": "assistant", "content": hit["text"]}} if call.chat else {"text": hit["text"]})
+    return Served(engine="", position=0, body={"choices": [choice]})
+
+
 def citations(call) -> str:
-    """The text that ends a RAG answer: its numbered source URLs ("" for other calls, or none retrieved)."""
+    """The text that ends a RAG answer: its numbered source URLs ("" for other calls, none retrieved, or an
+    answer replayed from the response cache, which holds them already)."""
     sources = getattr(call, "sources", None)
-    if not sources:
+    if not sources or call.row.cache == "hit":
         return ""
     return "\n\nSources:\n" + "\n".join(f"[{i}] {url}" for i, url in enumerate(sources, start=1))

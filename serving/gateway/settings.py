@@ -4,9 +4,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..atomic import write_text
+from ..engines.base import FEATURES
+from .budgets import BudgetSettings
+from .costs import DEFAULT_PRICES, PriceSettings
 from .rag import RagSettings
 from .schemas import EXTENSIONS
 
@@ -25,6 +28,12 @@ class EngineSettings(_Strict):
     )
     connect_timeout_s: float = 2.0
     read_timeout_s: float = Field(30.0, description="Streaming: the longest wait between two chunks")
+    backend: str | None = Field(None, description="The engine's backend (cpu, sglang), named in error messages")
+    features: list[Literal[FEATURES]] = Field(
+        default_factory=list,
+        description="What it honours beyond plain text (serving.engines.base.FEATURES: response_format.json_object, "
+        "response_format.json_schema, tools, tool_choice); a request needing one goes only to engines listing it",
+    )
 
 
 class BreakerSettings(_Strict):
@@ -91,6 +100,7 @@ class FeastSettings(_Strict):
     yaml_file: str = "feature_store.yaml"
     redis: str = "127.0.0.1:6379"
     push_source: str = "tenant_stats_push"
+    spend_push_source: str = "tenant_spend_push"
     feature_view: str = "tenant_stats"
     push_interval_s: float = 15.0
     cache_ttl_s: float = 30.0
@@ -121,6 +131,43 @@ class ExperimentSettings(_Strict):
     )
 
 
+class CacheSettings(_Strict):
+    """The response cache (:mod:`serving.gateway.cache`): exact-match answers of deterministic requests
+    (temperature 0 or a fixed seed), per tenant, keyed by the routed version and the normalized request."""
+
+    enabled: bool = Field(False, description="Answer repeated deterministic requests from the cache")
+    redis_url: str | None = Field(
+        None, description="Redis shared by every replica (redis://host:port/db); None: in this process's memory"
+    )
+    prefix: str = Field("c2s:cache:", description="Redis key prefix; a key is <prefix><tenant>:<sha256>")
+    ttl_s: float = Field(3600.0, gt=0, description="How long an answer is kept")
+    max_bytes: int = Field(64 * 2**20, ge=1, description="In memory: bytes held at most (least recently used out)")
+    max_entry_bytes: int = Field(256 * 2**10, ge=1, description="Answers larger than this are not cached")
+    timeout_s: float = Field(0.25, gt=0, description="Redis: a lookup or store's deadline (then a miss)")
+
+
+class RoutingRuleSettings(_Strict):
+    """One rule of the request router (:mod:`serving.gateway.request_router`): a request that meets every
+    condition given (prompt tokens, requested max_tokens, tenant tier) is served by ``version`` and/or on
+    ``engines`` instead of its routed version; the first matching rule wins."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    version: str | None = Field(None, description="The version label in routing.json to serve from; None: routed")
+    engines: list[str] | None = Field(None, min_length=1, description="Only these engines (names); None: all")
+    max_prompt_tokens: int | None = Field(None, ge=0, description="Matches prompts of at most this many tokens")
+    min_prompt_tokens: int | None = Field(None, ge=0, description="Matches prompts of at least this many tokens")
+    max_requested_tokens: int | None = Field(None, ge=1, description="Matches max_tokens of at most this")
+    tiers: list[str] | None = Field(None, min_length=1, description="Matches tenants of these tiers")
+
+    @model_validator(mode="after")
+    def _sends_somewhere(self):
+        if self.name == "none":
+            raise ValueError("routing rule name 'none' is reserved (requests no rule matched)")
+        if self.version is None and self.engines is None:
+            raise ValueError(f"routing rule {self.name!r}: give a version, engines or both")
+        return self
+
+
 def parse_arms(entries: list[str]) -> dict[str, ArmSettings]:
     """``["control=3:1", "treatment=4:1"]`` (``arm=version:weight``, weight 1 when left out) as arms, in order."""
     arms = {}
@@ -134,6 +181,31 @@ def parse_arms(entries: list[str]) -> dict[str, ArmSettings]:
         except ValueError as exc:
             raise ValueError(f"experiment arm {entry!r}: {exc}") from exc
     return arms
+
+
+def parse_rules(entries: list[str]) -> list[RoutingRuleSettings]:
+    """``["short-free=version:2,max_prompt_tokens:64,tiers:free|pro"]`` (``name=field:value,...``, a list's
+    items ``|``-separated) as routing rules, in order (the form a Dagster launchpad list of strings takes)."""
+    lists = {"engines", "tiers"}
+    rules = []
+    for entry in entries:
+        name, eq, rest = entry.partition("=")
+        fields: dict = {"name": name}
+        for part in filter(None, rest.split(",")):
+            key, colon, value = part.partition(":")
+            if not colon or not key.strip():
+                raise ValueError(f"routing rule {entry!r}: expected 'name=field:value,...', got {part!r}")
+            key = key.strip()
+            fields[key] = value.split("|") if key in lists else value.strip()
+        if not eq or not name:
+            raise ValueError(f"routing rule {entry!r}: expected 'name=field:value,...'")
+        try:
+            rules.append(RoutingRuleSettings.model_validate(fields))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"routing rule {entry!r}: {where + ': ' if where else ''}{first['msg']}") from exc
+    return rules
 
 
 class GatewaySettings(_Strict):
@@ -169,8 +241,23 @@ class GatewaySettings(_Strict):
         "committed while the disk fails, before a 503 log_unavailable",
     )
     workers: int = Field(1, ge=1, description="Gateway processes on the port (uvicorn workers); >1 wants redis_url")
+    http: Literal["h11", "httptools"] = Field(
+        "h11",
+        description="uvicorn's HTTP/1.1 implementation. Measured within noise of each other in front of SGLang "
+        "on one H200 (README, GPU figures); h11 by default, so the parser does not change with what else happens "
+        "to be installed (uvicorn's own default takes httptools when it is)",
+    )
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     experiment: ExperimentSettings | None = None
+    prices: dict[str, PriceSettings] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="Price per model version label, engine name or 'default' (serving.gateway.costs)",
+    )
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    routing_rules: list[RoutingRuleSettings] = Field(
+        default_factory=list, description="Request routing rules, first match wins (serving.gateway.request_router)"
+    )
     rag: RagSettings | None = Field(None, description="The retrieval-augmented model (serving.gateway.rag); None: off")
 
     @classmethod

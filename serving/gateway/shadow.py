@@ -10,7 +10,8 @@ flush interval, not fsync'ed before anything: it answers nobody) with the client
 ``request_id`` and ``role="shadow"`` (``latency_ms``: the challenger's engine call). A full queue sheds the
 request (``c2s_gateway_shadow_requests{outcome="shed"}``); a failed or timed-out mirror is logged as a shadow
 row with its error and counted (``outcome="failed"``), never raised. Requests the challenger already served
-(pinned to it, or its own arm) are not mirrored.
+(pinned to it, or its own arm) are not mirrored, nor answers from the response cache (their latency is not
+the champion's).
 """
 
 import asyncio
@@ -70,6 +71,7 @@ class Shadow:
             self.enabled
             and call.row.status == 200
             and call.engine_payload is not None
+            and call.row.cache != "hit"  # a cached answer is no measure of the champion's engine (its latency)
             and call.row.model_version != self.settings.version
             and unit_fraction("shadow", call.request_id) < self.settings.share
         )

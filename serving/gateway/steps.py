@@ -1,11 +1,15 @@
 """The gateway's request path as a short chain of small steps, each behind one interface::
 
-    authenticate → read body → validate → route → limit → screen → [engine] → screen output → account → log
+    authenticate → read body → validate → route → [route by request] → structured → limit → budget → screen
+    → [cache | engine] → screen output → account → charge → log
+
+(routing by request: :mod:`serving.gateway.request_router`; the response cache: :mod:`serving.gateway.cache`).
 
 A step is an object with ``async __call__(call)`` that fills in the :class:`~serving.gateway.call.Call` or
 raises :class:`~serving.gateway.errors.ApiError`, which ends the call with that answer. Routing comes before the
-rate limit because a prompt's tokens are counted with the tokenizer of the version that will serve it. The last
-three (output screening, accounting, logging) run for every call that reached them, whatever its outcome:
+rate limit because a prompt's tokens are counted with the tokenizer of the version that will serve it. The budget
+check and the charge (a call's cost, added to its tenant's spend) are :mod:`serving.gateway.budgets`'. The last
+four (output screening, accounting, charging, logging) run for every call that reached them, whatever its outcome:
 accounting settles what the call reserved, and every call, answered or rejected, leaves one log row, committed
 (fsync'ed) before the call is answered.
 """
@@ -28,7 +32,8 @@ from .metrics import GatewayMetrics
 from .ratelimit import Tier
 from .routing import Router, UnknownModel
 from .schemas import EXTENSIONS, ChatRequest, CompletionRequest, describe, invalid_unicode, printable
-from .settings import LimitSettings
+from .settings import EngineSettings, LimitSettings
+from .structured import OutputContract, ToolContract, capable_engines, check_schemas, needed_features, unsupported
 from .tiers import TierSource
 from .tokens import TokenCounter
 
@@ -202,6 +207,44 @@ class Assign:
         call.row.update(model_version=route.version, route="experiment", experiment=self.experiment.name, arm=arm.name)
 
 
+class Structured:
+    """What a chat request asks beyond plain text (:mod:`serving.gateway.structured`): its JSON Schemas are
+    valid, the routed version's chat template reads ``tools`` if it sends tools, and the route keeps only the
+    engines that honour every feature it needs (a 400 ``unsupported_parameter`` when none does). Sets the
+    call's contracts (:class:`~serving.gateway.structured.OutputContract` for its text,
+    :class:`~serving.gateway.structured.ToolContract` for its tool calls), which its answer is checked against."""
+
+    def __init__(self, engines: list[EngineSettings], counter: TokenCounter):
+        self.features = {e.name: frozenset(e.features) for e in engines}
+        self.backends = {e.name: e.backend for e in engines if e.backend}
+        self.counter = counter
+
+    async def __call__(self, call: Call) -> None:
+        req, route = call.req, call.route
+        if not isinstance(req, ChatRequest):
+            return
+        call.row.response_format = req.response_format.type if req.response_format else ""
+        needs = needed_features(req)
+        if not needs:
+            return
+        check_schemas(req)
+        if req.tools:
+            tok = await self.counter.aload(route.tokenizer)
+            if tok is not None and tok.reads_tools is False:
+                raise ApiError(
+                    400,
+                    f"tools are not supported by {req.model} (version {route.version}): its chat template never "
+                    "reads them, so the model would not see them",
+                    param="tools",
+                    code="unsupported_parameter",
+                )
+        models, missing = capable_engines(route.models, self.features, needs)
+        if not models:
+            raise unsupported(needs, missing, self.backends, req.model)
+        call.route = dataclasses.replace(route, models=models)
+        call.contract, call.tool_contract = OutputContract.of(req), ToolContract.of(req)
+
+
 class Limit:
     """The tenant's tier (Feast, else its key's) and its request/token budgets: reserves the prompt's tokens,
     counted with the tokenizer of the version that will serve it (:mod:`serving.gateway.tokens`), plus
@@ -219,7 +262,9 @@ class Limit:
         tier_name = await self.tier_source.tier(api_key.tenant, api_key.tier)
         tier = self.tiers.get(tier_name) or self.tiers["free"]
         if isinstance(call.req, ChatRequest):
-            call.prompt_tokens = await self.counter.acount(call.route.tokenizer, messages=call.req.engine_messages())
+            call.prompt_tokens = await self.counter.acount(
+                call.route.tokenizer, messages=call.req.engine_messages(), tools=call.req.engine_tools()
+            )
         else:
             call.prompt_tokens = await self.counter.acount(call.route.tokenizer, prompt=call.prompt)
         reserve = call.prompt_tokens + call.max_tokens

@@ -155,6 +155,19 @@ class TierSource:
         self.pushes += 1
         return len(df)
 
+    def push_rows(self, push_source: str, rows: list[dict]) -> int:
+        """Push ``rows`` (``tenant_id``, the view's features; ``event_timestamp`` is now) to ``push_source`` in
+        the online store; returns rows pushed (0 without Feast)."""
+        store = self._feature_store()
+        if store is None or not rows:
+            return 0
+        import pandas as pd
+        from feast.data_source import PushMode
+
+        now = datetime.now(UTC)
+        store.push(push_source, pd.DataFrame([{**r, "event_timestamp": now} for r in rows]), to=PushMode.ONLINE)
+        return len(rows)
+
     async def run_pusher(self, stop: asyncio.Event) -> None:
         if self.settings is None or not self.push:
             return

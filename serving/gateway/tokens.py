@@ -68,6 +68,15 @@ def _compile_template(source: str):
     return env.from_string(source)
 
 
+def _reads(source: str, name: str) -> bool:
+    """Whether the Jinja template ``source`` reads the variable ``name`` anywhere (parsed, not searched)."""
+    import jinja2.meta
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"])
+    return name in jinja2.meta.find_undeclared_variables(env.parse(source))
+
+
 @dataclass
 class Tokenizer:
     """One loaded tokenizer folder: the fast tokenizer, its chat template (or None) and its special tokens."""
@@ -78,6 +87,7 @@ class Tokenizer:
     specials: dict[str, str]
     add_bos_id: int | None  # set when the config asks for a BOS the tokenizer.json does not add itself
     add_eos_id: int | None
+    reads_tools: bool | None = None  # whether the chat template reads ``tools`` at all (None: no template here)
 
     @classmethod
     def load(cls, folder: str) -> "Tokenizer":
@@ -98,13 +108,14 @@ class Tokenizer:
             source = config["chat_template"]
         elif isinstance(config.get("chat_template"), list):  # named templates: the default one
             source = next((t.get("template") for t in config["chat_template"] if t.get("name") == "default"), None)
-        template = None
+        template, reads_tools = None, None
         if source:
             try:
                 template = _compile_template(source)
+                reads_tools = _reads(source, "tools")
             except Exception as exc:
                 log.warning("chat template of %s does not compile here (%s): counting messages + overhead", folder, exc)
-        tok = cls(str(path), backend, template, specials, None, None)
+        tok = cls(str(path), backend, template, specials, None, None, reads_tools)
         # transformers adds BOS/EOS when the config says so even if tokenizer.json's post-processor does not
         probe = backend.encode("a", add_special_tokens=True).ids
         for flag, name in (("add_bos_token", "bos_token"), ("add_eos_token", "eos_token")):
@@ -125,17 +136,34 @@ class Tokenizer:
             n += (self.add_bos_id is not None) + (self.add_eos_id is not None)
         return n
 
-    def render(self, messages: list[dict]) -> str | None:
+    def render(self, messages: list[dict], tools: list[dict] | None = None) -> str | None:
         """The chat prompt the engine builds (None when there is no usable template)."""
         if self.template is None:
             return None
         try:
             return self.template.render(
-                messages=messages, tools=None, documents=None, add_generation_prompt=True, **self.specials
+                messages=messages, tools=tools, documents=None, add_generation_prompt=True, **self.specials
             )
         except Exception as exc:
             log.warning("chat template of %s failed to render (%s): counting messages + overhead", self.folder, exc)
             return None
+
+
+def _template_messages(messages: list[dict]) -> list[dict]:
+    """Messages as the engines hand them to a chat template: tool-call arguments parsed back into objects
+    (``transformers serve`` and SGLang both do; templates iterate them as mappings)."""
+    if not any(m.get("tool_calls") for m in messages):
+        return messages
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = [
+                {**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}}
+                for c in m["tool_calls"]
+            ]
+            m = {**m, "tool_calls": calls}
+        out.append(m)
+    return out
 
 
 class TokenCounter:
@@ -191,9 +219,13 @@ class TokenCounter:
 
     # -- counting ---------------------------------------------------------------------------------------------
     @staticmethod
-    def _chat_bound(messages: list[dict], count) -> int:
+    def _chat_bound(messages: list[dict], count, tools: list[dict] | None = None) -> int:
+        """Messages' tokens + overheads (tool calls and definitions counted as their JSON)."""
+        extra = [json.dumps(m["tool_calls"]) for m in messages if m.get("tool_calls")]
+        extra += [json.dumps(tools)] if tools else []
         return (
             sum(count(m.get("content") or "") + count(m.get("role") or "") + MESSAGE_OVERHEAD for m in messages)
+            + sum(count(text) for text in extra)
             + MESSAGE_OVERHEAD
         )
 
@@ -203,30 +235,47 @@ class TokenCounter:
         *,
         prompt: str | None = None,
         messages: list[dict] | None = None,
+        tools: list[dict] | None = None,
         batch: bool = False,
     ) -> int:
-        """Prompt tokens of a completion ``prompt`` or of chat ``messages`` (``[{"role", "content"}]``)."""
+        """Prompt tokens of a completion ``prompt`` or of chat ``messages`` (``[{"role", "content"}]``) with
+        the function definitions ``tools`` (rendered by the template as the engine renders them)."""
         if messages is None:
             return tok.encode_len(prompt or "", True, batch) if tok else utf8_upper_bound(prompt or "")
         if tok is None:
-            return self._chat_bound(messages, utf8_upper_bound)
-        rendered = tok.render(messages)
+            return self._chat_bound(messages, utf8_upper_bound, tools)
+        rendered = tok.render(_template_messages(messages), tools)
         if rendered is None:
-            return self._chat_bound(messages, lambda text: tok.encode_len(text, False, batch))
+            return self._chat_bound(messages, lambda text: tok.encode_len(text, False, batch), tools)
         return tok.encode_len(rendered, False, batch)
 
-    def count(self, folder: str | None, *, prompt: str | None = None, messages: list[dict] | None = None) -> int:
+    def count(
+        self,
+        folder: str | None,
+        *,
+        prompt: str | None = None,
+        messages: list[dict] | None = None,
+        tools: list[dict] | None = None,
+    ) -> int:
         """Blocking :meth:`acount` (loads the tokenizer if needed)."""
-        return self.count_with(self.load(folder), prompt=prompt, messages=messages)
+        return self.count_with(self.load(folder), prompt=prompt, messages=messages, tools=tools)
 
-    async def acount(self, folder: str | None, *, prompt: str | None = None, messages: list[dict] | None = None) -> int:
+    async def acount(
+        self,
+        folder: str | None,
+        *,
+        prompt: str | None = None,
+        messages: list[dict] | None = None,
+        tools: list[dict] | None = None,
+    ) -> int:
         """Prompt tokens as the engine serving ``folder``'s tokenizer counts them; a long prompt (or a tokenizer
         not loaded yet) is handled in a worker thread."""
         tok = await self.aload(folder)
         chars = len(prompt or "") if messages is None else sum(len(m.get("content") or "") for m in messages)
+        chars += len(json.dumps(tools)) if tools else 0
         if chars <= self.inline_chars:
-            return self.count_with(tok, prompt=prompt, messages=messages)
-        return await asyncio.to_thread(self.count_with, tok, prompt=prompt, messages=messages, batch=True)
+            return self.count_with(tok, prompt=prompt, messages=messages, tools=tools)
+        return await asyncio.to_thread(self.count_with, tok, prompt=prompt, messages=messages, tools=tools, batch=True)
 
     def count_output(self, folder: str | None, text: str) -> int:
         """Tokens of generated ``text`` (no special tokens), for a response without the engine's usage; uses the

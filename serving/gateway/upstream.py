@@ -72,7 +72,7 @@ class Unavailable(Exception):
 @dataclass
 class Served:
     engine: str
-    position: int  # 0: the first engine in order; >0: a fallback
+    position: int  # 0: the route's first engine (of those serving its version); >0: a fallback
     body: dict | None = None
     response: aiohttp.ClientResponse | None = None
 
@@ -86,6 +86,23 @@ def _failure_kind(exc: BaseException) -> str:
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+DONE = object()  # the end of an SSE stream: its "data: [DONE]" line
+
+
+def _sse_event(raw: bytes):
+    """One line of an engine's SSE stream: its JSON event, :data:`DONE`, or None for a line that is no data."""
+    if not raw.startswith(b"data:"):
+        return None
+    data = raw[5:].strip()
+    if data == b"[DONE]":
+        return DONE
+    try:
+        event = jsonio.loads(data)
+    except ValueError as exc:
+        raise EngineFailure("bad_stream", f"undecodable stream event: {data[:200]!r}") from exc
+    if isinstance(event, dict) and "error" in event and not event.get("choices"):
+        raise EngineFailure("engine_stream_error", json.dumps(event["error"])[:300])
+    return event
 
 
 class EnginePool:
@@ -126,9 +143,8 @@ class EnginePool:
         return {name: b.state for name, b in self.breakers.items()}
 
     def _candidates(self, models: dict[str, str]):
-        for position, engine in enumerate(self.engines):
-            if engine.name in models:
-                yield position, engine
+        """The engines that serve ``models``, in order, with their position among them (0: the route's first)."""
+        yield from enumerate(e for e in self.engines if e.name in models)
 
     async def _attempt(
         self, engine: EngineSettings, path: str, payload: dict, stream: bool
@@ -241,19 +257,25 @@ class EnginePool:
         breaker = self.breakers[served.engine]
         response = served.response
         try:
-            async for raw in response.content:
-                if not raw.startswith(b"data:"):
-                    continue
-                data = raw[5:].strip()
-                if data == b"[DONE]":
+            # Whatever arrived, split into lines here (one await per read, not one per line: an event is a
+            # "data:" line and an empty one); a line cut by the read's end waits for the next read.
+            pending, done = b"", False
+            async for chunk in response.content.iter_any():
+                lines = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
+                pending = lines.pop()
+                for raw in lines:
+                    event = _sse_event(raw)
+                    if event is DONE:
+                        done = True
+                        break
+                    if event is not None:
+                        yield event
+                if done:
                     break
-                try:
-                    event = jsonio.loads(data)
-                except ValueError as exc:
-                    raise EngineFailure("bad_stream", f"undecodable stream event: {data[:200]!r}") from exc
-                if isinstance(event, dict) and "error" in event and not event.get("choices"):
-                    raise EngineFailure("engine_stream_error", json.dumps(event["error"])[:300])
-                yield event
+            else:  # the stream ended: its last line may have had no newline
+                event = _sse_event(pending)
+                if event is not None and event is not DONE:
+                    yield event
         except TRANSPORT_ERRORS as exc:
             breaker.record_failure()
             self.metrics.upstream.labels(served.engine, "broken_stream").inc()

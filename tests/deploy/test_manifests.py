@@ -171,7 +171,9 @@ def test_gateway_config_matches_the_production_resources(production_env):
         expected.log_dir,
     )
     assert settings.redis_url == expected.redis_url == production_env["CRAWL2SERVE_GATEWAY_REDIS_URL"]
+    assert settings.cache.enabled and settings.cache.redis_url == expected.cache.redis_url == expected.redis_url
     assert [e.url for e in settings.engines] == [engine.k8s_endpoint()]
+    assert [e.features for e in settings.engines] == [e.features for e in expected.engines]  # what SGLang honours
     assert (settings.feast.feast_dir, settings.feast.yaml_file, settings.feast.redis) == (
         expected.feast.feast_dir,
         expected.feast.yaml_file,

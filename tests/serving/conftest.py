@@ -24,6 +24,26 @@ def tiny_model(tiny_base, tmp_path_factory) -> str:
     return str(build_merged(tiny_base, None, str(tmp_path_factory.mktemp("tiny_model") / "merged")))
 
 
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> str:
+    """A smaller tiny Llama (one layer, width 32, other weights) with the same tokenizer, as a servable folder:
+    the cheaper version of the routing and cache tests. Its output head is its own (untied): a random tiny
+    model with tied embeddings answers greedily what ``tiny_model`` does (the embedding dominates both)."""
+    root = tmp_path_factory.mktemp("small_base")
+    tok = train_bpe_tokenizer([PROSE] * 20, vocab_size=300)
+    spec = TinyLlamaSpec(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        seed=1,
+        tie_word_embeddings=False,
+    )
+    save_base(build_tiny_llama(spec, tok), tok, root)
+    return str(build_merged(str(root), None, str(tmp_path_factory.mktemp("small_model") / "merged")))
+
+
 def make_adapter(base: str, folder, seed: int, r: int = 4) -> str:
     """A LoRA adapter with random (non-zero) B matrices: it visibly changes the model."""
     import torch

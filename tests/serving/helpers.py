@@ -9,10 +9,20 @@ from pathlib import Path
 
 import httpx
 
-from crawl2serve.serving.engines import cpu_command, start_process, stop_process, wait_healthy
+from crawl2serve.serving.engines import (
+    EngineConfig,
+    TransformersCpuEngine,
+    cpu_command,
+    start_process,
+    stop_process,
+    wait_healthy,
+)
 from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.routing import write_routing
 from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings
+
+#: What the tests' engines (``transformers serve``) honour beyond plain text, as the serving resource declares it.
+CPU_FEATURES = sorted(TransformersCpuEngine(EngineConfig(name="cpu", backend="cpu")).features())
 
 
 def free_port() -> int:
@@ -61,11 +71,13 @@ def start_gateway(
     model_dir: str,
     versions: dict[str, str] | None = None,
     served_by: dict[str, list[str]] | None = None,
+    features: dict[str, list[str]] | None = None,
     **overrides,
 ) -> Gateway:
     """The gateway as its own process; ``engines``: ``[(name, url), ...]`` in fallback order, each serving
     ``model_dir`` as version "1" (and each of ``versions``: label -> model folder), unless ``served_by`` names
-    a version's engines (label -> engine names)."""
+    a version's engines (label -> engine names). Every engine is configured as what it is, a CPU engine
+    (``transformers serve``: its backend and features), unless ``features`` says otherwise (name -> list)."""
     tmp.mkdir(parents=True, exist_ok=True)
     routing = tmp / "routing.json"
     write_routing(
@@ -90,7 +102,17 @@ def start_gateway(
             "routing_file": str(routing),
             "keys_file": str(tmp / "api_keys.json"),
             "log_dir": str(tmp / "spool"),
-            "engines": [EngineSettings(name=n, url=u, timeout_s=60, read_timeout_s=20) for n, u in engines],
+            "engines": [
+                EngineSettings(
+                    name=n,
+                    url=u,
+                    timeout_s=60,
+                    read_timeout_s=20,
+                    backend="cpu",
+                    features=(features or {}).get(n, CPU_FEATURES),
+                )
+                for n, u in engines
+            ],
             **overrides,
         }
     )

@@ -269,3 +269,46 @@ def test_two_gateway_replicas_share_rate_limits_through_redis(tmp_path, cpu_engi
     finally:
         a.stop()
         b.stop()
+
+
+def _maps(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a shared library whose path contains ``name`` loaded (Linux /proc)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return any(name in line for line in f)
+
+
+def test_the_http_setting_picks_uvicorns_parser_and_both_stream_the_same(tmp_path, gateway, cpu_engine, tiny_model):
+    """``http``: h11 by default, so httptools' parser is not loaded even where it is installed (uvicorn's own
+    default would take it); ``http: httptools`` loads it, and both
+    relay a stream token for token (each event's JSON byte-identical apart from its request id)."""
+    assert gateway.settings.http == "h11" and not _maps(gateway.pid, "httptools")
+    other = start_gateway(tmp_path, [("primary", cpu_engine.url)], tiny_model, http="httptools")
+    try:
+        assert _maps(other.pid, "httptools")
+        events = []
+        for gw in (gateway, other):
+            with httpx.stream(
+                "POST",
+                gw.url + "/v1/completions",
+                timeout=60,
+                headers={"Authorization": f"Bearer {gw.key}"},
+                json={
+                    "model": "crawl2serve",
+                    "prompt": "The library",
+                    "max_tokens": 8,
+                    "temperature": 0,
+                    "stream": True,
+                },
+            ) as r:
+                assert r.status_code == 200
+                lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+            assert lines[-1] == "data: [DONE]"
+            request_id = json.loads(lines[0][6:])["id"]
+            events.append([line.replace(request_id, "ID") for line in lines[:-1]])
+        strip = [[json.loads(e[6:]) | {"created": 0} for e in run] for run in events]
+        assert strip[0] == strip[1] and len(strip[0]) >= 9  # 8 tokens and the final event
+        assert strip[0][0]["choices"] == [
+            {"index": 0, "finish_reason": None, "text": strip[0][0]["choices"][0]["text"], "logprobs": None}
+        ]
+    finally:
+        other.stop()

@@ -58,6 +58,7 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "output": "Like so.",
         "prompt_tokens": 9,
         "completion_tokens": 3,
+        "cost_usd": 0.0001,
         "latency_ms": 12.5,
         "ttft_ms": None,
         "input_verdict": "allow",
@@ -68,6 +69,10 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
+        "response_format": "",
+        "tool_calls": "",
+        "cache": "",
+        "routing_rule": "",
         "retrieval_version": "",
         "retrieval_ms": None,
         "retrieval_hits": None,
@@ -111,6 +116,7 @@ def test_log_fields_schema():
         "output",
         "prompt_tokens",
         "completion_tokens",
+        "cost_usd",
         "latency_ms",
         "ttft_ms",
         "input_verdict",
@@ -121,6 +127,10 @@ def test_log_fields_schema():
         "experiment",
         "arm",
         "rating",
+        "response_format",
+        "tool_calls",
+        "cache",
+        "routing_rule",
         "retrieval_version",
         "retrieval_ms",
         "retrieval_hits",
@@ -705,11 +715,11 @@ def row(i):
     return {"request_id": f"r{i}", "ts": "2025-03-01T10:00:00.000000+00:00", "tenant": "t", "key_id": "k",
             "endpoint": "completions", "model": "m", "served_model": "m", "model_version": "1", "adapter": "",
             "engine": "e", "route": "stable", "stream": False, "status": 200, "error": None, "prompt": "p" * 500,
-            "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1.0, "ttft_ms": None,
+            "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0.0, "latency_ms": 1.0, "ttft_ms": None,
             "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
-            "role": "primary", "experiment": "", "arm": "", "rating": None, "retrieval_version": "",
-            "retrieval_ms": None, "retrieval_hits": None, "retrieval_top_score": None, "retrieval_urls": "",
-            "semantic_cache_similarity": None}
+            "role": "primary", "experiment": "", "arm": "", "rating": None, "response_format": "", "tool_calls": "",
+            "cache": "", "routing_rule": "", "retrieval_version": "", "retrieval_ms": None, "retrieval_hits": None,
+            "retrieval_top_score": None, "retrieval_urls": "", "semantic_cache_similarity": None}
 
 log = InferenceLog(sys.argv[1], flush_interval_s=60, max_batch=64).start()
 for i in range(300):
