@@ -165,7 +165,7 @@ class Retrieve:
 
     def remember(self, call, text: str, finish: str | None) -> None:
         """Keep a completed answer (its text before the citations) for the questions that will resemble it."""
-        if call.semantic_key is not None and text and call.row.status == 200:
+        if call.semantic_key is not None and text and call.row.cache != "hit":  # a replay holds its citations
             self.cache.store(
                 call.semantic_key, call.semantic_vector, {"text": text, "finish": finish, "sources": call.sources}
             )

@@ -52,6 +52,7 @@ def rag_gateway(tmp_path_factory, cpu_engine, tiny_model):
             "max_context_chars": 700,
             "reload_interval_s": 0.2,
         },
+        cache={"enabled": True},  # the response cache too: the streamed repeat below is replayed from it
     )
     yield gw, root
     gw.stop()
@@ -85,7 +86,7 @@ def test_rag_model_cites_sources_logs_retrieval_and_follows_the_switch(rag_gatew
         model="crawl2serve-rag", messages=question, max_tokens=4, temperature=0, stream=True
     )
     streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    assert streamed.endswith("\n\nSources:\n" + "\n".join(sources))
+    assert streamed.endswith("\n\nSources:\n" + "\n".join(sources)) and streamed.count("Sources:") == 1
     plain = client.chat.completions.create(model="crawl2serve", messages=question, max_tokens=4, temperature=0)
     assert "Sources:" not in plain.choices[0].message.content
     assert "crawl2serve-rag" in [m.id for m in client.models.list().data]
@@ -104,6 +105,7 @@ def test_rag_model_cites_sources_logs_retrieval_and_follows_the_switch(rag_gatew
     rag_rows = [r for r in read_rows(gw.settings.log_dir)[0] if r["model"] == "crawl2serve-rag" and r["status"] == 200]
     assert len(rag_rows) == 3
     row, cached = rag_rows[0], rag_rows[2]
+    assert rag_rows[1]["cache"] == "hit"  # the stream: the response cache's replay, its citations not doubled
     assert cached["route"] == "semantic_cache" and cached["engine"] == "" and cached["semantic_cache_similarity"] >= 0.7
     assert row["retrieval_version"] == "v1" and row["retrieval_hits"] == 2 and row["retrieval_ms"] > 0
     assert row["retrieval_urls"].split()[0] == "http://127.0.0.1/hmac.html" and row["model_version"] == "1"
