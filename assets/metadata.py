@@ -25,6 +25,7 @@ OWNERS: dict[str, list[str]] = {
     "features": ["team:data"],
     "training": ["team:ml"],
     "release": ["team:ml"],
+    "retrieval": ["team:ml"],
     "serving": ["team:serving"],
     "monitoring": ["team:serving"],
 }

@@ -42,3 +42,10 @@ monitoring_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("monitoring"),
     description="One hour of inference logs compacted, and its Evidently drift report.",
 )
+
+retrieval_job = dg.define_asset_job(
+    "retrieval",
+    selection=dg.AssetSelection.groups("retrieval"),
+    description="A new retrieval index version over every crawl partition (incremental from the last one), its "
+    "evaluation, and the switch the gateway's crawl2serve-rag model serves from (only if the evaluation passes).",
+)

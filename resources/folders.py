@@ -56,7 +56,16 @@ class ReportFolder(Folder):
     """An evaluation's report (``report.json``); the facts hold its summary."""
 
 
-KINDS = {kind.__name__: kind for kind in (TokenizerFolder, ModelFolder, DatasetFolder, AdapterFolder, ReportFolder)}
+@dataclass(frozen=True)
+class IndexFolder(Folder):
+    """A retrieval index version (assets/retrieval/index.py: chunks, BM25, embedder, vectors); facts: its
+    ``version.json``."""
+
+
+KINDS = {
+    kind.__name__: kind
+    for kind in (TokenizerFolder, ModelFolder, DatasetFolder, AdapterFolder, ReportFolder, IndexFolder)
+}
 
 
 def asset_folder(data_root: DataRoot, context: dg.AssetExecutionContext) -> str:

@@ -18,6 +18,7 @@ from crawl2serve.serving.backoff import RestartPolicy
 from crawl2serve.serving.deploy import Deployment, EngineConfig
 from crawl2serve.serving.engines import BACKENDS, engine_class, engine_for, resolve_backend
 from crawl2serve.serving.gateway.budgets import BudgetSettings
+from crawl2serve.serving.gateway.rag import RagSettings
 from crawl2serve.serving.gateway.settings import (
     CacheSettings,
     ExperimentSettings,
@@ -268,6 +269,12 @@ class ServingEngine(dg.ConfigurableResource):
             else None,
             cache=CacheSettings(enabled=self.response_cache, redis_url=self.redis_url, ttl_s=self.response_cache_ttl_s),
             routing_rules=parse_rules(self.routing_rules),
+            # crawl2serve-rag answers from the version served_retrieval_index switched to (503 until there is one)
+            rag=RagSettings(
+                live_file=str(
+                    self.data_root.local_path(self.data_root.path("served_retrieval_index", None, "live.json"))
+                )
+            ),
         )
 
     # -- mode="k8s" --------------------------------------------------------------------------------------------------

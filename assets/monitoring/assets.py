@@ -37,6 +37,7 @@ from .drift import (
     rates,
 )
 from .logs import LOG_SCHEMA, read_spool
+from .retrieval_stats import retrieval_summary
 from .shadow_compare import role_rows
 
 BASELINE_WINDOW = 24  # hours before a drift report's own that its inference_log input holds (the most baseline_hours)
@@ -295,6 +296,10 @@ def drift_report(
                 serving_engine.public_gateway_url() + drift_report_path(context.partition_key)
             ),
             **{k: readable(v) for k, v in summary.items() if v is not None and k != "requests"},
+            # crawl2serve-rag: empty retrievals and context scores, this hour against the baseline hours
+            "retrieval": facts_table(
+                {k: "-" if v is None else readable(v) for k, v in retrieval_summary(inference_log, baseline).items()}
+            ),
         },
         check_results=[
             *checks,

@@ -38,6 +38,7 @@ from .guardrails import Guardrails
 from .logstore import InferenceLog
 from .metrics import GatewayMetrics
 from .openapi import document
+from .rag import Retrieve, citations, semantic_answer
 from .ratelimit import DEFAULT_TIERS, make_limiter
 from .reports import DRIFT_ROUTE, drift_report_file
 from .request_router import RouteByRequest, RoutingRules
@@ -99,10 +100,12 @@ class Gateway:
         self.budgets = Budgets(
             settings.budgets, make_spend_store(settings.redis_url, settings.budgets.redis_prefix), self.metrics
         )
+        self.retrieve = Retrieve(settings.rag, settings.model_name, self.metrics) if settings.rag else None
         self.steps = [
             self.authenticate,
             ReadBody(settings.limits),
             Validate(settings.limits),
+            *([self.retrieve] if self.retrieve else []),
             Route(self.router),
             *([Assign(Experiment.from_settings(settings.experiment), self.router)] if settings.experiment else []),
             *([self._route_by_request(tiers, counter)] if settings.routing_rules else []),
@@ -135,7 +138,9 @@ class Gateway:
             for step in steps:
                 await step(call)
             self._prepare(call)
-            if not await self.cache.lookup(call):  # a hit: call.served holds the cached answer
+            if call.semantic_hit is not None:  # the semantic cache answered (gateway.rag): no engine
+                call.served, call.row.route = semantic_answer(call), "semantic_cache"
+            elif not await self.cache.lookup(call):  # a hit: call.served holds the cached answer
                 await self._engine(call)
             if call.req.stream:
                 return await self._stream_response(call)
@@ -238,6 +243,10 @@ class Gateway:
         finish = choice.get("finish_reason")
         if self.screen_output.final(call, text + tool_calls_text(tool_calls)).blocked:
             text, tool_calls, finish = "", None, "content_filter"
+        else:
+            if self.retrieve and call.semantic_hit is None:
+                self.retrieve.remember(call, text, finish)
+            text += citations(call)
         self.account.usage(call, body.get("usage"), text)
         call.row.update(output=text, finish_reason=finish, tool_calls=jsonio.dumps(tool_calls) if tool_calls else "")
         if finish != "content_filter":
@@ -390,6 +399,10 @@ class Gateway:
                         finish = choice["finish_reason"]
                 if finish == "content_filter":
                     break
+            footer = citations(call) if finish != "content_filter" else ""
+            if footer:
+                parts.append(footer)
+                yield event(footer)
         except EngineFailure as exc:
             error, finish = exc.kind, "error"
             yield (
@@ -510,6 +523,8 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             await gateway.limiter.aclose()
             await gateway.cache.aclose()
             gateway.log.close()
+            if gateway.retrieve:
+                gateway.retrieve.live.close()
 
     app = FastAPI(title="crawl2serve gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
@@ -569,6 +584,7 @@ def create_app(settings: GatewaySettings, metrics_dir: str | None = None) -> Fas
             "data": [
                 {"id": m, "object": "model", "created": 0, "owned_by": "crawl2serve"}
                 for m in gateway.router.public_models()
+                + ([settings.rag.model] if settings.rag and gateway.router.public_models() else [])
             ],
         }
 

@@ -39,6 +39,10 @@ class Call:
         self.contract = None  # structured.OutputContract: what the answer must be (response_format), if anything
         self.tool_contract = None  # structured.ToolContract: what its tool calls must be (strict functions)
         self.cache_key: str | None = None  # the response cache's key of a deterministic call (cache.ResponseCache)
+        self.sources: list[str] = []  # RAG: the context's source URLs, cited at the answer's end (gateway.rag)
+        self.semantic_hit: dict | None = None  # RAG: the semantic cache's answer (then no engine is called)
+        self.semantic_key: str | None = None  # RAG: where this call's answer goes in the semantic cache, and its
+        self.semantic_vector = None  # question's embedding
         self.ended = False
 
     @property

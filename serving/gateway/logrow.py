@@ -99,6 +99,19 @@ class LogRow:
     the row's ``route`` is then ``"rule"``); "" when none matched."""
     batch_id: str = ""
     """The Batch API batch (``batch_<hex>``) the request was a line of ("" for a request of its own)."""
+    retrieval_version: str = ""
+    """The retrieval index version searched for a ``crawl2serve-rag`` request ("" for other models)."""
+    retrieval_ms: float | None = None
+    """Retrieval latency (search, fusion, reranking) in milliseconds; None when nothing was retrieved for."""
+    retrieval_hits: int | None = None
+    """Chunks put in the context (0: the retrieval came back empty); None for other models."""
+    retrieval_top_score: float | None = None
+    """The best dense (cosine) score among the context's chunks; None when none came from the dense list."""
+    retrieval_urls: str = ""
+    """The context's source URLs, space-separated, in citation order ([1] first)."""
+    semantic_cache_similarity: float | None = None
+    """RAG: the cosine of the closest cached question (a hit at or above the threshold: route
+    ``semantic_cache``); None when the cache was not asked."""
 
     def update(self, **values: Any) -> None:
         """Set several fields at once (an unknown name raises AttributeError)."""

@@ -112,6 +112,21 @@ class GatewayMetrics:
         self.budget_alerts = Counter(
             "c2s_gateway_budget_alerts", "Alerts sent at alert_share of a budget", ["budget"], registry=r
         )
+        self.retrieval_seconds = Histogram(
+            "c2s_gateway_retrieval_seconds",
+            "RAG: retrieval latency (search, fusion, reranking)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.retrieval_hits = Histogram(
+            "c2s_gateway_retrieval_hits",
+            "RAG: chunks in a request's context (0: empty retrieval)",
+            buckets=(0, 1, 2, 4, 8, 16),
+            registry=r,
+        )
+        self.semantic_cache = Counter(
+            "c2s_gateway_semantic_cache", "RAG: semantic cache lookups by outcome (hit, miss)", ["outcome"], registry=r
+        )
 
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""

@@ -10,6 +10,7 @@ from ..atomic import write_text
 from ..engines.base import FEATURES
 from .budgets import BudgetSettings
 from .costs import DEFAULT_PRICES, PriceSettings
+from .rag import RagSettings
 from .schemas import EXTENSIONS
 
 
@@ -275,6 +276,8 @@ class GatewaySettings(_Strict):
 
     def batch_dir(self) -> str:
         return self.batch.dir or str(Path(self.routing_file).parent / "batches")
+
+    rag: RagSettings | None = Field(None, description="The retrieval-augmented model (serving.gateway.rag); None: off")
 
     @classmethod
     def load(cls, path: str) -> "GatewaySettings":

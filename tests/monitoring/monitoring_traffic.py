@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import polars as pl
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from crawl2serve.assets.monitoring.logs import LOG_SCHEMA
+from crawl2serve.serving.gateway.logrow import LogRow
 
 ENGLISH = [
     "the",
@@ -241,8 +243,16 @@ def log_frame(prompts: list[str], *, latency_scale: float = 1.0, seed: int = 0, 
         "cache": [""] * n,
         "routing_rule": [""] * n,
         "batch_id": [""] * n,
+        "retrieval_version": [""] * n,
+        "retrieval_ms": [None] * n,
+        "retrieval_hits": [None] * n,
+        "retrieval_top_score": [None] * n,
+        "retrieval_urls": [""] * n,
+        "semantic_cache_similarity": [None] * n,
     }
     data.update(cols)
+    for field in dataclasses.fields(LogRow):  # every other column at the gateway's default
+        data.setdefault(field.name, [field.default] * n)
     return pl.DataFrame(data, schema=LOG_SCHEMA)
 
 

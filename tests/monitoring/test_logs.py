@@ -51,6 +51,12 @@ def row(i: int, ts: str, **over) -> dict:
         "cache": "",
         "routing_rule": "",
         "batch_id": "",
+        "retrieval_version": "",
+        "retrieval_ms": None,
+        "retrieval_hits": None,
+        "retrieval_top_score": None,
+        "retrieval_urls": "",
+        "semantic_cache_similarity": None,
     }
     r.update(over)
     return r

@@ -74,6 +74,12 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "cache": "",
         "routing_rule": "",
         "batch_id": "",
+        "retrieval_version": "",
+        "retrieval_ms": None,
+        "retrieval_hits": None,
+        "retrieval_top_score": None,
+        "retrieval_urls": "",
+        "semantic_cache_similarity": None,
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
@@ -127,6 +133,12 @@ def test_log_fields_schema():
         "cache",
         "routing_rule",
         "batch_id",
+        "retrieval_version",
+        "retrieval_ms",
+        "retrieval_hits",
+        "retrieval_top_score",
+        "retrieval_urls",
+        "semantic_cache_similarity",
     ]
     assert LOG_FIELDS["error"] == str | None and LOG_FIELDS["stream"] is bool
 
@@ -708,7 +720,8 @@ def row(i):
             "output": "o", "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0.0, "latency_ms": 1.0, "ttft_ms": None,
             "input_verdict": "allow", "output_verdict": "allow", "verdict_reasons": "", "finish_reason": "stop",
             "role": "primary", "experiment": "", "arm": "", "rating": None, "response_format": "", "tool_calls": "",
-            "cache": "", "routing_rule": "", "batch_id": ""}
+            "cache": "", "routing_rule": "", "batch_id": "", "retrieval_version": "", "retrieval_ms": None,
+            "retrieval_hits": None, "retrieval_top_score": None, "retrieval_urls": "", "semantic_cache_similarity": None}
 
 log = InferenceLog(sys.argv[1], flush_interval_s=60, max_batch=64).start()
 for i in range(300):
