@@ -112,6 +112,10 @@ STEP_PODS: dict[str, str] = {
     "drift_report": "monitoring",
     "shadow_report": "monitoring",
     "ab_report": "monitoring",
+    "batch_generations": "launcher",  # sends the prompt set to the serving engines and waits: HTTP only
+    "retrieval_index": "corpus",  # chunks, BM25 and the embedder over every crawl's documents
+    "retrieval_eval": "features",
+    "served_retrieval_index": "launcher",  # switches live.json (or the server's alias): a pointer
 }
 
 

@@ -127,6 +127,11 @@ class GatewayMetrics:
         self.semantic_cache = Counter(
             "c2s_gateway_semantic_cache", "RAG: semantic cache lookups by outcome (hit, miss)", ["outcome"], registry=r
         )
+        # every outcome exported from the start (at 0), so that rates and panels exist before the first event
+        for outcome in ("ok", "failed", "rate_limited"):
+            self.batch_lines.labels(outcome)
+        for outcome in ("hit", "miss"):
+            self.semantic_cache.labels(outcome)
 
     def exposition(self) -> bytes:
         """The text format of all samples: this process's, or every worker's in multiprocess mode."""
