@@ -18,17 +18,18 @@ one WARC file per shard:
 - memory: at 1x, 4x, 16x the embedded crawl, each in a fresh process with a fresh local Ray: the workers' peak RSS
   (``worker_peak_rss_mb``: each worker's ``ru_maxrss`` over every shard it ran) and the driver's.
 
-Measured on this machine, 2026-12-01 (2 cores shared with other jobs, load average 6.8-8.1; medians of 5 alternating
-rounds on 5,246 pages; the README's "The corpus stages on Ray" has the earlier runs too):
+Measured on this machine, 2026-12-01 evening, nothing else running (load average 1.0-2.0; medians of 5
+alternating rounds on 5,680 pages; "Ray, 2 workers" is the default executor, tasks queued ahead of the CPUs):
 
                         end to end docs/s  extract docs/s  clean docs/s  extract docs/CPU-s  clean docs/CPU-s  cores got
-    in process, 1 worker       269              468            1045             1011               1879         0.46, 0.56
-    Ray, 1 worker              257              495             708             1053               1716         0.47, 0.41
-    Ray, 2 workers             269              573             902              995               1655         0.57, 0.55
-    yardstick, pure-CPU shards: 2 Ray workers 1.04x 1 worker (0.95-1.13): the run got ~half a core whatever its workers
-    (the kernel shares the CPUs between process sessions), so 2 vs 1 workers is not measurable here.
-    per core, Ray / in process: extract 1.04x (1 worker), 0.98x (2); clean 0.91x, 0.88x.
-    step (driver) CPU per 1,000 pages: 1.79 s in process (all the work), 0.28 s under Ray (the serial part).
+    in process, 1 worker       654              1235           2002             1245               2041         0.99, 0.98
+    Ray, 1 worker              600              1159           1751             1230               2067         0.94, 0.85
+    Ray, 2 workers            1050              2225           3250             1228               2070         1.80, 1.59
+    Ray 2 workers / in process: 1.61x end to end (extract 1.80x, clean 1.62x); per core 0.99x, 1.01x.
+    yardstick, pure-CPU shards: 2 Ray workers 1.97x 1 worker (1.87-2.01).
+    step (driver) CPU per 1,000 pages: 1.53 s in process (all the work), 0.21 s under Ray (the serial part).
+    Before this session's changes (pydoc started with every run; workers=2, two tasks in flight): in process 504,
+    Ray 2 workers 786 docs/s end to end, 1.56x (3 rounds, quiet).
 
     memory, 2 Ray workers:  1x 2,623 pages: worker peak 310 MB, driver 536 MB;  4x 10,492: 324, 536;
                             16x 41,968 (432 files): 331, 554 (another run: 319/329/334 and 530/530/582): flat.

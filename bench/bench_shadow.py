@@ -26,9 +26,23 @@ fake engine, shadow rows appended (now), 10 x 40      31.31 ms    30.38 ms   -2.
 CPU engine shared by both versions, 8 tokens, 6 x 20  30.70 ms    37.78 ms   +4.70 (-7.46..+27.92) 1.171
 ====================================================  ==========  =========  ==================  =====
 
-So the gateway's own cost of mirroring is within the noise, at most about a millisecond at the median; a
-challenger that shares the champion's engine (and, here, its CPU) costs the champion's clients that engine's
-time: give the challenger its own engine (or GPU) in production.
+Re-measured 2026-12-01 evening on the quiet machine (nothing else running), 8 rounds x 40 requests, 8 tokens:
+
+====================================================  ==========  =========  ==================  =====
+run                                                   p50 off     p50 on     added p50 (median,   ratio
+                                                                             min .. max of rounds)
+====================================================  ==========  =========  ==================  =====
+``--engine cpu-own``: challenger on its own engine    11.21 ms    11.41 ms   +0.80 (-2.58..+0.92) 1.073
+``--engine cpu-own``, again                           8.00 ms     8.49 ms    +0.36 (-0.52..+0.75) 1.048
+``--engine cpu``: one engine serves both versions     10.70 ms    24.57 ms   +13.59 (+12.81..+15.28) 2.289
+====================================================  ==========  =========  ==================  =====
+
+(325 mirrored requests answered ok in each run.) The shared engine answers one request at a time, so the
+champion's next request waits for the challenger's mirror.
+
+So the gateway's own cost of mirroring is within the noise, under a millisecond at the median with a real
+challenger engine of its own (the goal: at most 2 ms); a challenger that shares the champion's engine (and, here,
+its CPU) costs the champion's clients that engine's time: give the challenger its own engine (or GPU).
 """
 
 import argparse
