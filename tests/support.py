@@ -1,6 +1,11 @@
 """Shared test helpers: resources swapped by configuration, run config and readers for the real lineage."""
 
+import contextlib
+import http.server
 import io
+import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -136,3 +141,27 @@ def warc_bytes(records: list[tuple[str, str, bytes]]) -> bytes:
             )
         writer.write_record(rec)
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict]]]:
+    """A real HTTP server on loopback recording the JSON body of every POST (an alert channel's webhook):
+    yields ``(its URL, the bodies received so far)``; stopped on exit."""
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/alerts", received
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,14 +1,13 @@
 """The run-failure sensor records an alert (alerts.jsonl, asset observation) and posts the webhook."""
 
-import http.server
 import json
-import threading
 from datetime import UTC
 
 import dagster as dg
 
 from crawl2serve.pipelines.sensors import run_failure_alerts
 from crawl2serve.resources.storage import DataRoot
+from tests.support import webhook_receiver
 
 
 @dg.asset
@@ -17,20 +16,12 @@ def broken_asset():
 
 
 def test_a_failed_run_is_alerted_to_file_observation_and_webhook(tmp_path, monkeypatch):
-    received = []
+    with webhook_receiver() as (url, received):
+        monkeypatch.setenv("CRAWL2SERVE_ALERT_WEBHOOK", url)
+        _alert_a_failed_run(tmp_path, received)
 
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("CRAWL2SERVE_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_port}/alerts")
+def _alert_a_failed_run(tmp_path, received):
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([broken_asset], instance=instance, raise_on_error=False)
     assert not result.success
@@ -43,7 +34,6 @@ def test_a_failed_run_is_alerted_to_file_observation_and_webhook(tmp_path, monke
         resources={"data_root": DataRoot(url=str(tmp_path))},
     ) as ctx:
         run_failure_alerts(ctx.for_run_failure())
-    server.shutdown()
     alerts = [json.loads(line) for line in (tmp_path / "alerts" / "_" / "alerts.jsonl").read_text().splitlines()]
     assert len(alerts) == 1 and alerts[0]["run_id"] == result.run_id and alerts[0]["job"] == result.job_def.name
     assert received and received[0]["run_id"] == result.run_id

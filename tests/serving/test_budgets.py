@@ -4,9 +4,6 @@ a 429 ``budget_exceeded`` naming the budget, the spend and the reset; the spend 
 (rebuilt from the inference log); the 80% alert goes out once, to the alerts file and the webhook, even across
 the restart."""
 
-import http.server
-import json
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -18,28 +15,15 @@ from crawl2serve.serving.gateway.auth import KeyStore
 from crawl2serve.serving.gateway.logstore import read_rows
 from crawl2serve.serving.gateway.tokens import TokenCounter
 from tests.serving.helpers import metric, start_gateway
+from tests.support import webhook_receiver
 
 PROMPT = "The committee reviewed the budget and asked for a shorter report on the harbour."
 
 
 @pytest.fixture
 def webhook():
-    received: list[dict] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/alerts", received
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver() as hook:
+        yield hook
 
 
 def complete(client: openai.OpenAI, stream: bool = False):
