@@ -20,6 +20,8 @@ START_ENV = "CRAWL2SERVE_PARTITIONS_START"
 DEFAULT_PARTITIONS_START = "2026-11-20"
 DAY_FORMAT = "%Y-%m-%d"  # daily partition keys: "2026-11-23"
 HOUR_PARTITION_FORMAT = "%Y-%m-%d-%H:%M"  # hourly partition keys: "2026-11-23-06:00"
+# An input of every crawl day's partition of its upstream (the corpus so far), as one dict or frame
+EVERY_PARTITION = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 
 
 def partitions_start(value: str | None = None) -> datetime:

@@ -56,6 +56,23 @@ MODEL_SHAPE = dict(
 )
 
 
+def base_engine_command() -> list[str]:
+    """SGLang serving the bare base model as ``base`` on port 31000, alone on the GPU."""
+    return [
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        str(WORK / "base"),
+        "--port",
+        "31000",
+        "--served-model-name",
+        "base",
+        *SGLANG_ARGS,
+        *ONE_ENGINE,
+    ]
+
+
 def emit(out: Path, record: dict) -> None:
     print(json.dumps(record), flush=True)
     with open(out / "serving.jsonl", "a") as f:
@@ -158,19 +175,7 @@ def bench(url: str, model: str, concurrency: int, label: str, out: Path, key: st
 def phase_base(out: Path, concurrency=CONCURRENCY) -> None:
     from crawl2serve.serving.engines import start_process, stop_process, wait_healthy
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        str(WORK / "base"),
-        "--port",
-        "31000",
-        "--served-model-name",
-        "base",
-        *SGLANG_ARGS,
-        *ONE_ENGINE,
-    ]
+    cmd = base_engine_command()
     log = str(out / "sglang-base.log")
     pid = start_process(cmd, log)
     try:
@@ -473,19 +478,7 @@ def phase_gateway(out: Path, engine: str = "sglang", rounds: int = 5, base_tree:
     trees = {"repo": repo, "base": Path(base_tree) if base_tree else None}
     tokenizer = AutoTokenizer.from_pretrained(WORK / "base")
     if engine == "sglang":
-        cmd = [
-            sys.executable,
-            "-m",
-            "sglang.launch_server",
-            "--model-path",
-            str(WORK / "base"),
-            "--port",
-            "31000",
-            "--served-model-name",
-            "base",
-            *SGLANG_ARGS,
-            *ONE_ENGINE,
-        ]
+        cmd = base_engine_command()
         engine_model = "base"
     else:
         from bench_gateway import ENGINE

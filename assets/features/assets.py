@@ -11,6 +11,7 @@ from pydantic import Field
 
 from crawl2serve.assets.contracts import Distribution, TableContract
 from crawl2serve.assets.metadata import facts_table, frame_table, stage_facts
+from crawl2serve.assets.partitions import EVERY_PARTITION
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.storage import DataRoot
 
@@ -68,10 +69,7 @@ def _specs(contract: TableContract, prefix: str) -> list[dg.AssetCheckSpec]:
 
 @dg.asset(
     group_name="features",
-    ins={
-        name: dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
-        for name in ("deduplicated_documents", "document_rejections", "duplicate_clusters")
-    },
+    ins={name: EVERY_PARTITION for name in ("deduplicated_documents", "document_rejections", "duplicate_clusters")},
     check_specs=_specs(DOCUMENTS, "documents") + _specs(DOMAINS, "domains"),
     kinds={"feast", "parquet"},
     tags={"stage": "features"},

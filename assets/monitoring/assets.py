@@ -17,8 +17,8 @@ from crawl2serve.assets.metadata import (
     readable,
     stage_facts,
 )
+from crawl2serve.assets.partitions import EVERY_PARTITION, monitoring_partitions
 from crawl2serve.assets.partitions import HOUR_PARTITION_FORMAT as PARTITION_FORMAT
-from crawl2serve.assets.partitions import monitoring_partitions
 from crawl2serve.assets.serving.assets import sglang_deployment
 from crawl2serve.resources.folders import TokenizerFolder, asset_folder
 from crawl2serve.resources.serving import ServingEngine
@@ -204,7 +204,7 @@ def _verdict_table(result) -> dg.TableMetadataValue:
     ins={
         # this hour and the BASELINE_WINDOW hours before it (those that exist), keyed by partition
         "inference_log": dg.AssetIn(partition_mapping=_LOG_WINDOW),
-        "deduplicated_documents": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),  # the training corpus
+        "deduplicated_documents": EVERY_PARTITION,  # the training corpus
     },
     kinds={"evidently"},
     tags={"stage": "monitoring"},

@@ -14,6 +14,7 @@ import polars as pl
 from pydantic import Field
 
 from crawl2serve.assets.metadata import facts_table, frame_table, stage_facts
+from crawl2serve.assets.partitions import EVERY_PARTITION
 from crawl2serve.resources.folders import RECORD, IndexFolder, ReportFolder, asset_folder
 from crawl2serve.resources.storage import DataRoot
 
@@ -66,7 +67,7 @@ def _previous_version(data_root: DataRoot, folder: str) -> Path | None:
 @dg.asset(
     group_name="retrieval",
     io_manager_key=FOLDER,
-    ins={"deduplicated_documents": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
+    ins={"deduplicated_documents": EVERY_PARTITION},
     kinds={"qdrant", "parquet"},
     tags={"stage": "retrieval"},
     **stage_facts("retrieval"),

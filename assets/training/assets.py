@@ -11,6 +11,7 @@ from pydantic import Field
 
 from crawl2serve.assets.features.assets import feast_registry
 from crawl2serve.assets.metadata import frame_table, stage_facts
+from crawl2serve.assets.partitions import EVERY_PARTITION
 from crawl2serve.resources.base_model import BaseModelSource
 from crawl2serve.resources.feast_store import FeastStore
 from crawl2serve.resources.folders import DatasetFolder, ModelFolder, TokenizerFolder, asset_folder
@@ -20,13 +21,12 @@ from crawl2serve.resources.training import TrainingLauncher
 
 from .packing import PRETRAIN, assign_split, newest_partitions, pack_documents, select_documents, split_keys
 
-ALL = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 FOLDER = "folder_io_manager"  # folder-shaped outputs: a handle recorded by resources/folders.py
 
 
 @dg.asset(
     group_name="training",
-    ins={"deduplicated_documents": ALL},
+    ins={"deduplicated_documents": EVERY_PARTITION},
     io_manager_key=FOLDER,
     kinds={"huggingface"},
     tags={"stage": "training"},
@@ -73,7 +73,7 @@ def tokenizer(
 
 @dg.asset(
     group_name="training",
-    ins={"deduplicated_documents": ALL},
+    ins={"deduplicated_documents": EVERY_PARTITION},
     io_manager_key=FOLDER,
     kinds={"pytorch", "huggingface"},
     tags={"stage": "training"},
@@ -164,7 +164,7 @@ def historical_features(store, docs: pl.DataFrame, as_of: datetime) -> pl.DataFr
 @dg.asset(
     group_name="training",
     deps=[feast_registry],
-    ins={"deduplicated_documents": ALL, "duplicate_clusters": ALL},
+    ins={"deduplicated_documents": EVERY_PARTITION, "duplicate_clusters": EVERY_PARTITION},
     io_manager_key=FOLDER,
     kinds={"feast", "parquet"},
     tags={"stage": "training"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +15,12 @@ from crawl2serve.serving.gateway.hours import daily_hours
 from crawl2serve.serving.gateway.logrow import LOG_FIELDS, LogRow
 from crawl2serve.serving.gateway.logstore import InferenceLog
 
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(LogRow)}
+
 
 def row(i: int, ts: str, **over) -> dict:
     r = {
+        **DEFAULTS,  # the fields this row leaves at the gateway's defaults
         "request_id": f"r{i}",
         "ts": ts,
         "tenant": "t1",
@@ -46,17 +50,6 @@ def row(i: int, ts: str, **over) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
-        "response_format": "",
-        "tool_calls": "",
-        "cache": "",
-        "routing_rule": "",
-        "batch_id": "",
-        "retrieval_version": "",
-        "retrieval_ms": None,
-        "retrieval_hits": None,
-        "retrieval_top_score": None,
-        "retrieval_urls": "",
-        "semantic_cache_similarity": None,
     }
     r.update(over)
     return r

@@ -38,8 +38,12 @@ from crawl2serve.serving.gateway.logstore import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(LogRow)}
+
+
 def make_row(request_id: str = "req-0", **overrides) -> dict:
     row = {
+        **DEFAULTS,  # the fields this row leaves at the gateway's defaults
         "request_id": request_id,
         "ts": "2025-03-01T10:15:30.123456+00:00",
         "tenant": "acme",
@@ -69,17 +73,6 @@ def make_row(request_id: str = "req-0", **overrides) -> dict:
         "experiment": "",
         "arm": "",
         "rating": None,
-        "response_format": "",
-        "tool_calls": "",
-        "cache": "",
-        "routing_rule": "",
-        "batch_id": "",
-        "retrieval_version": "",
-        "retrieval_ms": None,
-        "retrieval_hits": None,
-        "retrieval_top_score": None,
-        "retrieval_urls": "",
-        "semantic_cache_similarity": None,
     }
     assert set(row) == set(LOG_FIELDS)
     return row | overrides
