@@ -21,6 +21,8 @@ from crawl2serve.assets.training.multinode import (
 )
 from crawl2serve.serving.k8s import GPU_TOLERATIONS
 
+from .pipes_messages import WholeLineTempFileMessageReader
+
 POD_LABELS = {"app.kubernetes.io/part-of": "crawl2serve", "crawl2serve/stage": "training"}
 NODE_LOSS_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 
@@ -176,7 +178,8 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     def run(self, context: dg.AssetExecutionContext, config_path: str, env: dict[str, str]):
         if self.mode == "local":
-            return dg.PipesSubprocessClient().run(context=context, command=self.command(config_path), env=env)
+            client = dg.PipesSubprocessClient(message_reader=WholeLineTempFileMessageReader())
+            return client.run(context=context, command=self.command(config_path), env=env)
         from dagster_k8s import PipesK8sClient
 
         names = (
