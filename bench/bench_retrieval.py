@@ -8,11 +8,12 @@ The corpus is what the pydoc crawl serves: the plain-text documentation of every
 module and submodule (then a few installed libraries': numpy, polars, yaml, httpx, pydantic, fsspec) (``pydoc.render_doc(..., renderer=pydoc.plaintext)``), chunked as ``retrieval_index`` chunks
 (200 tokens, overlap 40, headings), cut at ``--chunks``. Documents are the modules' pages, URLs their names.
 
-* **build**: ``build_version`` (chunking, LSA fit on a 2,000-chunk sample + encode, bm25s, Qdrant local
+* **build**: ``build_version`` (chunking, the embedder's fit + encode, bm25s, Qdrant local
   upserts) timed ``--repeats`` times; chunks/s of wall time and per CPU-second of the process (user + sys:
   per core, whatever the threads);
 * **quality**: recall@5, recall@10 and MRR of bm25 / dense / hybrid on the generated query set
-  (``assets/retrieval/evaluation.py``: sentence, heading, paraphrase; ``--queries`` of each);
+  (``assets/retrieval/evaluation.py``: sentence, heading, paraphrase; ``--queries`` of each; ``--seeds``), the
+  hybrid both by the version's fusion (convex, alpha 0.85) and by the others (``hybrid-rrf60``, convex alphas);
 * **latency**: one search at a time through ``RetrievalIndex.search`` (query embedding, BM25, Qdrant, RRF),
   the three modes alternating, ``--repeats`` passes over 200 queries; p50 and p95 in ms;
 * ``--embedders``: the candidates for the embedded default on the same query set over the first 2,000
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crawl2serve.assets.retrieval.chunking import Chunker, indexed_text
 from crawl2serve.assets.retrieval.embeddings import LsaEmbedder, ProjectionEmbedder
 from crawl2serve.assets.retrieval.evaluation import QuerySet, evaluate, summarize
+from crawl2serve.assets.retrieval.fusion import ConvexFusion, ReciprocalRankFusion
 from crawl2serve.assets.retrieval.index import MODES, IndexSettings, RetrievalIndex, build_version
 
 EXTRA = ("numpy", "polars", "yaml", "httpx", "pydantic", "fsspec")  # installed libraries' pages after the stdlib's
@@ -205,6 +207,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=100, help="queries of each kind")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="query-set seeds (0: retrieval_eval's)")
     parser.add_argument("--embedders", action="store_true")
     parser.add_argument("--model", help="a base_model folder (the tiny Llama) for --embedders")
     parser.add_argument("--embedder-chunks", type=int, nargs="+", default=[2000, 10000], help="--embedders sizes")
@@ -226,8 +229,14 @@ def main() -> None:
             bench_embedders(documents, args.model if size == min(args.embedder_chunks) else None, args.queries, size)
     folder = bench_build(documents, args.repeats)
     index = RetrievalIndex.load(folder)
-    queries = QuerySet(per_kind=args.queries).generate(index.chunks)
-    print(summarize(evaluate(index, queries)))
+    fusions = {"hybrid-rrf60": ReciprocalRankFusion(60)} | {
+        f"hybrid-convex{a}": ConvexFusion(a) for a in (0.5, 0.7, 0.8, 0.9)
+    }
+    for seed in args.seeds:
+        queries = QuerySet(per_kind=args.queries, seed=seed).generate(index.chunks)
+        print(f"queries of seed {seed} (hybrid = the version's fusion, {index.fusion})")
+        with pl.Config(tbl_rows=20):
+            print(summarize(evaluate(index, queries, fusions=fusions)))
     bench_latency(index, queries["query"].to_list()[:200], args.repeats)
     if args.cache:
         bench_cache(index, args.queries)

@@ -40,6 +40,13 @@ class IndexConfig(dg.Config):
     )
     quantization: bool = Field(False, description="int8 scalar quantization of the collection's vectors.")
     qdrant_url: str = Field("", description="A Qdrant server (production); empty: local mode in the version folder.")
+    fusion: str = Field(
+        "convex", description="How hybrid search merges BM25 and dense: 'convex' (normalised scores) or 'rrf'."
+    )
+    fusion_alpha: float = Field(
+        0.85, description="BM25's weight in the convex fusion (dense: 1 - alpha); lower with a semantic embedder."
+    )
+    rrf_k: int = Field(60, description="The reciprocal-rank fusion constant (fusion 'rrf').")
     full_reindex: bool = Field(
         False, description="Fit the embedder anew and embed every chunk, instead of reusing the last version."
     )
@@ -79,7 +86,7 @@ def retrieval_index(
     deduplicated_documents: dict[str, pl.DataFrame],
 ) -> dg.Output[IndexFolder]:
     """A new version of the hybrid index over the corpus: chunks by heading and token window, BM25 (bm25s), and
-    dense vectors in a Qdrant collection (HNSW m=16, ef_construct=100).
+    dense vectors in a Qdrant collection (HNSW m=16, ef_construct=100); searched with the fusion it names.
 
     Comes from every crawl partition of ``deduplicated_documents`` (the newest copy of each URL). Built from
     this asset's previous version when the embedder settings are unchanged (changed chunks upserted, gone ones
@@ -107,6 +114,9 @@ def retrieval_index(
             "changes": facts_table({k: facts[k] for k in ("upserted", "unchanged", "deleted")}, ("change", "chunks")),
             "collection": facts_table(
                 {k: facts[k] for k in ("points", "dimensions", "hnsw_m", "hnsw_ef_construct", "quantization")}
+            ),
+            "fusion": facts_table(
+                {k: facts["settings"][k] for k in ("fusion", "fusion_alpha", "rrf_k")}, ("setting", "value")
             ),
             "seconds": facts_table(facts["seconds"], ("phase", "seconds")),
             "chunks_per_second": round(per_second, 1),

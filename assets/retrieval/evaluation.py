@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from .fusion import Fusion
 from .index import MODES, RetrievalIndex
 
 KINDS = ("sentence", "heading", "paraphrase")
@@ -81,14 +82,18 @@ def _paraphrase(content: list[str], rng: random.Random) -> str:
     return " ".join(words)
 
 
-def evaluate(index: RetrievalIndex, queries: pl.DataFrame, k: int = 10) -> pl.DataFrame:
-    """One row per query and mode: the rank (1-based) of the query's source chunk in the top ``k``, or null."""
+def evaluate(
+    index: RetrievalIndex, queries: pl.DataFrame, k: int = 10, fusions: dict[str, Fusion] | None = None
+) -> pl.DataFrame:
+    """One row per query and mode: the rank (1-based) of the query's source chunk in the top ``k``, or null.
+    ``fusions``: other hybrid fusions to compare with the version's own, each a mode of its own name."""
     rows = []
+    searches = [(mode, mode, None) for mode in MODES] + [(name, "hybrid", f) for name, f in (fusions or {}).items()]
     for query_id, kind, query, chunk in queries.iter_rows():
         vector = index.embed([query])[0]
-        for mode in MODES:
-            ranked = [h.chunk_id for h in index.search(query, k=k, mode=mode, vector=vector)]
-            rows.append((query_id, kind, mode, ranked.index(chunk) + 1 if chunk in ranked else None))
+        for name, mode, fusion in searches:
+            ranked = [h.chunk_id for h in index.search(query, k=k, mode=mode, vector=vector, fusion=fusion)]
+            rows.append((query_id, kind, name, ranked.index(chunk) + 1 if chunk in ranked else None))
     return pl.DataFrame(
         rows, schema={"query_id": pl.Int64, "kind": pl.String, "mode": pl.String, "rank": pl.Int64}, orient="row"
     )

@@ -1,5 +1,5 @@
 """A retrieval index version: its files, how one is built (in full or from the version before), and how it is
-searched (BM25, dense, or both fused by reciprocal rank).
+searched (BM25, dense, or both fused: fusion.py).
 
 A version is a folder, written under a temporary name and renamed into place when complete, never changed
 afterwards::
@@ -30,18 +30,20 @@ import polars as pl
 
 from .chunking import Chunker, indexed_text
 from .embeddings import Embedder, load_embedder, make_embedder
+from .fusion import Fusion, make_fusion
 from .lexical import Bm25Index
 from .vectors import VectorStore
 
-RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009; the seeds' value)
-CANDIDATES = 50  # each retriever's list fused by RRF
+CANDIDATES = 50  # each retriever's list, fused into the hybrid one
 MODES = ("hybrid", "bm25", "dense")
 TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """What a version is built with: chunking, the embedder, quantization, and where its vectors live."""
+    """What a version is built with and searched by: chunking, the embedder, quantization, where its vectors
+    live, and how hybrid search fuses its two lists (``fusion``: convex with BM25's weight ``fusion_alpha``, or
+    rrf with ``rrf_k``; fusion.py says why convex 0.85 is the default)."""
 
     max_tokens: int = 200
     overlap: int = 40
@@ -50,6 +52,12 @@ class IndexSettings:
     dimensions: int = 512
     quantization: bool = False
     qdrant_url: str = ""  # empty: local mode, in the version's folder
+    fusion: str = "convex"
+    fusion_alpha: float = 0.85
+    rrf_k: int = 60
+
+    def make_fusion(self) -> Fusion:
+        return make_fusion(self.fusion, self.fusion_alpha, self.rrf_k)
 
     def embedder_key(self) -> dict:
         """The settings that make vectors comparable: a change means a full re-index."""
@@ -71,19 +79,9 @@ class Hit:
     dense_score: float | None = None
 
 
-def rrf(rankings: list[list[str]], k: int = RRF_K) -> list[tuple[str, float]]:
-    """Reciprocal-rank fusion: each id scores ``sum(1 / (k + rank))`` over the lists it is in (rank from 1);
-    best first, ties by first appearance."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
-    return sorted(scores.items(), key=lambda kv: -kv[1])
-
-
 @dataclass
 class RetrievalIndex:
-    """A loaded version: its chunk table, BM25 index, embedder and vector store."""
+    """A loaded version: its chunk table, BM25 index, embedder, vector store, and the fusion it was built with."""
 
     version: str
     folder: Path
@@ -92,8 +90,13 @@ class RetrievalIndex:
     embedder: Embedder
     store: VectorStore
     facts: dict = field(default_factory=dict)
+    fusion: Fusion | None = None
 
     def __post_init__(self):
+        if self.fusion is None:
+            known = IndexSettings.__dataclass_fields__
+            saved = {k: v for k, v in self.facts.get("settings", {}).items() if k in known}
+            self.fusion = IndexSettings(**saved).make_fusion()  # a version from before fusion settings: defaults
         self._ids = self.chunks["chunk_id"].to_list()
         self._row = {c: i for i, c in enumerate(self._ids)}
         self._columns = {c: self.chunks[c].to_list() for c in ("url", "title", "heading", "text")}
@@ -130,10 +133,17 @@ class RetrievalIndex:
             return []  # no known term: a zero vector is near nothing
         return self.store.search(vector, k)
 
-    def search(self, query: str, k: int = 10, mode: str = "hybrid", vector: np.ndarray | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "hybrid",
+        vector: np.ndarray | None = None,
+        fusion: Fusion | None = None,
+    ) -> list[Hit]:
         """The ``k`` best chunks for ``query`` by ``mode``: ``bm25``, ``dense``, or ``hybrid`` (both lists of
-        :data:`CANDIDATES`, fused by :func:`rrf` with k = 60). ``vector``: the query's embedding, if already
-        computed (the semantic cache embeds it once)."""
+        :data:`CANDIDATES`, fused by the version's fusion, or ``fusion``). ``vector``: the query's embedding, if
+        already computed (the semantic cache embeds it once)."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: expected one of {MODES}")
         lexical = self.bm25_ranking(query, max(k, CANDIDATES)) if mode != "dense" else []
@@ -143,7 +153,7 @@ class RetrievalIndex:
         elif mode == "dense":
             fused = dense
         else:
-            fused = rrf([[c for c, _ in lexical], [c for c, _ in dense]])
+            fused = (fusion or self.fusion).fuse(lexical, dense)
         bm25_rank = {c: i + 1 for i, (c, _) in enumerate(lexical)}
         dense_rank = {c: i + 1 for i, (c, _) in enumerate(dense)}
         dense_score = dict(dense)
@@ -179,6 +189,7 @@ def build_version(
     ``previous``: the served (or last built) version's folder, reused unless ``full`` or its embedder settings
     differ. The folder is written as ``.tmp-<version>`` and renamed when complete."""
     started = time.perf_counter()
+    settings.make_fusion()  # a bad fusion setting fails here, before any work
     chunks = Chunker(settings.max_tokens, settings.overlap).chunk(documents)
     prior = json.loads((previous / "version.json").read_text()) if previous else None
     incremental = prior is not None and not full and prior["settings_key"] == settings.embedder_key()

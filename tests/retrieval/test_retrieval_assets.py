@@ -52,6 +52,8 @@ def test_retrieval_index_incremental_and_gated_switch(lineage, tmp_path):
     assert first.success
     blocking = ("retrieval_eval:hybrid_recall_at_10", "retrieval_eval:queries_of_every_kind")
     assert all(checks(first)[c] for c in blocking), checks(first)
+    # the default fusion (convex, BM25 weight 0.85): hybrid at least each list alone (RRF was below BM25 here)
+    assert checks(first)["retrieval_eval:hybrid_not_below_either"], first.output_for_node("retrieval_eval").facts
     facts = _index_facts(first)
     assert facts["mode"] == "full" and facts["points"] == facts["chunks"] > docs.height
     assert (facts["hnsw_m"], facts["hnsw_ef_construct"]) == (16, 100)
