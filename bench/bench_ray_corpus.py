@@ -189,6 +189,8 @@ def throughput(files: list[str], rounds: int) -> None:
         # the default (workers unset): tasks queued ahead of the 2 CPUs, so a worker that finishes a shard starts
         # the next at once (workers=2, two in flight, left a CPU idle for a round trip per shard: 1.56x, not 1.7x)
         "Ray, 2 workers": CorpusExecutor(),
+        # one Ray task per shard (the executor before guided batching): what batching gains, side by side
+        "Ray, 2, task per shard": CorpusExecutor(max_batch=1),
     }
     materialize(files[:4], configs["Ray, 2 workers"])  # warm both workers (imports) and the process
     runs: dict[str, list[dict]] = {name: [] for name in configs}

@@ -18,7 +18,13 @@ from crawl2serve.resources.corpus_executor import (
     run_shards,
 )
 from crawl2serve.resources.storage import TMP_PREFIX, DataRoot
-from tests.resources.shard_functions import die_mid_write_once, pid_and_square, span, square_or_refuse
+from tests.resources.shard_functions import (
+    die_mid_write_once,
+    pid_and_square,
+    span,
+    square_or_refuse,
+    task_and_square_or_refuse,
+)
 from tests.support import warc_bytes
 
 FIXTURES = Path(__file__).parents[1] / "corpus" / "fixtures"
@@ -63,9 +69,28 @@ def test_the_heaviest_shards_start_first_and_equal_weights_keep_their_order(ray_
     assert list(run_shards(InProcessExecutor(), span, shards).values) == [s.key for s in shards]  # in order
 
 
+def test_small_shards_share_tasks_large_first_single_at_the_end_and_fail_alone(ray_session):
+    values = [*range(20), -1, *range(21, 40)]  # shard 20's data is bad
+    shards = [Shard(f"{i:02d}", (x,), weight=1) for i, x in enumerate(values)]
+    run = run_shards(RayExecutor(workers=2), task_and_square_or_refuse, shards)
+    assert run.failures == {"20": "ValueError: negative input -1"}
+    assert {k: v[1] for k, v in run.values.items()} == {f"{i:02d}": x * x for i, x in enumerate(values) if x >= 0}
+    tasks: dict[str, list[str]] = {}
+    for key, (task, _) in sorted(run.values.items()):
+        tasks.setdefault(task, []).append(key)
+    sizes = [len(keys) for keys in sorted(tasks.values())]  # in shard order: the order they were handed out
+    # guided: each task about 1/(4 x 2 workers) of what is left: 5, 4, 3, ... shards, single ones at the end
+    assert sizes[:2] == [5, 4] and sizes[-10:] == [1] * 10 and len(tasks) < len(shards) / 1.5, sizes
+    assert run_shards(RayExecutor(workers=2, max_batch=1), square_or_refuse, shards).values == {
+        k: v[1] for k, v in run.values.items()
+    }
+
+
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="corpus_executor.workers: must be at least 1"):
         CorpusExecutor(workers=0).executor()
+    with pytest.raises(ValueError, match="max_batch: must be at least 1"):
+        RayExecutor(workers=1, max_batch=0)
     assert CorpusExecutor(backend="in_process", workers=8).executor().workers == 1
 
 
