@@ -18,18 +18,18 @@ one WARC file per shard:
 - memory: at 1x, 4x, 16x the embedded crawl, each in a fresh process with a fresh local Ray: the workers' peak RSS
   (``worker_peak_rss_mb``: each worker's ``ru_maxrss`` over every shard it ran) and the driver's.
 
-Measured on this machine, 2026-12-01 evening, nothing else running (load average 1.0-2.0; medians of 5
-alternating rounds on 5,680 pages; "Ray, 2 workers" is the default executor, tasks queued ahead of the CPUs):
+Measured on this machine, 2026-12-01 20:50 UTC (load average 0.9-2.1, yardstick 1.74x; medians of 5 alternating
+rounds on 6,514 pages, 66 files; "Ray, 2 workers" is the default executor: tasks queued ahead of the CPUs, small
+shards batched; "task per shard" is max_batch=1, the executor before batching):
 
                         end to end docs/s  extract docs/s  clean docs/s  extract docs/CPU-s  clean docs/CPU-s  cores got
-    in process, 1 worker       654              1235           2002             1245               2041         0.99, 0.98
-    Ray, 1 worker              600              1159           1751             1230               2067         0.94, 0.85
-    Ray, 2 workers            1050              2225           3250             1228               2070         1.80, 1.59
-    Ray 2 workers / in process: 1.61x end to end (extract 1.80x, clean 1.62x); per core 0.99x, 1.01x.
-    yardstick, pure-CPU shards: 2 Ray workers 1.97x 1 worker (1.87-2.01).
-    step (driver) CPU per 1,000 pages: 1.53 s in process (all the work), 0.21 s under Ray (the serial part).
-    Before this session's changes (pydoc started with every run; workers=2, two tasks in flight): in process 504,
-    Ray 2 workers 786 docs/s end to end, 1.56x (3 rounds, quiet).
+    in process, 1 worker       466               887           1341              892               1360        1.00, 0.99
+    Ray, 1 worker              433               840           1328              856               1401        0.98, 0.95
+    Ray, 2 workers             823              1664           2738              907               1616        1.83, 1.72
+    Ray, 2, task per shard     759              1662           2483              918               1540        1.81, 1.61
+    Ray 2 workers / in process: 1.76x end to end (rounds 1.64-2.00, median 1.71x); task per shard 1.63x.
+    Other runs of the same command: 1.87x (3 rounds, yardstick 1.75-2.03) and 1.41x (yardstick 1.56-2.10, the
+    workers' CPU seconds 14% dearer than in process): read the ratio beside the yardstick.
 
     memory, 2 Ray workers:  1x 2,623 pages: worker peak 310 MB, driver 536 MB;  4x 10,492: 324, 536;
                             16x 41,968 (432 files): 331, 554 (another run: 319/329/334 and 530/530/582): flat.
