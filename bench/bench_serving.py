@@ -16,7 +16,7 @@ Workload: ``--dataset-name random-ids`` (no downloads), 256 input / 256 output t
 
     gateway   gateway overhead: one fresh engine (SGLang, or ``--engine fake``: bench_gateway.py's load generator)
               reached directly and through each gateway of GATEWAY_ARMS (``--base-tree``: the code before a
-              change, as the "before" arm; h11; httptools; h11 with 2 workers) in rounds, the arms' order rotated
+              change, as the "before" arm, and this tree's code as the "after" arm) in rounds, the arms' order rotated
               each round, fresh random prompts per run (``streamload.py``); ratios pair an arm with the direct run
               of its round. ``summary`` prints the table again from ``OUT/serving.jsonl``.
 
@@ -353,10 +353,8 @@ GATEWAY_PROMPTS = {1: 8, 32: 96, 64: 192, 128: 384}
 # (label, tree, uvicorn HTTP implementation, workers); tree "base": the code before this comparison's changes
 # (its uvicorn picks httptools when installed), carried beside the repo as BASE_TREE
 GATEWAY_ARMS = (
-    ("gw-before-httptools", "base", None, 1),
-    ("gw-h11", "repo", "h11", 1),
-    ("gw-httptools", "repo", "httptools", 1),
-    ("gw-h11-2w", "repo", "h11", 2),
+    ("gw-before", "base", "h11", 1),
+    ("gw-after", "repo", "h11", 1),
 )
 
 
