@@ -100,9 +100,11 @@ def run_ours(work: Path, args, nproc: int, compile_: bool, liger: bool = False) 
         "--config",
         str(path),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    if proc.returncode != 0:
-        return {"error": proc.stderr[-1500:]}
+    path_env = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path_env})
+    if proc.returncode != 0:  # the trainer's own traceback, not torchrun's summary after it
+        errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error:" in ln]
+        return {"error": "\n".join(errors[:6]) + "\n" + proc.stderr[-800:]}
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith('{"result"'))
     return json.loads(line)["result"]
 
