@@ -93,7 +93,8 @@ class TrainConfig:
     liger: bool = knob(
         False,
         "Liger's fused Triton kernels (liger-kernel: RMSNorm, SwiGLU, RoPE, and the cross-entropy fused with the "
-        "output layer, which never materializes the logits), on GPUs only; needs the liger-kernel package.",
+        "output layer, which never materializes the logits), on GPUs only; needs the liger-kernel package. "
+        "On one H200: 1.31x our eager trainer's tokens/s, 0.93x the compiled one's (README, GPU figures).",
     )
 
     @classmethod
