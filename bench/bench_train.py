@@ -2,6 +2,7 @@
 
     python3 bench/bench_train.py                       # one GPU: ours (eager), ours (torch.compile), HF Trainer
     python3 bench/bench_train.py --variants ours --nproc 1,2   # FSDP scaling: 1 GPU vs 2 GPUs (torchrun)
+    python3 bench/bench_train.py --variants ours_compile,ours_compile_liger,ours_liger,hf   # Liger's kernels
 
 A Llama-shaped model of ~1.2B parameters built from a config (random init, no download), bf16, packed
 random-token sequences of 2048, LoRA r=16 on all projections. MFU uses PaLM's model FLOPs per token,
@@ -67,11 +68,11 @@ def prepare(work: Path, seq: int, rows: int, shape: dict | None = None) -> None:
         pq.write_table(pa.table({"input_ids": arr}), work / "data" / f"{split}.parquet")
 
 
-def run_ours(work: Path, args, nproc: int, compile_: bool) -> dict:
+def run_ours(work: Path, args, nproc: int, compile_: bool, liger: bool = False) -> dict:
     cfg = dict(
         base_model=str(work / "base"),
         dataset_dir=str(work / "data"),
-        output_dir=str(work / f"out-{nproc}-{int(compile_)}"),
+        output_dir=str(work / f"out-{nproc}-{int(compile_)}-{int(liger)}"),
         max_steps=args.steps,
         micro_batch_size=args.micro,
         learning_rate=1e-4,
@@ -81,11 +82,12 @@ def run_ours(work: Path, args, nproc: int, compile_: bool) -> dict:
         eval_batches=1,
         log_every=1,
         compile=compile_,
+        liger=liger,
         lora_r=16,
         lora_alpha=32,
         target_modules=TARGETS,
     )
-    path = work / f"cfg-{nproc}-{int(compile_)}.json"
+    path = work / f"cfg-{nproc}-{int(compile_)}-{int(liger)}.json"
     path.write_text(json.dumps(cfg))
     cmd = [
         sys.executable,
@@ -98,9 +100,11 @@ def run_ours(work: Path, args, nproc: int, compile_: bool) -> dict:
         "--config",
         str(path),
     ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    if proc.returncode != 0:
-        return {"error": proc.stderr[-1500:]}
+    path_env = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path_env})
+    if proc.returncode != 0:  # the trainer's own traceback, not torchrun's summary after it
+        errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error:" in ln]
+        return {"error": "\n".join(errors[:6]) + "\n" + proc.stderr[-800:]}
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith('{"result"'))
     return json.loads(line)["result"]
 
@@ -209,7 +213,7 @@ def main() -> None:
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 res = json.loads(lines[-1][7:]) if lines else {"error": proc.stderr[-1500:]}
             else:
-                res = run_ours(work, args, n, compile_=variant == "ours_compile")
+                res = run_ours(work, args, n, compile_="compile" in variant, liger="liger" in variant)
             res["wall_s"] = time.time() - t0
             rows.append((variant, n, res))
             print(variant, n, json.dumps(res)[:600], flush=True)

@@ -90,6 +90,12 @@ class TrainConfig:
         "not on CPU where compiling costs more than it saves.",
     )
     max_seq_len: int | None = knob(None, "Truncate packed rows to this many tokens (unset: the dataset's seq_len).")
+    liger: bool = knob(
+        False,
+        "Liger's fused Triton kernels (liger-kernel: RMSNorm, SwiGLU, RoPE, and the cross-entropy fused with the "
+        "output layer, which never materializes the logits), on GPUs only; needs the liger-kernel package. "
+        "On one H200: 1.31x our eager trainer's tokens/s, 0.93x the compiled one's (README, GPU figures).",
+    )
 
     @classmethod
     def load(cls, path: str) -> TrainConfig:
@@ -288,9 +294,20 @@ def _eval_bytes(cfg: TrainConfig, val_data: np.ndarray) -> int:
 
 
 # -- model ------------------------------------------------------------------------------------------
+def _apply_liger(base_model: str) -> None:
+    """Patch transformers' modules of the base model's type with Liger's kernels (before the model is built:
+    Liger swaps the classes and the causal-LM forward, so the loss comes from its fused linear cross-entropy)."""
+    from liger_kernel.transformers.monkey_patch import _apply_liger_kernel
+
+    model_type = json.loads((Path(base_model) / "config.json").read_text())["model_type"]
+    _apply_liger_kernel(model_type)
+
+
 def build_model(cfg: TrainConfig, device: torch.device, world: int):
     from transformers import AutoModelForCausalLM
 
+    if cfg.liger and device.type == "cuda":
+        _apply_liger(cfg.base_model)
     full = cfg.mode == "full"  # full: fp32 master weights everywhere (bf16 autocast on GPU)
     dtype = torch.bfloat16 if device.type == "cuda" and not full else torch.float32
     model = AutoModelForCausalLM.from_pretrained(

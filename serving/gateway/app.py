@@ -112,8 +112,8 @@ class Gateway:
             Structured(settings.engines, counter),
             Limit(self.limiter, tiers, self.tier_source, self.metrics, counter),
             CheckBudget(self.budgets),
-            Screen(guardrails, self.metrics),
         ]
+        self.screen = Screen(guardrails, self.metrics)  # after the steps: while the engine prefills (run)
         self.screen_output = ScreenOutput(guardrails, self.metrics)
         self.account = Account(self.limiter, self.tier_source, self.metrics, counter)
         self.charge = Charge(self.budgets, PriceBook(settings.prices))
@@ -132,16 +132,22 @@ class Gateway:
 
     async def run(self, call: Call, steps) -> Response:
         """A call through ``steps`` (the request path's, or a batch line's: its tenant and body known already),
-        the engine, and its answer's screening, accounting and log row."""
+        the input screen and the engine, and its answer's screening, accounting and log row. A call bound for
+        the engine is screened while the engine prefills (:meth:`_screened_engine`); one a cache may answer
+        is screened first."""
         self.metrics.inflight.inc()
         try:
             for step in steps:
                 await step(call)
             self._prepare(call)
-            if call.semantic_hit is not None:  # the semantic cache answered (gateway.rag): no engine
-                call.served, call.row.route = semantic_answer(call), "semantic_cache"
-            elif not await self.cache.lookup(call):  # a hit: call.served holds the cached answer
-                await self._engine(call)
+            if call.semantic_hit is None and not self.cache.enabled:
+                await self._screened_engine(call)
+            else:
+                await self.screen(call)
+                if call.semantic_hit is not None:  # the semantic cache answered (gateway.rag): no engine
+                    call.served, call.row.route = semantic_answer(call), "semantic_cache"
+                elif not await self.cache.lookup(call):  # a hit: call.served holds the cached answer
+                    await self._engine(call)
             if call.req.stream:
                 return await self._stream_response(call)
             return await self._complete(call)
@@ -197,10 +203,51 @@ class Gateway:
             payload["stream_options"] = {"include_usage": True}
         call.engine_path, call.engine_payload = path, payload
 
+    async def _screened_engine(self, call: Call) -> None:
+        """The engine request sent first, the prompt screened once it is written (the screen of a 256-token
+        prompt takes 1–3 ms, about a tenth of a short prefill, which now overlaps it): nothing of the
+        engine's answer is used before the verdict. A blocked prompt's engine request is cancelled (a stream
+        already open is closed, so the engine aborts it) and the call ends as it would have without it: the
+        same 400 ``prompt_rejected``, nothing of the engine in its row. The screen runs on the event loop
+        (a long prompt's in a thread, as :class:`~serving.gateway.steps.Screen` says) once the request is
+        out: a thread from the start would hold the GIL while the loop still has the request to write."""
+        loop = asyncio.get_running_loop()
+        sent = loop.create_future()
+        engine = loop.create_task(self._call_engine(call, sent))
+        engine.add_done_callback(lambda _: sent.done() or sent.set_result(None))
+        try:
+            await sent  # the request is written (or the engine call is over: failed, or no engine to try)
+            verdict = await self.screen.verdict(call)
+        except BaseException:
+            await self._cancel_engine(engine)
+            raise
+        if verdict.blocked:
+            await self._cancel_engine(engine)
+        self.screen.apply(call, verdict)  # raises the block's ApiError
+        self._served(call, await engine)
+
+    async def _cancel_engine(self, engine: asyncio.Task) -> None:
+        """Cancel an engine request whose answer will not be used, and drop the stream it may have opened."""
+        engine.cancel()
+        try:
+            served = await engine
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # this call itself is being cancelled
+                raise
+            return
+        except Exception:  # the engine failed on it: nothing to drop (the pool has counted it)
+            return
+        self.pool.discard(served)
+
     async def _engine(self, call: Call) -> None:
+        self._served(call, await self._call_engine(call))
+
+    async def _call_engine(self, call: Call, sent: asyncio.Future | None = None):
+        """The engine's answer (:class:`~serving.gateway.upstream.Served`: a body, or an open stream); its
+        failures as the call's ApiError. ``sent``: resolved once the request is written (EnginePool.call)."""
         req, route, path, payload = call.req, call.route, call.engine_path, call.engine_payload
         try:
-            served = await self.pool.call(path, route.models, payload, stream=req.stream)
+            return await self.pool.call(path, route.models, payload, stream=req.stream, sent=sent)
         except EngineRejected as exc:
             message = (
                 exc.body.get("error", {}).get("message", str(exc.body)) if isinstance(exc.body, dict) else str(exc.body)
@@ -226,6 +273,9 @@ class Gateway:
                 code="engine_unavailable",
                 headers={"Retry-After": "5"},
             ) from exc
+
+    def _served(self, call: Call, served) -> None:
+        route = call.route
         call.served = served
         call.row.update(
             engine=served.engine,
@@ -322,6 +372,7 @@ class Gateway:
         parts: list[str] = []
         calls = ToolCallDeltas()
         tail = ""
+        out: list[bytes] = []  # the events of the current batch, not yet sent
         usage, finish, error, invalid = None, None, None, None
 
         def event(delta_text: str | None, finish_reason: str | None = None, tool_calls: list | None = None) -> str:
@@ -369,34 +420,41 @@ class Gateway:
                     )
                     + "\n\n"
                 )
-            source = self.cache.events(call.served) if call.row.cache == "hit" else self.pool.iter_events(call.served)
-            async for chunk in source:
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
-                    deltas = (choice.get("delta") or {}).get("tool_calls") if chat else None
-                    if deltas:
-                        calls.add(deltas)
-                        yield event(None, tool_calls=deltas)
-                    if text:
-                        if not parts:
-                            ttft = call.elapsed_ms()
-                            call.row.ttft_ms = round(ttft, 3)
-                            self.metrics.ttft.labels(call.endpoint, call.row.route).observe(ttft / 1000)
-                        tail += text
-                        parts.append(text)
-                        if len(parts) % STREAM_CHECK_EVERY == 0:
-                            verdict = self.screen_output.check(tail)
-                            tail = tail[-STREAM_CHECK_OVERLAP:]
-                            if verdict.blocked:
-                                call.reasons.extend(verdict.reasons)
-                                call.row.output_verdict = "block"
-                                finish = "content_filter"
-                                break
-                        yield prefix + jsonio.dumpb(text) + suffix
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
+            # The events of one read of the engine's stream leave in one write (see iter_batches)
+            source = self.cache.batches(call.served) if call.row.cache == "hit" else self.pool.iter_batches(call.served)
+            async for batch in source:
+                for chunk in batch:
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or []:
+                        text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
+                        deltas = (choice.get("delta") or {}).get("tool_calls") if chat else None
+                        if deltas:
+                            calls.add(deltas)
+                            out.append(event(None, tool_calls=deltas).encode())
+                        if text:
+                            if not parts:
+                                ttft = call.elapsed_ms()
+                                call.row.ttft_ms = round(ttft, 3)
+                                self.metrics.ttft.labels(call.endpoint, call.row.route).observe(ttft / 1000)
+                            tail += text
+                            parts.append(text)
+                            if len(parts) % STREAM_CHECK_EVERY == 0:
+                                verdict = self.screen_output.check(tail)
+                                tail = tail[-STREAM_CHECK_OVERLAP:]
+                                if verdict.blocked:
+                                    call.reasons.extend(verdict.reasons)
+                                    call.row.output_verdict = "block"
+                                    finish = "content_filter"
+                                    break
+                            out.append(prefix + jsonio.dumpb(text) + suffix)
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                    if finish == "content_filter":
+                        break
+                if out:
+                    yield b"".join(out)
+                    out.clear()
                 if finish == "content_filter":
                     break
             footer = citations(call) if finish != "content_filter" else ""
@@ -424,7 +482,7 @@ class Gateway:
         except Exception as exc:
             log.exception("request %s failed mid-stream", call.request_id)
             error, finish = "internal_error", "error"
-            yield "data: " + json.dumps(internal_error(exc).body()) + "\n\n"
+            yield b"".join(out) + b"data: " + json.dumps(internal_error(exc).body()).encode() + b"\n\n"
         finally:
             text = "".join(parts)
             self.screen_output.final(call, text + tool_calls_text(calls.calls()))

@@ -209,6 +209,11 @@ class ResponseCache:
         if isinstance(self.backend, MemoryStore):
             self.metrics.bytes.set(self.backend.bytes)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether calls are looked up (else every call goes to the engine)."""
+        return self.settings.enabled
+
     async def lookup(self, call: Call) -> bool:
         """Look the call up (its engine request must be prepared): True when it is answered from the cache
         (``call.served`` then holds the cached answer, shaped as an engine's), else False (a miss or bypass,
@@ -277,16 +282,19 @@ class ResponseCache:
         self._held()
 
     @staticmethod
-    async def events(served: Served):
-        """A cached answer as the JSON events of an engine's stream (text, finish, usage)."""
+    async def batches(served: Served):
+        """A cached answer as the JSON events of an engine's stream (text, finish, usage), in one batch (as
+        :meth:`~serving.gateway.upstream.EnginePool.iter_batches` gives the events of one read)."""
         choice = served.body["choices"][0]
         if "message" in choice:
             text, delta = choice["message"]["content"], lambda t: {"delta": {"content": t} if t is not None else {}}
         else:
             text, delta = choice["text"], lambda t: {"text": t or ""}
-        yield {"choices": [{"index": 0, "finish_reason": None, **delta(text)}]}
-        yield {"choices": [{"index": 0, "finish_reason": choice["finish_reason"], **delta(None)}]}
-        yield {"choices": [], "usage": served.body["usage"]}
+        yield [
+            {"choices": [{"index": 0, "finish_reason": None, **delta(text)}]},
+            {"choices": [{"index": 0, "finish_reason": choice["finish_reason"], **delta(None)}]},
+            {"choices": [], "usage": served.body["usage"]},
+        ]
 
     async def aclose(self) -> None:
         if self._storing:

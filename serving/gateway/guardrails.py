@@ -143,18 +143,25 @@ class TextIndex:
             self._scripts = _scripts(self.text)
         return self._scripts
 
+    @property
+    def words(self) -> list[str]:
+        """The text's distinct words, sorted."""
+        if self._words is None:
+            self._words = sorted(set(_WORD.findall(self.text)))
+        return self._words
+
+    def starts_a_word(self, prefix: str) -> bool:
+        """Whether a word of the text starts with ``prefix`` (itself a word)."""
+        words = self.words
+        i = bisect.bisect_left(words, prefix)
+        return i < len(words) and words[i].startswith(prefix)
+
     def has(self, anchor: str, word_start: bool) -> bool:
         """Whether ``anchor`` occurs in the text (at the start of a word if ``word_start``)."""
         key = (anchor, word_start)
         hit = self._seen.get(key)
         if hit is None:
-            if word_start and _WORD.fullmatch(anchor):
-                if self._words is None:
-                    self._words = sorted(set(_WORD.findall(self.text)))
-                i = bisect.bisect_left(self._words, anchor)
-                hit = i < len(self._words) and self._words[i].startswith(anchor)
-            else:
-                hit = anchor in self.text
+            hit = self.starts_a_word(anchor) if word_start and _WORD.fullmatch(anchor) else anchor in self.text
             self._seen[key] = hit
         return hit
 
@@ -1008,6 +1015,68 @@ def _compile_rule(name: str, weight: float, rows: dict[str, list[str | tuple[str
 
 
 INJECTION_RULES: tuple[Rule, ...] = tuple(_compile_rule(name, w, rows) for name, (w, rows) in RULE_TABLE.items())
+
+
+class RuleGates:
+    """Every rule's gated parts by their gate (script, anchor, word start): which rules a text matches, with one
+    anchor look-up per distinct gate of the scripts the text has (535 gates for 651 parts), then only the regexes
+    of the parts whose gate let them through. The same answer as :meth:`Rule.search` on every rule (a short text
+    or a rule without parts: its whole pattern), at a fraction of the per-part Python work on long prompts."""
+
+    def __init__(self, rules: tuple[Rule, ...]):
+        self.rules = rules
+        # script -> its gates in order: (anchor, whether it must start a word of the text, its parts)
+        self.gates: dict[str, list[tuple[str, bool, list[tuple[int, Part]]]]] = {}
+        self.ungated: list[tuple[int, Part]] = []  # parts tried on every text of their script
+        self.whole = [i for i, r in enumerate(rules) if not r.parts]  # rules matched by their pattern alone
+        found: dict[tuple[str, str, bool], list[tuple[int, Part]]] = {}
+        for i, rule in enumerate(rules):
+            for part in rule.parts:
+                if part.anchors is None:
+                    self.ungated.append((i, part))
+                    continue
+                for anchor in part.anchors:
+                    key = (part.script, anchor, part.word_start)
+                    if key not in found:  # a word-start anchor that is a word: looked up in the text's words
+                        found[key] = []
+                        word = part.word_start and _WORD.fullmatch(anchor) is not None
+                        self.gates.setdefault(part.script, []).append((anchor, word, found[key]))
+                    found[key].append((i, part))
+
+    def matched(self, index: TextIndex, allowed, done: set[int]) -> set[int]:
+        """The indexes of the rules of ``allowed`` (a predicate on a rule) that match ``index``'s text, besides
+        those of ``done`` (matched already: not tried again)."""
+        text, rules, hits = index.text, self.rules, set()
+        if len(text) < SHORT_TEXT:
+            return {
+                i for i, r in enumerate(rules) if i not in done and allowed(r) and r.pattern.search(text) is not None
+            }
+        for i in self.whole:
+            if i not in done and allowed(rules[i]) and rules[i].pattern.search(text) is not None:
+                hits.add(i)
+        scripts = index.scripts
+        tried: set[int] = set()
+        for script, gates in self.gates.items():
+            if script != "latin" and script not in scripts:
+                continue
+            for anchor, word, parts in gates:
+                if not (index.starts_a_word(anchor) if word else anchor in text):
+                    continue
+                for i, part in parts:
+                    if i in hits or i in done or id(part) in tried or not allowed(rules[i]):
+                        continue
+                    tried.add(id(part))
+                    if part.regex.search(text):
+                        hits.add(i)
+        for i, part in self.ungated:
+            if i in hits or i in done or not allowed(rules[i]):
+                continue
+            if (part.script == "latin" or part.script in scripts) and part.regex.search(text):
+                hits.add(i)
+        return hits
+
+
+RULE_GATES = RuleGates(INJECTION_RULES)
 LANGUAGES: tuple[str, ...] = tuple(sorted({lang for _, rows in RULE_TABLE.values() for lang in rows}))
 
 # Secrets that must never leave in a response. Case-sensitive: their formats are.
@@ -1050,10 +1119,10 @@ class Guardrails:
     def screen_prompt(self, text: str) -> Verdict:
         """Block a likely prompt injection or a blocked pattern; flag a suspicious prompt."""
         texts = views(text)
-        indexes = [TextIndex(t.lower()) for t in texts]
-        matched = [
-            r for r in INJECTION_RULES if any(r.search(ix.text, ix) for ix in (indexes[:1] if r.surface else indexes))
-        ]
+        hits: set[int] = set()
+        for k, view in enumerate(texts):  # surface rules on the first view (the prompt as written) only
+            hits |= RULE_GATES.matched(TextIndex(view.lower()), (lambda r: True) if k == 0 else _deep, hits)
+        matched = [r for i, r in enumerate(INJECTION_RULES) if i in hits]
         score = injection_score(matched)
         reasons = [f"injection:{r.name}" for r in matched]
         hard = self._blocked_reasons(text, *texts)
@@ -1084,6 +1153,11 @@ class Guardrails:
         if action == BLOCK and self.flag_only:
             action = FLAG
         return Verdict(action, tuple(reasons), score)
+
+
+def _deep(rule: Rule) -> bool:
+    """Whether ``rule`` is matched on a prompt's decoded and deobfuscated views too (not a surface rule)."""
+    return not rule.surface
 
 
 def _compile_blocked(pattern: str) -> re.Pattern[str]:

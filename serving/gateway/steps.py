@@ -1,9 +1,10 @@
 """The gateway's request path as a short chain of small steps, each behind one interface::
 
-    authenticate → read body → validate → route → [route by request] → structured → limit → budget → screen
-    → [cache | engine] → screen output → account → charge → log
+    authenticate → read body → validate → route → [route by request] → structured → limit → budget
+    → screen ∥ engine (or screen → cache) → screen output → account → charge → log
 
-(routing by request: :mod:`serving.gateway.request_router`; the response cache: :mod:`serving.gateway.cache`).
+(routing by request: :mod:`serving.gateway.request_router`; the response cache: :mod:`serving.gateway.cache`;
+the input screen runs while the engine prefills: :class:`Screen`).
 
 A step is an object with ``async __call__(call)`` that fills in the :class:`~serving.gateway.call.Call` or
 raises :class:`~serving.gateway.errors.ApiError`, which ends the call with that answer. Routing comes before the
@@ -306,20 +307,28 @@ class Limit:
 
 
 class Screen:
-    """The prompt through the input guardrail: a block ends the call with a 400, a flag is logged. Prompts longer
-    than ``INLINE_CHARS`` are screened in a thread: normalizing and matching a 32k-character prompt takes
-    5–36 ms (bench/bench_guardrails.py), which the event loop must not spend while it relays other streams."""
+    """The prompt through the input guardrail: a block ends the call with a 400, a flag is logged.
+
+    The gateway runs it while the engine prefills (:meth:`serving.gateway.app.Gateway._screened_engine`:
+    :meth:`verdict` once the engine request is written, then :meth:`apply`): no token reaches the client
+    before the verdict, and a blocked prompt's engine request is cancelled. A call that may be answered
+    without an engine (the caches) is screened before, as a step (:meth:`__call__`). Prompts longer than
+    ``INLINE_CHARS`` are screened in a thread: normalizing and matching a 32k-character prompt takes 5–36 ms
+    (bench/bench_guardrails.py), which the event loop must not spend while it relays other streams."""
 
     INLINE_CHARS = 2000
 
     def __init__(self, guardrails: Guardrails, metrics: GatewayMetrics):
         self.guardrails, self.metrics = guardrails, metrics
 
-    async def __call__(self, call: Call) -> None:
+    async def verdict(self, call: Call) -> Verdict:
+        """The guardrail's verdict on the prompt (a long one's in a thread)."""
         if len(call.prompt) > self.INLINE_CHARS:
-            verdict = await asyncio.to_thread(self.guardrails.screen_prompt, call.prompt)
-        else:
-            verdict = self.guardrails.screen_prompt(call.prompt)
+            return await asyncio.to_thread(self.guardrails.screen_prompt, call.prompt)
+        return self.guardrails.screen_prompt(call.prompt)
+
+    def apply(self, call: Call, verdict: Verdict) -> None:
+        """Count and record ``verdict``; raise the 400 ``prompt_rejected`` of a block."""
         self.metrics.verdicts.labels("input", verdict.action).inc()
         call.row.input_verdict = verdict.action
         call.reasons.extend(verdict.reasons)
@@ -330,6 +339,9 @@ class Screen:
                 param="prompt",
                 code="prompt_rejected",
             )
+
+    async def __call__(self, call: Call) -> None:
+        self.apply(call, await self.verdict(call))
 
 
 class ScreenOutput:

@@ -86,6 +86,23 @@ def _failure_kind(exc: BaseException) -> str:
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+
+
+async def _body_sent(session, context, params) -> None:
+    """aiohttp's trace signal of a request body chunk: resolves the request's ``sent`` future. aiohttp signals
+    a chunk just before it writes it, in the same step of the task: whoever awaits the future runs once the
+    request is written to the socket."""
+    sent = context.trace_request_ctx
+    if isinstance(sent, asyncio.Future) and not sent.done():
+        sent.set_result(None)
+
+
+def _sent_trace() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(_body_sent)
+    return trace
+
+
 DONE = object()  # the end of an SSE stream: its "data: [DONE]" line
 
 
@@ -131,7 +148,9 @@ class EnginePool:
         # (bench/bench_gateway.py). Created lazily, inside the running event loop.
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=4096, limit_per_host=2048), json_serialize=jsonio.dumps
+                connector=aiohttp.TCPConnector(limit=4096, limit_per_host=2048),
+                json_serialize=jsonio.dumps,
+                trace_configs=[_sent_trace()],
             )
         return self._session
 
@@ -147,16 +166,17 @@ class EnginePool:
         yield from enumerate(e for e in self.engines if e.name in models)
 
     async def _attempt(
-        self, engine: EngineSettings, path: str, payload: dict, stream: bool
+        self, engine: EngineSettings, path: str, payload: dict, stream: bool, sent: asyncio.Future | None = None
     ) -> tuple[aiohttp.ClientResponse | None, dict | None]:
-        """One call: ``(open response, None)`` for a stream, ``(None, JSON body)`` otherwise."""
+        """One call: ``(open response, None)`` for a stream, ``(None, JSON body)`` otherwise; ``sent`` is
+        resolved once the request is written (see :meth:`call`)."""
         timeout = aiohttp.ClientTimeout(
             total=None if stream else engine.timeout_s,
             sock_connect=engine.connect_timeout_s,
             sock_read=engine.read_timeout_s if stream else engine.timeout_s,
         )
         try:
-            response = await self.session.post(engine.url + path, json=payload, timeout=timeout)
+            response = await self.session.post(engine.url + path, json=payload, timeout=timeout, trace_request_ctx=sent)
         except TRANSPORT_ERRORS as exc:
             raise EngineFailure(_failure_kind(exc), f"{type(exc).__name__}: {exc}") from exc
         if stream and response.status == 200:
@@ -179,9 +199,19 @@ class EnginePool:
             raise EngineFailure("bad_body", f"engine answered non-JSON: {str(body)[:200]}")
         return None, body
 
-    async def call(self, path: str, models: dict[str, str], payload: dict, *, stream: bool = False) -> Served:
+    async def call(
+        self,
+        path: str,
+        models: dict[str, str],
+        payload: dict,
+        *,
+        stream: bool = False,
+        sent: asyncio.Future | None = None,
+    ) -> Served:
         """POST ``payload`` (with each engine's ``model`` value) to the first engine that answers; for a stream,
-        return once the engine has answered 200 (the body is read by :meth:`iter_events`)."""
+        return once the engine has answered 200 (the body is read by :meth:`iter_batches`). ``sent``, if
+        given, is resolved as soon as the (first attempt's) request is written to an engine's socket: the
+        caller may then do other work while the engine works on it."""
         causes = {}
         for position, engine in self._candidates(models):
             breaker = self.breakers[engine.name]
@@ -192,7 +222,7 @@ class EnginePool:
             body = {**payload, "model": models[engine.name]}
             try:
                 response, answer = await self.retry.run(
-                    lambda engine=engine, body=body: self._attempt(engine, path, body, stream),
+                    lambda engine=engine, body=body: self._attempt(engine, path, body, stream, sent),
                     retry_on=(EngineFailure,),
                     give_up_on=(EngineServerError,),
                 )
@@ -251,9 +281,26 @@ class EnginePool:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
+    def discard(self, served: Served) -> None:
+        """Drop a stream that was opened but will not be read (its prompt was blocked while the engine
+        prefilled): the connection is closed, which makes the engine abort the request, and the engine's
+        breaker counts nothing (the call said nothing of its health) but gets a half-open trial slot back."""
+        if served.response is not None:
+            served.response.close()
+        self.breakers[served.engine].abandon()
+
     async def iter_events(self, served: Served) -> AsyncIterator[dict]:
-        """The JSON events of an engine's SSE stream (without the final ``[DONE]``). On a broken stream the
-        engine's breaker records a failure and :class:`EngineFailure` is raised; a complete one records success."""
+        """The JSON events of an engine's SSE stream, one at a time (see :meth:`iter_batches`)."""
+        async for batch in self.iter_batches(served):
+            for event in batch:
+                yield event
+
+    async def iter_batches(self, served: Served) -> AsyncIterator[list[dict]]:
+        """The JSON events of an engine's SSE stream (without the final ``[DONE]``), as lists: the events of
+        one read of the socket together, so that the app relays them in one write (a gateway behind on its
+        streams then sends several tokens per write instead of one, at one write's cost). On a broken stream
+        the engine's breaker records a failure and :class:`EngineFailure` is raised; a complete one records
+        success."""
         breaker = self.breakers[served.engine]
         response = served.response
         try:
@@ -263,19 +310,27 @@ class EnginePool:
             async for chunk in response.content.iter_any():
                 lines = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
                 pending = lines.pop()
-                for raw in lines:
-                    event = _sse_event(raw)
-                    if event is DONE:
-                        done = True
-                        break
-                    if event is not None:
-                        yield event
+                batch = []
+                try:
+                    for raw in lines:
+                        event = _sse_event(raw)
+                        if event is DONE:
+                            done = True
+                            break
+                        if event is not None:
+                            batch.append(event)
+                except EngineFailure:
+                    if batch:  # the events before a bad one are relayed, as when they came in a read of their own
+                        yield batch
+                    raise
+                if batch:
+                    yield batch
                 if done:
                     break
             else:  # the stream ended: its last line may have had no newline
                 event = _sse_event(pending)
                 if event is not None and event is not DONE:
-                    yield event
+                    yield [event]
         except TRANSPORT_ERRORS as exc:
             breaker.record_failure()
             self.metrics.upstream.labels(served.engine, "broken_stream").inc()

@@ -318,6 +318,33 @@ def test_split_parts_match_exactly_where_the_rule_pattern_does():
                 assert r.search_parts(view) == bool(r.pattern.search(view)), (r.name, view)
 
 
+def test_the_gate_index_matches_the_rules_each_rule_matches():
+    """RuleGates (one look-up per distinct anchor, screen_prompt's path) finds exactly the rules whose own
+    search matches, on short texts and on the same texts inside a long one (the gated path)."""
+    import pathlib
+
+    import yaml
+
+    from crawl2serve.serving.gateway.guardrails import RULE_GATES, TextIndex
+    from crawl2serve.serving.gateway.normalize import views
+
+    here = pathlib.Path(__file__).parent
+    texts = list(INJECTIONS + BENIGN_PROMPTS)
+    for name in ("guardrail_probes.yaml", "guardrail_probes_holdout.yaml"):
+        data = yaml.safe_load((here / name).read_text(encoding="utf-8"))
+        texts += [p["text"] for p in data["attacks"] + data["benign"]]
+    filler = "The committee reviewed the annual report on the river and the old mill. " * 8
+    matched_any = 0
+    for text in texts:
+        for long in (text, filler + text, text + " " + filler):
+            for view in views(long):
+                view = view.lower()
+                want = {i for i, r in enumerate(INJECTION_RULES) if r.search(view)}
+                assert RULE_GATES.matched(TextIndex(view), lambda r: True, set()) == want, view[:200]
+                matched_any += bool(want)
+    assert matched_any > 100  # the texts do exercise the rules
+
+
 def test_patterns_must_be_lowercase():
     from crawl2serve.serving.gateway.guardrails import _compile_rule
 

@@ -9,7 +9,7 @@ import time
 
 from crawl2serve.serving.gateway.metrics import GatewayMetrics
 from crawl2serve.serving.gateway.settings import BreakerSettings, EngineSettings, RetrySettings
-from crawl2serve.serving.gateway.upstream import EnginePool
+from crawl2serve.serving.gateway.upstream import EngineFailure, EnginePool
 
 EVENTS = [{"choices": [{"index": 0, "text": t, "finish_reason": None}]} for t in ("Hello", " wor", "ld", " ü\n")]
 
@@ -66,3 +66,33 @@ def test_crlf_comments_and_a_last_event_without_newline():
     lines += [b"data:" + json.dumps(e).encode() + b"\r\n" for e in EVENTS[1:3]]
     body = b"\r\n".join(lines) + b"\r\n" + b"data: " + json.dumps(EVENTS[3]).encode()  # closed without "\n"
     assert _relay(body, 5) == EVENTS
+
+
+def test_the_events_of_one_read_come_as_one_batch_and_a_bad_event_keeps_those_before_it():
+    whole = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in EVENTS) + b"data: [DONE]\n\n"
+    broken = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in EVENTS[:2]) + b"data: {oops\n\n"
+    assert _read_batches(whole) == (None, [EVENTS])  # one write, one read: one relayed write
+    assert _read_batches(broken) == ("bad_stream", [EVENTS[:2]])
+
+
+def _read_batches(body: bytes) -> tuple[str | None, list[list[dict]]]:
+    """(the EngineFailure kind or None, the batches read) of an engine that writes ``body`` at once."""
+    got: list[list[dict]] = []
+
+    async def run():
+        url, thread = _engine(body, len(body))
+        pool = EnginePool(
+            [EngineSettings(name="e", url=url)], BreakerSettings(), RetrySettings(attempts=1), GatewayMetrics()
+        )
+        try:
+            served = await pool.call("/v1/completions", {"e": "m"}, {"prompt": "x"}, stream=True)
+            async for batch in pool.iter_batches(served):
+                got.append(batch)
+        except EngineFailure as exc:
+            return exc.kind
+        finally:
+            await pool.aclose()
+            thread.join(5)
+        return None
+
+    return asyncio.run(run()), got
