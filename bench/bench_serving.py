@@ -29,7 +29,7 @@ gateway process 0.71–0.78 of direct at c=128 for every variant (direct 12.1k t
 c=64, within noise at c=1/32; TTFT p50 +5.4 to +8.4 ms at c=1; h11 and httptools within noise of each other.
 With the fake engine one gateway process tops out at 13–16.5k tokens/s (0.9 core), two at 25k. SGLang (an engine
 already 11 minutes under load) vs ``generate``: 4.8× at c=64, 3.1× at 128, 1.3–1.4× at 256.
-Figures of 2026-12-02 (bench/results/h200-2026-12-02-*), before (main) vs after (the prompt screened while the
+Figures of 2026-12-01, second session (bench/results/h200-2026-12-01b-*), before (main) vs after (the prompt screened while the
 engine prefills, the events of one read relayed in one write): TTFT p50 added at c=1 +7.4 → +4.3 ms, through
 the gateway 0.97–0.99 of direct at c=1/32/128 and 0.93 at c=64; the load generator's c=128 16.1k → 22.3k tokens/s.
 """

@@ -1,4 +1,4 @@
-# The device calls of 2026-12-02 (issue 20), verbatim, in order; run from the session checkout's root (/work/main) with
+# The device calls of 2026-12-01, second session (issue 20), verbatim, in order; run from the session checkout's root (/work/main) with
 # .gpu/ (the SGLang kit, ../shared/gpu/prepare-sglang-carry.sh) and .gpuwork/ carried: repo/ = branch gpu20
 # (git archive HEAD), base/ = main before it (d566566), whl/ = liger_kernel-0.8.5 and multipart-2.0.1 wheels, callN.sh.
 # Device time: 1,644 s of the session's 1,800 (starting the machine included). The machine stayed warm between calls.
