@@ -2,9 +2,9 @@
 
     python bench/bench_guardrails.py [REPEATS] [BASE]      # default 7 repeats against main
 
-Loads the current ``serving/gateway/guardrails.py`` and BASE's (a git ref: ``git show BASE:...``, or the
-path of a copy of the file; it must be a single file with no relative imports, as main's is), pins the
-process to one core and
+Loads the current ``serving/gateway/guardrails.py`` and BASE's (a git ref: its ``serving/gateway/`` modules
+from ``git archive``, or a folder holding a copy of them; guardrails.py imports its neighbours ``normalize``
+and ``patterns``), pins the process to one core and
 times, alternating old and new in every repeat so that both see the same load:
 
 * the labeled probe set (tests/serving/guardrail_probes.yaml, short prompts): mean time per prompt;
@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import ast
 import collections
-import importlib.util
+import importlib
+import io
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -45,22 +48,26 @@ LIMIT = 32_000
 
 
 def load_base(ref: str):
-    """BASE's guardrails.py (a git ref, or a file) as a module."""
-    if pathlib.Path(ref).is_file():
-        source = pathlib.Path(ref).read_text()
+    """BASE's guardrails.py (a git ref, or a folder of the gateway's modules) as a module of a package of its
+    own, ``base_gateway``, so that its relative imports find BASE's neighbours, not the current ones."""
+    package = pathlib.Path(tempfile.mkdtemp()) / "base_gateway"
+    if pathlib.Path(ref).is_dir():
+        shutil.copytree(ref, package)
     else:
-        source = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{ref}:serving/gateway/guardrails.py"],
-            check=True,
-            capture_output=True,
-            text=True,
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref, "serving/gateway"], check=True, capture_output=True
         ).stdout
-    path = pathlib.Path(tempfile.mkdtemp()) / "base_guardrails.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("base_guardrails", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(package.parent, filter="data")
+        shutil.move(package.parent / "serving" / "gateway", package)
+    (package / "__init__.py").write_text("")  # the gateway's own __init__ would import the whole app
+    for name in [m for m in sys.modules if m == "base_gateway" or m.startswith("base_gateway.")]:
+        del sys.modules[name]  # another BASE loaded before
+    sys.path.insert(0, str(package.parent))
+    try:
+        return importlib.import_module("base_gateway.guardrails")
+    finally:
+        sys.path.remove(str(package.parent))
 
 
 def cases() -> dict[str, list[str]]:
