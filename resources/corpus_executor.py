@@ -2,8 +2,8 @@
 
 A corpus stage splits a crawl partition into shards (one WARC file each) and maps one framework-free function
 over them (``ShardExecutor.map``): ``InProcessExecutor`` calls it here, one shard after another;
-``RayExecutor`` runs shards as Ray tasks (one CPU each; small shards batched, ``RayExecutor``) on a local Ray started on this machine's cores
-(the embedded default) or on a Ray cluster reached by address (production: the KubeRay cluster of
+``RayExecutor`` runs them as Ray tasks (one CPU each, small shards batched) on a local Ray started on this
+machine's cores (the embedded default) or on a Ray cluster reached by address (production: the KubeRay cluster of
 deploy/ray/). Either way a shard that raises for its own data comes back as a failed ``ShardOutcome`` and
 its neighbours go on; under Ray, a worker that dies mid-shard (killed, OOM, a crash in native code) has its
 task run again (``max_retries``), so a shard function must write its output atomically (temp + rename) to a
@@ -97,6 +97,10 @@ def _run_batch(fn: Callable[..., Any], batch: list[tuple[str, tuple]]) -> list[S
     return list(InProcessExecutor().map(fn, [Shard(key, args) for key, args in batch]))
 
 
+def _weight(shard: Shard, weighed: bool) -> float:
+    return max(shard.weight, 0.0) if weighed else 1.0
+
+
 class RayExecutor:
     """Shards as Ray tasks (``num_cpus=1``), several small shards to a task.
 
@@ -141,14 +145,14 @@ class RayExecutor:
     def _in_flight(self) -> int:
         return self.limit or max(2 * self._cluster_cpus(), self.MIN_IN_FLIGHT)
 
-    def _next_batch(self, pending: list[Shard], workers: int) -> list[Shard]:
-        """The next task's shards, popped from the end of ``pending`` (see the class docstring)."""
-        weights = [max(s.weight, 0.0) for s in pending]
-        total = sum(weights)
-        share = (total if total > 0 else len(pending)) / (self.GUIDED * workers)
-        batch, taken = [], 0.0
-        while pending and len(batch) < self.max_batch and (not batch or taken + (weights[-1] if total else 1) <= share):
-            taken += weights.pop() if total else 1
+    def _next_batch(self, pending: list[Shard], left: float, workers: int, weighed: bool) -> list[Shard]:
+        """The next task's shards, popped from the end of ``pending``, whose weights add up to ``left`` (or,
+        not ``weighed``, which count one each): see the class docstring."""
+        share = left / (self.GUIDED * workers)
+        batch = [pending.pop()]
+        taken = _weight(batch[0], weighed)
+        while pending and len(batch) < self.max_batch and taken + _weight(pending[-1], weighed) <= share:
+            taken += _weight(pending[-1], weighed)
             batch.append(pending.pop())
         return batch
 
@@ -163,12 +167,15 @@ class RayExecutor:
         running: dict[Any, tuple[list[Shard], float]] = {}
         bound, checked = self._in_flight(), time.monotonic()
         workers = self.limit or self._cluster_cpus()
+        weighed = any(s.weight > 0 for s in pending)  # else every shard counts one
+        left = sum(_weight(s, weighed) for s in pending)
         try:
             while pending or running:
                 if self.limit is None and time.monotonic() - checked > self.REFRESH_S:
                     bound, checked, workers = self._in_flight(), time.monotonic(), self._cluster_cpus()
                 while pending and len(running) < bound:
-                    batch = self._next_batch(pending, workers)
+                    batch = self._next_batch(pending, left, workers, weighed)
+                    left -= sum(_weight(s, weighed) for s in batch)
                     name = f"shard:{batch[0].key}" + (f"+{len(batch) - 1}" if len(batch) > 1 else "")
                     ref = task.options(name=name).remote(fn, [(s.key, s.args) for s in batch])
                     running[ref] = (batch, time.monotonic())
@@ -241,6 +248,8 @@ class CorpusExecutor(dg.ConfigurableResource):
             return InProcessExecutor()
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"corpus_executor.workers: must be at least 1, got {self.workers}")
+        if self.max_batch < 1:
+            raise ValueError(f"corpus_executor.max_batch: must be at least 1, got {self.max_batch}")
         ensure_ray(self.address, self.num_cpus)
         return RayExecutor(workers=self.workers, max_retries=self.max_retries, max_batch=self.max_batch)
 

@@ -91,6 +91,8 @@ def test_bad_settings_are_named():
         CorpusExecutor(workers=0).executor()
     with pytest.raises(ValueError, match="max_batch: must be at least 1"):
         RayExecutor(workers=1, max_batch=0)
+    with pytest.raises(ValueError, match="corpus_executor.max_batch: must be at least 1"):
+        CorpusExecutor(max_batch=0).executor()
     assert CorpusExecutor(backend="in_process", workers=8).executor().workers == 1
 
 
