@@ -11,7 +11,6 @@ import argparse
 import collections
 import statistics
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -19,15 +18,11 @@ sys.path.insert(0, str(Path.cwd() / "bench"))
 sys.path.insert(0, str(Path.cwd()))
 
 import uvicorn
-from bench_gateway import ENGINE
-from profile_gateway import free_port
+from profile_gateway import LoadGeneratorRig
 from streamload import random_requests, run_load
 
-from crawl2serve.serving.engines import start_process, stop_process, wait_healthy
+from crawl2serve.serving.engines import stop_process, wait_healthy
 from crawl2serve.serving.gateway.app import create_app
-from crawl2serve.serving.gateway.auth import KeyStore
-from crawl2serve.serving.gateway.routing import write_routing
-from crawl2serve.serving.gateway.settings import EngineSettings, GatewaySettings, TierSettings
 
 
 class Timed:
@@ -49,31 +44,9 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    tmp = Path(tempfile.mkdtemp(prefix="ttft-steps-"))
-    (tmp / "engine.py").write_text(ENGINE)
-    engine_port, port = free_port(), free_port()
-    engine = start_process([sys.executable, str(tmp / "engine.py"), str(engine_port), "2"], str(tmp / "engine.log"))
-    engine_url, url = f"http://127.0.0.1:{engine_port}", f"http://127.0.0.1:{port}"
-    write_routing(
-        str(tmp / "routing.json"),
-        {
-            "model": "crawl2serve",
-            "stable": "1",
-            "canary": None,
-            "canary_share": 0,
-            "versions": {"1": {"primary": "m"}},
-            "tokenizers": {"1": args.tokenizer},  # prompts counted as in production: with the version's tokenizer
-        },
-    )
-    key, _ = KeyStore.load(tmp / "keys.json").add("bench", "bench")
-    settings = GatewaySettings(
-        port=port,
-        routing_file=str(tmp / "routing.json"),
-        keys_file=str(tmp / "keys.json"),
-        log_dir=str(tmp / "spool"),
-        engines=[EngineSettings(name="primary", url=engine_url)],
-        tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
-    )
+    rig = LoadGeneratorRig.start(args.tokenizer, "ttft-steps-")
+    tmp, engine, engine_url, key, settings = rig.tmp, rig.engine, rig.engine_url, rig.key, rig.settings
+    url = f"http://127.0.0.1:{rig.port}"
     app = create_app(settings)
     gateway, marks = app.state.gateway, collections.defaultdict(list)
     gateway.steps = [Timed(s, marks) for s in gateway.steps]
@@ -88,7 +61,7 @@ def main() -> int:
             yield event
 
     gateway._stream = first_token_timed
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http="h11", log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=rig.port, http="h11", log_level="warning"))
     runs = {}
 
     def drive():

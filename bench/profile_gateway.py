@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,6 +41,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class LoadGeneratorRig:
+    """``bench_gateway.py``'s load generator engine (2 ms between tokens) started in a process of its own, and
+    the settings of a gateway in front of it (one version, routed to it; prompts counted with ``tokenizer``, as
+    in production; a tier without limits): what the gateway benches here share."""
+
+    tmp: Path
+    engine: object  # its process
+    engine_url: str
+    port: int  # the gateway's
+    key: str
+    settings: GatewaySettings
+
+    @classmethod
+    def start(cls, tokenizer: str, prefix: str) -> "LoadGeneratorRig":
+        tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        (tmp / "engine.py").write_text(ENGINE)
+        engine_port, port = free_port(), free_port()
+        engine = start_process([sys.executable, str(tmp / "engine.py"), str(engine_port), "2"], str(tmp / "engine.log"))
+        engine_url = f"http://127.0.0.1:{engine_port}"
+        write_routing(
+            str(tmp / "routing.json"),
+            {
+                "model": "crawl2serve",
+                "stable": "1",
+                "canary": None,
+                "canary_share": 0,
+                "versions": {"1": {"primary": "m"}},
+                "tokenizers": {"1": tokenizer},
+            },
+        )
+        key, _ = KeyStore.load(tmp / "keys.json").add("bench", "bench")
+        settings = GatewaySettings(
+            port=port,
+            routing_file=str(tmp / "routing.json"),
+            keys_file=str(tmp / "keys.json"),
+            log_dir=str(tmp / "spool"),
+            engines=[EngineSettings(name="primary", url=engine_url)],
+            tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
+        )
+        return cls(tmp, engine, engine_url, port, key, settings)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokenizer", required=True)
@@ -51,31 +95,8 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    tmp = Path(tempfile.mkdtemp(prefix="profile-gateway-"))
-    (tmp / "engine.py").write_text(ENGINE)
-    engine_port, port = free_port(), free_port()
-    engine = start_process([sys.executable, str(tmp / "engine.py"), str(engine_port), "2"], str(tmp / "engine.log"))
-    engine_url = f"http://127.0.0.1:{engine_port}"
-    write_routing(
-        str(tmp / "routing.json"),
-        {
-            "model": "crawl2serve",
-            "stable": "1",
-            "canary": None,
-            "canary_share": 0,
-            "versions": {"1": {"primary": "m"}},
-            "tokenizers": {"1": args.tokenizer},
-        },
-    )
-    key, _ = KeyStore.load(tmp / "keys.json").add("bench", "bench")
-    settings = GatewaySettings(
-        port=port,
-        routing_file=str(tmp / "routing.json"),
-        keys_file=str(tmp / "keys.json"),
-        log_dir=str(tmp / "spool"),
-        engines=[EngineSettings(name="primary", url=engine_url)],
-        tiers={"bench": TierSettings(requests_per_minute=1e9, tokens_per_minute=1e12)},
-    )
+    rig = LoadGeneratorRig.start(args.tokenizer, "profile-gateway-")
+    tmp, engine, engine_url, port, key, settings = rig.tmp, rig.engine, rig.engine_url, rig.port, rig.key, rig.settings
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, http=args.http, log_level="warning")
     )
