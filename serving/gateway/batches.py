@@ -30,7 +30,7 @@ from typing import Literal
 
 from fastapi import Request
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..atomic import write_durable
 from ..batch import BATCH_URLS, BadLine, BatchLine, ChunkStore, RunStats, run_batch
@@ -38,7 +38,7 @@ from .auth import ApiKey
 from .call import Call
 from .errors import ApiError
 from .files import FileStore, bad_line_error, not_found, receive_upload, tenant_folder, validate_lines
-from .schemas import describe
+from .schemas import validated
 from .settings import GatewaySettings, LimitSettings
 from .steps import Authenticate, ReadBody
 
@@ -181,11 +181,7 @@ class Batches:
         key = await self._tenant(request)
         call = Call(request, "batches")
         await self.read_body(call)
-        try:
-            req = CreateBatch.model_validate(call.body)
-        except ValidationError as exc:
-            message, param = describe(exc)
-            raise ApiError(400, message, param=param, code="invalid_request") from exc
+        req = validated(CreateBatch, call.body)
         if req.endpoint not in BATCH_URLS:
             raise ApiError(
                 400,

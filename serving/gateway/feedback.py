@@ -11,13 +11,13 @@ from typing import Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .call import Call
 from .errors import ApiError
 from .logstore import InferenceLog, LogUnavailable
 from .metrics import GatewayMetrics
-from .schemas import describe
+from .schemas import validated
 from .settings import LimitSettings
 from .steps import ReadBody
 
@@ -41,11 +41,7 @@ class Feedback:
         try:
             await authenticate(call)
             await self.read(call)
-            try:
-                body = FeedbackRequest.model_validate(call.body)
-            except ValidationError as exc:
-                message, param = describe(exc)
-                raise ApiError(400, message, param=param, code="invalid_request") from exc
+            body = validated(FeedbackRequest, call.body)
             call.row.update(
                 request_id=body.request_id,
                 role="feedback",

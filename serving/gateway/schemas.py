@@ -283,6 +283,17 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+def validated(model: type[BaseModel], body: Any) -> Any:
+    """``body`` as ``model``, or the 400 ``invalid_request`` that names the field and the problem."""
+    from .errors import ApiError
+
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        message, param = describe(exc)
+        raise ApiError(400, message, param=param, code="invalid_request") from exc
+
+
 def describe(error: ValidationError) -> tuple[str, str | None]:
     """One readable message and the offending parameter for a 400."""
     first = error.errors()[0]

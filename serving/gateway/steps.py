@@ -21,8 +21,6 @@ import json
 import logging
 from typing import Protocol
 
-from pydantic import ValidationError
-
 from .auth import KeyStore, parse_bearer
 from .call import Call
 from .errors import ApiError
@@ -32,7 +30,7 @@ from .logstore import InferenceLog, LogUnavailable
 from .metrics import GatewayMetrics
 from .ratelimit import Tier
 from .routing import Router, UnknownModel
-from .schemas import EXTENSIONS, ChatRequest, CompletionRequest, describe, invalid_unicode, printable
+from .schemas import EXTENSIONS, ChatRequest, CompletionRequest, invalid_unicode, printable, validated
 from .settings import EngineSettings, LimitSettings
 from .structured import OutputContract, ToolContract, capable_engines, check_schemas, needed_features, unsupported
 from .tiers import TierSource
@@ -116,11 +114,7 @@ class Validate:
 
     async def __call__(self, call: Call) -> None:
         model_cls = ChatRequest if call.chat else CompletionRequest
-        try:
-            req = model_cls.model_validate(call.body)
-        except ValidationError as exc:
-            message, param = describe(exc)
-            raise ApiError(400, message, param=param, code="invalid_request") from exc
+        req = validated(model_cls, call.body)
         bad = invalid_unicode(call.body)
         prompt = req.prompt_text()
         call.row.update(model=printable(req.model), stream=req.stream, prompt=printable(prompt))
